@@ -1,0 +1,112 @@
+/**
+ * The agent's configuration file (`/etc/drover/agent.toml`). Strict at every
+ * level: a misspelt key is an error that names it, not a silent default.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { Name } from "./score.ts";
+import { DeviceLabels } from "./labels.ts";
+import { isRegistryHost } from "./image.ts";
+
+/** Where the agent keeps its cache by default. */
+export const DEFAULT_STATE_DIR = "/var/lib/drover";
+/** Default podman API socket (rootful podman.socket). */
+export const DEFAULT_PODMAN_SOCKET = "/run/podman/podman.sock";
+/** Default seconds between status heartbeats. */
+export const DEFAULT_HEARTBEAT_SECONDS = 10;
+/** Default NATS server. */
+export const DEFAULT_NATS_SERVER = "nats://127.0.0.1:4222";
+
+/** Log levels accepted in config and `DROVER_LOG_LEVEL`. */
+export const LogLevel = z.enum(["trace", "debug", "info", "warning", "error", "fatal"]);
+/** A log level. */
+export type LogLevel = z.infer<typeof LogLevel>;
+
+const absolutePath = z.string().min(1).refine((p) => p.startsWith("/"), {
+  message: "must be an absolute path",
+});
+
+const PortRange = z.union([
+  z.number().int().min(1).max(65535),
+  z.string().regex(/^[0-9]{1,5}-[0-9]{1,5}$/, 'port ranges are written "low-high"').refine(
+    (r) => {
+      const [lo, hi] = r.split("-").map(Number);
+      return lo >= 1 && hi <= 65535 && lo <= hi;
+    },
+    { message: "port range must satisfy 1 <= low <= high <= 65535" },
+  ),
+]);
+
+/** What the device accepts, whatever the operator sends. */
+export const AgentPolicy = z.strictObject({
+  /** Registry hosts images may come from; absent means any. */
+  allowed_registries: z.array(z.string().refine(isRegistryHost, { message: "not a registry host" }))
+    .optional(),
+  /** Host path prefixes that may be bind-mounted; named volumes are always allowed. */
+  allowed_host_paths: z.array(absolutePath).default([]),
+  /** Host ports (or `"low-high"` ranges) that may be published; absent means any. */
+  allowed_host_ports: z.array(PortRange).optional(),
+  /** Most containers Drover may run on this device; absent means no limit. */
+  max_containers: z.number().int().positive().optional(),
+});
+/** What the device accepts. */
+export type AgentPolicy = z.infer<typeof AgentPolicy>;
+
+/** Credentials and TLS settings for one private registry. */
+export const RegistryConfig = z.strictObject({
+  username: z.string().optional(),
+  password: z.string().optional(),
+  tls_verify: z.boolean().default(true),
+}).refine((r) => (r.username === undefined) === (r.password === undefined), {
+  message: "username and password go together",
+});
+/** Credentials and TLS settings for one private registry. */
+export type RegistryConfig = z.infer<typeof RegistryConfig>;
+
+/** NATS connection settings; every auth method nats.js supports. */
+export const NatsConfig = z.strictObject({
+  servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+    .default([DEFAULT_NATS_SERVER])
+    .transform((s) => (Array.isArray(s) ? s : [s])),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  token: z.string().optional(),
+  creds: absolutePath.optional(),
+  nkey_seed: absolutePath.optional(),
+  tls_ca: absolutePath.optional(),
+  tls_cert: absolutePath.optional(),
+  tls_key: absolutePath.optional(),
+}).refine((n) => n.password === undefined || n.user !== undefined, {
+  message: "password needs user",
+  path: ["user"],
+}).refine((n) => (n.tls_cert === undefined) === (n.tls_key === undefined), {
+  message: "tls_cert and tls_key go together",
+  path: ["tls_cert"],
+});
+/** NATS connection settings. */
+export type NatsConfig = z.infer<typeof NatsConfig>;
+
+/** The whole agent configuration. */
+export const AgentConfig = z.strictObject({
+  agent: z.strictObject({
+    device_id: Name,
+    state_dir: absolutePath.default(DEFAULT_STATE_DIR),
+    labels: DeviceLabels.default({}),
+    heartbeat_seconds: z.number().positive().max(3600).default(DEFAULT_HEARTBEAT_SECONDS),
+    log_level: LogLevel.default("info"),
+  }),
+  nats: NatsConfig.default({ servers: [DEFAULT_NATS_SERVER] }),
+  podman: z.strictObject({ socket: absolutePath.default(DEFAULT_PODMAN_SOCKET) })
+    .default({ socket: DEFAULT_PODMAN_SOCKET }),
+  registries: z.record(
+    z.string().refine(isRegistryHost, { message: 'registry keys are "host" or "host:port"' }),
+    RegistryConfig,
+  ).default({}),
+  policy: AgentPolicy.default({ allowed_host_paths: [] }),
+});
+/** The whole agent configuration (after defaults are applied). */
+export type AgentConfig = z.infer<typeof AgentConfig>;
+/** The agent configuration as written. */
+export type AgentConfigInput = z.input<typeof AgentConfig>;

@@ -1,0 +1,59 @@
+/**
+ * The value of `agent-status/<device>`: what an agent reports about itself.
+ *
+ * Wire objects here strip unknown keys rather than reject them, so an operator
+ * can read the status of a newer agent that reports more.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { Name } from "./score.ts";
+import { DeviceLabels } from "./labels.ts";
+
+/** Phase of one deployment on one device. */
+export const DeploymentPhase = z.enum(["pending", "running", "failed", "removing"]);
+/** Phase of one deployment on one device. */
+export type DeploymentPhase = z.infer<typeof DeploymentPhase>;
+
+/** Summary of the whole device. */
+export const DeviceStatus = z.enum(["starting", "ready", "degraded", "stopped"]);
+/** Summary of the whole device. */
+export type DeviceStatus = z.infer<typeof DeviceStatus>;
+
+/** State of one service's container. */
+export const ServiceStatus = z.object({
+  container_id: z.string().optional(),
+  /** Podman's container state (`running`, `exited`, …), or `missing`/`pulling` before one exists. */
+  state: z.string(),
+  image: z.string(),
+  restarts: z.number().int().nonnegative().optional(),
+});
+/** State of one service's container. */
+export type ServiceStatus = z.infer<typeof ServiceStatus>;
+
+/** State of one deployment on one device. */
+export const DeploymentStatus = z.object({
+  /** The desired-state KV revision this status describes. */
+  revision: z.number().int().nonnegative(),
+  phase: DeploymentPhase,
+  message: z.string().optional(),
+  services: z.record(z.string(), ServiceStatus),
+});
+/** State of one deployment on one device. */
+export type DeploymentStatus = z.infer<typeof DeploymentStatus>;
+
+/** What an agent publishes to `agent-status/<device>`. */
+export const AgentStatus = z.object({
+  device_id: Name,
+  status: DeviceStatus,
+  /** RFC 3339 UTC time at which this status was produced. */
+  timestamp: z.iso.datetime(),
+  agent_version: z.string(),
+  labels: DeviceLabels,
+  /** Seconds between heartbeats; lets readers judge staleness. */
+  heartbeat_seconds: z.number().positive().optional(),
+  deployments: z.record(z.string(), DeploymentStatus),
+});
+/** What an agent publishes to `agent-status/<device>`. */
+export type AgentStatus = z.infer<typeof AgentStatus>;

@@ -1,0 +1,38 @@
+/**
+ * Decoding values that arrive over the wire (KV entries) into validated types.
+ * Never throws: a bad value is a result the caller reports.
+ *
+ * @module
+ */
+
+import type { z } from "zod";
+import { formatZodIssues } from "./errors.ts";
+
+/** Largest value the agent and operator will try to parse (NATS' default max payload). */
+export const MAX_VALUE_BYTES = 1024 * 1024;
+
+/** Outcome of {@linkcode decodeJson}. */
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** Parses UTF-8 JSON bytes (or a string) and validates it against `schema`. */
+export function decodeJson<S extends z.ZodType>(
+  schema: S,
+  data: Uint8Array | string,
+): DecodeResult<z.infer<S>> {
+  const size = typeof data === "string" ? data.length : data.byteLength;
+  if (size > MAX_VALUE_BYTES) {
+    return { ok: false, error: `value is ${size} bytes, more than the ${MAX_VALUE_BYTES} allowed` };
+  }
+  let json: unknown;
+  try {
+    const text = typeof data === "string"
+      ? data
+      : new TextDecoder("utf-8", { fatal: true }).decode(data);
+    json = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, error: `invalid JSON: ${(e as Error).message}` };
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) return { ok: false, error: formatZodIssues(result.error) };
+  return { ok: true, value: result.data };
+}

@@ -1,0 +1,32 @@
+/**
+ * Turning zod issues into messages a person can act on.
+ *
+ * @module
+ */
+
+import type { z } from "zod";
+
+/** Formats an issue path as `score.services[0].ports[1]`. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = "";
+  for (const segment of path) {
+    if (typeof segment === "number") out += `[${segment}]`;
+    else if (typeof segment === "string" && /^[A-Za-z_][A-Za-z0-9_-]*$/.test(segment)) {
+      out += out === "" ? segment : `.${segment}`;
+    } else out += `[${JSON.stringify(String(segment))}]`;
+  }
+  return out === "" ? "(root)" : out;
+}
+
+/** One line per issue: `"<path>: <message>"`, at most `max` lines. */
+export function formatZodIssues(error: z.ZodError, max = 10): string {
+  const lines = error.issues.slice(0, max).map((issue) => {
+    let message = issue.message;
+    if (issue.code === "unrecognized_keys") {
+      message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+    }
+    return `${formatPath(issue.path)}: ${message}`;
+  });
+  if (error.issues.length > max) lines.push(`… and ${error.issues.length - max} more problem(s)`);
+  return lines.join("\n");
+}

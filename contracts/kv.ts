@@ -1,0 +1,97 @@
+/**
+ * NATS KV bucket names, key formats and container labels: the literals that
+ * agents, the operator and outside clients must agree on byte for byte.
+ *
+ * @module
+ */
+
+import { assertName } from "./names.ts";
+
+/** Bucket holding `<device>.<deployment>` → {@linkcode DesiredState}. */
+export const BUCKET_DESIRED_STATE = "desired-state";
+/** Bucket holding `<device>` → {@linkcode AgentStatus}. */
+export const BUCKET_AGENT_STATUS = "agent-status";
+/** Bucket holding `<name>` → {@linkcode DeploymentManifest}. */
+export const BUCKET_DEPLOYMENTS = "deployments";
+
+/** Key of one deployment's desired state on one device: `"<device>.<deployment>"`. */
+export function desiredStateKey(device: string, deployment: string): string {
+  return `${assertName("device id", device)}.${assertName("deployment name", deployment)}`;
+}
+
+/** The two halves of a desired-state key. */
+export interface DesiredStateKey {
+  device: string;
+  deployment: string;
+}
+
+/**
+ * Splits a desired-state key into device and deployment, validating both.
+ *
+ * @throws {InvalidDesiredStateKeyError} when the key is not `<device>.<deployment>`.
+ */
+export function parseDesiredStateKey(key: string): DesiredStateKey {
+  const parts = key.split(".");
+  if (parts.length !== 2) {
+    throw new InvalidDesiredStateKeyError(
+      key,
+      `expected "<device>.<deployment>", found ${parts.length} dot-separated part(s)`,
+    );
+  }
+  try {
+    return {
+      device: assertName("device id", parts[0]),
+      deployment: assertName("deployment name", parts[1]),
+    };
+  } catch (e) {
+    throw new InvalidDesiredStateKeyError(key, (e as Error).message, { cause: e });
+  }
+}
+
+/** Thrown by {@linkcode parseDesiredStateKey}. */
+export class InvalidDesiredStateKeyError extends Error {
+  override name = "InvalidDesiredStateKeyError";
+  /** The rejected key. */
+  readonly key: string;
+  constructor(key: string, problem: string, options?: ErrorOptions) {
+    super(`Invalid desired-state key ${JSON.stringify(key)}: ${problem}`, options);
+    this.key = key;
+  }
+}
+
+/** The key filter a device watches in {@linkcode BUCKET_DESIRED_STATE}: `"<device>.>"`. */
+export function desiredStateFilter(device: string): string {
+  return `${assertName("device id", device)}.>`;
+}
+
+/** Key of a device's status: `"<device>"`. */
+export function statusKey(device: string): string {
+  return assertName("device id", device);
+}
+
+/** Key of a deployment manifest: `"<name>"`. */
+export function deploymentKey(name: string): string {
+  return assertName("deployment name", name);
+}
+
+/** Container labels Drover sets on every container it manages. */
+export const LABELS = {
+  /** Always `"true"`; marks a container as Drover's to create, replace and remove. */
+  managed: "drover.managed",
+  /** Deployment name. */
+  deployment: "drover.deployment",
+  /** Service name within the deployment. */
+  service: "drover.service",
+  /** The desired-state KV revision the container was created from. */
+  revision: "drover.revision",
+  /** Hash of the canonical service spec; a different hash means "replace". */
+  specHash: "drover.spec-hash",
+} as const;
+
+/** Value of the {@linkcode LABELS.managed} label. */
+export const MANAGED_LABEL_VALUE = "true";
+
+/** Name of the container running `service` of `deployment`: `"<deployment>_<service>"`. */
+export function containerName(deployment: string, service: string): string {
+  return `${assertName("deployment name", deployment)}_${assertName("service name", service)}`;
+}

@@ -1,0 +1,222 @@
+/**
+ * The deployment score: what should run. Today one score type, `PodmanV0`, a
+ * set of podman services described in compose-like terms.
+ *
+ * Scores are written by people, so their objects are strict: an unknown key
+ * (a typo such as `enviroment`, or a feature this agent does not know) is an
+ * error rather than silently ignored.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { nameProblem } from "./names.ts";
+import { parseImageReference } from "./image.ts";
+
+/** Schema for a device id, deployment name or service name. */
+export const Name = z.string().superRefine((value, ctx) => {
+  const problem = nameProblem(value);
+  if (problem) {
+    ctx.addIssue({ code: "custom", message: `invalid name ${JSON.stringify(value)}: ${problem}` });
+  }
+});
+
+/** Restart policies, as in compose. */
+export const RestartPolicy = z.enum(["always", "on-failure", "unless-stopped", "no"]);
+/** A restart policy. */
+export type RestartPolicy = z.infer<typeof RestartPolicy>;
+
+/** A published port, parsed from compose short syntax. */
+export interface PortMapping {
+  /** Host address to bind, when one was given. */
+  hostIp?: string;
+  /** Host port; absent means "let podman choose". */
+  hostPort?: number;
+  /** Port inside the container. */
+  containerPort: number;
+  /** Transport protocol. */
+  protocol: "tcp" | "udp";
+}
+
+function parsePortNumber(text: string, what: string): number | string {
+  if (!/^[0-9]{1,5}$/.test(text)) return `${what} ${JSON.stringify(text)} is not a number`;
+  const n = Number(text);
+  if (n < 1 || n > 65535) return `${what} ${n} is out of range 1-65535`;
+  return n;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$/;
+const IPV6 = /^[0-9a-fA-F:]+$/;
+
+/**
+ * Parses `"[host_ip:][host_port:]container_port[/tcp|udp]"`; IPv6 host
+ * addresses are written in brackets (`"[::1]:8080:80"`). Returns a message on
+ * error.
+ */
+export function parsePortMapping(spec: string): PortMapping | string {
+  const bad = (why: string) => `invalid port ${JSON.stringify(spec)}: ${why}`;
+  let rest = spec;
+  let protocol: "tcp" | "udp" = "tcp";
+  const slash = rest.indexOf("/");
+  if (slash >= 0) {
+    const proto = rest.slice(slash + 1);
+    if (proto !== "tcp" && proto !== "udp") {
+      return bad(`protocol must be tcp or udp, got "${proto}"`);
+    }
+    protocol = proto;
+    rest = rest.slice(0, slash);
+  }
+  let hostIp: string | undefined;
+  if (rest.startsWith("[")) {
+    const close = rest.indexOf("]:");
+    if (close < 0) return bad("an IPv6 host address must be written as [addr]:host:container");
+    hostIp = rest.slice(1, close);
+    if (!IPV6.test(hostIp)) return bad(`"${hostIp}" is not an IPv6 address`);
+    rest = rest.slice(close + 2);
+  }
+  const parts = rest.split(":");
+  if (parts.length > 3 || (hostIp !== undefined && parts.length !== 2)) {
+    return bad('expected "[host_ip:][host_port:]container_port[/protocol]"');
+  }
+  if (parts.length === 3) {
+    hostIp = parts.shift()!;
+    if (!IPV4.test(hostIp)) return bad(`"${hostIp}" is not an IPv4 address`);
+  }
+  const containerPort = parsePortNumber(parts.pop()!, "container port");
+  if (typeof containerPort === "string") return bad(containerPort);
+  let hostPort: number | undefined;
+  if (parts.length === 1) {
+    const p = parsePortNumber(parts[0], "host port");
+    if (typeof p === "string") return bad(p);
+    hostPort = p;
+  }
+  return {
+    ...(hostIp !== undefined ? { hostIp } : {}),
+    ...(hostPort !== undefined ? { hostPort } : {}),
+    containerPort,
+    protocol,
+  };
+}
+
+/** A volume, parsed from compose short syntax. */
+export type VolumeMount =
+  | { type: "bind"; source: string; target: string; readOnly: boolean }
+  | { type: "volume"; source: string; target: string; readOnly: boolean };
+
+const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+function pathProblem(path: string, what: string): string | undefined {
+  if (!path.startsWith("/")) return `${what} "${path}" must be an absolute path`;
+  if (path.split("/").some((seg) => seg === "..")) return `${what} "${path}" must not contain ".."`;
+  if (/[\0\n]/.test(path)) return `${what} must not contain NUL or newline`;
+  return undefined;
+}
+
+/**
+ * Parses `"/host/path:/container/path[:ro|rw]"` (a bind mount) or
+ * `"name:/container/path[:ro|rw]"` (a named volume). Returns a message on error.
+ */
+export function parseVolumeMount(spec: string): VolumeMount | string {
+  const bad = (why: string) => `invalid volume ${JSON.stringify(spec)}: ${why}`;
+  const parts = spec.split(":");
+  if (parts.length < 2 || parts.length > 3) {
+    return bad('expected "/host/path:/container/path[:ro]" or "name:/container/path[:ro]"');
+  }
+  const [source, target, mode = "rw"] = parts;
+  if (mode !== "ro" && mode !== "rw") return bad(`mode must be "ro" or "rw", got "${mode}"`);
+  const targetProblem = pathProblem(target, "container path");
+  if (targetProblem) return bad(targetProblem);
+  const readOnly = mode === "ro";
+  if (source.startsWith("/")) {
+    const sourceProblem = pathProblem(source, "host path");
+    if (sourceProblem) return bad(sourceProblem);
+    return { type: "bind", source, target, readOnly };
+  }
+  if (!VOLUME_NAME.test(source)) {
+    return bad(
+      `"${source}" is neither an absolute host path nor a volume name ([A-Za-z0-9][A-Za-z0-9_.-]*)`,
+    );
+  }
+  return { type: "volume", source, target, readOnly };
+}
+
+/** Refines a string with a parser that returns a message on error. */
+function parsedString(parse: (s: string) => unknown, max = 1024) {
+  return z.string().max(max).superRefine((value, ctx) => {
+    const result = parse(value);
+    if (typeof result === "string") ctx.addIssue({ code: "custom", message: result });
+  });
+}
+
+/** Label prefix reserved for Drover's own labels. */
+export const RESERVED_LABEL_PREFIX = "drover.";
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._\/-]{0,251}[A-Za-z0-9])?$/;
+
+/** One container of a deployment. Short-syntax strings stay strings on the wire. */
+export const PodmanService = z.strictObject({
+  name: Name,
+  image: z.string().superRefine((value, ctx) => {
+    const result = parseImageReference(value);
+    if (typeof result === "string") {
+      ctx.addIssue({
+        code: "custom",
+        message: `invalid image ${JSON.stringify(value)}: ${result}`,
+      });
+    }
+  }),
+  command: z.array(z.string().max(4096)).max(256).optional(),
+  entrypoint: z.array(z.string().max(4096)).max(256).optional(),
+  env: z.record(
+    z.string().regex(ENV_NAME, "environment variable names must match [A-Za-z_][A-Za-z0-9_]*"),
+    z.string().max(65536),
+  ).optional(),
+  ports: z.array(parsedString(parsePortMapping, 64)).max(128).optional(),
+  volumes: z.array(parsedString(parseVolumeMount, 4096)).max(128).optional(),
+  restart: RestartPolicy.default("always"),
+  labels: z.record(
+    z.string().regex(LABEL_KEY, "label keys must be letters, digits and . _ / - (at most 253)")
+      .refine((k) => !k.startsWith(RESERVED_LABEL_PREFIX), {
+        message: `label keys starting with "${RESERVED_LABEL_PREFIX}" are reserved for Drover`,
+      }),
+    z.string().max(4096),
+  ).optional(),
+});
+/** One container of a deployment (after defaults are applied). */
+export type PodmanService = z.infer<typeof PodmanService>;
+
+/** Maximum number of services in one score. */
+export const MAX_SERVICES = 64;
+
+/** Score type `PodmanV0`: a set of podman services with unique names. */
+export const PodmanV0Score = z.strictObject({
+  type: z.literal("PodmanV0"),
+  services: z.array(PodmanService).min(1).max(MAX_SERVICES).superRefine((services, ctx) => {
+    const seen = new Map<string, number>();
+    services.forEach((service, index) => {
+      const first = seen.get(service.name);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: [index, "name"],
+          message: `duplicate service name "${service.name}" (also services[${first}])`,
+        });
+      } else {
+        seen.set(service.name, index);
+      }
+    });
+  }),
+});
+/** A `PodmanV0` score. */
+export type PodmanV0Score = z.infer<typeof PodmanV0Score>;
+
+/**
+ * What should run for one deployment, discriminated on `type`. A new score
+ * type is a new member of this union; existing members stay untouched.
+ */
+export const Score = z.discriminatedUnion("type", [PodmanV0Score]);
+/** What should run for one deployment. */
+export type Score = z.infer<typeof Score>;
+/** The score as written (before defaults are applied). */
+export type ScoreInput = z.input<typeof Score>;
