@@ -1,0 +1,69 @@
+import { assertEquals, assertThrows } from "../tests/support/assert.ts";
+import {
+  BUCKET_AGENT_STATUS,
+  BUCKET_DEPLOYMENTS,
+  BUCKET_DESIRED_STATE,
+  containerName,
+  deploymentKey,
+  desiredStateFilter,
+  desiredStateKey,
+  InvalidDesiredStateKeyError,
+  InvalidNameError,
+  LABELS,
+  MANAGED_LABEL_VALUE,
+  NAME_PATTERN,
+  parseDesiredStateKey,
+  statusKey,
+} from "./mod.ts";
+
+// These literals are a contract with other software: changing one must fail here.
+Deno.test("bucket names are locked", () => {
+  assertEquals(BUCKET_DESIRED_STATE, "desired-state");
+  assertEquals(BUCKET_AGENT_STATUS, "agent-status");
+  assertEquals(BUCKET_DEPLOYMENTS, "deployments");
+});
+
+Deno.test("container labels and name format are locked", () => {
+  assertEquals(LABELS, {
+    managed: "drover.managed",
+    deployment: "drover.deployment",
+    service: "drover.service",
+    revision: "drover.revision",
+    specHash: "drover.spec-hash",
+  });
+  assertEquals(MANAGED_LABEL_VALUE, "true");
+  assertEquals(containerName("hello", "web"), "hello_web");
+});
+
+Deno.test("key formats are locked", () => {
+  assertEquals(desiredStateKey("pi-1", "hello"), "pi-1.hello");
+  assertEquals(desiredStateFilter("pi-1"), "pi-1.>");
+  assertEquals(statusKey("pi-1"), "pi-1");
+  assertEquals(deploymentKey("hello"), "hello");
+  assertEquals(parseDesiredStateKey("pi-1.hello"), { device: "pi-1", deployment: "hello" });
+});
+
+Deno.test("name pattern is locked", () => {
+  assertEquals(NAME_PATTERN.source, "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$");
+});
+
+Deno.test("key helpers reject bad names and say which name and why", () => {
+  const e1 = assertThrows(() => desiredStateKey("Pi", "hello"), InvalidNameError);
+  assertEquals(e1.message, 'Invalid device id "Pi": must be lower-case');
+  const e2 = assertThrows(() => desiredStateKey("pi", "a.b"), InvalidNameError);
+  assertEquals(
+    e2.message,
+    `Invalid deployment name "a.b": may only contain a-z, 0-9 and '-', found "."`,
+  );
+  const e3 = assertThrows(() => statusKey("-x"), InvalidNameError);
+  assertEquals(e3.message, 'Invalid device id "-x": must start and end with a letter or digit');
+  assertThrows(() => deploymentKey("x".repeat(64)), InvalidNameError, "at most 63");
+  assertThrows(() => containerName("ok", "*"), InvalidNameError, "service name");
+  assertThrows(() => statusKey(""), InvalidNameError, "must not be empty");
+});
+
+Deno.test("parseDesiredStateKey rejects keys that are not <device>.<deployment>", () => {
+  for (const key of ["pi", "pi.a.b", "pi.", ".a", "PI.a", "pi.>", "pi.*"]) {
+    assertThrows(() => parseDesiredStateKey(key), InvalidDesiredStateKeyError, JSON.stringify(key));
+  }
+});
