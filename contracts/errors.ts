@@ -24,6 +24,11 @@ export function formatZodIssues(error: z.ZodError, max = 10): string {
     let message = issue.message;
     if (issue.code === "unrecognized_keys") {
       message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+    } else if (issue.code === "invalid_key" || issue.code === "invalid_element") {
+      // zod reports "Invalid key in record"; the nested issue says what is wrong with it.
+      message = `${issue.code === "invalid_key" ? "invalid key" : "invalid value"}: ${
+        issue.issues.map((i) => i.message).join("; ")
+      }`;
     }
     return `${formatPath(issue.path)}: ${message}`;
   });

@@ -1,0 +1,228 @@
+import { assert, assertEquals, assertStringIncludes } from "../tests/support/assert.ts";
+import {
+  AgentConfig,
+  AgentStatus,
+  decodeJson,
+  DeploymentManifest,
+  DesiredState,
+  formatZodIssues,
+  MAX_VALUE_BYTES,
+  PodmanService,
+  Score,
+} from "./mod.ts";
+import type { z } from "zod";
+
+/** Parses or returns the formatted error text. */
+function problems(schema: z.ZodType, value: unknown): string {
+  const result = schema.safeParse(value);
+  return result.success ? "" : formatZodIssues(result.error);
+}
+
+// One sample of each wire value, written as a client in another language would.
+const SERVICE = {
+  name: "web",
+  image: "127.0.0.1:5000/demo/web:1.0",
+  command: ["httpd", "-f", "-p", "80"],
+  entrypoint: ["/bin/busybox"],
+  env: { GREETING: "hello" },
+  ports: ["8080:80", "127.0.0.1:8443:443/udp"],
+  volumes: ["/srv/www:/www:ro", "data:/data"],
+  restart: "on-failure",
+  labels: { "com.example/team": "edge" },
+};
+const DESIRED = { deployment: "hello", score: { type: "PodmanV0", services: [SERVICE] } };
+const STATUS = {
+  device_id: "pi-1",
+  status: "ready",
+  timestamp: "2026-11-26T12:00:00Z",
+  agent_version: "0.1.0",
+  labels: { site: "lab" },
+  heartbeat_seconds: 10,
+  deployments: {
+    hello: {
+      revision: 42,
+      phase: "running",
+      services: {
+        web: { container_id: "abc123", state: "running", image: SERVICE.image, restarts: 0 },
+      },
+    },
+    broken: { revision: 7, phase: "failed", message: "score.services: too small", services: {} },
+  },
+};
+const MANIFEST = {
+  name: "hello",
+  selector: { devices: ["pi-1"], labels: { site: "lab" } },
+  score: DESIRED.score,
+};
+
+Deno.test("DesiredState keeps its JSON shape", () => {
+  assertEquals(DesiredState.parse(DESIRED), DESIRED);
+});
+
+Deno.test("AgentStatus keeps its JSON shape (snake_case on the wire)", () => {
+  assertEquals(AgentStatus.parse(STATUS), STATUS);
+  assertEquals(Object.keys(AgentStatus.shape).sort(), [
+    "agent_version",
+    "deployments",
+    "device_id",
+    "heartbeat_seconds",
+    "labels",
+    "status",
+    "timestamp",
+  ]);
+});
+
+Deno.test("DeploymentManifest keeps its JSON shape", () => {
+  assertEquals(DeploymentManifest.parse(MANIFEST), MANIFEST);
+});
+
+Deno.test("PodmanService applies the restart default", () => {
+  assertEquals(PodmanService.parse({ name: "a", image: "busybox" }).restart, "always");
+});
+
+Deno.test("AgentStatus from a newer agent: unknown fields are dropped, not rejected", () => {
+  const parsed = AgentStatus.parse({ ...STATUS, future_field: 1 });
+  assert(!("future_field" in parsed));
+});
+
+Deno.test("AgentStatus rejects a non-UTC or malformed timestamp and unknown phases", () => {
+  assertStringIncludes(problems(AgentStatus, { ...STATUS, timestamp: "yesterday" }), "timestamp");
+  const bad = structuredClone(STATUS);
+  (bad.deployments.hello as { phase: string }).phase = "exploded";
+  assertStringIncludes(problems(AgentStatus, bad), "deployments.hello.phase");
+});
+
+Deno.test("Score: typical mistakes are rejected with the field named", () => {
+  const cases: [unknown, string][] = [
+    [{ type: "Compose", services: [] }, "type"],
+    [{ type: "PodmanV0", services: [] }, "services"],
+    [{ type: "PodmanV0", services: [{ name: "Web", image: "x" }] }, "services[0].name"],
+    [{ type: "PodmanV0", services: [{ name: "web" }] }, "services[0].image"],
+    [{ type: "PodmanV0", services: [{ name: "web", image: "Bad Image" }] }, "services[0].image"],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", ports: ["70000:80"] }] },
+      'services[0].ports[0]: invalid port "70000:80": host port 70000 is out of range',
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", ports: ["80/sctp"] }] },
+      "protocol must be tcp or udp",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", volumes: ["rel/path:/x"] }] },
+      "services[0].volumes[0]",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", volumes: ["/a:rel"] }] },
+      "must be an absolute path",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", env: { "A-B": "1" } }] },
+      "services[0].env",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", env: { A: 1 } }] },
+      "services[0].env.A",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", restart: "sometimes" }] },
+      "services[0].restart",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", labels: { "drover.x": "1" } }] },
+      "reserved for Drover",
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "web", image: "x", enviroment: {} }] },
+      'services[0]: unknown key(s) "enviroment"',
+    ],
+    [
+      { type: "PodmanV0", services: [{ name: "a", image: "x" }, { name: "a", image: "y" }] },
+      'services[1].name: duplicate service name "a" (also services[0])',
+    ],
+  ];
+  for (const [value, expected] of cases) {
+    assertStringIncludes(problems(Score, value), expected, JSON.stringify(value));
+  }
+});
+
+Deno.test("DeploymentManifest: a selector needs devices or labels", () => {
+  assertStringIncludes(
+    problems(DeploymentManifest, { ...MANIFEST, selector: {} }),
+    'selector: selector needs at least one of "devices" or "labels"',
+  );
+  assertStringIncludes(
+    problems(DeploymentManifest, { ...MANIFEST, selector: { devices: ["Bad!"] } }),
+    "selector.devices[0]",
+  );
+  assertStringIncludes(problems(DeploymentManifest, { ...MANIFEST, name: "a_b" }), "name: invalid");
+});
+
+Deno.test("AgentConfig: defaults for everything but device_id", () => {
+  assertEquals(AgentConfig.parse({ agent: { device_id: "pi-1" } }), {
+    agent: {
+      device_id: "pi-1",
+      state_dir: "/var/lib/drover",
+      labels: {},
+      heartbeat_seconds: 10,
+      log_level: "info",
+    },
+    nats: { servers: ["nats://127.0.0.1:4222"] },
+    podman: { socket: "/run/podman/podman.sock" },
+    registries: {},
+    policy: { allowed_host_paths: [] },
+  });
+});
+
+Deno.test("AgentConfig: a single server string becomes a list; registries default tls_verify", () => {
+  const config = AgentConfig.parse({
+    agent: { device_id: "pi-1" },
+    nats: { servers: "nats://hub:4222" },
+    registries: { "registry.example.com:5000": { username: "u", password: "p" } },
+  });
+  assertEquals(config.nats.servers, ["nats://hub:4222"]);
+  assertEquals(config.registries["registry.example.com:5000"].tls_verify, true);
+});
+
+Deno.test("AgentConfig: misspelt and invalid keys are named", () => {
+  const cases: [unknown, string][] = [
+    [{}, "agent: "],
+    [{ agent: { device_id: "pi-1", heartbeat: 5 } }, 'agent: unknown key(s) "heartbeat"'],
+    [{ agent: { device_id: "pi-1", heartbeat_seconds: "5" } }, "agent.heartbeat_seconds"],
+    [
+      { agent: { device_id: "pi-1", state_dir: "var/lib" } },
+      "agent.state_dir: must be an absolute path",
+    ],
+    [{ agent: { device_id: "pi-1" }, nats: { password: "x" } }, "nats.user: password needs user"],
+    [{ agent: { device_id: "pi-1" }, nats: { tls_cert: "/c" } }, "nats.tls_cert"],
+    [{ agent: { device_id: "pi-1" }, registries: { "not a host": {} } }, "registries"],
+    [
+      { agent: { device_id: "pi-1" }, policy: { allowed_host_ports: ["90-80"] } },
+      "policy.allowed_host_ports[0]",
+    ],
+    [{ agent: { device_id: "pi-1" }, podmen: {} }, 'unknown key(s) "podmen"'],
+  ];
+  for (const [value, expected] of cases) {
+    assertStringIncludes(problems(AgentConfig, value), expected, JSON.stringify(value));
+  }
+});
+
+Deno.test("decodeJson reports bad JSON, bad UTF-8, oversize values and schema errors without throwing", () => {
+  const bad = [
+    ["{", "invalid JSON"],
+    [new Uint8Array([0x7b, 0xff, 0x7d]), "invalid JSON"],
+    ["x".repeat(MAX_VALUE_BYTES + 1), "more than the"],
+    [JSON.stringify({ deployment: "x" }), "score"],
+    [
+      '{"deployment":"x","score":{"type":"PodmanV0","services":[{"name":"__proto__","image":"x"}]}}',
+      "name",
+    ],
+  ] as const;
+  for (const [input, expected] of bad) {
+    const result = decodeJson(DesiredState, input);
+    assert(!result.ok);
+    assertStringIncludes(result.error, expected);
+  }
+  const good = decodeJson(DesiredState, new TextEncoder().encode(JSON.stringify(DESIRED)));
+  assert(good.ok);
+  assertEquals(good.value, DESIRED);
+});
