@@ -8,7 +8,7 @@
 import nodeAssert from "node:assert/strict";
 
 /** Fails unless `actual` deep-equals `expected`. */
-export function assertEquals<T>(actual: T, expected: T, message?: string): void {
+export function assertEquals(actual: unknown, expected: unknown, message?: string): void {
   nodeAssert.deepStrictEqual(actual, expected, message);
 }
 
