@@ -1,0 +1,153 @@
+/**
+ * Long-running child processes (servers) whose output goes to a log file, with a graceful stop
+ * that falls back to SIGKILL, and a last-resort kill when the test process exits.
+ *
+ * @module
+ */
+
+import { waitFor } from "./wait_for.ts";
+
+/** How long {@linkcode ManagedProcess.stop} waits after SIGTERM before sending SIGKILL. */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+
+// Children still running; killed when this process unloads so a test that forgets cleanup (or an
+// uncaught error) does not leave servers behind. Abandoned state from harder crashes is swept by
+// `sweepAbandonedDirs` instead.
+const liveChildren = new Set<Deno.ChildProcess>();
+globalThis.addEventListener("unload", () => {
+  for (const child of liveChildren) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+});
+
+/** Options of {@linkcode ManagedProcess.spawn}. */
+export interface SpawnOptions {
+  /** Program to run. */
+  command: string;
+  /** Its arguments. */
+  args: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** File that receives stdout and stderr (appended, so restarts keep earlier output). */
+  logPath: string;
+}
+
+/** A running server process started by the harness. */
+export class ManagedProcess {
+  readonly #child: Deno.ChildProcess;
+  readonly #done: Promise<Deno.CommandStatus>;
+  #running = true;
+
+  private constructor(child: Deno.ChildProcess, done: Promise<Deno.CommandStatus>) {
+    this.#child = child;
+    this.#done = done;
+    done.then(() => this.#running = false);
+  }
+
+  /** Starts the process with its output appended to `logPath`. */
+  static async spawn(options: SpawnOptions): Promise<ManagedProcess> {
+    const openLog = () => Deno.open(options.logPath, { create: true, append: true });
+    const [stdoutLog, stderrLog] = [await openLog(), await openLog()];
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(options.command, {
+        args: options.args,
+        env: options.env,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      stdoutLog.close();
+      stderrLog.close();
+      throw error;
+    }
+    liveChildren.add(child);
+    // pipeTo closes the log files when the streams end, i.e. when the process exits.
+    const piped = Promise.allSettled([
+      child.stdout.pipeTo(stdoutLog.writable),
+      child.stderr.pipeTo(stderrLog.writable),
+    ]);
+    const done = child.status.then(async (status) => {
+      liveChildren.delete(child);
+      await piped;
+      return status;
+    });
+    return new ManagedProcess(child, done);
+  }
+
+  /** Process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** True until the process has exited. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Resolves with the exit status once the process has exited and its log is flushed. */
+  get exited(): Promise<Deno.CommandStatus> {
+    return this.#done;
+  }
+
+  /** Sends SIGTERM, waits up to `graceMs`, then SIGKILL; resolves when the process is gone. */
+  async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
+    if (!this.#running) return;
+    this.#signal("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), graceMs);
+    });
+    const outcome = await Promise.race([this.#done, timedOut]);
+    clearTimeout(timer);
+    if (outcome === "timeout") await this.kill();
+  }
+
+  /** Sends SIGKILL (a crash, as far as the program can tell); resolves when the process is gone. */
+  async kill(): Promise<void> {
+    if (!this.#running) return;
+    this.#signal("SIGKILL");
+    await this.#done;
+  }
+
+  #signal(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // The process exited between the check and the signal: nothing left to stop.
+    }
+  }
+}
+
+/**
+ * Polls `isReady` until it returns true, failing fast if `process` exits first.
+ *
+ * @throws {WaitTimeoutError} on timeout, or an Error saying the process exited.
+ */
+export async function waitUntilReady(
+  process: ManagedProcess,
+  isReady: () => Promise<boolean>,
+  options: { timeoutMs: number; message: string },
+): Promise<void> {
+  const exitedEarly = new AbortController();
+  process.exited.then((status) =>
+    exitedEarly.abort(new Error(`process exited with code ${status.code} before being ready`))
+  );
+  await waitFor(isReady, { ...options, intervalMs: 50, signal: exitedEarly.signal });
+}
+
+/** The last `lines` lines of a log file ("(no log output)" when it is missing or empty). */
+export async function logTail(path: string, lines = 40): Promise<string> {
+  try {
+    const text = await Deno.readTextFile(path);
+    const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
+    return tail === "" ? "(no log output)" : tail;
+  } catch {
+    return "(no log output)";
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * A real nats-server with JetStream for tests: loopback only, free ports, its own store.
+ *
+ * @module
+ */
+
+import { logTail, ManagedProcess, waitUntilReady } from "./_managed_process.ts";
+import { killAll, processesReferencing } from "./_host.ts";
+import { createOwnedDir, type OwnedDir, sweepAbandonedDirs } from "./_owned_dir.ts";
+import { ServiceStartError } from "./errors.ts";
+import { acceptsConnections, freePort } from "./ports.ts";
+
+/** How long {@linkcode startNats} (and restart) waits for the server to be ready. */
+export const NATS_START_TIMEOUT_MS = 20_000;
+
+/** Options of {@linkcode startNats}. */
+export interface StartNatsOptions {
+  /** Client port on 127.0.0.1 (default: a free port). */
+  port?: number;
+  /** JetStream store directory (default: `jetstream/` inside the server's temp dir). */
+  storeDir?: string;
+  /**
+   * Config text appended after the generated `listen`/`http`/`jetstream` settings, e.g. an
+   * `include "auth.conf"` line, an `authorization {…}` or a `tls {…}` block.
+   */
+  extraConfig?: string;
+}
+
+/** A running (or stopped, restartable) nats-server. */
+export interface NatsServer extends AsyncDisposable {
+  /** Client URL, `nats://127.0.0.1:PORT`. */
+  readonly url: string;
+  /** Client port. */
+  readonly port: number;
+  /** JetStream store directory; survives {@linkcode NatsServer.restart}. */
+  readonly storeDir: string;
+  /** Monitoring endpoint, `http://127.0.0.1:MPORT` (`/healthz`, `/varz`, `/jsz`, …). */
+  readonly monitorUrl: string;
+  /** Server directory holding `nats.conf` and `nats.log`. */
+  readonly dir: string;
+  /** Path of the generated config file. */
+  readonly configPath: string;
+  /** Path of the server log (appended across restarts). */
+  readonly logPath: string;
+  /** True while the server process runs. */
+  readonly running: boolean;
+  /** Graceful stop: SIGTERM, then SIGKILL if it does not exit in time. Idempotent. */
+  stop(): Promise<void>;
+  /** Hard stop (SIGKILL), as in a crash or power loss. Idempotent. */
+  kill(): Promise<void>;
+  /** Stops the server if it runs and starts it again on the same ports and store. */
+  restart(): Promise<void>;
+}
+
+/**
+ * Starts nats-server with JetStream on 127.0.0.1 and waits until it accepts clients and reports
+ * healthy. Dispose with `await using` to stop it and remove its directory.
+ *
+ * @example
+ * ```ts
+ * await using nats = await startNats();
+ * const nc = await connect({ servers: nats.url });
+ * ```
+ *
+ * @throws {ServiceStartError} with the server's log tail if it does not come up.
+ */
+export async function startNats(options: StartNatsOptions = {}): Promise<NatsServer> {
+  await sweepAbandonedDirs("nats", killProcessesReferencing);
+  const owned = await createOwnedDir("nats");
+  try {
+    const port = options.port ?? await freePort();
+    const monitorPort = await freePort();
+    const storeDir = options.storeDir ?? `${owned.path}/jetstream`;
+    const configPath = `${owned.path}/nats.conf`;
+    await Deno.writeTextFile(
+      configPath,
+      natsConfig({ port, monitorPort, storeDir, extraConfig: options.extraConfig }),
+    );
+    const server = new NatsServerProcess(owned, configPath, port, monitorPort, storeDir);
+    await server.start();
+    return server;
+  } catch (error) {
+    await owned.remove();
+    throw error;
+  }
+}
+
+/** Inputs of {@linkcode natsConfig}. */
+export interface NatsConfigInput {
+  /** Client port. */
+  port: number;
+  /** HTTP monitoring port. */
+  monitorPort: number;
+  /** JetStream store directory. */
+  storeDir: string;
+  /** Text appended verbatim. */
+  extraConfig?: string;
+}
+
+/** Renders the nats-server config used by {@linkcode startNats} (pure; exported for tests). */
+export function natsConfig(input: NatsConfigInput): string {
+  // JSON string literals are valid quoted strings in the NATS config format.
+  return [
+    `listen: ${JSON.stringify(`127.0.0.1:${input.port}`)}`,
+    `http: ${JSON.stringify(`127.0.0.1:${input.monitorPort}`)}`,
+    `jetstream {`,
+    `  store_dir: ${JSON.stringify(input.storeDir)}`,
+    `}`,
+    input.extraConfig ?? "",
+    "",
+  ].join("\n");
+}
+
+class NatsServerProcess implements NatsServer {
+  readonly url: string;
+  readonly monitorUrl: string;
+  readonly logPath: string;
+  #process: ManagedProcess | undefined;
+
+  constructor(
+    readonly owned: OwnedDir,
+    readonly configPath: string,
+    readonly port: number,
+    readonly monitorPort: number,
+    readonly storeDir: string,
+  ) {
+    this.url = `nats://127.0.0.1:${port}`;
+    this.monitorUrl = `http://127.0.0.1:${monitorPort}`;
+    this.logPath = `${owned.path}/nats.log`;
+  }
+
+  get dir(): string {
+    return this.owned.path;
+  }
+
+  get running(): boolean {
+    return this.#process?.running ?? false;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    const process = await ManagedProcess.spawn({
+      command: "nats-server",
+      args: ["--config", this.configPath],
+      logPath: this.logPath,
+    });
+    this.#process = process;
+    try {
+      await waitUntilReady(
+        process,
+        async () => await acceptsConnections(this.port) && await this.#healthy(),
+        { timeoutMs: NATS_START_TIMEOUT_MS, message: "nats-server ready" },
+      );
+    } catch (error) {
+      await process.kill();
+      const exited = await process.exited;
+      throw new ServiceStartError(
+        "nats-server",
+        `not ready on ${this.url} (exit code ${exited.code}, config ${this.configPath})`,
+        await logTail(this.logPath),
+        { cause: error },
+      );
+    }
+  }
+
+  async #healthy(): Promise<boolean> {
+    try {
+      const res = await fetch(`${this.monitorUrl}/healthz?js-enabled-only=true`);
+      await res.body?.cancel();
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.#process?.stop();
+  }
+
+  async kill(): Promise<void> {
+    await this.#process?.kill();
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+    await this.owned.remove();
+  }
+}
+
+async function killProcessesReferencing(dir: string): Promise<void> {
+  killAll((await processesReferencing(dir)).map((p) => p.pid));
+}
