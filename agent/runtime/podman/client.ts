@@ -584,6 +584,8 @@ export class PodmanEventStream implements AsyncIterable<PodmanEvent>, AsyncDispo
   readonly #controller = new AbortController();
   readonly #response: Promise<Response>;
   readonly #mapError: (err: unknown, signal: AbortSignal) => unknown;
+  readonly #callerSignal: AbortSignal | undefined;
+  readonly #onCallerAbort = () => this.close();
   #iterated = false;
 
   /** @internal Built by {@linkcode PodmanClient.events}. */
@@ -593,21 +595,25 @@ export class PodmanEventStream implements AsyncIterable<PodmanEvent>, AsyncDispo
     callerSignal?: AbortSignal,
   ) {
     this.#mapError = mapError;
+    this.#callerSignal = callerSignal;
     if (callerSignal?.aborted) this.#controller.abort(callerSignal.reason);
-    callerSignal?.addEventListener("abort", () => this.close(), { once: true });
+    // Removed again in close(): a long-lived agent signal must not collect
+    // one listener per reconnect.
+    callerSignal?.addEventListener("abort", this.#onCallerAbort, { once: true });
     this.#response = open(this.#controller.signal);
     this.opened = this.#response.then(() => {});
     // Nobody may ever await these; a failure is reported through iteration.
     this.opened.catch(() => {});
   }
 
-  /** Whether the stream was closed by the caller. */
+  /** Whether the stream is closed (by the caller, or because it ended). */
   get closed(): boolean {
     return this.#controller.signal.aborted;
   }
 
   /** Ends the stream and frees the connection. Safe to call more than once. */
   close(): void {
+    this.#callerSignal?.removeEventListener("abort", this.#onCallerAbort);
     if (!this.#controller.signal.aborted) this.#controller.abort();
     this.#response.then((res) => res.body?.cancel()).catch(() => {});
   }
