@@ -251,6 +251,8 @@ export class PodmanClient implements Disposable {
     const info = { method: "POST", path, status: 200 };
     let error: string | undefined;
     let result: PullResult | undefined;
+    // The caller's callback may throw: that error is theirs, not a broken stream.
+    let callbackError: { thrown: unknown } | undefined;
     try {
       for await (const line of readJsonLines(requireBody(res))) {
         const report = line as {
@@ -260,7 +262,14 @@ export class PodmanClient implements Disposable {
           images?: unknown;
         };
         if (typeof report.error === "string") error = report.error;
-        if (typeof report.stream === "string") options.onProgress?.(report.stream.trimEnd());
+        if (typeof report.stream === "string" && options.onProgress) {
+          try {
+            options.onProgress(report.stream.trimEnd());
+          } catch (thrown) {
+            callbackError = { thrown };
+            break;
+          }
+        }
         if (typeof report.id === "string") {
           const images = Array.isArray(report.images)
             ? report.images.filter((i): i is string => typeof i === "string")
@@ -271,6 +280,7 @@ export class PodmanClient implements Disposable {
     } catch (err) {
       throw this.#streamFailure(err, action, info, options.signal);
     }
+    if (callbackError) throw callbackError.thrown;
     if (error !== undefined) throw new PullError(ref, error, { ...info, podmanMessage: error });
     if (result === undefined) {
       throw new PullError(ref, "podman ended the pull stream without an image id", info);
