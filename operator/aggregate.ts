@@ -1,0 +1,272 @@
+/**
+ * The fleet view: devices and deployments as people and scripts see them
+ * (`get`, `status`, the HTTP API, `apply --wait`). Pure: the caller passes
+ * the KV contents and the time.
+ *
+ * @module
+ */
+
+import {
+  type AgentStatus,
+  canonicalJson,
+  DEFAULT_HEARTBEAT_SECONDS,
+  type DeploymentManifest,
+  type DeploymentPhase,
+  desiredStateKey,
+  parseDesiredStateKey,
+} from "@drover/contracts";
+import { desiredStateOf, type KnownDevice, targetedDevices } from "./fanout.ts";
+
+/** A device is offline once its last status is older than this many heartbeat intervals. */
+export const OFFLINE_AFTER_HEARTBEATS = 3;
+
+/** One desired-state key as stored now. */
+export interface DesiredEntry {
+  /** KV revision of the stored value. */
+  revision: number;
+  /** Canonical JSON of the stored value (the raw text when it is not JSON). */
+  canonical: string;
+}
+
+/** What `agent-status/<device>` holds for one device. */
+export interface DeviceRecord {
+  /** The decoded status; absent when the stored value is invalid. */
+  status?: AgentStatus;
+  /** Why the stored value could not be decoded. */
+  error?: string;
+  /** Last valid labels seen, kept so an invalid status does not re-target the device. */
+  labels?: Record<string, string>;
+  /** When the status was stored (server time of the KV entry), ms since epoch. */
+  seenAt: number;
+}
+
+/** One device in the fleet view. */
+export interface DeviceView {
+  device_id: string;
+  labels: Record<string, string>;
+  /** The agent's own summary (`ready`, `degraded`, …), `unknown` if it never reported, `invalid`. */
+  status: string;
+  online: boolean;
+  /** Seconds since the last status, or null when it never reported. */
+  heartbeat_age_seconds: number | null;
+  /** RFC 3339 time of the last status, or null. */
+  last_seen: string | null;
+  agent_version: string | null;
+  /** Deployments the device should run or reports, sorted. */
+  deployments: string[];
+  message?: string;
+}
+
+/** Phase of one deployment on one device, as the operator judges it. */
+export type DevicePhase = DeploymentPhase | "ready";
+
+/** One device's part in one deployment. */
+export interface DeploymentDeviceView {
+  device_id: string;
+  online: boolean;
+  /** Desired-state KV revision holding the current manifest, or null while not yet written. */
+  wanted_revision: number | null;
+  /** Revision the agent reports for this deployment, or null. */
+  applied_revision: number | null;
+  /** `ready` (running the wanted revision), `failed` (failed at the wanted revision) or `pending`. */
+  phase: "ready" | "failed" | "pending";
+  /** The agent's own phase for the revision it reports, if any. */
+  agent_phase: DeploymentPhase | null;
+  message: string;
+}
+
+/** One deployment in the fleet view. */
+export interface DeploymentView {
+  name: string;
+  targeted: number;
+  ready: number;
+  failed: number;
+  pending: number;
+  offline: number;
+  devices: DeploymentDeviceView[];
+}
+
+/** Everything `summarise` returns. */
+export interface FleetView {
+  devices: DeviceView[];
+  deployments: DeploymentView[];
+}
+
+/** True when a status stored at `seenAt` is fresh enough at `now`. */
+export function isOnline(record: DeviceRecord | undefined, now: number): boolean {
+  if (record === undefined) return false;
+  if (record.status?.status === "stopped") return false;
+  const interval = record.status?.heartbeat_seconds ?? DEFAULT_HEARTBEAT_SECONDS;
+  return now - record.seenAt <= OFFLINE_AFTER_HEARTBEATS * interval * 1000;
+}
+
+/** Devices eligible for label selection: every device with known labels. */
+export function knownDevices(statuses: ReadonlyMap<string, DeviceRecord>): KnownDevice[] {
+  const out: KnownDevice[] = [];
+  for (const [id, record] of statuses) {
+    const labels = record.status?.labels ?? record.labels;
+    if (labels !== undefined) out.push({ id, labels });
+  }
+  return out;
+}
+
+/**
+ * Builds the fleet view.
+ *
+ * @param manifests valid manifests
+ * @param desired desired-state key → stored revision and canonical value
+ * @param statuses device id → its `agent-status` record
+ * @param now ms since epoch
+ */
+export function summarise(
+  manifests: readonly DeploymentManifest[],
+  desired: ReadonlyMap<string, DesiredEntry>,
+  statuses: ReadonlyMap<string, DeviceRecord>,
+  now: number,
+): FleetView {
+  const devicesKnown = knownDevices(statuses);
+  const deploymentsOf = new Map<string, Set<string>>();
+  const note = (device: string, deployment: string) => {
+    let set = deploymentsOf.get(device);
+    if (set === undefined) deploymentsOf.set(device, set = new Set());
+    set.add(deployment);
+  };
+  for (const key of desired.keys()) {
+    const parsed = tryParseKey(key);
+    if (parsed) note(parsed.device, parsed.deployment);
+  }
+  for (const [id, record] of statuses) {
+    for (const name of Object.keys(record.status?.deployments ?? {})) note(id, name);
+  }
+
+  const deployments = [...manifests]
+    .sort((a, b) => compare(a.name, b.name))
+    .map((m) => deploymentView(m, devicesKnown, desired, statuses, now));
+
+  const ids = new Set<string>([...statuses.keys(), ...deploymentsOf.keys()]);
+  const devices = [...ids].sort(compare).map((id) =>
+    deviceView(id, statuses.get(id), deploymentsOf.get(id), now)
+  );
+  return { devices, deployments };
+}
+
+function deviceView(
+  id: string,
+  record: DeviceRecord | undefined,
+  deployments: Set<string> | undefined,
+  now: number,
+): DeviceView {
+  const view: DeviceView = {
+    device_id: id,
+    labels: record?.status?.labels ?? record?.labels ?? {},
+    status: record === undefined ? "unknown" : record.status?.status ?? "invalid",
+    online: isOnline(record, now),
+    heartbeat_age_seconds: record === undefined
+      ? null
+      : Math.max(0, Math.round((now - record.seenAt) / 100) / 10),
+    last_seen: record === undefined ? null : new Date(record.seenAt).toISOString(),
+    agent_version: record?.status?.agent_version ?? null,
+    deployments: [...(deployments ?? [])].sort(compare),
+  };
+  if (record?.error !== undefined) view.message = `invalid status: ${record.error}`;
+  else if (record === undefined) view.message = "has never reported status";
+  return view;
+}
+
+function deploymentView(
+  manifest: DeploymentManifest,
+  devices: readonly KnownDevice[],
+  desired: ReadonlyMap<string, DesiredEntry>,
+  statuses: ReadonlyMap<string, DeviceRecord>,
+  now: number,
+): DeploymentView {
+  const wantedCanonical = canonicalJson(desiredStateOf(manifest));
+  const rows = [...targetedDevices(manifest, devices)].sort(compare).map((device) =>
+    deviceInDeployment(
+      manifest.name,
+      device,
+      desired.get(desiredStateKey(device, manifest.name)),
+      wantedCanonical,
+      statuses.get(device),
+      now,
+    )
+  );
+  const count = (phase: DeploymentDeviceView["phase"]) =>
+    rows.filter((r) => r.phase === phase).length;
+  return {
+    name: manifest.name,
+    targeted: rows.length,
+    ready: count("ready"),
+    failed: count("failed"),
+    pending: count("pending"),
+    offline: rows.filter((r) => !r.online).length,
+    devices: rows,
+  };
+}
+
+/** Judges one device of one deployment; exported for unit tests. */
+export function deviceInDeployment(
+  deployment: string,
+  device: string,
+  stored: DesiredEntry | undefined,
+  wantedCanonical: string,
+  record: DeviceRecord | undefined,
+  now: number,
+): DeploymentDeviceView {
+  const online = isOnline(record, now);
+  const reported = record?.status?.deployments[deployment];
+  const base = {
+    device_id: device,
+    online,
+    applied_revision: reported?.revision ?? null,
+    agent_phase: reported?.phase ?? null,
+  };
+  if (stored === undefined || stored.canonical !== wantedCanonical) {
+    return {
+      ...base,
+      wanted_revision: null,
+      phase: "pending",
+      message: "waiting for the operator to write the desired state",
+    };
+  }
+  const pending = (message: string): DeploymentDeviceView => ({
+    ...base,
+    wanted_revision: stored.revision,
+    phase: "pending",
+    message: online ? message : `device offline; ${message}`,
+  });
+  if (record === undefined) return pending("device has never reported status");
+  if (record.status === undefined) return pending(`device status is invalid: ${record.error}`);
+  if (reported === undefined) return pending("agent has not picked it up yet");
+  if (reported.revision !== stored.revision) {
+    return pending(
+      `agent reports revision ${reported.revision} (${reported.phase}), ` +
+        `waiting for revision ${stored.revision}`,
+    );
+  }
+  const agentMessage = reported.message ?? "";
+  if (reported.phase === "running") {
+    return { ...base, wanted_revision: stored.revision, phase: "ready", message: agentMessage };
+  }
+  if (reported.phase === "failed") {
+    return {
+      ...base,
+      wanted_revision: stored.revision,
+      phase: "failed",
+      message: agentMessage || "failed (no message)",
+    };
+  }
+  return pending(agentMessage || reported.phase);
+}
+
+function tryParseKey(key: string) {
+  try {
+    return parseDesiredStateKey(key);
+  } catch {
+    return undefined;
+  }
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
