@@ -66,7 +66,7 @@ export interface ContainerRuntime {
   pullImage(image: string, auth: RegistryAuth | undefined, signal?: AbortSignal): Promise<void>;
   /** Creates (does not start) a container; returns its id. */
   createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
-  /** Starts a container; already running is success. */
+  /** Starts a container (by id or name); already running is success. */
   startContainer(id: string, signal?: AbortSignal): Promise<void>;
   /** Stops a container; already stopped is success. */
   stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void>;
@@ -77,4 +77,52 @@ export interface ContainerRuntime {
    * runtime going away: it yields a `resync` event once it is back.
    */
   watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent>;
+}
+
+/**
+ * The runtime cannot be reached (podman socket gone, service restarting).
+ * Transient: the reconciler keeps its last known status and retries.
+ */
+export class RuntimeUnavailableError extends Error {
+  override name = "RuntimeUnavailableError";
+}
+
+/**
+ * Create failed because a container with that name already exists. The
+ * reconciler re-observes: either it is ours (a crash left it) or a foreign
+ * container squats the name, which is reported, never removed.
+ */
+export class ContainerNameConflictError extends Error {
+  override name = "ContainerNameConflictError";
+  /** The name that is taken. */
+  readonly containerName: string;
+  constructor(containerName: string, options?: ErrorOptions) {
+    super(`Cannot create container "${containerName}": the name is already in use`, options);
+    this.containerName = containerName;
+  }
+}
+
+/** Create failed because the image is not in local storage (someone removed it). */
+export class ImageMissingError extends Error {
+  override name = "ImageMissingError";
+  /** The missing image reference. */
+  readonly image: string;
+  constructor(image: string, options?: ErrorOptions) {
+    super(`Cannot create a container from image "${image}": it is not in local storage`, options);
+    this.image = image;
+  }
+}
+
+/** A pull failed; `registryMessage` is what the registry/runtime said, for the status. */
+export class ImagePullError extends Error {
+  override name = "ImagePullError";
+  /** The reference that was being pulled. */
+  readonly image: string;
+  /** The registry's (or runtime's) own explanation. */
+  readonly registryMessage: string;
+  constructor(image: string, registryMessage: string, options?: ErrorOptions) {
+    super(`Cannot pull image "${image}": ${registryMessage}`, options);
+    this.image = image;
+    this.registryMessage = registryMessage;
+  }
 }

@@ -1,0 +1,327 @@
+/**
+ * The planner: desired state and observed containers in, the next safe steps
+ * out. Pure — no I/O, no clock — so every rule below is a unit test.
+ *
+ * Rules, per deployment:
+ * - an `invalid` entry, or one `blocked` by device policy, yields no actions:
+ *   its running containers stay untouched until a good value arrives;
+ * - a deployment that is not desired is removed only when removal is allowed
+ *   (`authoritative` view, or the key was explicitly deleted) — a partial view
+ *   (offline, no cache) never removes workloads;
+ * - containers of services that left the deployment are removed, and so are
+ *   duplicates (two containers for one service) keeping the best one;
+ * - a missing service is pulled (if needed) then created and started;
+ * - a container whose `drover.spec-hash` differs is replaced: pull first (so a
+ *   failing pull leaves the old one running), then remove, then create;
+ * - a revision-only change with the same spec hash replaces nothing;
+ * - a stopped container is started when its restart policy keeps it running
+ *   (`always`, `unless-stopped`); with `no`/`on-failure` an exited container
+ *   is left as is (it ran to completion or podman gave up on it), though one
+ *   that was created but never started is started.
+ *
+ * Image pulls follow Kubernetes' default (IfNotPresent): pull only when the
+ * image is missing, except `:latest`/untagged references, which are pulled
+ * again — but only when a container is being created, never on a quiet pass.
+ *
+ * @module
+ */
+
+import {
+  containerName,
+  LABELS,
+  MANAGED_LABEL_VALUE,
+  parseImageReference,
+  parsePortMapping,
+  parseVolumeMount,
+  type PodmanService,
+  type PortMapping,
+  type VolumeMount,
+} from "@drover/contracts";
+import type { ContainerSpec, ObservedContainer } from "../runtime/runtime.ts";
+import type { DesiredEntry } from "./desired.ts";
+
+/** Why an action is planned; stable codes for logs and tests. */
+export type ActionReason =
+  | "missing"
+  | "spec-changed"
+  | "stopped"
+  | "duplicate"
+  | "service-removed"
+  | "deployment-removed";
+
+interface ActionBase {
+  deployment: string;
+  service: string;
+  reason: ActionReason;
+}
+
+/** Make sure an image is present before a create. */
+export interface PullAction extends ActionBase {
+  action: "pull";
+  image: string;
+  /** `if-missing`: skip when present locally; `always`: pull even so (`:latest`). */
+  policy: "if-missing" | "always";
+}
+
+/** Create a container from `spec` and start it. */
+export interface CreateAction extends ActionBase {
+  action: "create";
+  revision: number;
+  spec: ContainerSpec;
+}
+
+/** Start an existing, stopped container. */
+export interface StartAction extends ActionBase {
+  action: "start";
+  containerId: string;
+  name: string;
+}
+
+/** Force-remove a container. */
+export interface RemoveAction extends ActionBase {
+  action: "remove";
+  containerId: string;
+  name: string;
+}
+
+/** One step of a plan, discriminated on `action`. */
+export type Action = PullAction | CreateAction | StartAction | RemoveAction;
+
+/** Inputs to {@linkcode plan} besides desired and observed state. */
+export interface PlanOptions {
+  /**
+   * Deployments that may be removed when they are not desired: all of them
+   * (`true`, the KV snapshot is authoritative), none (`false`), or the given
+   * set (keys that were explicitly deleted while the view is partial).
+   */
+  removable: boolean | ReadonlySet<string>;
+  /** Spec hash per container name (`<deployment>_<service>`), see {@linkcode serviceHashes}. */
+  specHashes: ReadonlyMap<string, string>;
+  /** Deployments the device policy refuses: treated like invalid entries. */
+  blocked?: ReadonlySet<string>;
+}
+
+/** Restart policies under which Drover keeps a container running itself. */
+const KEEP_RUNNING = new Set(["always", "unless-stopped"]);
+/** States in which a container can be started. */
+const STARTABLE = new Set(["created", "initialized", "configured", "stopped", "exited"]);
+/** States that only ever follow a create (never ran yet). */
+const NEVER_RAN = new Set(["created", "initialized", "configured"]);
+
+/**
+ * Builds the container spec of one service: name `<deployment>_<service>`,
+ * Drover's labels on top of the user's, short-syntax ports and volumes parsed.
+ *
+ * @throws {Error} if a port or volume string does not parse — impossible for a
+ * `PodmanService` that passed the contract schema.
+ */
+export function toContainerSpec(
+  deployment: string,
+  revision: number,
+  service: PodmanService,
+  specHash: string,
+): ContainerSpec {
+  const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
+  const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
+    parsedOrThrow(parseVolumeMount(v))
+  );
+  return {
+    name: containerName(deployment, service.name),
+    image: service.image,
+    ...(service.command ? { command: [...service.command] } : {}),
+    ...(service.entrypoint ? { entrypoint: [...service.entrypoint] } : {}),
+    env: { ...(service.env ?? {}) },
+    ports,
+    volumes,
+    restart: service.restart,
+    labels: {
+      ...(service.labels ?? {}),
+      [LABELS.managed]: MANAGED_LABEL_VALUE,
+      [LABELS.deployment]: deployment,
+      [LABELS.service]: service.name,
+      [LABELS.revision]: String(revision),
+      [LABELS.specHash]: specHash,
+    },
+  };
+}
+
+function parsedOrThrow<T>(result: T | string): T {
+  if (typeof result === "string") throw new Error(result);
+  return result;
+}
+
+/**
+ * True for references that are pulled even when present: `:latest` and
+ * untagged ones (which mean `:latest`). A digest pins the content: never.
+ */
+export function isAlwaysPull(image: string): boolean {
+  const ref = parseImageReference(image);
+  if (typeof ref === "string") return false;
+  if (ref.digest !== undefined) return false;
+  return ref.tag === undefined || ref.tag === "latest";
+}
+
+/**
+ * True when `container` needs nothing done: same spec, and running — or, for
+ * `no`/`on-failure`, having run and exited (podman decides about restarts).
+ */
+export function isSatisfied(
+  container: ObservedContainer,
+  specHash: string,
+  restart: string,
+): boolean {
+  if (container.specHash !== specHash) return false;
+  if (container.state === "running") return true;
+  if (KEEP_RUNNING.has(restart)) return false;
+  return !NEVER_RAN.has(container.state);
+}
+
+/**
+ * Picks the container to keep among several for one service: the one already
+ * satisfying the spec, then one with the right spec, then a running one, then
+ * the most recent revision; the id breaks ties so the choice is stable.
+ */
+export function pickKeeper(
+  containers: readonly ObservedContainer[],
+  specHash: string,
+  restart: string,
+): ObservedContainer {
+  const score = (c: ObservedContainer) =>
+    (isSatisfied(c, specHash, restart) ? 8 : 0) + (c.specHash === specHash ? 4 : 0) +
+    (c.state === "running" ? 2 : 0);
+  return [...containers].sort((a, b) =>
+    score(b) - score(a) || b.revision - a.revision || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  )[0];
+}
+
+/** Key of {@linkcode PlanOptions.specHashes}. */
+export function hashKey(deployment: string, service: string): string {
+  return `${deployment}_${service}`;
+}
+
+/**
+ * The next steps that move `observed` towards `desired`, in a safe order:
+ * removals of unwanted containers first (they may hold ports the new ones
+ * need), then per service pull → remove → create, or start.
+ */
+export function plan(
+  desired: ReadonlyMap<string, DesiredEntry>,
+  observed: readonly ObservedContainer[],
+  options: PlanOptions,
+): Action[] {
+  const byDeployment = groupBy(observed, (c) => c.deployment);
+  const deployments = new Set([...desired.keys(), ...byDeployment.keys()]);
+  const cleanup: Action[] = [];
+  const work: Action[] = [];
+  for (const deployment of [...deployments].sort()) {
+    const containers = byDeployment.get(deployment) ?? [];
+    const entry = desired.get(deployment);
+    if (entry === undefined) {
+      if (isRemovable(options.removable, deployment)) {
+        for (const c of sortById(containers)) {
+          cleanup.push(remove(c, "deployment-removed"));
+        }
+      }
+      continue;
+    }
+    if (entry.kind === "invalid" || options.blocked?.has(deployment)) continue;
+    planDeployment(entry, containers, options.specHashes, cleanup, work);
+  }
+  return [...cleanup, ...work];
+}
+
+function planDeployment(
+  entry: Extract<DesiredEntry, { kind: "valid" }>,
+  containers: readonly ObservedContainer[],
+  hashes: ReadonlyMap<string, string>,
+  cleanup: Action[],
+  work: Action[],
+): void {
+  const { deployment, revision } = entry;
+  const services = entry.state.score.services;
+  const wanted = new Set(services.map((s) => s.name));
+  const byService = groupBy(containers, (c) => c.service);
+  for (const [service, list] of [...byService].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (!wanted.has(service)) {
+      for (const c of sortById(list)) cleanup.push(remove(c, "service-removed"));
+    }
+  }
+  for (const service of services) {
+    const hash = hashes.get(hashKey(deployment, service.name));
+    if (hash === undefined) {
+      throw new Error(
+        `Cannot plan service "${service.name}" of deployment "${deployment}": its spec hash is missing`,
+      );
+    }
+    const base = { deployment, service: service.name };
+    const list = byService.get(service.name) ?? [];
+    const keeper = list.length > 0 ? pickKeeper(list, hash, service.restart) : undefined;
+    for (const c of sortById(list)) {
+      if (c !== keeper) cleanup.push(remove(c, "duplicate"));
+    }
+    const pullAndCreate = (reason: ActionReason) => {
+      work.push({
+        action: "pull",
+        ...base,
+        reason,
+        image: service.image,
+        policy: isAlwaysPull(service.image) ? "always" : "if-missing",
+      });
+      if (keeper) work.push(remove(keeper, reason));
+      work.push({
+        action: "create",
+        ...base,
+        reason,
+        revision,
+        spec: toContainerSpec(deployment, revision, service, hash),
+      });
+    };
+    if (keeper === undefined) {
+      pullAndCreate("missing");
+    } else if (keeper.specHash !== hash) {
+      pullAndCreate("spec-changed");
+    } else if (
+      !isSatisfied(keeper, hash, service.restart) && STARTABLE.has(keeper.state)
+    ) {
+      work.push({
+        action: "start",
+        ...base,
+        reason: "stopped",
+        containerId: keeper.id,
+        name: keeper.name,
+      });
+    }
+    // Otherwise running, or transitional (stopping, removing, paused): a
+    // runtime event will bring this deployment back for another look.
+  }
+}
+
+function remove(c: ObservedContainer, reason: ActionReason): RemoveAction {
+  return {
+    action: "remove",
+    deployment: c.deployment,
+    service: c.service,
+    reason,
+    containerId: c.id,
+    name: c.name,
+  };
+}
+
+function isRemovable(removable: PlanOptions["removable"], deployment: string): boolean {
+  return typeof removable === "boolean" ? removable : removable.has(deployment);
+}
+
+function sortById(list: readonly ObservedContainer[]): ObservedContainer[] {
+  return [...list].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(item);
+    else out.set(k, [item]);
+  }
+  return out;
+}

@@ -1,0 +1,39 @@
+/**
+ * Spec hashes of desired services, computed once per desired value.
+ *
+ * The contract's `specHash` is asynchronous (WebCrypto SHA-256) while the
+ * planner is synchronous and pure, so hashes are computed here first and
+ * handed to {@linkcode plan} in {@linkcode PlanOptions.specHashes}.
+ *
+ * @module
+ */
+
+import { specHash } from "@drover/contracts";
+import type { DesiredEntry } from "./desired.ts";
+import { hashKey } from "./plan.ts";
+
+// Desired values are immutable once decoded, so a value's hashes never change.
+const cache = new WeakMap<object, Map<string, string>>();
+
+/**
+ * Spec hash per `<deployment>_<service>` for every valid entry. The hash covers
+ * the service spec only (not the revision), so a revision-only change keeps it.
+ */
+export async function serviceHashes(
+  entries: Iterable<DesiredEntry>,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const entry of entries) {
+    if (entry.kind !== "valid") continue;
+    let hashes = cache.get(entry.state);
+    if (hashes === undefined) {
+      hashes = new Map();
+      for (const service of entry.state.score.services) {
+        hashes.set(service.name, await specHash(service));
+      }
+      cache.set(entry.state, hashes);
+    }
+    for (const [service, hash] of hashes) out.set(hashKey(entry.deployment, service), hash);
+  }
+  return out;
+}
