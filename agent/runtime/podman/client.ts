@@ -213,14 +213,15 @@ export class PodmanClient implements Disposable {
   /** Inspects a local image. @throws {ImageNotFoundError} if it is not present. */
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
     const path = `/libpod/images/${segment(ref, "image reference")}/json`;
-    const action = `inspect image ${JSON.stringify(ref)}`;
-    const res = await this.#request("GET", path, action, options);
-    if (res.status === 404) {
-      const failed = await this.#failure(res, action, "GET", path);
-      throw new ImageNotFoundError(ref, action, failed.info);
-    }
-    await this.#expectOk(res, [200], action, "GET", path, false);
-    return await res.json() as ImageInspect;
+    return await this.#getJson<ImageInspect>(
+      path,
+      `inspect image ${JSON.stringify(ref)}`,
+      options,
+      {
+        kind: "image",
+        ref,
+      },
+    );
   }
 
   /**
@@ -548,12 +549,11 @@ export class PodmanClient implements Disposable {
     action: string,
     method: string,
     path: string,
-    consume = true,
   ): Promise<void> {
     if (!ok.includes(res.status)) {
       throw this.#classify(await this.#failure(res, action, method, path));
     }
-    if (consume) await discard(res);
+    await discard(res);
   }
 
   #classify(failed: FailedCall, kind?: PodmanResourceKind, ref?: string): PodmanError {
