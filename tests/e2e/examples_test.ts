@@ -1,0 +1,84 @@
+/**
+ * The shipped examples (examples/agent.toml, examples/hello.yaml) are what people copy first:
+ * they must validate against the contracts' schemas, including every optional setting shown only
+ * as a comment, and the example device must be selected by the example deployment.
+ */
+
+import { parse as parseToml } from "smol-toml";
+import { parse as parseYaml } from "yaml";
+import {
+  AgentConfig,
+  DeploymentManifest,
+  formatZodIssues,
+  labelsMatch,
+  parsePortMapping,
+} from "@drover/contracts";
+import { assert, assertEquals } from "../support/assert.ts";
+
+const examplesDir = new URL("../../examples/", import.meta.url);
+const agentTomlText = await Deno.readTextFile(new URL("agent.toml", examplesDir));
+const helloYamlText = await Deno.readTextFile(new URL("hello.yaml", examplesDir));
+
+function validAgentConfig(text: string): AgentConfig {
+  const result = AgentConfig.safeParse(parseToml(text));
+  assert(
+    result.success,
+    `agent config invalid: ${!result.success && formatZodIssues(result.error)}`,
+  );
+  return result.data;
+}
+
+/**
+ * Turns every commented-out setting (`# key = value`) and table header (`# [registries."…"]`)
+ * into a live line, keeping prose comments (they contain no " = " or do not start with a key).
+ */
+function uncommentSettings(text: string): string {
+  return text.split("\n").map((line) => {
+    const setting = /^# ([a-z_]+ = .*|\[[^\]]+\])$/.exec(line);
+    if (!setting) return line;
+    return setting[1].replace(/\s+#.*$/, "");
+  }).join("\n");
+}
+
+Deno.test("examples/agent.toml is a valid AgentConfig", () => {
+  const config = validAgentConfig(agentTomlText);
+  assertEquals(config.agent.device_id, "pi-kitchen");
+  assertEquals(config.podman.socket, "/run/podman/podman.sock");
+  assertEquals(config.nats.servers, ["nats://127.0.0.1:4222"]);
+});
+
+Deno.test("examples/agent.toml stays valid with every commented-out setting enabled", () => {
+  const everything = uncommentSettings(agentTomlText);
+  // Make sure the transformation really enabled the optional sections, or this test proves nothing.
+  for (const line of ["creds = ", "tls_key = ", "[registries.", "max_containers = "]) {
+    assert(everything.split("\n").some((l) => l.startsWith(line)), `did not enable ${line}`);
+  }
+  const config = validAgentConfig(everything);
+  assertEquals(Object.keys(config.registries), ["registry.example.com:5000"]);
+  assertEquals(config.policy.max_containers, 20);
+});
+
+Deno.test("examples/hello.yaml is a valid DeploymentManifest that selects the example device", () => {
+  const result = DeploymentManifest.safeParse(parseYaml(helloYamlText));
+  assert(result.success, `manifest invalid: ${!result.success && formatZodIssues(result.error)}`);
+  const manifest = result.data;
+  assertEquals(manifest.name, "hello");
+  const device = validAgentConfig(agentTomlText).agent;
+  assert(labelsMatch(manifest.selector.labels ?? {}, device.labels), "example device not selected");
+  const [web] = manifest.score.services;
+  assertEquals(parsePortMapping(web.ports![0]), {
+    hostIp: "127.0.0.1",
+    hostPort: 8088,
+    containerPort: 8080,
+    protocol: "tcp",
+  });
+});
+
+Deno.test("the examples' checks reject a broken copy (the schemas are really applied)", () => {
+  const typo = agentTomlText.replace("heartbeat_seconds =", "heartbeat_secs =");
+  const result = AgentConfig.safeParse(parseToml(typo));
+  assert(!result.success, "a misspelt key was accepted");
+  assert(formatZodIssues(result.error).includes("heartbeat_secs"), formatZodIssues(result.error));
+  const badPort = helloYamlText.replace("127.0.0.1:8088:8080", "127.0.0.1:99999:8080");
+  assert(!DeploymentManifest.safeParse(parseYaml(badPort)).success, "a bad port was accepted");
+});
