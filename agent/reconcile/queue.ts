@@ -1,0 +1,96 @@
+/**
+ * A work queue of keys (deployment names), after controller-runtime's:
+ * adding a key only marks it dirty; a dirty key is queued once however often
+ * it is added; a key being processed is never handed out again until it is
+ * `done`, and if it was added meanwhile it is queued again then. So a burst of
+ * updates to one key costs at most one extra pass, which sees the latest value.
+ *
+ * @module
+ */
+
+/** Dedup'ing, per-key exclusive work queue with delayed adds. */
+export class WorkQueue {
+  #queue: string[] = [];
+  #dirty = new Set<string>();
+  #processing = new Set<string>();
+  #timers = new Map<string, { at: number; id: ReturnType<typeof setTimeout> }>();
+  #waiters: Array<(key: string | undefined) => void> = [];
+  #shutDown = false;
+
+  /** Marks `key` dirty; it is handed out once, after any pass already running for it. */
+  add(key: string): void {
+    if (this.#shutDown || this.#dirty.has(key)) return;
+    this.#dirty.add(key);
+    if (this.#processing.has(key)) return;
+    this.#enqueue(key);
+  }
+
+  /**
+   * Adds `key` after `delayMs`. If a delayed add is already pending for it,
+   * the earlier of the two wins.
+   */
+  addAfter(key: string, delayMs: number): void {
+    if (this.#shutDown) return;
+    if (delayMs <= 0) return this.add(key);
+    const at = Date.now() + delayMs;
+    const pending = this.#timers.get(key);
+    if (pending && pending.at <= at) return;
+    if (pending) clearTimeout(pending.id);
+    const id = setTimeout(() => {
+      this.#timers.delete(key);
+      this.add(key);
+    }, delayMs);
+    this.#timers.set(key, { at, id });
+  }
+
+  /** Drops a pending delayed add of `key` (it succeeded, or its input changed). */
+  cancelDelayed(key: string): void {
+    const pending = this.#timers.get(key);
+    if (pending) clearTimeout(pending.id);
+    this.#timers.delete(key);
+  }
+
+  /** The next key to process, or `undefined` once the queue is shut down. */
+  get(): Promise<string | undefined> {
+    const key = this.#queue.shift();
+    if (key !== undefined) return Promise.resolve(this.#take(key));
+    if (this.#shutDown) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Ends processing of `key`; re-queues it if it was added meanwhile. */
+  done(key: string): void {
+    this.#processing.delete(key);
+    if (this.#dirty.has(key) && !this.#shutDown) this.#enqueue(key);
+  }
+
+  /** Number of keys waiting (not counting those being processed). */
+  get length(): number {
+    return this.#queue.length;
+  }
+
+  /** True while `key` is queued or being processed. */
+  isBusy(key: string): boolean {
+    return this.#dirty.has(key) || this.#processing.has(key);
+  }
+
+  /** Stops handing out keys; pending `get()` calls resolve to `undefined`. */
+  shutDown(): void {
+    this.#shutDown = true;
+    for (const { id } of this.#timers.values()) clearTimeout(id);
+    this.#timers.clear();
+    for (const waiter of this.#waiters.splice(0)) waiter(undefined);
+  }
+
+  #enqueue(key: string): void {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(this.#take(key));
+    else this.#queue.push(key);
+  }
+
+  #take(key: string): string {
+    this.#dirty.delete(key);
+    this.#processing.add(key);
+    return key;
+  }
+}

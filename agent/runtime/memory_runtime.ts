@@ -1,0 +1,329 @@
+/**
+ * `InMemoryRuntime` — a FAKE container runtime that keeps containers in a
+ * map. It exists for two jobs the real one cannot do: the fleet benchmark,
+ * where thousands of agents run in one process (issue 7), and fast,
+ * deterministic reconciler tests that inject latency, failed pulls and an
+ * unavailable runtime on demand. The real path is `PodmanRuntime`, covered by
+ * tests against a real podman service.
+ *
+ * What it models: create/start/stop/remove with podman's idempotence (start of
+ * a running container and removal of a missing one succeed), name conflicts,
+ * images that must be pulled before create, and events for managed
+ * containers. What it does not: processes, ports, restart policies.
+ *
+ * @module
+ */
+
+import { LABELS, MANAGED_LABEL_VALUE } from "@drover/contracts";
+import {
+  ContainerNameConflictError,
+  type ContainerRuntime,
+  type ContainerSpec,
+  ImageMissingError,
+  ImagePullError,
+  type ObservedContainer,
+  type RegistryAuth,
+  type RuntimeEvent,
+  RuntimeUnavailableError,
+} from "./runtime.ts";
+
+/** Runtime operations, for latency injection and call counting. */
+export type MemoryRuntimeOperation =
+  | "listManaged"
+  | "hasImage"
+  | "pullImage"
+  | "createContainer"
+  | "startContainer"
+  | "stopContainer"
+  | "removeContainer";
+
+/** Options of {@linkcode InMemoryRuntime}. */
+export interface InMemoryRuntimeOptions {
+  /** Images present from the start. */
+  images?: Iterable<string>;
+  /** Simulated latency per operation, in milliseconds (default none). */
+  latencyMs?: Partial<Record<MemoryRuntimeOperation, number>>;
+}
+
+/** How a pull of one image behaves. */
+export interface PullBehaviour {
+  /** Extra time the pull takes, in milliseconds. */
+  delayMs?: number;
+  /** If set, the pull fails with this registry message. */
+  error?: string;
+}
+
+interface FakeContainer {
+  id: string;
+  spec: ContainerSpec;
+  state: string;
+  restarts: number;
+}
+
+/** A fake, in-memory {@linkcode ContainerRuntime}. See the module doc. */
+export class InMemoryRuntime implements ContainerRuntime {
+  /** Calls made per operation (successful or not). */
+  readonly calls: Record<MemoryRuntimeOperation, number> = {
+    listManaged: 0,
+    hasImage: 0,
+    pullImage: 0,
+    createContainer: 0,
+    startContainer: 0,
+    stopContainer: 0,
+    removeContainer: 0,
+  };
+  /** Every pull as `[image, auth]`, in order. */
+  readonly pulls: Array<[string, RegistryAuth | undefined]> = [];
+
+  #containers = new Map<string, FakeContainer>();
+  #images: Set<string>;
+  #latency: Partial<Record<MemoryRuntimeOperation, number>>;
+  #pullBehaviour = new Map<string, PullBehaviour>();
+  #available = true;
+  #nextId = 1;
+  #watchers = new Set<(e: RuntimeEvent) => void>();
+
+  constructor(options: InMemoryRuntimeOptions = {}) {
+    this.#images = new Set(options.images ?? []);
+    this.#latency = { ...options.latencyMs };
+  }
+
+  // ---- ContainerRuntime ---------------------------------------------------
+
+  /** See {@linkcode ContainerRuntime.listManaged}. */
+  async listManaged(signal?: AbortSignal): Promise<ObservedContainer[]> {
+    await this.#enter("listManaged", signal);
+    return [...this.#containers.values()]
+      .filter((c) => c.spec.labels[LABELS.managed] === MANAGED_LABEL_VALUE)
+      .map((c) => this.#observe(c));
+  }
+
+  /** See {@linkcode ContainerRuntime.hasImage}. */
+  async hasImage(image: string, signal?: AbortSignal): Promise<boolean> {
+    await this.#enter("hasImage", signal);
+    return this.#images.has(image);
+  }
+
+  /** See {@linkcode ContainerRuntime.pullImage}. Pulls succeed unless {@linkcode setPull} says otherwise. */
+  async pullImage(image: string, auth: RegistryAuth | undefined, signal?: AbortSignal) {
+    await this.#enter("pullImage", signal);
+    this.pulls.push([image, auth]);
+    const behaviour = this.#pullBehaviour.get(image) ?? {};
+    if (behaviour.delayMs) await delay(behaviour.delayMs, signal);
+    this.#ensureAvailable();
+    if (behaviour.error !== undefined) throw new ImagePullError(image, behaviour.error);
+    this.#images.add(image);
+  }
+
+  /** See {@linkcode ContainerRuntime.createContainer}. */
+  async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    await this.#enter("createContainer", signal);
+    if (this.#byName(spec.name)) throw new ContainerNameConflictError(spec.name);
+    if (!this.#images.has(spec.image)) throw new ImageMissingError(spec.image);
+    const id = (this.#nextId++).toString(16).padStart(12, "0");
+    this.#containers.set(id, { id, spec: structuredClone(spec), state: "created", restarts: 0 });
+    this.#emit(id, "create");
+    return id;
+  }
+
+  /** See {@linkcode ContainerRuntime.startContainer}; accepts an id or a name. */
+  async startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.#enter("startContainer", signal);
+    const c = this.#find(id);
+    if (c.state === "running") return;
+    c.state = "running";
+    this.#emit(c.id, "start");
+  }
+
+  /** See {@linkcode ContainerRuntime.stopContainer}. */
+  async stopContainer(id: string, _timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+    await this.#enter("stopContainer", signal);
+    const c = this.#find(id);
+    if (c.state !== "running") return;
+    c.state = "exited";
+    this.#emit(c.id, "died");
+    this.#emit(c.id, "stop");
+  }
+
+  /** See {@linkcode ContainerRuntime.removeContainer}. */
+  async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.#enter("removeContainer", signal);
+    const c = this.#containers.get(id) ?? this.#byName(id);
+    if (!c) return;
+    this.#containers.delete(c.id);
+    this.#emit(c.id, "remove", c);
+  }
+
+  /** See {@linkcode ContainerRuntime.watchEvents}. Yields `resync` when the runtime comes back. */
+  async *watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent> {
+    const pending: RuntimeEvent[] = [];
+    let wake: (() => void) | undefined;
+    const push = (e: RuntimeEvent) => {
+      pending.push(e);
+      wake?.();
+    };
+    const onAbort = () => wake?.();
+    this.#watchers.add(push);
+    signal.addEventListener("abort", onAbort);
+    try {
+      while (!signal.aborted) {
+        const next = pending.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+    } finally {
+      this.#watchers.delete(push);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  // ---- test and benchmark controls -----------------------------------------
+
+  /** Makes pulls of `image` slow and/or fail; `undefined` restores the default. */
+  setPull(image: string, behaviour: PullBehaviour | undefined): void {
+    if (behaviour) this.#pullBehaviour.set(image, behaviour);
+    else this.#pullBehaviour.delete(image);
+  }
+
+  /** Adds an image to local storage, as `podman load` would. */
+  addImage(image: string): void {
+    this.#images.add(image);
+  }
+
+  /** Removes an image from local storage, as `podman rmi` would. */
+  removeImage(image: string): void {
+    this.#images.delete(image);
+  }
+
+  /**
+   * Takes the runtime away (every call throws {@linkcode RuntimeUnavailableError})
+   * or brings it back (watchers get a `resync`).
+   */
+  setAvailable(available: boolean): void {
+    const cameBack = available && !this.#available;
+    this.#available = available;
+    if (cameBack) this.#broadcast({ kind: "resync", reason: "runtime is available again" });
+  }
+
+  /** Changes the simulated latency of an operation. */
+  setLatency(operation: MemoryRuntimeOperation, ms: number): void {
+    this.#latency[operation] = ms;
+  }
+
+  /** A snapshot of every container, managed or not (no latency, never fails). */
+  snapshot(): ObservedContainer[] {
+    return [...this.#containers.values()].map((c) => this.#observe(c));
+  }
+
+  /** Creates a container as if someone (or a crashed agent) had; returns its id. */
+  inject(spec: ContainerSpec, state = "running"): string {
+    const id = (this.#nextId++).toString(16).padStart(12, "0");
+    this.#containers.set(id, { id, spec: structuredClone(spec), state, restarts: 0 });
+    return id;
+  }
+
+  /** Simulates `podman stop` by hand. */
+  stopByHand(nameOrId: string): void {
+    const c = this.#find(nameOrId);
+    c.state = "exited";
+    this.#emit(c.id, "died");
+    this.#emit(c.id, "stop");
+  }
+
+  /** Simulates `podman rm -f` by hand. */
+  removeByHand(nameOrId: string): void {
+    const c = this.#find(nameOrId);
+    if (c.state === "running") this.#emit(c.id, "died");
+    this.#containers.delete(c.id);
+    this.#emit(c.id, "remove", c);
+  }
+
+  /** Simulates a crash that podman's restart policy recovers from. */
+  crashAndRestart(nameOrId: string): void {
+    const c = this.#find(nameOrId);
+    c.restarts++;
+    this.#emit(c.id, "died");
+    this.#emit(c.id, "restart");
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  async #enter(operation: MemoryRuntimeOperation, signal?: AbortSignal): Promise<void> {
+    this.calls[operation]++;
+    signal?.throwIfAborted();
+    const ms = this.#latency[operation];
+    if (ms) await delay(ms, signal);
+    this.#ensureAvailable();
+  }
+
+  #ensureAvailable(): void {
+    if (!this.#available) {
+      throw new RuntimeUnavailableError(
+        "Cannot reach the in-memory runtime as it was made unavailable",
+      );
+    }
+  }
+
+  #byName(name: string): FakeContainer | undefined {
+    for (const c of this.#containers.values()) if (c.spec.name === name) return c;
+    return undefined;
+  }
+
+  #find(nameOrId: string): FakeContainer {
+    const c = this.#containers.get(nameOrId) ?? this.#byName(nameOrId);
+    if (!c) throw new Error(`Cannot find container "${nameOrId}": no such container`);
+    return c;
+  }
+
+  #observe(c: FakeContainer): ObservedContainer {
+    const labels = c.spec.labels;
+    return {
+      id: c.id,
+      name: c.spec.name,
+      deployment: labels[LABELS.deployment] ?? "",
+      service: labels[LABELS.service] ?? "",
+      revision: Number(labels[LABELS.revision] ?? 0),
+      specHash: labels[LABELS.specHash] ?? "",
+      state: c.state,
+      image: c.spec.image,
+      restarts: c.restarts,
+      labels: { ...labels },
+    };
+  }
+
+  #emit(id: string, action: string, removed?: FakeContainer): void {
+    const c = removed ?? this.#containers.get(id);
+    if (!c || c.spec.labels[LABELS.managed] !== MANAGED_LABEL_VALUE) return;
+    const deployment = c.spec.labels[LABELS.deployment];
+    if (!deployment) return;
+    this.#broadcast({
+      kind: "container",
+      action,
+      deployment,
+      service: c.spec.labels[LABELS.service],
+    });
+  }
+
+  #broadcast(event: RuntimeEvent): void {
+    for (const watcher of this.#watchers) watcher(event);
+  }
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
