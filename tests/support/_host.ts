@@ -32,9 +32,18 @@ export async function processesReferencing(path: string): Promise<HostProcess[]>
       continue; // Exited while we were looking.
     }
     const commandLine = new TextDecoder().decode(raw).replaceAll("\0", " ").trim();
-    if (commandLine.includes(path)) found.push({ pid, commandLine });
+    if (mentions(commandLine, path)) found.push({ pid, commandLine });
   }
   return found;
+}
+
+// `path` itself or something inside it, not merely a longer name that starts the same way.
+function mentions(commandLine: string, path: string): boolean {
+  for (let at = commandLine.indexOf(path); at !== -1; at = commandLine.indexOf(path, at + 1)) {
+    const next = commandLine[at + path.length];
+    if (next === undefined || next === "/" || next === " ") return true;
+  }
+  return false;
 }
 
 /** Sends SIGKILL to each pid, ignoring ones that are already gone. */

@@ -1,7 +1,17 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import { processesReferencing } from "./_host.ts";
-import { startNats } from "./mod.ts";
+import { mountsUnder, processesReferencing } from "./_host.ts";
+import {
+  buildBusyboxImage,
+  BUSYBOX_INDEX_HTML,
+  freePort,
+  podmanFetch,
+  pushImage,
+  startNats,
+  startPodman,
+  startRegistry,
+  waitFor,
+} from "./mod.ts";
 
 function assertEquals<T>(actual: T, expected: T, message = ""): void {
   const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
@@ -64,4 +74,217 @@ Deno.test("startNats: extraConfig is applied and a bad config fails with the log
   const error = await startNats({ extraConfig: "this is { not valid" }).catch((e) => e);
   assert(error instanceof Error && error.name === "ServiceStartError", `got ${error}`);
   assert(/nats-server/.test(error.message) && /log/.test(error.message), error.message);
+});
+
+async function fetchText(url: string): Promise<string | undefined> {
+  try {
+    const res = await fetch(url);
+    const text = await res.text();
+    return res.ok ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function containerState(socket: string, name: string): Promise<string> {
+  const res = await podmanFetch(socket, `/v4.0.0/libpod/containers/${name}/json`);
+  const body = await res.json();
+  if (!res.ok) throw new Error(`inspect ${name}: HTTP ${res.status} ${JSON.stringify(body)}`);
+  return body.State.Status;
+}
+
+Deno.test("startPodman: serves a published busybox httpd, survives a service stop, leaves nothing behind", async () => {
+  let dir: string;
+  let bridge: string;
+  let containerPids: number[];
+  {
+    await using podman = await startPodman();
+    dir = podman.dir;
+    const ping = await podmanFetch(podman.socket, "/v4.0.0/libpod/_ping");
+    assertEquals([ping.status, await ping.text()], [200, "OK"], "_ping");
+
+    const image = await buildBusyboxImage(podman);
+    const port = await freePort();
+    const run = await podman.cli([
+      "run",
+      "-d",
+      "--name",
+      "web",
+      "-p",
+      `127.0.0.1:${port}:80`,
+      image,
+      "httpd",
+      "-f",
+      "-p",
+      "80",
+      "-h",
+      "/www",
+    ]);
+    assertEquals(run.code, 0, `podman run: ${run.stderr}`);
+    const page = await waitFor(() => fetchText(`http://127.0.0.1:${port}/`), {
+      timeoutMs: 20_000,
+      message: "busybox httpd answers on the published port",
+    });
+    assertEquals(page, BUSYBOX_INDEX_HTML, "served page");
+    bridge = JSON.parse(await Deno.readTextFile(`${dir}/networks/podman.json`)).network_interface;
+
+    await podman.stop();
+    assert(!podman.running, "service stopped");
+    assertEquals(
+      await fetchText(`http://127.0.0.1:${port}/`),
+      BUSYBOX_INDEX_HTML,
+      "container still serves",
+    );
+    const ps = await podman.cli(["inspect", "--format", "{{.Name}} {{.State.Status}}", "web"]);
+    assertEquals(ps.stdout.trim(), "web running", "CLI sees the container running");
+
+    await podman.start();
+    assertEquals(
+      await containerState(podman.socket, "web"),
+      "running",
+      "state via REST after start",
+    );
+    await podman.restart();
+    assertEquals(
+      await containerState(podman.socket, "web"),
+      "running",
+      "state via REST after restart",
+    );
+    // A second container that is still running at dispose time is removed too.
+    const sleeper = await podman.cli(["run", "-d", "--name", "sleeper", image, "sleep", "600"]);
+    assertEquals(sleeper.code, 0, `podman run sleeper: ${sleeper.stderr}`);
+    const pids = await podman.cli(["inspect", "--format", "{{.State.Pid}}", "web", "sleeper"]);
+    containerPids = pids.stdout.trim().split("\n").map(Number);
+    assert(containerPids.length === 2 && containerPids.every((pid) => pid > 0), pids.stdout);
+  }
+  for (const pid of containerPids) {
+    assertEquals(await pathExists(`/proc/${pid}`), false, `container process ${pid} gone`);
+  }
+  assertEquals(await processesReferencing(dir), [], "no conmon or service left");
+  assertEquals(await mountsUnder(dir), [], "no mounts left");
+  assertEquals(await pathExists(dir), false, "instance dir removed");
+  assertEquals(await pathExists(`/sys/class/net/${bridge}`), false, "bridge removed");
+});
+
+Deno.test("startPodman: parallel instances are isolated from each other", async () => {
+  await using a = await startPodman();
+  await using b = await startPodman();
+  const [imageA] = await Promise.all([buildBusyboxImage(a), buildBusyboxImage(b)]);
+  const [portA, portB] = [await freePort(), await freePort()];
+  const runs = await Promise.all([
+    a.cli([
+      "run",
+      "-d",
+      "--name",
+      "same",
+      "-p",
+      `127.0.0.1:${portA}:80`,
+      imageA,
+      "httpd",
+      "-f",
+      "-p",
+      "80",
+      "-h",
+      "/www",
+    ]),
+    b.cli([
+      "run",
+      "-d",
+      "--name",
+      "same",
+      "-p",
+      `127.0.0.1:${portB}:80`,
+      imageA,
+      "httpd",
+      "-f",
+      "-p",
+      "80",
+      "-h",
+      "/www",
+    ]),
+  ]);
+  assertEquals(runs.map((r) => r.code), [0, 0], runs.map((r) => r.stderr).join("\n"));
+  for (const port of [portA, portB]) {
+    await waitFor(() => fetchText(`http://127.0.0.1:${port}/`), {
+      timeoutMs: 20_000,
+      message: `container on port ${port} serves`,
+    });
+  }
+  const listA = await (await podmanFetch(a.socket, "/v4.0.0/libpod/containers/json")).json();
+  assertEquals(listA.length, 1, "instance A lists only its own container");
+  // Removing B's container leaves A's network and container alone.
+  assertEquals((await b.cli(["rm", "-f", "-t", "0", "same"])).code, 0, "rm in B");
+  assertEquals(await fetchText(`http://127.0.0.1:${portA}/`), BUSYBOX_INDEX_HTML, "A still serves");
+});
+
+Deno.test("startRegistry: push with and without htpasswd, pull over REST, wrong password fails", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman);
+
+  await using open = await startRegistry();
+  await pushImage(podman, image, `${open.host}/drover/busybox:open`);
+
+  const creds = { username: "pi", password: "s3cret-Pass" };
+  await using locked = await startRegistry({ htpasswd: creds });
+  const anonymous = await fetch(`${locked.url}/v2/`);
+  await anonymous.body?.cancel();
+  assertEquals(anonymous.status, 401, "auth required");
+  await pushImage(podman, image, `${locked.host}/drover/busybox:locked`, creds);
+
+  const wrong = await pushImage(podman, image, `${locked.host}/drover/busybox:wrong`, {
+    username: "pi",
+    password: "not-it",
+  }).then(() => undefined, (error) => error);
+  assert(wrong instanceof Error && wrong.name === "CommandError", `wrong password: got ${wrong}`);
+  assert(!wrong.message.includes("not-it"), "password not echoed in the error");
+
+  // Pull through the REST API as the agent will: registries.conf marks 127.0.0.1 insecure.
+  const auth = btoa(JSON.stringify({ ...creds, serveraddress: locked.host }))
+    .replaceAll("+", "-").replaceAll("/", "_");
+  const pull = await podmanFetch(
+    podman.socket,
+    `/v4.0.0/libpod/images/pull?reference=${
+      encodeURIComponent(`${locked.host}/drover/busybox:locked`)
+    }&policy=always`,
+    { method: "POST", headers: { "X-Registry-Auth": auth } },
+  );
+  const lines = (await pull.text()).trim().split("\n").map((line) => JSON.parse(line));
+  assertEquals(lines.at(-1)?.error, undefined, `pull: ${JSON.stringify(lines.at(-1))}`);
+  assert(typeof lines.at(-1)?.id === "string", "pull reports the image id");
+});
+
+Deno.test("startPodman: sweeps an instance abandoned by a test process killed with SIGKILL", async () => {
+  const modUrl = new URL("./mod.ts", import.meta.url).href;
+  // The child starts an instance with a running container, reports it, then dies without cleanup.
+  const script = `
+    import { buildBusyboxImage, startPodman } from ${JSON.stringify(modUrl)};
+    const podman = await startPodman();
+    const image = await buildBusyboxImage(podman);
+    const run = await podman.cli(["run", "-d", image, "sleep", "600"]);
+    const pid = (await podman.cli(["inspect", "--format", "{{.State.Pid}}", run.stdout.trim()])).stdout.trim();
+    console.log(JSON.stringify({ dir: podman.dir, pid: Number(pid) }));
+    Deno.kill(Deno.pid, "SIGKILL");
+  `;
+  const child = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(child.stdout).trim();
+  assert(
+    stdout.startsWith("{"),
+    `child output: ${stdout}\n${new TextDecoder().decode(child.stderr)}`,
+  );
+  const abandoned: { dir: string; pid: number } = JSON.parse(stdout);
+  assert(await pathExists(`/proc/${abandoned.pid}`), "container outlived its test process");
+
+  await using _podman = await startPodman(); // Sweeps abandoned instances first.
+  // A parallel test process may be the one sweeping it; either way it goes away.
+  await waitFor(async () => !(await pathExists(abandoned.dir)), {
+    timeoutMs: 30_000,
+    message: `abandoned ${abandoned.dir} is swept`,
+  });
+  assertEquals(await pathExists(`/proc/${abandoned.pid}`), false, "abandoned container killed");
+  assertEquals(await processesReferencing(abandoned.dir), [], "no process of it left");
+  assertEquals(await mountsUnder(abandoned.dir), [], "no mount of it left");
 });

@@ -18,8 +18,11 @@
  * @module
  */
 
+export * from "./busybox_image.ts";
 export * from "./errors.ts";
 export * from "./nats.ts";
+export * from "./podman.ts";
 export * from "./ports.ts";
+export * from "./registry.ts";
 export * from "./temp_dir.ts";
 export * from "./wait_for.ts";

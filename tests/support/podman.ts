@@ -1,0 +1,475 @@
+/**
+ * An isolated podman service for tests: its own storage, run root, tmp dir, lock files, event
+ * log, registries config, auth file and default network, reachable through its own unix socket.
+ * Several instances run in parallel without seeing each other.
+ *
+ * @module
+ */
+
+import { type CommandResult, runCommand } from "./_exec.ts";
+import { killAll, processesReferencing, unmountAllUnder } from "./_host.ts";
+import { logTail, ManagedProcess, waitUntilReady } from "./_managed_process.ts";
+import { createOwnedDir, type OwnedDir, sweepAbandonedDirs, tempRoot } from "./_owned_dir.ts";
+import {
+  acquireNetworkSlot,
+  defaultNetworkDefinition,
+  type NetworkSlot,
+} from "./_podman_network.ts";
+import { CleanupError, ServiceStartError } from "./errors.ts";
+import { sleep } from "./wait_for.ts";
+
+/** How long starting the podman service may take before it counts as failed. */
+export const PODMAN_START_TIMEOUT_MS = 30_000;
+/** How long cleanup waits for conmon and `podman container cleanup` to exit on their own. */
+const LEFTOVER_PROCESS_GRACE_MS = 3_000;
+
+/** Result of {@linkcode PodmanService.cli}. */
+export type PodmanCliResult = CommandResult;
+
+/** A podman service with isolated storage, started by {@linkcode startPodman}. */
+export interface PodmanService extends AsyncDisposable {
+  /** Path of the service's unix socket (give it to the agent, or to {@linkcode podmanFetch}). */
+  readonly socket: string;
+  /** The instance directory (storage, run root, configs, service log). */
+  readonly dir: string;
+  /**
+   * Environment for running the podman CLI against this instance (containers.conf,
+   * storage.conf, registries.conf, auth file, TMPDIR). With it, a plain `podman ps` sees this
+   * instance's containers.
+   */
+  readonly env: Readonly<Record<string, string>>;
+  /** Path of the service log (appended across restarts). */
+  readonly logPath: string;
+  /** True while the service process runs. */
+  readonly running: boolean;
+  /** Runs the podman CLI on this instance (never throws on a non-zero exit; check `code`). */
+  cli(args: string[]): Promise<PodmanCliResult>;
+  /** Stops the REST service only; containers keep running (conmon is independent). */
+  stop(): Promise<void>;
+  /** Starts the service again (no-op if it runs) and waits for `_ping`. */
+  start(): Promise<void>;
+  /** {@linkcode PodmanService.stop} then {@linkcode PodmanService.start}. */
+  restart(): Promise<void>;
+}
+
+/** File locations of a podman instance inside its directory (pure). */
+export interface PodmanPaths {
+  dir: string;
+  socket: string;
+  storage: string;
+  runRoot: string;
+  tmpDir: string;
+  imageTmpDir: string;
+  networkDir: string;
+  containersConf: string;
+  storageConf: string;
+  registriesConf: string;
+  authFile: string;
+  logPath: string;
+}
+
+/** Where each file of the instance in `dir` lives (pure). */
+export function podmanPaths(dir: string): PodmanPaths {
+  return {
+    dir,
+    socket: `${dir}/podman.sock`,
+    storage: `${dir}/storage`,
+    runRoot: `${dir}/run`,
+    tmpDir: `${dir}/tmp`,
+    imageTmpDir: `${dir}/image-tmp`,
+    networkDir: `${dir}/networks`,
+    containersConf: `${dir}/containers.conf`,
+    storageConf: `${dir}/storage.conf`,
+    registriesConf: `${dir}/registries.conf`,
+    authFile: `${dir}/auth.json`,
+    logPath: `${dir}/service.log`,
+  };
+}
+
+/** The environment that points podman (CLI or service) at the instance (pure). */
+export function podmanEnv(paths: PodmanPaths): Record<string, string> {
+  return {
+    CONTAINERS_CONF: paths.containersConf,
+    CONTAINERS_STORAGE_CONF: paths.storageConf,
+    CONTAINERS_REGISTRIES_CONF: paths.registriesConf,
+    REGISTRY_AUTH_FILE: paths.authFile,
+    // Image pulls and imports stage layers in TMPDIR (default /var/tmp, shared).
+    TMPDIR: paths.imageTmpDir,
+  };
+}
+
+/** The global podman flags that select the instance's storage (pure). */
+export function podmanGlobalArgs(paths: PodmanPaths): string[] {
+  return ["--root", paths.storage, "--runroot", paths.runRoot, "--tmpdir", paths.tmpDir];
+}
+
+/** The config files of an instance, by path (pure). */
+export function podmanConfigFiles(paths: PodmanPaths): Record<string, string> {
+  const q = JSON.stringify; // TOML basic strings accept JSON string escapes.
+  return {
+    // As root on these machines containers only start with runc and bounded ulimits
+    // (FIELD-NOTES). No systemd: cgroupfs and the file event logger. File locks live in tmp_dir,
+    // unlike the default shm locks (/dev/shm/libpod_lock) that every instance would share.
+    [paths.containersConf]: [
+      "[containers]",
+      'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]',
+      'log_driver = "k8s-file"',
+      "",
+      "[engine]",
+      'runtime = "runc"',
+      'cgroup_manager = "cgroupfs"',
+      'events_logger = "file"',
+      'lock_type = "file"',
+      `tmp_dir = ${q(paths.tmpDir)}`,
+      "",
+      "[network]",
+      'network_backend = "netavark"',
+      `network_config_dir = ${q(paths.networkDir)}`,
+      "",
+    ].join("\n"),
+    [paths.storageConf]: [
+      "[storage]",
+      'driver = "overlay"',
+      `graphroot = ${q(paths.storage)}`,
+      `runroot = ${q(paths.runRoot)}`,
+      "",
+    ].join("\n"),
+    // Local test registries serve plain HTTP on 127.0.0.1:<port>. containers/image matches a
+    // registry prefix followed by ":" so "127.0.0.1" covers every port; pulls through the REST
+    // API therefore work without tlsVerify=false, as they would against a TLS registry.
+    [paths.registriesConf]: [
+      "unqualified-search-registries = []",
+      "",
+      "[[registry]]",
+      'location = "127.0.0.1"',
+      "insecure = true",
+      "",
+      "[[registry]]",
+      'location = "localhost"',
+      "insecure = true",
+      "",
+    ].join("\n"),
+    // podman refuses a REGISTRY_AUTH_FILE that does not exist.
+    [paths.authFile]: '{ "auths": {} }\n',
+  };
+}
+
+/**
+ * Starts `podman system service` on a fresh isolated instance and waits until it answers
+ * `_ping`. Dispose with `await using`: removes every container (also after a failed test),
+ * stops the service, unmounts and deletes the instance.
+ *
+ * @example
+ * ```ts
+ * await using podman = await startPodman();
+ * const res = await podmanFetch(podman.socket, "/v4.0.0/libpod/containers/json?all=true");
+ * ```
+ *
+ * @throws {ServiceStartError} with the service log tail if it does not come up.
+ */
+export async function startPodman(): Promise<PodmanService> {
+  await sweepAbandonedDirs("podman", (dir) => cleanUpInstance(podmanPaths(dir), undefined));
+  const owned = await createOwnedDir("podman");
+  let slot: NetworkSlot | undefined;
+  try {
+    slot = await acquireNetworkSlot();
+    const paths = podmanPaths(owned.path);
+    for (const dir of [paths.storage, paths.runRoot, paths.tmpDir, paths.imageTmpDir]) {
+      await Deno.mkdir(dir, { recursive: true });
+    }
+    await Deno.mkdir(paths.networkDir, { recursive: true });
+    await Deno.symlink(await sharedNetavarkLock(), `${paths.networkDir}/netavark.lock`);
+    await Deno.writeTextFile(
+      `${paths.networkDir}/podman.json`,
+      JSON.stringify(await defaultNetworkDefinition(slot.index), null, 2),
+    );
+    for (const [path, text] of Object.entries(podmanConfigFiles(paths))) {
+      await Deno.writeTextFile(path, text);
+    }
+    const service = new IsolatedPodmanService(owned, paths, slot);
+    await service.start();
+    return service;
+  } catch (error) {
+    await cleanUpInstance(podmanPaths(owned.path), slot?.bridge).catch(() => {});
+    slot?.release();
+    await owned.remove();
+    throw error;
+  }
+}
+
+/** The system podman's network lock; used when present so we also serialise with it. */
+const SYSTEM_NETAVARK_LOCK = "/etc/containers/networks/netavark.lock";
+
+/**
+ * A lock file shared by every instance for podman's network lock. Podman 4.3 locks
+ * `<network_config_dir>/netavark.lock` around each netavark setup/teardown; with a private
+ * config dir per instance, parallel instances would run netavark concurrently and race creating
+ * its global iptables chains ("Chain already exists"). Linking every instance's lock to one file
+ * restores the host-wide serialisation podman normally has (newer podman uses one global lock).
+ */
+async function sharedNetavarkLock(): Promise<string> {
+  try {
+    if ((await Deno.stat(SYSTEM_NETAVARK_LOCK)).isFile) return SYSTEM_NETAVARK_LOCK;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const cacheDir = `${tempRoot()}/drover-cache`;
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const lock = `${cacheDir}/netavark.lock`;
+  await Deno.writeFile(lock, new Uint8Array(), { append: true });
+  return lock;
+}
+
+class IsolatedPodmanService implements PodmanService {
+  readonly env: Readonly<Record<string, string>>;
+  #process: ManagedProcess | undefined;
+  #disposed = false;
+
+  constructor(
+    readonly owned: OwnedDir,
+    readonly paths: PodmanPaths,
+    readonly slot: NetworkSlot,
+  ) {
+    this.env = podmanEnv(paths);
+  }
+
+  get socket(): string {
+    return this.paths.socket;
+  }
+
+  get dir(): string {
+    return this.paths.dir;
+  }
+
+  get logPath(): string {
+    return this.paths.logPath;
+  }
+
+  get running(): boolean {
+    return this.#process?.running ?? false;
+  }
+
+  cli(args: string[]): Promise<PodmanCliResult> {
+    return runCommand("podman", [...podmanGlobalArgs(this.paths), ...args], { env: this.env });
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    const process = await ManagedProcess.spawn({
+      command: "podman",
+      args: [
+        ...podmanGlobalArgs(this.paths),
+        "system",
+        "service",
+        "--time=0",
+        `unix://${this.paths.socket}`,
+      ],
+      env: { ...this.env },
+      logPath: this.paths.logPath,
+    });
+    this.#process = process;
+    try {
+      await waitUntilReady(process, () => this.#answersPing(), {
+        timeoutMs: PODMAN_START_TIMEOUT_MS,
+        message: `podman service answers _ping on ${this.paths.socket}`,
+      });
+    } catch (error) {
+      await process.kill();
+      throw new ServiceStartError(
+        "podman service",
+        `no _ping answer on ${this.paths.socket}`,
+        await logTail(this.paths.logPath),
+        { cause: error },
+      );
+    }
+  }
+
+  async #answersPing(): Promise<boolean> {
+    try {
+      const res = await podmanFetch(this.paths.socket, "/v4.0.0/libpod/_ping");
+      await res.body?.cancel();
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.#process?.stop();
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    try {
+      await cleanUpInstance(this.paths, this.slot.bridge, this.#process);
+    } finally {
+      this.slot.release();
+      await this.owned.remove().catch(() => {});
+    }
+  }
+}
+
+/**
+ * Removes every trace of a podman instance from the host except its directory: containers (via
+ * the CLI, which also tears down their network), the service, leftover conmon/cleanup processes,
+ * runc state of containers the CLI could not remove, mounts and the bridge.
+ *
+ * @throws {CleanupError} listing processes or mounts that could not be removed.
+ */
+async function cleanUpInstance(
+  paths: PodmanPaths,
+  bridge: string | undefined,
+  service?: ManagedProcess,
+): Promise<void> {
+  const cli = (args: string[]) =>
+    runCommand("podman", [...podmanGlobalArgs(paths), ...args], { env: podmanEnv(paths) });
+  const removal = await cli(["rm", "--all", "--force", "--time", "0"]);
+  await service?.stop();
+  bridge ??= await bridgeOf(paths);
+
+  // A service orphaned by a dead test process would never exit on its own.
+  const orphanedServices = (await processesReferencing(paths.dir))
+    .filter((p) => p.commandLine.includes(" system service "));
+  killAll(orphanedServices.map((p) => p.pid));
+  // conmon and `podman container cleanup` exit shortly after their container is removed.
+  let leftovers = await processesReferencing(paths.dir);
+  for (let waited = 0; leftovers.length > 0 && waited < LEFTOVER_PROCESS_GRACE_MS; waited += 100) {
+    await sleep(100);
+    leftovers = await processesReferencing(paths.dir);
+  }
+  killAll(leftovers.map((p) => p.pid));
+
+  // Containers the CLI could not remove still have runc state and processes: delete them with
+  // runc itself (podman's runc state root as root is runc's default, /run/runc).
+  const remainingIds = await containerIdsInStorage(paths);
+  for (const id of remainingIds) await runCommand("runc", ["delete", "--force", id]);
+
+  const stillMounted = await unmountAllUnder(paths.dir);
+  if (bridge !== undefined) await deleteBridgeIfUnused(bridge);
+
+  const stillRunning = await processesReferencing(paths.dir);
+  const problems = [
+    ...stillRunning.map((p) => `process ${p.pid} still running: ${p.commandLine}`),
+    ...stillMounted.map((m) => `still mounted: ${m}`),
+  ];
+  if (problems.length > 0) {
+    const removalNote = removal.code === 0 ? "" : `\npodman rm failed: ${removal.stderr.trim()}`;
+    throw new CleanupError(
+      `Cannot clean up podman instance ${paths.dir}:\n${problems.join("\n")}${removalNote}`,
+    );
+  }
+}
+
+/**
+ * Netavark deletes the bridge with the last container, but not after a failed setup or a
+ * crash. The slot is ours, so an empty bridge left behind is ours to delete.
+ */
+async function deleteBridgeIfUnused(bridge: string): Promise<void> {
+  const ports: string[] = [];
+  try {
+    for await (const port of Deno.readDir(`/sys/class/net/${bridge}/brif`)) ports.push(port.name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return; // No such bridge.
+    throw error;
+  }
+  if (ports.length === 0) await runCommand("ip", ["link", "delete", bridge]);
+}
+
+async function containerIdsInStorage(paths: PodmanPaths): Promise<string[]> {
+  const ids: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(`${paths.storage}/overlay-containers`)) {
+      if (entry.isDirectory && /^[0-9a-f]{64}$/.test(entry.name)) ids.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return ids;
+}
+
+async function bridgeOf(paths: PodmanPaths): Promise<string | undefined> {
+  try {
+    const network = JSON.parse(await Deno.readTextFile(`${paths.networkDir}/podman.json`));
+    return typeof network.network_interface === "string" ? network.network_interface : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * Sends one request to a podman REST socket: `path` is the URL path and query as podman
+ * documents it, e.g. `/v4.0.0/libpod/containers/json?all=true`. The request goes to host
+ * `libpod` (FIELD-NOTES: other host names make libpod endpoints behave like Docker's).
+ *
+ * The returned response can be streamed (events, logs, pulls). Read the body to the end or
+ * cancel it: that also closes the connection.
+ */
+export async function podmanFetch(
+  socket: string,
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
+  let response: Response;
+  try {
+    response = await fetch(`http://libpod${path}`, { ...init, client });
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+  const meta = {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  };
+  if (response.body === null || NULL_BODY_STATUSES.has(response.status)) {
+    await response.body?.cancel();
+    client.close();
+    return new Response(null, meta);
+  }
+  return new Response(closeWhenDone(response.body, client), meta);
+}
+
+/** Passes `body` through and closes `client` once the body is finished or cancelled. */
+function closeWhenDone(
+  body: ReadableStream<Uint8Array>,
+  client: Deno.HttpClient,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let closed = false;
+  const closeClient = () => {
+    if (!closed) client.close();
+    closed = true;
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          closeClient();
+          controller.close();
+        } else {
+          controller.enqueue(value);
+        }
+      } catch (error) {
+        closeClient();
+        controller.error(error);
+      }
+    },
+    async cancel(reason) {
+      try {
+        await reader.cancel(reason);
+      } finally {
+        closeClient();
+      }
+    },
+  });
+}
