@@ -1,6 +1,7 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { mountsUnder, processesReferencing } from "./_host.ts";
+import { assert, assertEquals } from "./assert.ts";
 import {
   buildBusyboxImage,
   BUSYBOX_INDEX_HTML,
@@ -12,15 +13,6 @@ import {
   startRegistry,
   waitFor,
 } from "./mod.ts";
-
-function assertEquals<T>(actual: T, expected: T, message = ""): void {
-  const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
-  if (a !== e) throw new Error(`${message}\nexpected: ${e}\nactual:   ${a}`);
-}
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(message);
-}
 
 async function pathExists(path: string): Promise<boolean> {
   try {
