@@ -202,10 +202,20 @@ Deno.test("startPodman: parallel instances are isolated from each other", async 
       message: `container on port ${port} serves`,
     });
   }
+  // Streaming through podmanFetch: B's event stream sees B's removal; cancelling it releases the
+  // connection (the test sanitizers would report a leaked HTTP client otherwise).
+  const events = await podmanFetch(
+    b.socket,
+    `/v4.0.0/libpod/events?stream=true&filters=${encodeURIComponent('{"event":["remove"]}')}`,
+  );
   const listA = await (await podmanFetch(a.socket, "/v4.0.0/libpod/containers/json")).json();
   assertEquals(listA.length, 1, "instance A lists only its own container");
   // Removing B's container leaves A's network and container alone.
   assertEquals((await b.cli(["rm", "-f", "-t", "0", "same"])).code, 0, "rm in B");
+  const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const firstEvent = JSON.parse((await reader.read()).value!.split("\n")[0]);
+  assertEquals([firstEvent.Action, firstEvent.Actor.Attributes.name], ["remove", "same"], "event");
+  await reader.cancel();
   assertEquals(await fetchText(`http://127.0.0.1:${portA}/`), BUSYBOX_INDEX_HTML, "A still serves");
 });
 
