@@ -16,6 +16,9 @@ REQUIREMENTS=(
   "openssl|openssl"
   "qemu-aarch64-static|qemu-user-static"
   "systemd-analyze|systemd"
+  # Used by the podman test harness (bridge cleanup) and by netavark for port publishing.
+  "ip|iproute2"
+  "iptables|iptables"
 )
 
 is_present() {

@@ -3,6 +3,22 @@
  * log, registries config, auth file and default network, reachable through its own unix socket.
  * Several instances run in parallel without seeing each other.
  *
+ * What podman 4.3 (as root) shares host-wide even with separate `--root`/`--runroot`, and what
+ * this module does about it:
+ * - tmp dir `/run/libpod` (alive file, exit files, events log): `--tmpdir` / `tmp_dir` per instance.
+ * - shm locks `/dev/shm/libpod_lock`: a fresh instance frees *all* locks on start, so instances
+ *   would hand out lock numbers in use by others; `lock_type = "file"` keeps locks in the tmp dir.
+ * - default network: always bridge `podman0`, 10.88.0.0/16; a per-instance network config dir
+ *   with its own bridge and /24 (see `_podman_network.ts`).
+ * - network lock `<network_config_dir>/netavark.lock`: linked to one shared file so netavark runs
+ *   stay serialised host-wide (concurrent runs race creating iptables chains).
+ * - IPAM database `/run/containers/networks/ipam.db`: shared, but keyed by network name and
+ *   subnet, and bolt-locked; distinct subnets keep instances apart.
+ * - `/run/containers/0/auth.json` and `/etc/containers/registries.conf`: per-instance files via
+ *   `REGISTRY_AUTH_FILE` and `CONTAINERS_REGISTRIES_CONF`.
+ * - runc state `/run/runc` and the blob-info cache under /var/lib/containers/cache: keyed by
+ *   random container ids / digests, safe to share.
+ *
  * @module
  */
 
