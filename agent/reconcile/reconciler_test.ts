@@ -1,0 +1,371 @@
+/**
+ * Reconciler behaviour against InMemoryRuntime, a fake runtime that can be
+ * made slow, failing or unavailable on demand. The same loop against a real
+ * podman service is in reconciler_podman_test.ts.
+ */
+
+import {
+  AgentPolicy,
+  DesiredState,
+  type DesiredStateInput,
+  type RegistryConfig,
+} from "@drover/contracts";
+import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
+import { waitFor } from "../../tests/support/wait_for.ts";
+import { InMemoryRuntime } from "../runtime/memory_runtime.ts";
+import type { DesiredEntry } from "./desired.ts";
+import { Reconciler } from "./reconciler.ts";
+
+const IMAGE = "127.0.0.1:5000/demo/web:1.0";
+
+function entry(
+  deployment: string,
+  revision: number,
+  services: DesiredStateInput["score"]["services"] = [{ name: "web", image: IMAGE }],
+): DesiredEntry {
+  const state = DesiredState.parse({ deployment, score: { type: "PodmanV0", services } });
+  return { kind: "valid", deployment, revision, state };
+}
+
+interface Harness extends AsyncDisposable {
+  runtime: InMemoryRuntime;
+  reconciler: Reconciler;
+  changes: () => number;
+  running: Promise<void>;
+}
+
+function start(
+  options: {
+    runtime?: InMemoryRuntime;
+    entries?: DesiredEntry[];
+    authoritative?: boolean;
+    policy?: Record<string, unknown>;
+    registries?: Record<string, RegistryConfig>;
+    resyncIntervalMs?: number;
+  } = {},
+): Harness {
+  const runtime = options.runtime ?? new InMemoryRuntime({ images: [IMAGE] });
+  let changes = 0;
+  const reconciler = new Reconciler({
+    deviceId: "pi-1",
+    runtime,
+    policy: AgentPolicy.parse(options.policy ?? {}),
+    registries: options.registries ?? {},
+    resyncIntervalMs: options.resyncIntervalMs,
+    backoff: { baseMs: 10, capMs: 80, jitter: 0 },
+    onChange: () => changes++,
+  });
+  if (options.entries) {
+    reconciler.setSnapshot({
+      entries: new Map(options.entries.map((e) => [e.deployment, e])),
+      authoritative: options.authoritative ?? true,
+    });
+  }
+  const ac = new AbortController();
+  const running = reconciler.run(ac.signal);
+  return {
+    runtime,
+    reconciler,
+    changes: () => changes,
+    running,
+    async [Symbol.asyncDispose]() {
+      ac.abort();
+      await running;
+    },
+  };
+}
+
+const phase = (h: Harness, d: string) => h.reconciler.deploymentStatuses()[d]?.phase;
+const until = (what: string, f: () => unknown) =>
+  waitFor(() => f() || undefined, { timeoutMs: 10_000, intervalMs: 5, message: what });
+
+Deno.test("reconciler deploys a desired deployment and reports it running", async () => {
+  await using h = start({ entries: [entry("shop", 7)] });
+  await h.reconciler.firstPass;
+  const [c] = h.runtime.snapshot();
+  assertEquals([c.name, c.state, c.revision], ["shop_web", "running", 7]);
+  const status = h.reconciler.deploymentStatuses().shop;
+  assertEquals(status.phase, "running");
+  assertEquals(status.revision, 7);
+  assertEquals(status.services.web, {
+    container_id: c.id,
+    state: "running",
+    image: IMAGE,
+    restarts: 0,
+  });
+  assertEquals(h.reconciler.deviceStatus(), "ready");
+  assert(h.changes() > 0, "onChange was called");
+  // The tagged image was present: checked once, never pulled.
+  assertEquals(h.runtime.calls.pullImage, 0);
+});
+
+Deno.test("reconciler is 'starting' until its first pass and ready with nothing to do", async () => {
+  const runtime = new InMemoryRuntime();
+  runtime.setLatency("listManaged", 50);
+  await using h = start({ runtime, entries: [] });
+  assertEquals(h.reconciler.deviceStatus(), "starting");
+  await h.reconciler.firstPass;
+  assertEquals(h.reconciler.deviceStatus(), "ready");
+  assertEquals(h.reconciler.deploymentStatuses(), {});
+});
+
+Deno.test("50 rapid updates of one key end in the last one, without 50 replacements", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  for (let i = 2; i <= 51; i++) {
+    h.reconciler.setDesired(
+      "shop",
+      entry("shop", i, [{ name: "web", image: IMAGE, env: { N: String(i) } }]),
+    );
+  }
+  await until("revision 51 running", () => {
+    const s = h.reconciler.deploymentStatuses().shop;
+    return s?.revision === 51 && s.phase === "running";
+  });
+  const containers = h.runtime.snapshot();
+  assertEquals(containers.length, 1);
+  assertEquals(containers[0].revision, 51);
+  assert(h.runtime.calls.createContainer <= 4, `${h.runtime.calls.createContainer} creates`);
+});
+
+Deno.test("a slow pull of one deployment does not hold up another", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  runtime.setPull("slow.example.com/big:1", { delayMs: 60_000 });
+  await using h = start({
+    runtime,
+    entries: [entry("slow", 1, [{ name: "big", image: "slow.example.com/big:1" }])],
+  });
+  await until(
+    "slow deployment pulling",
+    () => h.reconciler.deploymentStatuses().slow?.services.big.state === "pulling",
+  );
+  h.reconciler.setDesired("fast", entry("fast", 2));
+  await until("fast deployment running", () => phase(h, "fast") === "running");
+  assertEquals(phase(h, "slow"), "pending");
+  assertEquals(h.reconciler.deviceStatus(), "degraded");
+});
+
+Deno.test("a failing pull fails the deployment with the registry's message and is retried", async () => {
+  const runtime = new InMemoryRuntime();
+  const image = "127.0.0.1:5000/private/app:2";
+  runtime.setPull(image, { error: "unauthorized: authentication required" });
+  await using h = start({
+    runtime,
+    entries: [entry("app", 3, [{ name: "app", image }])],
+    registries: { "127.0.0.1:5000": { username: "u", password: "p", tls_verify: false } },
+  });
+  await until("failed", () => phase(h, "app") === "failed");
+  const status = h.reconciler.deploymentStatuses().app;
+  assertStringIncludes(status.message!, "unauthorized: authentication required");
+  assertEquals(status.revision, 3);
+  // Retried with backoff (10, 20, 40, 80, 80… ms here), not given up on.
+  await until("three pull attempts", () => runtime.pulls.length >= 3);
+  assertEquals(runtime.pulls[0], [image, { username: "u", password: "p", tlsVerify: false }]);
+  runtime.setPull(image, undefined);
+  await until("running after the registry recovers", () => phase(h, "app") === "running");
+  assertEquals(h.reconciler.deploymentStatuses().app.message, undefined);
+});
+
+Deno.test("an invalid entry fails only its deployment and touches none of its containers", async () => {
+  await using h = start({ entries: [entry("shop", 1), entry("blog", 2)] });
+  await h.reconciler.firstPass;
+  const before = h.runtime.snapshot();
+  const calls = { ...h.runtime.calls };
+  h.reconciler.setDesired("shop", {
+    kind: "invalid",
+    deployment: "shop",
+    revision: 3,
+    error: 'score.services[0].image: invalid image "NOPE"',
+  });
+  await until("shop failed", () => phase(h, "shop") === "failed");
+  const status = h.reconciler.deploymentStatuses().shop;
+  assertEquals(status.message, 'score.services[0].image: invalid image "NOPE"');
+  assertEquals(status.revision, 3);
+  assertEquals(status.services.web.state, "running");
+  assertEquals(phase(h, "blog"), "running");
+  assertEquals(h.runtime.snapshot(), before);
+  assertEquals(h.runtime.calls.createContainer, calls.createContainer);
+  assertEquals(h.runtime.calls.removeContainer, calls.removeContainer);
+  // Terminal: no retry loop. A spin with a 10 ms backoff would list dozens of times.
+  const lists = h.runtime.calls.listManaged;
+  await new Promise((r) => setTimeout(r, 300));
+  assert(h.runtime.calls.listManaged - lists <= 1, "no retries of an invalid entry");
+});
+
+Deno.test("a policy violation fails the deployment, names the rule and creates nothing", async () => {
+  await using h = start({
+    entries: [entry("evil", 1, [{ name: "x", image: "evil.example.com/x:1" }])],
+    policy: { allowed_registries: ["127.0.0.1:5000"] },
+  });
+  await h.reconciler.firstPass;
+  const status = h.reconciler.deploymentStatuses().evil;
+  assertEquals(status.phase, "failed");
+  assertStringIncludes(status.message!, "policy.allowed_registries");
+  assertEquals(h.runtime.snapshot(), []);
+  assertEquals(h.runtime.calls.pullImage, 0);
+});
+
+Deno.test("max_containers admits the first deployments and retries the rest when room frees up", async () => {
+  await using h = start({
+    entries: [entry("first", 1), entry("second", 2)],
+    policy: { max_containers: 1 },
+  });
+  await h.reconciler.firstPass;
+  assertEquals(phase(h, "first"), "running");
+  assertEquals(phase(h, "second"), "failed");
+  h.reconciler.setDesired("first", null);
+  await until("second admitted", () => phase(h, "second") === "running");
+  assertEquals(h.runtime.snapshot().map((c) => c.name), ["second_web"]);
+});
+
+Deno.test("a non-authoritative snapshot never removes; an authoritative one does", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  {
+    await using h = start({ runtime, entries: [entry("old", 1), entry("keep", 2)] });
+    await h.reconciler.firstPass;
+  }
+  // Restart without NATS and without the cache: nothing known.
+  await using h = start({ runtime, entries: [entry("keep", 2)], authoritative: false });
+  await h.reconciler.firstPass;
+  assertEquals(h.runtime.snapshot().map((c) => c.name).sort(), ["keep_web", "old_web"]);
+  const old = h.reconciler.deploymentStatuses().old;
+  assertEquals(old.phase, "running");
+  assertStringIncludes(old.message!, "left untouched");
+  // An explicit delete is removal even while the view is partial.
+  h.reconciler.setDesired("keep", null);
+  await until("keep removed", () => !h.runtime.snapshot().some((c) => c.deployment === "keep"));
+  assertEquals(h.reconciler.deploymentStatuses().keep, undefined);
+  assertEquals(h.runtime.snapshot().map((c) => c.name), ["old_web"]);
+  // NATS is back: the KV snapshot is authoritative.
+  h.reconciler.setSnapshot({ entries: new Map(), authoritative: true });
+  await until("old removed", () => h.runtime.snapshot().length === 0);
+  await until("no statuses", () => Object.keys(h.reconciler.deploymentStatuses()).length === 0);
+});
+
+Deno.test("drift by hand is undone: removed and stopped containers come back", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  h.runtime.removeByHand("shop_web");
+  await until("recreated", () => h.runtime.snapshot()[0]?.state === "running");
+  h.runtime.stopByHand("shop_web");
+  await until("restarted", () => h.runtime.snapshot()[0]?.state === "running");
+  assertEquals(h.runtime.snapshot().length, 1);
+  assertEquals(h.runtime.calls.startContainer, 3);
+});
+
+Deno.test("restarts reported by the runtime reach the status", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  h.runtime.crashAndRestart("shop_web");
+  await until(
+    "restart counted",
+    () => h.reconciler.deploymentStatuses().shop.services.web.restarts === 1,
+  );
+});
+
+Deno.test("whatever a kill -9 left behind converges without duplicates", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  const desired = entry("shop", 5, [{ name: "web", image: IMAGE }, { name: "db", image: IMAGE }]);
+  {
+    // What a first agent created, then died between create and start of "db".
+    await using h = start({ runtime, entries: [desired] });
+    await h.reconciler.firstPass;
+  }
+  runtime.stopByHand("shop_db");
+  const db = runtime.snapshot().find((c) => c.name === "shop_db")!;
+  await runtime.removeContainer(db.id);
+  runtime.inject({
+    name: "shop_db",
+    image: IMAGE,
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "always",
+    labels: db.labels,
+  }, "created");
+  // A stray copy of web under another name (e.g. from an older agent version).
+  const web = runtime.snapshot().find((c) => c.name === "shop_web")!;
+  runtime.inject({
+    name: "shop_web-old",
+    image: IMAGE,
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "always",
+    labels: { ...web.labels, "drover.spec-hash": "stale" },
+  });
+  await using h = start({ runtime, entries: [desired] });
+  await h.reconciler.firstPass;
+  const names = h.runtime.snapshot().map((c) => `${c.name}:${c.state}`).sort();
+  assertEquals(names, ["shop_db:running", "shop_web:running"]);
+  assertEquals(h.reconciler.deploymentStatuses().shop.phase, "running");
+});
+
+Deno.test("a name held by a container Drover does not manage fails clearly", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  runtime.inject({
+    name: "shop_web",
+    image: IMAGE,
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "no",
+    labels: { owner: "someone" },
+  });
+  await using h = start({ runtime, entries: [entry("shop", 1)] });
+  await until("failed", () => phase(h, "shop") === "failed");
+  assertStringIncludes(h.reconciler.deploymentStatuses().shop.message!, "does not manage");
+  assertEquals(runtime.snapshot().map((c) => c.labels.owner), ["someone"]);
+});
+
+Deno.test(":latest is pulled when creating, not on quiet passes", async () => {
+  const runtime = new InMemoryRuntime({ images: ["busybox:latest"] });
+  await using h = start({
+    runtime,
+    entries: [entry("app", 1, [{ name: "a", image: "busybox:latest" }])],
+    resyncIntervalMs: 20,
+  });
+  await h.reconciler.firstPass;
+  assertEquals(runtime.pulls.map(([i]) => i), ["busybox:latest"]);
+  const lists = runtime.calls.listManaged;
+  await until("a few resyncs", () => runtime.calls.listManaged >= lists + 4);
+  assertEquals(runtime.pulls.length, 1);
+  // Offline with a local copy: the failed always-pull does not stop the create.
+  runtime.setPull("busybox:latest", { error: "dial tcp: no route to host" });
+  runtime.removeByHand("app_a");
+  await until("recreated from the local copy", () => runtime.snapshot()[0]?.state === "running");
+  assertEquals(runtime.pulls.length, 2);
+});
+
+Deno.test("an unavailable runtime keeps statuses, degrades the device and recovers", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  await using h = start({ runtime, entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  runtime.setAvailable(false);
+  h.reconciler.setDesired("blog", entry("blog", 2));
+  await until("degraded", () => h.reconciler.deviceStatus() === "degraded");
+  assertEquals(phase(h, "shop"), "running");
+  runtime.setAvailable(true);
+  await until("blog running", () => phase(h, "blog") === "running");
+  await until("ready", () => h.reconciler.deviceStatus() === "ready");
+});
+
+Deno.test("firstPass resolves even when the runtime is down from the start", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  runtime.setAvailable(false);
+  await using h = start({ runtime, entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  assertEquals(h.reconciler.deviceStatus(), "degraded");
+  runtime.setAvailable(true);
+  await until("running once back", () => phase(h, "shop") === "running");
+});
+
+Deno.test("an update changing only the revision replaces nothing", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  const [before] = h.runtime.snapshot();
+  h.reconciler.setDesired("shop", entry("shop", 9));
+  await until("revision 9 reported", () => h.reconciler.deploymentStatuses().shop.revision === 9);
+  assertEquals(h.reconciler.deploymentStatuses().shop.phase, "running");
+  assertEquals(h.runtime.snapshot()[0].id, before.id);
+});
