@@ -1,0 +1,158 @@
+/**
+ * The agent's NATS connection: every auth option of `[nats]`, the per-device
+ * inbox prefix the server's permissions expect, reconnection forever with
+ * jittered backoff, and an initial connect that retries in the background
+ * (the agent runs from its cache meanwhile) instead of failing.
+ *
+ * @module
+ */
+
+import {
+  type Authenticator,
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  nkeyAuthenticator,
+  type NodeConnectionOptions,
+  tokenAuthenticator,
+  usernamePasswordAuthenticator,
+} from "@nats-io/transport-node";
+import type { NatsConfig } from "@drover/contracts";
+import { backoffDelay, type BackoffOptions } from "../reconcile/backoff.ts";
+
+/** Backoff between connection attempts (initial connect and reconnects). */
+export const CONNECT_BACKOFF: Readonly<BackoffOptions> = {
+  baseMs: 250,
+  capMs: 10_000,
+  factor: 2,
+  jitter: 0.5,
+};
+
+/** The inbox prefix a device uses; its NATS permissions only allow subscribing below it. */
+export function inboxPrefix(deviceId: string): string {
+  return `_INBOX_${deviceId}`;
+}
+
+/** Connection name shown in the server's monitoring (`/connz`). */
+export function connectionName(deviceId: string): string {
+  return `drover-agent-${deviceId}`;
+}
+
+/**
+ * Builds nats.js options from `[nats]`. Secret files (creds, nkey seed) are
+ * read on every (re)connect, so rotating them needs no restart; TLS files are
+ * read by the transport itself.
+ */
+export function connectionOptions(
+  deviceId: string,
+  nats: NatsConfig,
+  backoff: ReconnectBackoff = new ReconnectBackoff(),
+  readFile: (path: string) => Uint8Array = Deno.readFileSync,
+): NodeConnectionOptions {
+  const authenticator: Authenticator[] = [];
+  if (nats.creds !== undefined) {
+    const path = nats.creds;
+    authenticator.push(credsAuthenticator(() => readFile(path)));
+  }
+  if (nats.nkey_seed !== undefined) {
+    const path = nats.nkey_seed;
+    // A seed file may end with a newline; nkeys wants the bare seed.
+    authenticator.push(nkeyAuthenticator(() => trimBytes(readFile(path))));
+  }
+  if (nats.token !== undefined) authenticator.push(tokenAuthenticator(nats.token));
+  if (nats.user !== undefined) {
+    authenticator.push(usernamePasswordAuthenticator(nats.user, nats.password));
+  }
+  const tls = nats.tls_ca !== undefined || nats.tls_cert !== undefined
+    ? {
+      ...(nats.tls_ca !== undefined ? { caFile: nats.tls_ca } : {}),
+      ...(nats.tls_cert !== undefined ? { certFile: nats.tls_cert } : {}),
+      ...(nats.tls_key !== undefined ? { keyFile: nats.tls_key } : {}),
+    }
+    : undefined;
+  return {
+    servers: nats.servers,
+    name: connectionName(deviceId),
+    inboxPrefix: inboxPrefix(deviceId),
+    maxReconnectAttempts: -1,
+    reconnectDelayHandler: () => backoff.next(),
+    // The first connect is retried by connectWithRetry, which can be cancelled.
+    waitOnFirstConnect: false,
+    pingInterval: 20_000,
+    maxPingOut: 3,
+    ...(authenticator.length > 0 ? { authenticator } : {}),
+    ...(tls !== undefined ? { tls } : {}),
+  };
+}
+
+/**
+ * Delay before each reconnect attempt: grows while the server stays away,
+ * starts small again once a connection succeeded ({@linkcode reset}).
+ */
+export class ReconnectBackoff {
+  #attempt = 0;
+  /** Delay before the next attempt, in milliseconds. */
+  next(): number {
+    return backoffDelay(this.#attempt++, CONNECT_BACKOFF);
+  }
+  /** Call when connected again. */
+  reset(): void {
+    this.#attempt = 0;
+  }
+}
+
+function trimBytes(bytes: Uint8Array): Uint8Array {
+  let end = bytes.length;
+  while (
+    end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d || bytes[end - 1] === 0x20)
+  ) {
+    end--;
+  }
+  return bytes.subarray(0, end);
+}
+
+/** Hooks of {@linkcode connectWithRetry}. */
+export interface ConnectHooks {
+  /** Called after each failed attempt with the error and the delay before the next. */
+  onAttemptFailed?: (error: unknown, attempt: number, retryInMs: number) => void;
+}
+
+/**
+ * Connects, retrying with capped jittered backoff until it works or `signal`
+ * aborts (then resolves `undefined`). Never rejects for connection errors.
+ */
+export async function connectWithRetry(
+  options: NodeConnectionOptions,
+  signal: AbortSignal,
+  hooks: ConnectHooks = {},
+): Promise<NatsConnection | undefined> {
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    try {
+      const nc = await connect(options);
+      if (signal.aborted) {
+        await nc.close().catch(() => {});
+        return undefined;
+      }
+      return nc;
+    } catch (e) {
+      const delay = backoffDelay(attempt, CONNECT_BACKOFF);
+      hooks.onAttemptFailed?.(e, attempt, delay);
+      await abortableSleep(delay, signal);
+    }
+  }
+  return undefined;
+}
+
+/** Resolves after `ms` or as soon as `signal` aborts. */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
