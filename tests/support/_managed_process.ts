@@ -5,6 +5,7 @@
  * @module
  */
 
+import { HarnessError } from "./errors.ts";
 import { waitFor } from "./wait_for.ts";
 
 /** How long {@linkcode ManagedProcess.stop} waits after SIGTERM before sending SIGKILL. */
@@ -64,6 +65,12 @@ export class ManagedProcess {
     } catch (error) {
       stdoutLog.close();
       stderrLog.close();
+      if (error instanceof Deno.errors.NotFound) {
+        throw new HarnessError(
+          `Cannot start ${options.command}: it is not installed (run: bash scripts/prereqs.sh)`,
+          { cause: error },
+        );
+      }
       throw error;
     }
     liveChildren.add(child);

@@ -13,6 +13,8 @@ import type { PodmanService } from "./podman.ts";
 
 /** The static busybox binary copied into the image (Debian package busybox-static). */
 export const BUSYBOX_PATH = "/bin/busybox";
+/** Bump when {@linkcode populateRootfs} changes, so cached tarballs of the old layout are not reused. */
+const ROOTFS_LAYOUT_VERSION = 1;
 /** Default tag of the imported image. */
 export const DEFAULT_BUSYBOX_TAG = "localhost/drover/busybox:latest";
 /** The page the image serves by default from /www (e.g. `httpd -f -p 80 -h /www`). */
@@ -62,7 +64,7 @@ export async function busyboxRootfsTarball(): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", busybox));
   const key = [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
   const cacheDir = `${tempRoot()}/drover-cache`;
-  const tarball = `${cacheDir}/busybox-rootfs-${key}.tar`;
+  const tarball = `${cacheDir}/busybox-rootfs-v${ROOTFS_LAYOUT_VERSION}-${key}.tar`;
   try {
     await Deno.stat(tarball);
     return tarball;

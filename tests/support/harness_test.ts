@@ -11,7 +11,9 @@ import {
   startNats,
   startPodman,
   startRegistry,
+  tempDir,
   waitFor,
+  WaitTimeoutError,
 } from "./mod.ts";
 
 async function pathExists(path: string): Promise<boolean> {
@@ -289,4 +291,32 @@ Deno.test("startPodman: sweeps an instance abandoned by a test process killed wi
   assertEquals(await pathExists(`/proc/${abandoned.pid}`), false, "abandoned container killed");
   assertEquals(await processesReferencing(abandoned.dir), [], "no process of it left");
   assertEquals(await mountsUnder(abandoned.dir), [], "no mount of it left");
+});
+
+Deno.test("waitFor returns the first truthy value and reports the last error on timeout", async () => {
+  let calls = 0;
+  const value = await waitFor(() => ++calls >= 3 ? `after ${calls}` : undefined, {
+    timeoutMs: 5_000,
+    intervalMs: 1,
+    message: "third call",
+  });
+  assertEquals(value, "after 3");
+
+  const error = await waitFor(() => {
+    throw new Error("still booting");
+  }, { timeoutMs: 50, intervalMs: 10, message: "service up" }).catch((e) => e);
+  assert(error instanceof WaitTimeoutError, `got ${error}`);
+  assert(error.message.startsWith("Timed out: service up"), error.message);
+  assert(error.message.includes("still booting"), error.message);
+  assert(error.cause instanceof Error, "cause is the last error");
+});
+
+Deno.test("tempDir is removed on dispose", async () => {
+  let path: string;
+  {
+    await using dir = await tempDir();
+    path = dir.path;
+    await Deno.writeTextFile(`${path}/file`, "x");
+  }
+  assertEquals(await pathExists(path), false);
 });
