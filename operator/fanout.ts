@@ -86,7 +86,7 @@ export interface FanoutDiff {
  */
 export function diff(
   wanted: ReadonlyMap<string, DesiredState>,
-  current: ReadonlyMap<string, string>,
+  current: ReadonlyMap<string, { readonly canonical: string }>,
   frozen: ReadonlySet<string> = new Set(),
 ): FanoutDiff {
   const canonicalOf = new Map<DesiredState, string>();
@@ -97,7 +97,7 @@ export function diff(
       canonical = canonicalJson(value);
       canonicalOf.set(value, canonical);
     }
-    if (current.get(key) !== canonical) put.set(key, canonical);
+    if (current.get(key)?.canonical !== canonical) put.set(key, canonical);
   }
   const toDelete: string[] = [];
   for (const key of current.keys()) {

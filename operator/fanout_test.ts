@@ -10,6 +10,11 @@ function manifest(name: string, selector: DeploymentManifestInput["selector"], i
   });
 }
 
+/** Key → canonical text, as the bucket would hold after the writes. */
+function stored(puts: Map<string, string>): Map<string, { canonical: string }> {
+  return new Map([...puts].map(([k, canonical]) => [k, { canonical }]));
+}
+
 const devices: KnownDevice[] = [
   { id: "pi-1", labels: { site: "lab", arch: "arm64" } },
   { id: "pi-2", labels: { site: "lab", arch: "amd64" } },
@@ -57,7 +62,7 @@ Deno.test("diff: nothing to do when the bucket already holds the same content", 
   assertEquals([...first.put.keys()].sort(), ["pi-1.web", "pi-2.web"]);
   assertEquals(first.delete, []);
   // Feed the writes back: the next pass is empty (no revision churn).
-  const second = diff(wanted, first.put);
+  const second = diff(wanted, stored(first.put));
   assertEquals(second.put.size, 0);
   assertEquals(second.delete, []);
 });
@@ -67,14 +72,14 @@ Deno.test("diff: content compared canonically, whatever the key order stored", (
   const value = wanted.get("pi-1.web")!;
   const reordered = JSON.stringify({ score: value.score, deployment: value.deployment });
   assert(reordered !== canonicalJson(value));
-  const current = new Map([["pi-1.web", canonicalJson(JSON.parse(reordered))]]);
+  const current = stored(new Map([["pi-1.web", canonicalJson(JSON.parse(reordered))]]));
   assertEquals(diff(wanted, current).put.size, 0);
 });
 
 Deno.test("diff: changed content is put, untargeted and orphaned keys deleted", () => {
   const before = targets([manifest("web", { labels: { site: "lab" } }, "busybox:1")], devices);
-  const current = diff(before, new Map()).put;
-  current.set("pi-3.gone", "{}");
+  const current = stored(diff(before, new Map()).put);
+  current.set("pi-3.gone", { canonical: "{}" });
   const relabelled = devices.map((d) => d.id === "pi-2" ? { ...d, labels: { site: "home" } } : d);
   const after = targets([manifest("web", { labels: { site: "lab" } }, "busybox:2")], relabelled);
   const result = diff(after, current);
@@ -83,7 +88,7 @@ Deno.test("diff: changed content is put, untargeted and orphaned keys deleted", 
 });
 
 Deno.test("diff: keys of frozen deployments are kept", () => {
-  const current = new Map([["pi-1.web", "{}"], ["pi-1.db", "{}"]]);
+  const current = stored(new Map([["pi-1.web", "{}"], ["pi-1.db", "{}"]]));
   const result = diff(new Map(), current, new Set(["web"]));
   assertEquals(result.delete, ["pi-1.db"]);
 });
@@ -97,5 +102,5 @@ Deno.test("targets + diff: 5000 devices stay linear enough to run in one pass", 
   assertEquals(wanted.size, 2500);
   const first = diff(wanted, new Map());
   assertEquals(first.put.size, 2500);
-  assertEquals(diff(wanted, first.put).put.size, 0);
+  assertEquals(diff(wanted, stored(first.put)).put.size, 0);
 });

@@ -1,0 +1,211 @@
+/**
+ * The CLI's building blocks: the command shape every module in `commands/`
+ * exports, exit codes, the error classes that map to them, option parsing
+ * and help text.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** Program name shown in help and errors. */
+export const PROGRAM = "drover-operator";
+
+/** Exit codes, the same for every command. */
+export const EXIT = {
+  /** Success. */
+  ok: 0,
+  /** The operation was attempted and failed (NATS unreachable, rollout failed, timeout…). */
+  failed: 1,
+  /** Wrong command line. */
+  usage: 2,
+  /** Input (a manifest file, a name) is invalid; nothing was changed. */
+  invalid: 3,
+} as const;
+
+/** Base of errors that carry their exit code and optional detail lines. */
+export class CliError extends Error {
+  override name = "CliError";
+  /** Process exit code. */
+  readonly exitCode: number;
+  /** Lines printed after the message. */
+  readonly details: string[];
+  constructor(message: string, exitCode: number, details: string[] = [], options?: ErrorOptions) {
+    super(message, options);
+    this.exitCode = exitCode;
+    this.details = details;
+  }
+}
+
+/** Wrong command line: unknown option, missing argument. Exit 2. */
+export class UsageError extends CliError {
+  override name = "UsageError";
+  /** Command whose help to point at, if any. */
+  readonly command?: string;
+  constructor(message: string, command?: string, options?: ErrorOptions) {
+    super(message, EXIT.usage, [], options);
+    this.command = command;
+  }
+}
+
+/** Invalid input (manifest, name); nothing was changed. Exit 3. */
+export class InvalidInputError extends CliError {
+  override name = "InvalidInputError";
+  constructor(message: string, details: string[] = [], options?: ErrorOptions) {
+    super(message, EXIT.invalid, details, options);
+  }
+}
+
+/** The operation failed. Exit 1. */
+export class OperationError extends CliError {
+  override name = "OperationError";
+  constructor(message: string, details: string[] = [], options?: ErrorOptions) {
+    super(message, EXIT.failed, details, options);
+  }
+}
+
+/** One command-line option. */
+export interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  multiple?: boolean;
+  /** Placeholder for the value in help, e.g. `FILE`. */
+  value?: string;
+  description: string;
+}
+
+/** Options by long name. */
+export type OptionSpecs = Record<string, OptionSpec>;
+
+/** Parsed option values. */
+export type OptionValues = Record<string, string | boolean | string[] | undefined>;
+
+/** Where a command writes, and what it may read from its environment. */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: (name: string) => string | undefined;
+  /** True when stdout is a terminal (progress lines are rewritten in place). */
+  isTerminal: boolean;
+  /** Aborted on SIGINT/SIGTERM (serve stops, waits give up). */
+  signal: AbortSignal;
+}
+
+/** What a command's `run` receives. */
+export interface CommandInput {
+  values: OptionValues;
+  positionals: string[];
+  io: CliIo;
+}
+
+/** One CLI command; each lives in its own module under `commands/`. */
+export interface Command {
+  /** First word on the command line. */
+  name: string;
+  /** One line for the command list. */
+  summary: string;
+  /** Synopsis after the program name, e.g. `apply -f FILE [--wait]`. */
+  usage: string;
+  /** Further help paragraphs. */
+  description?: string;
+  options: OptionSpecs;
+  /** Whether the shared NATS connection options apply. */
+  connects: boolean;
+  /** Runs the command; returns the exit code. Throws {@linkcode CliError}s. */
+  run(input: CommandInput): Promise<number>;
+}
+
+/** `--help`, accepted by every command. */
+export const HELP_OPTION: OptionSpecs = {
+  help: { type: "boolean", short: "h", description: "Show this help" },
+};
+
+/** Parses `args` against `options`; unknown options and bad values are {@linkcode UsageError}s. */
+export function parseOptions(
+  command: string,
+  args: string[],
+  options: OptionSpecs,
+): { values: OptionValues; positionals: string[] } {
+  const config: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> =
+    {};
+  for (const [name, spec] of Object.entries(options)) {
+    config[name] = {
+      type: spec.type,
+      ...(spec.short ? { short: spec.short } : {}),
+      ...(spec.multiple ? { multiple: true } : {}),
+    };
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options: config,
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as OptionValues, positionals };
+  } catch (e) {
+    throw new UsageError(cleanParseError((e as Error).message), command, { cause: e });
+  }
+}
+
+/** node:util's messages mention its own API; keep only the part about the argument. */
+function cleanParseError(message: string): string {
+  const first = message.split("\n")[0];
+  return first.replace(/\. To specify a positional argument.*$/, "").replace(
+    /^Unknown option '(.*?)'.*$/,
+    "Unknown option $1",
+  );
+}
+
+/** Reads a string option, or `undefined`. */
+export function stringOption(values: OptionValues, name: string): string | undefined {
+  const v = values[name];
+  if (Array.isArray(v)) return v[v.length - 1];
+  return typeof v === "string" ? v : undefined;
+}
+
+/** Renders the help of one command. */
+export function commandHelp(command: Command, shared: OptionSpecs): string {
+  const lines = [`Usage: ${PROGRAM} ${command.usage}`, "", command.summary];
+  if (command.description) lines.push("", command.description);
+  const own = { ...command.options, ...HELP_OPTION };
+  lines.push("", "Options:", ...renderOptions(own));
+  if (command.connects) lines.push("", "Connection options:", ...renderOptions(shared));
+  lines.push(
+    "",
+    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
+  );
+  return lines.join("\n") + "\n";
+}
+
+/** Renders option lines, aligned. */
+export function renderOptions(options: OptionSpecs): string[] {
+  const rows = Object.entries(options).map(([name, spec]) => {
+    const flag = `${spec.short ? `-${spec.short}, ` : "    "}--${name}${
+      spec.type === "string" ? ` ${spec.value ?? "VALUE"}` : ""
+    }`;
+    return [flag, spec.description];
+  });
+  const width = Math.max(...rows.map(([flag]) => flag.length));
+  return rows.map(([flag, description]) => `  ${flag.padEnd(width)}  ${description}`);
+}
+
+/** Parses a duration such as `120s`, `2m`, `1h30m`, `500ms` or a bare number of seconds. */
+export function parseDuration(text: string): number {
+  const bare = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) * 1000 : undefined;
+  if (bare !== undefined) return bare;
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (const match of text.matchAll(re)) {
+    total += Number(match[1]) * units[match[2]];
+    consumed += match[0].length;
+  }
+  if (text.length === 0 || consumed !== text.length) {
+    throw new UsageError(
+      `Invalid duration ${JSON.stringify(text)}: expected e.g. "120s", "2m", "1h30m" or "500ms"`,
+    );
+  }
+  return total;
+}

@@ -1,0 +1,153 @@
+/**
+ * `apply -f FILE [--wait]`: validate a manifest, store it in `deployments`
+ * (only when its content changed), and optionally follow the rollout.
+ *
+ * Missing buckets are created with default settings so that `apply` works
+ * before `serve` ever ran; `serve --replicas N` should run first on a cluster.
+ *
+ * @module
+ */
+
+import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
+import {
+  type CliIo,
+  type Command,
+  EXIT,
+  OperationError,
+  parseDuration,
+  stringOption,
+  UsageError,
+} from "../cli.ts";
+import { loadManifest } from "../manifest_file.ts";
+import { type Buckets, ensureBuckets } from "../kv.ts";
+import { waitForRollout, type WaitResult } from "../rollout.ts";
+import { summaryCounts } from "../render.ts";
+import { expectPositionals, withNats } from "./_shared.ts";
+
+/** Default for `--timeout`. */
+export const DEFAULT_WAIT_TIMEOUT = "120s";
+
+/** What `apply` did to the stored manifest. */
+export type ApplyChange = "created" | "configured" | "unchanged";
+
+/** Decides the change from the stored value (or null) and the new manifest. Pure. */
+export function applyChange(
+  stored: Uint8Array | null,
+  manifest: DeploymentManifest,
+): ApplyChange {
+  if (stored === null) return "created";
+  const decoded = decodeJson(DeploymentManifest, stored);
+  if (!decoded.ok) return "configured";
+  return canonicalJson(decoded.value) === canonicalJson(manifest) ? "unchanged" : "configured";
+}
+
+/** The `apply` command. */
+export const applyCommand: Command = {
+  name: "apply",
+  summary: "Create or update a deployment from a manifest file",
+  usage: "apply -f FILE [--wait] [--timeout DURATION]",
+  description: "FILE is YAML (.yaml/.yml), TOML (.toml) or JSON (.json); other names are\n" +
+    'detected from the content; "-" reads standard input. An invalid manifest exits 3\n' +
+    "naming the file and the field, and nothing is stored. --wait follows the rollout\n" +
+    "until every targeted device runs the new revision (exit 1 on failure or timeout).",
+  options: {
+    file: { type: "string", short: "f", value: "FILE", description: "Manifest to apply" },
+    wait: { type: "boolean", description: "Wait until every targeted device runs it" },
+    timeout: {
+      type: "string",
+      value: "DURATION",
+      description: `How long --wait waits (default ${DEFAULT_WAIT_TIMEOUT})`,
+    },
+  },
+  connects: true,
+  async run({ values, positionals, io }) {
+    expectPositionals(positionals, 0, "apply", "");
+    const file = stringOption(values, "file");
+    if (file === undefined) throw new UsageError("Missing -f FILE", "apply");
+    const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
+    if (values.timeout !== undefined && !values.wait) {
+      throw new UsageError("--timeout only makes sense with --wait", "apply");
+    }
+    // Validate before connecting: an invalid file never touches NATS.
+    const manifest = await loadManifest(file);
+    return await withNats(values, io, async (nc) => {
+      const buckets = await ensureBuckets(nc);
+      const key = deploymentKey(manifest.name);
+      const stored = await buckets.deployments.get(key);
+      const change = applyChange(stored?.operation === "PUT" ? stored.value : null, manifest);
+      let revision = stored?.revision ?? 0;
+      if (change !== "unchanged") {
+        revision = await buckets.deployments.put(key, canonicalJson(manifest));
+      }
+      io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
+      if (!values.wait) return EXIT.ok;
+      return await follow(buckets, manifest.name, revision, timeoutMs, io);
+    });
+  },
+};
+
+async function follow(
+  buckets: Buckets,
+  name: string,
+  revision: number,
+  timeoutMs: number,
+  io: CliIo,
+): Promise<number> {
+  let lastPrint = 0;
+  const result = await waitForRollout(buckets, name, revision, {
+    timeoutMs,
+    signal: io.signal,
+    onProgress(line, changed) {
+      if (io.isTerminal) {
+        if (changed) io.stdout(`\r\x1b[2K${line}`);
+      } else if (changed || Date.now() - lastPrint >= 10_000) {
+        io.stdout(`${line}\n`);
+        lastPrint = Date.now();
+      }
+    },
+  });
+  if (io.isTerminal) io.stdout("\n");
+  if (result.kind === "done" && result.view.targeted === 0) {
+    io.stderr(`warning: deployment "${name}" targets no device yet\n`);
+  }
+  return reportWait(result, name, timeoutMs);
+}
+
+function deviceLines(result: WaitResult, onlyFailed: boolean): string[] {
+  if (!("view" in result) || result.view === undefined) return [];
+  return result.view.devices
+    .filter((d) => (onlyFailed ? d.phase === "failed" : d.phase !== "ready"))
+    .slice(0, 20)
+    .map((d) => `${d.device_id}: ${d.phase}: ${d.message}`);
+}
+
+function reportWait(result: WaitResult, name: string, timeoutMs: number): number {
+  switch (result.kind) {
+    case "done":
+      return EXIT.ok;
+    case "failed":
+      throw new OperationError(
+        `Rollout of "${name}" failed: ${summaryCounts(result.view)}`,
+        deviceLines(result, true),
+      );
+    case "superseded":
+      throw new OperationError(
+        `Rollout of "${name}" superseded: the deployment was changed again (revision ${result.revision})`,
+      );
+    case "interrupted":
+      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`);
+    case "timeout": {
+      const details = deviceLines(result, false);
+      if (
+        result.view === undefined || result.view.devices.every((d) => d.wanted_revision === null)
+      ) {
+        details.push('no desired state was written: is "drover-operator serve" running?');
+      }
+      throw new OperationError(
+        `Rollout of "${name}" did not finish within ${timeoutMs / 1000}s` +
+          (result.view ? `: ${summaryCounts(result.view)}` : ""),
+        details,
+      );
+    }
+  }
+}

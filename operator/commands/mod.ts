@@ -1,0 +1,27 @@
+/**
+ * The command table: every CLI command, in the order `--help` lists them.
+ * A new command is one module in this folder plus one line here.
+ *
+ * @module
+ */
+
+import type { Command } from "../cli.ts";
+import { applyCommand } from "./apply.ts";
+import { deleteCommand } from "./delete.ts";
+import { getCommand } from "./get.ts";
+import { statusCommand } from "./status.ts";
+import { serveCommand } from "./serve.ts";
+
+/** Every command, by position in help. */
+export const COMMANDS: readonly Command[] = [
+  applyCommand,
+  deleteCommand,
+  getCommand,
+  statusCommand,
+  serveCommand,
+];
+
+/** Finds a command by name. */
+export function findCommand(name: string): Command | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}

@@ -1,0 +1,146 @@
+/**
+ * `serve`: the operator service. Creates missing buckets, keeps desired
+ * state equal to the fan-out of the manifests, and serves the HTTP API.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "../cli.ts";
+import { connectionSettings, connectNats } from "../connection.ts";
+import { DEFAULT_HISTORY, DEFAULT_REPLICAS, ensureBuckets } from "../kv.ts";
+import { Reconciler } from "../reconciler.ts";
+import { createApi } from "../http.ts";
+import { OPERATOR_VERSION } from "../version.ts";
+
+const log = getLogger(["drover", "operator", "serve"]);
+
+/** Default `--listen` address. */
+export const DEFAULT_LISTEN = "127.0.0.1:8080";
+
+/** Parsed `HOST:PORT`. */
+export interface ListenAddress {
+  hostname: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` (`[::1]:8080` for IPv6). Pure. */
+export function parseListen(text: string): ListenAddress {
+  const match = /^(?:\[([0-9a-fA-F:]+)\]|([^:\[\]]+)):([0-9]{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    throw new UsageError(
+      `Invalid --listen "${text}": expected HOST:PORT, e.g. 127.0.0.1:8080`,
+      "serve",
+    );
+  }
+  return { hostname: match[1] ?? match[2], port };
+}
+
+function positiveInt(values: OptionValues, name: string, fallback: number): number {
+  const text = stringOption(values, name);
+  if (text === undefined) return fallback;
+  if (!/^[0-9]+$/.test(text) || Number(text) < 1) {
+    throw new UsageError(
+      `Invalid --${name} "${text}": expected a whole number of at least 1`,
+      "serve",
+    );
+  }
+  return Number(text);
+}
+
+/** The `serve` command. */
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "Run the operator service (fan-out loop and HTTP API)",
+  usage: "serve [--listen HOST:PORT] [--replicas N] [--history N]",
+  description: "Creates the desired-state, agent-status and deployments buckets if missing,\n" +
+    "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
+    "content changes. HTTP API: GET /api/devices, /api/deployments, /api/deployments/NAME,\n" +
+    "/healthz. Stops cleanly on SIGINT/SIGTERM. Log level: DROVER_LOG_LEVEL; JSON logs:\n" +
+    "DROVER_LOG_FORMAT=json.",
+  options: {
+    listen: {
+      type: "string",
+      value: "HOST:PORT",
+      description: `HTTP API address (default ${DEFAULT_LISTEN})`,
+    },
+    replicas: {
+      type: "string",
+      value: "N",
+      description: `JetStream replicas of buckets it creates (default ${DEFAULT_REPLICAS})`,
+    },
+    history: {
+      type: "string",
+      value: "N",
+      description: `Values kept per key in buckets it creates (default ${DEFAULT_HISTORY})`,
+    },
+  },
+  connects: true,
+  async run({ values, positionals, io }) {
+    if (positionals.length > 0) {
+      throw new UsageError(`Unexpected argument "${positionals[0]}"`, "serve");
+    }
+    const listen = parseListen(stringOption(values, "listen") ?? DEFAULT_LISTEN);
+    const replicas = positiveInt(values, "replicas", DEFAULT_REPLICAS);
+    const history = positiveInt(values, "history", DEFAULT_HISTORY);
+    const settings = connectionSettings(values, io.env);
+
+    log.info("Drover operator {version} connecting to {servers}", {
+      version: OPERATOR_VERSION,
+      servers: settings.servers.join(","),
+    });
+    const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
+    (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect") {
+          log.warn("NATS {event}", { event: s.type });
+        }
+      }
+    })().catch(() => {});
+    let reconciler: Reconciler | undefined;
+    const api = createApi({
+      view: () => reconciler!.state.view(Date.now()),
+      unhealthy: () => {
+        if (nc.isClosed()) return "NATS connection closed";
+        if (reconciler === undefined || !reconciler.ready) return "starting";
+        return null;
+      },
+    });
+    const server = Deno.serve({
+      hostname: listen.hostname,
+      port: listen.port,
+      signal: io.signal,
+      onListen: (addr) =>
+        log.info("HTTP API on {address}", { address: `${addr.hostname}:${addr.port}` }),
+    }, (request) => {
+      if (reconciler === undefined && new URL(request.url).pathname !== "/healthz") {
+        return Response.json({ error: "starting" }, { status: 503 });
+      }
+      return api(request);
+    });
+    try {
+      const buckets = await ensureBuckets(nc, { history, replicas });
+      reconciler = new Reconciler(buckets);
+      await reconciler.start();
+      log.info(
+        "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
+        {
+          deployments: reconciler.state.manifests.size,
+          devices: reconciler.state.statuses.size,
+          keys: reconciler.state.desired.size,
+        },
+      );
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) return resolve();
+        io.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+      log.info("Stopping");
+    } finally {
+      await reconciler?.stop();
+      await server.shutdown().catch(() => {});
+      await nc.drain().catch(() => nc.close());
+    }
+    return EXIT.ok;
+  },
+};

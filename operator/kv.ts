@@ -1,0 +1,252 @@
+/**
+ * NATS KV adapter: opening (or creating) Drover's three buckets, following a
+ * bucket with a watch that survives reconnects, and reading a snapshot.
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/transport-node";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
+import { getLogger } from "@logtape/logtape";
+import { BUCKET_AGENT_STATUS, BUCKET_DEPLOYMENTS, BUCKET_DESIRED_STATE } from "@drover/contracts";
+
+const log = getLogger(["drover", "operator", "kv"]);
+
+/** Default number of historic values kept per key. */
+export const DEFAULT_HISTORY = 5;
+/** Default number of JetStream replicas of each bucket. */
+export const DEFAULT_REPLICAS = 1;
+
+/** The three buckets the operator reads and writes. */
+export interface Buckets {
+  desired: KV;
+  status: KV;
+  deployments: KV;
+}
+
+/** How buckets are created when they are missing. */
+export interface BucketSettings {
+  history: number;
+  replicas: number;
+}
+
+/** Thrown when a bucket is needed but does not exist and may not be created. */
+export class BucketMissingError extends Error {
+  override name = "BucketMissingError";
+  /** The missing bucket. */
+  readonly bucket: string;
+  constructor(bucket: string, options?: ErrorOptions) {
+    super(
+      `Cannot open bucket "${bucket}": it does not exist yet (run "serve" or "apply" once)`,
+      options,
+    );
+    this.bucket = bucket;
+  }
+}
+
+function isStreamNotFound(e: unknown): boolean {
+  return e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamNotFound;
+}
+
+/**
+ * Opens one bucket. With `create`, a missing bucket is created with those
+ * settings; an existing bucket is used as is (its settings are not changed).
+ * Without `create` a missing bucket yields `undefined`.
+ */
+export async function openBucket(
+  nc: NatsConnection,
+  name: string,
+  create?: BucketSettings,
+): Promise<KV | undefined> {
+  const kvm = new Kvm(nc);
+  const kv = await kvm.open(name);
+  try {
+    await kv.status();
+    return kv;
+  } catch (e) {
+    if (!isStreamNotFound(e)) throw e;
+  }
+  if (create === undefined) return undefined;
+  log.info("Creating bucket {bucket} (history {history}, replicas {replicas})", {
+    bucket: name,
+    ...create,
+  });
+  return await kvm.create(name, { history: create.history, replicas: create.replicas });
+}
+
+/** Opens all three buckets, creating the missing ones with `settings`. */
+export async function ensureBuckets(
+  nc: NatsConnection,
+  settings: BucketSettings = { history: DEFAULT_HISTORY, replicas: DEFAULT_REPLICAS },
+): Promise<Buckets> {
+  // Desired state keeps only a short history: agents act on the latest value.
+  const [desired, status, deployments] = await Promise.all([
+    openBucket(nc, BUCKET_DESIRED_STATE, settings),
+    openBucket(nc, BUCKET_AGENT_STATUS, { ...settings, history: 1 }),
+    openBucket(nc, BUCKET_DEPLOYMENTS, settings),
+  ]);
+  return { desired: desired!, status: status!, deployments: deployments! };
+}
+
+/** One change seen by a {@linkcode BucketMirror}. */
+export interface MirrorEntry {
+  key: string;
+  revision: number;
+  operation: "PUT" | "DEL" | "PURGE";
+  value: Uint8Array;
+  /** Server time the value was stored. */
+  created: Date;
+}
+
+function toMirrorEntry(e: KvEntry): MirrorEntry {
+  return {
+    key: e.key,
+    revision: e.revision,
+    operation: e.operation,
+    value: e.value,
+    created: e.created,
+  };
+}
+
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5000;
+
+/**
+ * Follows a bucket: delivers the latest value of every key (including delete
+ * markers), then every change, in revision order, to `onEntry`. When the
+ * watch ends (consumer lost after a long disconnection) it is re-created from
+ * the last revision seen, so nothing is missed.
+ */
+export class BucketMirror implements AsyncDisposable {
+  /** Resolves once the initial snapshot has been delivered. */
+  readonly ready: Promise<void>;
+  #kv: KV;
+  #onEntry: (entry: MirrorEntry) => void;
+  #lastRevision = 0;
+  #stopped = false;
+  #stop = new AbortController();
+  #markReady!: () => void;
+  #iterator?: { stop(): void };
+  #loop: Promise<void>;
+
+  constructor(kv: KV, onEntry: (entry: MirrorEntry) => void) {
+    this.#kv = kv;
+    this.#onEntry = onEntry;
+    this.ready = new Promise((resolve) => (this.#markReady = resolve));
+    this.#loop = this.#run();
+  }
+
+  /** Highest revision delivered so far. */
+  get lastRevision(): number {
+    return this.#lastRevision;
+  }
+
+  async #run(): Promise<void> {
+    let delay = RETRY_MIN_MS;
+    let isReady = false;
+    const setReady = () => {
+      if (!isReady) {
+        isReady = true;
+        this.#markReady();
+      }
+    };
+    while (!this.#stopped) {
+      try {
+        let snapshotEnd = 0;
+        if (!isReady) {
+          const status = await this.#kv.status();
+          snapshotEnd = status.streamInfo.state.last_seq;
+          if (status.values === 0) setReady();
+        }
+        const iterator = await this.#kv.watch(
+          this.#lastRevision > 0 ? { resumeFromRevision: this.#lastRevision + 1 } : {},
+        );
+        this.#iterator = iterator;
+        if (this.#stopped) iterator.stop();
+        delay = RETRY_MIN_MS;
+        for await (const entry of iterator) {
+          if (entry.revision > this.#lastRevision) {
+            this.#lastRevision = entry.revision;
+            this.#onEntry(toMirrorEntry(entry));
+          }
+          if (!isReady && (entry.delta === 0 || entry.revision >= snapshotEnd)) setReady();
+        }
+      } catch (e) {
+        if (this.#stopped) break;
+        log.warn("Watch of bucket {bucket} failed, retrying: {error}", {
+          bucket: bucketName(this.#kv),
+          error: (e as Error).message,
+        });
+      }
+      if (this.#stopped) break;
+      await sleep(delay, this.#stop.signal);
+      delay = Math.min(delay * 2, RETRY_MAX_MS);
+    }
+  }
+
+  /** Stops following the bucket. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#stop.abort();
+    this.#iterator?.stop();
+    await this.#loop;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+function bucketName(kv: KV): string {
+  return (kv as unknown as { bucket?: string }).bucket ?? "?";
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/** Reads the latest value of every live key (deleted keys are left out). */
+export async function readBucket(kv: KV): Promise<Map<string, MirrorEntry>> {
+  const out = new Map<string, MirrorEntry>();
+  const mirror = new BucketMirror(kv, (entry) => {
+    if (entry.operation === "PUT") out.set(entry.key, entry);
+    else out.delete(entry.key);
+  });
+  await mirror.ready;
+  await mirror.stop();
+  return out;
+}
+
+/**
+ * Runs `fn` over `items` with at most `limit` calls in flight; collects
+ * failures instead of stopping at the first one.
+ */
+export async function forEachBounded<T>(
+  items: Iterable<T>,
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<{ item: T; error: unknown }[]> {
+  const failures: { item: T; error: unknown }[] = [];
+  const iterator = items[Symbol.iterator]();
+  const worker = async () => {
+    for (let next = iterator.next(); !next.done; next = iterator.next()) {
+      try {
+        await fn(next.value);
+      } catch (error) {
+        failures.push({ item: next.value, error });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, limit) }, worker));
+  return failures;
+}

@@ -1,0 +1,138 @@
+/**
+ * `drover-operator`: the operator service (`serve`) and the CLI people use
+ * (`apply`, `delete`, `get`, `status`). Run with `deno task operator …`.
+ *
+ * @module
+ */
+
+import {
+  CliError,
+  type CliIo,
+  commandHelp,
+  EXIT,
+  HELP_OPTION,
+  parseOptions,
+  PROGRAM,
+  UsageError,
+} from "./cli.ts";
+import { CONNECTION_OPTIONS } from "./connection.ts";
+import { COMMANDS, findCommand } from "./commands/mod.ts";
+import { closeLogging, setupLogging } from "./log.ts";
+import { OPERATOR_VERSION } from "./version.ts";
+
+/** The top-level help. */
+export function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    `Usage: ${PROGRAM} COMMAND [OPTIONS]`,
+    "",
+    "Drover operator: deployment manifests to per-device desired state, and fleet status.",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    `Run "${PROGRAM} COMMAND --help" for a command's options.`,
+    "NATS connection: --nats URL (or NATS_URL), --creds FILE (or NATS_CREDS), --user/--password,",
+    "--token, --tls-ca/--tls-cert/--tls-key.",
+    "",
+    `  --version  Print the version (${OPERATOR_VERSION})`,
+    "  --help     Show this help",
+    "",
+    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
+  ].join("\n") + "\n";
+}
+
+/**
+ * Runs the CLI with `args`; returns the exit code. Never exits the process
+ * itself, so tests can call it.
+ */
+export async function main(args: string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h") {
+    io[name === undefined ? "stderr" : "stdout"](mainHelp());
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  if (name === "--version" || name === "version") {
+    io.stdout(`${PROGRAM} ${OPERATOR_VERSION}\n`);
+    return EXIT.ok;
+  }
+  if (name === "help") {
+    const target = rest[0] === undefined ? undefined : findCommand(rest[0]);
+    io.stdout(target ? commandHelp(target, CONNECTION_OPTIONS) : mainHelp());
+    return EXIT.ok;
+  }
+  const command = findCommand(name);
+  try {
+    if (command === undefined) {
+      throw new UsageError(`Unknown command "${name}"`);
+    }
+    const options = {
+      ...command.options,
+      ...(command.connects ? CONNECTION_OPTIONS : {}),
+      ...HELP_OPTION,
+    };
+    const { values, positionals } = parseOptions(command.name, rest, options);
+    if (values.help) {
+      io.stdout(commandHelp(command, CONNECTION_OPTIONS));
+      return EXIT.ok;
+    }
+    return await command.run({ values, positionals, io });
+  } catch (e) {
+    return reportError(e, io);
+  }
+}
+
+/** Prints an error as one line plus indented details; returns its exit code. */
+export function reportError(e: unknown, io: CliIo): number {
+  if (e instanceof CliError) {
+    const lines = [
+      `error: ${e.message}`,
+      ...e.details.filter((d) => d !== "").map((d) => `  ${d}`),
+    ];
+    if (e instanceof UsageError) {
+      lines.push(
+        e.command
+          ? `Run "${PROGRAM} ${e.command} --help" for usage.`
+          : `Run "${PROGRAM} --help" for usage.`,
+      );
+    }
+    io.stderr(lines.join("\n") + "\n");
+    return e.exitCode;
+  }
+  const error = e as Error;
+  const causes: string[] = [];
+  for (let c = error?.cause; c instanceof Error && causes.length < 3; c = c.cause) {
+    causes.push(`  caused by: ${c.message}`);
+  }
+  io.stderr([`error: ${error?.message ?? String(e)}`, ...causes].join("\n") + "\n");
+  return EXIT.failed;
+}
+
+/** The process's real standard streams, environment and signals. */
+export function processIo(): CliIo {
+  const encoder = new TextEncoder();
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  return {
+    stdout: (text) => writeAll(Deno.stdout, encoder.encode(text)),
+    stderr: (text) => writeAll(Deno.stderr, encoder.encode(text)),
+    env: (name) => Deno.env.get(name),
+    isTerminal: Deno.stdout.isTerminal(),
+    signal: controller.signal,
+  };
+}
+
+/** Synchronous write of every byte (a pipe may take fewer per call). */
+function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.length;) offset += stream.writeSync(bytes.subarray(offset));
+}
+
+if (import.meta.main) {
+  const io = processIo();
+  await setupLogging(io.env, Deno.args[0] === "serve" ? "info" : "warning");
+  const code = await main(Deno.args, io);
+  await closeLogging();
+  Deno.exit(code);
+}

@@ -1,0 +1,209 @@
+/**
+ * The operator service's level-triggered loop: watches only mark the fleet
+ * dirty; one pass at a time recomputes every wanted desired-state key from
+ * the manifests and device labels, and writes just the difference.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { diff, type FanoutDiff, targets } from "./fanout.ts";
+import { knownDevices } from "./aggregate.ts";
+import { FleetState } from "./fleet_state.ts";
+import { BucketMirror, type Buckets, forEachBounded } from "./kv.ts";
+
+const log = getLogger(["drover", "operator", "reconcile"]);
+
+/** Desired-state writes in flight at once: enough to hide round trips, few enough to not flood. */
+export const DEFAULT_WRITE_CONCURRENCY = 64;
+/** A full pass runs at least this often even when nothing was seen to change. */
+export const DEFAULT_RESYNC_MS = 30_000;
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+/** Options of {@linkcode Reconciler}. */
+export interface ReconcilerOptions {
+  writeConcurrency?: number;
+  resyncMs?: number;
+}
+
+/** Outcome of one pass. */
+export interface PassResult {
+  put: number;
+  deleted: number;
+  failed: number;
+}
+
+/** Follows the three buckets and keeps `desired-state` equal to the fan-out of `deployments`. */
+export class Reconciler implements AsyncDisposable {
+  /** The decoded bucket contents; read it for the fleet view. */
+  readonly state: FleetState = new FleetState();
+  #buckets: Buckets;
+  #mirrors: BucketMirror[] = [];
+  #writeConcurrency: number;
+  #resyncMs: number;
+  #dirty = true;
+  #wake: (() => void) | undefined;
+  #stopped = false;
+  #loop: Promise<void> | undefined;
+  #ready = false;
+  #passes = 0;
+
+  constructor(buckets: Buckets, options: ReconcilerOptions = {}) {
+    this.#buckets = buckets;
+    this.#writeConcurrency = options.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
+    this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
+  }
+
+  /** True once all three buckets were read and the first pass ran. */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** Number of passes run so far. */
+  get passes(): number {
+    return this.#passes;
+  }
+
+  /** Starts the watches and the loop; resolves after the first pass. */
+  async start(): Promise<void> {
+    const state = this.state;
+    this.#mirrors = [
+      new BucketMirror(this.#buckets.deployments, (e) => {
+        if (state.applyDeployment(e)) this.markDirty();
+        const error = state.manifests.get(e.key)?.error;
+        if (error !== undefined) {
+          log.warn("Ignoring invalid manifest {deployment} (revision {revision}): {error}", {
+            deployment: e.key,
+            revision: e.revision,
+            error,
+          });
+        }
+      }),
+      new BucketMirror(this.#buckets.status, (e) => {
+        if (state.applyStatus(e)) this.markDirty();
+      }),
+      new BucketMirror(this.#buckets.desired, (e) => {
+        if (state.applyDesired(e)) this.markDirty();
+      }),
+    ];
+    // Never reconcile from a partial picture: a pass before every snapshot is
+    // in would delete the keys of devices or deployments not read yet.
+    await Promise.all(this.#mirrors.map((m) => m.ready));
+    const first = Promise.withResolvers<void>();
+    this.#loop = this.#run(first.resolve);
+    await first.promise;
+    this.#ready = true;
+  }
+
+  /** Asks for a pass soon. */
+  markDirty(): void {
+    this.#dirty = true;
+    this.#wake?.();
+  }
+
+  async #run(firstDone: () => void): Promise<void> {
+    let retryMs = RETRY_MIN_MS;
+    while (!this.#stopped) {
+      if (!this.#dirty) await this.#sleep(this.#resyncMs);
+      if (this.#stopped) break;
+      this.#dirty = false;
+      let result: PassResult;
+      try {
+        result = await this.pass();
+      } catch (e) {
+        result = { put: 0, deleted: 0, failed: 1 };
+        log.error("Reconcile pass failed: {error}", { error: (e as Error).message });
+      }
+      firstDone();
+      if (result.failed > 0) {
+        // Some writes failed (NATS away?): retry the whole pass, with backoff.
+        await this.#sleep(retryMs);
+        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+        this.#dirty = true;
+      } else {
+        retryMs = RETRY_MIN_MS;
+      }
+    }
+    firstDone();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+
+  /** Plans the writes for the current picture (exposed for tests and logging). */
+  plan(): FanoutDiff {
+    const wanted = targets(this.state.validManifests(), knownDevices(this.state.statuses));
+    return diff(wanted, this.state.desired, this.state.frozenDeployments());
+  }
+
+  /** Runs one pass: plan, then write puts and deletes with bounded concurrency. */
+  async pass(): Promise<PassResult> {
+    this.#passes++;
+    const planned = this.plan();
+    if (planned.put.size === 0 && planned.delete.length === 0) {
+      return { put: 0, deleted: 0, failed: 0 };
+    }
+    const started = performance.now();
+    const kv = this.#buckets.desired;
+    const putFailures = await forEachBounded(
+      planned.put,
+      this.#writeConcurrency,
+      async ([key, canonical]) => {
+        const revision = await kv.put(key, canonical);
+        this.state.recordPut(key, canonical, revision);
+      },
+    );
+    const deleteFailures = await forEachBounded(
+      planned.delete,
+      this.#writeConcurrency,
+      async (key) => {
+        await kv.delete(key);
+        this.state.recordDelete(key);
+      },
+    );
+    const failed = putFailures.length + deleteFailures.length;
+    for (const { item, error } of [...putFailures, ...deleteFailures].slice(0, 5)) {
+      const key = typeof item === "string" ? item : item[0];
+      log.warn("Cannot write desired state {key}: {error}", {
+        key,
+        error: (error as Error).message,
+      });
+    }
+    log.info(
+      "Reconciled desired state: {put} written, {deleted} deleted, {failed} failed in {ms} ms",
+      {
+        put: planned.put.size - putFailures.length,
+        deleted: planned.delete.length - deleteFailures.length,
+        failed,
+        ms: Math.round(performance.now() - started),
+      },
+    );
+    return {
+      put: planned.put.size - putFailures.length,
+      deleted: planned.delete.length - deleteFailures.length,
+      failed,
+    };
+  }
+
+  /** Stops the loop and the watches. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#loop;
+    await Promise.all(this.#mirrors.map((m) => m.stop()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * `apply --wait`: follow a rollout until every targeted device runs the new
+ * revision. The decision (`rolloutOutcome`) is pure; `waitForRollout` feeds
+ * it live bucket contents.
+ *
+ * @module
+ */
+
+import type { DeploymentView } from "./aggregate.ts";
+import { FleetState } from "./fleet_state.ts";
+import { BucketMirror, type Buckets } from "./kv.ts";
+import { summaryCounts } from "./render.ts";
+
+/** Where a rollout stands. */
+export type RolloutOutcome =
+  | { kind: "done" }
+  | { kind: "waiting" }
+  | { kind: "failed"; devices: DeploymentView["devices"] }
+  | { kind: "superseded"; revision: number };
+
+/**
+ * Judges a rollout from the deployment's view. Done when every targeted
+ * device is ready; failed when no device is still pending and some failed
+ * (a pending device might yet succeed, so failures alone do not end it).
+ */
+export function rolloutOutcome(view: DeploymentView | undefined): RolloutOutcome {
+  if (view === undefined) return { kind: "waiting" };
+  if (view.ready === view.targeted) return { kind: "done" };
+  if (view.pending === 0 && view.failed > 0) {
+    return { kind: "failed", devices: view.devices.filter((d) => d.phase === "failed") };
+  }
+  return { kind: "waiting" };
+}
+
+/** The progress line: `web: 3/5 ready, 1 failed, 1 pending`. */
+export function progressLine(name: string, view: DeploymentView | undefined): string {
+  if (view === undefined) return `${name}: waiting for the operator to pick up the manifest`;
+  return `${name}: ${summaryCounts(view)}`;
+}
+
+/** Options of {@linkcode waitForRollout}. */
+export interface WaitOptions {
+  /** Give up after this many ms. */
+  timeoutMs: number;
+  /** Called with the current line whenever progress changes, and at least every `tickMs`. */
+  onProgress: (line: string, changed: boolean) => void;
+  tickMs?: number;
+  /** Recompute at most this often: thousands of heartbeats must not each cost a full view. */
+  minIntervalMs?: number;
+  signal?: AbortSignal;
+}
+
+/** How a wait ended. */
+export type WaitResult =
+  | { kind: "done"; view: DeploymentView }
+  | { kind: "failed"; view: DeploymentView }
+  | { kind: "timeout"; view: DeploymentView | undefined }
+  | { kind: "superseded"; revision: number }
+  | { kind: "interrupted"; view: DeploymentView | undefined };
+
+/**
+ * Waits until the deployment stored at `revision` is ready on every
+ * targeted device, has failed everywhere it is not ready, or time runs out.
+ */
+export async function waitForRollout(
+  buckets: Buckets,
+  name: string,
+  revision: number,
+  options: WaitOptions,
+): Promise<WaitResult> {
+  const state = new FleetState();
+  let wake: (() => void) | undefined;
+  let dirty = true;
+  const changed = () => {
+    dirty = true;
+    wake?.();
+  };
+  const mirrors = [
+    new BucketMirror(buckets.deployments, (e) => {
+      if (e.key !== name) return;
+      state.applyDeployment(e);
+      changed();
+    }),
+    new BucketMirror(buckets.status, (e) => {
+      state.applyStatus(e);
+      changed();
+    }),
+    new BucketMirror(buckets.desired, (e) => {
+      state.applyDesired(e);
+      changed();
+    }),
+  ];
+  const deadline = Date.now() + options.timeoutMs;
+  const tickMs = options.tickMs ?? 1000;
+  let lastLine = "";
+  let view: DeploymentView | undefined;
+  try {
+    await Promise.all(mirrors.map((m) => m.ready));
+    while (true) {
+      dirty = false;
+      const stored = state.manifests.get(name);
+      if (stored !== undefined && stored.revision > revision) {
+        return { kind: "superseded", revision: stored.revision };
+      }
+      view = stored?.revision === revision
+        ? state.view(Date.now()).deployments.find((d) => d.name === name)
+        : undefined;
+      const line = progressLine(name, view);
+      options.onProgress(line, line !== lastLine);
+      lastLine = line;
+      const outcome = rolloutOutcome(view);
+      if (outcome.kind === "done") return { kind: "done", view: view! };
+      if (outcome.kind === "failed") return { kind: "failed", view: view! };
+      if (options.signal?.aborted) return { kind: "interrupted", view };
+      const left = deadline - Date.now();
+      if (left <= 0) return { kind: "timeout", view };
+      await sleep(Math.min(options.minIntervalMs ?? 100, left), options.signal);
+      if (dirty) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(tickMs, Math.max(0, deadline - Date.now())));
+        wake = done;
+        options.signal?.addEventListener("abort", done, { once: true });
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          options.signal?.removeEventListener("abort", done);
+          resolve();
+        }
+      });
+    }
+  } finally {
+    await Promise.all(mirrors.map((m) => m.stop()));
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
