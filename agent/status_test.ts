@@ -1,0 +1,145 @@
+import { connect } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { AgentStatus, BUCKET_AGENT_STATUS, type DeploymentStatus } from "@drover/contracts";
+import {
+  buildAgentStatus,
+  StatusPublisher,
+  type StatusSource,
+  type StatusStore,
+} from "./status.ts";
+import { logger } from "./log.ts";
+import { AGENT_VERSION } from "./version.ts";
+import { startNats, waitFor } from "../tests/support/mod.ts";
+import { assert, assertEquals } from "../tests/support/assert.ts";
+
+const running: DeploymentStatus = {
+  revision: 4,
+  phase: "running",
+  services: { main: { container_id: "abc", state: "running", image: "busybox:1", restarts: 0 } },
+};
+
+class Source implements StatusSource {
+  deployments: Record<string, DeploymentStatus> = { web: running };
+  device: "ready" | "degraded" = "ready";
+  deviceStatus() {
+    return this.device;
+  }
+  deploymentStatuses() {
+    return this.deployments;
+  }
+}
+
+Deno.test("buildAgentStatus produces a value the contract accepts, UTC timestamp", () => {
+  const status = buildAgentStatus({
+    deviceId: "pi-1",
+    status: "ready",
+    labels: { site: "lab" },
+    heartbeatSeconds: 10,
+    deployments: { web: running },
+    now: new Date(Date.UTC(2024, 0, 2, 3, 4, 5)),
+  });
+  assertEquals(AgentStatus.parse(status), status);
+  assertEquals(status.timestamp, "2024-01-02T03:04:05.000Z");
+  assertEquals(status.agent_version, AGENT_VERSION);
+});
+
+Deno.test("a burst of changes is coalesced, never two puts at once, latest wins", async () => {
+  const source = new Source();
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const puts: AgentStatus[] = [];
+  const store: StatusStore = {
+    async put(_key, value) {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise((r) => setTimeout(r, 5));
+      puts.push(JSON.parse(new TextDecoder().decode(value)));
+      inFlight--;
+      return puts.length;
+    },
+  };
+  const publisher = new StatusPublisher({
+    deviceId: "pi-1",
+    labels: {},
+    heartbeatSeconds: 3600,
+    source,
+    log: logger("test"),
+    debounceMs: 5,
+  });
+  publisher.setStore(store);
+  for (let i = 1; i <= 100; i++) {
+    source.deployments = { web: { ...running, revision: i } };
+    publisher.changed();
+    if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
+  }
+  await waitFor(() => puts.at(-1)?.deployments.web.revision === 100, {
+    timeoutMs: 5_000,
+    message: "last revision published",
+  });
+  assertEquals(maxInFlight, 1);
+  assert(puts.length < 100, `expected coalescing, got ${puts.length} puts`);
+  await publisher.close();
+});
+
+Deno.test("heartbeat and final 'stopped' status reach a real agent-status bucket", async () => {
+  await using nats = await startNats();
+  const nc = await connect({ servers: nats.url });
+  try {
+    const kv = await new Kvm(nc).create(BUCKET_AGENT_STATUS);
+    const source = new Source();
+    const publisher = new StatusPublisher({
+      deviceId: "pi-1",
+      labels: { site: "lab" },
+      heartbeatSeconds: 0.2,
+      source,
+      log: logger("test"),
+    });
+    publisher.setStore(kv);
+    publisher.start();
+    // Nothing changes, yet the revision keeps growing: that is the heartbeat.
+    const first = await waitFor(async () => (await kv.get("pi-1"))?.revision, {
+      timeoutMs: 5_000,
+      message: "first status",
+    });
+    await waitFor(async () => ((await kv.get("pi-1"))?.revision ?? 0) >= first + 2, {
+      timeoutMs: 5_000,
+      message: "two heartbeats",
+    });
+    const stored = AgentStatus.parse((await kv.get("pi-1"))!.json());
+    assertEquals(stored.status, "ready");
+    assertEquals(stored.labels, { site: "lab" });
+    assertEquals(stored.deployments.web.revision, 4);
+    assert(await publisher.publishFinal("stopped", 5_000));
+    assertEquals(AgentStatus.parse((await kv.get("pi-1"))!.json()).status, "stopped");
+  } finally {
+    await nc.close();
+  }
+});
+
+Deno.test("a missing bucket makes puts fail quietly and the publisher keeps going", async () => {
+  await using nats = await startNats();
+  const nc = await connect({ servers: nats.url });
+  try {
+    const kv = await new Kvm(nc).open(BUCKET_AGENT_STATUS);
+    const publisher = new StatusPublisher({
+      deviceId: "pi-1",
+      labels: {},
+      heartbeatSeconds: 0.1,
+      source: new Source(),
+      log: logger("test"),
+    });
+    publisher.setStore(kv);
+    publisher.start();
+    await new Promise((r) => setTimeout(r, 300));
+    assertEquals(publisher.published, 0);
+    // The operator creates the bucket later: the next heartbeat lands.
+    const created = await new Kvm(nc).create(BUCKET_AGENT_STATUS);
+    await waitFor(async () => await created.get("pi-1"), {
+      timeoutMs: 10_000,
+      message: "status after bucket creation",
+    });
+    await publisher.close();
+  } finally {
+    await nc.close();
+  }
+});
