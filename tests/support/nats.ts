@@ -17,7 +17,10 @@ export const NATS_START_TIMEOUT_MS = 20_000;
 export interface StartNatsOptions {
   /** Client port on 127.0.0.1 (default: a free port). */
   port?: number;
-  /** JetStream store directory (default: `jetstream/` inside the server's temp dir). */
+  /**
+   * JetStream store directory (default: `jetstream/` inside the server's temp dir). A directory
+   * given here belongs to the caller and is not removed on dispose, so a later server can reuse it.
+   */
   storeDir?: string;
   /**
    * Config text appended after the generated `listen`/`http`/`jetstream` settings, e.g. an

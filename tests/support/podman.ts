@@ -70,17 +70,29 @@ export interface PodmanService extends AsyncDisposable {
 
 /** File locations of a podman instance inside its directory (pure). */
 export interface PodmanPaths {
+  /** The instance directory. */
   dir: string;
+  /** REST API unix socket. */
   socket: string;
+  /** Image and container storage (`--root`). */
   storage: string;
+  /** Run-time state (`--runroot`). */
   runRoot: string;
+  /** libpod tmp dir (`--tmpdir`): alive file, locks, exit files, events log. */
   tmpDir: string;
+  /** TMPDIR for image layer staging. */
   imageTmpDir: string;
+  /** Network definitions (`network_config_dir`). */
   networkDir: string;
+  /** containers.conf (`CONTAINERS_CONF`). */
   containersConf: string;
+  /** storage.conf (`CONTAINERS_STORAGE_CONF`). */
   storageConf: string;
+  /** registries.conf (`CONTAINERS_REGISTRIES_CONF`). */
   registriesConf: string;
+  /** Registry credentials file (`REGISTRY_AUTH_FILE`). */
   authFile: string;
+  /** Service log. */
   logPath: string;
 }
 
