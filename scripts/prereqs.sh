@@ -15,6 +15,9 @@ REQUIREMENTS=(
   "htpasswd|apache2-utils"
   "openssl|openssl"
   "qemu-aarch64-static|qemu-user-static"
+  # tests/e2e/aarch64_test.ts runs the arm64 Deno under qemu-aarch64-static: it needs arm64 libc.
+  "/lib/ld-linux-aarch64.so.1|libc6:arm64"
+  "/lib/aarch64-linux-gnu/libgcc_s.so.1|libgcc-s1:arm64"
   "systemd-analyze|systemd"
   # Used by the podman test harness (bridge cleanup) and by netavark for port publishing.
   "ip|iproute2"
@@ -23,7 +26,9 @@ REQUIREMENTS=(
 
 is_present() {
   local what="$1"
-  if [[ "$what" == /* ]]; then
+  if [[ "$what" == *.so.* ]]; then
+    [[ -f "$what" ]] # shared libraries need not be executable
+  elif [[ "$what" == /* ]]; then
     [[ -x "$what" ]]
   else
     command -v "$what" >/dev/null 2>&1
@@ -57,7 +62,9 @@ fi
 install_command="apt-get install -y ${missing_packages[*]}"
 if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
   echo "prereqs: cannot install automatically (needs root on Debian/Ubuntu). Run:"
-  echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive ${install_command}"
+  add_arch=""
+  if [[ " ${missing_packages[*]} " == *":arm64 "* ]]; then add_arch="sudo dpkg --add-architecture arm64 && "; fi
+  echo "  ${add_arch}sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive ${install_command}"
   exit 1
 fi
 
@@ -77,6 +84,11 @@ remove_policy() {
 trap remove_policy EXIT
 
 echo "prereqs: installing ${missing_packages[*]} with apt-get"
+# arm64 packages (libc6:arm64 …) install only once dpkg knows the foreign architecture.
+if [[ " ${missing_packages[*]} " == *":arm64 "* && "$(dpkg --print-foreign-architectures)" != *arm64* ]]; then
+  echo "prereqs: adding the arm64 architecture to dpkg"
+  dpkg --add-architecture arm64
+fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_packages[@]}" >/dev/null
 
