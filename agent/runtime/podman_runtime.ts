@@ -1,0 +1,342 @@
+/**
+ * `PodmanRuntime`: the {@linkcode ContainerRuntime} over podman's libpod REST
+ * API ({@linkcode PodmanClient}). It translates Drover's container spec into
+ * podman's create body, podman's errors into the runtime's, and podman's event
+ * stream into "look again at deployment X" events that survive the podman
+ * service going away.
+ *
+ * Round trips are kept to podman's floor: one list per observation; restart
+ * counts (absent from list results on podman 4.3) come from inspect only for
+ * containers not seen before or after a `restart` event.
+ *
+ * @module
+ */
+
+import { LABELS, MANAGED_LABEL_VALUE, parseImageReference } from "@drover/contracts";
+import {
+  type ContainerSummary,
+  isImageNotFoundError,
+  isNameConflictError,
+  isNotFoundError,
+  isPodmanUnavailableError,
+  isPullError,
+  type LibpodCreateSpec,
+  PodmanClient,
+  type PodmanEvent,
+} from "./podman/mod.ts";
+import {
+  ContainerNameConflictError,
+  type ContainerRuntime,
+  type ContainerSpec,
+  ImageMissingError,
+  ImagePullError,
+  type ObservedContainer,
+  type RegistryAuth,
+  type RuntimeEvent,
+  RuntimeUnavailableError,
+} from "./runtime.ts";
+
+/** Seconds a container gets to stop gracefully before it is killed on removal. */
+export const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
+/** First delay before reconnecting the event stream, in milliseconds. */
+const RECONNECT_BASE_MS = 250;
+/** Longest delay between event stream reconnects, in milliseconds. */
+const RECONNECT_CAP_MS = 5_000;
+
+/** Container events that can change what the reconciler should do. */
+const RELEVANT_ACTIONS = new Set([
+  "create",
+  "start",
+  "stop",
+  "died",
+  "remove",
+  "restart",
+  "pause",
+  "unpause",
+  "rename",
+]);
+
+/** Options of {@linkcode PodmanRuntime}. */
+export interface PodmanRuntimeOptions {
+  /** Podman API socket; the runtime opens (and closes) its own client. */
+  socketPath?: string;
+  /** An existing client instead of `socketPath`; the caller keeps ownership. */
+  client?: PodmanClient;
+  /**
+   * Grace period for a container being removed (replace, delete), in
+   * seconds; default {@linkcode DEFAULT_STOP_TIMEOUT_SECONDS}. Processes that
+   * ignore SIGTERM (busybox as PID 1) take this long to go.
+   */
+  stopTimeoutSeconds?: number;
+}
+
+/** The podman implementation of {@linkcode ContainerRuntime}. */
+export class PodmanRuntime implements ContainerRuntime, Disposable {
+  readonly #client: PodmanClient;
+  readonly #ownsClient: boolean;
+  readonly #stopTimeoutSeconds: number;
+  /** Restart count per container id; missing means "inspect to learn it". */
+  readonly #restarts = new Map<string, number>();
+
+  constructor(options: PodmanRuntimeOptions) {
+    if (options.client) {
+      this.#client = options.client;
+      this.#ownsClient = false;
+    } else if (options.socketPath) {
+      this.#client = new PodmanClient({ socketPath: options.socketPath });
+      this.#ownsClient = true;
+    } else {
+      throw new TypeError("Cannot create a PodmanRuntime: give it a socketPath or a client");
+    }
+    this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_SECONDS;
+  }
+
+  /** Closes the client if this runtime opened it. */
+  [Symbol.dispose](): void {
+    if (this.#ownsClient) this.#client.close();
+  }
+
+  /** See {@linkcode ContainerRuntime.listManaged}. */
+  async listManaged(signal?: AbortSignal): Promise<ObservedContainer[]> {
+    const list = await mapErrors(() =>
+      this.#client.listContainers({
+        all: true,
+        labels: { [LABELS.managed]: MANAGED_LABEL_VALUE },
+        signal,
+      })
+    );
+    const present = new Set(list.map((c) => c.Id));
+    for (const id of this.#restarts.keys()) if (!present.has(id)) this.#restarts.delete(id);
+    const unknown = list.filter((c) => !this.#restarts.has(c.Id));
+    await Promise.all(unknown.map((c) => this.#learnRestarts(c.Id, signal)));
+    return list.flatMap((c) => {
+      const observed = toObserved(c, this.#restarts.get(c.Id));
+      return observed ? [observed] : [];
+    });
+  }
+
+  async #learnRestarts(id: string, signal?: AbortSignal): Promise<void> {
+    try {
+      const inspect = await this.#client.inspectContainer(id, { signal });
+      this.#restarts.set(id, inspect.RestartCount ?? 0);
+    } catch (err) {
+      // Gone since the list: it will be missing from the next one.
+      if (isNotFoundError(err)) return;
+      throw translate(err);
+    }
+  }
+
+  /** See {@linkcode ContainerRuntime.hasImage}. */
+  hasImage(image: string, signal?: AbortSignal): Promise<boolean> {
+    return mapErrors(() => this.#client.imageExists(image, { signal }));
+  }
+
+  /** See {@linkcode ContainerRuntime.pullImage}. */
+  async pullImage(image: string, auth: RegistryAuth | undefined, signal?: AbortSignal) {
+    const ref = parseImageReference(image);
+    const registry = typeof ref === "string" ? undefined : ref.registry;
+    await mapErrors(() =>
+      this.#client.pullImage(image, {
+        policy: "always",
+        signal,
+        ...(auth?.username !== undefined && auth.password !== undefined && registry
+          ? {
+            auth: {
+              username: auth.username,
+              password: auth.password,
+              serveraddress: registry,
+            },
+          }
+          : {}),
+        ...(auth ? { tlsVerify: auth.tlsVerify } : {}),
+      })
+    );
+  }
+
+  /** See {@linkcode ContainerRuntime.createContainer}. */
+  async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    const { id } = await mapErrors(() =>
+      this.#client.createContainer(toLibpodSpec(spec), { signal })
+    );
+    this.#restarts.set(id, 0);
+    return id;
+  }
+
+  /** See {@linkcode ContainerRuntime.startContainer}. */
+  startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    return mapErrors(() => this.#client.startContainer(id, { signal }));
+  }
+
+  /** See {@linkcode ContainerRuntime.stopContainer}. */
+  stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+    return mapErrors(() => this.#client.stopContainer(id, { timeoutSeconds, signal }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeContainer}; a missing container is success. */
+  async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.#client.removeContainer(id, {
+        force: true,
+        timeoutSeconds: this.#stopTimeoutSeconds,
+        volumes: true,
+        signal,
+      });
+    } catch (err) {
+      if (isNotFoundError(err)) return;
+      throw translate(err);
+    }
+    this.#restarts.delete(id);
+  }
+
+  /**
+   * See {@linkcode ContainerRuntime.watchEvents}. Follows podman's events for
+   * managed containers; when the service goes away it reconnects with
+   * backoff, replays from the last event seen (`since=`) and yields a
+   * `resync`, since anything may have happened meanwhile.
+   */
+  async *watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent> {
+    let since: number | undefined;
+    let attempt = 0;
+    let interrupted = false;
+    while (!signal.aborted) {
+      const openedAt = Math.floor(Date.now() / 1000);
+      const stream = this.#client.events({
+        filters: { type: ["container"], label: [`${LABELS.managed}=${MANAGED_LABEL_VALUE}`] },
+        ...(since !== undefined ? { since } : {}),
+        signal,
+      });
+      try {
+        await stream.opened;
+        attempt = 0;
+        if (interrupted) {
+          interrupted = false;
+          yield { kind: "resync", reason: "podman event stream reconnected" };
+        }
+        since ??= openedAt;
+        for await (const event of stream) {
+          since = Math.max(since, event.time);
+          const mapped = this.#toRuntimeEvent(event);
+          if (mapped) yield mapped;
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (!isPodmanUnavailableError(err)) throw translate(err);
+      } finally {
+        stream.close();
+      }
+      if (signal.aborted) return;
+      // The stream ended: the service stopped or restarted.
+      interrupted = true;
+      since ??= openedAt;
+      await sleep(Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt++), signal);
+    }
+  }
+
+  #toRuntimeEvent(event: PodmanEvent): RuntimeEvent | undefined {
+    if (event.Type !== "container" || !RELEVANT_ACTIONS.has(event.Action)) return undefined;
+    const attributes = event.Actor?.Attributes ?? {};
+    if (attributes[LABELS.managed] !== MANAGED_LABEL_VALUE) return undefined;
+    const deployment = attributes[LABELS.deployment];
+    if (!deployment) return undefined;
+    // Podman counts the restart; learn the new count on the next list.
+    if (event.Action === "restart" && event.Actor?.ID) this.#restarts.delete(event.Actor.ID);
+    const service = attributes[LABELS.service];
+    return {
+      kind: "container",
+      action: event.Action,
+      deployment,
+      ...(service ? { service } : {}),
+    };
+  }
+}
+
+/**
+ * Podman's create body for a container spec: env as a map (an array is a
+ * 500 on podman 4.3), bind mounts as OCI mounts, named volumes as volumes.
+ */
+export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
+  return {
+    name: spec.name,
+    image: spec.image,
+    ...(spec.command ? { command: spec.command } : {}),
+    ...(spec.entrypoint ? { entrypoint: spec.entrypoint } : {}),
+    env: { ...spec.env },
+    labels: { ...spec.labels },
+    portmappings: spec.ports.map((p) => ({
+      container_port: p.containerPort,
+      ...(p.hostPort !== undefined ? { host_port: p.hostPort } : {}),
+      ...(p.hostIp !== undefined ? { host_ip: p.hostIp } : {}),
+      protocol: p.protocol,
+    })),
+    mounts: spec.volumes.filter((v) => v.type === "bind").map((v) => ({
+      destination: v.target,
+      type: "bind",
+      source: v.source,
+      options: ["rbind", v.readOnly ? "ro" : "rw"],
+    })),
+    volumes: spec.volumes.filter((v) => v.type === "volume").map((v) => ({
+      Name: v.source,
+      Dest: v.target,
+      Options: v.readOnly ? ["ro"] : [],
+    })),
+    restart_policy: spec.restart,
+  };
+}
+
+/** A list entry as an observed container, or `undefined` if it lacks Drover's labels. */
+export function toObserved(
+  c: ContainerSummary,
+  restarts: number | undefined,
+): ObservedContainer | undefined {
+  const labels = c.Labels ?? {};
+  const deployment = labels[LABELS.deployment];
+  const service = labels[LABELS.service];
+  if (!deployment || !service) return undefined;
+  const revision = Number(labels[LABELS.revision]);
+  return {
+    id: c.Id,
+    name: (c.Names?.[0] ?? "").replace(/^\//, ""),
+    deployment,
+    service,
+    revision: Number.isSafeInteger(revision) && revision >= 0 ? revision : 0,
+    specHash: labels[LABELS.specHash] ?? "",
+    state: c.State,
+    image: c.Image,
+    ...(restarts !== undefined ? { restarts } : {}),
+    labels,
+  };
+}
+
+async function mapErrors<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw translate(err);
+  }
+}
+
+/** Podman client errors as runtime errors the reconciler handles; others unchanged. */
+function translate(err: unknown): unknown {
+  if (isPodmanUnavailableError(err)) {
+    return new RuntimeUnavailableError(err.message, { cause: err });
+  }
+  if (isNameConflictError(err)) {
+    return new ContainerNameConflictError(err.containerName, { cause: err });
+  }
+  if (isImageNotFoundError(err)) return new ImageMissingError(err.image, { cause: err });
+  if (isPullError(err)) return new ImagePullError(err.image, err.registryMessage, { cause: err });
+  return err;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

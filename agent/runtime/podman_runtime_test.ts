@@ -1,0 +1,204 @@
+/**
+ * PodmanRuntime against a real podman service (isolated storage) and a real
+ * local registry, plus the pure spec translation.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "../../tests/support/assert.ts";
+import {
+  buildBusyboxImage,
+  freePort,
+  pushImage,
+  startPodman,
+  startRegistry,
+  waitFor,
+} from "../../tests/support/mod.ts";
+import { PodmanRuntime, toLibpodSpec } from "./podman_runtime.ts";
+import {
+  ContainerNameConflictError,
+  type ContainerSpec,
+  ImageMissingError,
+  ImagePullError,
+  type RuntimeEvent,
+  RuntimeUnavailableError,
+} from "./runtime.ts";
+
+const TAG = "localhost/drover/busybox:runtime-test";
+
+function spec(name: string, image: string, port?: number): ContainerSpec {
+  return {
+    name,
+    image,
+    command: ["sh", "-c", 'echo "$GREETING" > /tmp/index.html && exec httpd -f -p 80 -h /tmp'],
+    env: { GREETING: "hello from the runtime test" },
+    ports: port
+      ? [{ hostIp: "127.0.0.1", hostPort: port, containerPort: 80, protocol: "tcp" }]
+      : [],
+    volumes: [],
+    restart: "always",
+    labels: {
+      team: "qa",
+      "drover.managed": "true",
+      "drover.deployment": "rt",
+      "drover.service": name.split("_")[1] ?? name,
+      "drover.revision": "12",
+      "drover.spec-hash": "hash-1",
+    },
+  };
+}
+
+Deno.test("toLibpodSpec maps env, ports, bind mounts, named volumes and restart policy", () => {
+  const body = toLibpodSpec({
+    name: "d_s",
+    image: "x:1",
+    entrypoint: ["/bin/sh"],
+    env: { A: "1" },
+    ports: [
+      { hostIp: "127.0.0.1", hostPort: 8080, containerPort: 80, protocol: "tcp" },
+      { containerPort: 53, protocol: "udp" },
+    ],
+    volumes: [
+      { type: "bind", source: "/srv/a", target: "/a", readOnly: true },
+      { type: "volume", source: "data", target: "/data", readOnly: false },
+    ],
+    restart: "on-failure",
+    labels: { "drover.managed": "true" },
+  });
+  assertEquals(body, {
+    name: "d_s",
+    image: "x:1",
+    entrypoint: ["/bin/sh"],
+    env: { A: "1" },
+    labels: { "drover.managed": "true" },
+    portmappings: [
+      { container_port: 80, host_port: 8080, host_ip: "127.0.0.1", protocol: "tcp" },
+      { container_port: 53, protocol: "udp" },
+    ],
+    mounts: [{ destination: "/a", type: "bind", source: "/srv/a", options: ["rbind", "ro"] }],
+    volumes: [{ Name: "data", Dest: "/data", Options: [] }],
+    restart_policy: "on-failure",
+  });
+});
+
+Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real podman", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  assertEquals(await runtime.hasImage(image), true);
+  assertEquals(await runtime.hasImage("localhost/drover/nothing:1"), false);
+
+  const port = await freePort();
+  const id = await runtime.createContainer(spec("rt_web", image, port));
+  // A foreign container without Drover's labels is never listed.
+  const foreign = await podman.cli(["create", "--name", "foreign", image, "sleep", "60"]);
+  assertEquals(foreign.code, 0, foreign.stderr);
+  let [c] = await runtime.listManaged();
+  assertEquals([c.id, c.name, c.deployment, c.service, c.revision, c.specHash, c.state], [
+    id,
+    "rt_web",
+    "rt",
+    "web",
+    12,
+    "hash-1",
+    "created",
+  ]);
+  assertEquals(c.restarts, 0);
+  assertEquals(c.labels.team, "qa");
+  await runtime.startContainer(id);
+  await runtime.startContainer(id); // already running: fine
+  const page = await waitFor(async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/index.html`);
+    return res.ok ? await res.text() : (await res.body?.cancel(), undefined);
+  }, { timeoutMs: 20_000, message: "container serves the page with env applied" });
+  assertEquals(page, "hello from the runtime test\n");
+  [c] = await runtime.listManaged();
+  assertEquals(c.state, "running");
+
+  await assertRejects(
+    () => runtime.createContainer(spec("rt_web", image)),
+    ContainerNameConflictError,
+  );
+  await assertRejects(
+    () => runtime.createContainer(spec("rt_other", "localhost/drover/nothing:1")),
+    ImageMissingError,
+  );
+  await runtime.stopContainer(id, 0);
+  await runtime.stopContainer(id, 0); // already stopped: fine
+  assertEquals((await runtime.listManaged())[0].state, "exited");
+  await runtime.removeContainer(id);
+  await runtime.removeContainer(id); // already gone: fine
+  assertEquals(await runtime.listManaged(), []);
+  const ps = await podman.cli(["ps", "-a", "--format", "{{.Names}}"]);
+  assertEquals(ps.stdout.trim(), "foreign");
+});
+
+Deno.test("PodmanRuntime pulls with registry credentials and reports refusals", async () => {
+  await using podman = await startPodman();
+  const creds = { username: "drover", password: "s3cret" };
+  await using registry = await startRegistry({ htpasswd: creds });
+  const local = await buildBusyboxImage(podman, TAG);
+  const remote = `${registry.host}/drover/busybox:1`;
+  await pushImage(podman, local, remote, creds);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket });
+  assertEquals(await runtime.hasImage(remote), false);
+  const err = await assertRejects(
+    () => runtime.pullImage(remote, { ...creds, password: "wrong", tlsVerify: false }),
+    ImagePullError,
+  );
+  assertStringIncludes(err.registryMessage.toLowerCase(), "unauthorized");
+  await runtime.pullImage(remote, { ...creds, tlsVerify: false });
+  assertEquals(await runtime.hasImage(remote), true);
+});
+
+Deno.test("PodmanRuntime events: drift by hand, and a resync after podman restarts", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  const ac = new AbortController();
+  const seen: RuntimeEvent[] = [];
+  const watching = (async () => {
+    for await (const e of runtime.watchEvents(ac.signal)) seen.push(e);
+  })();
+  try {
+    const id = await runtime.createContainer(spec("rt_web", image));
+    await runtime.startContainer(id);
+    // Not managed: never reported.
+    await podman.cli(["run", "-d", "--name", "foreign", image, "sleep", "60"]);
+    const rm = await podman.cli(["rm", "-f", "-t", "0", "rt_web"]);
+    assertEquals(rm.code, 0, rm.stderr);
+    await waitFor(
+      () => seen.some((e) => e.kind === "container" && e.action === "remove"),
+      { timeoutMs: 15_000, message: "remove event of the managed container" },
+    );
+    const actions = seen.map((e) => e.kind === "container" ? `${e.action} ${e.deployment}` : "");
+    for (const a of ["create rt", "start rt", "remove rt"]) {
+      assert(actions.includes(a), `${a} in ${actions}`);
+    }
+    assert(
+      seen.every((e) => e.kind === "container" && e.deployment === "rt"),
+      "only managed containers",
+    );
+
+    await podman.stop();
+    await assertRejects(() => runtime.listManaged(), RuntimeUnavailableError);
+    await podman.start();
+    await waitFor(() => seen.some((e) => e.kind === "resync"), {
+      timeoutMs: 20_000,
+      message: "a resync once podman is back",
+    });
+    // And the stream is live again.
+    const again = await runtime.createContainer(spec("rt_again", image));
+    await waitFor(
+      () => seen.some((e) => e.kind === "container" && e.service === "again"),
+      { timeoutMs: 15_000, message: "events after the reconnect" },
+    );
+    await runtime.removeContainer(again);
+  } finally {
+    ac.abort();
+    await watching;
+  }
+});
