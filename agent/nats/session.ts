@@ -1,0 +1,172 @@
+/**
+ * The agent's side of NATS as one long-lived task: connect (retrying in the
+ * background for as long as it takes), open the buckets without creating
+ * them, watch desired state, hand the status publisher its bucket, and
+ * rebuild the watch after every reconnect so nothing is missed.
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { Logger } from "@logtape/logtape";
+import { BUCKET_AGENT_STATUS, type NatsConfig } from "@drover/contracts";
+import { connectionOptions, connectWithRetry, ReconnectBackoff } from "./connect.ts";
+import { type DesiredSink, DesiredWatcher } from "./desired_watch.ts";
+import type { StatusStore } from "../status.ts";
+import { errorText } from "../log.ts";
+
+/** Options of {@linkcode NatsSession}. */
+export interface NatsSessionOptions {
+  deviceId: string;
+  nats: NatsConfig;
+  /** Receives desired state. */
+  sink: DesiredSink;
+  /** Told where to publish status (or that it cannot, while disconnected). */
+  setStatusStore: (store: StatusStore | undefined) => void;
+  log: Logger;
+}
+
+/** Connection, watch and status bucket, supervised until stopped. */
+export class NatsSession {
+  readonly #options: NatsSessionOptions;
+  readonly #backoff = new ReconnectBackoff();
+  #nc: NatsConnection | undefined;
+  #connected = false;
+
+  constructor(options: NatsSessionOptions) {
+    this.#options = options;
+  }
+
+  /** True while connected to a server. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /**
+   * Runs until `signal` aborts. Leaves the connection open so a final status
+   * can still be published; call {@linkcode close} afterwards.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    const { deviceId, nats, log } = this.#options;
+    const options = connectionOptions(deviceId, nats, this.#backoff);
+    while (!signal.aborted) {
+      let failures = 0;
+      const nc = await connectWithRetry(options, signal, {
+        onAttemptFailed: (error, attempt, retryInMs) => {
+          failures++;
+          // The first failure is news; later ones only at debug, to stay quiet for days offline.
+          const fields = { servers: nats.servers.join(","), error: errorText(error), retryInMs };
+          if (attempt === 0) {
+            log.warn("Cannot connect to NATS, running from cache meanwhile: {error}", fields);
+          } else log.debug("Still cannot connect to NATS: {error}", fields);
+        },
+      });
+      if (nc === undefined) return;
+      this.#nc = nc;
+      this.#connected = true;
+      this.#backoff.reset();
+      log.info("Connected to NATS at {server}", {
+        server: nc.getServer(),
+        ...(failures > 0 ? { failedAttempts: failures } : {}),
+      });
+      await this.#serve(nc, signal);
+      this.#connected = false;
+      if (signal.aborted) return;
+      // The client gave up on this connection for good (it retries forever, so
+      // this means e.g. an auth error); start over with a fresh one.
+      this.#nc = undefined;
+      this.#options.setStatusStore(undefined);
+      await nc.close().catch(() => {});
+    }
+  }
+
+  /** Serves one connection until it closes for good or `signal` aborts. */
+  async #serve(nc: NatsConnection, signal: AbortSignal): Promise<void> {
+    const { deviceId, sink, log } = this.#options;
+    // checkAPI would ask for account info, which a device may not do.
+    const kvm = new Kvm(jetstream(nc, { checkAPI: false }));
+    // open() binds without creating: device permissions forbid creating buckets.
+    const statusKv = await kvm.open(BUCKET_AGENT_STATUS, { allow_direct: true });
+    this.#options.setStatusStore(statusKv);
+
+    const session = new AbortController();
+    const stop = () => session.abort(signal.reason);
+    signal.addEventListener("abort", stop, { once: true });
+    const watcher = new DesiredWatcher(nc, deviceId, sink, {
+      onWatchFailed: (error, retryInMs) => {
+        const text = errorText(error);
+        if (/stream not found/i.test(text)) {
+          log.warn("Bucket desired-state does not exist yet; retrying in {retryInMs} ms", {
+            retryInMs,
+          });
+        } else log.warn("Cannot watch desired state: {error}", { error: text, retryInMs });
+      },
+      onWatchEnded: (reason) =>
+        log.info("Desired-state watch ended ({reason}); re-watching", { reason }),
+      onBadKey: (key, problem) =>
+        log.warn("Ignoring desired-state key {key}: {problem}", { key, problem }),
+      onSnapshot: (count, lastRevision) =>
+        log.info("Desired state loaded: {count} deployment(s), up to revision {lastRevision}", {
+          count,
+          lastRevision,
+        }),
+    });
+    const watching = watcher.run(session.signal);
+    const statusEvents = (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case "disconnect":
+            this.#connected = false;
+            this.#options.setStatusStore(undefined);
+            log.warn("Disconnected from NATS; reconnecting", { server: s.server });
+            break;
+          case "reconnect":
+            this.#connected = true;
+            this.#backoff.reset();
+            log.info("Reconnected to NATS at {server}", { server: s.server });
+            this.#options.setStatusStore(statusKv);
+            // The old watch may have missed changes or lost its consumer: start over.
+            watcher.restart();
+            break;
+          case "error":
+            log.warn("NATS error: {error}", { error: errorText(s.error) });
+            break;
+        }
+      }
+    })();
+    const closed = nc.closed().then((err) => {
+      if (err !== undefined && !signal.aborted) {
+        log.error("NATS connection closed: {error}", { error: errorText(err) });
+      }
+    });
+    await Promise.race([
+      closed,
+      new Promise((r) => signal.addEventListener("abort", r, { once: true })),
+    ]);
+    session.abort();
+    signal.removeEventListener("abort", stop);
+    await watching;
+    void statusEvents;
+  }
+
+  /**
+   * Flushes and closes the connection (drain), waiting at most `timeoutMs`.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    const nc = this.#nc;
+    this.#nc = undefined;
+    if (nc === undefined || nc.isClosed()) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        nc.drain().catch(() => {}),
+        new Promise((r) => (timer = setTimeout(r, timeoutMs))),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (!nc.isClosed()) await nc.close().catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import {
+  AgentStatus,
+  BUCKET_AGENT_STATUS,
+  BUCKET_DESIRED_STATE,
+  type NatsConfig,
+} from "@drover/contracts";
+import { freePort, startNats, waitFor } from "../../tests/support/mod.ts";
+import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { NatsSession } from "./session.ts";
+import type { DesiredEntry } from "../reconcile/desired.ts";
+import type { StatusStore } from "../status.ts";
+import { logger } from "../log.ts";
+
+/** A device's permissions exactly as FIELD-NOTES lists them. */
+function deviceAuthConfig(device: string): string {
+  const allowPub = [
+    `$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.${device}.>`,
+    `$JS.API.CONSUMER.DELETE.KV_desired-state.*`,
+    `$JS.API.CONSUMER.INFO.KV_desired-state.*`,
+    `$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.${device}.>`,
+    `$JS.FC.KV_desired-state.>`,
+    `$KV.agent-status.${device}`,
+    `$JS.API.DIRECT.GET.KV_agent-status.$KV.agent-status.${device}`,
+  ];
+  return `authorization {
+  users = [
+    { user: "admin", password: "admin-pw" }
+    { user: ${JSON.stringify(device)}, password: "device-pw", permissions: {
+        publish: { allow: ${JSON.stringify(allowPub)} }
+        subscribe: { allow: ${JSON.stringify([`_INBOX_${device}.>`])} }
+    } }
+  ]
+}`;
+}
+
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+const desired = (deployment: string, image: string) => ({
+  deployment,
+  score: { type: "PodmanV0", services: [{ name: "main", image }] },
+});
+
+class Sink {
+  snapshots = 0;
+  view = new Map<string, DesiredEntry>();
+  snapshot(entries: Map<string, DesiredEntry>) {
+    this.snapshots++;
+    this.view = new Map(entries);
+  }
+  update(deployment: string, entry: DesiredEntry | null) {
+    if (entry === null) this.view.delete(deployment);
+    else this.view.set(deployment, entry);
+  }
+  image(deployment: string) {
+    const e = this.view.get(deployment);
+    return e?.kind === "valid" ? e.state.score.services[0].image : undefined;
+  }
+}
+
+async function adminConnect(url: string): Promise<NatsConnection> {
+  return await connect({ servers: url, user: "admin", pass: "admin-pw" });
+}
+
+Deno.test("under device permissions: starts before the server exists, watches, publishes, survives a restart", async () => {
+  const port = await freePort();
+  const sink = new Sink();
+  let store: StatusStore | undefined;
+  const nats: NatsConfig = {
+    servers: [`nats://127.0.0.1:${port}`],
+    user: "pi-1",
+    password: "device-pw",
+  };
+  const session = new NatsSession({
+    deviceId: "pi-1",
+    nats,
+    sink,
+    setStatusStore: (s) => (store = s),
+    log: logger("test"),
+  });
+  const ac = new AbortController();
+  // NATS is not running yet: the session must keep trying, not fail.
+  const running = session.run(ac.signal);
+  await new Promise((r) => setTimeout(r, 300));
+  assert(!session.connected);
+
+  await using server = await startNats({ port, extraConfig: deviceAuthConfig("pi-1") });
+  const admin = await adminConnect(server.url);
+  try {
+    await waitFor(() => session.connected, { timeoutMs: 20_000, message: "session connects" });
+    // Buckets appear only now (the agent never creates them).
+    const kvm = new Kvm(admin);
+    const desiredKv = await kvm.create(BUCKET_DESIRED_STATE);
+    const statusKv = await kvm.create(BUCKET_AGENT_STATUS);
+    await desiredKv.put("pi-1.web", enc(desired("web", "web:1")));
+    await desiredKv.put("pi-2.web", enc(desired("web", "not-mine")));
+    await waitFor(() => sink.image("web") === "web:1", { timeoutMs: 20_000, message: "snapshot" });
+
+    // Status goes through the device's narrow permissions.
+    await waitFor(() => store, { timeoutMs: 5_000, message: "status store" });
+    const now = new Date().toISOString();
+    const value: AgentStatus = {
+      device_id: "pi-1",
+      status: "ready",
+      timestamp: now,
+      agent_version: "test",
+      labels: {},
+      deployments: {},
+    };
+    await store!.put("pi-1", enc(value));
+    assertEquals(AgentStatus.parse((await statusKv.get("pi-1"))!.json()).timestamp, now);
+
+    // Server restart (same store): later changes, including a delete, still arrive.
+    const before = sink.snapshots;
+    await server.restart();
+    await waitFor(() => session.connected && sink.snapshots > before, {
+      timeoutMs: 30_000,
+      message: "re-snapshot after reconnect",
+    });
+    const admin2 = await adminConnect(server.url);
+    try {
+      const kv2 = await new Kvm(admin2).open(BUCKET_DESIRED_STATE);
+      await kv2.put("pi-1.web", enc(desired("web", "web:2")));
+      await kv2.put("pi-1.db", enc(desired("db", "db:1")));
+      await waitFor(() => sink.image("web") === "web:2" && sink.image("db") === "db:1", {
+        timeoutMs: 20_000,
+        message: "updates after restart",
+      });
+      await kv2.delete("pi-1.db");
+      await waitFor(() => !sink.view.has("db"), { timeoutMs: 20_000, message: "delete" });
+    } finally {
+      await admin2.close();
+    }
+    assert(!sink.view.has("other"));
+  } finally {
+    ac.abort();
+    await running;
+    await session.close(2_000);
+    await admin.close().catch(() => {});
+  }
+});
