@@ -1,0 +1,150 @@
+/**
+ * Helpers for the operator's cross-process tests (tests/e2e/operator_*_test.ts):
+ * run the real CLI and the real `serve` as subprocesses, with exactly the
+ * permissions of the `deno task operator` entry, and read KV revisions.
+ *
+ * @module
+ */
+
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type KV, Kvm } from "@nats-io/kv";
+
+const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+
+/** The `deno run …` arguments of the root `operator` task (so tests use its permissions). */
+export async function operatorTaskArgs(): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(`${REPO_ROOT}deno.json`));
+  const task: string = config.tasks.operator;
+  const words = task.split(/\s+/);
+  if (words[0] !== "deno") throw new Error(`Unexpected operator task: ${task}`);
+  return words.slice(1).map((w) => (w.endsWith(".ts") ? `${REPO_ROOT}${w}` : w));
+}
+
+/** Output of one CLI run. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `drover-operator ARGS` as a subprocess against `natsUrl`. */
+export async function runOperatorCli(
+  natsUrl: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CliResult> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [...await operatorTaskArgs(), ...args],
+    env: { NATS_URL: natsUrl, ...env },
+    cwd: REPO_ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** A running `serve` subprocess. */
+export interface OperatorService extends AsyncDisposable {
+  /** Base URL of the HTTP API. */
+  readonly apiUrl: string;
+  /** Log output so far (stderr). */
+  logs(): string;
+  /** SIGTERM and wait; returns the exit code. Idempotent. */
+  stop(): Promise<number>;
+}
+
+/** Starts `serve` and waits until `/healthz` answers 200. */
+export async function startOperatorService(
+  natsUrl: string,
+  port: number,
+  extraArgs: string[] = [],
+): Promise<OperatorService> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      ...await operatorTaskArgs(),
+      "serve",
+      "--listen",
+      `127.0.0.1:${port}`,
+      ...extraArgs,
+    ],
+    env: { NATS_URL: natsUrl, DROVER_LOG_LEVEL: "debug" },
+    cwd: REPO_ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const apiUrl = `http://127.0.0.1:${port}`;
+  let exit: Promise<number> | undefined;
+  const service: OperatorService = {
+    apiUrl,
+    logs: () => log,
+    stop() {
+      if (exit === undefined) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* already gone */ }
+        exit = child.status.then(async (s) => (await drained, s.code));
+      }
+      return exit;
+    },
+    async [Symbol.asyncDispose]() {
+      await service.stop();
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  while (true) {
+    try {
+      const res = await fetch(`${apiUrl}/healthz`);
+      await res.body?.cancel();
+      if (res.ok) return service;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) {
+      await service.stop();
+      throw new Error(`operator serve did not become healthy:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A NATS connection and the three buckets, for the test's own reads and writes. */
+export interface TestKv extends AsyncDisposable {
+  nc: NatsConnection;
+  open(bucket: string): Promise<KV>;
+}
+
+/** Connects to NATS for the test itself. */
+export async function testKv(natsUrl: string): Promise<TestKv> {
+  const nc = await connect({ servers: natsUrl });
+  const kvm = new Kvm(nc);
+  return {
+    nc,
+    open: (bucket) => kvm.open(bucket),
+    async [Symbol.asyncDispose]() {
+      await nc.close();
+    },
+  };
+}
+
+/** Key → revision of every live key of `kv` (for "nothing was rewritten" checks). */
+export async function liveRevisions(kv: KV): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const keys: string[] = [];
+  for await (const key of await kv.keys()) keys.push(key);
+  for (const key of keys) {
+    const entry = await kv.get(key);
+    if (entry && entry.operation === "PUT") out.set(key, entry.revision);
+  }
+  return out;
+}

@@ -1,0 +1,193 @@
+/**
+ * The operator service against a real nats-server, with no agents: device
+ * statuses are written by the test itself (standing in for agents, which
+ * other e2e tests run for real) so the fan-out rules can be checked key by
+ * key and revision by revision.
+ */
+
+import type { KV } from "@nats-io/kv";
+import {
+  type AgentStatus,
+  BUCKET_AGENT_STATUS,
+  BUCKET_DEPLOYMENTS,
+  BUCKET_DESIRED_STATE,
+} from "@drover/contracts";
+import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
+import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import {
+  liveRevisions,
+  runOperatorCli,
+  startOperatorService,
+  testKv,
+} from "../../operator/testing/mod.ts";
+
+/** Writes the status an agent with these labels would publish (test stand-in for an agent). */
+async function writeStatus(kv: KV, device: string, labels: Record<string, string>) {
+  const status: AgentStatus = {
+    device_id: device,
+    status: "ready",
+    timestamp: new Date().toISOString(),
+    agent_version: "test",
+    labels,
+    heartbeat_seconds: 10,
+    deployments: {},
+  };
+  await kv.put(device, JSON.stringify(status));
+}
+
+function manifest(name: string, selector: unknown, image = "localhost/drover/busybox:latest") {
+  return `name: ${name}
+selector: ${JSON.stringify(selector)}
+score:
+  type: PodmanV0
+  services:
+    - name: main
+      image: ${image}
+      command: ["sleep", "3600"]
+`;
+}
+
+async function keysOf(kv: KV): Promise<string[]> {
+  return [...(await liveRevisions(kv)).keys()].sort();
+}
+
+Deno.test("operator fans deployments out by labels and device lists, and tracks changes", async () => {
+  await using nats = await startNats();
+  await using dir = await tempDir("operator-fanout-");
+  const port = await freePort();
+
+  // Status written before the buckets exist would fail; the operator creates them.
+  await using operator = await startOperatorService(nats.url, port);
+  await using t = await testKv(nats.url);
+  const status = await t.open(BUCKET_AGENT_STATUS);
+  const desired = await t.open(BUCKET_DESIRED_STATE);
+
+  await writeStatus(status, "pi-a", { site: "lab", arch: "arm64" });
+  await writeStatus(status, "pi-b", { site: "lab", arch: "amd64" });
+  await writeStatus(status, "pi-c", { site: "home" });
+
+  const write = async (file: string, text: string) => {
+    await Deno.writeTextFile(`${dir.path}/${file}`, text);
+    return `${dir.path}/${file}`;
+  };
+
+  // Label selection: two of three devices match.
+  const labApply = await runOperatorCli(nats.url, [
+    "apply",
+    "-f",
+    await write("lab.yaml", manifest("lab", { labels: { site: "lab" } })),
+  ]);
+  assertEquals(labApply.code, 0, labApply.stderr);
+  assertStringIncludes(labApply.stdout, 'deployment "lab" created');
+  // Explicit device list, including a device that never reported.
+  const pinned = await runOperatorCli(nats.url, [
+    "apply",
+    "-f",
+    await write(
+      "pinned.json",
+      JSON.stringify({
+        name: "pinned",
+        selector: { devices: ["pi-c", "pi-z"] },
+        score: { type: "PodmanV0", services: [{ name: "main", image: "busybox" }] },
+      }),
+    ),
+  ]);
+  assertEquals(pinned.code, 0, pinned.stderr);
+
+  const expected = ["pi-a.lab", "pi-b.lab", "pi-c.pinned", "pi-z.pinned"];
+  await waitFor(async () => (await keysOf(desired)).join() === expected.join(), {
+    timeoutMs: 20_000,
+    message: `desired-state keys become ${expected.join()}`,
+  });
+  const value = JSON.parse((await desired.get("pi-a.lab"))!.string());
+  assertEquals(value.deployment, "lab");
+  assertEquals(value.score.services[0].restart, "always");
+
+  // Re-applying the same manifest changes nothing: no new revisions anywhere.
+  const before = await liveRevisions(desired);
+  const again = await runOperatorCli(nats.url, ["apply", "-f", `${dir.path}/lab.yaml`]);
+  assertEquals(again.code, 0, again.stderr);
+  assertStringIncludes(again.stdout, "unchanged");
+
+  // A heartbeat with the same labels does not rewrite anything either.
+  await writeStatus(status, "pi-a", { site: "lab", arch: "arm64" });
+
+  // Relabelled device joins; another leaves.
+  await writeStatus(status, "pi-c", { site: "lab" });
+  await writeStatus(status, "pi-b", { site: "home", arch: "amd64" });
+  const relabelled = ["pi-a.lab", "pi-c.lab", "pi-c.pinned", "pi-z.pinned"];
+  await waitFor(async () => (await keysOf(desired)).join() === relabelled.join(), {
+    timeoutMs: 20_000,
+    message: "relabelled pi-c joins lab and pi-b leaves it",
+  });
+  const after = await liveRevisions(desired);
+  for (const key of ["pi-a.lab", "pi-c.pinned", "pi-z.pinned"]) {
+    assertEquals(after.get(key), before.get(key), `${key} must not be rewritten`);
+  }
+
+  // An invalid manifest is refused with exit 3 and nothing is stored.
+  const deployments = await t.open(BUCKET_DEPLOYMENTS);
+  const deploymentsBefore = await liveRevisions(deployments);
+  const bad = await runOperatorCli(nats.url, [
+    "apply",
+    "-f",
+    await write("bad.yaml", manifest("lab", { labels: { site: "lab" } }, "Not An Image")),
+  ]);
+  assertEquals(bad.code, 3, bad.stderr);
+  assertStringIncludes(bad.stderr, "bad.yaml");
+  assertStringIncludes(bad.stderr, "score.services[0].image");
+  assertEquals(await liveRevisions(deployments), deploymentsBefore);
+
+  // An update rewrites exactly the targeted keys of that deployment.
+  const updated = await runOperatorCli(nats.url, [
+    "apply",
+    "-f",
+    await write("lab2.yaml", manifest("lab", { labels: { site: "lab" } }, "busybox:2")),
+  ]);
+  assertStringIncludes(updated.stdout, 'deployment "lab" configured');
+  await waitFor(async () => {
+    const v = await desired.get("pi-c.lab");
+    return v?.string().includes("busybox:2") ?? false;
+  }, { timeoutMs: 20_000, message: "update reaches pi-c.lab" });
+  await waitFor(async () => (await desired.get("pi-a.lab"))?.string().includes("busybox:2"), {
+    timeoutMs: 20_000,
+    message: "update reaches pi-a.lab",
+  });
+  const afterUpdate = await liveRevisions(desired);
+  assertEquals(afterUpdate.get("pi-c.pinned"), after.get("pi-c.pinned"));
+
+  // Restart: the new instance rewrites nothing and loses nothing.
+  assertEquals(await operator.stop(), 0, operator.logs());
+  await using second = await startOperatorService(nats.url, await freePort());
+  // Give it a change to react to, then compare: only that change may move revisions.
+  await writeStatus(status, "pi-q", { site: "nowhere" });
+  await waitFor(async () => {
+    const res = await fetch(`${second.apiUrl}/api/devices`);
+    const devices = await res.json();
+    return devices.some((d: { device_id: string }) => d.device_id === "pi-q");
+  }, { timeoutMs: 20_000, message: "restarted operator sees pi-q" });
+  assertEquals(await liveRevisions(desired), afterUpdate, "restart must not rewrite any key");
+
+  // Delete reaches every device of the deployment.
+  const deleted = await runOperatorCli(nats.url, ["delete", "lab"]);
+  assertEquals(deleted.code, 0, deleted.stderr);
+  await waitFor(async () => (await keysOf(desired)).join() === "pi-c.pinned,pi-z.pinned", {
+    timeoutMs: 20_000,
+    message: "lab keys deleted on every device",
+  });
+  const again404 = await runOperatorCli(nats.url, ["delete", "lab"]);
+  assertEquals(again404.code, 1);
+  assertStringIncludes(again404.stderr, "does not exist");
+
+  // The HTTP API and the CLI agree on the view.
+  const api = await (await fetch(`${second.apiUrl}/api/deployments/pinned`)).json();
+  const cli = await runOperatorCli(nats.url, ["get", "deployments", "-o", "json"]);
+  assertEquals(cli.code, 0, cli.stderr);
+  const fromCli = JSON.parse(cli.stdout);
+  assertEquals(fromCli.map((d: { name: string }) => d.name), ["pinned"]);
+  assertEquals(fromCli[0].targeted, api.targeted);
+  assertEquals(fromCli[0].targeted, 2);
+  // No agent runs here: nobody is ready, both are pending.
+  assertEquals([fromCli[0].ready, fromCli[0].pending], [0, 2]);
+  assert(!second.logs().includes("ERROR"), second.logs());
+});
