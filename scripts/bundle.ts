@@ -17,14 +17,20 @@
 
 import { type AgentTask, CompileError, elfTarget, readAgentTask } from "./compile.ts";
 
-/** Output directory. */
+/** Default output directory. */
 export const DIST_DIR = "dist";
-/** The bundle file. */
-export const BUNDLE_PATH = `${DIST_DIR}/drover-agent.bundle.js`;
-/** The launcher script. */
-export const LAUNCHER_PATH = `${DIST_DIR}/drover-agent.sh`;
-/** The aarch64 Deno executable. */
-export const ARM64_DENO_PATH = `${DIST_DIR}/deno-aarch64`;
+
+/** The files this script writes into an output directory (pure). */
+export function artifactPaths(outDir = DIST_DIR) {
+  return {
+    /** The agent bundle. */
+    bundle: `${outDir}/drover-agent.bundle.js`,
+    /** The launcher script. */
+    launcher: `${outDir}/drover-agent.sh`,
+    /** The aarch64 Deno executable. */
+    arm64Deno: `${outDir}/deno-aarch64`,
+  };
+}
 /** npm package that ships the aarch64 (glibc) Deno executable. */
 export const ARM64_DENO_PACKAGE = "@deno/linux-arm64-glibc";
 
@@ -83,18 +89,18 @@ async function run(
 }
 
 /**
- * Bundles the agent entry into {@linkcode BUNDLE_PATH}.
+ * Bundles the agent entry into `bundle`.
  *
  * @throws {CompileError} with deno bundle's message.
  */
-export async function bundleAgent(task: AgentTask): Promise<void> {
-  await Deno.mkdir(DIST_DIR, { recursive: true });
+export async function bundleAgent(task: AgentTask, bundle: string): Promise<void> {
+  await Deno.mkdir(dirname(bundle), { recursive: true });
   const result = await run(Deno.execPath(), [
     "bundle",
     "--platform=deno",
     "--frozen-lockfile",
     "--output",
-    BUNDLE_PATH,
+    bundle,
     task.entry,
   ]);
   if (!result.success) {
@@ -108,13 +114,17 @@ export async function bundleAgent(task: AgentTask): Promise<void> {
  *
  * @throws {CompileError} when it does not print a Drover version.
  */
-export async function checkBundle(task: AgentTask, runner: string[] = [Deno.execPath()]) {
+export async function checkBundle(
+  task: AgentTask,
+  bundle: string,
+  runner: string[] = [Deno.execPath()],
+): Promise<string> {
   const denoDir = await Deno.makeTempDir({ prefix: "drover-empty-deno-dir-" });
   try {
     const [command, ...prefix] = runner;
     const result = await run(
       command,
-      [...prefix, "run", ...bundleRunFlags(task), BUNDLE_PATH, "--version"],
+      [...prefix, "run", ...bundleRunFlags(task), bundle, "--version"],
       { env: { DENO_DIR: denoDir } },
     );
     if (!result.success || !/drover/i.test(result.stdoutText)) {
@@ -130,11 +140,14 @@ export async function checkBundle(task: AgentTask, runner: string[] = [Deno.exec
 }
 
 /**
- * Fetches the aarch64 Deno of `version` from npm (cached) into {@linkcode ARM64_DENO_PATH}.
+ * Fetches the aarch64 Deno of `version` from npm (cached) into `target`.
  *
  * @throws {CompileError} when npm cannot fetch it or the file is not an aarch64 executable.
  */
-export async function fetchArm64Deno(version = Deno.version.deno): Promise<string> {
+export async function fetchArm64Deno(
+  target: string,
+  version = Deno.version.deno,
+): Promise<string> {
   const cacheDir = npmCacheDir();
   await Deno.mkdir(cacheDir, { recursive: true });
   const tarball = `${cacheDir}/deno-linux-arm64-glibc-${version}.tgz`;
@@ -163,14 +176,19 @@ export async function fetchArm64Deno(version = Deno.version.deno): Promise<strin
     if (elfTarget(header) !== "aarch64-unknown-linux-gnu") {
       throw new CompileError(`Cannot use ${tarball}: package/deno is not an aarch64 executable`);
     }
-    await Deno.mkdir(DIST_DIR, { recursive: true });
-    await Deno.copyFile(extracted, `${ARM64_DENO_PATH}.partial`);
-    await Deno.chmod(`${ARM64_DENO_PATH}.partial`, 0o755);
-    await Deno.rename(`${ARM64_DENO_PATH}.partial`, ARM64_DENO_PATH);
-    return ARM64_DENO_PATH;
+    await Deno.mkdir(dirname(target), { recursive: true });
+    await Deno.copyFile(extracted, `${target}.partial`);
+    await Deno.chmod(`${target}.partial`, 0o755);
+    await Deno.rename(`${target}.partial`, target);
+    return target;
   } finally {
     await Deno.remove(extractDir, { recursive: true });
   }
+}
+
+function dirname(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash <= 0 ? (slash === 0 ? "/" : ".") : path.slice(0, slash);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -183,38 +201,68 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Command-line options. */
+export interface BundleOptions {
+  outDir: string;
+  arm64: boolean;
+}
+
+const USAGE = "Usage: deno task bundle [--out-dir DIR] [--no-arm64]\n" +
+  "Writes DIR/drover-agent.bundle.js, DIR/drover-agent.sh and (unless --no-arm64) " +
+  `DIR/deno-aarch64 (default DIR: ${DIST_DIR}).`;
+
+/** Parses the command line (pure): the options, "help", or a usage error message. */
+export function parseBundleArgs(args: string[]): BundleOptions | "help" | string {
+  const options: BundleOptions = { outDir: DIST_DIR, arm64: true };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--help" || arg === "-h") return "help";
+    if (arg === "--no-arm64") options.arm64 = false;
+    else if (arg === "--out-dir" && args[i + 1]) options.outDir = args[++i];
+    else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
+  }
+  return options;
+}
+
+function seconds(since: number): string {
+  return `${((performance.now() - since) / 1000).toFixed(1)} s`;
+}
+
 async function main(): Promise<number> {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(
-      "Usage: deno task bundle [--no-arm64]\n" +
-        `Writes ${BUNDLE_PATH}, ${LAUNCHER_PATH} and (unless --no-arm64) ${ARM64_DENO_PATH}.`,
-    );
+  const options = parseBundleArgs(Deno.args);
+  if (options === "help") {
+    console.log(USAGE);
     return 0;
   }
+  if (typeof options === "string") {
+    console.error(`bundle: ${options}\n${USAGE}`);
+    return 2;
+  }
+  const paths = artifactPaths(options.outDir);
   try {
     const task = await readAgentTask();
     let started = performance.now();
-    await bundleAgent(task);
-    const size = (await Deno.stat(BUNDLE_PATH)).size;
-    const version = await checkBundle(task);
+    await bundleAgent(task, paths.bundle);
+    const size = (await Deno.stat(paths.bundle)).size;
+    const version = await checkBundle(task, paths.bundle);
     console.log(
-      `${BUNDLE_PATH}: ${(size / 1e6).toFixed(2)} MB, runs with an empty DENO_DIR ` +
-        `(--version: ${version}) [${((performance.now() - started) / 1000).toFixed(1)} s]`,
+      `${paths.bundle}: ${(size / 1e6).toFixed(2)} MB, runs with an empty DENO_DIR ` +
+        `(--version: ${version}) [${seconds(started)}]`,
     );
-    await Deno.writeTextFile(LAUNCHER_PATH, launcherScript(task), { mode: 0o755 });
-    await Deno.chmod(LAUNCHER_PATH, 0o755);
-    console.log(`${LAUNCHER_PATH}: launcher with flags ${bundleRunFlags(task).join(" ")}`);
-    if (!Deno.args.includes("--no-arm64")) {
+    await Deno.writeTextFile(paths.launcher, launcherScript(task), { mode: 0o755 });
+    await Deno.chmod(paths.launcher, 0o755);
+    console.log(`${paths.launcher}: launcher with flags ${bundleRunFlags(task).join(" ")}`);
+    if (options.arm64) {
       started = performance.now();
-      const deno = await fetchArm64Deno();
+      await fetchArm64Deno(paths.arm64Deno);
       console.log(
-        `${deno}: Deno ${Deno.version.deno} for aarch64 from npm ${ARM64_DENO_PACKAGE} ` +
-          `[${((performance.now() - started) / 1000).toFixed(1)} s]`,
+        `${paths.arm64Deno}: Deno ${Deno.version.deno} for aarch64 from npm ` +
+          `${ARM64_DENO_PACKAGE} [${seconds(started)}]`,
       );
     }
     console.log(
-      "Install on a device: sudo systemd/install.sh --bundle dist --deno dist/deno-aarch64 " +
-        "--config agent.toml",
+      `Install on a device: sudo systemd/install.sh --bundle ${options.outDir} ` +
+        `--deno ${paths.arm64Deno} --config agent.toml`,
     );
     return 0;
   } catch (error) {

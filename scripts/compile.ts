@@ -308,9 +308,13 @@ export function readAgentTask(configPath = "deno.json"): Promise<AgentTask> {
  * @throws {RuntimeUnavailableError} when the denort runtime cannot be obtained.
  * @throws {CompileError} when the build or the check fails.
  */
-export async function compileAgent(task: AgentTask, target: Target): Promise<string> {
-  const output = `${DIST_DIR}/drover-agent-${target}`;
-  await Deno.mkdir(DIST_DIR, { recursive: true });
+export async function compileAgent(
+  task: AgentTask,
+  target: Target,
+  outDir = DIST_DIR,
+): Promise<string> {
+  const output = `${outDir}/drover-agent-${target}`;
+  await Deno.mkdir(outDir, { recursive: true });
   const result = await new Deno.Command(Deno.execPath(), {
     args: compileArgs(task, target, output),
     stdin: "null",
@@ -324,36 +328,77 @@ export async function compileAgent(task: AgentTask, target: Target): Promise<str
     }
     throw new CompileError(`Cannot compile the agent for ${target}:\n${stderr.trim()}`);
   }
-  await checkExecutable(target, output);
+  try {
+    await checkExecutable(target, output);
+  } catch (error) {
+    // Never leave an executable that failed its check where an installer would pick it up.
+    await Deno.remove(output).catch(() => {});
+    throw error;
+  }
   return output;
 }
 
-function parseTargets(args: string[]): Target[] {
+/**
+ * Whether Deno's release host serves the denort runtime for `target` from here (a HEAD request
+ * with a short timeout); the reason when it does not.
+ */
+export async function probeRuntimeDownload(target: Target): Promise<true | string> {
+  const url = `https://dl.deno.land/release/v${Deno.version.deno}/denort-${target}.zip`;
+  try {
+    const response = await fetch(url, { method: "HEAD", signal: AbortSignal.timeout(5000) });
+    await response.body?.cancel();
+    return response.ok ? true : `${url} answered HTTP ${response.status}`;
+  } catch (error) {
+    return `${url} is unreachable (${(error as Error).message.split("\n")[0]})`;
+  }
+}
+
+const USAGE = "Usage: deno task compile [--target TARGET]… [--out-dir DIR]\n" +
+  `Targets: ${TARGETS.join(", ")} (default: all of them, host first).\n` +
+  "Env: DENORT_BIN=/path/to/denort builds only the target that runtime is for.";
+
+/** Command-line options. */
+export interface CompileOptions {
+  targets: Target[];
+  outDir: string;
+}
+
+/**
+ * Parses the command line (pure apart from the host target default).
+ *
+ * @returns the options, "help", or a usage error message.
+ */
+export function parseCompileArgs(args: string[]): CompileOptions | "help" | string {
   const targets: Target[] = [];
+  let outDir = DIST_DIR;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    const value = arg === "--target" ? args[++i] : arg.startsWith("--target=") ? arg.slice(9) : "";
-    if (arg === "--help" || arg === "-h") {
-      console.log(
-        "Usage: deno task compile [--target TARGET]…\n" +
-          `Targets: ${TARGETS.join(", ")} (default: all of them).\n` +
-          "Env: DENORT_BIN=/path/to/denort builds only the target that runtime is for.",
-      );
-      Deno.exit(0);
+    if (arg === "--help" || arg === "-h") return "help";
+    if (arg === "--out-dir" || arg === "--target") {
+      const value = args[++i];
+      if (!value) return `${arg} needs a value`;
+      if (arg === "--out-dir") outDir = value;
+      else if ((TARGETS as readonly string[]).includes(value)) targets.push(value as Target);
+      else return `unknown target ${JSON.stringify(value)} (known: ${TARGETS.join(", ")})`;
+      continue;
     }
-    if (!(TARGETS as readonly string[]).includes(value)) {
-      console.error(`compile: unknown argument or target ${JSON.stringify(value || arg)}`);
-      Deno.exit(2);
-    }
-    targets.push(value as Target);
+    return `unknown argument ${JSON.stringify(arg)}`;
   }
-  return targets.length > 0
-    ? targets
-    : [hostTarget(), ...TARGETS.filter((t) => t !== hostTarget())];
+  const all = [hostTarget(), ...TARGETS.filter((t) => t !== hostTarget())];
+  return { targets: targets.length > 0 ? targets : all, outDir };
 }
 
 async function main(): Promise<number> {
-  const requested = parseTargets(Deno.args);
+  const parsed = parseCompileArgs(Deno.args);
+  if (parsed === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (typeof parsed === "string") {
+    console.error(`compile: ${parsed}\n${USAGE}`);
+    return 2;
+  }
+  const { targets: requested, outDir } = parsed;
   try {
     const task = await readAgentTask();
     console.log(`agent entry ${task.entry}; baked-in flags: ${task.runtimeFlags.join(" ")}`);
@@ -367,7 +412,7 @@ async function main(): Promise<number> {
       console.log(
         `compile ${target} (runtime: ${source.kind}${"path" in source ? ` ${source.path}` : ""})`,
       );
-      const output = await compileAgent(task, target);
+      const output = await compileAgent(task, target, outDir);
       const size = (await Deno.stat(output)).size;
       console.log(`  -> ${output} (${(size / 1e6).toFixed(1)} MB), --version checked`);
       built++;
