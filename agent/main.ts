@@ -1,0 +1,314 @@
+/**
+ * `drover-agent`: the device daemon. Reads `agent.toml`, reconciles podman
+ * containers to the desired state in NATS KV, reports status back, and keeps
+ * the workloads running from its cache while NATS is unreachable.
+ *
+ * Only this module exits the process. Exit codes: 0 clean stop, 1 internal
+ * error, 2 usage error, 78 (EX_CONFIG) bad config.
+ *
+ * @module
+ */
+
+import type { AgentConfig } from "@drover/contracts";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
+import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
+import { AGENT_VERSION } from "./version.ts";
+import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
+import { Coalescer } from "./coalesce.ts";
+import { StatusPublisher } from "./status.ts";
+import { readNotifyEnv, SystemdNotifier } from "./systemd.ts";
+import { NatsSession } from "./nats/session.ts";
+import type { DesiredSink } from "./nats/desired_watch.ts";
+import type { DesiredEntry } from "./reconcile/desired.ts";
+import { Reconciler } from "./reconcile/reconciler.ts";
+import { PodmanRuntime } from "./runtime/podman_runtime.ts";
+
+/** Exit codes of the agent. */
+export const EXIT = { ok: 0, internal: 1, usage: 2, config: 78 } as const;
+
+/** Environment variable selecting the log format (`text` or `json`). */
+export const LOG_FORMAT_ENV = "DROVER_LOG_FORMAT";
+
+/** How long shutdown may take in total before the process exits anyway. */
+export const SHUTDOWN_DEADLINE_MS = 8_000;
+
+/** The usage text printed by `--help`. */
+export const USAGE =
+  `drover-agent ${AGENT_VERSION}: keeps this device's podman containers at the desired
+state published in NATS KV (bucket desired-state, keys <device_id>.<deployment>) and
+reports status to agent-status/<device_id>.
+
+Usage:
+  drover-agent [--config PATH]
+  drover-agent --version
+  drover-agent --help
+
+Options:
+  -c, --config PATH  agent config file (TOML) [default: ${DEFAULT_CONFIG_PATH}]
+  -V, --version      print the version and exit
+  -h, --help         print this help and exit
+
+Environment:
+  ${LOG_LEVEL_ENV}    overrides [agent] log_level (trace, debug, info, warning, error, fatal)
+  ${LOG_FORMAT_ENV}   "text" (default) or "json" (one JSON object per line) on stderr
+  NOTIFY_SOCKET, WATCHDOG_USEC  set by systemd for Type=notify units and WatchdogSec=
+
+SIGTERM or SIGINT stops the agent within a few seconds; containers keep running.
+Exit status: 0 stopped cleanly, 1 internal error, 2 usage error, 78 invalid config.
+`;
+
+/** What the command line asks for. */
+export type CliCommand =
+  | { kind: "run"; configPath: string }
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "usage-error"; message: string };
+
+/** Parses the command line. Pure. */
+export function parseArgs(args: readonly string[]): CliCommand {
+  let configPath: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") return { kind: "help" };
+    if (arg === "-V" || arg === "--version") return { kind: "version" };
+    if (arg === "-c" || arg === "--config") {
+      const value = args[i + 1];
+      if (value === undefined || value === "") {
+        return { kind: "usage-error", message: `${arg} needs a file path` };
+      }
+      configPath = value;
+      i++;
+    } else if (arg.startsWith("--config=")) {
+      configPath = arg.slice("--config=".length);
+      if (configPath === "") return { kind: "usage-error", message: "--config needs a file path" };
+    } else {
+      return { kind: "usage-error", message: `unknown argument ${JSON.stringify(arg)}` };
+    }
+  }
+  return { kind: "run", configPath: configPath ?? DEFAULT_CONFIG_PATH };
+}
+
+/**
+ * Runs the agent with a loaded config until `signal` aborts, then shuts down:
+ * stops reconciling (containers keep running), saves the cache, publishes a
+ * last status (`stopped`) and drains the NATS connection.
+ */
+export async function runAgent(config: AgentConfig, signal: AbortSignal): Promise<void> {
+  const deviceId = config.agent.device_id;
+  const stateDir = config.agent.state_dir;
+  const log = logger("agent").with({ device: deviceId });
+  log.info("Starting drover-agent {version}", {
+    version: AGENT_VERSION,
+    config: { nats: config.nats.servers, podman: config.podman.socket, stateDir },
+  });
+
+  try {
+    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    log.error(
+      "Cannot create state directory {stateDir}; the offline cache will not work: {error}",
+      {
+        stateDir,
+        error: errorText(e),
+      },
+    );
+  }
+
+  const notifier = new SystemdNotifier(readNotifyEnv(), stateDir);
+  const notify = (what: string, send: () => Promise<void>) =>
+    send().catch((e) =>
+      log.warn("sd_notify {what} failed: {error}", { what, error: errorText(e) })
+    );
+
+  const runtime = new PodmanRuntime({ socketPath: config.podman.socket });
+  let publisher: StatusPublisher | undefined;
+  const reconciler = new Reconciler({
+    deviceId,
+    runtime,
+    policy: config.policy,
+    registries: config.registries,
+    onChange: () => publisher?.changed(),
+  });
+  publisher = new StatusPublisher({
+    deviceId,
+    labels: config.agent.labels,
+    heartbeatSeconds: config.agent.heartbeat_seconds,
+    source: reconciler,
+    log: logger("status").with({ device: deviceId }),
+  });
+
+  // What the cache holds: the desired entries as last seen from KV.
+  let desired = new Map<string, DesiredEntry>();
+  const cacheWriter = new Coalescer(
+    () => saveDesiredCache(stateDir, deviceId, [...desired.values()]),
+    {
+      debounceMs: 100,
+      onError: (e) =>
+        log.error("Cannot save the desired-state cache: {error}", { error: errorText(e) }),
+    },
+  );
+
+  const cached = await loadDesiredCache(stateDir, deviceId);
+  if (cached.kind === "loaded") {
+    desired = new Map(cached.entries);
+    // The last complete view from KV: deployments missing from it were deleted.
+    reconciler.setSnapshot({ entries: cached.entries, authoritative: true });
+    log.info("Loaded {count} deployment(s) from the cache saved at {savedAt}", {
+      count: cached.entries.size,
+      savedAt: cached.savedAt,
+    });
+  } else {
+    if (cached.kind === "unusable") {
+      log.warn("Ignoring the desired-state cache: {reason}", { reason: cached.reason });
+    }
+    // Nothing known yet: leave whatever runs alone until KV answers.
+    reconciler.setSnapshot({ entries: new Map(), authoritative: false });
+  }
+
+  const sink: DesiredSink = {
+    snapshot(entries) {
+      desired = new Map(entries);
+      reconciler.setSnapshot({ entries, authoritative: true });
+      cacheWriter.trigger();
+    },
+    update(deployment, entry) {
+      if (entry === null) desired.delete(deployment);
+      else desired.set(deployment, entry);
+      const l = log.with({ deployment, revision: entry?.revision });
+      if (entry === null) l.info("Desired state deleted");
+      else if (entry.kind === "invalid") {
+        l.warn("Invalid desired state: {error}", { error: entry.error });
+      } else l.debug("Desired state changed");
+      reconciler.setDesired(deployment, entry);
+      cacheWriter.trigger();
+    },
+  };
+
+  const session = new NatsSession({
+    deviceId,
+    nats: config.nats,
+    sink,
+    setStatusStore: (store) => publisher.setStore(store),
+    log: logger("nats").with({ device: deviceId }),
+  });
+
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  signal.addEventListener("abort", onAbort, { once: true });
+
+  const reconciling = reconciler.run(stop.signal);
+  const sessionRun = session.run(stop.signal);
+  publisher.start();
+  void reconciler.firstPass.then(() => {
+    if (stop.signal.aborted) return;
+    log.info("First reconcile pass done: device is {status}", {
+      status: reconciler.deviceStatus(),
+    });
+    notify("READY", () => notifier.ready(`${reconciler.deviceStatus()}`));
+    notifier.startWatchdog(
+      () => !stop.signal.aborted,
+      (e) => log.warn("sd_notify WATCHDOG failed: {error}", { error: errorText(e) }),
+    );
+  });
+
+  await new Promise<void>((resolve) => {
+    if (stop.signal.aborted) resolve();
+    stop.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+
+  log.info("Stopping; containers keep running");
+  await notify("STOPPING", () => notifier.stopping());
+  await withTimeout(reconciling, 3_000, () => log.warn("Reconciler did not stop in time"));
+  await withTimeout(sessionRun, 1_000, () => log.debug("NATS session did not stop in time"));
+  await withTimeout(cacheWriter.flush().then(() => cacheWriter.close()), 1_000);
+  const published = await publisher.publishFinal("stopped", 2_000);
+  log.info(published ? "Published final status" : "Could not publish a final status");
+  await session.close(1_500);
+  runtime[Symbol.dispose]();
+  notifier.close();
+  signal.removeEventListener("abort", onAbort);
+}
+
+/** Waits for `p` at most `ms`; calls `onTimeout` if it did not settle. Never rejects. */
+async function withTimeout(p: Promise<unknown>, ms: number, onTimeout?: () => void): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settled = await Promise.race([
+    p.then(() => true, () => true),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!settled) onTimeout?.();
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env for it: treat as unset
+  }
+}
+
+/** Entry point: returns the exit code. */
+export async function main(args: readonly string[]): Promise<number> {
+  const command = parseArgs(args);
+  switch (command.kind) {
+    case "help":
+      console.log(USAGE);
+      return EXIT.ok;
+    case "version":
+      console.log(AGENT_VERSION);
+      return EXIT.ok;
+    case "usage-error":
+      console.error(`drover-agent: ${command.message}\nTry 'drover-agent --help'.`);
+      return EXIT.usage;
+  }
+
+  let config: AgentConfig;
+  try {
+    config = await loadConfig(command.configPath, env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`drover-agent: invalid configuration:\n${e.message}`);
+      return EXIT.config;
+    }
+    throw e;
+  }
+  await setupLogging({
+    level: config.agent.log_level,
+    format: parseLogFormat(env(LOG_FORMAT_ENV)),
+  });
+
+  const shutdown = new AbortController();
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const onSignal = () => {
+    if (shutdown.signal.aborted) return;
+    shutdown.abort(new Error("signal received"));
+  };
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  try {
+    const running = runAgent(config, shutdown.signal);
+    // Once asked to stop, a hung step must not keep the process alive for long.
+    const deadline = new Promise<"deadline">((resolve) => {
+      shutdown.signal.addEventListener("abort", () => {
+        setTimeout(() => resolve("deadline"), SHUTDOWN_DEADLINE_MS);
+      }, { once: true });
+    });
+    if (await Promise.race([running.then(() => "done" as const), deadline]) === "deadline") {
+      logger("agent").warn("Shutdown took longer than {ms} ms; exiting anyway", {
+        ms: SHUTDOWN_DEADLINE_MS,
+      });
+    }
+    return EXIT.ok;
+  } catch (e) {
+    logger("agent").fatal("Agent failed: {error}", { error: errorText(e) });
+    return EXIT.internal;
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    await closeLogging();
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

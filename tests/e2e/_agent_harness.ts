@@ -1,0 +1,378 @@
+/**
+ * Shared pieces of the agent's end-to-end tests: a real nats-server with the
+ * buckets created the operator's way, a real podman service with the busybox
+ * image, the agent as a real subprocess (`deno run -A agent/main.ts --config`),
+ * and helpers to write desired state and read back what podman and the status
+ * bucket say.
+ *
+ * @module
+ */
+
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type KV, Kvm } from "@nats-io/kv";
+import {
+  AgentStatus,
+  BUCKET_AGENT_STATUS,
+  BUCKET_DESIRED_STATE,
+  type DeploymentStatus,
+  type DesiredStateInput,
+  desiredStateKey,
+  LABELS,
+  statusKey,
+} from "@drover/contracts";
+import {
+  buildBusyboxImage,
+  freePort,
+  type NatsServer,
+  type PodmanService,
+  startNats,
+  startPodman,
+  type TempDir,
+  tempDir,
+  waitFor,
+} from "../support/mod.ts";
+
+/** Image tag used by the tests: not `:latest`, so the agent does not try to pull it. */
+export const TEST_IMAGE = "localhost/drover/busybox:1";
+
+const MAIN_TS = new URL("../../agent/main.ts", import.meta.url).pathname;
+
+/** An agent running as a subprocess; stderr is kept in a log file. */
+export class AgentProcess {
+  readonly #child: Deno.ChildProcess;
+  readonly #logPath: string;
+  readonly #pump: Promise<void>;
+  /** Resolves with the exit status once the process ends. */
+  readonly exited: Promise<Deno.CommandStatus>;
+
+  constructor(configPath: string, logPath: string, env: Record<string, string> = {}) {
+    this.#logPath = logPath;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN_TS, "--config", configPath],
+      env: { DROVER_LOG_LEVEL: "debug", NO_COLOR: "1", ...env },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    this.#pump = (async () => {
+      const file = await Deno.open(logPath, { append: true, create: true, write: true });
+      try {
+        await child.stderr.pipeTo(file.writable);
+      } catch {
+        // the file is closed by pipeTo
+      }
+    })();
+    this.exited = this.#child.status;
+  }
+
+  /** The agent's process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Everything the agent logged so far. */
+  async logs(): Promise<string> {
+    try {
+      return await Deno.readTextFile(this.#logPath);
+    } catch {
+      return "";
+    }
+  }
+
+  /** SIGTERM, then waits for exit; returns the exit code. */
+  async stop(): Promise<number> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    const status = await this.exited;
+    await this.#pump;
+    return status.code;
+  }
+
+  /** SIGKILL (a crash or power cut), then waits for exit. */
+  async kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await this.exited;
+    await this.#pump;
+  }
+}
+
+/** Options of {@linkcode startAgentEnv}. */
+export interface AgentEnvOptions {
+  deviceId?: string;
+  heartbeatSeconds?: number;
+  /** Extra TOML appended to the generated config (e.g. `[registries."…"]`). */
+  extraToml?: string;
+  /** Create the buckets (as the operator would). Default true. */
+  createBuckets?: boolean;
+}
+
+/** Everything an agent e2e test needs, disposed with `await using`. */
+export class AgentEnv implements AsyncDisposable {
+  readonly deviceId: string;
+  readonly nats: NatsServer;
+  readonly podman: PodmanService;
+  readonly dir: TempDir;
+  readonly configPath: string;
+  #nc: NatsConnection | undefined;
+  #agents: AgentProcess[] = [];
+  #agentCount = 0;
+
+  constructor(
+    deviceId: string,
+    nats: NatsServer,
+    podman: PodmanService,
+    dir: TempDir,
+    configPath: string,
+  ) {
+    this.deviceId = deviceId;
+    this.nats = nats;
+    this.podman = podman;
+    this.dir = dir;
+    this.configPath = configPath;
+  }
+
+  /** Operator-side connection (reconnects after server restarts). */
+  async nc(): Promise<NatsConnection> {
+    if (this.#nc === undefined || this.#nc.isClosed()) {
+      this.#nc = await connect({
+        servers: this.nats.url,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 100,
+      });
+    }
+    return this.#nc;
+  }
+
+  /** The desired-state bucket, operator side. */
+  async desiredKv(): Promise<KV> {
+    return await new Kvm(await this.nc()).open(BUCKET_DESIRED_STATE);
+  }
+
+  /** The agent-status bucket, operator side. */
+  async statusKv(): Promise<KV> {
+    return await new Kvm(await this.nc()).open(BUCKET_AGENT_STATUS);
+  }
+
+  /** Creates both buckets as the operator does. */
+  async createBuckets(): Promise<void> {
+    const kvm = new Kvm(await this.nc());
+    await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
+  }
+
+  /** Starts an agent process on this environment's config. */
+  startAgent(env: Record<string, string> = {}): AgentProcess {
+    const agent = new AgentProcess(
+      this.configPath,
+      `${this.dir.path}/agent-${++this.#agentCount}.log`,
+      env,
+    );
+    this.#agents.push(agent);
+    return agent;
+  }
+
+  /** Writes a desired state for this device (or another); returns the revision. */
+  async putDesired(
+    deployment: string,
+    value: DesiredStateInput | string,
+    device = this.deviceId,
+  ): Promise<number> {
+    const kv = await this.desiredKv();
+    const data = typeof value === "string" ? value : JSON.stringify(value);
+    return await kv.put(desiredStateKey(device, deployment), new TextEncoder().encode(data));
+  }
+
+  /** Deletes a deployment's desired state. */
+  async deleteDesired(deployment: string, device = this.deviceId): Promise<void> {
+    await (await this.desiredKv()).delete(desiredStateKey(device, deployment));
+  }
+
+  /** The agent's latest status, or undefined. */
+  async status(): Promise<AgentStatus | undefined> {
+    const entry = await (await this.statusKv()).get(statusKey(this.deviceId));
+    if (entry === null || entry.operation !== "PUT") return undefined;
+    return AgentStatus.parse(entry.json());
+  }
+
+  /** Waits until the status of `deployment` satisfies `check`; returns it. */
+  async waitForDeployment(
+    deployment: string,
+    check: (d: DeploymentStatus) => boolean,
+    message: string,
+    timeoutMs = 60_000,
+  ): Promise<DeploymentStatus> {
+    return await waitFor(async () => {
+      const d = (await this.status())?.deployments[deployment];
+      return d !== undefined && check(d) ? d : undefined;
+    }, { timeoutMs, message: `${message} (agent logs: ${this.dir.path})` });
+  }
+
+  /** Managed containers as `podman ps -a` sees them. */
+  async containers(): Promise<PodmanPsEntry[]> {
+    const result = await this.podman.cli([
+      "ps",
+      "-a",
+      "--filter",
+      `label=${LABELS.managed}=true`,
+      "--format",
+      "json",
+    ]);
+    if (result.code !== 0) throw new Error(`podman ps failed: ${result.stderr}`);
+    const list = JSON.parse(result.stdout || "[]") as PodmanPsEntry[];
+    return list;
+  }
+
+  /** Containers of one deployment. */
+  async containersOf(deployment: string): Promise<PodmanPsEntry[]> {
+    return (await this.containers()).filter((c) => c.Labels?.[LABELS.deployment] === deployment);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const agent of this.#agents) await agent.kill().catch(() => {});
+    // Keep the agents' logs for a post-mortem when asked to.
+    const keep = Deno.env.get("DROVER_E2E_KEEP_LOGS");
+    if (keep) {
+      await Deno.mkdir(keep, { recursive: true });
+      for (const entry of Deno.readDirSync(this.dir.path)) {
+        if (entry.name.endsWith(".log")) {
+          await Deno.copyFile(`${this.dir.path}/${entry.name}`, `${keep}/${entry.name}`);
+        }
+      }
+    }
+    await this.#nc?.close().catch(() => {});
+    await this.podman[Symbol.asyncDispose]();
+    await this.nats[Symbol.asyncDispose]();
+    await this.dir[Symbol.asyncDispose]();
+  }
+}
+
+/** The part of `podman ps --format json` the tests read. */
+export interface PodmanPsEntry {
+  Id: string;
+  Names: string[];
+  State: string;
+  Image: string;
+  Labels: Record<string, string> | null;
+}
+
+/** Starts nats, podman (with the test image) and writes an agent config. */
+export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<AgentEnv> {
+  const deviceId = options.deviceId ?? "pi-1";
+  const dir = await tempDir("drover-agent-e2e-");
+  const [nats, podman] = await Promise.all([startNats(), startPodman()]);
+  await buildBusyboxImage(podman, TEST_IMAGE);
+  const configPath = `${dir.path}/agent.toml`;
+  await Deno.writeTextFile(
+    configPath,
+    agentToml({
+      deviceId,
+      natsUrl: nats.url,
+      podmanSocket: podman.socket,
+      stateDir: `${dir.path}/state`,
+      heartbeatSeconds: options.heartbeatSeconds ?? 2,
+      extraToml: options.extraToml,
+    }),
+  );
+  const env = new AgentEnv(deviceId, nats, podman, dir, configPath);
+  if (options.createBuckets ?? true) await env.createBuckets();
+  return env;
+}
+
+/** Inputs of {@linkcode agentToml}. */
+export interface AgentTomlInput {
+  deviceId: string;
+  natsUrl: string;
+  podmanSocket: string;
+  stateDir: string;
+  heartbeatSeconds: number;
+  extraToml?: string;
+}
+
+/** An agent.toml for the tests. */
+export function agentToml(input: AgentTomlInput): string {
+  const q = JSON.stringify;
+  return `[agent]
+device_id = ${q(input.deviceId)}
+state_dir = ${q(input.stateDir)}
+heartbeat_seconds = ${input.heartbeatSeconds}
+labels = { site = "lab" }
+
+[nats]
+servers = [${q(input.natsUrl)}]
+
+[podman]
+socket = ${q(input.podmanSocket)}
+${input.extraToml ?? ""}
+`;
+}
+
+/**
+ * A busybox web server deployment: serves `$GREETING` (from env) on
+ * `127.0.0.1:hostPort`.
+ */
+export function webDeployment(
+  deployment: string,
+  hostPort: number,
+  greeting: string,
+  image = TEST_IMAGE,
+): DesiredStateInput {
+  return {
+    deployment,
+    score: {
+      type: "PodmanV0",
+      services: [{
+        name: "web",
+        image,
+        command: [
+          "sh",
+          "-c",
+          // PID 1 ignores SIGTERM unless it traps it: trap so stop/replace is quick.
+          "trap 'exit 0' TERM; mkdir -p /tmp/www && echo \"$GREETING\" > /tmp/www/index.html && " +
+          "httpd -f -p 80 -h /tmp/www & wait",
+        ],
+        env: { GREETING: greeting },
+        ports: [`127.0.0.1:${hostPort}:80`],
+      }],
+    },
+  };
+}
+
+/** A deployment of one or more `sleep` services (no ports). */
+export function sleepDeployment(
+  deployment: string,
+  services: string[] = ["main"],
+  marker = "1",
+  image = TEST_IMAGE,
+): DesiredStateInput {
+  return {
+    deployment,
+    score: {
+      type: "PodmanV0",
+      services: services.map((name) => ({
+        name,
+        image,
+        command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+        env: { MARKER: marker },
+      })),
+    },
+  };
+}
+
+/** Fetches `http://127.0.0.1:port/` until it answers with `text`. */
+export async function waitForPage(port: number, text: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    const body = await res.text();
+    return res.ok && body.trim() === text ? true : undefined;
+  }, { timeoutMs, message: `page on 127.0.0.1:${port} says ${JSON.stringify(text)}` });
+}
+
+export { freePort, waitFor };
