@@ -121,21 +121,23 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     );
 
   const runtime = new PodmanRuntime({ socketPath: config.podman.socket });
-  let publisher: StatusPublisher | undefined;
+  // The reconciler reports changes to the publisher, which reads statuses from the reconciler.
+  let statusChanged = () => {};
   const reconciler = new Reconciler({
     deviceId,
     runtime,
     policy: config.policy,
     registries: config.registries,
-    onChange: () => publisher?.changed(),
+    onChange: () => statusChanged(),
   });
-  publisher = new StatusPublisher({
+  const publisher = new StatusPublisher({
     deviceId,
     labels: config.agent.labels,
     heartbeatSeconds: config.agent.heartbeat_seconds,
     source: reconciler,
     log: logger("status").with({ device: deviceId }),
   });
+  statusChanged = () => publisher.changed();
 
   // What the cache holds: the desired entries as last seen from KV.
   let desired = new Map<string, DesiredEntry>();
