@@ -148,3 +148,84 @@ export async function liveRevisions(kv: KV): Promise<Map<string, number>> {
   }
   return out;
 }
+
+/** A real agent (`agent/main.ts`) running as a subprocess. */
+export interface AgentProcess extends AsyncDisposable {
+  readonly deviceId: string;
+  readonly configPath: string;
+  /** Log output so far. */
+  logs(): string;
+  /** Sends `signal` (default SIGTERM) and waits for exit. Idempotent. */
+  stop(signal?: Deno.Signal): Promise<void>;
+}
+
+/** Settings for {@linkcode startAgent}. */
+export interface AgentSettings {
+  deviceId: string;
+  labels: Record<string, string>;
+  natsUrl: string;
+  podmanSocket: string;
+  /** Directory for the config file and the agent's state. */
+  dir: string;
+  heartbeatSeconds?: number;
+}
+
+/** Renders an agent.toml for {@linkcode startAgent}. */
+export function agentToml(s: AgentSettings): string {
+  const labels = Object.entries(s.labels).map(([k, v]) =>
+    `${JSON.stringify(k)} = ${JSON.stringify(v)}`
+  )
+    .join(", ");
+  return `[agent]
+device_id = ${JSON.stringify(s.deviceId)}
+labels = { ${labels} }
+heartbeat_seconds = ${s.heartbeatSeconds ?? 1}
+state_dir = ${JSON.stringify(`${s.dir}/state`)}
+
+[nats]
+servers = [${JSON.stringify(s.natsUrl)}]
+
+[podman]
+socket = ${JSON.stringify(s.podmanSocket)}
+`;
+}
+
+/** Starts the real agent with a config written from `settings`. */
+export async function startAgent(settings: AgentSettings): Promise<AgentProcess> {
+  await Deno.mkdir(`${settings.dir}/state`, { recursive: true });
+  const configPath = `${settings.dir}/agent-${settings.deviceId}.toml`;
+  await Deno.writeTextFile(configPath, agentToml(settings));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${REPO_ROOT}agent/main.ts`, "--config", configPath],
+    cwd: REPO_ROOT,
+    env: { DROVER_LOG_LEVEL: "info" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  let stopped: Promise<void> | undefined;
+  const agent: AgentProcess = {
+    deviceId: settings.deviceId,
+    configPath,
+    logs: () => log,
+    stop(signal: Deno.Signal = "SIGTERM") {
+      if (stopped === undefined) {
+        try {
+          child.kill(signal);
+        } catch { /* already gone */ }
+        stopped = child.status.then(() => drained).then(() => {});
+      }
+      return stopped;
+    },
+    async [Symbol.asyncDispose]() {
+      await agent.stop();
+    },
+  };
+  return agent;
+}

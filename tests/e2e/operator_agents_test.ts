@@ -1,0 +1,213 @@
+/**
+ * The operator with real agents, each on its own isolated podman service:
+ * label selection, explicit device lists, relabelling, delete, `apply --wait`,
+ * `get -o json` against the containers podman really runs, offline detection.
+ */
+
+import { freePort, startNats, startPodman, tempDir, waitFor } from "../support/mod.ts";
+import type { PodmanService } from "../support/mod.ts";
+import { buildBusyboxImage } from "../support/mod.ts";
+import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import {
+  type AgentProcess,
+  runOperatorCli,
+  startAgent,
+  startOperatorService,
+} from "../../operator/testing/mod.ts";
+
+/** A pinned tag: `:latest` would make the agent try to pull from a registry. */
+const IMAGE = "localhost/drover/busybox:e2e";
+
+function manifest(name: string, selector: unknown, extra = "") {
+  return JSON.stringify({
+    name,
+    selector,
+    score: {
+      type: "PodmanV0",
+      services: [{
+        name: "main",
+        image: IMAGE,
+        command: ["sleep", "3600"],
+        ...(extra ? { env: { EXTRA: extra } } : {}),
+      }],
+    },
+  });
+}
+
+/** Names of running containers on one podman service. */
+async function running(podman: PodmanService): Promise<string[]> {
+  const out = await podman.cli(["ps", "--format", "{{.Names}}", "--filter", "status=running"]);
+  assertEquals(out.code, 0, out.stderr);
+  return out.stdout.split("\n").filter((l) => l !== "").sort();
+}
+
+interface DeploymentJson {
+  name: string;
+  targeted: number;
+  ready: number;
+  failed: number;
+  pending: number;
+  devices: { device_id: string; phase: string; message: string }[];
+}
+
+interface DeviceJson {
+  device_id: string;
+  online: boolean;
+  labels: Record<string, string>;
+  deployments: string[];
+}
+
+Deno.test({
+  name: "operator + real agents: selection, relabel, wait, get, delete, offline",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using nats = await startNats();
+    await using dir = await tempDir("operator-agents-");
+    await using podA = await startPodman();
+    await using podB = await startPodman();
+    await using podC = await startPodman();
+    await Promise.all([podA, podB, podC].map((p) => buildBusyboxImage(p, IMAGE)));
+
+    const agentIn = (id: string, labels: Record<string, string>, podman: PodmanService) =>
+      startAgent({
+        deviceId: id,
+        labels,
+        natsUrl: nats.url,
+        podmanSocket: podman.socket,
+        dir: `${dir.path}/${id}`,
+        heartbeatSeconds: 1,
+      });
+
+    // Agents start before any bucket exists: they must wait, not exit.
+    const agents: Record<string, AgentProcess> = {
+      "pi-a": await agentIn("pi-a", { site: "lab" }, podA),
+      "pi-b": await agentIn("pi-b", { site: "lab" }, podB),
+      "pi-c": await agentIn("pi-c", { site: "home" }, podC),
+    };
+    try {
+      await using operator = await startOperatorService(nats.url, await freePort());
+      const cli = (...args: string[]) => runOperatorCli(nats.url, args);
+      const file = async (name: string, text: string) => {
+        const path = `${dir.path}/${name}`;
+        await Deno.writeTextFile(path, text);
+        return path;
+      };
+      await waitFor(async () => {
+        const out = await cli("get", "devices", "-o", "json");
+        const devices: DeviceJson[] = out.code === 0 ? JSON.parse(out.stdout) : [];
+        return devices.filter((d) => d.online).length === 3;
+      }, { timeoutMs: 60_000, message: "all three agents report status once buckets exist" });
+
+      // Label selection: two of three devices match; --wait returns once both run it.
+      const lab = await cli(
+        "apply",
+        "-f",
+        await file("lab.json", manifest("lab", { labels: { site: "lab" } })),
+        "--wait",
+        "--timeout",
+        "90s",
+      );
+      assertEquals(lab.code, 0, lab.stderr + lab.stdout + operator.logs());
+      assertStringIncludes(lab.stdout, "lab: 2/2 ready");
+      assertEquals(await running(podA), ["lab_main"]);
+      assertEquals(await running(podB), ["lab_main"]);
+      assertEquals(await running(podC), []);
+
+      // Explicit device list.
+      const pinned = await cli(
+        "apply",
+        "-f",
+        await file("pinned.json", manifest("pinned", { devices: ["pi-c"] })),
+        "--wait",
+      );
+      assertEquals(pinned.code, 0, pinned.stderr);
+      assertEquals(await running(podC), ["pinned_main"]);
+
+      // get -o json matches what podman really runs.
+      const deployments: DeploymentJson[] = JSON.parse(
+        (await cli("get", "deployments", "-o", "json")).stdout,
+      );
+      assertEquals(
+        deployments.map((d) => [d.name, d.targeted, d.ready, d.failed, d.pending]),
+        [["lab", 2, 2, 0, 0], ["pinned", 1, 1, 0, 0]],
+      );
+      assertEquals(deployments[0].devices.map((d) => d.device_id), ["pi-a", "pi-b"]);
+      const devices: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
+      for (const [id, podman] of [["pi-a", podA], ["pi-b", podB], ["pi-c", podC]] as const) {
+        const view = devices.find((d) => d.device_id === id)!;
+        assert(view.online, `${id} online`);
+        assertEquals(
+          view.deployments.map((d) => `${d}_main`),
+          await running(podman),
+          `${id}: reported deployments are the running containers`,
+        );
+      }
+      const table = await cli("get", "deployments");
+      assertStringIncludes(table.stdout, "NAME");
+      assertMatchLine(table.stdout, /^lab\s+2\s+2\s+0\s+0/m);
+      const status = await cli("status", "lab");
+      assertEquals(status.code, 0, status.stderr);
+      assertStringIncludes(status.stdout, "Deployment lab: 2/2 ready");
+
+      // A failing rollout: --wait exits 1 with the device's message.
+      const broken = await cli(
+        "apply",
+        "-f",
+        await file(
+          "broken.json",
+          manifest("pinned", { devices: ["pi-c"] }).replace(IMAGE, "localhost/drover/none:1"),
+        ),
+        "--wait",
+        "--timeout",
+        "60s",
+      );
+      assertEquals(broken.code, 1, broken.stdout + broken.stderr);
+      assertStringIncludes(broken.stderr, "pi-c: failed");
+      const failedStatus = await cli("status", "pinned", "-o", "json");
+      assertEquals(failedStatus.code, 1);
+      assertEquals(JSON.parse(failedStatus.stdout).failed, 1);
+
+      // Relabel: pi-c restarts as site=lab and joins the lab deployment.
+      await agents["pi-c"].stop();
+      agents["pi-c"] = await agentIn("pi-c", { site: "lab" }, podC);
+      await waitFor(async () => (await running(podC)).includes("lab_main"), {
+        timeoutMs: 60_000,
+        message: "relabelled pi-c runs lab",
+      });
+
+      // Delete reaches every device.
+      assertEquals((await cli("delete", "lab")).code, 0);
+      await waitFor(
+        async () =>
+          !(await running(podA)).includes("lab_main") &&
+          !(await running(podB)).includes("lab_main") &&
+          !(await running(podC)).includes("lab_main"),
+        { timeoutMs: 60_000, message: "lab containers removed on all devices" },
+      );
+
+      // Offline: a killed agent stops heartbeating and is reported offline after 3 intervals.
+      await agents["pi-b"].stop("SIGKILL");
+      await waitFor(async () => {
+        const list: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
+        const b = list.find((d) => d.device_id === "pi-b");
+        const a = list.find((d) => d.device_id === "pi-a");
+        return b?.online === false && a?.online === true;
+      }, { timeoutMs: 30_000, message: "pi-b reported offline, pi-a still online" });
+      const human = await cli("get", "devices");
+      assertMatchLine(human.stdout, /^pi-b\s+\S+\s+offline/m);
+    } catch (e) {
+      console.error("test failed:", e);
+      for (const a of Object.values(agents)) {
+        console.error(`--- ${a.deviceId}\n${a.logs().slice(-3000)}`);
+      }
+      throw e;
+    } finally {
+      await Promise.all(Object.values(agents).map((a) => a.stop()));
+    }
+  },
+});
+
+function assertMatchLine(text: string, pattern: RegExp) {
+  assert(pattern.test(text), `expected ${pattern} in:\n${text}`);
+}
