@@ -1,0 +1,146 @@
+/**
+ * `auth init`: create the operator, system account and `DROVER` account keys
+ * once, and write the server fragment and the operator service's creds.
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { createAccount, createOperator, createUser, fmtCreds } from "@nats-io/jwt";
+import { AuthAlreadyInitializedError } from "./errors.ts";
+import {
+  encodeDroverAccountJwt,
+  encodeOperatorJwt,
+  encodeOperatorUserJwt,
+  encodeSystemAccountJwt,
+  renderAuthConf,
+  type Revocations,
+  type SigningKeys,
+} from "./claims.ts";
+import {
+  AUTH_FILES,
+  authPath,
+  type AuthState,
+  type DeviceRegistry,
+  ensurePrivateDir,
+  isInitialized,
+  readDeviceRegistry,
+  SECRET_FILE_MODE,
+  writeDeviceRegistry,
+  writeFileAtomic,
+  writeSeed,
+} from "./store.ts";
+
+/** File mode of the server fragment: it holds only public JWTs. */
+export const CONF_FILE_MODE = 0o644;
+
+/** Options of {@linkcode authInit}. */
+export interface AuthInitOptions {
+  /** Replace existing keys (every existing creds file stops working). */
+  force?: boolean;
+}
+
+/** What {@linkcode authInit} wrote. */
+export interface AuthInitResult {
+  /** Absolute path of the fragment to `include` in nats-server's config. */
+  confPath: string;
+  /** Absolute path of the operator service's creds. */
+  operatorCredsPath: string;
+  /** Public key of the `DROVER` account. */
+  accountPublicKey: string;
+}
+
+/** Every public key revoked in the registry, with its revocation time. */
+export function revocationsOf(registry: DeviceRegistry): Revocations {
+  const out: Revocations = {};
+  for (const record of Object.values(registry.devices)) Object.assign(out, record.revoked_keys);
+  return out;
+}
+
+/** Re-signs the account JWT with the registry's revocations and rewrites `nats-auth.conf`. */
+export async function writeAuthConf(
+  dir: string,
+  keys: SigningKeys,
+  state: Pick<AuthState, "operator_jwt" | "system_account_jwt">,
+  registry: DeviceRegistry,
+): Promise<string> {
+  const confPath = authPath(dir, AUTH_FILES.conf);
+  const conf = renderAuthConf({
+    operatorJwt: state.operator_jwt,
+    systemAccountPublicKey: keys.systemAccount.getPublicKey(),
+    accountJwts: {
+      [keys.systemAccount.getPublicKey()]: state.system_account_jwt,
+      [keys.account.getPublicKey()]: await encodeDroverAccountJwt(keys, revocationsOf(registry)),
+    },
+  });
+  await writeFileAtomic(confPath, conf, CONF_FILE_MODE);
+  return confPath;
+}
+
+/**
+ * Creates the keys in `dir` (0700; seeds and creds 0600) and writes
+ * `nats-auth.conf` and `operator.creds`.
+ *
+ * @throws {AuthAlreadyInitializedError} when `dir` already holds keys and `force` is not set.
+ */
+export async function authInit(
+  dir: string,
+  options: AuthInitOptions = {},
+): Promise<AuthInitResult> {
+  const absDir = resolve(dir);
+  if (await isInitialized(absDir)) {
+    if (!options.force) throw new AuthAlreadyInitializedError(absDir);
+    await forgetDevices(absDir);
+  }
+  await ensurePrivateDir(absDir);
+  const keys: SigningKeys = {
+    operator: createOperator(),
+    systemAccount: createAccount(),
+    account: createAccount(),
+    accountSigning: createAccount(),
+  };
+  await writeSeed(absDir, AUTH_FILES.operatorSeed, keys.operator);
+  await writeSeed(absDir, AUTH_FILES.systemAccountSeed, keys.systemAccount);
+  await writeSeed(absDir, AUTH_FILES.accountSeed, keys.account);
+  await writeSeed(absDir, AUTH_FILES.accountSigningSeed, keys.accountSigning);
+  const registry: DeviceRegistry = { version: 1, devices: {} };
+  await writeDeviceRegistry(absDir, registry);
+  const state: AuthState = {
+    version: 1,
+    created_at: new Date().toISOString(),
+    operator_public_key: keys.operator.getPublicKey(),
+    system_account_public_key: keys.systemAccount.getPublicKey(),
+    account_public_key: keys.account.getPublicKey(),
+    account_signing_public_key: keys.accountSigning.getPublicKey(),
+    operator_jwt: await encodeOperatorJwt(keys),
+    system_account_jwt: await encodeSystemAccountJwt(keys),
+  };
+  const confPath = await writeAuthConf(absDir, keys, state, registry);
+
+  const operatorUser = createUser();
+  const operatorCredsPath = authPath(absDir, AUTH_FILES.operatorCreds);
+  await writeFileAtomic(
+    operatorCredsPath,
+    fmtCreds(await encodeOperatorUserJwt(keys, operatorUser), operatorUser),
+    SECRET_FILE_MODE,
+  );
+
+  // Written last: its presence is what marks the directory as initialised.
+  await writeFileAtomic(
+    authPath(absDir, AUTH_FILES.state),
+    JSON.stringify(state, null, 2) + "\n",
+    SECRET_FILE_MODE,
+  );
+  return { confPath, operatorCredsPath, accountPublicKey: state.account_public_key };
+}
+
+/** Removes the creds and configs of devices signed by keys that are about to be replaced. */
+async function forgetDevices(dir: string): Promise<void> {
+  const registry = await readDeviceRegistry(dir).catch(() => undefined);
+  for (const id of Object.keys(registry?.devices ?? {})) {
+    for (const file of [`${id}.creds`, `${id}.toml`]) {
+      await Deno.remove(authPath(dir, file)).catch(() => {});
+    }
+  }
+  await Deno.remove(authPath(dir, AUTH_FILES.state)).catch(() => {});
+}
