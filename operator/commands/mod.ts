@@ -11,6 +11,8 @@ import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";
 import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
+import { authCommand } from "./auth.ts";
+import { deviceCommand } from "./device.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -19,6 +21,8 @@ export const COMMANDS: readonly Command[] = [
   getCommand,
   statusCommand,
   serveCommand,
+  authCommand,
+  deviceCommand,
 ];
 
 /** Finds a command by name. */
