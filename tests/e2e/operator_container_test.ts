@@ -1,0 +1,153 @@
+/**
+ * `operator/Containerfile` for real: built with podman from a local stand-in
+ * for the official Deno base image (no registry is reachable here), run with
+ * host networking against the test nats-server, and used — `serve` in one
+ * container, `apply --wait` and `get` in others — to deploy to a real agent.
+ */
+
+import {
+  buildBusyboxImage,
+  freePort,
+  startNats,
+  startPodman,
+  tempDir,
+  waitFor,
+} from "../support/mod.ts";
+import { assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { buildLocalDenoBase } from "../../operator/testing/container.ts";
+import { startAgent } from "../../operator/testing/mod.ts";
+
+const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+const OPERATOR_IMAGE = "localhost/drover/operator:test";
+const WORKLOAD_IMAGE = "localhost/drover/busybox:ctr";
+
+Deno.test({
+  name: "operator container: build, serve, apply --wait through it reaches a real agent",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using nats = await startNats();
+    // One podman service holds both the operator container and the agent's workloads: the
+    // agent only ever touches containers labelled drover.managed=true.
+    await using podman = await startPodman();
+    await using dir = await tempDir("operator-ctr-");
+    await buildBusyboxImage(podman, WORKLOAD_IMAGE);
+
+    const base = await buildLocalDenoBase(podman, dir.path);
+    const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+    const build = await podman.cli([
+      "build",
+      "--build-arg",
+      `DENO_IMAGE=${base}`,
+      // The host's npm cache, as an overlay: the build reads it, its writes are discarded.
+      "--volume",
+      `${denoDir}:/deno-dir:O`,
+      "--file",
+      `${REPO_ROOT}operator/Containerfile`,
+      "--tag",
+      OPERATOR_IMAGE,
+      REPO_ROOT,
+    ]);
+    assertEquals(build.code, 0, build.stderr);
+
+    const port = await freePort();
+    const serve = await podman.cli([
+      "run",
+      "--detach",
+      "--name",
+      "drover-operator",
+      "--network",
+      "host",
+      "--env",
+      `NATS_URL=${nats.url}`,
+      OPERATOR_IMAGE,
+      "serve",
+      "--listen",
+      `127.0.0.1:${port}`,
+    ]);
+    assertEquals(serve.code, 0, serve.stderr);
+    const logs = async () => (await podman.cli(["logs", "drover-operator"])).stderr;
+    await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      await res.body?.cancel();
+      return res.ok;
+    }, { timeoutMs: 30_000, message: "operator container healthy" });
+
+    await using agent = await startAgent({
+      deviceId: "ctr-pi",
+      labels: { role: "edge" },
+      natsUrl: nats.url,
+      podmanSocket: podman.socket,
+      dir: `${dir.path}/agent`,
+    });
+
+    await Deno.writeTextFile(
+      `${dir.path}/edge.yaml`,
+      `name: edge
+selector:
+  labels:
+    role: edge
+score:
+  type: PodmanV0
+  services:
+    - name: web
+      image: ${WORKLOAD_IMAGE}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+`,
+    );
+    // The CLI from the same image, the manifest mounted read-only.
+    const cliInContainer = (...args: string[]) =>
+      podman.cli([
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--env",
+        `NATS_URL=${nats.url}`,
+        "--volume",
+        `${dir.path}/edge.yaml:/manifests/edge.yaml:ro`,
+        OPERATOR_IMAGE,
+        ...args,
+      ]);
+    const apply = await cliInContainer(
+      "apply",
+      "-f",
+      "/manifests/edge.yaml",
+      "--wait",
+      "--timeout",
+      "90s",
+    );
+    assertEquals(apply.code, 0, apply.stdout + apply.stderr + (await logs()) + agent.logs());
+    assertStringIncludes(apply.stdout, 'deployment "edge" created');
+    assertStringIncludes(apply.stdout, "edge: 1/1 ready");
+
+    const ps = await podman.cli([
+      "ps",
+      "--format",
+      "{{.Names}}",
+      "--filter",
+      "label=drover.managed=true",
+    ]);
+    assertEquals(ps.stdout.trim(), "edge_web");
+
+    const get = await cliInContainer("get", "deployments", "-o", "json");
+    assertEquals(get.code, 0, get.stderr);
+    const [edge] = JSON.parse(get.stdout);
+    assertEquals([edge.name, edge.targeted, edge.ready], ["edge", 1, 1]);
+    const api = await (await fetch(`http://127.0.0.1:${port}/api/deployments/edge`)).json();
+    assertEquals(api.ready, 1);
+
+    // SIGTERM (podman stop) ends serve cleanly with exit code 0.
+    const stop = await podman.cli(["stop", "--time", "10", "drover-operator"]);
+    assertEquals(stop.code, 0, stop.stderr);
+    const inspect = await podman.cli([
+      "inspect",
+      "--format",
+      "{{.State.ExitCode}}",
+      "drover-operator",
+    ]);
+    assertEquals(inspect.stdout.trim(), "0", await logs());
+    await podman.cli(["rm", "--force", "drover-operator"]);
+    await agent.stop();
+  },
+});
