@@ -8,7 +8,14 @@
 import { getLogger } from "@logtape/logtape";
 import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "../cli.ts";
 import { connectionSettings, connectNats } from "../connection.ts";
-import { DEFAULT_HISTORY, DEFAULT_REPLICAS, ensureBuckets } from "../kv.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type Buckets,
+  type BucketSettings,
+  DEFAULT_HISTORY,
+  DEFAULT_REPLICAS,
+  ensureBuckets,
+} from "../kv.ts";
 import { Reconciler } from "../reconciler.ts";
 import { createApi } from "../http.ts";
 import { OPERATOR_VERSION } from "../version.ts";
@@ -47,6 +54,35 @@ function positiveInt(values: OptionValues, name: string, fallback: number): numb
     );
   }
   return Number(text);
+}
+
+/**
+ * Opens (creating if needed) the buckets, retrying while JetStream is not
+ * reachable yet: a service started before its NATS server must wait, not
+ * exit. Returns `undefined` when stopped first.
+ */
+async function openBucketsPatiently(
+  nc: NatsConnection,
+  settings: BucketSettings,
+  signal: AbortSignal,
+): Promise<Buckets | undefined> {
+  let delayMs = 500;
+  while (!signal.aborted) {
+    try {
+      return await ensureBuckets(nc, settings);
+    } catch (e) {
+      log.warn("Cannot open buckets yet, retrying in {delayMs} ms: {error}", {
+        delayMs,
+        error: (e as Error).message,
+      });
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delayMs);
+      signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    });
+    delayMs = Math.min(delayMs * 2, 10_000);
+  }
+  return undefined;
 }
 
 /** The `serve` command. */
@@ -120,7 +156,8 @@ export const serveCommand: Command = {
       return api(request);
     });
     try {
-      const buckets = await ensureBuckets(nc, { history, replicas });
+      const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
+      if (buckets === undefined) return EXIT.ok;
       reconciler = new Reconciler(buckets);
       await reconciler.start();
       log.info(
