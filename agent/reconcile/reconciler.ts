@@ -441,7 +441,7 @@ export class Reconciler {
 
   async #pull(image: string, signal: AbortSignal, log: Logger): Promise<void> {
     const started = Date.now();
-    log.info("Pulling image {image}", { image });
+    log.debug("Pulling image {image}", { image });
     await this.#runtime.pullImage(image, this.#registryAuth(image), signal);
     this.#knownImages.add(image);
     log.info("Pulled image {image} in {ms} ms", { image, ms: Date.now() - started });
@@ -561,6 +561,8 @@ export class Reconciler {
     }
     if (before?.phase === after.phase && before.message === after.message) return;
     if (after.phase === "failed") {
+      // Pass errors were logged with their retry delay; this is for terminal ones.
+      if (this.#errors.has(key)) return;
       log.warn("Deployment {deployment} failed: {message}", { message: after.message ?? "" });
     } else if (after.phase === "running" && before?.phase !== "running") {
       log.info("Deployment {deployment} is running", {});

@@ -1,0 +1,187 @@
+/**
+ * The reconciler driving a real podman service through PodmanRuntime: deploy,
+ * update, drift by hand, delete. The resync interval is long, so drift is
+ * undone through podman's event stream, not by the safety-net timer.
+ */
+
+import { AgentPolicy, DesiredState } from "@drover/contracts";
+import { assert, assertEquals } from "../../tests/support/assert.ts";
+import {
+  buildBusyboxImage,
+  freePort,
+  type PodmanService,
+  startPodman,
+  waitFor,
+} from "../../tests/support/mod.ts";
+import { PodmanRuntime } from "../runtime/podman_runtime.ts";
+import type { DesiredEntry } from "./desired.ts";
+import { Reconciler } from "./reconciler.ts";
+
+const TAG = "localhost/drover/busybox:reconcile-test";
+const TIMEOUT_MS = 30_000;
+
+function entry(revision: number, greeting: string, port: number, image: string): DesiredEntry {
+  const state = DesiredState.parse({
+    deployment: "site",
+    score: {
+      type: "PodmanV0",
+      services: [
+        {
+          name: "web",
+          image,
+          command: [
+            "sh",
+            "-c",
+            'echo "$GREETING" > /tmp/index.html && exec httpd -f -p 80 -h /tmp',
+          ],
+          env: { GREETING: greeting },
+          ports: [`127.0.0.1:${port}:80`],
+        },
+        { name: "side", image, command: ["sleep", "3600"] },
+      ],
+    },
+  });
+  return { kind: "valid", deployment: "site", revision, state };
+}
+
+interface Row {
+  id: string;
+  name: string;
+  state: string;
+  revision: string;
+}
+
+async function containers(podman: PodmanService): Promise<Row[]> {
+  const out = await podman.cli([
+    "ps",
+    "-a",
+    "--filter",
+    "label=drover.managed=true",
+    "--format",
+    "json",
+  ]);
+  assertEquals(out.code, 0, out.stderr);
+  const list = JSON.parse(out.stdout || "[]") as Array<{
+    Id: string;
+    Names: string[];
+    State: string;
+    Labels: Record<string, string> | null;
+  }>;
+  return list.map((c) => ({
+    id: c.Id,
+    name: c.Names[0],
+    state: c.State,
+    revision: c.Labels?.["drover.revision"] ?? "",
+  })).sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+async function startedAt(podman: PodmanService, name: string): Promise<string> {
+  const out = await podman.cli(["inspect", "--format", "{{.State.StartedAt.UnixNano}}", name]);
+  assertEquals(out.code, 0, out.stderr);
+  return out.stdout.trim().padStart(24, "0");
+}
+
+async function page(port: number): Promise<string | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/index.html`);
+    return res.ok ? await res.text() : (await res.body?.cancel(), undefined);
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  const port = await freePort();
+  const reconciler = new Reconciler({
+    deviceId: "pi-1",
+    runtime,
+    policy: AgentPolicy.parse({}),
+    registries: {},
+    resyncIntervalMs: 10 * 60_000,
+  });
+  reconciler.setSnapshot({
+    entries: new Map([["site", entry(1, "first", port, image)]]),
+    authoritative: true,
+  });
+  const ac = new AbortController();
+  const running = reconciler.run(ac.signal);
+  try {
+    // Deploy: serving on the published port with the env applied.
+    await reconciler.firstPass;
+    assertEquals(
+      await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "first page" }),
+      "first\n",
+    );
+    const status = reconciler.deploymentStatuses().site;
+    assertEquals([status.revision, status.phase], [1, "running"]);
+    assertEquals(status.services.web.state, "running");
+    assertEquals(reconciler.deviceStatus(), "ready");
+    const before = await containers(podman);
+    assertEquals(before.map((c) => `${c.name} ${c.state} ${c.revision}`), [
+      "site_side running 1",
+      "site_web running 1",
+    ]);
+
+    // Update web only: exactly one container is replaced.
+    reconciler.setDesired("site", entry(2, "second", port, image));
+    await waitFor(async () => (await page(port)) === "second\n", {
+      timeoutMs: TIMEOUT_MS,
+      message: "updated page",
+    });
+    await waitFor(() => reconciler.deploymentStatuses().site.phase === "running", {
+      timeoutMs: TIMEOUT_MS,
+      message: "revision 2 running",
+    });
+    const after = await containers(podman);
+    assertEquals(after.length, 2);
+    assertEquals(after[0].id, before[0].id, "side untouched");
+    assert(after[1].id !== before[1].id, "web replaced");
+    assertEquals(after[1].revision, "2");
+    assertEquals(reconciler.deploymentStatuses().site.revision, 2);
+
+    // `podman rm -f` by hand is undone.
+    const rm = await podman.cli(["rm", "-f", "-t", "0", "site_web"]);
+    assertEquals(rm.code, 0, rm.stderr);
+    const recreated = await waitFor(async () => {
+      const web = (await containers(podman)).find((c) => c.name === "site_web");
+      return web && web.id !== after[1].id && web.state === "running" ? web : undefined;
+    }, { timeoutMs: TIMEOUT_MS, message: "web recreated after rm -f" });
+    assertEquals(
+      await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "page after rm" }),
+      "second\n",
+    );
+
+    // `podman stop` by hand is undone (the same container is started again).
+    const startedBefore = await startedAt(podman, "site_web");
+    const stop = await podman.cli(["stop", "-t", "0", "site_web"]);
+    // The agent may start the container again before the CLI's own clean-up
+    // ran; podman then reports "refusing to clean up" although the stop happened.
+    assert(
+      stop.code === 0 || stop.stderr.includes("refusing to clean up"),
+      `podman stop: ${stop.stderr}`,
+    );
+    await waitFor(async () => {
+      const web = (await containers(podman)).find((c) => c.name === "site_web");
+      return web?.id === recreated.id && web.state === "running" &&
+        (await startedAt(podman, "site_web")) > startedBefore;
+    }, { timeoutMs: TIMEOUT_MS, message: "web started again after stop" });
+    assertEquals((await containers(podman)).length, 2);
+
+    // Deleting the key removes the deployment.
+    reconciler.setDesired("site", null);
+    await waitFor(async () => (await containers(podman)).length === 0, {
+      timeoutMs: TIMEOUT_MS,
+      message: "containers removed",
+    });
+    await waitFor(() => Object.keys(reconciler.deploymentStatuses()).length === 0, {
+      timeoutMs: TIMEOUT_MS,
+      message: "status gone",
+    });
+  } finally {
+    ac.abort();
+    await running;
+  }
+});
