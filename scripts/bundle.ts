@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type AgentTask, CompileError, elfTarget, readAgentTask } from "./compile.ts";
+import { type AgentTask, agentVersion, CompileError, elfTarget, readAgentTask } from "./compile.ts";
 
 /** Default output directory. */
 export const DIST_DIR = "dist";
@@ -127,9 +127,11 @@ export async function checkBundle(
       [...prefix, "run", ...bundleRunFlags(task), bundle, "--version"],
       { env: { DENO_DIR: denoDir } },
     );
-    if (!result.success || !/drover/i.test(result.stdoutText)) {
+    const expected = await agentVersion();
+    if (!result.success || result.stdoutText.split(/\s+/).at(-1) !== expected) {
       throw new CompileError(
-        `Cannot run the bundle with ${runner.join(" ")}: exit ${result.code}, printed ` +
+        `Cannot run the bundle with ${runner.join(" ")}: expected --version to print ` +
+          `${expected}, got exit ${result.code} and ` +
           `${JSON.stringify(result.stdoutText)}\n${result.stderrText}`,
       );
     }

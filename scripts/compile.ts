@@ -70,7 +70,7 @@ export interface AgentTask {
  */
 export function splitCommandLine(line: string): string[] {
   const words: string[] = [];
-  const pattern = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  const pattern = /"([^"]*)"|'([^']*)'|([^\s"']+)/g;
   let current: string | undefined;
   let lastEnd = -1;
   for (const match of line.matchAll(pattern)) {
@@ -263,9 +263,11 @@ export async function checkExecutable(target: Target, executable: string): Promi
         `agent. DENORT_BIN must point at a denort runtime, not at a deno executable.`,
     );
   }
-  if (!output.success || !/drover/i.test(text)) {
+  const expected = await agentVersion();
+  if (!output.success || text.split(/\s+/).at(-1) !== expected) {
     throw new CompileError(
-      `Cannot verify ${executable}: "--version" exited with ${output.code} and printed ` +
+      `Cannot verify ${executable}: "--version" should print ${expected} but exited with ` +
+        `${output.code} and printed ` +
         `${JSON.stringify(text)} ${new TextDecoder().decode(output.stderr).trim()}`,
     );
   }
@@ -295,6 +297,15 @@ export async function readTask(
   const extra = unstable.map((u) => `--unstable-${u}`)
     .filter((flag) => !parsed.runtimeFlags.includes(flag));
   return { ...parsed, runtimeFlags: [...parsed.runtimeFlags, ...extra] };
+}
+
+/** The agent's version as its deno.json declares it (what `--version` must print). */
+export async function agentVersion(agentConfigPath = "agent/deno.json"): Promise<string> {
+  const version = JSON.parse(await Deno.readTextFile(agentConfigPath))?.version;
+  if (typeof version !== "string") {
+    throw new CompileError(`Cannot read the agent version: ${agentConfigPath} has no "version"`);
+  }
+  return version;
 }
 
 /** Reads the `agent` task; see {@linkcode readTask}. */

@@ -411,18 +411,19 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
 }
 
 function pokeAround(env: Env): string {
-  const podmanEnv = Object.entries(env.podman?.env ?? {}).map(([k, v]) => `export ${k}=${v}`);
+  const podmanEnv = Object.entries(env.podman?.env ?? {}).map(([k, v]) => `${k}=${v}`).join(" ");
   return [
     "",
-    "--keep: everything is still running. In another shell:",
+    "--keep: everything is still running, with hello re-applied. In another shell:",
     `  export NATS_URL=${env.nats?.url}`,
-    ...podmanEnv.map((l) => `  ${l}`),
-    `  deno task operator get devices`,
-    `  deno task operator get deployments`,
-    `  deno task operator apply -f ${env.manifestPath}     # edit it first`,
+    "  deno task operator get devices",
+    "  deno task operator get deployments",
+    "  deno task operator status hello",
+    `  deno task operator apply -f ${env.manifestPath}   # edit GREETING first`,
+    `  curl http://127.0.0.1:${env.hostPort}/`,
     `  curl ${env.apiUrl}/api/devices`,
-    `  curl http://127.0.0.1:${env.hostPort}/             # once a deployment runs`,
-    `  podman ps                                         # with the exports above`,
+    `  alias podman-smoke='env ${podmanEnv} podman'`,
+    "  podman-smoke ps",
     `Logs: ${env.dir}/agent.log, ${env.dir}/operator.log, ${env.nats?.logPath}`,
     `Agent config: ${env.agentConfigPath}`,
     "Press Ctrl-C to stop everything and clean up.",
@@ -477,10 +478,13 @@ async function main(): Promise<number> {
       passed = true;
     } catch (error) {
       if (!(error instanceof Error)) throw error;
-      // Already reported by the step; keep the logs' tails visible for a failed run.
-      if (env.agent) console.log(`\n--- agent log (tail) ---\n${await env.agent.logTail(20)}`);
-      if (env.operator) {
-        console.log(`--- operator log (tail) ---\n${await env.operator.logTail(20)}`);
+      // Already reported by the step. For a real failure (not Ctrl-C) show the logs' tails.
+      if (!interrupt.signal.aborted) {
+        for (const daemon of [env.agent, env.operator]) {
+          if (daemon) {
+            console.log(`\n--- ${daemon.name} log (tail) ---\n${await daemon.logTail(20)}`);
+          }
+        }
       }
     }
     console.log(progress.summary());

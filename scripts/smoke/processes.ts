@@ -166,6 +166,8 @@ export async function runCliChecked(
   signal?: AbortSignal,
 ): Promise<CliResult> {
   const result = await runCli(command, env, signal);
+  // A command killed because the run was interrupted failed for that reason, not its own.
+  signal?.throwIfAborted();
   if (result.code !== 0) {
     throw new SmokeError(
       `${command.join(" ")} exited with ${result.code}:\n${(result.stderr + result.stdout).trim()}`,
