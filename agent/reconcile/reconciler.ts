@@ -115,6 +115,7 @@ export class Reconciler {
   /** Images known to be present; saves a round trip per create. */
   #knownImages = new Set<string>();
   #pullsInFlight = new Map<string, Promise<void>>();
+  #imageChecks = new Map<string, Promise<boolean>>();
   #queue = new WorkQueue();
   #running = false;
   #runtimeAvailable = true;
@@ -402,7 +403,13 @@ export class Reconciler {
     const { image } = action;
     if (action.policy === "if-missing") {
       if (this.#knownImages.has(image)) return;
-      if (await this.#runtime.hasImage(image, signal)) {
+      let check = this.#imageChecks.get(image);
+      if (check === undefined) {
+        check = this.#runtime.hasImage(image, signal)
+          .finally(() => this.#imageChecks.delete(image));
+        this.#imageChecks.set(image, check);
+      }
+      if (await check) {
         this.#knownImages.add(image);
         return;
       }

@@ -369,3 +369,17 @@ Deno.test("an update changing only the revision replaces nothing", async () => {
   assertEquals(h.reconciler.deploymentStatuses().shop.phase, "running");
   assertEquals(h.runtime.snapshot()[0].id, before.id);
 });
+
+Deno.test("round trips: one list per plan round, not per container; one image check per image", async () => {
+  const services = ["a", "b", "c", "d", "e"].map((name) => ({ name, image: IMAGE }));
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  await using h = start({ runtime, entries: [entry("many", 1, services)] });
+  await h.reconciler.firstPass;
+  assertEquals(phase(h, "many"), "running");
+  assertEquals(runtime.calls.createContainer, 5);
+  assertEquals(runtime.calls.startContainer, 5);
+  assertEquals(runtime.calls.hasImage, 1);
+  // The first resync, then the pass: observe, act, observe again. (Events from
+  // the creates may add one confirming pass.)
+  assert(runtime.calls.listManaged <= 4, `${runtime.calls.listManaged} lists`);
+});
