@@ -1,0 +1,154 @@
+/**
+ * Shared pieces of the security tests: an auth directory made by the real
+ * `operator/auth` code, a nats-server that includes its fragment (and can be
+ * told to reload), and connections as the operator or as a device.
+ *
+ * @module
+ */
+
+import {
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+} from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE } from "@drover/contracts";
+import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import { type NatsServer, startNats, type TempDir, tempDir, waitFor } from "../support/mod.ts";
+
+/**
+ * An `include` line that works from any config directory. nats-server joins
+ * include paths to the including file's directory (an absolute path included
+ * from /a/b becomes /a/b/abs/path), so climb to / first; `..` at / stays at /.
+ */
+export function includeAbsolute(path: string): string {
+  return `include ${JSON.stringify("../".repeat(40) + path.replace(/^\/+/, ""))}`;
+}
+
+/** An auth directory with devices, and a nats-server that trusts it. */
+export class SecureNats implements AsyncDisposable {
+  constructor(
+    readonly authDir: TempDir,
+    readonly nats: NatsServer,
+    readonly pidFile: string,
+  ) {}
+
+  /** `DIR/<name>`. */
+  path(name: string): string {
+    return `${this.authDir.path}/${name}`;
+  }
+
+  /** Asks the server to re-read its config (as `nats-server --signal reload` does). */
+  async reload(): Promise<void> {
+    const pid = Number((await Deno.readTextFile(this.pidFile)).trim());
+    const before = await this.#configLoadTime();
+    Deno.kill(pid, "SIGHUP");
+    // /varz's config_load_time changes only when a reload succeeded.
+    await waitFor(async () => (await this.#configLoadTime()) !== before, {
+      timeoutMs: 10_000,
+      message: `nats-server reloaded its config ${this.nats.configPath}`,
+    });
+  }
+
+  async #configLoadTime(): Promise<string> {
+    const res = await fetch(`${this.nats.monitorUrl}/varz`);
+    return (await res.json() as { config_load_time: string }).config_load_time;
+  }
+
+  /** Connects with the operator's creds. */
+  async operator(extra: Partial<NodeConnectionOptions> = {}): Promise<NatsConnection> {
+    return await connect({
+      servers: this.nats.url,
+      authenticator: credsAuthenticator(await Deno.readFile(this.path("operator.creds"))),
+      ...extra,
+    });
+  }
+
+  /** Connects as device `id` with its creds and inbox prefix, as the agent does. */
+  async device(
+    id: string,
+    creds?: Uint8Array,
+    extra: Partial<NodeConnectionOptions> = {},
+  ): Promise<NatsConnection> {
+    return await connect({
+      servers: this.nats.url,
+      inboxPrefix: deviceInboxPrefix(id),
+      authenticator: credsAuthenticator(creds ?? await Deno.readFile(this.path(`${id}.creds`))),
+      ...extra,
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.nats[Symbol.asyncDispose]();
+    await this.authDir[Symbol.asyncDispose]();
+  }
+}
+
+/** Options of {@linkcode startSecureNats}. */
+export interface SecureNatsOptions {
+  /** Devices to provision, with their labels. */
+  devices?: Record<string, Record<string, string>>;
+  /** Extra server config (e.g. a `tls {}` block). */
+  extraConfig?: string;
+}
+
+/** Runs `auth init` and `device add` for each device, then starts nats-server with the fragment. */
+export async function startSecureNats(options: SecureNatsOptions = {}): Promise<SecureNats> {
+  const authDir = await tempDir("drover-auth-");
+  try {
+    const { confPath } = await authInit(authDir.path);
+    for (const [id, labels] of Object.entries(options.devices ?? {})) {
+      await deviceAdd(authDir.path, id, { labels });
+    }
+    const pidFile = `${authDir.path}/nats.pid`;
+    const nats = await startNats({
+      extraConfig: [
+        `pid_file: ${JSON.stringify(pidFile)}`,
+        includeAbsolute(confPath),
+        options.extraConfig ?? "",
+      ].join("\n"),
+    });
+    return new SecureNats(authDir, nats, pidFile);
+  } catch (e) {
+    await authDir[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
+/** Creates the two buckets the agent uses, as the operator does. */
+export async function createBuckets(nc: NatsConnection): Promise<{ desired: KV; status: KV }> {
+  const kvm = new Kvm(nc);
+  return {
+    desired: await kvm.create(BUCKET_DESIRED_STATE, { history: 5 }),
+    status: await kvm.create(BUCKET_AGENT_STATUS, { history: 1 }),
+  };
+}
+
+/** Opens both buckets the way the agent does: bind only (never create), direct get. */
+export async function openAsDevice(nc: NatsConnection): Promise<{ desired: KV; status: KV }> {
+  const kvm = new Kvm(jetstream(nc, { checkAPI: false }));
+  return {
+    desired: await kvm.open(BUCKET_DESIRED_STATE, { allow_direct: true }),
+    status: await kvm.open(BUCKET_AGENT_STATUS, { allow_direct: true }),
+  };
+}
+
+/**
+ * nats.js' node transport removes its socket listeners before destroying a
+ * socket the server closed after "-ERR Authorization Violation"; the TCP reset
+ * that follows is then emitted with no listener and surfaces as an uncaught
+ * `ECONNRESET` (intermittently). These tests provoke auth failures on purpose,
+ * so they tolerate exactly that error and nothing else.
+ */
+export function tolerateAuthFailureResets(): void {
+  if ((globalThis as { __droverResetGuard?: boolean }).__droverResetGuard) return;
+  (globalThis as { __droverResetGuard?: boolean }).__droverResetGuard = true;
+  globalThis.addEventListener("error", (event) => {
+    const error = (event as ErrorEvent).error as { code?: string; stack?: string } | undefined;
+    if (error?.code === "ECONNRESET" && error.stack?.includes("deno_node")) {
+      event.preventDefault();
+    }
+  });
+}
