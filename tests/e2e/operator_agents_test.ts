@@ -8,11 +8,14 @@ import { freePort, startNats, startPodman, tempDir, waitFor } from "../support/m
 import type { PodmanService } from "../support/mod.ts";
 import { buildBusyboxImage } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { BUCKET_DESIRED_STATE } from "@drover/contracts";
 import {
   type AgentProcess,
+  liveRevisions,
   runOperatorCli,
   startAgent,
   startOperatorService,
+  testKv,
 } from "../../operator/testing/mod.ts";
 
 /** A pinned tag: `:latest` would make the agent try to pull from a registry. */
@@ -86,7 +89,8 @@ Deno.test({
       "pi-c": await agentIn("pi-c", { site: "home" }, podC),
     };
     try {
-      await using operator = await startOperatorService(nats.url, await freePort());
+      let operator = await startOperatorService(nats.url, await freePort());
+      await using _operator = { [Symbol.asyncDispose]: async () => void await operator.stop() };
       const cli = (...args: string[]) => runOperatorCli(nats.url, args);
       const file = async (name: string, text: string) => {
         const path = `${dir.path}/${name}`;
@@ -123,6 +127,20 @@ Deno.test({
       );
       assertEquals(pinned.code, 0, pinned.stderr);
       assertEquals(await running(podC), ["pinned_main"]);
+
+      // Operator restart: no desired-state key is rewritten, no container replaced.
+      await using t = await testKv(nats.url);
+      const desired = await t.open(BUCKET_DESIRED_STATE);
+      const revisionsBefore = await liveRevisions(desired);
+      const idsBefore = await containerIds([podA, podB, podC]);
+      assertEquals(await operator.stop(), 0, operator.logs());
+      operator = await startOperatorService(nats.url, await freePort());
+      const afterRestart: DeploymentJson[] = JSON.parse(
+        (await cli("get", "deployments", "-o", "json")).stdout,
+      );
+      assertEquals(afterRestart.map((d) => [d.name, d.ready]), [["lab", 2], ["pinned", 1]]);
+      assertEquals(await liveRevisions(desired), revisionsBefore);
+      assertEquals(await containerIds([podA, podB, podC]), idsBefore);
 
       // get -o json matches what podman really runs.
       const deployments: DeploymentJson[] = JSON.parse(
@@ -207,6 +225,16 @@ Deno.test({
     }
   },
 });
+
+/** Container name → id on each podman service (replacements change the id). */
+async function containerIds(services: PodmanService[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const podman of services) {
+    const ps = await podman.cli(["ps", "-a", "--format", "{{.Names}}={{.ID}}"]);
+    out.push(...ps.stdout.split("\n").filter((l) => l !== "").sort());
+  }
+  return out;
+}
 
 function assertMatchLine(text: string, pattern: RegExp) {
   assert(pattern.test(text), `expected ${pattern} in:\n${text}`);
