@@ -154,7 +154,9 @@ export function isRuntimeDownloadFailure(stderr: string): boolean {
 
 /** The most specific line of a `deno compile` download failure, for the explanation (pure). */
 export function downloadFailureDetail(stderr: string): string {
-  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => /^\d+: /.test(l));
+  // The "Caused by:" chain numbers its lines; so does the stack backtrace after it.
+  const causes = stderr.split("Stack backtrace:")[0];
+  const lines = causes.split("\n").map((l) => l.trim()).filter((l) => /^\d+: /.test(l));
   return lines.at(-1)?.replace(/^\d+: /, "") ?? "download failed";
 }
 
