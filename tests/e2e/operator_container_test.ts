@@ -58,6 +58,12 @@ Deno.test({
       "drover-operator",
       "--network",
       "host",
+      // As the Quadlet unit runs it: read-only root, no capabilities.
+      "--read-only",
+      "--cap-drop",
+      "ALL",
+      "--security-opt",
+      "no-new-privileges",
       "--env",
       `NATS_URL=${nats.url}`,
       OPERATOR_IMAGE,
