@@ -1,0 +1,111 @@
+import { DeploymentManifest } from "@drover/contracts";
+import { assert, assertEquals, assertStringIncludes } from "../tests/support/assert.ts";
+import { FleetState } from "./fleet_state.ts";
+import type { MirrorEntry } from "./kv.ts";
+import { applyChange } from "./commands/apply.ts";
+import { rolloutOutcome } from "./rollout.ts";
+import type { DeploymentView } from "./aggregate.ts";
+
+const encoder = new TextEncoder();
+let revision = 0;
+function entry(
+  key: string,
+  value: unknown,
+  operation: MirrorEntry["operation"] = "PUT",
+): MirrorEntry {
+  return {
+    key,
+    revision: ++revision,
+    operation,
+    value: encoder.encode(typeof value === "string" ? value : JSON.stringify(value)),
+    created: new Date(),
+  };
+}
+
+const status = (id: string, labels: Record<string, string>) => ({
+  device_id: id,
+  status: "ready",
+  timestamp: new Date().toISOString(),
+  agent_version: "t",
+  labels,
+  deployments: {},
+});
+
+Deno.test("FleetState: only new devices and label changes matter for targeting", () => {
+  const s = new FleetState();
+  assert(s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" }))), "new device");
+  assert(!s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" }))), "heartbeat");
+  assert(s.applyStatus(entry("pi-1", status("pi-1", { site: "home" }))), "relabel");
+  assert(s.applyStatus(entry("pi-1", "", "DEL")), "device gone");
+  assertEquals(s.statuses.size, 0);
+});
+
+Deno.test("FleetState: an invalid status keeps the last labels and does not re-target", () => {
+  const s = new FleetState();
+  s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" })));
+  assert(!s.applyStatus(entry("pi-1", "{not json")));
+  assertEquals(s.statuses.get("pi-1")?.labels, { site: "lab" });
+  assertStringIncludes(s.statuses.get("pi-1")?.error ?? "", "invalid JSON");
+  s.applyStatus(entry("pi-2", status("pi-3", {})));
+  assertStringIncludes(s.statuses.get("pi-2")?.error ?? "", "does not match key");
+});
+
+Deno.test("FleetState: invalid or misnamed manifests are frozen, not dropped", () => {
+  const s = new FleetState();
+  s.applyDeployment(entry("web", { name: "web" }));
+  s.applyDeployment(entry("db", {
+    name: "other",
+    selector: { devices: ["a"] },
+    score: { type: "PodmanV0", services: [{ name: "x", image: "busybox" }] },
+  }));
+  assertEquals([...s.frozenDeployments()].sort(), ["db", "web"]);
+  assertEquals(s.validManifests(), []);
+  assertStringIncludes(s.manifests.get("db")!.error!, 'name "other" does not match key "db"');
+});
+
+Deno.test("FleetState: echoes of its own writes are ignored, newer foreign writes are news", () => {
+  const s = new FleetState();
+  const first = entry("pi-1.web", { b: 1, a: 2 });
+  assert(s.applyDesired(first));
+  assertEquals(s.desired.get("pi-1.web")?.canonical, '{"a":2,"b":1}');
+  s.recordPut("pi-1.web", '{"a":3}', first.revision + 5);
+  // The watch delivers an older value after our write: ignored.
+  assert(!s.applyDesired({ ...entry("pi-1.web", { a: 9 }), revision: first.revision + 1 }));
+  assertEquals(s.desired.get("pi-1.web")?.canonical, '{"a":3}');
+  // The echo of our own write: ignored.
+  assert(!s.applyDesired({ ...entry("pi-1.web", { a: 3 }), revision: first.revision + 5 }));
+  // Someone else deletes it later: news.
+  assert(s.applyDesired({ ...entry("pi-1.web", "", "DEL"), revision: first.revision + 6 }));
+  assertEquals(s.desired.has("pi-1.web"), false);
+});
+
+Deno.test("applyChange: created, configured, unchanged by canonical content", () => {
+  const m = DeploymentManifest.parse({
+    name: "web",
+    selector: { labels: {} },
+    score: { type: "PodmanV0", services: [{ name: "x", image: "busybox" }] },
+  });
+  assertEquals(applyChange(null, m), "created");
+  const reordered = { score: m.score, selector: m.selector, name: m.name };
+  assertEquals(applyChange(encoder.encode(JSON.stringify(reordered)), m), "unchanged");
+  const changed = { ...m, selector: { devices: ["a"] } };
+  assertEquals(applyChange(encoder.encode(JSON.stringify(changed)), m), "configured");
+  assertEquals(applyChange(encoder.encode("garbage"), m), "configured");
+});
+
+Deno.test("rolloutOutcome: done, waiting while anything is pending, failed otherwise", () => {
+  const view = (ready: number, failed: number, pending: number): DeploymentView => ({
+    name: "web",
+    targeted: ready + failed + pending,
+    ready,
+    failed,
+    pending,
+    offline: 0,
+    devices: [],
+  });
+  assertEquals(rolloutOutcome(undefined).kind, "waiting");
+  assertEquals(rolloutOutcome(view(2, 0, 0)).kind, "done");
+  assertEquals(rolloutOutcome(view(0, 0, 0)).kind, "done");
+  assertEquals(rolloutOutcome(view(1, 1, 1)).kind, "waiting");
+  assertEquals(rolloutOutcome(view(1, 1, 0)).kind, "failed");
+});
