@@ -336,3 +336,85 @@ Deno.test({
     assertStringIncludes(nobody.stderr, "PermissionDenied");
   },
 });
+
+/** The unit's command lines with systemd's `%t`/`%n` specifiers filled in, as argv arrays. */
+function unitCommands(unit: string, key: string, specifiers: Record<string, string>): string[][] {
+  return directive(unit, key).map((line) =>
+    line.replace(/%([tn])/g, (_, s: string) => specifiers[s]).trim().split(/\s+/)
+  );
+}
+
+Deno.test({
+  name: "drover-operator.service's ExecStart/ExecStop really run the operator image under podman",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { startNats, startPodman, freePort, waitFor } = await import("../support/mod.ts");
+    const { buildLocalDenoBase } = await import("../../operator/testing/container.ts");
+    await using nats = await startNats();
+    await using podman = await startPodman();
+    await using dir = await tempDir("drover-operator-unit-");
+
+    // The image the unit names, built from operator/Containerfile on a local Deno base (no
+    // registry is reachable here), exactly as tests/e2e/operator_container_test.ts does.
+    const unit = await Deno.readTextFile(`${systemdDir}drover-operator.service`);
+    const [execStart] = unitCommands(unit, "ExecStart", { t: dir.path, n: "x.service" });
+    const image = execStart.find((word) => word.startsWith("localhost/drover-operator"))!;
+    const base = await buildLocalDenoBase(podman, dir.path);
+    const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+    const build = await podman.cli([
+      "build",
+      "--build-arg",
+      `DENO_IMAGE=${base}`,
+      "--volume",
+      `${denoDir}:/deno-dir:O`,
+      "--file",
+      `${repoDir}operator/Containerfile`,
+      "--tag",
+      image,
+      repoDir,
+    ]);
+    assertEquals(build.code, 0, build.stderr);
+
+    // /etc/drover/operator -> a temp dir with operator.env; the fixed loopback port -> a free one.
+    const settings = `${dir.path}/etc-drover-operator`;
+    await Deno.mkdir(settings);
+    await Deno.writeTextFile(`${settings}/operator.env`, `NATS_URL=${nats.url}\n`);
+    const port = await freePort();
+    const specifiers = { t: dir.path, n: "drover-operator.service" };
+    const render = (argv: string[]) =>
+      argv.map((word) =>
+        word.replaceAll("/etc/drover/operator", settings)
+          .replace("127.0.0.1:8080", `127.0.0.1:${port}`)
+      );
+    const [start] = unitCommands(unit, "ExecStart", specifiers).map(render);
+    const [stop] = unitCommands(unit, "ExecStop", specifiers).map(render);
+    const [stopPost] = unitCommands(unit, "ExecStopPost", specifiers).map(render);
+    assertEquals(start[0], "/usr/bin/podman");
+
+    const started = await podman.cli(start.slice(1));
+    assertEquals(started.code, 0, started.stderr);
+    await waitFor(async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
+      await response?.body?.cancel();
+      return response?.ok;
+    }, { timeoutMs: 60_000, message: "operator in its container answers /healthz" });
+    const inspect = await podman.cli([
+      "inspect",
+      "drover-operator",
+      "--format",
+      "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.Config.User}}",
+    ]);
+    // Read-only root, every default capability dropped, the image's unprivileged user.
+    assertMatch(inspect.stdout.trim(), /^true \[(CAP_[A-Z_]+ )*CAP_SETUID( CAP_[A-Z_]+)*\] deno$/);
+    assertStringIncludes(inspect.stdout, "CAP_NET_RAW");
+    assertStringIncludes(inspect.stdout, "CAP_DAC_OVERRIDE");
+
+    const stopped = await podman.cli(stop.slice(1));
+    assertEquals(stopped.code, 0, stopped.stderr);
+    const removed = await podman.cli(stopPost.slice(1));
+    assertEquals(removed.code, 0, removed.stderr);
+    const left = await podman.cli(["ps", "--all", "--filter", "name=drover-operator", "-q"]);
+    assertEquals(left.stdout.trim(), "", "ExecStopPost left the container behind");
+  },
+});
