@@ -33,6 +33,7 @@ export { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts
 export { deploymentStatus, type StatusInput, summariseDevice } from "./status.ts";
 export { WorkQueue } from "./queue.ts";
 export {
+  DEFAULT_CALL_TIMEOUT_MS,
   DEFAULT_MAX_CONCURRENT,
   DEFAULT_MAX_STEPS_PER_PASS,
   DEFAULT_RESYNC_INTERVAL_MS,

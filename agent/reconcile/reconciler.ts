@@ -47,6 +47,8 @@ import { deploymentStatus, summariseDevice } from "./status.ts";
 export const DEFAULT_RESYNC_INTERVAL_MS = 60_000;
 /** Default number of deployments reconciled at the same time. */
 export const DEFAULT_MAX_CONCURRENT = 8;
+/** Default longest wait for one runtime call (pulls excepted), in milliseconds. */
+export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
 /** Plan/execute rounds in one pass before the pass counts as failed. */
 export const DEFAULT_MAX_STEPS_PER_PASS = 5;
 
@@ -70,6 +72,11 @@ export interface ReconcilerOptions {
   maxConcurrent?: number;
   /** Random source for backoff jitter, in [0, 1). */
   random?: () => number;
+  /**
+   * Longest wait for one runtime call other than a pull, in ms (default
+   * {@linkcode DEFAULT_CALL_TIMEOUT_MS}); a hung podman then counts as unavailable.
+   */
+  callTimeoutMs?: number;
 }
 
 /**
@@ -98,6 +105,7 @@ export class Reconciler {
   readonly #backoff: BackoffOptions;
   readonly #maxConcurrent: number;
   readonly #random: () => number;
+  readonly #callTimeoutMs: number;
   readonly #log: Logger;
 
   #desired = new Map<string, DesiredEntry>();
@@ -118,6 +126,7 @@ export class Reconciler {
   #imageChecks = new Map<string, Promise<boolean>>();
   #queue = new WorkQueue();
   #running = false;
+  #runSignal: AbortSignal = new AbortController().signal;
   #runtimeAvailable = true;
   #firstPassDone = false;
   #firstPassPending: Set<string> | undefined;
@@ -132,6 +141,7 @@ export class Reconciler {
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#maxConcurrent = Math.max(1, options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT);
     this.#random = options.random ?? Math.random;
+    this.#callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     this.#log = getLogger(["drover", "reconcile"]).with({ device: options.deviceId });
     this.firstPass = new Promise((resolve) => (this.#resolveFirstPass = resolve));
   }
@@ -153,7 +163,7 @@ export class Reconciler {
       this.#queue.add(key);
     }
     // An authoritative view may make containers of unknown deployments removable.
-    if (snapshot.authoritative && this.#running) void this.#resync();
+    if (snapshot.authoritative && this.#running) void this.#resync(this.#runSignal);
   }
 
   /** Sets (or, with `null`, deletes) one deployment's desired state. */
@@ -202,16 +212,17 @@ export class Reconciler {
   async run(signal: AbortSignal): Promise<void> {
     if (this.#running) throw new Error("Cannot run the reconciler twice: it is already running");
     this.#running = true;
+    this.#runSignal = signal;
     const stopped = new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
       signal.addEventListener("abort", () => resolve(), { once: true });
     });
     try {
       // Know every key of the first pass before any worker starts on one.
-      await this.#resync({ first: true });
+      await this.#resync(signal, { first: true });
       const workers = Array.from({ length: this.#maxConcurrent }, () => this.#work(signal));
       const watcher = this.#watch(signal);
-      const resync = setInterval(() => void this.#resync(), this.#resyncIntervalMs);
+      const resync = setInterval(() => void this.#resync(signal), this.#resyncIntervalMs);
       await stopped;
       clearInterval(resync);
       this.#queue.shutDown();
@@ -276,7 +287,7 @@ export class Reconciler {
       const entry = this.#desired.get(key);
       const blocked = this.#violations().has(key);
       const hashes = await serviceHashes(entry ? [entry] : []);
-      const all = await this.#runtime.listManaged(signal);
+      const all = await this.#call("list containers", signal, (s) => this.#runtime.listManaged(s));
       this.#setRuntimeAvailable(true);
       this.#discover(all);
       const observed = all.filter((c) => c.deployment === key);
@@ -343,14 +354,22 @@ export class Reconciler {
       case "create":
         return await this.#create(action, signal, conflicts, log);
       case "start":
-        await this.#runtime.startContainer(action.containerId, signal);
+        await this.#call(
+          `start container ${action.name}`,
+          signal,
+          (s) => this.#runtime.startContainer(action.containerId, s),
+        );
         log.info("Started container {container} ({reason})", {
           container: action.name,
           reason: action.reason,
         });
         return;
       case "remove":
-        await this.#runtime.removeContainer(action.containerId, signal);
+        await this.#call(
+          `remove container ${action.name}`,
+          signal,
+          (s) => this.#runtime.removeContainer(action.containerId, s),
+        );
         log.info("Removed container {container} ({reason})", {
           container: action.name,
           reason: action.reason,
@@ -368,7 +387,11 @@ export class Reconciler {
     const { spec } = action;
     let id: string;
     try {
-      id = await this.#runtime.createContainer(spec, signal);
+      id = await this.#call(
+        `create container ${spec.name}`,
+        signal,
+        (s) => this.#runtime.createContainer(spec, s),
+      );
     } catch (err) {
       if (err instanceof ImageMissingError) {
         // Removed behind our back since we last looked: the next round pulls it.
@@ -390,7 +413,11 @@ export class Reconciler {
       }
       throw err;
     }
-    await this.#runtime.startContainer(id, signal);
+    await this.#call(
+      `start container ${spec.name}`,
+      signal,
+      (s) => this.#runtime.startContainer(id, s),
+    );
     log.info("Created and started container {container} ({reason})", {
       container: spec.name,
       reason: action.reason,
@@ -405,7 +432,11 @@ export class Reconciler {
       if (this.#knownImages.has(image)) return;
       let check = this.#imageChecks.get(image);
       if (check === undefined) {
-        check = this.#runtime.hasImage(image, signal)
+        check = this.#call(
+          `look up image ${image}`,
+          signal,
+          (s) => this.#runtime.hasImage(image, s),
+        )
           .finally(() => this.#imageChecks.delete(image));
         this.#imageChecks.set(image, check);
       }
@@ -431,7 +462,7 @@ export class Reconciler {
       // `:latest` is pulled even when present; offline devices still run what they have.
       if (
         action.policy === "always" && err instanceof ImagePullError &&
-        await this.#runtime.hasImage(image, signal)
+        await this.#call(`look up image ${image}`, signal, (s) => this.#runtime.hasImage(image, s))
       ) {
         log.warn("Using the local copy of {image}: pulling it failed: {error}", {
           image,
@@ -452,6 +483,30 @@ export class Reconciler {
     await this.#runtime.pullImage(image, this.#registryAuth(image), signal);
     this.#knownImages.add(image);
     log.info("Pulled image {image} in {ms} ms", { image, ms: Date.now() - started });
+  }
+
+  /**
+   * One runtime call bounded by {@linkcode ReconcilerOptions.callTimeoutMs}:
+   * a podman that accepts connections but never answers must not hold a
+   * deployment (or the first pass) forever.
+   */
+  async #call<T>(
+    what: string,
+    signal: AbortSignal,
+    call: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const timeout = AbortSignal.timeout(this.#callTimeoutMs);
+    try {
+      return await call(AbortSignal.any([signal, timeout]));
+    } catch (err) {
+      if (timeout.aborted && !signal.aborted) {
+        throw new RuntimeUnavailableError(
+          `Cannot ${what}: the runtime did not answer within ${this.#callTimeoutMs} ms`,
+          { cause: err },
+        );
+      }
+      throw err;
+    }
   }
 
   #registryAuth(image: string): RegistryAuth | undefined {
@@ -480,7 +535,7 @@ export class Reconciler {
           if (event.kind === "container") this.#queue.add(event.deployment);
           else {
             this.#log.debug("Runtime asked for a resync: {reason}", { reason: event.reason });
-            void this.#resync();
+            void this.#resync(signal);
           }
         }
       } catch (err) {
@@ -490,15 +545,19 @@ export class Reconciler {
       if (signal.aborted) return;
       // The stream ended without a resync event: events may be lost, look again.
       await sleep(backoffDelay(attempt++, this.#backoff, this.#random), signal);
-      void this.#resync();
+      void this.#resync(signal);
     }
   }
 
   /** Marks every deployment dirty: desired ones, reported ones and any found running. */
-  async #resync(options: { first?: boolean } = {}): Promise<void> {
+  async #resync(signal: AbortSignal, options: { first?: boolean } = {}): Promise<void> {
     const keys = new Set([...this.#desired.keys(), ...this.#statuses.keys()]);
     try {
-      const observed = await this.#runtime.listManaged();
+      const observed = await this.#call(
+        "list containers",
+        signal,
+        (s) => this.#runtime.listManaged(s),
+      );
       this.#setRuntimeAvailable(true);
       for (const c of observed) keys.add(c.deployment);
     } catch (err) {

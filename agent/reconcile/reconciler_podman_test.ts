@@ -4,6 +4,7 @@
  * undone through podman's event stream, not by the safety-net timer.
  */
 
+import { configure, getTextFormatter, reset } from "@logtape/logtape";
 import { AgentPolicy, DesiredState } from "@drover/contracts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import {
@@ -90,7 +91,23 @@ async function page(port: number): Promise<string | undefined> {
   }
 }
 
+/** Collects the reconciler's log lines, to print when the test fails. */
+async function captureLogs(): Promise<string[]> {
+  const lines: string[] = [];
+  const format = getTextFormatter();
+  await configure({
+    reset: true,
+    sinks: { memory: (record) => void lines.push(format(record).trimEnd()) },
+    loggers: [
+      { category: ["drover"], lowestLevel: "debug", sinks: ["memory"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+    ],
+  });
+  return lines;
+}
+
 Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", async () => {
+  const logs = await captureLogs();
   await using podman = await startPodman();
   const image = await buildBusyboxImage(podman, TAG);
   using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
@@ -180,8 +197,12 @@ Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", as
       timeoutMs: TIMEOUT_MS,
       message: "status gone",
     });
+  } catch (err) {
+    console.error(`reconciler log:\n${logs.join("\n")}`);
+    throw err;
   } finally {
     ac.abort();
     await running;
+    await reset();
   }
 });

@@ -42,6 +42,7 @@ function start(
     policy?: Record<string, unknown>;
     registries?: Record<string, RegistryConfig>;
     resyncIntervalMs?: number;
+    callTimeoutMs?: number;
   } = {},
 ): Harness {
   const runtime = options.runtime ?? new InMemoryRuntime({ images: [IMAGE] });
@@ -52,6 +53,7 @@ function start(
     policy: AgentPolicy.parse(options.policy ?? {}),
     registries: options.registries ?? {},
     resyncIntervalMs: options.resyncIntervalMs,
+    callTimeoutMs: options.callTimeoutMs,
     backoff: { baseMs: 10, capMs: 80, jitter: 0 },
     onChange: () => changes++,
   });
@@ -382,4 +384,15 @@ Deno.test("round trips: one list per plan round, not per container; one image ch
   // The first resync, then the pass: observe, act, observe again. (Events from
   // the creates may add one confirming pass.)
   assert(runtime.calls.listManaged <= 4, `${runtime.calls.listManaged} lists`);
+});
+
+Deno.test("a runtime that never answers counts as unavailable, not as a stuck deployment", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  runtime.setLatency("listManaged", 60_000);
+  await using h = start({ runtime, entries: [entry("shop", 1)], callTimeoutMs: 50 });
+  await h.reconciler.firstPass;
+  assertEquals(h.reconciler.deviceStatus(), "degraded");
+  runtime.setLatency("listManaged", 0);
+  await until("running once it answers", () => phase(h, "shop") === "running");
+  assertEquals(h.reconciler.deviceStatus(), "ready");
 });
