@@ -185,6 +185,15 @@ export class BucketMirror implements AsyncDisposable {
     }
   }
 
+  /**
+   * Re-creates the watch from the last revision seen. Called after a
+   * reconnect: a server-side consumer lost while disconnected would
+   * otherwise only be noticed after a minute of missed heartbeats.
+   */
+  rewatch(): void {
+    this.#iterator?.stop();
+  }
+
   /** Stops following the bucket. */
   async stop(): Promise<void> {
     this.#stopped = true;

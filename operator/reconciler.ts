@@ -96,6 +96,12 @@ export class Reconciler implements AsyncDisposable {
     this.#ready = true;
   }
 
+  /** Re-creates every watch from its last revision (after a NATS reconnect), then a pass. */
+  rewatch(): void {
+    for (const mirror of this.#mirrors) mirror.rewatch();
+    this.markDirty();
+  }
+
   /** Asks for a pass soon. */
   markDirty(): void {
     this.#dirty = true;

@@ -127,14 +127,16 @@ export const serveCommand: Command = {
       servers: settings.servers.join(","),
     });
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
+    let reconciler: Reconciler | undefined;
     (async () => {
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect") {
-          log.warn("NATS {event}", { event: s.type });
+        if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
+        if (s.type === "reconnect") {
+          log.info("NATS reconnected; resuming watches");
+          reconciler?.rewatch();
         }
       }
     })().catch(() => {});
-    let reconciler: Reconciler | undefined;
     const api = createApi({
       view: () => reconciler!.state.view(Date.now()),
       unhealthy: () => {
