@@ -202,3 +202,31 @@ Deno.test("PodmanRuntime events: drift by hand, and a resync after podman restar
     await watching;
   }
 });
+
+Deno.test("PodmanRuntime reports restarts made by podman's restart policy", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  const ac = new AbortController();
+  const watching = (async () => {
+    for await (const _ of runtime.watchEvents(ac.signal)) { /* keeps the restart cache fresh */ }
+  })();
+  try {
+    const crashing = { ...spec("rt_crash", image), command: ["sh", "-c", "sleep 0.3; exit 3"] };
+    const id = await runtime.createContainer(crashing);
+    await runtime.startContainer(id);
+    const restarts = await waitFor(async () => {
+      const [c] = await runtime.listManaged();
+      return (c?.restarts ?? 0) >= 2 ? c.restarts : undefined;
+    }, { timeoutMs: 30_000, message: "restart count from podman" });
+    assert(restarts !== undefined && restarts >= 2);
+    // A fresh runtime (agent restart) learns the count by inspecting once.
+    using fresh = new PodmanRuntime({ socketPath: podman.socket });
+    const [c] = await fresh.listManaged();
+    assert((c.restarts ?? 0) >= 2, `fresh runtime sees ${c.restarts} restarts`);
+    await runtime.removeContainer(id);
+  } finally {
+    ac.abort();
+    await watching;
+  }
+});
