@@ -43,6 +43,7 @@ function start(
     registries?: Record<string, RegistryConfig>;
     resyncIntervalMs?: number;
     callTimeoutMs?: number;
+    backoff?: { baseMs: number; capMs: number; jitter: number };
   } = {},
 ): Harness {
   const runtime = options.runtime ?? new InMemoryRuntime({ images: [IMAGE] });
@@ -54,7 +55,7 @@ function start(
     registries: options.registries ?? {},
     resyncIntervalMs: options.resyncIntervalMs,
     callTimeoutMs: options.callTimeoutMs,
-    backoff: { baseMs: 10, capMs: 80, jitter: 0 },
+    backoff: options.backoff ?? { baseMs: 10, capMs: 80, jitter: 0 },
     onChange: () => changes++,
   });
   if (options.entries) {
@@ -395,4 +396,24 @@ Deno.test("a runtime that never answers counts as unavailable, not as a stuck de
   runtime.setLatency("listManaged", 0);
   await until("running once it answers", () => phase(h, "shop") === "running");
   assertEquals(h.reconciler.deviceStatus(), "ready");
+});
+
+Deno.test("a failing deployment waits out its backoff, but a new value is tried at once", async () => {
+  const runtime = new InMemoryRuntime();
+  const image = "127.0.0.1:5000/app:1";
+  runtime.setPull(image, { error: "manifest unknown" });
+  await using h = start({
+    runtime,
+    entries: [entry("app", 1, [{ name: "app", image }])],
+    backoff: { baseMs: 60_000, capMs: 60_000, jitter: 0 },
+  });
+  await until("failed", () => phase(h, "app") === "failed");
+  // Events and resyncs aside, nothing retries before the minute is up.
+  await new Promise((r) => setTimeout(r, 200));
+  assertEquals(runtime.pulls.length, 1);
+  // The operator fixes the tag: no need to wait for the backoff.
+  runtime.addImage(IMAGE);
+  h.reconciler.setDesired("app", entry("app", 2, [{ name: "app", image: IMAGE }]));
+  await until("running with the new value", () => phase(h, "app") === "running");
+  assertEquals(h.reconciler.deploymentStatuses().app.revision, 2);
 });
