@@ -638,6 +638,8 @@ export class Reconciler {
   #setRuntimeAvailable(available: boolean, err?: unknown): void {
     if (available === this.#runtimeAvailable) return;
     this.#runtimeAvailable = available;
+    // Backoff earned while the runtime was away says nothing about the deployments.
+    if (available) this.#failures.clear();
     if (available) this.#log.info("Container runtime is reachable again");
     else {
       this.#log.warn("Container runtime is unreachable, retrying: {error}", {
