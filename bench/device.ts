@@ -1,0 +1,417 @@
+/**
+ * Benchmarks on one real device: the real agent (`deno run agent/main.ts`
+ * as a subprocess), a real nats-server and a real, isolated podman service.
+ *
+ * - Reconcile latency against podman's floor: the floor is the raw REST
+ *   calls an equivalent change needs (create+start; remove+create+start;
+ *   remove) made directly with the podman client; Drover's figure runs from
+ *   `kv.put`/`kv.delete` until podman's event stream reports the container
+ *   started/removed. Both ends use podman's own event time (`timeNano`), so
+ *   the event logger's polling lag counts for neither. Floor and Drover runs
+ *   alternate, so drift of the machine hits both alike.
+ * - Footprint: a fresh agent process with 10 running deployments — time from
+ *   process start to its first status in KV, then idle CPU and RSS.
+ *
+ * @module
+ */
+
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type KV, Kvm } from "@nats-io/kv";
+import {
+  type AgentStatus,
+  BUCKET_AGENT_STATUS,
+  BUCKET_DEPLOYMENTS,
+  BUCKET_DESIRED_STATE,
+  type DesiredState,
+  desiredStateKey,
+  LABELS,
+  type PodmanService,
+  statusKey,
+} from "@drover/contracts";
+import { buildBusyboxImage, startNats, startPodman } from "../tests/support/mod.ts";
+import { PodmanClient } from "../agent/runtime/podman/mod.ts";
+import { toLibpodSpec } from "../agent/runtime/podman_runtime.ts";
+import { toContainerSpec } from "../agent/reconcile/plan.ts";
+import { EventWatch, type ObservedEvent } from "./podman_events.ts";
+import { LoggedProcess } from "./process.ts";
+import { cpuPercent, sampleProcess } from "./machine.ts";
+import { epochMs, rounded, summarise, type Summary } from "./stats.ts";
+
+/** The test image under a fixed, non-`latest` tag: present locally, so never pulled (IfNotPresent). */
+export const BENCH_IMAGE = "localhost/drover/busybox:bench";
+const DEVICE = "bench-device";
+/** Exits at once on SIGTERM (a plain `sleep` as PID 1 ignores it and would wait out the stop timeout). */
+const COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"];
+
+/** Options of {@linkcode runDeviceBench}. */
+export interface DeviceBenchOptions {
+  /** Measured iterations of each operation (floor and Drover alike). */
+  iterations: number;
+  /** Seconds of idle sampling for the footprint. */
+  idleSeconds: number;
+  /** Deployments running during the footprint sampling. */
+  footprintDeployments: number;
+  /** Where agent logs and configs go. */
+  workDir: string;
+  progress: (line: string) => void;
+  /**
+   * Command that runs the aarch64 agent under qemu (without `--config`), to
+   * measure its footprint too; omitted to skip.
+   */
+  aarch64?: string[];
+}
+
+/** One operation's latency, floor against Drover. */
+export interface LatencyRow {
+  operation: "deploy" | "update" | "delete";
+  /** What the floor consists of. */
+  floorCalls: string;
+  /** Floor by podman's event time. */
+  floor: Summary;
+  /** Floor as the client saw the REST calls return (for reference). */
+  floorRest: Summary;
+  drover: Summary;
+  /** Drover p50 / floor p50, and the same for p95. */
+  ratioP50: number;
+  ratioP95: number;
+}
+
+/** Footprint of one real agent. */
+export interface FootprintResult {
+  deployments: number;
+  /** Process start → first status in KV, ms. */
+  startToFirstStatusMs: number;
+  /** Process start → a status showing every deployment running, ms. */
+  startToReadyMs: number;
+  idleSeconds: number;
+  idleCpuPercent: number;
+  rssMiB: { start: number; end: number; max: number };
+}
+
+/** Everything {@linkcode runDeviceBench} measured. */
+export interface DeviceBenchResult {
+  iterations: number;
+  warmup: number;
+  latency: LatencyRow[];
+  footprint: FootprintResult;
+  /** The same for the aarch64 bundle under qemu (emulated: for information only). */
+  aarch64?: FootprintResult;
+  aarch64Error?: string;
+  agentLog: string;
+}
+
+const WARMUP = 2;
+
+/** Runs the latency and footprint benchmarks on one real device stack. */
+export async function runDeviceBench(options: DeviceBenchOptions): Promise<DeviceBenchResult> {
+  const { progress } = options;
+  progress("device: starting nats-server and an isolated podman service");
+  await using nats = await startNats();
+  await using podman = await startPodman();
+  await buildBusyboxImage(podman, BENCH_IMAGE);
+  const nc = await connect({ servers: nats.url });
+  try {
+    const kvm = new Kvm(nc);
+    const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
+    const status = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
+    await kvm.create(BUCKET_DEPLOYMENTS, { history: 5 });
+    const configPath = await writeAgentConfig(options.workDir, nats.url, podman.socket);
+    const agentLog = `${options.workDir}/agent-latency.log`;
+
+    await using agent = await LoggedProcess.spawn(
+      Deno.execPath(),
+      ["run", "-A", "agent/main.ts", "--config", configPath],
+      agentLog,
+    );
+    await waitForStatus(status, (s) => s.status === "ready", 60_000);
+    await using events = await EventWatch.open(podman.socket);
+    using client = new PodmanClient({ socketPath: podman.socket });
+
+    const samples = {
+      floor: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
+      floorRest: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
+      drover: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
+    };
+    const total = WARMUP + options.iterations;
+    progress(`device: ${options.iterations} measured iterations (+${WARMUP} warm-up), alternating`);
+    for (let i = 0; i < total; i++) {
+      const keep = i >= WARMUP;
+      const floor = await floorIteration(client, events, i);
+      const drover = await droverIteration(desired, status, events, i);
+      if (!keep) continue;
+      for (const op of ["deploy", "update", "delete"] as const) {
+        samples.floor[op].push(floor.event[op]);
+        samples.floorRest[op].push(floor.rest[op]);
+        samples.drover[op].push(drover[op]);
+      }
+    }
+    await agent.stop();
+
+    const floorCalls = {
+      deploy: "create + start",
+      update: "remove (force) + create + start",
+      delete: "remove (force)",
+    };
+    const latency: LatencyRow[] = (["deploy", "update", "delete"] as const).map((op) => {
+      const floor = summarise(samples.floor[op]);
+      const drover = summarise(samples.drover[op]);
+      return {
+        operation: op,
+        floorCalls: floorCalls[op],
+        floor: rounded(floor),
+        floorRest: rounded(summarise(samples.floorRest[op])),
+        drover: rounded(drover),
+        ratioP50: Math.round((drover.p50 / floor.p50) * 100) / 100,
+        ratioP95: Math.round((drover.p95 / floor.p95) * 100) / 100,
+      };
+    });
+
+    progress(
+      `device: footprint, ${options.footprintDeployments} deployments, ${options.idleSeconds} s idle`,
+    );
+    const n = options.footprintDeployments;
+    await putIdleDeployments(desired, n);
+    const footprint = await measureFootprint(
+      status,
+      [Deno.execPath(), "run", "-A", "agent/main.ts", "--config", configPath],
+      `${options.workDir}/agent-footprint.log`,
+      n,
+      options.idleSeconds,
+      120_000,
+    );
+    let aarch64: FootprintResult | undefined;
+    let aarch64Error: string | undefined;
+    if (options.aarch64) {
+      progress("device: the aarch64 bundle under qemu-aarch64-static (emulated)");
+      try {
+        aarch64 = await measureFootprint(
+          status,
+          [...options.aarch64, "--config", configPath],
+          `${options.workDir}/agent-aarch64.log`,
+          n,
+          options.idleSeconds,
+          300_000,
+        );
+      } catch (e) {
+        aarch64Error = (e as Error).message;
+      }
+    }
+    return {
+      iterations: options.iterations,
+      warmup: WARMUP,
+      latency,
+      footprint,
+      ...(aarch64 ? { aarch64 } : {}),
+      ...(aarch64Error ? { aarch64Error } : {}),
+      agentLog,
+    };
+  } finally {
+    await nc.close();
+  }
+}
+
+async function writeAgentConfig(dir: string, natsUrl: string, socket: string): Promise<string> {
+  const path = `${dir}/agent.toml`;
+  await Deno.writeTextFile(
+    path,
+    [
+      "[agent]",
+      `device_id = "${DEVICE}"`,
+      `state_dir = ${JSON.stringify(`${dir}/agent-state`)}`,
+      "heartbeat_seconds = 10",
+      'log_level = "info"',
+      'labels = { bench = "latency" }',
+      "[nats]",
+      `servers = [${JSON.stringify(natsUrl)}]`,
+      "[podman]",
+      `socket = ${JSON.stringify(socket)}`,
+      "",
+    ].join("\n"),
+  );
+  return path;
+}
+
+function service(revision: number): PodmanService {
+  return {
+    name: "app",
+    image: BENCH_IMAGE,
+    command: COMMAND,
+    env: { BENCH_REVISION: String(revision) },
+    restart: "always",
+  };
+}
+
+function desiredValue(deployment: string, revision: number): string {
+  const value: DesiredState = {
+    deployment,
+    score: { type: "PodmanV0", services: [service(revision)] },
+  };
+  return JSON.stringify(value);
+}
+
+interface FloorSample {
+  event: Record<"deploy" | "update" | "delete", number>;
+  rest: Record<"deploy" | "update" | "delete", number>;
+}
+
+/**
+ * The same calls the agent's plan needs, straight to podman: the spec is
+ * built by the agent's own functions, with the managed label changed so the
+ * running agent leaves these containers alone.
+ */
+async function floorIteration(
+  client: PodmanClient,
+  events: EventWatch,
+  i: number,
+): Promise<FloorSample> {
+  const spec = (revision: number) => {
+    const s = toLibpodSpec(toContainerSpec(`floor-${i}`, revision, service(revision), "floor"));
+    s.labels = { ...s.labels, [LABELS.managed]: "bench-floor" };
+    return s;
+  };
+  const first = spec(1);
+  const started = events.next((e) => e.action === "start" && e.name === first.name);
+  let t0 = epochMs();
+  const { id } = await client.createContainer(first);
+  await client.startContainer(id);
+  const deployRest = epochMs() - t0;
+  const deploy = (await started).atMs - t0;
+
+  const second = spec(2);
+  const restarted = events.next((e) =>
+    e.action === "start" && e.name === second.name && e.id !== id
+  );
+  t0 = epochMs();
+  await client.removeContainer(id, { force: true, timeoutSeconds: 10, volumes: true });
+  const { id: id2 } = await client.createContainer(second);
+  await client.startContainer(id2);
+  const updateRest = epochMs() - t0;
+  const update = (await restarted).atMs - t0;
+
+  const removed = events.next((e) => e.action === "remove" && e.id === id2);
+  t0 = epochMs();
+  await client.removeContainer(id2, { force: true, timeoutSeconds: 10, volumes: true });
+  const deleteRest = epochMs() - t0;
+  const del = (await removed).atMs - t0;
+  return {
+    event: { deploy, update, delete: del },
+    rest: { deploy: deployRest, update: updateRest, delete: deleteRest },
+  };
+}
+
+async function droverIteration(
+  desired: KV,
+  status: KV,
+  events: EventWatch,
+  i: number,
+): Promise<Record<"deploy" | "update" | "delete", number>> {
+  const deployment = `lat-${i}`;
+  const name = `${deployment}_app`;
+  const key = desiredStateKey(DEVICE, deployment);
+
+  const started = events.next((e) => e.action === "start" && e.name === name);
+  let t0 = epochMs();
+  const rev1 = await desired.put(key, desiredValue(deployment, 1));
+  const first: ObservedEvent = await started;
+  const deploy = first.atMs - t0;
+  await waitForStatus(status, (s) =>
+    s.deployments[deployment]?.revision === rev1 &&
+    s.deployments[deployment]?.phase === "running");
+
+  const restarted = events.next((e) =>
+    e.action === "start" && e.name === name && e.id !== first.id
+  );
+  t0 = epochMs();
+  const rev2 = await desired.put(key, desiredValue(deployment, 2));
+  const second = await restarted;
+  const update = second.atMs - t0;
+  await waitForStatus(status, (s) =>
+    s.deployments[deployment]?.revision === rev2 &&
+    s.deployments[deployment]?.phase === "running");
+
+  const removed = events.next((e) => e.action === "remove" && e.id === second.id);
+  t0 = epochMs();
+  await desired.delete(key);
+  const del = (await removed).atMs - t0;
+  await waitForStatus(status, (s) => s.deployments[deployment] === undefined);
+  return { deploy, update, delete: del };
+}
+
+/** Polls the device's status until `ok` holds; returns when (epoch ms) it was first seen. */
+async function waitForStatus(
+  status: KV,
+  ok: (s: AgentStatus) => boolean,
+  timeoutMs = 30_000,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const entry = await status.get(statusKey(DEVICE));
+    if (entry?.operation === "PUT" && entry.value.length > 0) {
+      const s = entry.json<AgentStatus>();
+      if (ok(s)) return epochMs();
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for the agent's status`);
+}
+
+/** Puts the idle deployments the footprint runs with. */
+async function putIdleDeployments(desired: KV, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await desired.put(desiredStateKey(DEVICE, `idle-${i}`), desiredValue(`idle-${i}`, 1));
+  }
+}
+
+/**
+ * Starts a fresh agent process with `command` (its containers already run
+ * or get created), times its first status and its first all-running
+ * status, then samples CPU and RSS while it idles.
+ */
+async function measureFootprint(
+  status: KV,
+  command: string[],
+  logPath: string,
+  n: number,
+  idleSeconds: number,
+  timeoutMs: number,
+): Promise<FootprintResult> {
+  // Forget the previous process's status, so "first status" is this one's.
+  await status.purge(statusKey(DEVICE));
+  const t0 = epochMs();
+  await using agent = await LoggedProcess.spawn(command[0], command.slice(1), logPath);
+  const first = await waitForStatus(status, () => true, timeoutMs);
+  const ready = await waitForStatus(
+    status,
+    (s) =>
+      s.status === "ready" &&
+      Array.from({ length: n }, (_, i) => s.deployments[`idle-${i}`]?.phase)
+        .every((p) => p === "running"),
+    timeoutMs,
+  );
+  // Let start-up work (first pass, cache write, JIT) settle before sampling idle.
+  await new Promise((r) => setTimeout(r, 3_000));
+  const start = await sampleProcess(agent.pid);
+  let max = start?.rssMiB ?? NaN;
+  let last = start;
+  const until = performance.now() + idleSeconds * 1000;
+  while (performance.now() < until) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    const s = await sampleProcess(agent.pid);
+    if (s === undefined) break;
+    max = Math.max(max, s.rssMiB);
+    last = s;
+  }
+  await agent.stop();
+  return {
+    deployments: n,
+    startToFirstStatusMs: Math.round(first - t0),
+    startToReadyMs: Math.round(ready - t0),
+    idleSeconds,
+    idleCpuPercent: start && last ? Math.round(cpuPercent(start, last) * 100) / 100 : NaN,
+    rssMiB: {
+      start: Math.round((start?.rssMiB ?? NaN) * 10) / 10,
+      end: Math.round((last?.rssMiB ?? NaN) * 10) / 10,
+      max: Math.round(max * 10) / 10,
+    },
+  };
+}
