@@ -15,7 +15,7 @@
  * @module
  */
 
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
 import {
   type AgentStatus,

@@ -68,15 +68,15 @@ export class FleetAgent {
     const { deviceId } = options;
     const log = getLogger(["drover", "bench"]).with({ device: deviceId });
     const runtime = new InMemoryRuntime({ images: [FLEET_IMAGE] });
-    let publisher: StatusPublisher | undefined;
     this.#reconciler = new Reconciler({
       deviceId,
       runtime,
       policy: AgentPolicy.parse({}),
       registries: {},
-      onChange: () => publisher?.changed(),
+      // The publisher is created next; the reconciler only calls this once running.
+      onChange: () => this.#publisher?.changed(),
     });
-    publisher = this.#publisher = new StatusPublisher({
+    this.#publisher = new StatusPublisher({
       deviceId,
       labels: options.labels,
       heartbeatSeconds: options.heartbeatSeconds,
