@@ -129,8 +129,29 @@ function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Arra
   for (let offset = 0; offset < bytes.length;) offset += stream.writeSync(bytes.subarray(offset));
 }
 
+/**
+ * Errors thrown outside any awaited call (a TLS alert arriving on the NATS
+ * socket after the handshake, say) become one clear line and exit code 1
+ * instead of a stack trace.
+ */
+function exitOnStrayErrors(io: CliIo): void {
+  const fail = (error: unknown) => {
+    io.stderr(`error: NATS connection failed: ${(error as Error)?.message ?? String(error)}\n`);
+    Deno.exit(EXIT.failed);
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    fail(event.error);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    fail(event.reason);
+  });
+}
+
 if (import.meta.main) {
   const io = processIo();
+  exitOnStrayErrors(io);
   await setupLogging(io.env, Deno.args[0] === "serve" ? "info" : "warning");
   const code = await main(Deno.args, io);
   await closeLogging();
