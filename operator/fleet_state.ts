@@ -13,6 +13,7 @@ import {
   canonicalJson,
   decodeJson,
   DeploymentManifest,
+  isValidName,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
 import type { DesiredEntry, DeviceRecord, FleetView } from "./aggregate.ts";
@@ -54,6 +55,8 @@ export class FleetState {
 
   /** Applies an `agent-status` entry; true when the device appeared, left or was relabelled. */
   applyStatus(entry: MirrorEntry): boolean {
+    // A key that is not a device id can never be targeted (nor be a key part): skip it.
+    if (!isValidName(entry.key)) return false;
     const before = this.statuses.get(entry.key);
     if (entry.operation !== "PUT") return this.statuses.delete(entry.key);
     const decoded = decodeJson(AgentStatus, entry.value);

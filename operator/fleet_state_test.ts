@@ -50,6 +50,12 @@ Deno.test("FleetState: an invalid status keeps the last labels and does not re-t
   assertStringIncludes(s.statuses.get("pi-2")?.error ?? "", "does not match key");
 });
 
+Deno.test("FleetState: a status under a key that is no device id is ignored", () => {
+  const s = new FleetState();
+  assert(!s.applyStatus(entry("Not_A_Device", status("not-a-device", {}))));
+  assertEquals(s.statuses.size, 0);
+});
+
 Deno.test("FleetState: invalid or misnamed manifests are frozen, not dropped", () => {
   const s = new FleetState();
   s.applyDeployment(entry("web", { name: "web" }));
