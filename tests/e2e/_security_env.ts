@@ -152,3 +152,70 @@ export function tolerateAuthFailureResets(): void {
     }
   });
 }
+
+const AGENT_MAIN = new URL("../../agent/main.ts", import.meta.url).pathname;
+
+/**
+ * The real agent as a subprocess whose stderr is read live into memory (a
+ * file written through `pipeTo` only shows its content once the process ends,
+ * and these tests must watch the log while the agent runs).
+ */
+export class LiveAgent implements AsyncDisposable {
+  readonly #child: Deno.ChildProcess;
+  readonly #reader: Promise<void>;
+  #log = "";
+  #exited: Deno.CommandStatus | undefined;
+  /** Resolves when the process has ended. */
+  readonly exited: Promise<Deno.CommandStatus>;
+
+  constructor(configPath: string, env: Record<string, string> = {}) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", AGENT_MAIN, "--config", configPath],
+      env: { DROVER_LOG_LEVEL: "debug", NO_COLOR: "1", ...env },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    this.#reader = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        this.#log += chunk;
+      }
+    })().catch(() => {});
+    this.exited = this.#child.status.then((s) => this.#exited = s);
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Everything logged so far. */
+  get log(): string {
+    return this.#log;
+  }
+
+  /** True while the process runs. */
+  get running(): boolean {
+    return this.#exited === undefined;
+  }
+
+  /** The last `lines` lines of the log. */
+  tail(lines = 40): string {
+    return this.#log.split("\n").slice(-lines).join("\n");
+  }
+
+  /** SIGTERM; returns the exit code. */
+  async stop(): Promise<number> {
+    if (this.running) this.#child.kill("SIGTERM");
+    const status = await this.exited;
+    await this.#reader;
+    return status.code;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.running) this.#child.kill("SIGKILL");
+    await this.exited;
+    await this.#reader;
+  }
+}
