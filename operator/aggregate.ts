@@ -57,9 +57,6 @@ export interface DeviceView {
   message?: string;
 }
 
-/** Phase of one deployment on one device, as the operator judges it. */
-export type DevicePhase = DeploymentPhase | "ready";
-
 /** One device's part in one deployment. */
 export interface DeploymentDeviceView {
   device_id: string;

@@ -15,8 +15,7 @@ import { summaryCounts } from "./render.ts";
 export type RolloutOutcome =
   | { kind: "done" }
   | { kind: "waiting" }
-  | { kind: "failed"; devices: DeploymentView["devices"] }
-  | { kind: "superseded"; revision: number };
+  | { kind: "failed"; devices: DeploymentView["devices"] };
 
 /**
  * Judges a rollout from the deployment's view. Done when every targeted
