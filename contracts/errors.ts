@@ -18,20 +18,24 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return out === "" ? "(root)" : out;
 }
 
+/** The message of one issue, with the detail zod keeps in nested issues brought out. */
+export function formatIssueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === "unrecognized_keys") {
+    return `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+  }
+  if (issue.code === "invalid_key" || issue.code === "invalid_element") {
+    // zod says "Invalid key in record"; the nested issue says what is wrong with it.
+    const what = issue.code === "invalid_key" ? "invalid key" : "invalid value";
+    return `${what}: ${issue.issues.map((i) => i.message).join("; ")}`;
+  }
+  return issue.message;
+}
+
 /** One line per issue: `"<path>: <message>"`, at most `max` lines. */
 export function formatZodIssues(error: z.ZodError, max = 10): string {
-  const lines = error.issues.slice(0, max).map((issue) => {
-    let message = issue.message;
-    if (issue.code === "unrecognized_keys") {
-      message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
-    } else if (issue.code === "invalid_key" || issue.code === "invalid_element") {
-      // zod reports "Invalid key in record"; the nested issue says what is wrong with it.
-      message = `${issue.code === "invalid_key" ? "invalid key" : "invalid value"}: ${
-        issue.issues.map((i) => i.message).join("; ")
-      }`;
-    }
-    return `${formatPath(issue.path)}: ${message}`;
-  });
+  const lines = error.issues.slice(0, max).map((issue) =>
+    `${formatPath(issue.path)}: ${formatIssueMessage(issue)}`
+  );
   if (error.issues.length > max) lines.push(`… and ${error.issues.length - max} more problem(s)`);
   return lines.join("\n");
 }

@@ -8,8 +8,12 @@
 
 import { isNode, LineCounter, parseDocument } from "yaml";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { DeploymentManifest, formatPath, MAX_VALUE_BYTES } from "@drover/contracts";
-import type { z } from "zod";
+import {
+  DeploymentManifest,
+  formatIssueMessage,
+  formatPath,
+  MAX_VALUE_BYTES,
+} from "@drover/contracts";
 import { InvalidInputError } from "./cli.ts";
 
 /** A manifest file format. */
@@ -103,27 +107,16 @@ export function parseManifest(text: string, file: string): DeploymentManifest {
   if (result.success) return result.data;
   const issues = result.error.issues;
   const details = issues.slice(0, 10).map((issue) => {
-    const message = issueMessage(issue);
+    const message = formatIssueMessage(issue);
     const line = locate(issue.path);
     return `${formatPath(issue.path)}: ${message}${line !== undefined ? ` (line ${line})` : ""}`;
   });
   if (issues.length > 10) details.push(`… and ${issues.length - 10} more problem(s)`);
   const first = issues[0];
   throw new InvalidInputError(
-    `Invalid manifest ${file}: ${formatPath(first.path)}: ${issueMessage(first)}`,
+    `Invalid manifest ${file}: ${formatPath(first.path)}: ${formatIssueMessage(first)}`,
     details,
   );
-}
-
-/** A person-readable message for one zod issue (zod's own hides why a record key is bad). */
-function issueMessage(issue: z.core.$ZodIssue): string {
-  if (issue.code === "unrecognized_keys") {
-    return `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
-  }
-  if (issue.code === "invalid_key" && issue.issues.length > 0) {
-    return `invalid key: ${issue.issues[0].message}`;
-  }
-  return issue.message;
 }
 
 /** Reads and parses a manifest file (`-` reads standard input). */
