@@ -15,7 +15,7 @@ import { startNats } from "../tests/support/mod.ts";
 import { freePort } from "../tests/support/ports.ts";
 import { FLEET_IMAGE, type FleetRecord } from "./fleet_agents.ts";
 import { LoggedProcess, run } from "./process.ts";
-import { cpuPercent, jszConsumers, sampleProcess, varz } from "./machine.ts";
+import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
 
 /** How often the operator's API is polled for the totals. */
@@ -46,6 +46,24 @@ export interface FleetPhase {
   totalSeconds: number | null;
   /** How long the `operator apply`/`delete` process itself took, seconds. */
   cliSeconds: number;
+  /** CPU use from the command's start until the operator reported done, % of one core. */
+  cpuPercent: PhaseCpu;
+}
+
+/** CPU per party during a phase, % of one core (the machine has nproc × 100 %). */
+export interface PhaseCpu {
+  natsServer: number;
+  operator: number;
+  /** All agent processes together, and the busiest one. */
+  agents: number;
+  agentsBusiest: number;
+}
+
+/** The processes whose CPU a phase reports. */
+interface Parties {
+  nats: number | undefined;
+  operator: number;
+  agents: number[];
 }
 
 /** Steady-state load with every device running the deployment. */
@@ -102,7 +120,8 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   await using nats = await startNats();
   const apiPort = await freePort();
   const api = `http://127.0.0.1:${apiPort}`;
-  const opEnv = { NATS_URL: nats.url, DROVER_LOG_LEVEL: "warning" };
+  // Info level: the operator logs each fan-out pass with its duration.
+  const opEnv = { NATS_URL: nats.url, DROVER_LOG_LEVEL: "info" };
   await using operator = await LoggedProcess.spawn(
     Deno.execPath(),
     ["run", "-A", "operator/main.ts", "serve", "--listen", `127.0.0.1:${apiPort}`],
@@ -184,8 +203,14 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     const manifest = `${dir}/manifest.json`;
     const before = await sampleOperator();
     await writeManifest(manifest, 1);
+    const parties: Parties = {
+      nats: await findPid(nats.configPath),
+      operator: operator.pid,
+      agents: agents.map((a) => a.pid),
+    };
     result.deploy = await phase(
       options,
+      parties,
       "deploy",
       async () => {
         return await cli(["apply", "-f", manifest], opEnv);
@@ -202,7 +227,13 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     if (before && after) result.operatorRolloutCpuPercent = round(cpuPercent(before, after));
 
     // Steady state: everything running, only heartbeats.
-    result.steady = await steady(options, nats.monitorUrl, operator.pid, agents);
+    result.steady = await steady(
+      options,
+      nats.monitorUrl,
+      operator.pid,
+      parties.nats,
+      agents,
+    );
     await sampleOperator();
 
     // Update: every device replaces its container.
@@ -212,6 +243,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     await writeManifest(manifest, 2);
     result.update = await phase(
       options,
+      parties,
       "update",
       async () => {
         return await cli(["apply", "-f", manifest], opEnv);
@@ -230,6 +262,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     // Delete.
     result.delete = await phase(
       options,
+      parties,
       "delete",
       async () => {
         return await cli(["delete", DEPLOYMENT], opEnv);
@@ -279,6 +312,7 @@ async function cli(args: string[], env: Record<string, string>): Promise<void> {
  */
 async function phase(
   options: FleetOptions,
+  parties: Parties,
   name: string,
   command: () => Promise<void>,
   done: () => Promise<boolean>,
@@ -286,6 +320,7 @@ async function phase(
   matches: (r: FleetRecord) => boolean,
 ): Promise<FleetPhase> {
   const t0 = epochMs();
+  const cpu0 = await sampleParties(parties);
   await command();
   const cliSeconds = round((epochMs() - t0) / 1000);
   let totalSeconds: number | null = null;
@@ -295,6 +330,7 @@ async function phase(
   } catch (e) {
     options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message}`);
   }
+  const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
   // Records are flushed every 50 ms.
   await new Promise((r) => setTimeout(r, 300));
   const first = new Map<string, number>();
@@ -315,12 +351,52 @@ async function phase(
   };
   options.progress(
     `fleet N=${options.n}: ${name}: ${first.size}/${options.n} devices, p50 ${seconds.p50} s, ` +
-      `p99 ${seconds.p99} s, operator total ${totalSeconds ?? "timeout"} s (cli ${cliSeconds} s)`,
+      `p99 ${seconds.p99} s, operator total ${
+        totalSeconds ?? "timeout"
+      } s (cli ${cliSeconds} s); ` +
+      `CPU % nats ${cpuPercent.natsServer}, operator ${cpuPercent.operator}, agents ` +
+      `${cpuPercent.agents} (busiest process ${cpuPercent.agentsBusiest})`,
   );
   if (totalSeconds === null) {
     throw new Error(`${name} did not converge within ${options.phaseTimeoutMs / 1000} s`);
   }
-  return { perDevice: seconds, converged: first.size, totalSeconds, cliSeconds };
+  return { perDevice: seconds, converged: first.size, totalSeconds, cliSeconds, cpuPercent };
+}
+
+type PartySamples = {
+  nats: ProcSample | undefined;
+  operator: ProcSample | undefined;
+  agents: (ProcSample | undefined)[];
+};
+
+async function sampleParties(p: Parties): Promise<PartySamples> {
+  return {
+    nats: p.nats === undefined ? undefined : await sampleProcess(p.nats),
+    operator: await sampleProcess(p.operator),
+    agents: await Promise.all(p.agents.map((pid) => sampleProcess(pid))),
+  };
+}
+
+function phaseCpu(a: PartySamples, b: PartySamples): PhaseCpu {
+  const pct = (x: ProcSample | undefined, y: ProcSample | undefined) =>
+    x && y ? cpuPercent(x, y) : NaN;
+  const agents = b.agents.map((s, i) => pct(a.agents[i], s));
+  return {
+    natsServer: round(pct(a.nats, b.nats)),
+    operator: round(pct(a.operator, b.operator)),
+    agents: round(agents.reduce((x, y) => x + y, 0)),
+    agentsBusiest: round(Math.max(...agents)),
+  };
+}
+
+/** The pid of the process whose command line mentions `needle` (e.g. a config path). */
+export async function findPid(needle: string): Promise<number | undefined> {
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(entry.name)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    if (cmdline.includes(needle) && cmdline.startsWith("nats-server")) return Number(entry.name);
+  }
+  return undefined;
 }
 
 async function readRecords(files: string[]): Promise<FleetRecord[]> {
@@ -346,6 +422,7 @@ async function steady(
   options: FleetOptions,
   monitorUrl: string,
   operatorPid: number,
+  natsPid: number | undefined,
   agents: LoggedProcess[],
 ): Promise<SteadyState> {
   options.progress(`fleet N=${options.n}: steady state for ${options.steadySeconds} s`);
@@ -354,11 +431,13 @@ async function steady(
   const v0 = await varz(monitorUrl);
   const t0 = performance.now();
   const op0 = await sampleProcess(operatorPid);
+  const nats0 = natsPid === undefined ? undefined : await sampleProcess(natsPid);
   const ag0 = await Promise.all(agents.map((a) => sampleProcess(a.pid)));
   await new Promise((r) => setTimeout(r, options.steadySeconds * 1000));
   const v1 = await varz(monitorUrl);
   const dt = (performance.now() - t0) / 1000;
   const op1 = await sampleProcess(operatorPid);
+  const nats1 = natsPid === undefined ? undefined : await sampleProcess(natsPid);
   const ag1 = await Promise.all(agents.map((a) => sampleProcess(a.pid)));
   let agentsCpu = 0;
   let agentsRss = 0;
@@ -371,7 +450,7 @@ async function steady(
     seconds: round(dt),
     natsInMsgsPerSecond: round((v1.in_msgs - v0.in_msgs) / dt),
     natsOutMsgsPerSecond: round((v1.out_msgs - v0.out_msgs) / dt),
-    natsCpuPercent: round(v1.cpu),
+    natsCpuPercent: nats0 && nats1 ? round(cpuPercent(nats0, nats1)) : NaN,
     natsRssMiB: round(v1.mem / 1024 / 1024),
     natsConnections: v1.connections,
     natsConsumers: await jszConsumers(monitorUrl).catch(() => NaN),
