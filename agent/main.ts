@@ -18,6 +18,12 @@ import { Coalescer } from "./coalesce.ts";
 import { StatusPublisher } from "./status.ts";
 import { readNotifyEnv, SystemdNotifier } from "./systemd.ts";
 import { NatsSession } from "./nats/session.ts";
+import {
+  formatMissing,
+  missingPermissions,
+  notifyPermissions,
+  requiredPermissions,
+} from "./permissions.ts";
 import type { DesiredSink } from "./nats/desired_watch.ts";
 import type { DesiredEntry } from "./reconcile/desired.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
@@ -276,10 +282,26 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     throw e;
   }
+  const missing = missingPermissions(requiredPermissions(config));
+  if (missing.length > 0) {
+    console.error(
+      `drover-agent: ${command.configPath} needs Deno permissions this process lacks; ` +
+        `run it with:\n${formatMissing(missing)}`,
+    );
+    return EXIT.config;
+  }
   await setupLogging({
     level: config.agent.log_level,
     format: parseLogFormat(env(LOG_FORMAT_ENV)),
   });
+  const notifyMissing = missingPermissions(
+    notifyPermissions(config.agent.state_dir, env("NOTIFY_SOCKET")),
+  );
+  if (notifyMissing.length > 0) {
+    logger("agent").warn("systemd notification will fail without:\n{flags}", {
+      flags: formatMissing(notifyMissing),
+    });
+  }
 
   const shutdown = new AbortController();
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];

@@ -45,10 +45,19 @@ export class AgentProcess {
   /** Resolves with the exit status once the process ends. */
   readonly exited: Promise<Deno.CommandStatus>;
 
-  constructor(configPath: string, logPath: string, env: Record<string, string> = {}) {
+  /**
+   * @param permissions Deno permission flags; default `-A` (the tests are about behaviour,
+   *   `agent_permissions_test.ts` covers the narrow set of the `agent` task).
+   */
+  constructor(
+    configPath: string,
+    logPath: string,
+    env: Record<string, string> = {},
+    permissions: string[] = ["-A"],
+  ) {
     this.#logPath = logPath;
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN_TS, "--config", configPath],
+      args: ["run", ...permissions, MAIN_TS, "--config", configPath],
       env: { DROVER_LOG_LEVEL: "debug", NO_COLOR: "1", ...env },
       stdin: "null",
       stdout: "null",
@@ -169,11 +178,12 @@ export class AgentEnv implements AsyncDisposable {
   }
 
   /** Starts an agent process on this environment's config. */
-  startAgent(env: Record<string, string> = {}): AgentProcess {
+  startAgent(env: Record<string, string> = {}, permissions?: string[]): AgentProcess {
     const agent = new AgentProcess(
       this.configPath,
       `${this.dir.path}/agent-${++this.#agentCount}.log`,
       env,
+      permissions,
     );
     this.#agents.push(agent);
     return agent;
