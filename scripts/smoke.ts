@@ -92,13 +92,29 @@ async function operator(env: Env, args: string[]): Promise<string> {
   return (await runCliChecked(operatorCommand(env, args), operatorEnv(env), env.signal)).stdout;
 }
 
+/**
+ * The agent task's permissions are scoped to the paths of a device install (/etc/drover,
+ * /var/lib/drover, /run/podman/podman.sock). The smoke run keeps its config, state and podman
+ * socket in temp dirs, so it grants those too — the same flags the agent's preflight asks for
+ * when a config points elsewhere; NATS on 127.0.0.1 is already allowed.
+ */
+function agentFlagsForSmoke(env: Env): string[] {
+  const socket = env.podman!.socket;
+  return [
+    ...env.agentFlags,
+    `--allow-read=${env.dir},${socket}`,
+    `--allow-write=${env.dir},${socket}`,
+    `--allow-net=unix:${socket}`,
+  ];
+}
+
 function startAgent(env: Env): Daemon {
   return Daemon.spawn({
     name: "agent",
     command: [
       Deno.execPath(),
       "run",
-      ...env.agentFlags,
+      ...agentFlagsForSmoke(env),
       "agent/main.ts",
       "--config",
       env.agentConfigPath!,
