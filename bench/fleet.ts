@@ -95,6 +95,8 @@ export interface FleetResult {
   /** Operator CPU during the deploy phase, % of one core. */
   operatorRolloutCpuPercent: number;
   operatorRssMaxMiB: number;
+  /** The operator's fan-out passes that wrote something, from its log: keys written/deleted and ms. */
+  operatorPasses: { put: number; deleted: number; ms: number }[];
   error?: string;
 }
 
@@ -179,6 +181,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     steady: emptySteady(),
     operatorRolloutCpuPercent: NaN,
     operatorRssMaxMiB: NaN,
+    operatorPasses: [],
   };
   let rssMax = 0;
   const sampleOperator = async () => {
@@ -281,8 +284,17 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   } finally {
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
+    result.operatorPasses = await operatorPasses(operator.logPath);
   }
   return result;
+}
+
+async function operatorPasses(
+  logPath: string,
+): Promise<{ put: number; deleted: number; ms: number }[]> {
+  const text = await Deno.readTextFile(logPath).catch(() => "");
+  return [...text.matchAll(/(\d+) written, (\d+) deleted, (\d+) failed in (\d+) ms/g)]
+    .map((m) => ({ put: Number(m[1]), deleted: Number(m[2]), ms: Number(m[4]) }));
 }
 
 async function writeManifest(path: string, version: number): Promise<void> {
@@ -394,7 +406,7 @@ export async function findPid(needle: string): Promise<number | undefined> {
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^[0-9]+$/.test(entry.name)) continue;
     const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
-    if (cmdline.includes(needle) && cmdline.startsWith("nats-server")) return Number(entry.name);
+    if (cmdline.includes(needle) && cmdline.includes("nats-server")) return Number(entry.name);
   }
   return undefined;
 }

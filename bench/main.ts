@@ -189,9 +189,7 @@ async function main(args: string[]): Promise<number> {
   );
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, renderMarkdown(results));
   progress(`wrote bench/RESULTS.md and bench/results.json (${results.durationSeconds} s)`);
-  if (results.deviceError || results.fleetErrors.length > 0) {
-    progress(`kept the logs in ${workDir}`);
-  } else await Deno.remove(workDir, { recursive: true }).catch(() => {});
+  progress(`logs (agents, operator) are in ${workDir}`);
   return 0;
 }
 

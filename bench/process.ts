@@ -21,9 +21,12 @@ export class LoggedProcess implements AsyncDisposable {
     this.#child = child;
     this.pid = child.pid;
     this.logPath = logPath;
-    const stdout = child.stdout.pipeTo(file.writable, { preventClose: true });
-    const stderr = child.stderr.pipeTo(file.writable, { preventClose: true });
-    this.#pumps = Promise.allSettled([stdout, stderr]).finally(() => file.close());
+    // Both streams into one file; each write is whole, so lines are not torn.
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) await writeAll(file, chunk);
+    };
+    this.#pumps = Promise.allSettled([pump(child.stdout), pump(child.stderr)])
+      .finally(() => file.close());
     this.status = child.status;
   }
 
@@ -73,6 +76,11 @@ export class LoggedProcess implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
 }
 
 /** Runs a command in the repository root to the end; returns exit code and output. */
