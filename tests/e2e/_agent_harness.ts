@@ -65,11 +65,15 @@ export class AgentProcess {
     }).spawn();
     this.#child = child;
     this.#pump = (async () => {
+      // Chunk by chunk, so the log is readable while the agent runs (pipeTo buffers).
       const file = await Deno.open(logPath, { append: true, create: true, write: true });
       try {
-        await child.stderr.pipeTo(file.writable);
-      } catch {
-        // the file is closed by pipeTo
+        for await (const chunk of child.stderr) {
+          let written = 0;
+          while (written < chunk.length) written += await file.write(chunk.subarray(written));
+        }
+      } finally {
+        file.close();
       }
     })();
     this.exited = this.#child.status;
@@ -195,19 +199,40 @@ export class AgentEnv implements AsyncDisposable {
     value: DesiredStateInput | string,
     device = this.deviceId,
   ): Promise<number> {
-    const kv = await this.desiredKv();
     const data = typeof value === "string" ? value : JSON.stringify(value);
-    return await kv.put(desiredStateKey(device, deployment), new TextEncoder().encode(data));
+    return await this.#retry(async () =>
+      await (await this.desiredKv()).put(
+        desiredStateKey(device, deployment),
+        new TextEncoder().encode(data),
+      )
+    );
   }
 
   /** Deletes a deployment's desired state. */
   async deleteDesired(deployment: string, device = this.deviceId): Promise<void> {
-    await (await this.desiredKv()).delete(desiredStateKey(device, deployment));
+    await this.#retry(async () =>
+      await (await this.desiredKv()).delete(desiredStateKey(device, deployment))
+    );
+  }
+
+  /** Operator writes right after a server restart may time out while JetStream recovers. */
+  async #retry<T>(write: () => Promise<T>): Promise<T> {
+    let result: T | undefined;
+    await waitFor(async () => {
+      result = await write();
+      return true;
+    }, { timeoutMs: 30_000, intervalMs: 250, message: "operator write to KV" });
+    return result as T;
   }
 
   /** The agent's latest status, or undefined. */
   async status(): Promise<AgentStatus | undefined> {
-    const entry = await (await this.statusKv()).get(statusKey(this.deviceId));
+    let entry;
+    try {
+      entry = await (await this.statusKv()).get(statusKey(this.deviceId));
+    } catch {
+      return undefined; // server restarting: "not yet" for the callers' waitFor
+    }
     if (entry === null || entry.operation !== "PUT") return undefined;
     return AgentStatus.parse(entry.json());
   }
