@@ -9,7 +9,10 @@
 
 import { parse, TomlError } from "smol-toml";
 import type { z } from "zod";
-import { AgentConfig, formatPath, LogLevel } from "@drover/contracts";
+import { AgentConfig, clipLine, formatPath, LogLevel } from "@drover/contracts";
+
+/** Most schema problems a {@linkcode ConfigError} lists one by one. */
+export const MAX_REPORTED_ISSUES = 20;
 
 /** Where the agent looks for its config when `--config` is not given. */
 export const DEFAULT_CONFIG_PATH = "/etc/drover/agent.toml";
@@ -95,9 +98,14 @@ export function parseConfig(file: string, source: string): AgentConfig {
   }
   const result = AgentConfig.safeParse(raw);
   if (result.success) return result.data;
-  throw new ConfigError(file, issuesToProblems(source, result.error.issues), {
-    cause: result.error,
-  });
+  // Bounded: a hostile file (an array of 100 000 bad values) must not yield a
+  // message of megabytes.
+  const issues = result.error.issues;
+  const problems = issuesToProblems(source, issues.slice(0, MAX_REPORTED_ISSUES));
+  if (issues.length > MAX_REPORTED_ISSUES) {
+    problems.push({ message: `… and ${issues.length - MAX_REPORTED_ISSUES} more problem(s)` });
+  }
+  throw new ConfigError(file, problems, { cause: result.error });
 }
 
 function issuesToProblems(source: string, issues: z.core.$ZodIssue[]): ConfigProblem[] {
@@ -111,7 +119,7 @@ function issuesToProblems(source: string, issues: z.core.$ZodIssue[]): ConfigPro
         const full = [...path, key];
         problems.push({
           line: findLine(index, full),
-          key: formatPath(full),
+          key: clipLine(formatPath(full)),
           message: "unknown key",
         });
       }
@@ -119,8 +127,8 @@ function issuesToProblems(source: string, issues: z.core.$ZodIssue[]): ConfigPro
     }
     problems.push({
       line: findLine(index, path),
-      key: path.length > 0 ? formatPath(path) : undefined,
-      message: issue.message,
+      key: path.length > 0 ? clipLine(formatPath(path)) : undefined,
+      message: clipLine(issue.message),
     });
   }
   return problems;

@@ -58,7 +58,16 @@ function parseYaml(text: string, file: string): { data: unknown; locate: Locate 
     }
     return undefined;
   };
-  return { data: doc.toJS(), locate };
+  let data: unknown;
+  try {
+    data = doc.toJS();
+  } catch (e) {
+    // The yaml library refuses alias bombs ("billion laughs") here, not in parsing.
+    throw new InvalidInputError(`Invalid manifest ${file}: not valid YAML`, [
+      (e as Error).message,
+    ], { cause: e });
+  }
+  return { data, locate };
 }
 
 function parseTomlText(text: string, file: string): unknown {

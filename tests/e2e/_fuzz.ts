@@ -232,7 +232,8 @@ function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
     default: // too many services
       if (services && services.length > 0) {
         const s = services[0];
-        for (let i = 0; i < rng.int(65, 300); i++) services.push({ ...s, name: `s${i}` });
+        const image = typeof s.image === "string" ? s.image.slice(0, 100) : "x";
+        for (let i = 0; i < rng.int(65, 300); i++) services.push({ name: `s${i}`, image });
       }
       break;
   }
@@ -280,7 +281,13 @@ export function mutate(rng: Rng, base: unknown): Uint8Array {
   const doc = structuredClone(base) as Record<string, unknown>;
   const rounds = rng.int(1, 3);
   for (let i = 0; i < rounds; i++) mutateTree(rng, doc);
-  const text = JSON.stringify(doc);
+  let text: string;
+  try {
+    text = JSON.stringify(doc);
+  } catch {
+    // Mutations compounded past what a string can hold: a plain bad value instead.
+    text = JSON.stringify({ deployment: "x".repeat(100), score: null });
+  }
   const bytes = rng.chance(0.25) ? mutateBytes(rng, text) : encoder.encode(text);
   return bytes.length > MAX_FUZZ_BYTES ? bytes.subarray(0, MAX_FUZZ_BYTES) : bytes;
 }
