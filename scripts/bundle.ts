@@ -15,7 +15,14 @@
  * @module
  */
 
-import { type AgentTask, agentVersion, CompileError, elfTarget, readAgentTask } from "./compile.ts";
+import {
+  type AgentTask,
+  agentVersion,
+  CompileError,
+  elfTarget,
+  lockfileArgs,
+  readAgentTask,
+} from "./compile.ts";
 
 /** Default output directory. */
 export const DIST_DIR = "dist";
@@ -98,7 +105,7 @@ export async function bundleAgent(task: AgentTask, bundle: string): Promise<void
   const result = await run(Deno.execPath(), [
     "bundle",
     "--platform=deno",
-    "--frozen-lockfile",
+    ...await lockfileArgs(),
     "--output",
     bundle,
     task.entry,

@@ -119,11 +119,30 @@ export function parseAgentTask(task: string, options: { allowAll?: boolean } = {
   throw new CompileError(`Cannot find the script in the agent task: current value is ${task}`);
 }
 
+/**
+ * `--frozen-lockfile` when the repository has a deno.lock: the artifact is then built from
+ * exactly the locked dependencies. Without one (a fresh clone before the lock file is
+ * committed), the versions pinned in deno.json are resolved as usual.
+ */
+export async function lockfileArgs(lockPath = "deno.lock"): Promise<string[]> {
+  try {
+    await Deno.stat(lockPath);
+    return ["--frozen-lockfile"];
+  } catch {
+    return [];
+  }
+}
+
 /** The `deno compile` arguments for one target (pure). */
-export function compileArgs(task: AgentTask, target: Target, output: string): string[] {
+export function compileArgs(
+  task: AgentTask,
+  target: Target,
+  output: string,
+  lockArgs: string[] = [],
+): string[] {
   return [
     "compile",
-    "--frozen-lockfile",
+    ...lockArgs,
     "--no-remote",
     "--target",
     target,
@@ -329,7 +348,7 @@ export async function compileAgent(
   const output = `${outDir}/drover-agent-${target}`;
   await Deno.mkdir(outDir, { recursive: true });
   const result = await new Deno.Command(Deno.execPath(), {
-    args: compileArgs(task, target, output),
+    args: compileArgs(task, target, output, await lockfileArgs()),
     stdin: "null",
     stdout: "inherit",
     stderr: "piped",

@@ -82,7 +82,9 @@ Deno.test("the agent task's permissions are what compile bakes in", async () => 
   for (const unstable of config.unstable ?? []) {
     assert(task.runtimeFlags.includes(`--unstable-${unstable}`), `--unstable-${unstable} missing`);
   }
-  const args = compileArgs(task, "aarch64-unknown-linux-gnu", "dist/drover-agent-x");
+  const args = compileArgs(task, "aarch64-unknown-linux-gnu", "dist/drover-agent-x", [
+    "--frozen-lockfile",
+  ]);
   assertEquals(args.slice(0, 7), [
     "compile",
     "--frozen-lockfile",
