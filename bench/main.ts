@@ -21,6 +21,7 @@ import { artifactSizes, DIST } from "./artifacts.ts";
 import { type BenchResults, renderMarkdown } from "./report.ts";
 import { REPO_ROOT } from "./process.ts";
 import { round } from "./stats.ts";
+import { runKvProbe } from "./kv_probe.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -29,6 +30,8 @@ export interface BenchPlan {
   idleSeconds: number;
   fleetSizes: number[];
   steadySeconds: number;
+  /** Consumer counts of the desired-state put-cost probe. */
+  probeConsumers: number[];
   only?: "device" | "fleet";
 }
 
@@ -36,13 +39,21 @@ export interface BenchPlan {
 export function parseArgs(args: string[]): BenchPlan {
   const quick = args.includes("--quick");
   const plan: BenchPlan = quick
-    ? { mode: "quick", iterations: 8, idleSeconds: 15, fleetSizes: [100], steadySeconds: 10 }
+    ? {
+      mode: "quick",
+      iterations: 8,
+      idleSeconds: 15,
+      fleetSizes: [100],
+      steadySeconds: 10,
+      probeConsumers: [0, 1000],
+    }
     : {
       mode: "full",
       iterations: 30,
       idleSeconds: 60,
       fleetSizes: [100, 1000, 5000],
       steadySeconds: 20,
+      probeConsumers: [0, 1000, 5000],
     };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
@@ -179,6 +190,14 @@ async function main(args: string[]): Promise<number> {
         results.fleetErrors.push(`N=${n}: ${(e as Error).message}`);
         progress(`fleet N=${n} failed: ${(e as Error).message}`);
       }
+    }
+  }
+
+  if (plan.only !== "device") {
+    try {
+      results.kvProbe = await runKvProbe(plan.probeConsumers, 3000, progress);
+    } catch (e) {
+      results.fleetErrors.push(`desired-state put probe: ${(e as Error).message}`);
     }
   }
 

@@ -6,6 +6,7 @@
 
 import type { MachineInfo } from "./machine.ts";
 import type { DeviceBenchResult } from "./device.ts";
+import type { ProbeRow } from "./kv_probe.ts";
 import type { FleetResult } from "./fleet.ts";
 import type { Aarch64Result, ArtifactSizes } from "./artifacts.ts";
 
@@ -18,6 +19,7 @@ export interface BenchResults {
   deviceError?: string;
   fleet: FleetResult[];
   fleetErrors: string[];
+  kvProbe?: ProbeRow[];
   artifacts?: ArtifactSizes;
   aarch64?: Aarch64Result;
   notes: string[];
@@ -115,6 +117,45 @@ export function renderMarkdown(r: BenchResults): string {
       );
     }
     out.push("", "Target: 5 000 devices converge with p99 ≤ 5 s.", "");
+    out.push(
+      "| N | phase | CPU % during the phase: nats-server / operator / agents (busiest agent process) |",
+      "|---|---|---|",
+    );
+    for (const x of r.fleet) {
+      for (const name of ["deploy", "update", "delete"] as const) {
+        const c = x[name]?.cpuPercent;
+        out.push(
+          `| ${x.n} | ${name} | ${
+            c ? `${c.natsServer} / ${c.operator} / ${c.agents} (${c.agentsBusiest})` : "–"
+          } |`,
+        );
+      }
+    }
+    out.push("");
+    for (const x of r.fleet) {
+      const passes = x.operatorPasses.filter((p) => p.put + p.deleted > 0)
+        .map((p) => `${p.put} put + ${p.deleted} deleted in ${p.ms} ms`);
+      out.push(`- N=${x.n}: operator fan-out passes (from its log): ${passes.join("; ") || "–"}`);
+    }
+    out.push("");
+  }
+  if (r.kvProbe && r.kvProbe.length > 0) {
+    out.push(
+      "### Probe: cost of a desired-state put against the number of watch consumers",
+      "",
+      "Real nats-server, nothing else running in it: one writer putting keys into " +
+        "`desired-state` with 64 in flight (as the operator writes), while C push consumers " +
+        "(one key filter each, as each agent has) follow the stream.",
+      "",
+      "| consumers | puts | puts/s | ms per put | nats-server CPU % |",
+      "|---|---|---|---|---|",
+    );
+    for (const p of r.kvProbe) {
+      out.push(
+        `| ${p.consumers} | ${p.puts} | ${p.putsPerSecond} | ${p.msPerPut} | ${p.natsCpuPercent} |`,
+      );
+    }
+    out.push("");
   }
   for (const e of r.fleetErrors) out.push(`- Not measured: ${e}`);
   if (r.fleetErrors.length > 0) out.push("");
