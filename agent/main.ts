@@ -214,9 +214,14 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
       status: reconciler.deviceStatus(),
     });
     notify("READY", () => notifier.ready(`${reconciler.deviceStatus()}`));
+    let watchdogFailures = 0;
     notifier.startWatchdog(
       () => !stop.signal.aborted,
-      (e) => log.warn("sd_notify WATCHDOG failed: {error}", { error: errorText(e) }),
+      (e) => {
+        // Once is news; every ping after that would flood the journal.
+        const level = watchdogFailures++ === 0 ? "warn" : "debug";
+        log[level]("sd_notify WATCHDOG failed: {error}", { error: errorText(e) });
+      },
     );
   });
 

@@ -86,6 +86,11 @@ export function notifyPermissions(
       reason: "sd_notify (own socket)",
     },
     {
+      descriptor: { name: "net", host: `unix:${notifySocket}` },
+      flag: `--allow-net=unix:${notifySocket}`,
+      reason: "sd_notify (NOTIFY_SOCKET)",
+    },
+    {
       descriptor: { name: "write", path: notifySocket },
       flag: `--allow-write=${notifySocket}`,
       reason: "sd_notify (NOTIFY_SOCKET)",

@@ -5,7 +5,8 @@
  * `NOTIFY_SOCKET` names a unix datagram socket (a path, or an abstract name
  * starting with `@`). Deno can only send datagrams from a bound socket, so the
  * notifier binds its own socket at a fixed path in `state_dir` (fixed so that
- * `--allow-net=unix:<path>` can name it). Needs `--unstable-net` (enabled in
+ * `--allow-net=unix:<path>` can name it); sending also needs net and write
+ * permission on `NOTIFY_SOCKET` itself. Needs `--unstable-net` (enabled in
  * the workspace's deno.json). Outside systemd every call is a no-op.
  *
  * @module
