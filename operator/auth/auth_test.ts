@@ -1,0 +1,193 @@
+import { decode, parseCreds } from "@nats-io/jwt";
+import { parse as parseToml } from "smol-toml";
+import { AgentConfig } from "@drover/contracts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "../../tests/support/assert.ts";
+import { tempDir } from "../../tests/support/temp_dir.ts";
+import {
+  AuthAlreadyInitializedError,
+  authInit,
+  AuthInputError,
+  AuthNotInitializedError,
+  deviceAdd,
+  DeviceExistsError,
+  deviceInboxPrefix,
+  deviceList,
+  devicePermissions,
+  deviceRevoke,
+  DeviceUnknownError,
+  renderAuthConf,
+} from "./mod.ts";
+
+const mode = async (path: string) => (await Deno.stat(path)).mode! & 0o777;
+
+/** `name: "jwt"` entries of a rendered fragment. */
+function confValues(conf: string): { operator: string; preload: Record<string, string> } {
+  const operator = /^operator: "([^"]+)"$/m.exec(conf)![1];
+  const preload: Record<string, string> = {};
+  for (const m of conf.matchAll(/^ {2}(A[A-Z0-9]+): "([^"]+)"$/gm)) preload[m[1]] = m[2];
+  return { operator, preload };
+}
+
+// deno-lint-ignore no-explicit-any
+type Claims = any;
+
+Deno.test("devicePermissions: exactly the subjects FIELD-NOTES lists, nothing wider", () => {
+  assertEquals(devicePermissions("pi-1"), {
+    pub: {
+      allow: [
+        "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.pi-1.>",
+        "$JS.API.CONSUMER.DELETE.KV_desired-state.*",
+        "$JS.API.CONSUMER.INFO.KV_desired-state.*",
+        "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-1.>",
+        "$JS.FC.KV_desired-state.>",
+        "$KV.agent-status.pi-1",
+        "$JS.API.DIRECT.GET.KV_agent-status.$KV.agent-status.pi-1",
+      ],
+    },
+    sub: { allow: ["_INBOX_pi-1.>"] },
+  });
+  assertEquals(deviceInboxPrefix("pi-1"), "_INBOX_pi-1");
+  // An id that would widen a subject is refused outright.
+  for (const bad of ["a.b", "*", ">", "a b", "", "A"]) {
+    assertThrows(() => devicePermissions(bad), Error, "Invalid device id");
+  }
+});
+
+Deno.test("renderAuthConf: operator, system account, memory resolver, preloaded accounts", () => {
+  const conf = renderAuthConf({
+    operatorJwt: "op.jwt",
+    systemAccountPublicKey: "ASYS",
+    accountJwts: { ASYS: "sys.jwt", ADROVER: "drover.jwt" },
+  });
+  assertStringIncludes(conf, 'operator: "op.jwt"');
+  assertStringIncludes(conf, 'system_account: "ASYS"');
+  assertStringIncludes(conf, "resolver: MEMORY");
+  assertStringIncludes(conf, 'resolver_preload: {\n  ASYS: "sys.jwt"\n  ADROVER: "drover.jwt"\n}');
+});
+
+Deno.test("authInit: private files, every account limit spelled out, refuses to overwrite", async () => {
+  await using dir = await tempDir("drover-auth-test-");
+  const auth = `${dir.path}/auth`;
+  const result = await authInit(auth);
+  assertEquals(await mode(auth), 0o700);
+  for (const f of ["operator.nk", "system-account.nk", "account.nk", "account-signing.nk"]) {
+    assertEquals(await mode(`${auth}/${f}`), 0o600, f);
+    assert((await Deno.readTextFile(`${auth}/${f}`)).startsWith(f === "operator.nk" ? "SO" : "SA"));
+  }
+  assertEquals(await mode(result.operatorCredsPath), 0o600);
+
+  const { operator, preload } = confValues(await Deno.readTextFile(result.confPath));
+  const op: Claims = decode(operator);
+  assertEquals(op.nats.type, "operator");
+  const account: Claims = decode(preload[result.accountPublicKey]);
+  assertEquals(account.iss, op.sub, "the operator signs the account");
+  assertEquals(account.nats.limits, {
+    subs: -1,
+    data: -1,
+    payload: -1,
+    imports: -1,
+    exports: -1,
+    wildcards: true,
+    conn: -1,
+    leaf: -1,
+    mem_storage: -1,
+    disk_storage: -1,
+    streams: -1,
+    consumer: -1,
+  });
+  assertEquals(account.nats.signing_keys.length, 1);
+  assert(preload[op.nats.system_account] !== undefined, "system account preloaded");
+
+  // The operator's user is unrestricted within the account.
+  const creds = await parseCreds(await Deno.readFile(result.operatorCredsPath));
+  assertEquals(creds.aid, result.accountPublicKey);
+  assertEquals(creds.uc.nats.pub, undefined);
+
+  await assertRejects(() => authInit(auth), AuthAlreadyInitializedError, "--force");
+  await deviceAdd(auth, "pi-1");
+  const again = await authInit(auth, { force: true });
+  assert(again.accountPublicKey !== result.accountPublicKey, "new keys");
+  assertEquals(await deviceList(auth), [], "devices of the old keys are forgotten");
+  await assertRejects(() => Deno.stat(`${auth}/pi-1.creds`), Deno.errors.NotFound);
+});
+
+Deno.test("deviceAdd: creds carry the device permissions; the config is one the agent accepts", async () => {
+  await using dir = await tempDir("drover-auth-test-");
+  const { accountPublicKey } = await authInit(dir.path);
+  const added = await deviceAdd(dir.path, "pi-1", {
+    labels: { site: "lab" },
+    servers: ["tls://nats.example:4222"],
+    tlsCa: "/etc/drover/ca.pem",
+  });
+  assertEquals(await mode(added.credsPath), 0o600);
+  const creds = await parseCreds(await Deno.readFile(added.credsPath));
+  assertEquals(creds.aid, accountPublicKey);
+  assertEquals(creds.uc.sub, added.userPublicKey);
+  assertEquals(creds.uc.nats.pub, devicePermissions("pi-1").pub);
+  assertEquals(creds.uc.nats.sub, devicePermissions("pi-1").sub);
+  assertEquals(creds.uc.nats.allowed_connection_types, ["STANDARD"]);
+  assert(creds.uc.iss !== accountPublicKey, "signed by the account's signing key");
+
+  const config = AgentConfig.parse(parseToml(await Deno.readTextFile(added.configPath)));
+  assertEquals(config.agent.device_id, "pi-1");
+  assertEquals(config.agent.labels, { site: "lab" });
+  assertEquals(config.nats.servers, ["tls://nats.example:4222"]);
+  assertEquals(config.nats.creds, added.credsPath);
+  assertEquals(config.nats.tls_ca, "/etc/drover/ca.pem");
+
+  await assertRejects(() => deviceAdd(dir.path, "pi-1"), DeviceExistsError);
+  await assertRejects(() => deviceAdd(dir.path, "Pi.1"), AuthInputError, "device id");
+  await assertRejects(
+    () => deviceAdd(dir.path, "pi-2", { labels: { "bad key": "x" } }),
+    AuthInputError,
+    "--label",
+  );
+  await assertRejects(
+    () => deviceAdd(dir.path, "pi-2", { servers: ["http://x"] }),
+    AuthInputError,
+    "--server",
+  );
+  await using empty = await tempDir("drover-auth-test-");
+  await assertRejects(() => deviceAdd(empty.path, "pi-1"), AuthNotInitializedError, "auth init");
+});
+
+Deno.test("deviceRevoke: key revoked in a re-signed account, operator JWT unchanged, re-add gets a new key", async () => {
+  await using dir = await tempDir("drover-auth-test-");
+  const { confPath, accountPublicKey } = await authInit(dir.path);
+  const before = confValues(await Deno.readTextFile(confPath));
+  const first = await deviceAdd(dir.path, "pi-1");
+  await deviceAdd(dir.path, "pi-2");
+
+  const revoked = await deviceRevoke(dir.path, "pi-1");
+  assert(revoked.changed);
+  const after = confValues(await Deno.readTextFile(confPath));
+  // nats-server cannot reload a changed operator: it must stay byte for byte.
+  assertEquals(after.operator, before.operator);
+  const account: Claims = decode(after.preload[accountPublicKey]);
+  assertEquals(Object.keys(account.nats.revocations), [first.userPublicKey]);
+  assert(account.nats.revocations[first.userPublicKey] >= Math.floor(Date.now() / 1000) - 5);
+  await assertRejects(() => Deno.stat(first.credsPath), Deno.errors.NotFound);
+
+  assertEquals(
+    (await deviceList(dir.path)).map((d) => [d.id, d.revokedAt !== undefined]),
+    [["pi-1", true], ["pi-2", false]],
+  );
+  assertEquals((await deviceRevoke(dir.path, "pi-1")).changed, false);
+  await assertRejects(() => deviceRevoke(dir.path, "nope"), DeviceUnknownError);
+
+  // Re-adding a revoked id issues a new key; the old one stays revoked.
+  const second = await deviceAdd(dir.path, "pi-1");
+  assert(second.userPublicKey !== first.userPublicKey);
+  await deviceRevoke(dir.path, "pi-2");
+  const final: Claims = decode(
+    confValues(await Deno.readTextFile(confPath)).preload[accountPublicKey],
+  );
+  assert(first.userPublicKey in final.nats.revocations, "old pi-1 key still revoked");
+  assert(!(second.userPublicKey in final.nats.revocations), "new pi-1 key valid");
+});
