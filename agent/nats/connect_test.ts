@@ -1,0 +1,122 @@
+import { connect } from "@nats-io/transport-node";
+import { createUser } from "@nats-io/nkeys";
+import { Kvm } from "@nats-io/kv";
+import { startNats } from "../../tests/support/mod.ts";
+import { assert, assertEquals } from "../../tests/support/assert.ts";
+import {
+  abortableSleep,
+  connectionName,
+  connectionOptions,
+  connectWithRetry,
+  inboxPrefix,
+  ReconnectBackoff,
+} from "./connect.ts";
+
+Deno.test("connectionOptions: identity, reconnect forever, every auth method, TLS files", () => {
+  const files: Record<string, Uint8Array> = {
+    "/etc/drover/pi.creds": new TextEncoder().encode("creds"),
+    "/etc/drover/pi.nk": new TextEncoder().encode("SUASEED\n"),
+  };
+  const o = connectionOptions(
+    "pi-1",
+    {
+      servers: ["nats://127.0.0.1:4222"],
+      user: "u",
+      password: "p",
+      token: "t",
+      creds: "/etc/drover/pi.creds",
+      nkey_seed: "/etc/drover/pi.nk",
+      tls_ca: "/etc/drover/ca.pem",
+      tls_cert: "/etc/drover/cert.pem",
+      tls_key: "/etc/drover/key.pem",
+    },
+    new ReconnectBackoff(),
+    (path) => files[path],
+  );
+  assertEquals(o.name, connectionName("pi-1"));
+  assertEquals(o.inboxPrefix, inboxPrefix("pi-1"));
+  assertEquals(o.inboxPrefix, "_INBOX_pi-1");
+  assertEquals(o.maxReconnectAttempts, -1);
+  assertEquals(Array.isArray(o.authenticator) ? o.authenticator.length : 0, 4);
+  assertEquals(o.tls, {
+    caFile: "/etc/drover/ca.pem",
+    certFile: "/etc/drover/cert.pem",
+    keyFile: "/etc/drover/key.pem",
+  });
+  const delay = o.reconnectDelayHandler!();
+  assert(delay > 0 && delay <= 10_000, `delay ${delay}`);
+});
+
+Deno.test("ReconnectBackoff grows, is capped and resets", () => {
+  const b = new ReconnectBackoff();
+  const delays = Array.from({ length: 12 }, () => b.next());
+  assert(delays.every((d) => d <= 10_000), delays.join(","));
+  assert(delays[11] > delays[0], delays.join(","));
+  b.reset();
+  assert(b.next() <= 250);
+});
+
+Deno.test("an nkey seed file (with trailing newline) authenticates against a real server", async () => {
+  const user = createUser();
+  const seedText = new TextDecoder().decode(user.getSeed());
+  await using nats = await startNats({
+    extraConfig: `authorization { users = [ { nkey: ${JSON.stringify(user.getPublicKey())} } ] }`,
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/pi.nk`, seedText + "\n");
+    const ac = new AbortController();
+    const nc = await connectWithRetry(
+      connectionOptions("pi-1", { servers: [nats.url], nkey_seed: `${dir}/pi.nk` }),
+      ac.signal,
+    );
+    assert(nc !== undefined);
+    await nc.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("token auth works; a wrong token keeps retrying until aborted", async () => {
+  await using nats = await startNats({ extraConfig: `authorization { token: "sekrit" }` });
+  const ac = new AbortController();
+  const ok = await connectWithRetry(
+    connectionOptions("pi-1", { servers: [nats.url], token: "sekrit" }),
+    ac.signal,
+  );
+  assert(ok !== undefined);
+  await ok.close();
+
+  const failures: unknown[] = [];
+  const bad = new AbortController();
+  const attempt = connectWithRetry(
+    connectionOptions("pi-1", { servers: [nats.url], token: "wrong" }),
+    bad.signal,
+    { onAttemptFailed: (e) => failures.push(e) },
+  );
+  while (failures.length < 2) await abortableSleep(50, AbortSignal.timeout(10_000));
+  bad.abort();
+  assertEquals(await attempt, undefined);
+  assert(/authorization/i.test(String((failures[0] as Error).message)), String(failures[0]));
+});
+
+Deno.test("user/password auth connects and writes to a bucket", async () => {
+  await using nats = await startNats({
+    extraConfig: `authorization { users = [ { user: "pi-1", password: "pw" } ] }`,
+  });
+  const admin = await connect({ servers: nats.url, user: "pi-1", pass: "pw" });
+  await new Kvm(admin).create("agent-status");
+  await admin.close();
+  const nc = await connectWithRetry(
+    connectionOptions("pi-1", { servers: [nats.url], user: "pi-1", password: "pw" }),
+    new AbortController().signal,
+  );
+  assert(nc !== undefined);
+  try {
+    const kv = await new Kvm(nc).open("agent-status");
+    await kv.put("pi-1", "x");
+    assertEquals((await kv.get("pi-1"))?.string(), "x");
+  } finally {
+    await nc.close();
+  }
+});
