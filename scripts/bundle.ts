@@ -21,7 +21,10 @@ import {
   CompileError,
   elfTarget,
   lockfileArgs,
+  natsAccessNote,
+  parseNatsHosts,
   readAgentTask,
+  withNatsHosts,
 } from "./compile.ts";
 
 /** Default output directory. */
@@ -214,20 +217,28 @@ async function exists(path: string): Promise<boolean> {
 export interface BundleOptions {
   outDir: string;
   arm64: boolean;
+  /** Extra hosts the launcher lets the agent connect to (`--allow-nats`). */
+  natsHosts: string[];
 }
 
-const USAGE = "Usage: deno task bundle [--out-dir DIR] [--no-arm64]\n" +
+const USAGE =
+  "Usage: deno task bundle [--out-dir DIR] [--no-arm64] [--allow-nats HOST:PORT[,…]]\n" +
+  "--allow-nats adds the NATS servers the devices connect to (the agent task allows loopback).\n" +
   "Writes DIR/drover-agent.bundle.js, DIR/drover-agent.sh and (unless --no-arm64) " +
   `DIR/deno-aarch64 (default DIR: ${DIST_DIR}).`;
 
 /** Parses the command line (pure): the options, "help", or a usage error message. */
 export function parseBundleArgs(args: string[]): BundleOptions | "help" | string {
-  const options: BundleOptions = { outDir: DIST_DIR, arm64: true };
+  const options: BundleOptions = { outDir: DIST_DIR, arm64: true, natsHosts: [] };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--help" || arg === "-h") return "help";
     if (arg === "--no-arm64") options.arm64 = false;
-    else if (arg === "--out-dir" && args[i + 1]) options.outDir = args[++i];
+    else if (arg === "--allow-nats" && args[i + 1]) {
+      const hosts = parseNatsHosts(args[++i]);
+      if (typeof hosts === "string") return hosts;
+      options.natsHosts.push(...hosts);
+    } else if (arg === "--out-dir" && args[i + 1]) options.outDir = args[++i];
     else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
   }
   return options;
@@ -249,7 +260,9 @@ async function main(): Promise<number> {
   }
   const paths = artifactPaths(options.outDir);
   try {
-    const task = await readAgentTask();
+    const task = withNatsHosts(await readAgentTask(), options.natsHosts);
+    const note = options.natsHosts.length === 0 ? natsAccessNote(task) : undefined;
+    if (note) console.log(note);
     let started = performance.now();
     await bundleAgent(task, paths.bundle);
     const size = (await Deno.stat(paths.bundle)).size;

@@ -385,14 +385,50 @@ export async function probeRuntimeDownload(target: Target): Promise<true | strin
   }
 }
 
-const USAGE = "Usage: deno task compile [--target TARGET]… [--out-dir DIR]\n" +
+const HOST_PORT = /^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\])(:[0-9]{1,5})?$/;
+
+/**
+ * Splits `--allow-nats` values ("host[:port],…") into hosts (pure).
+ *
+ * @returns the hosts, or a message naming the first invalid one.
+ */
+export function parseNatsHosts(value: string): string[] | string {
+  const hosts = value.split(",").map((h) => h.trim()).filter((h) => h !== "");
+  if (hosts.length === 0) return "--allow-nats needs host[:port] values";
+  const bad = hosts.find((h) => !HOST_PORT.test(h));
+  return bad === undefined ? hosts : `--allow-nats: ${JSON.stringify(bad)} is not host[:port]`;
+}
+
+/**
+ * Adds network access to `hosts` (the NATS servers a device build connects to) to the task's
+ * flags (pure). Deno merges repeated `--allow-net=` lists, so the task's own stay as they are.
+ */
+export function withNatsHosts(task: AgentTask, hosts: string[]): AgentTask {
+  if (hosts.length === 0) return task;
+  return { ...task, runtimeFlags: [...task.runtimeFlags, `--allow-net=${hosts.join(",")}`] };
+}
+
+/** The note printed when no `--allow-nats` was given and the task limits network access. */
+export function natsAccessNote(task: AgentTask): string | undefined {
+  const net = task.runtimeFlags.filter((f) => f.startsWith("--allow-net="));
+  if (net.length === 0) return undefined;
+  return `note: network access baked in is the agent task's (${net.join(" ")}). Permissions of ` +
+    `a built artifact cannot be widened on the device: for NATS servers elsewhere, build with ` +
+    `--allow-nats HOST:PORT[,…] (e.g. --allow-nats nats.example.com:4222).`;
+}
+
+const USAGE =
+  "Usage: deno task compile [--target TARGET]… [--allow-nats HOST:PORT[,…]] [--out-dir DIR]\n" +
   `Targets: ${TARGETS.join(", ")} (default: all of them, host first).\n` +
+  "--allow-nats adds the NATS servers the devices connect to (the agent task allows loopback).\n" +
   "Env: DENORT_BIN=/path/to/denort builds only the target that runtime is for.";
 
 /** Command-line options. */
 export interface CompileOptions {
   targets: Target[];
   outDir: string;
+  /** Extra hosts the executable may connect to (`--allow-nats`). */
+  natsHosts: string[];
 }
 
 /**
@@ -402,22 +438,27 @@ export interface CompileOptions {
  */
 export function parseCompileArgs(args: string[]): CompileOptions | "help" | string {
   const targets: Target[] = [];
+  const natsHosts: string[] = [];
   let outDir = DIST_DIR;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--help" || arg === "-h") return "help";
-    if (arg === "--out-dir" || arg === "--target") {
+    if (arg === "--out-dir" || arg === "--target" || arg === "--allow-nats") {
       const value = args[++i];
       if (!value) return `${arg} needs a value`;
       if (arg === "--out-dir") outDir = value;
-      else if ((TARGETS as readonly string[]).includes(value)) targets.push(value as Target);
+      else if (arg === "--allow-nats") {
+        const hosts = parseNatsHosts(value);
+        if (typeof hosts === "string") return hosts;
+        natsHosts.push(...hosts);
+      } else if ((TARGETS as readonly string[]).includes(value)) targets.push(value as Target);
       else return `unknown target ${JSON.stringify(value)} (known: ${TARGETS.join(", ")})`;
       continue;
     }
     return `unknown argument ${JSON.stringify(arg)}`;
   }
   const all = [hostTarget(), ...TARGETS.filter((t) => t !== hostTarget())];
-  return { targets: targets.length > 0 ? targets : all, outDir };
+  return { targets: targets.length > 0 ? targets : all, outDir, natsHosts };
 }
 
 async function main(): Promise<number> {
@@ -432,8 +473,10 @@ async function main(): Promise<number> {
   }
   const { targets: requested, outDir } = parsed;
   try {
-    const task = await readAgentTask();
+    const task = withNatsHosts(await readAgentTask(), parsed.natsHosts);
     console.log(`agent entry ${task.entry}; baked-in flags: ${task.runtimeFlags.join(" ")}`);
+    const note = parsed.natsHosts.length === 0 ? natsAccessNote(task) : undefined;
+    if (note) console.log(note);
     let built = 0;
     for (const target of requested) {
       const source = await findRuntime(target);

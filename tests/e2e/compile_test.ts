@@ -15,14 +15,18 @@ import {
   findRuntime,
   hostTarget,
   isRuntimeDownloadFailure,
+  natsAccessNote,
   parseAgentTask,
   parseCompileArgs,
+  parseNatsHosts,
   probeRuntimeDownload,
   readAgentTask,
   splitCommandLine,
   type Target,
   TARGETS,
+  withNatsHosts,
 } from "../../scripts/compile.ts";
+import { launcherScript } from "../../scripts/bundle.ts";
 import { runCommand } from "../support/_exec.ts";
 import { tempDir } from "../support/temp_dir.ts";
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "../support/assert.ts";
@@ -112,8 +116,12 @@ Deno.test("parseCompileArgs defaults to every target, host first, and rejects un
   assertEquals(parseCompileArgs(["--target", "aarch64-unknown-linux-gnu", "--out-dir", "/x"]), {
     targets: ["aarch64-unknown-linux-gnu"],
     outDir: "/x",
+    natsHosts: [],
   });
   assertStringIncludes(String(parseCompileArgs(["--target", "riscv"])), "unknown target");
+  const withNats = parseCompileArgs(["--allow-nats", "nats.example.com:4222,10.0.0.5"]);
+  assert(typeof withNats === "object");
+  assertEquals(withNats.natsHosts, ["nats.example.com:4222", "10.0.0.5"]);
   assertEquals(parseCompileArgs(["-h"]), "help");
 });
 
@@ -199,3 +207,15 @@ for (const target of TARGETS) {
     },
   });
 }
+
+Deno.test("--allow-nats widens only network access, for both artifacts", async () => {
+  const task = await readAgentTask(`${repoDir}deno.json`);
+  assertStringIncludes(natsAccessNote(task) ?? "", "--allow-nats");
+  const widened = withNatsHosts(task, ["nats.example.com:4222"]);
+  assertEquals(widened.runtimeFlags, [...task.runtimeFlags, "--allow-net=nats.example.com:4222"]);
+  assertEquals(widened.entry, task.entry);
+  assertStringIncludes(launcherScript(widened), " --allow-net=nats.example.com:4222 ");
+  assertStringIncludes(String(parseNatsHosts("nats://x:4222")), "is not host[:port]");
+  assertStringIncludes(String(parseNatsHosts("a b")), "is not host[:port]");
+  assertEquals(parseNatsHosts("[::1]:4222"), ["[::1]:4222"]);
+});
