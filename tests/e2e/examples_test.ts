@@ -82,3 +82,31 @@ Deno.test("the examples' checks reject a broken copy (the schemas are really app
   const badPort = helloYamlText.replace("127.0.0.1:8088:8080", "127.0.0.1:99999:8080");
   assert(!DeploymentManifest.safeParse(parseYaml(badPort)).success, "a bad port was accepted");
 });
+
+/** Whether a `--allow-<kind>=a,b` flag in `flags` grants `value` (paths by prefix, hosts by name). */
+function granted(flags: string[], kind: string, value: string): boolean {
+  const allowed = flags.filter((f) => f.startsWith(`--allow-${kind}=`))
+    .flatMap((f) => f.slice(`--allow-${kind}=`.length).split(","));
+  return allowed.some((entry) =>
+    kind === "net"
+      ? entry === value || (!entry.includes(":") && value.startsWith(`${entry}:`))
+      : value === entry || value.startsWith(`${entry.replace(/\/$/, "")}/`)
+  );
+}
+
+Deno.test("the example config (all settings enabled) needs nothing beyond the agent task's permissions", async () => {
+  const { readAgentTask } = await import("../../scripts/compile.ts");
+  const { requiredPermissions } = await import("../../agent/permissions.ts");
+  const task = await readAgentTask(new URL("../../deno.json", import.meta.url).pathname);
+  const config = validAgentConfig(uncommentSettings(agentTomlText));
+  const required = requiredPermissions(config);
+  assert(required.length > 5, "no permissions computed");
+  for (const { descriptor, flag } of required) {
+    const value = "path" in descriptor
+      ? String(descriptor.path)
+      : "host" in descriptor
+      ? String(descriptor.host)
+      : "";
+    assert(granted(task.runtimeFlags, descriptor.name, value), `the agent task lacks ${flag}`);
+  }
+});
