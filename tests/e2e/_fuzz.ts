@@ -110,17 +110,22 @@ export function setOwn(target: Record<string, unknown>, key: string, value: unkn
 type Container = Record<string, unknown> | unknown[];
 type Slot = { parent: Container; key: string | number };
 
-/** Every (parent, key) slot of a JSON tree. */
-function slots(value: unknown, out: Slot[] = []): Slot[] {
-  if (Array.isArray(value)) {
-    value.forEach((child, i) => {
-      out.push({ parent: value, key: i });
-      slots(child, out);
-    });
-  } else if (value !== null && typeof value === "object") {
-    for (const [k, child] of Object.entries(value)) {
-      out.push({ parent: value as Record<string, unknown>, key: k });
-      slots(child, out);
+/**
+ * The (parent, key) slots of a JSON tree down to `maxDepth` (iterative: an
+ * earlier mutation may have nested the tree thousands of levels deep).
+ */
+function slots(root: unknown, maxDepth = 32): Slot[] {
+  const out: Slot[] = [];
+  const stack: Array<{ value: unknown; depth: number }> = [{ value: root, depth: 0 }];
+  while (stack.length > 0) {
+    const { value, depth } = stack.pop()!;
+    if (depth >= maxDepth || value === null || typeof value !== "object") continue;
+    const entries: Array<[string | number, unknown]> = Array.isArray(value)
+      ? value.slice(0, 1_000).map((child, i) => [i, child])
+      : Object.entries(value).slice(0, 1_000);
+    for (const [key, child] of entries) {
+      out.push({ parent: value as Container, key });
+      stack.push({ value: child, depth: depth + 1 });
     }
   }
   return out;
