@@ -59,6 +59,8 @@ export interface DeviceBenchOptions {
    * measure its footprint too; omitted to skip.
    */
   aarch64?: string[];
+  /** Shorter idle window for the (slow, emulated) aarch64 run. */
+  aarch64IdleSeconds?: number;
 }
 
 /** One operation's latency, floor against Drover. */
@@ -93,6 +95,8 @@ export interface DeviceBenchResult {
   iterations: number;
   warmup: number;
   latency: LatencyRow[];
+  /** Single podman round trips the agent may add to the floor calls, ms. */
+  roundTrips: { listManaged: Summary; imageExists: Summary };
   footprint: FootprintResult;
   /** The same for the aarch64 bundle under qemu (emulated: for information only). */
   aarch64?: FootprintResult;
@@ -127,6 +131,8 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
     await using events = await EventWatch.open(podman.socket);
     using client = new PodmanClient({ socketPath: podman.socket });
 
+    const listMs: number[] = [];
+    const imageExistsMs: number[] = [];
     const samples = {
       floor: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
       floorRest: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
@@ -139,6 +145,8 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       const floor = await floorIteration(client, events, i);
       const drover = await droverIteration(desired, status, events, i);
       if (!keep) continue;
+      listMs.push(floor.list);
+      imageExistsMs.push(floor.imageExists);
       for (const op of ["deploy", "update", "delete"] as const) {
         samples.floor[op].push(floor.event[op]);
         samples.floorRest[op].push(floor.rest[op]);
@@ -189,7 +197,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
           [...options.aarch64, "--config", configPath],
           `${options.workDir}/agent-aarch64.log`,
           n,
-          options.idleSeconds,
+          Math.min(options.idleSeconds, options.aarch64IdleSeconds ?? Infinity),
           300_000,
         );
       } catch (e) {
@@ -200,6 +208,10 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       iterations: options.iterations,
       warmup: WARMUP,
       latency,
+      roundTrips: {
+        listManaged: rounded(summarise(listMs)),
+        imageExists: rounded(summarise(imageExistsMs)),
+      },
       footprint,
       ...(aarch64 ? { aarch64 } : {}),
       ...(aarch64Error ? { aarch64Error } : {}),
@@ -250,6 +262,10 @@ function desiredValue(deployment: string, revision: number): string {
 }
 
 interface FloorSample {
+  /** One `GET containers/json` filtered by the managed label, ms. */
+  list: number;
+  /** One `GET images/{name}/exists`, ms. */
+  imageExists: number;
   event: Record<"deploy" | "update" | "delete", number>;
   rest: Record<"deploy" | "update" | "delete", number>;
 }
@@ -288,12 +304,22 @@ async function floorIteration(
   const updateRest = epochMs() - t0;
   const update = (await restarted).atMs - t0;
 
+  // The one observation the agent makes before acting: list managed containers.
+  let t = epochMs();
+  await client.listContainers({ all: true, labels: { [LABELS.managed]: "true" } });
+  const list = epochMs() - t;
+
   const removed = events.next((e) => e.action === "remove" && e.id === id2);
   t0 = epochMs();
   await client.removeContainer(id2, { force: true, timeoutSeconds: 10, volumes: true });
   const deleteRest = epochMs() - t0;
   const del = (await removed).atMs - t0;
+  t = epochMs();
+  await client.imageExists(BENCH_IMAGE);
+  const imageExists = epochMs() - t;
   return {
+    list,
+    imageExists,
     event: { deploy, update, delete: del },
     rest: { deploy: deployRest, update: updateRest, delete: deleteRest },
   };

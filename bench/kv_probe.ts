@@ -77,7 +77,7 @@ export async function runKvProbe(
         consumers,
         puts,
         putsPerSecond: round(puts / seconds),
-        msPerPut: round((seconds * 1000) / puts),
+        msPerPut: Math.round((seconds * 1e6) / puts) / 1000,
         natsCpuPercent: before && after ? round(cpuPercent(before, after)) : NaN,
       };
       progress(

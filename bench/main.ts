@@ -137,6 +137,7 @@ async function main(args: string[]): Promise<number> {
         iterations: plan.iterations,
         idleSeconds: plan.idleSeconds,
         footprintDeployments: 10,
+        aarch64IdleSeconds: plan.mode === "quick" ? 5 : 30,
         workDir,
         progress,
         ...(typeof aarch64 !== "string" ? { aarch64 } : {}),

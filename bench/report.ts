@@ -72,7 +72,16 @@ export function renderMarkdown(r: BenchResults): string {
           } |`,
       );
     }
-    out.push("", "Target: p50 ratio ≤ 1.10 for deploy and update.", "");
+    out.push(
+      "",
+      "Target: p50 ratio ≤ 1.10 for deploy and update. For scale, single podman round trips " +
+        "on the same service: list managed containers p50 " +
+        `${d.roundTrips.listManaged.p50} ms (p95 ${d.roundTrips.listManaged.p95}), image exists ` +
+        `p50 ${d.roundTrips.imageExists.p50} ms. Per change the agent adds one list before ` +
+        "acting (level-triggered: observe, plan, act) and one after (to confirm and report); the " +
+        "image-exists check happens once per image (then cached).",
+      "",
+    );
   } else {
     out.push(`Not measured: ${r.deviceError ?? "skipped"}`, "");
   }
