@@ -143,7 +143,16 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     source: reconciler,
     log: logger("status").with({ device: deviceId }),
   });
-  statusChanged = () => publisher.changed();
+  let systemdStatus = "";
+  statusChanged = () => {
+    publisher.changed();
+    // systemctl status shows this line; only send it when it says something new.
+    const text = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
+    if (text !== systemdStatus && notifier.enabled) {
+      systemdStatus = text;
+      void notify("STATUS", () => notifier.status(text));
+    }
+  };
 
   // What the cache holds: the desired entries as last seen from KV.
   let desired = new Map<string, DesiredEntry>();
@@ -213,7 +222,10 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     log.info("First reconcile pass done: device is {status}", {
       status: reconciler.deviceStatus(),
     });
-    notify("READY", () => notifier.ready(`${reconciler.deviceStatus()}`));
+    notify(
+      "READY",
+      () => notifier.ready(statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses())),
+    );
     let watchdogFailures = 0;
     notifier.startWatchdog(
       () => !stop.signal.aborted,
@@ -241,6 +253,20 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
   runtime[Symbol.dispose]();
   notifier.close();
   signal.removeEventListener("abort", onAbort);
+}
+
+/** One-line summary for systemd's STATUS=, e.g. `degraded: 3 deployments, 1 failed`. Pure. */
+export function statusLine(
+  device: string,
+  deployments: Record<string, { phase: string }>,
+): string {
+  const all = Object.values(deployments);
+  const failed = all.filter((d) => d.phase === "failed").length;
+  const pending = all.filter((d) => d.phase === "pending" || d.phase === "removing").length;
+  const parts = [`${all.length} deployment${all.length === 1 ? "" : "s"}`];
+  if (failed > 0) parts.push(`${failed} failed`);
+  if (pending > 0) parts.push(`${pending} in progress`);
+  return `${device}: ${parts.join(", ")}`;
 }
 
 /** Waits for `p` at most `ms`; calls `onTimeout` if it did not settle. Never rejects. */

@@ -1,4 +1,4 @@
-import { EXIT, parseArgs, USAGE } from "./main.ts";
+import { EXIT, parseArgs, statusLine, USAGE } from "./main.ts";
 import { DEFAULT_CONFIG_PATH } from "./config.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { assert, assertEquals } from "../tests/support/assert.ts";
@@ -62,4 +62,16 @@ Deno.test("a bad config exits 78 naming file, line and key", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("statusLine summarises the device for systemd", () => {
+  assertEquals(statusLine("ready", {}), "ready: 0 deployments");
+  assertEquals(
+    statusLine("degraded", {
+      a: { phase: "running" },
+      b: { phase: "failed" },
+      c: { phase: "pending" },
+    }),
+    "degraded: 3 deployments, 1 failed, 1 in progress",
+  );
 });

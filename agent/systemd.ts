@@ -83,6 +83,7 @@ export class SystemdNotifier {
   readonly #watchdogMs: number | undefined;
   #conn: Deno.DatagramConn | undefined;
   #watchdogTimer: ReturnType<typeof setInterval> | undefined;
+  #sending: Promise<void> = Promise.resolve();
 
   /**
    * @param env usually {@linkcode readNotifyEnv}()
@@ -109,7 +110,15 @@ export class SystemdNotifier {
    *
    * @throws {NotifyError} when the socket cannot be bound or the send fails.
    */
-  async notify(fields: Record<string, string>): Promise<void> {
+  notify(fields: Record<string, string>): Promise<void> {
+    if (this.#target === undefined) return Promise.resolve();
+    // A Deno datagram socket allows one send at a time ("Socket already in use"): queue them.
+    const sent = this.#sending.then(() => this.#send(fields));
+    this.#sending = sent.catch(() => {});
+    return sent;
+  }
+
+  async #send(fields: Record<string, string>): Promise<void> {
     if (this.#target === undefined) return;
     const conn = this.#connection();
     try {

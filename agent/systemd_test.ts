@@ -102,3 +102,19 @@ Deno.test("pure helpers", () => {
   assertEquals(watchdogIntervalMs({}, 1), undefined);
   assertEquals(encodeNotify({ READY: "1", STATUS: "a\nb" }), "READY=1\nSTATUS=a b");
 });
+
+Deno.test("concurrent notifications are all delivered, in order", async () => {
+  const dir = await Deno.makeTempDir();
+  const receiver = bindReceiver(`${dir}/notify`);
+  const notifier = new SystemdNotifier({ NOTIFY_SOCKET: `${dir}/notify` }, dir);
+  try {
+    await Promise.all([notifier.status("a"), notifier.ready("b"), notifier.status("c")]);
+    assertEquals(await receiveText(receiver), "STATUS=a");
+    assertEquals(await receiveText(receiver), "READY=1\nSTATUS=b");
+    assertEquals(await receiveText(receiver), "STATUS=c");
+  } finally {
+    notifier.close();
+    receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -3,7 +3,7 @@
  * this test's paths) talking to a notify socket as systemd would: READY
  * after the first pass, watchdog pings, STOPPING on SIGTERM.
  */
-import { freePort, startAgentEnv, waitForPage, webDeployment } from "./_agent_harness.ts";
+import { freePort, startAgentEnv, waitFor, waitForPage, webDeployment } from "./_agent_harness.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 
 Deno.test("agent: sd_notify READY/WATCHDOG/STOPPING under narrow permissions", async () => {
@@ -51,6 +51,11 @@ Deno.test("agent: sd_notify READY/WATCHDOG/STOPPING under narrow permissions", a
     };
     await waitForMessage("READY=1");
     await waitForMessage("WATCHDOG=1");
+    // The STATUS= line follows the device: one running deployment.
+    await waitFor(() => messages.some((m) => m.includes("STATUS=ready: 1 deployment")), {
+      timeoutMs: 30_000,
+      message: `STATUS line for one deployment in ${JSON.stringify(messages)}`,
+    });
     assertEquals(await agent.stop(), 0);
     await waitForMessage("STOPPING=1");
     const ready = messages.findIndex((m) => m.startsWith("READY=1"));
