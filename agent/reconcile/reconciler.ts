@@ -128,6 +128,8 @@ export class Reconciler {
   #running = false;
   #runSignal: AbortSignal = new AbortController().signal;
   #runtimeAvailable = true;
+  /** Why the runtime is unreachable, while it is; shown on deployments that cannot progress. */
+  #runtimeProblem: string | undefined;
   #firstPassDone = false;
   #firstPassPending: Set<string> | undefined;
   #resolveFirstPass!: () => void;
@@ -260,8 +262,10 @@ export class Reconciler {
       const delayMs = backoffDelay(attempt, this.#backoff, this.#random);
       this.#queue.addAfter(key, delayMs);
       if (err instanceof RuntimeUnavailableError) {
-        // Keep the last known statuses: the containers most likely still run.
+        // Keep the last known container states (they most likely still run), but
+        // a deployment that cannot progress says why rather than nothing at all.
         this.#setRuntimeAvailable(false, err);
+        await this.#updateStatus(key, this.#lastObserved.get(key) ?? []);
         return;
       }
       const message = errorMessage(err);
@@ -600,6 +604,7 @@ export class Reconciler {
       error: this.#errors.get(key),
       keptForNow: !(this.#authoritative || this.#deleted.has(key)),
       pulling: this.#pulling.get(key),
+      waiting: this.#runtimeProblem,
     });
     const json = status === undefined ? undefined : canonicalJson(status);
     if (json === this.#statusJson.get(key)) return;
@@ -638,6 +643,9 @@ export class Reconciler {
   #setRuntimeAvailable(available: boolean, err?: unknown): void {
     if (available === this.#runtimeAvailable) return;
     this.#runtimeAvailable = available;
+    this.#runtimeProblem = available
+      ? undefined
+      : `container runtime unreachable: ${errorMessage(err)}`;
     // Backoff earned while the runtime was away says nothing about the deployments.
     if (available) this.#failures.clear();
     if (available) this.#log.info("Container runtime is reachable again");

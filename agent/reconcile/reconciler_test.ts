@@ -348,6 +348,11 @@ Deno.test("an unavailable runtime keeps statuses, degrades the device and recove
   h.reconciler.setDesired("blog", entry("blog", 2));
   await until("degraded", () => h.reconciler.deviceStatus() === "degraded");
   assertEquals(phase(h, "shop"), "running");
+  // The new deployment cannot progress, and says why instead of being absent.
+  await until("blog pending", () => phase(h, "blog") === "pending");
+  const blog = h.reconciler.deploymentStatuses().blog;
+  assertEquals(blog.revision, 2);
+  assertStringIncludes(blog.message ?? "", "container runtime unreachable");
   runtime.setAvailable(true);
   await until("blog running", () => phase(h, "blog") === "running");
   await until("ready", () => h.reconciler.deviceStatus() === "ready");

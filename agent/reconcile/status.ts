@@ -23,6 +23,8 @@ export interface StatusInput {
   error?: string;
   /** True when the deployment, though not desired, may not be removed (partial view). */
   keptForNow?: boolean;
+  /** Why the deployment cannot progress now though nothing is wrong with it (runtime away). */
+  waiting?: string;
   /** Services currently being pulled for. */
   pulling?: ReadonlySet<string>;
 }
@@ -77,10 +79,11 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   }
   const extra = observed.some((c) => !services[c.service]);
   const phase = input.error ? "failed" : allSatisfied && !extra ? "running" : "pending";
+  const message = input.error ?? (phase === "pending" ? input.waiting : undefined);
   return {
     revision: entry.revision,
     phase,
-    ...(input.error ? { message: input.error } : {}),
+    ...(message ? { message } : {}),
     services,
   };
 }
