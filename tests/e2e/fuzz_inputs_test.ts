@@ -167,7 +167,9 @@ Deno.test("fuzz: manifests through the operator's loader fail only with InvalidI
       assert(all.length < 20_000, `iteration ${i}: ${all.length}-char message`);
     } finally {
       if (Deno.env.get("DROVER_FUZZ_TRACE") && Date.now() - t0 > 500) {
-        console.log(`slow ${Date.now() - t0} ms ${file} ${input.length} chars: ${input.slice(0, 150)}`);
+        console.log(
+          `slow ${Date.now() - t0} ms ${file} ${input.length} chars: ${input.slice(0, 150)}`,
+        );
       }
     }
   }
