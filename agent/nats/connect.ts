@@ -7,6 +7,7 @@
  * @module
  */
 
+import { abortableSleep } from "../abortable_sleep.ts";
 import {
   type Authenticator,
   connect,
@@ -142,20 +143,6 @@ export async function connectWithRetry(
     }
   }
   return undefined;
-}
-
-/** Resolves after `ms` or as soon as `signal` aborts. */
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 let resetGuardInstalled = false;

@@ -3,8 +3,8 @@ import { createUser } from "@nats-io/nkeys";
 import { Kvm } from "@nats-io/kv";
 import { startNats } from "../../tests/support/mod.ts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { abortableSleep } from "../abortable_sleep.ts";
 import {
-  abortableSleep,
   connectionName,
   connectionOptions,
   connectWithRetry,

@@ -30,7 +30,8 @@ import {
   parseDesiredStateKey,
 } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
-import { abortableSleep, CONNECT_BACKOFF } from "./connect.ts";
+import { abortableSleep } from "../abortable_sleep.ts";
+import { CONNECT_BACKOFF } from "./connect.ts";
 import { backoffDelay } from "../reconcile/backoff.ts";
 
 /** Where decoded desired state goes (the reconciler and the cache). */

@@ -35,6 +35,7 @@ import {
   type RegistryAuth,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
+import { abortableSleep } from "../abortable_sleep.ts";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
 import { type Action, type CreateAction, plan, type PullAction } from "./plan.ts";
@@ -548,7 +549,7 @@ export class Reconciler {
       }
       if (signal.aborted) return;
       // The stream ended without a resync event: events may be lost, look again.
-      await sleep(backoffDelay(attempt++, this.#backoff, this.#random), signal);
+      await abortableSleep(backoffDelay(attempt++, this.#backoff, this.#random), signal);
       void this.#resync(signal);
     }
   }
@@ -702,17 +703,4 @@ async function settleAll(tasks: Promise<void>[]): Promise<void> {
 function errorMessage(err: unknown): string {
   if (err instanceof ImagePullError) return err.message;
   return err instanceof Error ? err.message : String(err);
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

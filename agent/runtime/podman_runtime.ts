@@ -12,6 +12,7 @@
  * @module
  */
 
+import { abortableSleep } from "../abortable_sleep.ts";
 import { LABELS, MANAGED_LABEL_VALUE, parseImageReference } from "@drover/contracts";
 import {
   type ContainerSummary,
@@ -228,7 +229,7 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
       // The stream ended: the service stopped or restarted.
       interrupted = true;
       since ??= openedAt;
-      await sleep(Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt++), signal);
+      await abortableSleep(Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt++), signal);
     }
   }
 
@@ -326,17 +327,4 @@ function translate(err: unknown): unknown {
   if (isImageNotFoundError(err)) return new ImageMissingError(err.image, { cause: err });
   if (isPullError(err)) return new ImagePullError(err.image, err.registryMessage, { cause: err });
   return err;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
