@@ -193,9 +193,8 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
       else desired.set(deployment, entry);
       const l = log.with({ deployment, revision: entry?.revision });
       if (entry === null) l.info("Desired state deleted");
-      else if (entry.kind === "invalid") {
-        l.warn("Invalid desired state: {error}", { error: entry.error });
-      } else l.debug("Desired state changed");
+      // An invalid value is logged once, by the reconciler, as the deployment's failure.
+      else l.debug("Desired state changed ({kind})", { kind: entry.kind });
       reconciler.setDesired(deployment, entry);
       cacheWriter.trigger();
     },
