@@ -97,6 +97,19 @@ export interface FleetResult {
   operatorRssMaxMiB: number;
   /** The operator's fan-out passes that wrote something, from its log: keys written/deleted and ms. */
   operatorPasses: { put: number; deleted: number; ms: number }[];
+  /**
+   * JetStream consumers on the server (from `/jsz`, polled every second while
+   * agents run): the most seen, and the count once each phase was done. N
+   * agents should hold N (plus the operator's few); more means watches were
+   * recreated while their predecessors lingered.
+   */
+  consumers: {
+    max: number;
+    afterConnect: number;
+    afterDeploy: number;
+    afterUpdate: number;
+    afterDelete: number;
+  };
   error?: string;
 }
 
@@ -182,7 +195,14 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     operatorRolloutCpuPercent: NaN,
     operatorRssMaxMiB: NaN,
     operatorPasses: [],
+    consumers: { max: 0, afterConnect: NaN, afterDeploy: NaN, afterUpdate: NaN, afterDelete: NaN },
   };
+  const consumersNow = async () => {
+    const c = await jszConsumers(nats.monitorUrl).catch(() => NaN);
+    if (c > result.consumers.max) result.consumers.max = c;
+    return c;
+  };
+  const consumerPoll = setInterval(() => void consumersNow(), 1000);
   let rssMax = 0;
   const sampleOperator = async () => {
     const s = await sampleProcess(operator.pid);
@@ -200,7 +220,11 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       500,
     );
     result.connectSeconds = round((epochMs() - t0) / 1000);
-    progress(`fleet N=${n}: all agents connected in ${result.connectSeconds} s`);
+    result.consumers.afterConnect = await consumersNow();
+    progress(
+      `fleet N=${n}: all agents connected in ${result.connectSeconds} s ` +
+        `(${result.consumers.afterConnect} consumers)`,
+    );
 
     // Deploy.
     const manifest = `${dir}/manifest.json`;
@@ -226,6 +250,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       recordFiles,
       (r) => r.event === "running",
     );
+    result.consumers.afterDeploy = await consumersNow();
     const after = await sampleOperator();
     if (before && after) result.operatorRolloutCpuPercent = round(cpuPercent(before, after));
 
@@ -260,6 +285,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       (r) =>
         r.event === "running" && (r.revision ?? 0) > (revisionsBefore.get(r.device) ?? Infinity),
     );
+    result.consumers.afterUpdate = await consumersNow();
     await sampleOperator();
 
     // Delete.
@@ -277,11 +303,18 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       recordFiles,
       (r) => r.event === "gone",
     );
+    result.consumers.afterDelete = await consumersNow();
+    progress(
+      `fleet N=${n}: consumers after connect/deploy/update/delete: ` +
+        `${result.consumers.afterConnect}/${result.consumers.afterDeploy}/` +
+        `${result.consumers.afterUpdate}/${result.consumers.afterDelete}, max ${result.consumers.max}`,
+    );
     await sampleOperator();
   } catch (e) {
     result.error = (e as Error).message;
     progress(`fleet N=${n}: ${result.error}`);
   } finally {
+    clearInterval(consumerPoll);
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
     result.operatorPasses = await operatorPasses(operator.logPath);

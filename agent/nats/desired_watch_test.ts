@@ -1,9 +1,11 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { BUCKET_DESIRED_STATE } from "@drover/contracts";
 import { startNats, waitFor } from "../../tests/support/mod.ts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import {
+  ConsumerNames,
   DesiredWatcher,
   InitialSnapshot,
   interpretRecord,
@@ -156,6 +158,59 @@ Deno.test("watch: a missing bucket is retried until it exists; restart gives a f
     assertEquals(sink.snapshots.at(-1)!.size, 0);
     ac.abort();
     await running;
+  } finally {
+    ac.abort();
+    await nc.close();
+  }
+});
+
+Deno.test("ConsumerNames: names by serial, recognises its own, hands each name out for deletion once", () => {
+  const names = new ConsumerNames("pi-1", "abc");
+  assertEquals(names.name(1), "drover_pi-1_abc_1");
+  assertEquals(names.serialOf("drover_pi-1_abc_12"), 12);
+  assertEquals(names.serialOf("drover_pi-1_abd_12"), undefined);
+  assertEquals(names.serialOf("drover_pi-1_abc_x"), undefined);
+  // A reset to serial 3: serials 1 and 2 (a failed attempt) go.
+  assertEquals(names.takeBefore(3), ["drover_pi-1_abc_1", "drover_pi-1_abc_2"]);
+  assertEquals(names.takeBefore(3), []);
+  // End of the watch on serial 4.
+  assertEquals(names.takeBefore(5), ["drover_pi-1_abc_3", "drover_pi-1_abc_4"]);
+});
+
+Deno.test("watch: restarts replace the consumer instead of adding one; stopping deletes it", async () => {
+  await using nats = await startNats();
+  const nc = await connect({ servers: nats.url });
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(nc).create(BUCKET_DESIRED_STATE);
+    const jsm = await jetstreamManager(nc);
+    const consumerNames = async () => {
+      const out: string[] = [];
+      for await (const c of jsm.consumers.list(`KV_${BUCKET_DESIRED_STATE}`)) out.push(c.name);
+      return out;
+    };
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    const sink = new RecordingSink();
+    const watcher = new DesiredWatcher(nc, "pi-1", sink);
+    const running = watcher.run(ac.signal);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 10_000, message: "snapshot" });
+    const first = await consumerNames();
+    assertEquals(first.length, 1);
+    assert(first[0].startsWith("drover_pi-1_"), first[0]);
+    for (let i = 2; i <= 4; i++) {
+      watcher.restart();
+      await waitFor(() => sink.snapshots.length === i, { timeoutMs: 10_000, message: `snap ${i}` });
+    }
+    await waitFor(async () => (await consumerNames()).length === 1, {
+      timeoutMs: 10_000,
+      message: "exactly one consumer after restarts",
+    });
+    assert(!(await consumerNames()).includes(first[0]), "the first consumer was replaced");
+    await kv.put("pi-1.web", enc(desired("web", "web:2")));
+    await waitFor(() => sink.image("web") === "web:2", { timeoutMs: 10_000, message: "update" });
+    ac.abort();
+    await running;
+    assertEquals(await consumerNames(), []);
   } finally {
     ac.abort();
     await nc.close();

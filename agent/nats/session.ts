@@ -107,6 +107,8 @@ export class NatsSession {
         log.info("Desired-state watch ended ({reason}); re-watching", { reason }),
       onBadKey: (key, problem) =>
         log.warn("Ignoring desired-state key {key}: {problem}", { key, problem }),
+      onConsumerRecreated: (name, reason) =>
+        log.info("Desired-state consumer recreated as {name} ({reason})", { name, reason }),
       onSnapshot: (count, lastRevision) =>
         log.info("Desired state loaded: {count} deployment(s), up to revision {lastRevision}", {
           count,
