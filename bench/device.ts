@@ -106,6 +106,20 @@ export interface DeviceBenchResult {
 
 const WARMUP = 2;
 
+/**
+ * The `--v8-flags=…` of the `agent` task in deno.json, so the benchmark runs
+ * the agent with the heap settings it ships with (the compile and bundle
+ * scripts bake the same flag). `BENCH_AGENT_V8_FLAGS` overrides it, to
+ * compare settings ("" for none).
+ */
+export function agentV8Flags(): string[] {
+  const override = Deno.env.get("BENCH_AGENT_V8_FLAGS");
+  if (override !== undefined) return override === "" ? [] : [`--v8-flags=${override}`];
+  const config = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
+  const task: string = config?.tasks?.agent ?? "";
+  return task.split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
+}
+
 /** Runs the latency and footprint benchmarks on one real device stack. */
 export async function runDeviceBench(options: DeviceBenchOptions): Promise<DeviceBenchResult> {
   const { progress } = options;
@@ -124,7 +138,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
 
     await using agent = await LoggedProcess.spawn(
       Deno.execPath(),
-      ["run", "-A", "agent/main.ts", "--config", configPath],
+      ["run", "-A", ...agentV8Flags(), "agent/main.ts", "--config", configPath],
       agentLog,
     );
     await waitForStatus(status, (s) => s.status === "ready", 60_000);
@@ -181,7 +195,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
     await putIdleDeployments(desired, n);
     const footprint = await measureFootprint(
       status,
-      [Deno.execPath(), "run", "-A", "agent/main.ts", "--config", configPath],
+      [Deno.execPath(), "run", "-A", ...agentV8Flags(), "agent/main.ts", "--config", configPath],
       `${options.workDir}/agent-footprint.log`,
       n,
       options.idleSeconds,

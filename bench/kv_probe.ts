@@ -20,9 +20,20 @@ import { findPid } from "./fleet.ts";
 import { cpuPercent, sampleProcess } from "./machine.ts";
 import { round } from "./stats.ts";
 
+/** One probe setting. */
+export interface ProbeCase {
+  consumers: number;
+  /** Keys no consumer watches, put before measuring (more distinct subjects in the stream). */
+  extraKeys?: number;
+  /** Put to keys the consumers watch (each put is delivered once), or to unwatched ones. */
+  target?: "watched" | "unwatched";
+}
+
 /** One consumer count. */
 export interface ProbeRow {
   consumers: number;
+  extraKeys: number;
+  target: "watched" | "unwatched";
   puts: number;
   /** Puts per second with {@linkcode CONCURRENCY} in flight, as the operator writes. */
   putsPerSecond: number;
@@ -36,12 +47,15 @@ export const CONCURRENCY = 64;
 
 /** Measures put throughput with each consumer count in `counts`. */
 export async function runKvProbe(
-  counts: number[],
+  cases: (number | ProbeCase)[],
   puts: number,
   progress: (s: string) => void,
 ): Promise<ProbeRow[]> {
   const rows: ProbeRow[] = [];
-  for (const consumers of counts) {
+  for (const c of cases) {
+    const { consumers, extraKeys = 0, target = "watched" } = typeof c === "number"
+      ? { consumers: c }
+      : c;
     await using nats = await startNats();
     const pid = await findPid(nats.configPath);
     const writer = await connect({ servers: nats.url });
@@ -61,27 +75,31 @@ export async function runKvProbe(
           for await (const _ of messages) { /* drain */ }
         })().catch(() => {});
       }
+      await forEachInFlight(extraKeys, async (i) => {
+        await kv.put(`other-${i}.app`, "{}");
+      });
       const before = pid === undefined ? undefined : await sampleProcess(pid);
       const t0 = performance.now();
-      let next = 0;
-      const worker = async () => {
-        while (next < puts) {
-          const i = next++;
-          await kv.put(`dev-${i % Math.max(1, consumers || puts)}.app`, `{"n":${i}}`);
-        }
-      };
-      await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+      await forEachInFlight(puts, async (i) => {
+        const key = target === "watched"
+          ? `dev-${i % Math.max(1, consumers || puts)}.app`
+          : `unwatched-${i}.app`;
+        await kv.put(key, `{"n":${i}}`);
+      });
       const seconds = (performance.now() - t0) / 1000;
       const after = pid === undefined ? undefined : await sampleProcess(pid);
       const row: ProbeRow = {
         consumers,
+        extraKeys,
+        target,
         puts,
         putsPerSecond: round(puts / seconds),
         msPerPut: Math.round((seconds * 1e6) / puts) / 1000,
         natsCpuPercent: before && after ? round(cpuPercent(before, after)) : NaN,
       };
       progress(
-        `kv probe: ${consumers} consumers: ${row.putsPerSecond} puts/s, ` +
+        `kv probe: ${consumers} consumers, ${extraKeys} extra keys, puts to ${target} keys: ` +
+          `${row.putsPerSecond} puts/s, ` +
           `nats-server CPU ${row.natsCpuPercent} %`,
       );
       rows.push(row);
@@ -91,6 +109,15 @@ export async function runKvProbe(
     }
   }
   return rows;
+}
+
+/** Runs `fn(0 … count-1)` with {@linkcode CONCURRENCY} calls in flight. */
+async function forEachInFlight(count: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < count) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
 }
 
 if (import.meta.main) {

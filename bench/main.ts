@@ -21,7 +21,7 @@ import { artifactSizes, DIST } from "./artifacts.ts";
 import { type BenchResults, renderMarkdown } from "./report.ts";
 import { REPO_ROOT, run } from "./process.ts";
 import { round } from "./stats.ts";
-import { runKvProbe } from "./kv_probe.ts";
+import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -31,7 +31,7 @@ export interface BenchPlan {
   fleetSizes: number[];
   steadySeconds: number;
   /** Consumer counts of the desired-state put-cost probe. */
-  probeConsumers: number[];
+  probeConsumers: (number | ProbeCase)[];
   only?: "device" | "fleet";
 }
 
@@ -45,7 +45,7 @@ export function parseArgs(args: string[]): BenchPlan {
       idleSeconds: 15,
       fleetSizes: [100],
       steadySeconds: 10,
-      probeConsumers: [0, 1000],
+      probeConsumers: [0, 1000, { consumers: 1000, target: "unwatched" }],
     }
     : {
       mode: "full",
@@ -53,7 +53,13 @@ export function parseArgs(args: string[]): BenchPlan {
       idleSeconds: 60,
       fleetSizes: [100, 1000, 5000],
       steadySeconds: 20,
-      probeConsumers: [0, 1000, 5000],
+      probeConsumers: [
+        0,
+        1000,
+        5000,
+        { consumers: 5000, target: "unwatched" },
+        { consumers: 1000, extraKeys: 4000 },
+      ],
     };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];

@@ -146,22 +146,34 @@ export function renderMarkdown(r: BenchResults): string {
         .map((p) => `${p.put} put + ${p.deleted} deleted in ${p.ms} ms`);
       out.push(`- N=${x.n}: operator fan-out passes (from its log): ${passes.join("; ") || "–"}`);
     }
+    for (const x of r.fleet) {
+      const c = x.consumers;
+      if (c === undefined) continue;
+      out.push(
+        `- N=${x.n}: JetStream consumers on the server after connect / deploy / update / delete: ` +
+          `${c.afterConnect} / ${c.afterDeploy} / ${c.afterUpdate} / ${c.afterDelete}, most seen ` +
+          `${c.max} (one per agent plus the operator's 3 is N + 3)`,
+      );
+    }
     out.push("");
   }
   if (r.kvProbe && r.kvProbe.length > 0) {
     out.push(
-      "### Probe: cost of a desired-state put against the number of watch consumers",
+      "### Probe: cost of a desired-state put against consumers and keys",
       "",
       "Real nats-server, nothing else running in it: one writer putting keys into " +
         "`desired-state` with 64 in flight (as the operator writes), while C push consumers " +
-        "(one key filter each, as each agent has) follow the stream.",
+        "(one key filter `$KV.desired-state.dev-i.>` each, as each agent has) follow the stream. " +
+        "Puts go to watched keys (each delivered to one consumer) or to keys nobody watches; " +
+        "extra keys are other keys stored before measuring (more distinct subjects in the stream).",
       "",
-      "| consumers | puts | puts/s | ms per put | nats-server CPU % |",
-      "|---|---|---|---|---|",
+      "| consumers | extra keys | puts to | puts | puts/s | ms per put | nats-server CPU % |",
+      "|---|---|---|---|---|---|---|",
     );
     for (const p of r.kvProbe) {
       out.push(
-        `| ${p.consumers} | ${p.puts} | ${p.putsPerSecond} | ${p.msPerPut} | ${p.natsCpuPercent} |`,
+        `| ${p.consumers} | ${p.extraKeys ?? 0} | ${p.target ?? "watched"} | ${p.puts} | ` +
+          `${p.putsPerSecond} | ${p.msPerPut} | ${p.natsCpuPercent} |`,
       );
     }
     out.push("");
