@@ -76,7 +76,7 @@ export const NASTY_STRINGS: readonly string[] = [
   "constructor",
 ];
 
-/** Values of every JSON type, some odd. */
+/** Values of every JSON type, some odd. Use {@linkcode oddValue}: mutations edit what they insert. */
 export const ODD_VALUES: readonly unknown[] = [
   null,
   true,
@@ -94,6 +94,15 @@ export const ODD_VALUES: readonly unknown[] = [
   {},
   { "": "" },
 ];
+
+/**
+ * A fresh copy of one of {@linkcode ODD_VALUES}. Later mutations edit the tree in place, so
+ * inserting the shared `{}` or `[]` itself would let them grow across documents: replaying a
+ * seed would no longer give the same documents, and the documents would keep getting bigger.
+ */
+function oddValue(rng: Rng): unknown {
+  return structuredClone(rng.pick(ODD_VALUES));
+}
 
 const PROTO_KEYS = ["__proto__", "constructor", "prototype", "toString", "hasOwnProperty"];
 
@@ -138,7 +147,7 @@ function setSlot(slot: Slot, value: unknown): void {
 
 function deepNest(rng: Rng, depth: number): unknown {
   // Built iteratively: the generator itself must not blow the stack.
-  let v: unknown = rng.pick(ODD_VALUES);
+  let v: unknown = oddValue(rng);
   for (let i = 0; i < depth; i++) v = rng.chance(0.5) ? [v] : { a: v };
   return v;
 }
@@ -174,7 +183,10 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** One structural mutation of `doc` (in place). */
 function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
   const all = slots(doc);
-  const slot = rng.pick(all);
+  // Earlier rounds may have deleted every key: then the only slots are new top-level keys.
+  const slot: Slot = all.length > 0
+    ? rng.pick(all)
+    : { parent: doc, key: rng.pick(["deployment", "score", "extra"]) };
   // Earlier mutations may have turned score or services into anything.
   const score = doc.score;
   const rawServices = isObject(score) ? score.services : undefined;
@@ -183,7 +195,7 @@ function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
     : undefined;
   switch (rng.int(0, 11)) {
     case 0: // wrong type anywhere
-      setSlot(slot, rng.pick(ODD_VALUES));
+      setSlot(slot, oddValue(rng));
       break;
     case 1: // nasty string anywhere
       setSlot(slot, rng.pick(NASTY_STRINGS));
@@ -203,8 +215,16 @@ function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
       setSlot(slot, hugeString(rng));
       break;
     case 4: // huge array
-      setSlot(slot, new Array(rng.int(10_000, 150_000)).fill(rng.pick(["x", 1, null, {}])));
+    {
+      // Distinct elements: filling with one shared `{}` would let a later round's huge string
+      // or deep nesting inside it repeat 150 000 times (minutes of JSON.stringify per document).
+      const element = rng.pick(["x", 1, null, {}]);
+      setSlot(
+        slot,
+        Array.from({ length: rng.int(10_000, 150_000) }, () => structuredClone(element)),
+      );
       break;
+    }
     case 5: // deep nesting
       setSlot(slot, deepNest(rng, rng.int(100, 1_500)));
       break;
