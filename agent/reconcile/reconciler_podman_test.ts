@@ -9,6 +9,7 @@ import { AgentPolicy, DesiredState } from "@drover/contracts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import {
   buildBusyboxImage,
+  fetchPublishedPort,
   freePort,
   type PodmanService,
   startPodman,
@@ -84,7 +85,7 @@ async function startedAt(podman: PodmanService, name: string): Promise<string> {
 
 async function page(port: number): Promise<string | undefined> {
   try {
-    const res = await fetch(`http://127.0.0.1:${port}/index.html`);
+    const res = await fetchPublishedPort(port, "/index.html");
     return res.ok ? await res.text() : (await res.body?.cancel(), undefined);
   } catch {
     return undefined;

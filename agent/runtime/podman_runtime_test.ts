@@ -11,6 +11,7 @@ import {
 } from "../../tests/support/assert.ts";
 import {
   buildBusyboxImage,
+  fetchPublishedPort,
   freePort,
   pushImage,
   startPodman,
@@ -111,7 +112,7 @@ Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real
   await runtime.startContainer(id);
   await runtime.startContainer(id); // already running: fine
   const page = await waitFor(async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/index.html`);
+    const res = await fetchPublishedPort(port, "/index.html");
     return res.ok ? await res.text() : (await res.body?.cancel(), undefined);
   }, { timeoutMs: 20_000, message: "container serves the page with env applied" });
   assertEquals(page, "hello from the runtime test\n");

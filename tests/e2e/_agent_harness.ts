@@ -22,6 +22,7 @@ import {
 } from "@drover/contracts";
 import {
   buildBusyboxImage,
+  fetchPublishedPort,
   freePort,
   type NatsServer,
   type PodmanService,
@@ -404,7 +405,7 @@ export function sleepDeployment(
 /** Fetches `http://127.0.0.1:port/` until it answers with `text`. */
 export async function waitForPage(port: number, text: string, timeoutMs = 60_000): Promise<void> {
   await waitFor(async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/`);
+    const res = await fetchPublishedPort(port);
     const body = await res.text();
     return res.ok && body.trim() === text ? true : undefined;
   }, { timeoutMs, message: `page on 127.0.0.1:${port} says ${JSON.stringify(text)}` });

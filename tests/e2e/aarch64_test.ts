@@ -21,6 +21,7 @@ import {
 } from "@drover/contracts";
 import {
   buildBusyboxImage,
+  fetchPublishedPort,
   freePort,
   startNats,
   startPodman,
@@ -195,7 +196,7 @@ Deno.test({
     try {
       await waitFor(async () => {
         if (exited) throw new Error("agent exited");
-        const response = await fetch(`http://127.0.0.1:${hostPort}/`);
+        const response = await fetchPublishedPort(hostPort);
         return response.ok && (await response.text()).includes("drover");
       }, { timeoutMs: EMULATED_TIMEOUT_MS, intervalMs: 500, message: "container serves its page" });
       await waitFor(async () => {

@@ -7,6 +7,7 @@
 
 import {
   buildBusyboxImage,
+  fetchPublishedPort,
   freePort,
   startNats,
   startPodman,
@@ -74,7 +75,7 @@ Deno.test({
     assertEquals(serve.code, 0, serve.stderr);
     const logs = async () => (await podman.cli(["logs", "drover-operator"])).stderr;
     await waitFor(async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      const res = await fetchPublishedPort(port, "/healthz");
       await res.body?.cancel();
       return res.ok;
     }, { timeoutMs: 30_000, message: "operator container healthy" });

@@ -349,7 +349,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const { startNats, startPodman, freePort, waitFor } = await import("../support/mod.ts");
+    const { startNats, startPodman, freePort, waitFor, fetchPublishedPort } = await import(
+      "../support/mod.ts"
+    );
     const { buildLocalDenoBase } = await import("../../operator/testing/container.ts");
     await using nats = await startNats();
     await using podman = await startPodman();
@@ -395,7 +397,7 @@ Deno.test({
     const started = await podman.cli(start.slice(1));
     assertEquals(started.code, 0, started.stderr);
     await waitFor(async () => {
-      const response = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
+      const response = await fetchPublishedPort(port, "/healthz").catch(() => undefined);
       await response?.body?.cancel();
       return response?.ok;
     }, { timeoutMs: 60_000, message: "operator in its container answers /healthz" });

@@ -5,7 +5,10 @@
  * configured is always bridge `podman0` with 10.88.0.0/16, and netavark's IPAM database lives in
  * one global place (/run/containers/networks). Parallel instances would share one bridge and
  * subnet and tear it down under each other. So each instance gets a numbered slot: its own bridge
- * (`droverN`), its own /24 and its own network id (hence its own iptables chains). A slot is
+ * (`droverN`), its own /24 and its own network id. The iptables chains stay shared: netavark
+ * 1.4 names them after the network *name* (always `podman` here, hence `NETAVARK-1D8721804F16F`
+ * and `NETAVARK-DN-1D8721804F16F` for every slot), but each rule in them names the slot's subnet,
+ * container address or host port, and a chain is only deleted once empty. A slot is
  * taken by holding an exclusive flock on its slot file; the kernel releases it if the test
  * process dies.
  *
@@ -47,8 +50,7 @@ export function slotAddresses(index: number): { bridge: string; subnet: string; 
  */
 export async function defaultNetworkDefinition(index: number): Promise<Record<string, unknown>> {
   const { bridge, subnet, gateway } = slotAddresses(index);
-  // A stable id per slot: the same slot always gets the same iptables chain names, so a slot
-  // reused after a crash finds (and reuses) its own chains instead of piling up new ones.
+  // A stable id per slot, so a slot reused after a crash gets the same network again.
   const digest = await crypto.subtle.digest(
     "SHA-256",
     new TextEncoder().encode(`drover-test-network-${index}`),

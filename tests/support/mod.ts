@@ -23,6 +23,7 @@ export * from "./errors.ts";
 export * from "./nats.ts";
 export * from "./podman.ts";
 export * from "./ports.ts";
+export * from "./published_port.ts";
 export * from "./registry.ts";
 export * from "./temp_dir.ts";
 export * from "./wait_for.ts";
