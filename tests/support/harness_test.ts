@@ -26,6 +26,13 @@ async function pathExists(path: string): Promise<boolean> {
   }
 }
 
+Deno.test("freePort: never the same port twice, also when called concurrently", async () => {
+  const ports = await Promise.all(Array.from({ length: 200 }, () => freePort()));
+  assertEquals(new Set(ports).size, ports.length);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: ports[0] });
+  listener.close(); // each port was free to bind
+});
+
 Deno.test("startNats: JetStream KV works and data survives a restart on the same port", async () => {
   let dir: string;
   {
