@@ -104,7 +104,14 @@ export interface PlanOptions {
 /** Restart policies under which Drover keeps a container running itself. */
 const KEEP_RUNNING = new Set(["always", "unless-stopped"]);
 /** States in which a container can be started. */
-const STARTABLE = new Set(["created", "initialized", "configured", "stopped", "exited"]);
+/** Runtime states a `start` is planned for (the rest are running or transitional). */
+export const STARTABLE: ReadonlySet<string> = new Set([
+  "created",
+  "initialized",
+  "configured",
+  "stopped",
+  "exited",
+]);
 /** States that only ever follow a create (never ran yet). */
 const NEVER_RAN = new Set(["created", "initialized", "configured"]);
 

@@ -43,6 +43,7 @@ function start(
     registries?: Record<string, RegistryConfig>;
     resyncIntervalMs?: number;
     callTimeoutMs?: number;
+    stoppedSettleMs?: number;
     backoff?: { baseMs: number; capMs: number; jitter: number };
   } = {},
 ): Harness {
@@ -55,6 +56,7 @@ function start(
     registries: options.registries ?? {},
     resyncIntervalMs: options.resyncIntervalMs,
     callTimeoutMs: options.callTimeoutMs,
+    stoppedSettleMs: options.stoppedSettleMs,
     backoff: options.backoff ?? { baseMs: 10, capMs: 80, jitter: 0 },
     onChange: () => changes++,
   });
@@ -254,6 +256,25 @@ Deno.test("drift by hand is undone: removed and stopped containers come back", a
   await until("restarted", () => h.runtime.snapshot()[0]?.state === "running");
   assertEquals(h.runtime.snapshot().length, 1);
   assertEquals(h.runtime.calls.startContainer, 3);
+});
+
+Deno.test("a stopped container removed by hand while the reconciler waits is recreated, not started", async () => {
+  // The podman race this pause avoids: a start between `podman rm -f`'s kill and its removal.
+  await using h = start({ entries: [entry("shop", 1)], stoppedSettleMs: 2_000 });
+  await h.reconciler.firstPass;
+  await until("first start", () => h.runtime.calls.startContainer === 1);
+  const first = h.runtime.snapshot()[0].id;
+  const lists = h.runtime.calls.listManaged;
+  h.runtime.stopByHand("shop_web");
+  // It has looked since the stop, so it is in its pause now: the container goes meanwhile.
+  await until("stop observed", () => h.runtime.calls.listManaged > lists);
+  h.runtime.removeByHand("shop_web");
+  await until("recreated", () => {
+    const [c] = h.runtime.snapshot();
+    return c !== undefined && c.id !== first && c.state === "running";
+  });
+  assertEquals(h.runtime.calls.startContainer, 2, "started when created, never the removed one");
+  assertEquals(h.runtime.snapshot().length, 1);
 });
 
 Deno.test("restarts reported by the runtime reach the status", async () => {

@@ -65,7 +65,8 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
 
   // Manual `podman stop` is undone.
   const aId = idOf(await env.containersOf("pair"), "a");
-  assertEquals((await env.podman.cli(["stop", "-t", "1", aId])).code, 0);
+  const stop = await env.podman.cli(["stop", "-t", "1", aId]);
+  assertEquals(stop.code, 0, `podman stop: ${stop.stderr}`);
   await waitFor(async () => {
     const list = await env.containersOf("pair");
     return list.length === 2 && list.every((c) => c.State === "running");
