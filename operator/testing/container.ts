@@ -84,3 +84,31 @@ export async function buildLocalDenoBase(
   await Deno.remove(root, { recursive: true });
   return tag;
 }
+
+/**
+ * Builds `operator/Containerfile` as `tag` on the local Deno base (built in
+ * `workDir`), lending the build this machine's npm cache as an overlay so
+ * nothing is downloaded and the build's writes are discarded. Returns the
+ * podman CLI result, for the caller to assert on.
+ */
+export async function buildOperatorImage(
+  podman: PodmanCli,
+  workDir: string,
+  tag: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const base = await buildLocalDenoBase(podman, workDir);
+  const repoRoot = new URL("../../", import.meta.url).pathname;
+  const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+  return await podman.cli([
+    "build",
+    "--build-arg",
+    `DENO_IMAGE=${base}`,
+    "--volume",
+    `${denoDir}:/deno-dir:O`,
+    "--file",
+    `${repoRoot}operator/Containerfile`,
+    "--tag",
+    tag,
+    repoRoot,
+  ]);
+}

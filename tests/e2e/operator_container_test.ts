@@ -15,10 +15,9 @@ import {
   waitFor,
 } from "../support/mod.ts";
 import { assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { buildLocalDenoBase } from "../../operator/testing/container.ts";
+import { buildOperatorImage } from "../../operator/testing/container.ts";
 import { startAgent } from "../../operator/testing/mod.ts";
 
-const REPO_ROOT = new URL("../../", import.meta.url).pathname;
 const OPERATOR_IMAGE = "localhost/drover/operator:test";
 const WORKLOAD_IMAGE = "localhost/drover/busybox:ctr";
 
@@ -34,21 +33,7 @@ Deno.test({
     await using dir = await tempDir("operator-ctr-");
     await buildBusyboxImage(podman, WORKLOAD_IMAGE);
 
-    const base = await buildLocalDenoBase(podman, dir.path);
-    const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
-    const build = await podman.cli([
-      "build",
-      "--build-arg",
-      `DENO_IMAGE=${base}`,
-      // The host's npm cache, as an overlay: the build reads it, its writes are discarded.
-      "--volume",
-      `${denoDir}:/deno-dir:O`,
-      "--file",
-      `${REPO_ROOT}operator/Containerfile`,
-      "--tag",
-      OPERATOR_IMAGE,
-      REPO_ROOT,
-    ]);
+    const build = await buildOperatorImage(podman, dir.path, OPERATOR_IMAGE);
     assertEquals(build.code, 0, build.stderr);
 
     const port = await freePort();

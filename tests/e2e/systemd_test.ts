@@ -352,7 +352,7 @@ Deno.test({
     const { startNats, startPodman, freePort, waitFor, fetchPublishedPort } = await import(
       "../support/mod.ts"
     );
-    const { buildLocalDenoBase } = await import("../../operator/testing/container.ts");
+    const { buildOperatorImage } = await import("../../operator/testing/container.ts");
     await using nats = await startNats();
     await using podman = await startPodman();
     await using dir = await tempDir("drover-operator-unit-");
@@ -362,20 +362,7 @@ Deno.test({
     const unit = await Deno.readTextFile(`${systemdDir}drover-operator.service`);
     const [execStart] = unitCommands(unit, "ExecStart", { t: dir.path, n: "x.service" });
     const image = execStart.find((word) => word.startsWith("localhost/drover-operator"))!;
-    const base = await buildLocalDenoBase(podman, dir.path);
-    const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
-    const build = await podman.cli([
-      "build",
-      "--build-arg",
-      `DENO_IMAGE=${base}`,
-      "--volume",
-      `${denoDir}:/deno-dir:O`,
-      "--file",
-      `${repoDir}operator/Containerfile`,
-      "--tag",
-      image,
-      repoDir,
-    ]);
+    const build = await buildOperatorImage(podman, dir.path, image);
     assertEquals(build.code, 0, build.stderr);
 
     // /etc/drover/operator -> a temp dir with operator.env; the fixed loopback port -> a free one.
