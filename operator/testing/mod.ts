@@ -79,17 +79,13 @@ export async function startOperatorService(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let log = "";
-  const decoder = new TextDecoder();
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const output = collectOutput(child);
+  const drained = output.done;
   const apiUrl = `http://127.0.0.1:${port}`;
   let exit: Promise<number> | undefined;
   const service: OperatorService = {
     apiUrl,
-    logs: () => log,
+    logs: output.text,
     stop() {
       if (exit === undefined) {
         try {
@@ -112,7 +108,7 @@ export async function startOperatorService(
     } catch { /* not listening yet */ }
     if (Date.now() > deadline) {
       await service.stop();
-      throw new Error(`operator serve did not become healthy:\n${log}`);
+      throw new Error(`operator serve did not become healthy:\n${output.text()}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -203,17 +199,13 @@ export async function startAgent(settings: AgentSettings): Promise<AgentProcess>
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let log = "";
-  const decoder = new TextDecoder();
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const output = collectOutput(child);
+  const drained = output.done;
   let stopped: Promise<void> | undefined;
   const agent: AgentProcess = {
     deviceId: settings.deviceId,
     configPath,
-    logs: () => log,
+    logs: output.text,
     stop(signal: Deno.Signal = "SIGTERM") {
       if (stopped === undefined) {
         try {
@@ -228,4 +220,19 @@ export async function startAgent(settings: AgentSettings): Promise<AgentProcess>
     },
   };
   return agent;
+}
+
+/**
+ * Reads a child's stdout and stderr into one growing text, so its log can be
+ * shown when a test fails (and the pipes never fill up and block it).
+ */
+function collectOutput(
+  child: Deno.ChildProcess,
+): { text: () => string; done: Promise<unknown> } {
+  let log = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
+  };
+  return { text: () => log, done: Promise.all([drain(child.stdout), drain(child.stderr)]) };
 }
