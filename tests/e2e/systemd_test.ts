@@ -322,7 +322,15 @@ Deno.test({
       }`;
     await using denoDir = await tempDir("drover-probe-deno-dir-");
     await Deno.chmod(denoDir.path, 0o777); // also used by the non-root control below
-    const ping = ["env", `DENO_DIR=${denoDir.path}`, Deno.execPath(), "eval", probe];
+    // The non-root control must be able to execute Deno, wherever it was installed: a Deno from
+    // `npx` lives under /root (0700), which uid 65534 cannot enter. A copy in a world-readable
+    // temp dir keeps the control's failure about the socket, not about the executable.
+    await using denoBin = await tempDir("drover-probe-deno-bin-");
+    await Deno.chmod(denoBin.path, 0o755);
+    const deno = `${denoBin.path}/deno`;
+    await Deno.copyFile(Deno.execPath(), deno);
+    await Deno.chmod(deno, 0o755);
+    const ping = ["env", `DENO_DIR=${denoDir.path}`, deno, "eval", probe];
     const allowed = await runConfined(podman.dir, ping);
     assertEquals(allowed.code, 0, allowed.stderr);
     assertMatch(allowed.stdout, /^HTTP\/1\.[01] 200 OK\r\n[\s\S]*\r\n\r\nOK\n?$/);
