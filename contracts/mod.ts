@@ -10,6 +10,7 @@
 
 export * from "./names.ts";
 export * from "./kv.ts";
+export * from "./subjects.ts";
 export * from "./image.ts";
 export * from "./labels.ts";
 export * from "./score.ts";
@@ -20,3 +21,4 @@ export * from "./agent_config.ts";
 export * from "./spec_hash.ts";
 export * from "./errors.ts";
 export * from "./decode.ts";
+export * from "./redact.ts";
