@@ -11,12 +11,14 @@ import { DesiredState } from "./desired_state.ts";
 import { AgentStatus } from "./agent_status.ts";
 import { DeploymentManifest } from "./manifest.ts";
 import { AgentConfig } from "./agent_config.ts";
+import { DeviceRegistration } from "./device_registration.ts";
 
 const SCHEMAS: Record<string, z.ZodType> = {
   "desired-state": DesiredState,
   "agent-status": AgentStatus,
   "deployment-manifest": DeploymentManifest,
   "agent-config": AgentConfig,
+  "device-registration": DeviceRegistration,
 };
 
 /**

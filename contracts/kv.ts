@@ -13,6 +13,11 @@ export const BUCKET_DESIRED_STATE = "desired-state";
 export const BUCKET_AGENT_STATUS = "agent-status";
 /** Bucket holding `<name>` → {@linkcode DeploymentManifest}. */
 export const BUCKET_DEPLOYMENTS = "deployments";
+/**
+ * Bucket holding `<device>` → {@linkcode DeviceRegistration}: the operator's
+ * device registry, whose labels decide label-selector targeting.
+ */
+export const BUCKET_DEVICES = "devices";
 
 /** Key of one deployment's desired state on one device: `"<device>.<deployment>"`. */
 export function desiredStateKey(device: string, deployment: string): string {
@@ -66,6 +71,11 @@ export function desiredStateFilter(device: string): string {
 
 /** Key of a device's status: `"<device>"`. */
 export function statusKey(device: string): string {
+  return assertName("device id", device);
+}
+
+/** Key of a device's registry entry in {@linkcode BUCKET_DEVICES}: `"<device>"`. */
+export function deviceKey(device: string): string {
   return assertName("device id", device);
 }
 

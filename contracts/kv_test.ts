@@ -3,10 +3,12 @@ import {
   BUCKET_AGENT_STATUS,
   BUCKET_DEPLOYMENTS,
   BUCKET_DESIRED_STATE,
+  BUCKET_DEVICES,
   containerName,
   deploymentKey,
   desiredStateFilter,
   desiredStateKey,
+  deviceKey,
   InvalidDesiredStateKeyError,
   InvalidNameError,
   LABELS,
@@ -21,6 +23,7 @@ Deno.test("bucket names are locked", () => {
   assertEquals(BUCKET_DESIRED_STATE, "desired-state");
   assertEquals(BUCKET_AGENT_STATUS, "agent-status");
   assertEquals(BUCKET_DEPLOYMENTS, "deployments");
+  assertEquals(BUCKET_DEVICES, "devices");
 });
 
 Deno.test("container labels and name format are locked", () => {
@@ -40,6 +43,7 @@ Deno.test("key formats are locked", () => {
   assertEquals(desiredStateFilter("pi-1"), "pi-1.>");
   assertEquals(statusKey("pi-1"), "pi-1");
   assertEquals(deploymentKey("hello"), "hello");
+  assertEquals(deviceKey("pi-1"), "pi-1");
   assertEquals(parseDesiredStateKey("pi-1.hello"), { device: "pi-1", deployment: "hello" });
 });
 
@@ -60,6 +64,10 @@ Deno.test("key helpers reject bad names and say which name and why", () => {
   assertThrows(() => deploymentKey("x".repeat(64)), InvalidNameError, "at most 63");
   assertThrows(() => containerName("ok", "*"), InvalidNameError, "service name");
   assertThrows(() => statusKey(""), InvalidNameError, "must not be empty");
+  // A device key must never widen a subject (`$KV.devices.<key>`).
+  for (const bad of ["pi.1", "pi-*", ">", "Pi"]) {
+    assertThrows(() => deviceKey(bad), InvalidNameError, "device id");
+  }
 });
 
 Deno.test("parseDesiredStateKey rejects keys that are not <device>.<deployment>", () => {

@@ -16,6 +16,7 @@ export * from "./labels.ts";
 export * from "./score.ts";
 export * from "./desired_state.ts";
 export * from "./agent_status.ts";
+export * from "./device_registration.ts";
 export * from "./manifest.ts";
 export * from "./agent_config.ts";
 export * from "./spec_hash.ts";

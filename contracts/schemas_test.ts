@@ -5,6 +5,7 @@ import {
   decodeJson,
   DeploymentManifest,
   DesiredState,
+  DeviceRegistration,
   formatZodIssues,
   MAX_VALUE_BYTES,
   PodmanService,
@@ -70,6 +71,37 @@ Deno.test("AgentStatus keeps its JSON shape (snake_case on the wire)", () => {
     "status",
     "timestamp",
   ]);
+});
+
+const REGISTRATION = {
+  labels: { site: "lab", "example.com/tier": "edge" },
+  updated_at: "2026-12-01T12:00:00Z",
+};
+
+Deno.test("DeviceRegistration keeps its JSON shape; unknown keys are dropped, not rejected", () => {
+  assertEquals(DeviceRegistration.parse(REGISTRATION), REGISTRATION);
+  assertEquals(Object.keys(DeviceRegistration.shape).sort(), ["labels", "updated_at"]);
+  const parsed = DeviceRegistration.parse({ ...REGISTRATION, future_field: 1 });
+  assert(!("future_field" in parsed));
+});
+
+Deno.test("DeviceRegistration rejects bad labels and times, naming the field", () => {
+  assertStringIncludes(
+    problems(DeviceRegistration, { ...REGISTRATION, labels: { "-bad": "x" } }),
+    "labels",
+  );
+  assertStringIncludes(
+    problems(DeviceRegistration, { ...REGISTRATION, labels: { site: "a b" } }),
+    "labels.site",
+  );
+  assertStringIncludes(
+    problems(DeviceRegistration, { ...REGISTRATION, updated_at: "today" }),
+    "updated_at",
+  );
+  assertStringIncludes(
+    problems(DeviceRegistration, { updated_at: REGISTRATION.updated_at }),
+    "labels",
+  );
 });
 
 Deno.test("DeploymentManifest keeps its JSON shape", () => {
