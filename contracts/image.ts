@@ -4,11 +4,23 @@
  * The agent needs the registry host to pick credentials and to enforce the
  * device's registry allow-list, and the tag to decide whether to pull.
  *
+ * A short name (`busybox:1`, `fedora:39`) must never reach podman: podman
+ * resolves it through registries.conf short-name aliases and search
+ * registries, and matches it against any local image whose name ends in
+ * `/busybox:1` — so the registry the allow-list checked would not be the one
+ * the container comes from. {@linkcode normalizeImageReference} gives the one
+ * fully qualified string (Docker's rules) that the check, the pull, the
+ * presence check and the create all use.
+ *
  * @module
  */
 
 /** Registry assumed for references without a registry host, as podman and docker do. */
 export const DEFAULT_REGISTRY = "docker.io";
+/** Docker's legacy name for {@linkcode DEFAULT_REGISTRY}; normalised to it, as Docker does. */
+export const LEGACY_DEFAULT_REGISTRY = "index.docker.io";
+/** Tag assumed when a reference has neither tag nor digest. */
+export const DEFAULT_TAG = "latest";
 
 /** A parsed image reference. */
 export interface ImageReference {
@@ -69,7 +81,7 @@ export function parseImageReference(ref: string): ImageReference | string {
       first.startsWith("["))
   ) {
     if (!HOST.test(first)) return `invalid registry host ${JSON.stringify(first)}`;
-    registry = first;
+    registry = first.toLowerCase() === LEGACY_DEFAULT_REGISTRY ? DEFAULT_REGISTRY : first;
     parts.shift();
   }
   if (parts.length === 0 || parts.some((p) => !COMPONENT.test(p))) {
@@ -85,4 +97,57 @@ export function parseImageReference(ref: string): ImageReference | string {
 /** True when `host` is a valid registry host with optional port (e.g. `"127.0.0.1:5000"`). */
 export function isRegistryHost(host: string): boolean {
   return HOST.test(host);
+}
+
+/** A fully qualified image reference: see {@linkcode normalizeImageReference}. */
+export interface NormalizedImageReference extends ImageReference {
+  /** Registry host in lower case (DNS names are case-insensitive). */
+  registry: string;
+  /** `registry/repository:tag`, `registry/repository@digest` or both: what podman is given. */
+  name: string;
+}
+
+/**
+ * The fully qualified form of an image reference, by Docker's rules: a first
+ * path component is a registry host only when it contains "." or ":" or is
+ * "localhost" (else the registry is `docker.io`); a one-component repository
+ * on docker.io is `library/NAME`; the tag is `latest` unless a tag or digest
+ * is given. Returns a string that says what is wrong for an invalid one.
+ *
+ * Idempotent: normalising `name` again gives `name`.
+ *
+ * @example
+ * ```ts
+ * normalizeImageReference("fedora:39").name; // "docker.io/library/fedora:39"
+ * normalizeImageReference("localhost/web").name; // "localhost/web:latest"
+ * ```
+ */
+export function normalizeImageReference(ref: string): NormalizedImageReference | string {
+  const parsed = parseImageReference(ref);
+  if (typeof parsed === "string") return parsed;
+  const registry = parsed.registry.toLowerCase();
+  const tag = parsed.tag ?? (parsed.digest === undefined ? DEFAULT_TAG : undefined);
+  const name = `${registry}/${parsed.repository}` + (tag !== undefined ? `:${tag}` : "") +
+    (parsed.digest !== undefined ? `@${parsed.digest}` : "");
+  return {
+    registry,
+    repository: parsed.repository,
+    ...(tag !== undefined ? { tag } : {}),
+    ...(parsed.digest !== undefined ? { digest: parsed.digest } : {}),
+    name,
+  };
+}
+
+/**
+ * {@linkcode normalizeImageReference}'s `name` for a reference that passed the
+ * contract's schema.
+ *
+ * @throws {Error} naming the reference and the problem if it does not parse.
+ */
+export function qualifiedImageName(ref: string): string {
+  const normalized = normalizeImageReference(ref);
+  if (typeof normalized === "string") {
+    throw new Error(`Cannot qualify image reference ${JSON.stringify(ref)}: ${normalized}`);
+  }
+  return normalized.name;
 }
