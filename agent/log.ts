@@ -2,7 +2,9 @@
  * Logging setup: one line per event on stderr, where journald picks it up and
  * adds its own timestamps. Text for people (default) or JSON lines for
  * machines (`DROVER_LOG_FORMAT=json`). Context fields (`device`,
- * `deployment`, `service`, `revision`) travel as LogTape properties.
+ * `deployment`, `service`, `revision`) travel as LogTape properties. Every
+ * line passes through `redactUrl`, so no server URL's credentials
+ * (`nats://user:pass@host`) reach the journal, whoever logged them.
  *
  * @module
  */
@@ -18,7 +20,7 @@ import {
   reset,
   type TextFormatter,
 } from "@logtape/logtape";
-import type { LogLevel } from "@drover/contracts";
+import { type LogLevel, redactUrl } from "@drover/contracts";
 
 /** Root category of every Drover log line. */
 export const LOG_CATEGORY = "drover";
@@ -91,9 +93,10 @@ export function parseLogFormat(value: string | undefined): LogFormat {
 
 /** Configures LogTape for the agent. Call once; {@linkcode closeLogging} flushes. */
 export async function setupLogging(options: LoggingOptions): Promise<void> {
-  const formatter = options.format === "json"
+  const format: TextFormatter = options.format === "json"
     ? getJsonLinesFormatter({ categorySeparator: ".", message: "rendered", properties: "flatten" })
     : textFormatter;
+  const formatter: TextFormatter = (record) => redactUrl(format(record));
   await configure({
     reset: true,
     sinks: {

@@ -51,3 +51,16 @@ Deno.test("parseLogFormat defaults to text", () => {
   assertEquals(parseLogFormat("JSON"), "json");
   assertEquals(parseLogFormat("yaml"), "text");
 });
+
+Deno.test("no log line shows a server URL's password or token, in either format", async () => {
+  for (const format of ["text", "json"] as const) {
+    const out = await captureLogs(format, () => {
+      logger("nats").warn("Cannot connect to NATS: {error}", {
+        servers: "nats://drover:s3cret@h1:4222,nats://t0ken@h2:4222",
+        error: "Invalid URL: 'http://[drover:s3cret@bad host:4222]'",
+      });
+    });
+    assertEquals(/s3cret|t0ken/.test(out), false, out);
+    assertMatch(out, /nats:\/\/\*\*\*@h1:4222,nats:\/\/\*\*\*@h2:4222/);
+  }
+});

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { AgentConfig } from "@drover/contracts";
+import { type AgentConfig, redactUrl } from "@drover/contracts";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -105,7 +105,7 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
   const log = logger("agent").with({ device: deviceId });
   log.info("Starting drover-agent {version}", {
     version: AGENT_VERSION,
-    config: { nats: config.nats.servers, podman: config.podman.socket, stateDir },
+    config: { nats: config.nats.servers.map(redactUrl), podman: config.podman.socket, stateDir },
   });
 
   try {
@@ -307,7 +307,8 @@ export async function main(args: readonly string[]): Promise<number> {
     config = await loadConfig(command.configPath, env);
   } catch (e) {
     if (e instanceof ConfigError) {
-      console.error(`drover-agent: invalid configuration:\n${e.message}`);
+      // TOML errors quote the offending line, which may hold a server URL with a password.
+      console.error(`drover-agent: invalid configuration:\n${redactUrl(e.message)}`);
       return EXIT.config;
     }
     throw e;
@@ -316,7 +317,7 @@ export async function main(args: readonly string[]): Promise<number> {
   if (missing.length > 0) {
     console.error(
       `drover-agent: ${command.configPath} needs Deno permissions this process lacks; ` +
-        `run it with:\n${formatMissing(missing)}`,
+        `run it with:\n${redactUrl(formatMissing(missing))}`,
     );
     return EXIT.config;
   }

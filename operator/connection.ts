@@ -6,7 +6,7 @@
  */
 
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { DEFAULT_NATS_SERVER } from "@drover/contracts";
+import { DEFAULT_NATS_SERVER, redactUrl } from "@drover/contracts";
 import {
   OperationError,
   type OptionSpecs,
@@ -125,10 +125,19 @@ export async function connectNats(
         : { maxReconnectAttempts: 2 }),
     });
   } catch (e) {
+    // Neither the URLs nor the client's message (an unparsable URL is quoted in it) may show
+    // a password or token given in a URL.
     throw new OperationError(
-      `Cannot connect to NATS at ${settings.servers.join(",")}: ${(e as Error).message}`,
+      `Cannot connect to NATS at ${serversForDisplay(settings.servers)}: ${
+        redactUrl((e as Error).message)
+      }`,
       [],
       { cause: e },
     );
   }
+}
+
+/** The servers as they may be logged or printed: comma-separated, credentials redacted. Pure. */
+export function serversForDisplay(servers: readonly string[]): string {
+  return servers.map(redactUrl).join(",");
 }

@@ -19,6 +19,7 @@ import { CONNECTION_OPTIONS } from "./connection.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
+import { redactUrl } from "@drover/contracts";
 
 /** The top-level help. */
 export function mainHelp(): string {
@@ -96,7 +97,8 @@ export function reportError(e: unknown, io: CliIo): number {
           : `Run "${PROGRAM} --help" for usage.`,
       );
     }
-    io.stderr(lines.join("\n") + "\n");
+    // An error may quote a server URL given with a password or token (`--server`, `--nats`).
+    io.stderr(redactUrl(lines.join("\n") + "\n"));
     return e.exitCode;
   }
   const error = e as Error;
@@ -104,7 +106,7 @@ export function reportError(e: unknown, io: CliIo): number {
   for (let c = error?.cause; c instanceof Error && causes.length < 3; c = c.cause) {
     causes.push(`  caused by: ${c.message}`);
   }
-  io.stderr([`error: ${error?.message ?? String(e)}`, ...causes].join("\n") + "\n");
+  io.stderr(redactUrl([`error: ${error?.message ?? String(e)}`, ...causes].join("\n") + "\n"));
   return EXIT.failed;
 }
 
@@ -136,7 +138,9 @@ function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Arra
  */
 function exitOnStrayErrors(io: CliIo): void {
   const fail = (error: unknown) => {
-    io.stderr(`error: NATS connection failed: ${(error as Error)?.message ?? String(error)}\n`);
+    io.stderr(
+      redactUrl(`error: NATS connection failed: ${(error as Error)?.message ?? String(error)}\n`),
+    );
     Deno.exit(EXIT.failed);
   };
   globalThis.addEventListener("error", (event) => {

@@ -7,7 +7,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "../cli.ts";
-import { connectionSettings, connectNats } from "../connection.ts";
+import { connectionSettings, connectNats, serversForDisplay } from "../connection.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type Buckets,
@@ -124,7 +124,7 @@ export const serveCommand: Command = {
 
     log.info("Drover operator {version} connecting to {servers}", {
       version: OPERATOR_VERSION,
-      servers: settings.servers.join(","),
+      servers: serversForDisplay(settings.servers),
     });
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     let reconciler: Reconciler | undefined;
