@@ -34,16 +34,35 @@ export interface DeviceRecord {
   status?: AgentStatus;
   /** Why the stored value could not be decoded. */
   error?: string;
-  /** Last valid labels seen, kept so an invalid status does not re-target the device. */
+  /** Last valid reported labels, shown while the status is invalid (never used for targeting). */
   labels?: Record<string, string>;
   /** When the status was stored (server time of the KV entry), ms since epoch. */
   seenAt: number;
 }
 
+/** What `devices/<device>` (the operator's device registry) holds for one device. */
+export interface RegistrationRecord {
+  /**
+   * Labels that decide label-selector targeting. After an invalid write, the
+   * last valid labels stay; absent when no valid value was ever seen (then
+   * only `selector.devices` can target the device).
+   */
+  labels?: Record<string, string>;
+  /** Why the stored value could not be decoded. */
+  error?: string;
+  /** RFC 3339 time of the entry's last change, from the last valid value. */
+  updatedAt?: string;
+}
+
 /** One device in the fleet view. */
 export interface DeviceView {
   device_id: string;
+  /** Labels from the operator's device registry: what label selectors match ({} if unregistered). */
   labels: Record<string, string>;
+  /** Whether the device has an entry in the operator's device registry. */
+  registered: boolean;
+  /** Labels the agent reports about itself: shown, never used for targeting; null if none. */
+  reported_labels: Record<string, string> | null;
   /** The agent's own summary (`ready`, `degraded`, …), `unknown` if it never reported, `invalid`. */
   status: string;
   online: boolean;
@@ -97,12 +116,14 @@ export function isOnline(record: DeviceRecord | undefined, now: number): boolean
   return now - record.seenAt <= OFFLINE_AFTER_HEARTBEATS * interval * 1000;
 }
 
-/** Devices eligible for label selection: every device with known labels. */
-export function knownDevices(statuses: ReadonlyMap<string, DeviceRecord>): KnownDevice[] {
+/**
+ * Devices eligible for label selection: every device in the operator's
+ * registry with valid labels. What devices report never counts here.
+ */
+export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>): KnownDevice[] {
   const out: KnownDevice[] = [];
-  for (const [id, record] of statuses) {
-    const labels = record.status?.labels ?? record.labels;
-    if (labels !== undefined) out.push({ id, labels });
+  for (const [id, record] of registry) {
+    if (record.labels !== undefined) out.push({ id, labels: record.labels });
   }
   return out;
 }
@@ -113,15 +134,17 @@ export function knownDevices(statuses: ReadonlyMap<string, DeviceRecord>): Known
  * @param manifests valid manifests
  * @param desired desired-state key → stored revision and canonical value
  * @param statuses device id → its `agent-status` record
+ * @param registry device id → its entry in the operator's device registry
  * @param now ms since epoch
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
   desired: ReadonlyMap<string, DesiredEntry>,
   statuses: ReadonlyMap<string, DeviceRecord>,
+  registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
 ): FleetView {
-  const devicesKnown = knownDevices(statuses);
+  const devicesKnown = knownDevices(registry);
   const deploymentsOf = new Map<string, Set<string>>();
   const note = (device: string, deployment: string) => {
     let set = deploymentsOf.get(device);
@@ -140,9 +163,9 @@ export function summarise(
     .sort((a, b) => compare(a.name, b.name))
     .map((m) => deploymentView(m, devicesKnown, desired, statuses, now));
 
-  const ids = new Set<string>([...statuses.keys(), ...deploymentsOf.keys()]);
+  const ids = new Set<string>([...statuses.keys(), ...registry.keys(), ...deploymentsOf.keys()]);
   const devices = [...ids].sort(compare).map((id) =>
-    deviceView(id, statuses.get(id), deploymentsOf.get(id), now)
+    deviceView(id, statuses.get(id), registry.get(id), deploymentsOf.get(id), now)
   );
   return { devices, deployments };
 }
@@ -150,12 +173,15 @@ export function summarise(
 function deviceView(
   id: string,
   record: DeviceRecord | undefined,
+  registration: RegistrationRecord | undefined,
   deployments: Set<string> | undefined,
   now: number,
 ): DeviceView {
   const view: DeviceView = {
     device_id: id,
-    labels: record?.status?.labels ?? record?.labels ?? {},
+    labels: registration?.labels ?? {},
+    registered: registration !== undefined,
+    reported_labels: record?.status?.labels ?? record?.labels ?? null,
     status: record === undefined ? "unknown" : record.status?.status ?? "invalid",
     online: isOnline(record, now),
     heartbeat_age_seconds: record === undefined
@@ -165,8 +191,15 @@ function deviceView(
     agent_version: record?.status?.agent_version ?? null,
     deployments: [...(deployments ?? [])].sort(compare),
   };
-  if (record?.error !== undefined) view.message = `invalid status: ${record.error}`;
-  else if (record === undefined) view.message = "has never reported status";
+  const notes: string[] = [];
+  if (record?.error !== undefined) notes.push(`invalid status: ${record.error}`);
+  else if (record === undefined) notes.push("has never reported status");
+  if (registration === undefined) {
+    notes.push("not in the device registry: only deployments that name it are sent to it");
+  } else if (registration.error !== undefined) {
+    notes.push(`invalid registry entry: ${registration.error}`);
+  }
+  if (notes.length > 0) view.message = notes.join("; ");
   return view;
 }
 

@@ -5,7 +5,14 @@ import {
   type DeploymentStatus,
 } from "@drover/contracts";
 import { assertEquals, assertStringIncludes } from "../tests/support/assert.ts";
-import { type DesiredEntry, type DeviceRecord, isOnline, summarise } from "./aggregate.ts";
+import {
+  type DesiredEntry,
+  type DeviceRecord,
+  isOnline,
+  knownDevices,
+  type RegistrationRecord,
+  summarise,
+} from "./aggregate.ts";
 import { desiredStateOf } from "./fanout.ts";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
@@ -41,6 +48,13 @@ const running = (revision: number): DeploymentStatus => ({
   services: { httpd: { state: "running", image: "busybox" } },
 });
 
+/** A registry with these devices' labels (what `device label` / `device add` store). */
+function registered(entries: Record<string, Record<string, string>>) {
+  return new Map<string, RegistrationRecord>(
+    Object.entries(entries).map(([id, labels]) => [id, { labels }]),
+  );
+}
+
 function desiredFor(keys: Record<string, number>, manifest = web): Map<string, DesiredEntry> {
   const canonical = canonicalJson(desiredStateOf(manifest));
   return new Map(Object.entries(keys).map(([k, revision]) => [k, { revision, canonical }]));
@@ -58,7 +72,14 @@ Deno.test("summarise: ready needs the current revision running; older revisions 
     ],
     ["d", record("d", { site: "home" }, {})],
   ]);
-  const view = summarise([web], desiredFor({ "a.web": 7, "b.web": 5, "c.web": 8 }), statuses, NOW);
+  const registry = registered({ a: { site: "lab" }, b: { site: "lab" }, c: { site: "lab" } });
+  const view = summarise(
+    [web],
+    desiredFor({ "a.web": 7, "b.web": 5, "c.web": 8 }),
+    statuses,
+    registry,
+    NOW,
+  );
   const [d] = view.deployments;
   assertEquals(
     { targeted: d.targeted, ready: d.ready, failed: d.failed, pending: d.pending },
@@ -76,7 +97,8 @@ Deno.test("summarise: ready needs the current revision running; older revisions 
 Deno.test("summarise: stale desired content means the operator has not written it yet", () => {
   const statuses = new Map([["a", record("a", { site: "lab" }, { web: running(7) })]]);
   const stale = new Map([["a.web", { revision: 7, canonical: '{"old":true}' }]]);
-  const [d] = summarise([web], stale, statuses, NOW).deployments;
+  const [d] =
+    summarise([web], stale, statuses, registered({ a: { site: "lab" } }), NOW).deployments;
   assertEquals(d.ready, 0);
   assertEquals(d.devices[0].wanted_revision, null);
   assertStringIncludes(d.devices[0].message, "operator");
@@ -88,7 +110,14 @@ Deno.test("summarise: devices offline after three heartbeats, with age and deplo
     ["b", record("b", { site: "lab" }, {}, 31)],
     ["c", record("c", {}, {}, 50, 20)],
   ]);
-  const view = summarise([web], desiredFor({ "a.web": 7, "b.web": 9, "x.web": 1 }), statuses, NOW);
+  const registry = registered({ a: { site: "lab" }, b: { site: "lab" } });
+  const view = summarise(
+    [web],
+    desiredFor({ "a.web": 7, "b.web": 9, "x.web": 1 }),
+    statuses,
+    registry,
+    NOW,
+  );
   assertEquals(
     view.devices.map((d) => [d.device_id, d.online, d.heartbeat_age_seconds, d.deployments]),
     [
@@ -109,13 +138,77 @@ Deno.test("isOnline: a cleanly stopped agent is offline at once", () => {
   assertEquals(isOnline(r, NOW), false);
 });
 
-Deno.test("summarise: invalid status keeps last labels and says why", () => {
+Deno.test("summarise: invalid status keeps the reported labels for display and says why", () => {
   const statuses = new Map<string, DeviceRecord>([
     ["a", { error: "status: invalid option", labels: { site: "lab" }, seenAt: NOW }],
   ]);
-  const view = summarise([web], desiredFor({ "a.web": 2 }), statuses, NOW);
+  const view = summarise(
+    [web],
+    desiredFor({ "a.web": 2 }),
+    statuses,
+    registered({ a: { site: "lab" } }),
+    NOW,
+  );
   assertEquals(view.devices[0].status, "invalid");
+  assertEquals(view.devices[0].reported_labels, { site: "lab" });
   assertStringIncludes(view.devices[0].message ?? "", "invalid status");
   assertEquals(view.deployments[0].targeted, 1);
   assertStringIncludes(view.deployments[0].devices[0].message, "invalid");
+});
+
+Deno.test("summarise: label selection uses registry labels only, never reported ones", () => {
+  // "a" claims site=lab but is registered site=x; "b" reports nothing useful but is
+  // registered site=lab; "c" reports site=lab and is not registered at all.
+  const statuses = new Map([
+    ["a", record("a", { site: "lab" }, {})],
+    ["b", record("b", {}, {})],
+    ["c", record("c", { site: "lab" }, {})],
+  ]);
+  const registry = registered({ a: { site: "x" }, b: { site: "lab" } });
+  const view = summarise([web], new Map(), statuses, registry, NOW);
+  assertEquals(view.deployments[0].devices.map((d) => d.device_id), ["b"]);
+  const byId = Object.fromEntries(view.devices.map((d) => [d.device_id, d]));
+  assertEquals([byId.a.labels, byId.a.reported_labels, byId.a.registered], [
+    { site: "x" },
+    { site: "lab" },
+    true,
+  ]);
+  assertEquals([byId.c.labels, byId.c.reported_labels, byId.c.registered], [
+    {},
+    { site: "lab" },
+    false,
+  ]);
+  assertStringIncludes(byId.c.message ?? "", "not in the device registry");
+});
+
+Deno.test("summarise: a registered device that never reported is listed and targeted", () => {
+  const view = summarise([web], new Map(), new Map(), registered({ n: { site: "lab" } }), NOW);
+  assertEquals(view.devices.map((d) => [d.device_id, d.status, d.online, d.last_seen]), [
+    ["n", "unknown", false, null],
+  ]);
+  assertEquals(view.devices[0].reported_labels, null);
+  assertStringIncludes(view.devices[0].message ?? "", "never reported");
+  assertEquals(view.deployments[0].devices.map((d) => [d.device_id, d.phase]), [["n", "pending"]]);
+});
+
+Deno.test("summarise: explicit selector.devices still targets unregistered devices", () => {
+  const pinned = DeploymentManifest.parse({ ...web, name: "pinned", selector: { devices: ["u"] } });
+  const statuses = new Map([["u", record("u", { site: "lab" }, {})]]);
+  const view = summarise([pinned, web], new Map(), statuses, new Map(), NOW);
+  assertEquals(
+    view.deployments.map((d) => [d.name, d.devices.map((r) => r.device_id)]),
+    [["pinned", ["u"]], ["web", []]],
+  );
+});
+
+Deno.test("knownDevices: registry entries without valid labels are not label-selectable", () => {
+  const registry = new Map<string, RegistrationRecord>([
+    ["a", { labels: { site: "lab" } }],
+    ["b", { error: "labels: invalid" }],
+    ["c", { labels: { site: "home" }, error: "updated_at: invalid (kept last labels)" }],
+  ]);
+  assertEquals(knownDevices(registry), [
+    { id: "a", labels: { site: "lab" } },
+    { id: "c", labels: { site: "home" } },
+  ]);
 });

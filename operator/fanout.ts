@@ -18,7 +18,11 @@ import {
   parseDesiredStateKey,
 } from "@drover/contracts";
 
-/** A device the operator knows of (from `agent-status`), with its current labels. */
+/**
+ * A device in the operator's registry (`devices` bucket), with the labels the
+ * operator gave it. Never built from the labels a device reports about itself:
+ * a device must not be able to pick the deployments (and secrets) it receives.
+ */
 export interface KnownDevice {
   id: string;
   labels: Record<string, string>;
@@ -26,7 +30,8 @@ export interface KnownDevice {
 
 /**
  * Device ids a manifest targets: its explicit `selector.devices`, plus every
- * known device whose labels match `selector.labels` (`{}` matches all).
+ * registered device whose registry labels match `selector.labels` (`{}`
+ * matches every registered device).
  */
 export function targetedDevices(
   manifest: DeploymentManifest,
@@ -51,7 +56,7 @@ export function desiredStateOf(manifest: DeploymentManifest): DesiredState {
  * Every desired-state key that should exist, with its value.
  *
  * @param manifests valid manifests, one per deployment name
- * @param devices every known device with its labels
+ * @param devices every registered device with its registry labels
  */
 export function targets(
   manifests: Iterable<DeploymentManifest>,

@@ -104,3 +104,14 @@ Deno.test("targets + diff: 5000 devices stay linear enough to run in one pass", 
   assertEquals(first.put.size, 2500);
   assertEquals(diff(wanted, stored(first.put)).put.size, 0);
 });
+
+Deno.test("targets: a device absent from the known (registered) devices is never label-selected", () => {
+  // Only registered devices are KnownDevices; a device that merely reports site=lab is not one.
+  const registeredOnly: KnownDevice[] = [{ id: "pi-1", labels: { site: "x" } }];
+  const wanted = targets([
+    manifest("web", { labels: { site: "lab" } }),
+    manifest("all", { labels: {} }),
+    manifest("pinned", { devices: ["pi-claims-lab"] }),
+  ], registeredOnly);
+  assertEquals([...wanted.keys()].sort(), ["pi-1.all", "pi-claims-lab.pinned"]);
+});

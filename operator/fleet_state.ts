@@ -1,9 +1,11 @@
 /**
- * The operator's in-memory picture of the three buckets, fed by KV entries
- * (from watches or snapshots) and by its own writes. No I/O.
+ * The operator's in-memory picture of the buckets, fed by KV entries (from
+ * watches or snapshots) and by its own writes. No I/O.
  *
- * Each setter says whether the change can alter targeting, so a heartbeat
- * from 5 000 devices does not trigger 5 000 reconcile passes.
+ * Setters of what targeting depends on (manifests, the device registry,
+ * desired state) say whether the change can alter it. Statuses never can:
+ * a device's report about itself decides nothing, so the heartbeats of
+ * 5 000 devices cost no reconcile pass.
  *
  * @module
  */
@@ -13,10 +15,11 @@ import {
   canonicalJson,
   decodeJson,
   DeploymentManifest,
+  DeviceRegistration,
   isValidName,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
-import type { DesiredEntry, DeviceRecord, FleetView } from "./aggregate.ts";
+import type { DesiredEntry, DeviceRecord, FleetView, RegistrationRecord } from "./aggregate.ts";
 import { summarise } from "./aggregate.ts";
 import type { MirrorEntry } from "./kv.ts";
 
@@ -27,14 +30,16 @@ export interface ManifestRecord {
   error?: string;
 }
 
-/** Decoded contents of the three buckets. */
+/** Decoded contents of the buckets. */
 export class FleetState {
   /** Deployment name → stored manifest. */
   readonly manifests: Map<string, ManifestRecord> = new Map();
   /** Desired-state key → stored revision and canonical value. */
   readonly desired: Map<string, DesiredEntry> = new Map();
-  /** Device id → status record. */
+  /** Device id → status record (what the device says; shown, never used for targeting). */
   readonly statuses: Map<string, DeviceRecord> = new Map();
+  /** Device id → entry in the operator's device registry (labels that decide targeting). */
+  readonly registry: Map<string, RegistrationRecord> = new Map();
   /** Highest desired-state revision accounted for per key; older echoes are ignored. */
   readonly #desiredSeen = new Map<string, number>();
 
@@ -53,12 +58,40 @@ export class FleetState {
     return true;
   }
 
-  /** Applies an `agent-status` entry; true when the device appeared, left or was relabelled. */
-  applyStatus(entry: MirrorEntry): boolean {
+  /**
+   * Applies a `devices` (registry) entry; true when the device was registered,
+   * unregistered or relabelled. An invalid value keeps the last valid labels,
+   * so a bad write neither pulls deployments from a device nor adds any.
+   */
+  applyRegistration(entry: MirrorEntry): boolean {
     // A key that is not a device id can never be targeted (nor be a key part): skip it.
     if (!isValidName(entry.key)) return false;
+    const before = this.registry.get(entry.key);
+    if (entry.operation !== "PUT") return this.registry.delete(entry.key);
+    const decoded = decodeJson(DeviceRegistration, entry.value);
+    const record: RegistrationRecord = decoded.ok
+      ? { labels: decoded.value.labels, updatedAt: decoded.value.updated_at }
+      : {
+        error: decoded.error,
+        ...(before?.labels !== undefined ? { labels: before.labels } : {}),
+        ...(before?.updatedAt !== undefined ? { updatedAt: before.updatedAt } : {}),
+      };
+    this.registry.set(entry.key, record);
+    return before === undefined || !sameLabels(before.labels, record.labels);
+  }
+
+  /**
+   * Applies an `agent-status` entry. Returns nothing: a status, labels
+   * included, never changes which devices a deployment targets.
+   */
+  applyStatus(entry: MirrorEntry): void {
+    // A key that is not a device id is no device: skip it.
+    if (!isValidName(entry.key)) return;
     const before = this.statuses.get(entry.key);
-    if (entry.operation !== "PUT") return this.statuses.delete(entry.key);
+    if (entry.operation !== "PUT") {
+      this.statuses.delete(entry.key);
+      return;
+    }
     const decoded = decodeJson(AgentStatus, entry.value);
     const seenAt = entry.created.getTime();
     let record: DeviceRecord;
@@ -71,7 +104,6 @@ export class FleetState {
       record = { error, labels: before?.status?.labels ?? before?.labels, seenAt };
     }
     this.statuses.set(entry.key, record);
-    return before === undefined || !sameLabels(labelsOf(before), labelsOf(record));
   }
 
   /**
@@ -119,12 +151,8 @@ export class FleetState {
 
   /** The fleet view at `now`. */
   view(now: number): FleetView {
-    return summarise(this.validManifests(), this.desired, this.statuses, now);
+    return summarise(this.validManifests(), this.desired, this.statuses, this.registry, now);
   }
-}
-
-function labelsOf(record: DeviceRecord): Record<string, string> | undefined {
-  return record.status?.labels ?? record.labels;
 }
 
 function sameLabels(

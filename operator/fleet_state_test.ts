@@ -31,19 +31,57 @@ const status = (id: string, labels: Record<string, string>) => ({
   deployments: {},
 });
 
-Deno.test("FleetState: only new devices and label changes matter for targeting", () => {
-  const s = new FleetState();
-  assert(s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" }))), "new device");
-  assert(!s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" }))), "heartbeat");
-  assert(s.applyStatus(entry("pi-1", status("pi-1", { site: "home" }))), "relabel");
-  assert(s.applyStatus(entry("pi-1", "", "DEL")), "device gone");
-  assertEquals(s.statuses.size, 0);
+const registration = (labels: Record<string, string>) => ({
+  labels,
+  updated_at: new Date().toISOString(),
 });
 
-Deno.test("FleetState: an invalid status keeps the last labels and does not re-target", () => {
+Deno.test("FleetState: only registrations, unregistrations and registry relabels matter for targeting", () => {
+  const s = new FleetState();
+  assert(s.applyRegistration(entry("pi-1", registration({ site: "lab" }))), "registered");
+  assert(!s.applyRegistration(entry("pi-1", registration({ site: "lab" }))), "same labels");
+  assert(s.applyRegistration(entry("pi-1", registration({ site: "home" }))), "relabel");
+  assertEquals(s.registry.get("pi-1")?.labels, { site: "home" });
+  assert(s.applyRegistration(entry("pi-1", "", "DEL")), "unregistered");
+  assert(!s.applyRegistration(entry("pi-1", "", "DEL")), "already gone");
+  assertEquals(s.registry.size, 0);
+});
+
+Deno.test("FleetState: a device's own status never changes targeting, whatever labels it claims", () => {
+  const s = new FleetState();
+  s.applyRegistration(entry("pi-1", registration({ site: "x" })));
+  s.applyStatus(entry("pi-1", status("pi-1", { site: "bank" })));
+  s.applyStatus(entry("pi-2", status("pi-2", { site: "bank" })));
+  const bank = DeploymentManifest.parse({
+    name: "bank",
+    selector: { labels: { site: "bank" } },
+    score: { type: "PodmanV0", services: [{ name: "db", image: "busybox" }] },
+  });
+  s.applyDeployment(entry("bank", bank));
+  assertEquals(s.view(Date.now()).deployments[0].targeted, 0);
+  const devices = s.view(Date.now()).devices;
+  assertEquals(devices.map((d) => [d.device_id, d.labels, d.reported_labels]), [
+    ["pi-1", { site: "x" }, { site: "bank" }],
+    ["pi-2", {}, { site: "bank" }],
+  ]);
+});
+
+Deno.test("FleetState: an invalid registry entry keeps the last valid labels and says why", () => {
+  const s = new FleetState();
+  assert(s.applyRegistration(entry("pi-1", registration({ site: "lab" }))));
+  assert(!s.applyRegistration(entry("pi-1", { labels: { site: "a b" } })), "labels kept");
+  assertEquals(s.registry.get("pi-1")?.labels, { site: "lab" });
+  assertStringIncludes(s.registry.get("pi-1")?.error ?? "", "labels.site");
+  // Never valid: registered, but no labels to match (explicit device lists still work).
+  assert(s.applyRegistration(entry("pi-2", "{not json")));
+  assertEquals(s.registry.get("pi-2")?.labels, undefined);
+  assert(!s.applyRegistration(entry("Not_A_Device", registration({}))));
+});
+
+Deno.test("FleetState: an invalid status keeps the last reported labels for display", () => {
   const s = new FleetState();
   s.applyStatus(entry("pi-1", status("pi-1", { site: "lab" })));
-  assert(!s.applyStatus(entry("pi-1", "{not json")));
+  s.applyStatus(entry("pi-1", "{not json"));
   assertEquals(s.statuses.get("pi-1")?.labels, { site: "lab" });
   assertStringIncludes(s.statuses.get("pi-1")?.error ?? "", "invalid JSON");
   s.applyStatus(entry("pi-2", status("pi-3", {})));
@@ -52,7 +90,10 @@ Deno.test("FleetState: an invalid status keeps the last labels and does not re-t
 
 Deno.test("FleetState: a status under a key that is no device id is ignored", () => {
   const s = new FleetState();
-  assert(!s.applyStatus(entry("Not_A_Device", status("not-a-device", {}))));
+  s.applyStatus(entry("Not_A_Device", status("not-a-device", {})));
+  assertEquals(s.statuses.size, 0);
+  s.applyStatus(entry("pi-1", status("pi-1", {})));
+  s.applyStatus(entry("pi-1", "", "DEL"));
   assertEquals(s.statuses.size, 0);
 });
 

@@ -11,7 +11,7 @@ const manifest = DeploymentManifest.parse({
 
 function api(unhealthy: string | null = null) {
   return createApi({
-    view: () => summarise([manifest], new Map(), new Map(), Date.now()),
+    view: () => summarise([manifest], new Map(), new Map(), new Map(), Date.now()),
     unhealthy: () => unhealthy,
   });
 }

@@ -1,5 +1,5 @@
 /**
- * NATS KV adapter: opening (or creating) Drover's three buckets, following a
+ * NATS KV adapter: opening (or creating) Drover's four buckets, following a
  * bucket with a watch that survives reconnects, and reading a snapshot.
  *
  * @module
@@ -9,7 +9,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
-import { BUCKET_AGENT_STATUS, BUCKET_DEPLOYMENTS, BUCKET_DESIRED_STATE } from "@drover/contracts";
+import {
+  BUCKET_AGENT_STATUS,
+  BUCKET_DEPLOYMENTS,
+  BUCKET_DESIRED_STATE,
+  BUCKET_DEVICES,
+} from "@drover/contracts";
 
 const log = getLogger(["drover", "operator", "kv"]);
 
@@ -18,11 +23,13 @@ export const DEFAULT_HISTORY = 5;
 /** Default number of JetStream replicas of each bucket. */
 export const DEFAULT_REPLICAS = 1;
 
-/** The three buckets the operator reads and writes. */
+/** The buckets the operator reads and writes. */
 export interface Buckets {
   desired: KV;
   status: KV;
   deployments: KV;
+  /** The device registry: labels that decide targeting, written only by the operator. */
+  devices: KV;
 }
 
 /** How buckets are created when they are missing. */
@@ -75,18 +82,19 @@ export async function openBucket(
   return await kvm.create(name, { history: create.history, replicas: create.replicas });
 }
 
-/** Opens all three buckets, creating the missing ones with `settings`. */
+/** Opens every bucket, creating the missing ones with `settings`. */
 export async function ensureBuckets(
   nc: NatsConnection,
   settings: BucketSettings = { history: DEFAULT_HISTORY, replicas: DEFAULT_REPLICAS },
 ): Promise<Buckets> {
   // Desired state keeps only a short history: agents act on the latest value.
-  const [desired, status, deployments] = await Promise.all([
+  const [desired, status, deployments, devices] = await Promise.all([
     openBucket(nc, BUCKET_DESIRED_STATE, settings),
     openBucket(nc, BUCKET_AGENT_STATUS, { ...settings, history: 1 }),
     openBucket(nc, BUCKET_DEPLOYMENTS, settings),
+    openBucket(nc, BUCKET_DEVICES, settings),
   ]);
-  return { desired: desired!, status: status!, deployments: deployments! };
+  return { desired: desired!, status: status!, deployments: deployments!, devices: devices! };
 }
 
 /** One change seen by a {@linkcode BucketMirror}. */

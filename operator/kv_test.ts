@@ -11,6 +11,7 @@ Deno.test("kv: buckets are created once, missing buckets read as absent", async 
     const first = await ensureBuckets(nc, { history: 3, replicas: 1 });
     assertEquals((await first.desired.status()).history, 3);
     assertEquals((await first.status.status()).history, 1);
+    assertEquals((await first.devices.status()).history, 3);
     // A second call opens the existing buckets without changing them.
     const second = await ensureBuckets(nc, { history: 7, replicas: 1 });
     assertEquals((await second.desired.status()).history, 3);

@@ -1,7 +1,8 @@
 /**
  * The operator service's level-triggered loop: watches only mark the fleet
  * dirty; one pass at a time recomputes every wanted desired-state key from
- * the manifests and device labels, and writes just the difference.
+ * the manifests and the device registry's labels (never the labels devices
+ * report), and writes just the difference.
  *
  * @module
  */
@@ -34,7 +35,10 @@ export interface PassResult {
   failed: number;
 }
 
-/** Follows the three buckets and keeps `desired-state` equal to the fan-out of `deployments`. */
+/**
+ * Follows the buckets and keeps `desired-state` equal to the fan-out of
+ * `deployments` over the devices in the `devices` registry.
+ */
 export class Reconciler implements AsyncDisposable {
   /** The decoded bucket contents; read it for the fleet view. */
   readonly state: FleetState = new FleetState();
@@ -55,7 +59,7 @@ export class Reconciler implements AsyncDisposable {
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
   }
 
-  /** True once all three buckets were read and the first pass ran. */
+  /** True once every bucket was read and the first pass ran. */
   get ready(): boolean {
     return this.#ready;
   }
@@ -80,8 +84,18 @@ export class Reconciler implements AsyncDisposable {
           });
         }
       }),
-      new BucketMirror(this.#buckets.status, (e) => {
-        if (state.applyStatus(e)) this.markDirty();
+      // Statuses only feed the fleet view: they never change targeting.
+      new BucketMirror(this.#buckets.status, (e) => state.applyStatus(e)),
+      new BucketMirror(this.#buckets.devices, (e) => {
+        if (state.applyRegistration(e)) this.markDirty();
+        const error = state.registry.get(e.key)?.error;
+        if (error !== undefined) {
+          log.warn("Invalid registry entry for device {device} (revision {revision}): {error}", {
+            device: e.key,
+            revision: e.revision,
+            error,
+          });
+        }
       }),
       new BucketMirror(this.#buckets.desired, (e) => {
         if (state.applyDesired(e)) this.markDirty();
@@ -148,7 +162,7 @@ export class Reconciler implements AsyncDisposable {
 
   /** Plans the writes for the current picture (exposed for tests and logging). */
   plan(): FanoutDiff {
-    const wanted = targets(this.state.validManifests(), knownDevices(this.state.statuses));
+    const wanted = targets(this.state.validManifests(), knownDevices(this.state.registry));
     return diff(wanted, this.state.desired, this.state.frozenDeployments());
   }
 

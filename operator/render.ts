@@ -31,7 +31,7 @@ function formatLabels(labels: Record<string, string>): string {
 
 /** The `get devices` table. */
 export function devicesTable(devices: readonly DeviceView[]): string {
-  if (devices.length === 0) return "No devices have reported yet.\n";
+  if (devices.length === 0) return "No devices are registered or have reported yet.\n";
   return table(
     ["DEVICE", "STATUS", "ONLINE", "LAST SEEN", "LABELS", "DEPLOYMENTS"],
     devices.map((d) => [

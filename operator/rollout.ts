@@ -88,6 +88,10 @@ export async function waitForRollout(
       state.applyDesired(e);
       changed();
     }),
+    new BucketMirror(buckets.devices, (e) => {
+      state.applyRegistration(e);
+      changed();
+    }),
   ];
   const deadline = Date.now() + options.timeoutMs;
   const tickMs = options.tickMs ?? 1000;
