@@ -17,7 +17,7 @@ import {
   ensureBuckets,
 } from "../kv.ts";
 import { Reconciler } from "../reconciler.ts";
-import { createApi } from "../http.ts";
+import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
@@ -89,17 +89,25 @@ async function openBucketsPatiently(
 export const serveCommand: Command = {
   name: "serve",
   summary: "Run the operator service (fan-out loop and HTTP API)",
-  usage: "serve [--listen HOST:PORT] [--replicas N] [--history N]",
+  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N]",
   description: "Creates the desired-state, agent-status and deployments buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
     "content changes. HTTP API: GET /api/devices, /api/deployments, /api/deployments/NAME,\n" +
-    "/healthz. Stops cleanly on SIGINT/SIGTERM. Log level: DROVER_LOG_LEVEL; JSON logs:\n" +
-    "DROVER_LOG_FORMAT=json.",
+    "/healthz. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
+    "every request but /healthz needs `Authorization: Bearer TOKEN`; an address other than\n" +
+    "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
       type: "string",
       value: "HOST:PORT",
       description: `HTTP API address (default ${DEFAULT_LISTEN})`,
+    },
+    "api-token": {
+      type: "string",
+      value: "TOKEN",
+      description:
+        `Bearer token the HTTP API requires (env ${API_TOKEN_ENV}; prefer it: ps shows flags)`,
     },
     replicas: {
       type: "string",
@@ -118,6 +126,11 @@ export const serveCommand: Command = {
       throw new UsageError(`Unexpected argument "${positionals[0]}"`, "serve");
     }
     const listen = parseListen(stringOption(values, "listen") ?? DEFAULT_LISTEN);
+    const apiToken = checkApiExposure(
+      listen,
+      stringOption(values, "api-token"),
+      io.env(API_TOKEN_ENV),
+    );
     const replicas = positiveInt(values, "replicas", DEFAULT_REPLICAS);
     const history = positiveInt(values, "history", DEFAULT_HISTORY);
     const settings = connectionSettings(values, io.env);
@@ -138,25 +151,23 @@ export const serveCommand: Command = {
       }
     })().catch(() => {});
     const api = createApi({
-      view: () => reconciler!.state.view(Date.now()),
+      view: () => reconciler?.state.view(Date.now()),
       unhealthy: () => {
         if (nc.isClosed()) return "NATS connection closed";
         if (reconciler === undefined || !reconciler.ready) return "starting";
         return null;
       },
-    });
+    }, { token: apiToken });
     const server = Deno.serve({
       hostname: listen.hostname,
       port: listen.port,
       signal: io.signal,
       onListen: (addr) =>
-        log.info("HTTP API on {address}", { address: `${addr.hostname}:${addr.port}` }),
-    }, (request) => {
-      if (reconciler === undefined && new URL(request.url).pathname !== "/healthz") {
-        return Response.json({ error: "starting" }, { status: 503 });
-      }
-      return api(request);
-    });
+        log.info("HTTP API on {address} ({auth})", {
+          address: `${addr.hostname}:${addr.port}`,
+          auth: apiToken === undefined ? "no token" : "bearer token required",
+        }),
+    }, api);
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
