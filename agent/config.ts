@@ -9,7 +9,14 @@
 
 import { parse, TomlError } from "smol-toml";
 import type { z } from "zod";
-import { AgentConfig, clipLine, formatPath, LogLevel } from "@drover/contracts";
+import {
+  AgentConfig,
+  clipLine,
+  explainIssues,
+  formatIssueMessage,
+  formatPath,
+  LogLevel,
+} from "@drover/contracts";
 
 /** Most schema problems a {@linkcode ConfigError} lists one by one. */
 export const MAX_REPORTED_ISSUES = 20;
@@ -111,24 +118,13 @@ export function parseConfig(file: string, source: string): AgentConfig {
 function issuesToProblems(source: string, issues: z.core.$ZodIssue[]): ConfigProblem[] {
   const index = indexKeyLines(source);
   const problems: ConfigProblem[] = [];
-  for (const issue of issues) {
+  // One problem per unknown key, at the key's own line, with the key it likely misspells.
+  for (const issue of explainIssues(AgentConfig, issues)) {
     const path = issue.path.map((s) => (typeof s === "number" ? s : String(s)));
-    if (issue.code === "unrecognized_keys") {
-      // One problem per unknown key, each on its own line.
-      for (const key of issue.keys) {
-        const full = [...path, key];
-        problems.push({
-          line: findLine(index, full),
-          key: clipLine(formatPath(full)),
-          message: "unknown key",
-        });
-      }
-      continue;
-    }
     problems.push({
       line: findLine(index, path),
       key: path.length > 0 ? clipLine(formatPath(path)) : undefined,
-      message: clipLine(issue.message),
+      message: formatIssueMessage(issue),
     });
   }
   return problems;

@@ -71,10 +71,33 @@ usename = "u"
   assert(e.message.includes("unknown key"), e.message);
 });
 
+Deno.test("an unknown key comes with the key it likely misspells", () => {
+  const source = `[agent]
+device_id = "pi-1"
+heartbeat_secs = 3
+
+[registries."127.0.0.1:5000"]
+usename = "u"
+
+[nats]
+servers = ["nats://127.0.0.1:4222"]
+cred = "/etc/drover/pi.creds"
+zzz = 1
+`;
+  const e = assertThrows(() => parseConfig(FILE, source), ConfigError);
+  assertEquals(e.message.split("\n"), [
+    `${FILE}:3: agent.heartbeat_secs: unknown key; did you mean "heartbeat_seconds"?`,
+    `${FILE}:10: nats.cred: unknown key; did you mean "creds"?`,
+    `${FILE}:11: nats.zzz: unknown key`,
+    `${FILE}:6: registries["127.0.0.1:5000"].usename: unknown key; did you mean "username"?`,
+  ]);
+});
+
 Deno.test("a missing required key points at its table", () => {
   const e = assertThrows(() => parseConfig(FILE, "\n[agent]\nlabels = {}\n"), ConfigError);
   assertEquals(e.problems[0].key, "agent.device_id");
   assertEquals(e.problems[0].line, 2);
+  assertEquals(e.problems[0].message, "required");
 });
 
 Deno.test("an invalid device id is explained", () => {

@@ -23,16 +23,25 @@ export function decodeJson<S extends z.ZodType>(
   if (size > MAX_VALUE_BYTES) {
     return { ok: false, error: `value is ${size} bytes, more than the ${MAX_VALUE_BYTES} allowed` };
   }
+  let text: string;
+  try {
+    text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
+  } catch {
+    // Not a JSON problem: the bytes are not text at all (a binary value, another encoding).
+    return {
+      ok: false,
+      error: `value is not valid UTF-8 (${size} bytes); it must be JSON text in UTF-8`,
+    };
+  }
   let json: unknown;
   try {
-    const text = typeof data === "string"
-      ? data
-      : new TextDecoder("utf-8", { fatal: true }).decode(data);
     json = JSON.parse(text);
   } catch (e) {
     return { ok: false, error: `invalid JSON: ${(e as Error).message}` };
   }
   const result = schema.safeParse(json);
-  if (!result.success) return { ok: false, error: formatZodIssues(result.error) };
+  if (!result.success) {
+    return { ok: false, error: formatZodIssues(result.error, undefined, schema) };
+  }
   return { ok: true, value: result.data };
 }

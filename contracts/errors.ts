@@ -37,6 +37,11 @@ export function formatIssueMessage(issue: z.core.$ZodIssue): string {
 }
 
 function rawIssueMessage(issue: z.core.$ZodIssue): string {
+  // zod words a missing field as a type error ("expected object, received undefined"); a
+  // person reading a manifest or config needs to hear that the field is missing.
+  if (issue.code === "invalid_type" && / received undefined$/.test(issue.message)) {
+    return "required";
+  }
   if (issue.code === "unrecognized_keys") {
     return `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
   }
@@ -48,11 +53,156 @@ function rawIssueMessage(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
-/** One line per issue: `"<path>: <message>"`, at most `max` lines. */
-export function formatZodIssues(error: z.ZodError, max = 10): string {
-  const lines = error.issues.slice(0, max).map((issue) =>
+/**
+ * One line per issue: `"<path>: <message>"`, at most `max` lines. Given the `schema` that
+ * produced `error`, an unknown key gets its own line with a suggestion (see
+ * {@linkcode explainIssues}).
+ */
+export function formatZodIssues(error: z.ZodError, max = 10, schema?: z.ZodType): string {
+  const issues = schema === undefined ? error.issues : explainIssues(schema, error.issues);
+  const lines = issues.slice(0, max).map((issue) =>
     clipLine(`${formatPath(issue.path)}: ${formatIssueMessage(issue)}`)
   );
-  if (error.issues.length > max) lines.push(`… and ${error.issues.length - max} more problem(s)`);
+  if (issues.length > max) lines.push(`… and ${issues.length - max} more problem(s)`);
   return lines.join("\n");
+}
+
+/**
+ * The issues as a person should read them: zod reports unknown keys as one issue at the
+ * object holding them; here each becomes its own issue at the key's path (so its own line
+ * can be found), worded {@linkcode unknownKeyMessage} with the key of `schema` it most
+ * likely meant. Other issues are kept as they are. Pure.
+ */
+export function explainIssues(
+  schema: z.ZodType,
+  issues: ReadonlyArray<z.core.$ZodIssue>,
+): z.core.$ZodIssue[] {
+  return issues.flatMap((issue): z.core.$ZodIssue[] => {
+    if (issue.code !== "unrecognized_keys") return [issue];
+    const known = knownKeysAt(schema, issue.path);
+    return issue.keys.map((key) => ({
+      code: "custom",
+      path: [...issue.path, key],
+      message: unknownKeyMessage(suggestKey(key, known)),
+      input: undefined,
+    }));
+  });
+}
+
+/** `unknown key`, plus `; did you mean "x"?` when there is a likely intended key. Pure. */
+export function unknownKeyMessage(suggestion: string | undefined): string {
+  return suggestion === undefined
+    ? "unknown key"
+    : `unknown key; did you mean ${JSON.stringify(suggestion)}?`;
+}
+
+/**
+ * The key of `known` that `unknown` most likely misspells: the closest by edit distance
+ * within a third of the length (`heartbeat_secs` → `heartbeat_seconds`, `imgae` → `image`),
+ * or one that is a prefix of the other (`enviroment` → `env`, `label` → `labels`). Pure.
+ */
+export function suggestKey(unknown: string, known: readonly string[]): string | undefined {
+  const u = unknown.toLowerCase();
+  let best: { key: string; distance: number } | undefined;
+  for (const key of known) {
+    const k = key.toLowerCase();
+    const distance = editDistance(u, k);
+    const close = distance <= Math.max(1, Math.floor(Math.max(u.length, k.length) / 3));
+    const prefix = Math.min(u.length, k.length) >= 3 && (u.startsWith(k) || k.startsWith(u));
+    if (!close && !prefix) continue;
+    if (best === undefined || distance < best.distance) best = { key, distance };
+  }
+  return best?.key;
+}
+
+/**
+ * Edit distance: insertions, deletions, substitutions and swaps of two adjacent characters
+ * (`imgae` → `image` is 1), each counting 1 (optimal string alignment). Pure.
+ */
+export function editDistance(a: string, b: string): number {
+  let before: number[] = [];
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j] + 1,
+        current[j - 1] + 1,
+        previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        current[j] = Math.min(current[j], before[j - 2] + 1);
+      }
+    }
+    before = previous;
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+/**
+ * The keys an object schema allows at `path` inside `schema` (through optional, default,
+ * pipe, array, record and union wrappers; every option of a union contributes). Pure.
+ */
+export function knownKeysAt(schema: z.ZodType, path: ReadonlyArray<PropertyKey>): string[] {
+  let current = unwrap(schema as unknown as z.core.$ZodType);
+  for (const segment of path) {
+    current = current.flatMap((s) => unwrap(...childSchemas(s, segment)));
+  }
+  const keys = new Set<string>();
+  for (const s of current) {
+    if (s._zod.def.type === "object") {
+      for (const key of Object.keys((s as z.core.$ZodObject)._zod.def.shape)) keys.add(key);
+    }
+  }
+  return [...keys];
+}
+
+/** The schemas a value may be checked against once wrappers and unions are opened. */
+function unwrap(...schemas: z.core.$ZodType[]): z.core.$ZodType[] {
+  return schemas.flatMap((s): z.core.$ZodType[] => {
+    const def = s._zod.def as unknown as Record<string, unknown> & { type: string };
+    switch (def.type) {
+      case "optional":
+      case "nullable":
+      case "default":
+      case "prefault":
+      case "nonoptional":
+      case "readonly":
+      case "catch":
+        return unwrap(def.innerType as z.core.$ZodType);
+      case "pipe":
+        return unwrap(def.in as z.core.$ZodType);
+      case "lazy":
+        return unwrap((def.getter as () => z.core.$ZodType)());
+      case "union":
+        return unwrap(...(def.options as z.core.$ZodType[]));
+      case "intersection":
+        return unwrap(def.left as z.core.$ZodType, def.right as z.core.$ZodType);
+      default:
+        return [s];
+    }
+  });
+}
+
+/** What the value at `segment` of a value checked by `s` is checked against. */
+function childSchemas(s: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType[] {
+  const def = s._zod.def as unknown as Record<string, unknown> & { type: string };
+  switch (def.type) {
+    case "object": {
+      const shape = def.shape as Record<string, z.core.$ZodType>;
+      // Own keys only: a path segment "constructor" must not find Object.prototype's.
+      return Object.hasOwn(shape, String(segment)) ? [shape[String(segment)]] : [];
+    }
+    case "array":
+      return typeof segment === "number" ? [def.element as z.core.$ZodType] : [];
+    case "record":
+      return [def.valueType as z.core.$ZodType];
+    case "tuple": {
+      const items = def.items as z.core.$ZodType[];
+      return typeof segment === "number" && segment < items.length ? [items[segment]] : [];
+    }
+    default:
+      return [];
+  }
 }

@@ -241,7 +241,7 @@ Deno.test("AgentConfig: misspelt and invalid keys are named", () => {
 Deno.test("decodeJson reports bad JSON, bad UTF-8, oversize values and schema errors without throwing", () => {
   const bad = [
     ["{", "invalid JSON"],
-    [new Uint8Array([0x7b, 0xff, 0x7d]), "invalid JSON"],
+    [new Uint8Array([0x7b, 0xff, 0x7d]), "value is not valid UTF-8 (3 bytes)"],
     ["x".repeat(MAX_VALUE_BYTES + 1), "more than the"],
     [JSON.stringify({ deployment: "x" }), "score"],
     [

@@ -6,10 +6,11 @@
  * @module
  */
 
-import { isNode, LineCounter, parseDocument } from "yaml";
+import { isMap, isNode, isScalar, LineCounter, parseDocument } from "yaml";
 import { parse as parseToml, TomlError } from "smol-toml";
 import {
   DeploymentManifest,
+  explainIssues,
   formatIssueMessage,
   formatPath,
   MAX_VALUE_BYTES,
@@ -57,11 +58,25 @@ function parseYaml(text: string, file: string): { data: unknown; locate: Locate 
       }),
     );
   }
+  const lineAt = (offset: number) => lineCounter.linePos(offset).line;
+  /** Line of the key `path` ends with (a block value starts on a later line), else its node. */
+  const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
+    const last = path.at(-1);
+    if (typeof last === "string") {
+      const parent = doc.getIn(path.slice(0, -1) as unknown[], true);
+      const pair = isMap(parent)
+        ? parent.items.find((p) => isScalar(p.key) && String(p.key.value) === last)
+        : undefined;
+      if (pair && isNode(pair.key) && pair.key.range) return lineAt(pair.key.range[0]);
+    }
+    const node = doc.getIn(path as unknown[], true);
+    return isNode(node) && node.range ? lineAt(node.range[0]) : undefined;
+  };
   const locate: Locate = (path) => {
     // The nearest node that exists: a missing field is reported at its parent.
     for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as unknown[], true);
-      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
+      const line = lineOf(path.slice(0, n));
+      if (line !== undefined) return line;
     }
     return undefined;
   };
@@ -127,7 +142,8 @@ export function parseManifest(text: string, file: string): DeploymentManifest {
 
   const result = DeploymentManifest.safeParse(data);
   if (result.success) return result.data;
-  const issues = result.error.issues;
+  // An unknown key becomes an issue at the key itself, so its own line is found.
+  const issues = explainIssues(DeploymentManifest, result.error.issues);
   const details = issues.slice(0, 10).map((issue) => {
     const message = formatIssueMessage(issue);
     const line = locate(issue.path);

@@ -63,9 +63,38 @@ Deno.test("parseManifest: unknown key (typo) is named with its line", () => {
     YAML.replace("      image: busybox", "      image: busybox\n      enviroment: {}"),
     "w.yaml",
   );
-  assertStringIncludes(e.details[0], 'unknown key(s) "enviroment"');
-  assertStringIncludes(e.details[0], "score.services[0]");
-  assertStringIncludes(e.details[0], "(line 8)");
+  assertEquals(
+    e.details[0],
+    'score.services[0].enviroment: unknown key; did you mean "env"? (line 10)',
+  );
+});
+
+Deno.test("parseManifest: each unknown key on its own line, in TOML and JSON without lines", () => {
+  const yaml = invalid(
+    YAML.replace("selector:\n", "selector:\n  device: [pi-1]\n").replace(
+      "      image: busybox",
+      "      image: busybox\n      zzz: 1",
+    ),
+    "w.yaml",
+  );
+  assertEquals(yaml.details, [
+    'selector.device: unknown key; did you mean "devices"? (line 3)',
+    "score.services[0].zzz: unknown key (line 11)",
+  ]);
+  const json = invalid(
+    JSON.stringify({
+      name: "web",
+      selector: { labels: {} },
+      score: { type: "PodmanV0", services: [{ name: "web", image: "busybox:1", port: [] }] },
+    }),
+    "w.json",
+  );
+  assertEquals(json.details, ['score.services[0].port: unknown key; did you mean "ports"?']);
+});
+
+Deno.test("parseManifest: a missing selector is reported as required", () => {
+  const e = invalid(YAML.replace(/selector:\n( {2}.*\n)+/, ""), "w.yaml");
+  assertStringIncludes(e.message, "selector: required");
 });
 
 Deno.test("parseManifest: missing selector fields, bad port and bad image all reported", () => {
