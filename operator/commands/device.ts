@@ -1,12 +1,47 @@
 /**
- * `device add|revoke|list`: provision a device's NATS identity (creds plus a
- * ready agent config), revoke it, list what was issued.
+ * `device add|label|unregister|revoke|list`: provision a device's NATS
+ * identity (creds plus a ready agent config) and register its labels in the
+ * operator's device registry, change those labels, revoke it, list what was
+ * issued.
+ *
+ * The files under `--dir` are written offline (operator/auth); the registry
+ * lives in NATS KV (operator/registry.ts), so `add`, `label`, `unregister` and
+ * `revoke` connect to NATS with the usual options.
  *
  * @module
  */
 
-import { type Command, EXIT, InvalidInputError, UsageError } from "../cli.ts";
-import { AuthInputError, deviceAdd, deviceList, deviceRevoke } from "../auth/mod.ts";
+import { join } from "node:path";
+import type { KV } from "@nats-io/kv";
+import {
+  type CliIo,
+  type Command,
+  EXIT,
+  InvalidInputError,
+  OperationError,
+  type OptionValues,
+  stringOption,
+  UsageError,
+} from "../cli.ts";
+import {
+  AUTH_FILES,
+  AuthInputError,
+  checkDeviceId,
+  deviceAdd,
+  deviceList,
+  deviceRevoke,
+} from "../auth/mod.ts";
+import { type ConnectionSettings, connectionSettings, connectNats } from "../connection.ts";
+import { ensureBuckets } from "../kv.ts";
+import {
+  InvalidLabelError,
+  InvalidRegistrationError,
+  labelDevice,
+  parseLabelEdits,
+  registerDevice,
+  RegistryConflictError,
+  unregisterDevice,
+} from "../registry.ts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
@@ -35,24 +70,106 @@ function asList(value: unknown): string[] {
 }
 
 function mapInputError(e: unknown): unknown {
-  if (e instanceof AuthInputError) return new InvalidInputError(e.message, [], { cause: e });
+  if (e instanceof AuthInputError || e instanceof InvalidLabelError) {
+    return new InvalidInputError(e.message, [], { cause: e });
+  }
+  if (e instanceof InvalidRegistrationError || e instanceof RegistryConflictError) {
+    return new OperationError(e.message, [], { cause: e });
+  }
   return cliAuthError(e);
+}
+
+/**
+ * The shared connection settings; when no credentials of any kind are given
+ * and the auth directory (`--dir`/`DROVER_AUTH_DIR`) holds `operator.creds`,
+ * those are used: the registry is writable only by the operator's identity.
+ */
+export async function registrySettings(
+  values: OptionValues,
+  env: (name: string) => string | undefined,
+): Promise<ConnectionSettings> {
+  const settings = connectionSettings(values, env);
+  if (settings.creds !== undefined || settings.user !== undefined) return settings;
+  if (settings.token !== undefined) return settings;
+  const dir = stringOption(values, "dir") ?? env("DROVER_AUTH_DIR");
+  if (dir === undefined || dir === "") return settings;
+  const creds = join(dir, AUTH_FILES.operatorCreds);
+  try {
+    if ((await Deno.stat(creds)).isFile) settings.creds = creds;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return settings;
+}
+
+/** Runs `fn` with the registry bucket (created when missing, as `apply` does); always disconnects. */
+async function withRegistry<T>(
+  settings: ConnectionSettings,
+  fn: (kv: KV) => Promise<T>,
+): Promise<T> {
+  const nc = await connectNats(settings, { name: "drover-operator-cli" });
+  try {
+    return await fn((await ensureBuckets(nc)).devices);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** `k=v k2=v2`: labels as `device label` arguments. */
+function formatEdits(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+function formatLabels(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
+}
+
+async function runLabel(
+  values: OptionValues,
+  io: CliIo,
+  id: string,
+  args: string[],
+): Promise<number> {
+  if (args.length === 0) {
+    throw new UsageError("Missing labels: device label ID KEY=VALUE... [KEY-]...", "device");
+  }
+  checkDeviceId(id);
+  const edits = parseLabelEdits(args);
+  const settings = await registrySettings(values, io.env);
+  const result = await withRegistry(settings, (kv) => labelDevice(kv, id, edits));
+  const what = result.created ? "registered" : result.changed ? "labelled" : "unchanged";
+  io.stdout(`device "${id}" ${what}: ${formatLabels(result.labels)}\n`);
+  return EXIT.ok;
 }
 
 /** The `device` command. */
 export const deviceCommand: Command = {
   name: "device",
-  summary: "Provision, revoke and list device identities",
+  summary: "Provision, label, revoke and list devices",
   usage: "device add ID [--label k=v]... [--server URL]... [--tls-ca FILE] --dir DIR\n" +
+    "       drover-operator device label ID KEY=VALUE... [KEY-]...\n" +
+    "       drover-operator device unregister ID\n" +
     "       drover-operator device revoke ID --dir DIR\n" +
     "       drover-operator device list --dir DIR [-o json]",
   description: [
-    "add     writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it).",
-    "        The device may only watch/read desired-state keys ID.> and write agent-status/ID.",
-    "revoke  adds the device's key to the account's revocation list and rewrites",
-    "        DIR/nats-auth.conf. The server applies it on reload: `nats-server --signal reload`",
-    "        (or SIGHUP); the device's connections are then closed and refused.",
-    "list    shows every device issued from DIR.",
+    "Label selectors in deployments match the labels in the operator's device registry",
+    "(the `devices` bucket, writable only with the operator's creds), never the labels a",
+    "device reports about itself. add, label, unregister and revoke connect to NATS; without",
+    "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists.",
+    "",
+    "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it),",
+    "           then registers the device with its --label set in the registry.",
+    "           The device may only watch/read desired-state keys ID.> and write agent-status/ID.",
+    "           --tls-ca is the CA of the NATS server: used for this connection and written",
+    "           into the agent config as [nats] tls_ca.",
+    "label      sets (KEY=VALUE) and removes (KEY-) registry labels, kubectl style; registers",
+    "           the device if it has no entry yet. Deployments follow within a reconcile pass.",
+    "unregister removes the device's registry entry: no label selector targets it any more.",
+    "revoke     adds the device's key to the account's revocation list, rewrites",
+    "           DIR/nats-auth.conf and removes the registry entry. The server applies the",
+    "           revocation on reload: `nats-server --signal reload` (or SIGHUP); the device's",
+    "           connections are then closed and refused.",
+    "list       shows every device issued from DIR (no NATS needed).",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
@@ -60,18 +177,13 @@ export const deviceCommand: Command = {
       type: "string",
       multiple: true,
       value: "KEY=VALUE",
-      description: "Device label (repeatable; add only)",
+      description: "Device label, registered in the device registry (repeatable; add only)",
     },
     server: {
       type: "string",
       multiple: true,
       value: "URL",
       description: "NATS URL written into the agent config (repeatable; add only)",
-    },
-    "tls-ca": {
-      type: "string",
-      value: "FILE",
-      description: "CA file written into the agent config as [nats] tls_ca (add only)",
     },
     output: {
       type: "string",
@@ -80,7 +192,8 @@ export const deviceCommand: Command = {
       description: '"table" (default) or "json" (list only)',
     },
   },
-  connects: false,
+  // add, label, unregister and revoke write the registry in NATS; list ignores these options.
+  connects: true,
   async run({ values, positionals, io }) {
     const [sub, ...rest] = positionals;
     const dir = () => authDir(values, io.env, "device");
@@ -95,33 +208,89 @@ export const deviceCommand: Command = {
           const id = oneId();
           const servers = asList(values.server);
           const tlsCa = typeof values["tls-ca"] === "string" ? values["tls-ca"] : undefined;
-          const result = await deviceAdd(dir(), id, {
-            labels: parseLabelArgs(asList(values.label)),
-            ...(servers.length > 0 ? { servers } : {}),
-            ...(tlsCa !== undefined ? { tlsCa } : {}),
-          });
+          const labels = parseLabelArgs(asList(values.label));
+          const authDirPath = dir();
+          const settings = await registrySettings(values, io.env);
+          // Connect before writing anything: an unreachable NATS leaves no half-added device.
+          const nc = await connectNats(settings, { name: "drover-operator-cli" });
+          try {
+            const result = await deviceAdd(authDirPath, id, {
+              labels,
+              ...(servers.length > 0 ? { servers } : {}),
+              ...(tlsCa !== undefined ? { tlsCa } : {}),
+            });
+            let registered: Record<string, string>;
+            try {
+              registered = (await registerDevice((await ensureBuckets(nc)).devices, id, labels))
+                .labels;
+            } catch (e) {
+              throw new OperationError(
+                `device "${id}" added (creds ${result.credsPath}), but its labels were not ` +
+                  `registered: ${(e as Error).message}`,
+                [`register them with: device label ${id} ${formatEdits(labels)}`],
+                { cause: e },
+              );
+            }
+            io.stdout(
+              [
+                `device "${id}" added`,
+                `  creds:  ${result.credsPath}`,
+                `  config: ${result.configPath}`,
+                `  labels: ${formatLabels(registered)} (device registry)`,
+                "copy both to the device (fix the creds path in the config if it differs there)",
+                "",
+              ].join("\n"),
+            );
+            return EXIT.ok;
+          } finally {
+            await nc.close();
+          }
+        }
+        case "label": {
+          if (rest.length === 0) {
+            throw new UsageError("Missing device ID: device label ID KEY=VALUE...", "device");
+          }
+          return await runLabel(values, io, rest[0], rest.slice(1));
+        }
+        case "unregister": {
+          const id = checkDeviceId(oneId());
+          const settings = await registrySettings(values, io.env);
+          const removed = await withRegistry(settings, (kv) => unregisterDevice(kv, id));
           io.stdout(
-            [
-              `device "${id}" added`,
-              `  creds:  ${result.credsPath}`,
-              `  config: ${result.configPath}`,
-              "copy both to the device (fix the creds path in the config if it differs there)",
-              "",
-            ].join("\n"),
+            removed
+              ? `device "${id}" unregistered: no label selector targets it any more\n`
+              : `device "${id}" was not registered\n`,
           );
           return EXIT.ok;
         }
         case "revoke": {
           const id = oneId();
+          // The revocation is written first and offline: it must not wait for NATS.
           const result = await deviceRevoke(dir(), id);
-          io.stdout(
-            [
-              result.changed ? `device "${id}" revoked` : `device "${id}" was already revoked`,
-              `  rewrote ${result.confPath}`,
-              "  reload nats-server to apply: nats-server --signal reload (or kill -HUP <pid>)",
-              "",
-            ].join("\n"),
+          const lines = [
+            result.changed ? `device "${id}" revoked` : `device "${id}" was already revoked`,
+            `  rewrote ${result.confPath}`,
+            "  reload nats-server to apply: nats-server --signal reload (or kill -HUP <pid>)",
+          ];
+          let removed: boolean;
+          try {
+            const settings = await registrySettings(values, io.env);
+            removed = await withRegistry(settings, (kv) => unregisterDevice(kv, id));
+          } catch (e) {
+            io.stdout(lines.join("\n") + "\n");
+            throw new OperationError(
+              `device "${id}" is revoked in ${result.confPath}, but its registry entry was not ` +
+                `removed: ${(e as Error).message}`,
+              [`remove it with: device unregister ${id} (or run revoke again)`],
+              { cause: e },
+            );
+          }
+          lines.push(
+            removed
+              ? "  removed from the device registry: no label selector targets it any more"
+              : "  it had no device registry entry",
           );
+          io.stdout(lines.join("\n") + "\n");
           return EXIT.ok;
         }
         case "list": {
@@ -150,10 +319,13 @@ export const deviceCommand: Command = {
           return EXIT.ok;
         }
         case undefined:
-          throw new UsageError("Missing subcommand: device add|revoke|list", "device");
+          throw new UsageError(
+            "Missing subcommand: device add|label|unregister|revoke|list",
+            "device",
+          );
         default:
           throw new UsageError(
-            `Unknown subcommand "device ${sub}": expected add, revoke or list`,
+            `Unknown subcommand "device ${sub}": expected add, label, unregister, revoke or list`,
             "device",
           );
       }
