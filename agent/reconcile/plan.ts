@@ -23,6 +23,13 @@
  * image is missing, except `:latest`/untagged references, which are pulled
  * again — but only when a container is being created, never on a quiet pass.
  *
+ * Pulls and creates name the image fully qualified (`busybox:1` →
+ * `docker.io/library/busybox:1`, see `normalizeImageReference`), the same
+ * string the registry allow-list checked: podman never resolves a short name.
+ * The spec hash stays the hash of the service as the operator wrote it (see
+ * `serviceHashes`), so an agent upgrade that starts qualifying names replaces
+ * no running container.
+ *
  * @module
  */
 
@@ -35,6 +42,7 @@ import {
   parseVolumeMount,
   type PodmanService,
   type PortMapping,
+  qualifiedImageName,
   type VolumeMount,
 } from "@drover/contracts";
 import type { ContainerSpec, ObservedContainer } from "../runtime/runtime.ts";
@@ -117,10 +125,12 @@ const NEVER_RAN = new Set(["created", "initialized", "configured"]);
 
 /**
  * Builds the container spec of one service: name `<deployment>_<service>`,
- * Drover's labels on top of the user's, short-syntax ports and volumes parsed.
+ * Drover's labels on top of the user's, short-syntax ports and volumes parsed,
+ * the image fully qualified. `specHash` is the hash of `service` as received
+ * (short image name and all), not of the qualified spec.
  *
- * @throws {Error} if a port or volume string does not parse — impossible for a
- * `PodmanService` that passed the contract schema.
+ * @throws {Error} if an image, port or volume string does not parse —
+ * impossible for a `PodmanService` that passed the contract schema.
  */
 export function toContainerSpec(
   deployment: string,
@@ -134,7 +144,7 @@ export function toContainerSpec(
   );
   return {
     name: containerName(deployment, service.name),
-    image: service.image,
+    image: qualifiedImageName(service.image),
     ...(service.command ? { command: [...service.command] } : {}),
     ...(service.entrypoint ? { entrypoint: [...service.entrypoint] } : {}),
     env: { ...(service.env ?? {}) },
@@ -271,7 +281,7 @@ function planDeployment(
         action: "pull",
         ...base,
         reason,
-        image: service.image,
+        image: qualifiedImageName(service.image),
         policy: isAlwaysPull(service.image) ? "always" : "if-missing",
       });
       if (keeper) work.push(remove(keeper, reason));

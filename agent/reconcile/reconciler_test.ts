@@ -343,19 +343,22 @@ Deno.test("a name held by a container Drover does not manage fails clearly", asy
 });
 
 Deno.test(":latest is pulled when creating, not on quiet passes", async () => {
-  const runtime = new InMemoryRuntime({ images: ["busybox:latest"] });
+  const qualified = "docker.io/library/busybox:latest";
+  const runtime = new InMemoryRuntime({ images: [qualified] });
   await using h = start({
     runtime,
-    entries: [entry("app", 1, [{ name: "a", image: "busybox:latest" }])],
+    entries: [entry("app", 1, [{ name: "a", image: "busybox" }])],
     resyncIntervalMs: 20,
   });
   await h.reconciler.firstPass;
-  assertEquals(runtime.pulls.map(([i]) => i), ["busybox:latest"]);
+  // The runtime is only ever given the fully qualified name.
+  assertEquals(runtime.pulls.map(([i]) => i), [qualified]);
+  await until("created from the qualified name", () => runtime.snapshot()[0]?.image === qualified);
   const lists = runtime.calls.listManaged;
   await until("a few resyncs", () => runtime.calls.listManaged >= lists + 4);
   assertEquals(runtime.pulls.length, 1);
   // Offline with a local copy: the failed always-pull does not stop the create.
-  runtime.setPull("busybox:latest", { error: "dial tcp: no route to host" });
+  runtime.setPull(qualified, { error: "dial tcp: no route to host" });
   runtime.removeByHand("app_a");
   await until("recreated from the local copy", () => runtime.snapshot()[0]?.state === "running");
   assertEquals(runtime.pulls.length, 2);

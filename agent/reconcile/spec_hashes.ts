@@ -18,6 +18,14 @@ const cache = new WeakMap<object, Map<string, string>>();
 /**
  * Spec hash per `<deployment>_<service>` for every valid entry. The hash covers
  * the service spec only (not the revision), so a revision-only change keeps it.
+ *
+ * It is the hash of the service as the operator wrote it — `image: busybox:1`
+ * included — not of the agent's interpretation of it (the fully qualified
+ * `docker.io/library/busybox:1` the container is created from). How the agent
+ * interprets a spec may change between agent versions; hashing the received
+ * value keeps such an upgrade from replacing every running container. The cost:
+ * re-spelling an image in a manifest (short → qualified) replaces its
+ * container once.
  */
 export async function serviceHashes(
   entries: Iterable<DesiredEntry>,

@@ -13,7 +13,12 @@
  */
 
 import { abortableSleep } from "../abortable_sleep.ts";
-import { LABELS, MANAGED_LABEL_VALUE, parseImageReference } from "@drover/contracts";
+import {
+  LABELS,
+  MANAGED_LABEL_VALUE,
+  normalizeImageReference,
+  qualifiedImageName,
+} from "@drover/contracts";
 import {
   type ContainerSummary,
   isImageNotFoundError,
@@ -129,15 +134,18 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
 
   /** See {@linkcode ContainerRuntime.hasImage}. */
   hasImage(image: string, signal?: AbortSignal): Promise<boolean> {
-    return mapErrors(() => this.#client.imageExists(image, { signal }));
+    // Fully qualified: podman matches a short name against any local image ending in it.
+    return mapErrors(() => this.#client.imageExists(qualifiedImageName(image), { signal }));
   }
 
   /** See {@linkcode ContainerRuntime.pullImage}. */
   async pullImage(image: string, auth: RegistryAuth | undefined, signal?: AbortSignal) {
-    const ref = parseImageReference(image);
-    const registry = typeof ref === "string" ? undefined : ref.registry;
+    // Fully qualified: podman would resolve a short name through registries.conf aliases.
+    const ref = normalizeImageReference(image);
+    if (typeof ref === "string") throw new ImagePullError(image, `invalid image reference: ${ref}`);
+    const registry = ref.registry;
     await mapErrors(() =>
-      this.#client.pullImage(image, {
+      this.#client.pullImage(ref.name, {
         policy: "always",
         signal,
         ...(auth?.username !== undefined && auth.password !== undefined && registry
@@ -253,12 +261,14 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
 
 /**
  * Podman's create body for a container spec: env as a map (an array is a
- * 500 on podman 4.3), bind mounts as OCI mounts, named volumes as volumes.
+ * 500 on podman 4.3), bind mounts as OCI mounts, named volumes as volumes, the
+ * image fully qualified (the planner already qualifies it; a short name here
+ * would let podman pick the registry).
  */
 export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
   return {
     name: spec.name,
-    image: spec.image,
+    image: qualifiedImageName(spec.image),
     ...(spec.command ? { command: spec.command } : {}),
     ...(spec.entrypoint ? { entrypoint: spec.entrypoint } : {}),
     env: { ...spec.env },

@@ -71,7 +71,8 @@ Deno.test("toLibpodSpec maps env, ports, bind mounts, named volumes and restart 
   });
   assertEquals(body, {
     name: "d_s",
-    image: "x:1",
+    // Fully qualified: podman never gets to resolve a short name.
+    image: "docker.io/library/x:1",
     entrypoint: ["/bin/sh"],
     env: { A: "1" },
     labels: { "drover.managed": "true" },
