@@ -3,6 +3,9 @@
  * for the official Deno base image (no registry is reachable here), run with
  * host networking against the test nats-server, and used — `serve` in one
  * container, `apply --wait` and `get` in others — to deploy to a real agent.
+ * `serve` listens on 0.0.0.0 as the image does by default, so it needs the
+ * API token, given as the README says: a podman secret exposed as
+ * DROVER_API_TOKEN.
  */
 
 import {
@@ -20,6 +23,7 @@ import { startAgent } from "../../operator/testing/mod.ts";
 
 const OPERATOR_IMAGE = "localhost/drover/operator:test";
 const WORKLOAD_IMAGE = "localhost/drover/busybox:ctr";
+const API_TOKEN = "ctr-test-token-0123456789abcdef";
 
 Deno.test({
   name: "operator container: build, serve, apply --wait through it reaches a real agent",
@@ -35,6 +39,35 @@ Deno.test({
 
     const build = await buildOperatorImage(podman, dir.path, OPERATOR_IMAGE);
     assertEquals(build.code, 0, build.stderr);
+
+    // The image's default command (serve on 0.0.0.0:8080) without a token stops at once,
+    // saying why; --timeout only bounds a regression that would serve anyway.
+    const open = await podman.cli([
+      "run",
+      "--rm",
+      "--timeout",
+      "60",
+      "--network",
+      "host",
+      "--env",
+      `NATS_URL=${nats.url}`,
+      OPERATOR_IMAGE,
+    ]);
+    assertEquals(open.code, 2, open.stdout + open.stderr);
+    assertStringIncludes(
+      open.stderr,
+      "Refusing to serve the HTTP API on 0.0.0.0:8080 without a token",
+    );
+    assertStringIncludes(open.stderr, "DROVER_API_TOKEN");
+
+    await Deno.writeTextFile(`${dir.path}/api-token`, API_TOKEN);
+    const secret = await podman.cli([
+      "secret",
+      "create",
+      "drover-api-token",
+      `${dir.path}/api-token`,
+    ]);
+    assertEquals(secret.code, 0, secret.stderr);
 
     const port = await freePort();
     const serve = await podman.cli([
@@ -52,10 +85,12 @@ Deno.test({
       "no-new-privileges",
       "--env",
       `NATS_URL=${nats.url}`,
+      "--secret",
+      "drover-api-token,type=env,target=DROVER_API_TOKEN",
       OPERATOR_IMAGE,
       "serve",
       "--listen",
-      `127.0.0.1:${port}`,
+      `0.0.0.0:${port}`,
     ]);
     assertEquals(serve.code, 0, serve.stderr);
     const logs = async () => (await podman.cli(["logs", "drover-operator"])).stderr;
@@ -76,9 +111,9 @@ Deno.test({
     await Deno.writeTextFile(
       `${dir.path}/edge.yaml`,
       `name: edge
+# By id: label selection needs the device registry (\`device add\`), not what this is about.
 selector:
-  labels:
-    role: edge
+  devices: [ctr-pi]
 score:
   type: PodmanV0
   services:
@@ -126,8 +161,13 @@ score:
     assertEquals(get.code, 0, get.stderr);
     const [edge] = JSON.parse(get.stdout);
     assertEquals([edge.name, edge.targeted, edge.ready], ["edge", 1, 1]);
-    const api = await (await fetch(`http://127.0.0.1:${port}/api/deployments/edge`)).json();
-    assertEquals(api.ready, 1);
+    const apiUrl = `http://127.0.0.1:${port}/api/deployments/edge`;
+    const refused = await fetch(apiUrl);
+    assertEquals(refused.status, 401);
+    await refused.body?.cancel();
+    const res = await fetch(apiUrl, { headers: { authorization: `Bearer ${API_TOKEN}` } });
+    assertEquals(res.status, 200);
+    assertEquals((await res.json()).ready, 1);
 
     // SIGTERM (podman stop) ends serve cleanly with exit code 0.
     const stop = await podman.cli(["stop", "--time", "10", "drover-operator"]);
