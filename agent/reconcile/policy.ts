@@ -3,17 +3,51 @@
  * Pure checks; a deployment with violations is `failed` and nothing of it is
  * created (its existing containers are left alone, like an invalid value).
  *
+ * Bind mounts are checked against the file system as it is, not as the text
+ * says: a service with a read-write bind of an allowed `/srv/data` could plant
+ * `/srv/data/x -> /`, and a later bind of `/srv/data/x` would be a bind of `/`.
+ * `resolveHostPaths` (host_paths.ts, the I/O step) resolves each bind source
+ * and allowed prefix with `realpath` just before the check; the check then
+ * wants the source to exist and to resolve to exactly its allowed prefix's
+ * real path plus the same remaining segments — no symlink anywhere below the
+ * prefix (a symlinked prefix itself is the device owner's choice and allowed).
+ *
+ * What this cannot close (time of check to time of use): the bind is resolved
+ * again by the OCI runtime when the container starts, and at every restart
+ * podman makes under its restart policy, without Drover in between. A service
+ * that can write into an allowed directory can still swap a checked directory
+ * for a symlink after the check, and a later (re)start of a container binding
+ * it follows the link; the next reconcile pass (at the latest the periodic
+ * resync) then marks the deployment failed but does not stop what runs. Keep
+ * read-write binds in directories no other bind source lies under.
+ *
  * @module
  */
 
 import {
   type AgentPolicy,
   type DesiredState,
-  parseImageReference,
+  normalizeImageReference,
   parsePortMapping,
   parseVolumeMount,
 } from "@drover/contracts";
 import type { DesiredEntry } from "./desired.ts";
+
+/** What the device's file system says about one absolute host path, just before the check. */
+export type HostPathFact =
+  /** `realpath` succeeded: every symlink resolved. */
+  | { kind: "resolved"; realPath: string }
+  /** Nothing there (or a dangling symlink). */
+  | { kind: "missing" }
+  /** The agent's Deno permissions do not include reading the path. */
+  | { kind: "no-permission" }
+  /** Any other failure (a symlink loop, EACCES, …). */
+  | { kind: "unreadable"; error: string };
+
+/** Facts per path, from `resolveHostPaths`; keys as written in specs and config. */
+export type HostPathFacts = ReadonlyMap<string, HostPathFact>;
+
+const NO_FACTS: HostPathFacts = new Map();
 
 /**
  * Violations of `policy` by one deployment, one readable line each, naming
@@ -21,35 +55,51 @@ import type { DesiredEntry } from "./desired.ts";
  *
  * @param otherContainers containers already admitted for other deployments,
  *   counted against `max_containers`.
+ * @param hostPaths facts about bind sources and allowed prefixes
+ *   ({@linkcode hostPathsToResolve}); a bind whose facts are absent is refused.
  */
 export function checkPolicy(
   state: DesiredState,
   policy: AgentPolicy,
   otherContainers = 0,
+  hostPaths: HostPathFacts = NO_FACTS,
 ): string[] {
   const violations: string[] = [];
   const services = state.score.services;
   for (const service of services) {
     const who = `service "${service.name}"`;
     if (policy.allowed_registries !== undefined) {
-      const ref = parseImageReference(service.image);
-      const registry = typeof ref === "string" ? undefined : ref.registry.toLowerCase();
+      // The registry of the fully qualified name, which is what podman is given: a short
+      // name is docker.io's, never whatever podman's aliases or local images would make of it.
+      const ref = normalizeImageReference(service.image);
+      const registry = typeof ref === "string" ? undefined : ref.registry;
       const allowed = policy.allowed_registries.map((r) => r.toLowerCase());
       if (registry === undefined || !allowed.includes(registry)) {
+        const qualified = typeof ref === "string" || ref.name === service.image
+          ? ""
+          : ` (${ref.name})`;
         violations.push(
-          `policy.allowed_registries: ${who} uses image "${service.image}" from registry ` +
-            `"${registry ?? "?"}", which is not allowed (allowed: ${list(allowed)})`,
+          `policy.allowed_registries: ${who} uses image "${service.image}"${qualified} from ` +
+            `registry "${registry ?? "?"}", which is not allowed (allowed: ${list(allowed)})`,
         );
       }
     }
     for (const volume of service.volumes ?? []) {
       const mount = parseVolumeMount(volume);
       if (typeof mount === "string" || mount.type !== "bind") continue;
-      if (!policy.allowed_host_paths.some((prefix) => isUnderPath(mount.source, prefix))) {
+      const prefixes = policy.allowed_host_paths.filter((p) => isUnderPath(mount.source, p));
+      if (prefixes.length === 0) {
         violations.push(
           `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ` +
             `which is not under an allowed path (allowed: ${list(policy.allowed_host_paths)}; ` +
             "named volumes are always allowed)",
+        );
+        continue;
+      }
+      const problem = resolvedProblem(mount.source, prefixes, hostPaths);
+      if (problem !== undefined) {
+        violations.push(
+          `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ${problem}`,
         );
       }
     }
@@ -89,11 +139,12 @@ export function checkPolicy(
  * with violations). For `max_containers`, deployments are admitted in order
  * of their KV revision — first written, first served — so an older
  * deployment never loses its containers to a newer one; a rejected one does
- * not use up slots.
+ * not use up slots. `hostPaths` as for {@linkcode checkPolicy}.
  */
 export function policyViolations(
   entries: Iterable<DesiredEntry>,
   policy: AgentPolicy,
+  hostPaths: HostPathFacts = NO_FACTS,
 ): Map<string, string[]> {
   const valid = [...entries].filter((e) => e.kind === "valid")
     .sort((a, b) => a.revision - b.revision || (a.deployment < b.deployment ? -1 : 1));
@@ -101,7 +152,7 @@ export function policyViolations(
   let admitted = 0;
   for (const entry of valid) {
     if (entry.kind !== "valid") continue;
-    const violations = checkPolicy(entry.state, policy, admitted);
+    const violations = checkPolicy(entry.state, policy, admitted, hostPaths);
     if (violations.length > 0) out.set(entry.deployment, violations);
     else admitted += entry.state.score.services.length;
   }
@@ -109,9 +160,81 @@ export function policyViolations(
 }
 
 /**
+ * Why a bind of `source`, lexically under `prefixes`, is refused on the facts;
+ * `undefined` when it resolves to an allowed prefix's real path plus the same
+ * remaining segments. Pure.
+ */
+function resolvedProblem(
+  source: string,
+  prefixes: readonly string[],
+  facts: HostPathFacts,
+): string | undefined {
+  const fact = facts.get(source);
+  const grant = `--allow-read=${prefixes[0]}`;
+  if (fact === undefined) return "which was not checked on this device's file system";
+  switch (fact.kind) {
+    case "missing":
+      return "which does not exist on this device; create it there first";
+    case "no-permission":
+      return `which the agent cannot check: its Deno permissions lack read access to it ` +
+        `(grant ${grant} to the agent)`;
+    case "unreadable":
+      return `which the agent cannot check: ${fact.error}`;
+  }
+  const rest = segments(source)!;
+  const problems: string[] = [];
+  for (const prefix of prefixes) {
+    const prefixFact = facts.get(prefix);
+    if (prefixFact?.kind !== "resolved") {
+      problems.push(
+        `allowed path "${prefix}" cannot be resolved (${prefixFact?.kind ?? "unchecked"})`,
+      );
+      continue;
+    }
+    const expected = joinPath(prefixFact.realPath, rest.slice(segments(prefix)!.length));
+    if (fact.realPath === expected) return undefined;
+  }
+  if (problems.length === prefixes.length) return `which cannot be checked: ${problems.join("; ")}`;
+  return `which is or passes through a symlink below the allowed path (it resolves to ` +
+    `"${fact.realPath}"); bind the real directory instead`;
+}
+
+/**
+ * The paths {@linkcode checkPolicy} wants facts about: every bind source of a
+ * valid entry that is lexically under an allowed prefix, and those prefixes.
+ * Pure.
+ */
+export function hostPathsToResolve(
+  entries: Iterable<DesiredEntry>,
+  policy: AgentPolicy,
+): Set<string> {
+  const out = new Set<string>();
+  if (policy.allowed_host_paths.length === 0) return out;
+  for (const entry of entries) {
+    if (entry.kind !== "valid") continue;
+    for (const service of entry.state.score.services) {
+      for (const volume of service.volumes ?? []) {
+        const mount = parseVolumeMount(volume);
+        if (typeof mount === "string" || mount.type !== "bind") continue;
+        const prefixes = policy.allowed_host_paths.filter((p) => isUnderPath(mount.source, p));
+        if (prefixes.length === 0) continue;
+        out.add(mount.source);
+        for (const prefix of prefixes) out.add(prefix);
+      }
+    }
+  }
+  return out;
+}
+
+function joinPath(base: string, rest: readonly string[]): string {
+  const parts = [...segments(base) ?? [], ...rest];
+  return `/${parts.join("/")}`;
+}
+
+/**
  * True when `path` is `prefix` or below it, comparing whole path segments
  * (`/srv/data` covers `/srv/data/x` but not `/srv/database`). Lexical only:
- * a symlink below an allowed prefix is the device owner's responsibility.
+ * {@linkcode checkPolicy} adds the file system's view (symlinks) from facts.
  */
 export function isUnderPath(path: string, prefix: string): boolean {
   const p = segments(path);

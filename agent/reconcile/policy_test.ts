@@ -1,7 +1,14 @@
 import { AgentPolicy, DesiredState, type DesiredStateInput } from "@drover/contracts";
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import type { DesiredEntry } from "./desired.ts";
-import { checkPolicy, isUnderPath, policyViolations } from "./policy.ts";
+import {
+  checkPolicy,
+  type HostPathFact,
+  hostPathsToResolve,
+  isUnderPath,
+  policyViolations,
+} from "./policy.ts";
+import { resolveHostPaths } from "./host_paths.ts";
 
 const state = (services: DesiredStateInput["score"]["services"]) =>
   DesiredState.parse({ deployment: "app", score: { type: "PodmanV0", services } });
@@ -20,6 +27,31 @@ Deno.test("the default policy accepts any registry, port and named volume, no bi
   const [v] = checkPolicy(bind, p);
   assertStringIncludes(v, "policy.allowed_host_paths");
   assertStringIncludes(v, '"/etc"');
+});
+
+Deno.test("allowed_registries checks the registry of the fully qualified name", () => {
+  // A short name is docker.io's, as podman is then asked for docker.io/library/NAME; the
+  // allow-list never sees a registry that aliases or local images would pick instead.
+  const docker = policy({ allowed_registries: ["docker.io"] });
+  assertEquals(
+    checkPolicy(
+      state([
+        { name: "a", image: "fedora:39" },
+        { name: "b", image: "busybox" },
+        { name: "c", image: "index.docker.io/someone/app:1" },
+      ]),
+      docker,
+    ),
+    [],
+  );
+  const [v] = checkPolicy(state([{ name: "a", image: "evil.example.com/busybox:1" }]), docker);
+  assertStringIncludes(v, '"evil.example.com"');
+  const local = policy({ allowed_registries: ["localhost"] });
+  const [short] = checkPolicy(state([{ name: "a", image: "busybox:1" }]), local);
+  assertStringIncludes(
+    short,
+    '"busybox:1" (docker.io/library/busybox:1) from registry "docker.io"',
+  );
 });
 
 Deno.test("allowed_registries compares the image's registry host", () => {
@@ -58,10 +90,26 @@ Deno.test("isUnderPath compares whole path segments", () => {
   assertEquals(isUnderPath("relative", "/"), false);
 });
 
+/** Facts as `resolveHostPaths` gives them: every path resolves to itself unless listed. */
+function facts(paths: Record<string, HostPathFact | string>, also: string[] = []) {
+  const out = new Map<string, HostPathFact>(
+    also.map((p) => [p, { kind: "resolved", realPath: p }]),
+  );
+  for (const [path, fact] of Object.entries(paths)) {
+    out.set(path, typeof fact === "string" ? { kind: "resolved", realPath: fact } : fact);
+  }
+  return out;
+}
+
 Deno.test("allowed_host_paths admits bind mounts below a prefix only", () => {
   const p = policy({ allowed_host_paths: ["/srv/drover"] });
   assertEquals(
-    checkPolicy(state([{ name: "a", image: "x:1", volumes: ["/srv/drover/a:/a", "v:/v"] }]), p),
+    checkPolicy(
+      state([{ name: "a", image: "x:1", volumes: ["/srv/drover/a:/a", "v:/v"] }]),
+      p,
+      0,
+      facts({}, ["/srv/drover", "/srv/drover/a"]),
+    ),
     [],
   );
   const v = checkPolicy(state([{ name: "a", image: "x:1", volumes: ["/srv/droverx:/a"] }]), p);
@@ -109,4 +157,132 @@ Deno.test("max_containers counts containers across deployments, first written fi
   if (big.kind !== "valid") throw new Error("unreachable");
   assertEquals(checkPolicy(big.state, p).length, 1);
   assertEquals(checkPolicy(big.state, policy({ max_containers: 4 })), []);
+});
+
+Deno.test("allowed_host_paths: a bind source must resolve to its prefix's real path plus the rest", () => {
+  const p = policy({ allowed_host_paths: ["/srv/data"] });
+  const bind = (source: string) => state([{ name: "a", image: "x:1", volumes: [`${source}:/a`] }]);
+  const only = (v: string[]) => {
+    assertEquals(v.length, 1, v.join("\n"));
+    assertStringIncludes(v[0], 'policy.allowed_host_paths: service "a" bind-mounts host path');
+    return v[0];
+  };
+  // /srv/data/x -> / planted by a service with a read-write bind of /srv/data.
+  const planted = only(checkPolicy(
+    bind("/srv/data/x"),
+    p,
+    0,
+    facts({ "/srv/data/x": "/" }, [
+      "/srv/data",
+    ]),
+  ));
+  assertStringIncludes(planted, "symlink");
+  assertStringIncludes(planted, 'resolves to "/"');
+  // A symlink further up below the prefix, even one pointing back inside it.
+  only(checkPolicy(
+    bind("/srv/data/a/b"),
+    p,
+    0,
+    facts({ "/srv/data/a/b": "/srv/data/c/b" }, [
+      "/srv/data",
+    ]),
+  ));
+  // The prefix itself may be a symlink (the device owner's choice): below it, no symlink.
+  const moved = facts({ "/srv/data": "/mnt/disk/data", "/srv/data/x": "/mnt/disk/data/x" });
+  assertEquals(checkPolicy(bind("/srv/data/x"), p, 0, moved), []);
+  assertEquals(
+    checkPolicy(
+      bind("/srv//data/./x"),
+      p,
+      0,
+      facts({
+        "/srv//data/./x": "/srv/data/x",
+      }, ["/srv/data"]),
+    ),
+    [],
+  );
+  only(checkPolicy(
+    bind("/srv/data/x"),
+    p,
+    0,
+    facts({ "/srv/data": "/mnt/disk/data" }, [
+      "/srv/data/x",
+    ]),
+  ));
+  // Missing, unreadable, not permitted, or not checked at all: refused, saying which.
+  assertStringIncludes(
+    only(checkPolicy(bind("/srv/data/new"), p, 0, facts({ "/srv/data/new": { kind: "missing" } }))),
+    "does not exist on this device",
+  );
+  assertStringIncludes(
+    only(
+      checkPolicy(bind("/srv/data/x"), p, 0, facts({ "/srv/data/x": { kind: "no-permission" } })),
+    ),
+    "--allow-read=/srv/data",
+  );
+  assertStringIncludes(
+    only(checkPolicy(
+      bind("/srv/data/x"),
+      p,
+      0,
+      facts({
+        "/srv/data/x": { kind: "unreadable", error: "Too many levels of symbolic links" },
+      }),
+    )),
+    "Too many levels of symbolic links",
+  );
+  assertStringIncludes(only(checkPolicy(bind("/srv/data/x"), p)), "not checked");
+  assertStringIncludes(
+    only(checkPolicy(
+      bind("/srv/data/x"),
+      p,
+      0,
+      facts({ "/srv/data": { kind: "missing" } }, [
+        "/srv/data/x",
+      ]),
+    )),
+    'allowed path "/srv/data" cannot be resolved',
+  );
+});
+
+Deno.test("hostPathsToResolve lists bind sources under allowed prefixes and those prefixes", () => {
+  const e = (volumes: string[]): DesiredEntry => ({
+    kind: "valid",
+    deployment: "app",
+    revision: 1,
+    state: state([{ name: "a", image: "x:1", volumes }]),
+  });
+  const p = policy({ allowed_host_paths: ["/srv/data", "/srv"] });
+  assertEquals(
+    [...hostPathsToResolve([e(["/srv/data/x:/a", "/etc:/e", "v:/v"])], p)].sort(),
+    ["/srv", "/srv/data", "/srv/data/x"],
+  );
+  assertEquals(hostPathsToResolve([e(["/srv/data/x:/a"])], policy({})).size, 0);
+});
+
+Deno.test("resolveHostPaths turns every failure into a fact, a missing permission included", {
+  permissions: { read: false },
+}, async () => {
+  const got = await resolveHostPaths(["/etc"]);
+  assertEquals(got.get("/etc"), { kind: "no-permission" });
+});
+
+Deno.test("resolveHostPaths resolves symlinks and reports missing paths", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "drover-host-paths-" });
+  try {
+    const real = await Deno.realPath(dir);
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.symlink("/", `${dir}/x`);
+    await Deno.symlink(`${dir}/x/etc`, `${dir}/etc`);
+    await Deno.symlink(`${dir}/loop`, `${dir}/loop`);
+    const got = await resolveHostPaths([`${dir}/real`, `${dir}/x`, `${dir}/etc`, `${dir}/nope`]);
+    assertEquals(got.get(`${dir}/real`), { kind: "resolved", realPath: `${real}/real` });
+    assertEquals(got.get(`${dir}/x`), { kind: "resolved", realPath: "/" });
+    assertEquals(got.get(`${dir}/etc`), { kind: "resolved", realPath: "/etc" });
+    assertEquals(got.get(`${dir}/nope`), { kind: "missing" });
+    const loop = (await resolveHostPaths([`${dir}/loop`])).get(`${dir}/loop`);
+    assertEquals(loop?.kind, "unreadable");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -46,7 +46,8 @@ import {
   STARTABLE,
   type StartAction,
 } from "./plan.ts";
-import { policyViolations } from "./policy.ts";
+import { type HostPathFacts, hostPathsToResolve, policyViolations } from "./policy.ts";
+import { resolveHostPaths } from "./host_paths.ts";
 import { WorkQueue } from "./queue.ts";
 import { serviceHashes } from "./spec_hashes.ts";
 import { deploymentStatus, summariseDevice } from "./status.ts";
@@ -136,6 +137,11 @@ export class Reconciler {
   #pulling = new Map<string, Set<string>>();
   /** Containers of each key as last observed, for statuses written on errors. */
   #lastObserved = new Map<string, ObservedContainer[]>();
+  /**
+   * Bind sources under allowed prefixes, and the prefixes, as last resolved (policy.ts).
+   * Only those are looked at, so without `allowed_host_paths` no file is touched.
+   */
+  #hostPaths: HostPathFacts = new Map();
   /** Images known to be present; saves a round trip per create. */
   #knownImages = new Set<string>();
   #pullsInFlight = new Map<string, Promise<void>>();
@@ -306,6 +312,9 @@ export class Reconciler {
     const conflicts = new Set<string>();
     for (let step = 0; step < DEFAULT_MAX_STEPS_PER_PASS; step++) {
       const entry = this.#desired.get(key);
+      // Again before every plan: a directory checked in an earlier pass may be a symlink now.
+      const hostPaths = hostPathsToResolve(this.#desired.values(), this.#policy);
+      this.#hostPaths = hostPaths.size === 0 ? new Map() : await resolveHostPaths(hostPaths);
       const blocked = this.#violations().has(key);
       const hashes = await serviceHashes(entry ? [entry] : []);
       const all = await this.#call("list containers", signal, (s) => this.#runtime.listManaged(s));
@@ -629,7 +638,7 @@ export class Reconciler {
   // ---- status ---------------------------------------------------------------
 
   #violations(): Map<string, string[]> {
-    return policyViolations(this.#desired.values(), this.#policy);
+    return policyViolations(this.#desired.values(), this.#policy, this.#hostPaths);
   }
 
   async #updateStatus(key: string, observed: readonly ObservedContainer[]): Promise<void> {
