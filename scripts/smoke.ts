@@ -1,7 +1,8 @@
 /**
  * `deno task smoke [--keep]`: brings up the whole of Drover on this machine and proves the path
  * end to end — nats-server, an isolated podman service, a locally built busybox image, the
- * operator service, one agent — then applies examples/hello.yaml, fetches the page, applies a
+ * operator service, one agent registered with `site=home` in the operator's device registry (the
+ * labels deployments select by) — then applies examples/hello.yaml, fetches the page, applies a
  * change, restarts NATS under a stopped agent and checks the workload was left alone, and
  * deletes it. Prints each step with its timing and a PASS/FAIL summary; exits non-zero on FAIL.
  *
@@ -53,6 +54,7 @@ const STEPS = {
   podman: "Start podman service with isolated storage",
   image: "Build the demo image locally (busybox httpd)",
   operator: "Start the operator (serve)",
+  register: "Register the device's labels (operator device label)",
   agent: "Start the agent",
   apply: `Apply ${EXAMPLE_MANIFEST}`,
   served: "Fetch the page from the container",
@@ -308,6 +310,13 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
       () => httpOk(`${env.apiUrl}/healthz`),
     );
     note(`pid ${daemon.pid}, API ${env.apiUrl} (log ${daemon.logPath})`);
+  });
+
+  await progress.step(STEPS.register, async (note) => {
+    // What a user does: selectors match the operator's registry, not what the agent reports.
+    const labels = Object.entries(DEVICE_LABELS).map(([k, v]) => `${k}=${v}`);
+    note(`$ drover-operator device label ${DEVICE_ID} ${labels.join(" ")}`);
+    note(indent(await operator(env, ["device", "label", DEVICE_ID, ...labels])));
   });
 
   await progress.step(STEPS.agent, async (note) => {

@@ -1,8 +1,9 @@
 /**
  * The operator service against a real nats-server, with no agents: device
  * statuses are written by the test itself (standing in for agents, which
- * other e2e tests run for real) so the fan-out rules can be checked key by
- * key and revision by revision.
+ * other e2e tests run for real) and device labels are registered in the
+ * operator's device registry, so the fan-out rules can be checked key by key
+ * and revision by revision.
  */
 
 import type { KV } from "@nats-io/kv";
@@ -11,6 +12,7 @@ import {
   BUCKET_AGENT_STATUS,
   BUCKET_DEPLOYMENTS,
   BUCKET_DESIRED_STATE,
+  BUCKET_DEVICES,
 } from "@drover/contracts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
@@ -20,6 +22,7 @@ import {
   startOperatorService,
   testKv,
 } from "../../operator/testing/mod.ts";
+import { registerDevice } from "../../operator/registry.ts";
 
 /** Writes the status an agent with these labels would publish (test stand-in for an agent). */
 async function writeStatus(kv: KV, device: string, labels: Record<string, string>) {
@@ -61,10 +64,16 @@ Deno.test("operator fans deployments out by labels and device lists, and tracks 
   await using t = await testKv(nats.url);
   const status = await t.open(BUCKET_AGENT_STATUS);
   const desired = await t.open(BUCKET_DESIRED_STATE);
+  const registry = await t.open(BUCKET_DEVICES);
 
-  await writeStatus(status, "pi-a", { site: "lab", arch: "arm64" });
-  await writeStatus(status, "pi-b", { site: "lab", arch: "amd64" });
-  await writeStatus(status, "pi-c", { site: "home" });
+  // Targeting labels come from the registry; the statuses report the same labels (shown only).
+  const device = async (id: string, labels: Record<string, string>) => {
+    await registerDevice(registry, id, labels);
+    await writeStatus(status, id, labels);
+  };
+  await device("pi-a", { site: "lab", arch: "arm64" });
+  await device("pi-b", { site: "lab", arch: "amd64" });
+  await device("pi-c", { site: "home" });
 
   const write = async (file: string, text: string) => {
     await Deno.writeTextFile(`${dir.path}/${file}`, text);
@@ -112,9 +121,9 @@ Deno.test("operator fans deployments out by labels and device lists, and tracks 
   // A heartbeat with the same labels does not rewrite anything either.
   await writeStatus(status, "pi-a", { site: "lab", arch: "arm64" });
 
-  // Relabelled device joins; another leaves.
-  await writeStatus(status, "pi-c", { site: "lab" });
-  await writeStatus(status, "pi-b", { site: "home", arch: "amd64" });
+  // Relabelled (in the registry) device joins; another leaves.
+  await device("pi-c", { site: "lab" });
+  await device("pi-b", { site: "home", arch: "amd64" });
   const relabelled = ["pi-a.lab", "pi-c.lab", "pi-c.pinned", "pi-z.pinned"];
   await waitFor(async () => (await keysOf(desired)).join() === relabelled.join(), {
     timeoutMs: 20_000,
@@ -208,4 +217,86 @@ Deno.test("operator fans deployments out by labels and device lists, and tracks 
   // No agent runs here: nobody is ready, both are pending.
   assertEquals([fromCli[0].ready, fromCli[0].pending], [0, 2]);
   assert(!/\[(ERR|FTL)\]/.test(second.logs()), second.logs());
+});
+
+Deno.test("operator targets by registry labels only: reported labels are ignored, device label moves devices", async () => {
+  await using nats = await startNats();
+  await using dir = await tempDir("operator-registry-");
+  await using operator = await startOperatorService(nats.url, await freePort());
+  await using t = await testKv(nats.url);
+  const status = await t.open(BUCKET_AGENT_STATUS);
+  const desired = await t.open(BUCKET_DESIRED_STATE);
+  const cli = (...args: string[]) => runOperatorCli(nats.url, args);
+
+  // pi-liar reports site=lab but is registered site=x; pi-rogue reports site=lab and is not
+  // registered at all; pi-new is registered site=lab and has never reported.
+  await writeStatus(status, "pi-liar", { site: "lab" });
+  await writeStatus(status, "pi-rogue", { site: "lab" });
+  const registered = await cli("device", "label", "pi-liar", "site=x");
+  assertEquals(registered.code, 0, registered.stderr);
+  assertStringIncludes(registered.stdout, 'device "pi-liar" registered: site=x');
+  assertEquals((await cli("device", "label", "pi-new", "site=lab")).code, 0);
+
+  const labYaml = `${dir.path}/lab.yaml`;
+  await Deno.writeTextFile(labYaml, manifest("lab", { labels: { site: "lab" } }));
+  assertEquals((await cli("apply", "-f", labYaml)).code, 0);
+  await waitFor(async () => (await keysOf(desired)).join() === "pi-new.lab", {
+    timeoutMs: 20_000,
+    message: "only the registered pi-new gets lab",
+  });
+  // A device changing the labels it reports, after the pass, still changes nothing.
+  await writeStatus(status, "pi-liar", { site: "lab", extra: "1" });
+
+  // get devices: registry labels in LABELS, reported ones in -o json, never-seen devices listed.
+  const json = await cli("get", "devices", "-o", "json");
+  assertEquals(json.code, 0, json.stderr);
+  const devices: {
+    device_id: string;
+    labels: Record<string, string>;
+    reported_labels: Record<string, string> | null;
+    registered: boolean;
+    status: string;
+  }[] = JSON.parse(json.stdout);
+  assertEquals(
+    devices.map((d) => [d.device_id, d.labels, d.reported_labels, d.registered, d.status]),
+    [
+      ["pi-liar", { site: "x" }, { site: "lab", extra: "1" }, true, "ready"],
+      ["pi-new", { site: "lab" }, null, true, "unknown"],
+      ["pi-rogue", {}, { site: "lab" }, false, "ready"],
+    ],
+  );
+  const table = await cli("get", "devices");
+  assert(/^pi-liar\s+ready\s+\S+\s+\S+\s+site=x\s/m.test(table.stdout), table.stdout);
+  assert(/^pi-new\s+unknown\s+offline\s+never\s+site=lab\s+lab$/m.test(table.stdout), table.stdout);
+  const api = await (await fetch(`${operator.apiUrl}/api/devices`)).json();
+  assertEquals(api.map((d: { labels: unknown }) => d.labels), devices.map((d) => d.labels));
+
+  // device label moves pi-liar in (and keeps other labels), then out again with KEY-.
+  const moveIn = await cli("device", "label", "pi-liar", "site=lab", "zone=a");
+  assertEquals(moveIn.code, 0, moveIn.stderr);
+  assertStringIncludes(moveIn.stdout, 'device "pi-liar" labelled: site=lab,zone=a');
+  await waitFor(async () => (await keysOf(desired)).join() === "pi-liar.lab,pi-new.lab", {
+    timeoutMs: 20_000,
+    message: "pi-liar joins lab once registered site=lab",
+  });
+  const moveOut = await cli("device", "label", "pi-liar", "site-");
+  assertEquals(moveOut.code, 0, moveOut.stderr);
+  await waitFor(async () => (await keysOf(desired)).join() === "pi-new.lab", {
+    timeoutMs: 20_000,
+    message: "pi-liar leaves lab once its site label is removed",
+  });
+  // Unregistering drops pi-new; an explicit device list still reaches the unregistered rogue.
+  assertEquals((await cli("device", "unregister", "pi-new")).code, 0);
+  const pinnedYaml = `${dir.path}/pinned.yaml`;
+  await Deno.writeTextFile(pinnedYaml, manifest("pinned", { devices: ["pi-rogue"] }));
+  assertEquals((await cli("apply", "-f", pinnedYaml)).code, 0);
+  await waitFor(async () => (await keysOf(desired)).join() === "pi-rogue.pinned", {
+    timeoutMs: 20_000,
+    message: "pi-new leaves lab when unregistered; pinned reaches pi-rogue by name",
+  });
+
+  // Bad label arguments change nothing and exit 3.
+  const bad = await cli("device", "label", "pi-liar", "site=a b");
+  assertEquals(bad.code, 3, bad.stderr);
+  assert(!/\[(ERR|FTL)\]/.test(operator.logs()), operator.logs());
 });
