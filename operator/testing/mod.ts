@@ -226,13 +226,16 @@ export async function startAgent(settings: AgentSettings): Promise<AgentProcess>
  * Reads a child's stdout and stderr into one growing text, so its log can be
  * shown when a test fails (and the pipes never fill up and block it).
  */
-function collectOutput(
-  child: Deno.ChildProcess,
+export function collectOutput(
+  child: { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> },
 ): { text: () => string; done: Promise<unknown> } {
   let log = "";
-  const decoder = new TextDecoder();
   const drain = async (stream: ReadableStream<Uint8Array>) => {
+    // One decoder per stream: a character split across two chunks of one stream must not
+    // be decoded with the other stream's bytes in between.
+    const decoder = new TextDecoder();
     for await (const chunk of stream) log += decoder.decode(chunk, { stream: true });
+    log += decoder.decode();
   };
   return { text: () => log, done: Promise.all([drain(child.stdout), drain(child.stderr)]) };
 }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { appendToLogFile } from "../../tests/support/log_file.ts";
+
 /** A smoke step's expectation did not hold; the message says what was seen instead. */
 export class SmokeError extends Error {
   /** Creates the error; `cause` keeps the underlying failure. */
@@ -42,15 +44,8 @@ export class Daemon implements AsyncDisposable {
     this.logPath = logPath;
     this.#child = child;
     this.#exited = (async () => {
-      const log = await Deno.open(logPath, { create: true, append: true });
-      const [stdout, stderr] = [child.stdout, child.stderr];
-      // Both streams into one file: merge them line-agnostically in arrival order.
-      const writer = log.writable.getWriter();
-      const pump = async (stream: ReadableStream<Uint8Array>) => {
-        for await (const chunk of stream) await writer.write(chunk);
-      };
-      await Promise.allSettled([pump(stdout), pump(stderr)]);
-      await writer.close().catch(() => {});
+      // Both streams into one file in arrival order, readable while the process runs.
+      await appendToLogFile(logPath, [child.stdout, child.stderr]).catch(() => {});
       const status = await child.status;
       this.#running = false;
       return status;

@@ -6,6 +6,7 @@
  */
 
 import { HarnessError } from "./errors.ts";
+import { appendToLogFile } from "./log_file.ts";
 import { waitFor } from "./wait_for.ts";
 
 /** How long {@linkcode ManagedProcess.stop} waits after SIGTERM before sending SIGKILL. */
@@ -51,8 +52,8 @@ export class ManagedProcess {
 
   /** Starts the process with its output appended to `logPath`. */
   static async spawn(options: SpawnOptions): Promise<ManagedProcess> {
-    const openLog = () => Deno.open(options.logPath, { create: true, append: true });
-    const [stdoutLog, stderrLog] = [await openLog(), await openLog()];
+    // Fail before starting anything when the log cannot be written.
+    (await Deno.open(options.logPath, { create: true, append: true })).close();
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(options.command, {
@@ -63,8 +64,6 @@ export class ManagedProcess {
         stderr: "piped",
       }).spawn();
     } catch (error) {
-      stdoutLog.close();
-      stderrLog.close();
       if (error instanceof Deno.errors.NotFound) {
         throw new HarnessError(
           `Cannot start ${options.command}: it is not installed (run: bash scripts/prereqs.sh)`,
@@ -74,11 +73,8 @@ export class ManagedProcess {
       throw error;
     }
     liveChildren.add(child);
-    // pipeTo closes the log files when the streams end, i.e. when the process exits.
-    const piped = Promise.allSettled([
-      child.stdout.pipeTo(stdoutLog.writable),
-      child.stderr.pipeTo(stderrLog.writable),
-    ]);
+    // Readable while the process runs; the file is closed when its streams end (at exit).
+    const piped = appendToLogFile(options.logPath, [child.stdout, child.stderr]).catch(() => {});
     const done = child.status.then(async (status) => {
       liveChildren.delete(child);
       await piped;

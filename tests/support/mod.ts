@@ -20,6 +20,7 @@
 
 export * from "./busybox_image.ts";
 export * from "./errors.ts";
+export * from "./log_file.ts";
 export * from "./nats.ts";
 export * from "./podman.ts";
 export * from "./ports.ts";
