@@ -2,13 +2,56 @@
  * Text rendering of the fleet view for people: tables, one deployment's
  * status, and the rollout progress line. Pure.
  *
+ * Much of what is shown comes from devices (status messages, reported
+ * labels and deployment names), and a stolen device can write anything
+ * there. Every cell and line goes through {@linkcode escapeControl}, so that
+ * text can neither move the cursor, clear the screen, retitle the window nor
+ * break a table row: a device's ESC shows as `\u001b`, a newline as `\n`.
+ *
  * @module
  */
 
 import type { DeploymentView, DeviceView } from "./aggregate.ts";
 
-/** Renders rows as left-aligned columns separated by two spaces. */
+/**
+ * C0 controls, DEL, C1 controls (U+0080–U+009F: U+009B is an 8-bit CSI some
+ * terminals obey), the line and paragraph separators and the bidirectional
+ * formatting characters (they reorder what is displayed around them).
+ */
+// deno-lint-ignore no-control-regex -- matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** The subset JSON.stringify leaves raw inside strings (it escapes C0 itself). */
+const CONTROL_RAW_IN_JSON = /[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+const SHORT_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+const unicodeEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+
+/**
+ * `text` with every control character written out as JSON writes it —
+ * `\n`, `\r`, `\t`, otherwise `\uXXXX` (ESC is `\u001b`) — so it prints
+ * as visible text on one line. Other characters, backslashes included, are
+ * kept as they are. Pure.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(CONTROL, (c) => SHORT_ESCAPES[c] ?? unicodeEscape(c));
+}
+
+/**
+ * `JSON.stringify(value, null, 2)` plus a newline, with DEL, C1 and the other
+ * characters {@linkcode escapeControl} handles that JSON leaves raw written as
+ * `\uXXXX` too: the same JSON value, safe to print on a terminal. Pure.
+ */
+export function jsonForTerminal(value: unknown): string {
+  // These characters only occur inside strings there, where `\uXXXX` means the same.
+  return JSON.stringify(value, null, 2).replace(CONTROL_RAW_IN_JSON, unicodeEscape) + "\n";
+}
+
+/** Renders rows as left-aligned columns separated by two spaces; cells are escaped. */
 export function table(header: string[], rows: string[][]): string {
+  header = header.map(escapeControl);
+  rows = rows.map((r) => r.map(escapeControl));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join("  ").trimEnd();
@@ -63,7 +106,7 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
 
 /** The `status NAME` report: summary line and one row per device. */
 export function deploymentStatus(d: DeploymentView): string {
-  const head = `Deployment ${d.name}: ${summaryCounts(d)}\n`;
+  const head = `Deployment ${escapeControl(d.name)}: ${summaryCounts(d)}\n`;
   if (d.devices.length === 0) return head + "No device is targeted.\n";
   return head + "\n" + table(
     ["DEVICE", "PHASE", "WANTED", "APPLIED", "ONLINE", "MESSAGE"],

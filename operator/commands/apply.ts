@@ -21,7 +21,7 @@ import {
 import { loadManifest } from "../manifest_file.ts";
 import { type Buckets, ensureBuckets } from "../kv.ts";
 import { waitForRollout, type WaitResult } from "../rollout.ts";
-import { summaryCounts } from "../render.ts";
+import { escapeControl, summaryCounts } from "../render.ts";
 import { expectPositionals, withNats } from "./_shared.ts";
 
 /** Default for `--timeout`. */
@@ -118,7 +118,8 @@ function deviceLines(result: WaitResult, onlyFailed: boolean): string[] {
   return result.view.devices
     .filter((d) => (onlyFailed ? d.phase === "failed" : d.phase !== "ready"))
     .slice(0, 20)
-    .map((d) => `${d.device_id}: ${d.phase}: ${d.message}`);
+    // The message is the device's own text: escaped, it cannot drive the terminal.
+    .map((d) => escapeControl(`${d.device_id}: ${d.phase}: ${d.message}`));
 }
 
 function reportWait(result: WaitResult, name: string, timeoutMs: number): number {

@@ -7,7 +7,7 @@
 
 import { type Command, EXIT, UsageError } from "../cli.ts";
 import { readFleet } from "../fleet_read.ts";
-import { deploymentsTable, devicesTable } from "../render.ts";
+import { deploymentsTable, devicesTable, jsonForTerminal } from "../render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 const KINDS = ["devices", "deployments"] as const;
@@ -32,15 +32,11 @@ export const getCommand: Command = {
     const view = await withNats(values, io, async (nc) => (await readFleet(nc)).view(Date.now()));
     if (kind === "devices") {
       io.stdout(
-        format === "json"
-          ? JSON.stringify(view.devices, null, 2) + "\n"
-          : devicesTable(view.devices),
+        format === "json" ? jsonForTerminal(view.devices) : devicesTable(view.devices),
       );
     } else {
       io.stdout(
-        format === "json"
-          ? JSON.stringify(view.deployments, null, 2) + "\n"
-          : deploymentsTable(view.deployments),
+        format === "json" ? jsonForTerminal(view.deployments) : deploymentsTable(view.deployments),
       );
     }
     return EXIT.ok;

@@ -7,7 +7,7 @@
 import { nameProblem } from "@drover/contracts";
 import { type Command, EXIT, InvalidInputError, OperationError } from "../cli.ts";
 import { readFleet } from "../fleet_read.ts";
-import { deploymentStatus } from "../render.ts";
+import { deploymentStatus, jsonForTerminal } from "../render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** The `status` command. */
@@ -33,7 +33,7 @@ export const statusCommand: Command = {
       ]);
     }
     const view = state.view(Date.now()).deployments.find((d) => d.name === name)!;
-    io.stdout(format === "json" ? JSON.stringify(view, null, 2) + "\n" : deploymentStatus(view));
+    io.stdout(format === "json" ? jsonForTerminal(view) : deploymentStatus(view));
     return view.ready === view.targeted ? EXIT.ok : EXIT.failed;
   },
 };
