@@ -90,7 +90,8 @@ export const serveCommand: Command = {
   name: "serve",
   summary: "Run the operator service (fan-out loop and HTTP API)",
   usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N]",
-  description: "Creates the desired-state, agent-status and deployments buckets if missing,\n" +
+  description:
+    "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
     "content changes. HTTP API: GET /api/devices, /api/deployments, /api/deployments/NAME,\n" +
     "/healthz. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +

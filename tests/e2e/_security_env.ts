@@ -14,8 +14,10 @@ import {
 } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
-import { BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE } from "@drover/contracts";
+import { BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
 import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import { DEFAULT_HISTORY, DEFAULT_REPLICAS, openBucket } from "../../operator/kv.ts";
+import { registerDevice } from "../../operator/registry.ts";
 import { type NatsServer, startNats, type TempDir, tempDir, waitFor } from "../support/mod.ts";
 
 /**
@@ -94,7 +96,11 @@ export interface SecureNatsOptions {
   extraConfig?: string;
 }
 
-/** Runs `auth init` and `device add` for each device, then starts nats-server with the fragment. */
+/**
+ * Runs `auth init` and `device add` for each device, then starts nats-server
+ * with the fragment and registers each device's labels in the device registry
+ * as the operator (what `device add --label` does).
+ */
 export async function startSecureNats(options: SecureNatsOptions = {}): Promise<SecureNats> {
   const authDir = await tempDir("drover-auth-");
   try {
@@ -110,10 +116,35 @@ export async function startSecureNats(options: SecureNatsOptions = {}): Promise<
         options.extraConfig ?? "",
       ].join("\n"),
     });
-    return new SecureNats(authDir, nats, pidFile);
+    const env = new SecureNats(authDir, nats, pidFile);
+    try {
+      await registerLabels(env, options.devices ?? {});
+    } catch (e) {
+      await nats[Symbol.asyncDispose]();
+      throw e;
+    }
+    return env;
   } catch (e) {
     await authDir[Symbol.asyncDispose]();
     throw e;
+  }
+}
+
+/** Registers each device's labels in the `devices` bucket with the operator's creds. */
+async function registerLabels(
+  env: SecureNats,
+  devices: Record<string, Record<string, string>>,
+): Promise<void> {
+  if (Object.keys(devices).length === 0) return;
+  const nc = await env.operator();
+  try {
+    const kv = await openBucket(nc, BUCKET_DEVICES, {
+      history: DEFAULT_HISTORY,
+      replicas: DEFAULT_REPLICAS,
+    });
+    for (const [id, labels] of Object.entries(devices)) await registerDevice(kv!, id, labels);
+  } finally {
+    await nc.close();
   }
 }
 

@@ -1,7 +1,9 @@
 /**
  * The shipped examples (examples/agent.toml, examples/hello.yaml) are what people copy first:
  * they must validate against the contracts' schemas, including every optional setting shown only
- * as a comment, and the example device must be selected by the example deployment.
+ * as a comment, and the example device — registered with the labels its config reports, as the
+ * README's `device label pi-kitchen site=home arch=arm64` does — must be selected by the example
+ * deployment.
  */
 
 import { parse as parseToml } from "smol-toml";
@@ -58,13 +60,20 @@ Deno.test("examples/agent.toml stays valid with every commented-out setting enab
   assertEquals(config.policy.max_containers, 20);
 });
 
-Deno.test("examples/hello.yaml is a valid DeploymentManifest that selects the example device", () => {
+Deno.test("examples/hello.yaml is a valid DeploymentManifest that selects the example device once registered", async () => {
   const result = DeploymentManifest.safeParse(parseYaml(helloYamlText));
   assert(result.success, `manifest invalid: ${!result.success && formatZodIssues(result.error)}`);
   const manifest = result.data;
   assertEquals(manifest.name, "hello");
+  // Selectors match registry labels; the README registers the labels agent.toml reports.
   const device = validAgentConfig(agentTomlText).agent;
   assert(labelsMatch(manifest.selector.labels ?? {}, device.labels), "example device not selected");
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const registered = Object.entries(device.labels).map(([k, v]) => `${k}=${v}`).join(" ");
+  assert(
+    readme.includes(`device label ${device.device_id} ${registered}`),
+    `README registers ${device.device_id} with ${registered}`,
+  );
   const [web] = manifest.score.services;
   assertEquals(parsePortMapping(web.ports![0]), {
     hostIp: "127.0.0.1",

@@ -1,6 +1,7 @@
 /**
  * The operator with real agents, each on its own isolated podman service:
- * label selection, explicit device lists, relabelling, delete, `apply --wait`,
+ * label selection (labels from the operator's device registry), explicit
+ * device lists, relabelling with `device label`, delete, `apply --wait`,
  * `get -o json` against the containers podman really runs, offline detection.
  */
 
@@ -57,6 +58,7 @@ interface DeviceJson {
   device_id: string;
   online: boolean;
   labels: Record<string, string>;
+  reported_labels: Record<string, string> | null;
   deployments: string[];
 }
 
@@ -92,6 +94,11 @@ Deno.test({
       let operator = await startOperatorService(nats.url, await freePort());
       await using _operator = { [Symbol.asyncDispose]: async () => void await operator.stop() };
       const cli = (...args: string[]) => runOperatorCli(nats.url, args);
+      // Selectors match the registry's labels (what the agents report is only shown).
+      for (const [id, site] of [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "home"]]) {
+        const label = await cli("device", "label", id, `site=${site}`);
+        assertEquals(label.code, 0, label.stderr);
+      }
       const file = async (name: string, text: string) => {
         const path = `${dir.path}/${name}`;
         await Deno.writeTextFile(path, text);
@@ -186,13 +193,18 @@ Deno.test({
       assertEquals(failedStatus.code, 1);
       assertEquals(JSON.parse(failedStatus.stdout).failed, 1);
 
-      // Relabel: pi-c restarts as site=lab and joins the lab deployment.
-      await agents["pi-c"].stop();
-      agents["pi-c"] = await agentIn("pi-c", { site: "lab" }, podC);
+      // Relabel in the registry: pi-c joins the lab deployment, whatever its agent reports.
+      const relabel = await cli("device", "label", "pi-c", "site=lab");
+      assertEquals(relabel.code, 0, relabel.stderr);
       await waitFor(async () => (await running(podC)).includes("lab_main"), {
         timeoutMs: 60_000,
         message: "relabelled pi-c runs lab",
       });
+      const relabelled: DeviceJson[] = JSON.parse(
+        (await cli("get", "devices", "-o", "json")).stdout,
+      );
+      const c = relabelled.find((d) => d.device_id === "pi-c")!;
+      assertEquals([c.labels, c.reported_labels], [{ site: "lab" }, { site: "home" }]);
 
       // Delete reaches every device.
       assertEquals((await cli("delete", "lab")).code, 0);

@@ -108,20 +108,6 @@ Deno.test({
       dir: `${dir.path}/agent`,
     });
 
-    await Deno.writeTextFile(
-      `${dir.path}/edge.yaml`,
-      `name: edge
-# By id: label selection needs the device registry (\`device add\`), not what this is about.
-selector:
-  devices: [ctr-pi]
-score:
-  type: PodmanV0
-  services:
-    - name: web
-      image: ${WORKLOAD_IMAGE}
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-`,
-    );
     // The CLI from the same image, the manifest mounted read-only.
     const cliInContainer = (...args: string[]) =>
       podman.cli([
@@ -136,6 +122,23 @@ score:
         OPERATOR_IMAGE,
         ...args,
       ]);
+    await Deno.writeTextFile(
+      `${dir.path}/edge.yaml`,
+      `name: edge
+selector:
+  labels:
+    role: edge
+score:
+  type: PodmanV0
+  services:
+    - name: web
+      image: ${WORKLOAD_IMAGE}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+`,
+    );
+    // Label selectors match the operator's device registry: register the device's role.
+    const label = await cliInContainer("device", "label", "ctr-pi", "role=edge");
+    assertEquals(label.code, 0, label.stdout + label.stderr);
     const apply = await cliInContainer(
       "apply",
       "-f",

@@ -52,7 +52,10 @@ async function provisionAgent(
     "site=lab",
     "--server",
     env.nats.url,
-    ...(tls ? ["--tls-ca", tls.ca] : []),
+    // add registers the labels in the device registry: it connects (with DIR/operator.creds).
+    "--nats",
+    env.nats.url,
+    ...(tls ? ["--tls-ca", tls.ca, "--tls-cert", tls.cert, "--tls-key", tls.key] : []),
     "--dir",
     env.authDir.path,
   ]);
