@@ -72,6 +72,12 @@ export interface OptionSpec {
   /** Placeholder for the value in help, e.g. `FILE`. */
   value?: string;
   description: string;
+  /**
+   * The value is a file or directory on this machine: a relative one is resolved against
+   * the directory the user ran the command in ({@linkcode CliIo.cwd}), as is the value of
+   * `env` when the option falls back to that environment variable.
+   */
+  path?: { env?: string };
 }
 
 /** Options by long name. */
@@ -89,6 +95,12 @@ export interface CliIo {
   isTerminal: boolean;
   /** Aborted on SIGINT/SIGTERM (serve stops, waits give up). */
   signal: AbortSignal;
+  /**
+   * The directory the user typed the command in, when it is not the process's own:
+   * `deno task` runs in the project root and passes the user's directory as `INIT_CWD`.
+   * Relative path options resolve against it; absent, they stay as given.
+   */
+  cwd?: string;
 }
 
 /** What a command's `run` receives. */
@@ -155,6 +167,61 @@ function cleanParseError(message: string): string {
     /^Unknown option '(.*?)'.*$/,
     "Unknown option $1",
   );
+}
+
+/**
+ * `path` made absolute against `cwd` (already absolute: unchanged), with `.` and `..`
+ * segments and repeated slashes removed. Pure.
+ */
+export function resolvePath(path: string, cwd: string): string {
+  const segments: string[] = [];
+  for (const segment of `${path.startsWith("/") ? "" : cwd}/${path}`.split("/")) {
+    if (segment === "" || segment === ".") continue;
+    if (segment === "..") segments.pop();
+    else segments.push(segment);
+  }
+  return `/${segments.join("/")}`;
+}
+
+/**
+ * Resolves the values of `options` marked `path` against `cwd` (`-`, standard input, is
+ * kept). Pure.
+ */
+export function resolvePathOptions(
+  values: OptionValues,
+  options: OptionSpecs,
+  cwd: string,
+): OptionValues {
+  const resolve = (v: string) => (v === "-" || v === "" ? v : resolvePath(v, cwd));
+  const out: OptionValues = { ...values };
+  for (const [name, spec] of Object.entries(options)) {
+    const value = values[name];
+    if (spec.path === undefined) continue;
+    if (typeof value === "string") out[name] = resolve(value);
+    else if (Array.isArray(value)) out[name] = value.map(resolve);
+  }
+  return out;
+}
+
+/**
+ * `io` whose `env` resolves the variables that back path options (e.g. `NATS_CREDS`)
+ * against `io.cwd`, like the options themselves. Pure.
+ */
+export function resolvePathEnv(io: CliIo, options: OptionSpecs): CliIo {
+  const { cwd } = io;
+  if (cwd === undefined) return io;
+  const names = new Set(
+    Object.values(options).flatMap((o) => (o.path?.env === undefined ? [] : [o.path.env])),
+  );
+  return {
+    ...io,
+    env: (name) => {
+      const value = io.env(name);
+      return value !== undefined && value !== "" && names.has(name)
+        ? resolvePath(value, cwd)
+        : value;
+    },
+  };
 }
 
 /** Reads a string option, or `undefined`. */

@@ -1,6 +1,13 @@
 import { assertEquals, assertStringIncludes, assertThrows } from "../tests/support/assert.ts";
-import { EXIT, parseDuration, parseOptions, UsageError } from "./cli.ts";
-import { connectionSettings } from "./connection.ts";
+import {
+  EXIT,
+  parseDuration,
+  parseOptions,
+  resolvePath,
+  resolvePathOptions,
+  UsageError,
+} from "./cli.ts";
+import { CONNECTION_OPTIONS, connectionSettings } from "./connection.ts";
 import { main } from "./main.ts";
 import { parseListen } from "./commands/serve.ts";
 import type { CliIo } from "./cli.ts";
@@ -142,4 +149,44 @@ Deno.test("main: unreachable NATS is an operation failure (exit 1) with one clea
   const c = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
   assertEquals(await main(["get", "devices"], c.io), EXIT.failed);
   assertStringIncludes(c.err(), "error: Cannot connect to NATS at nats://127.0.0.1:1");
+});
+
+Deno.test("resolvePath: relative against the directory, absolute kept, dot segments removed", () => {
+  assertEquals(resolvePath("hello.yaml", "/home/me/examples"), "/home/me/examples/hello.yaml");
+  assertEquals(resolvePath("../keys/./op.creds", "/home/me/x"), "/home/me/keys/op.creds");
+  assertEquals(resolvePath("/etc/drover//ca.pem", "/home/me"), "/etc/drover/ca.pem");
+});
+
+Deno.test("main resolves every path option and its environment variable against io.cwd", async () => {
+  const { io, err } = captureIo({ NATS_CREDS: "env.creds", NATS_URL: "nats://127.0.0.1:1" });
+  io.cwd = "/nonexistent/user-dir";
+  assertEquals(await main(["apply", "-f", "hello.yaml"], io), EXIT.invalid);
+  assertStringIncludes(err(), "Cannot read manifest /nonexistent/user-dir/hello.yaml:");
+  // The connection options fail when connecting, after the (valid) manifest was read.
+  const manifest = new URL("../examples/hello.yaml", import.meta.url).pathname;
+  const creds = captureIo({ NATS_CREDS: "env.creds" });
+  creds.io.cwd = "/nonexistent/user-dir";
+  assertEquals(await main(["apply", "-f", manifest], creds.io), EXIT.failed);
+  assertStringIncludes(
+    creds.err(),
+    "Cannot read credentials file /nonexistent/user-dir/env.creds:",
+  );
+  assertEquals(
+    resolvePathOptions(
+      { "tls-ca": "ca.pem", "tls-cert": "c.pem", "tls-key": "k.pem", dir: "keys", file: "-" },
+      {
+        ...CONNECTION_OPTIONS,
+        dir: { type: "string", description: "", path: {} },
+        file: { type: "string", description: "", path: {} },
+      },
+      "/u",
+    ),
+    {
+      "tls-ca": "/u/ca.pem",
+      "tls-cert": "/u/c.pem",
+      "tls-key": "/u/k.pem",
+      dir: "/u/keys",
+      file: "-",
+    },
+  );
 });

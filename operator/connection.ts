@@ -22,13 +22,33 @@ export const CONNECTION_OPTIONS: OptionSpecs = {
     value: "URL",
     description: `NATS server(s), comma-separated (env NATS_URL; default ${DEFAULT_NATS_SERVER})`,
   },
-  creds: { type: "string", value: "FILE", description: "Credentials file (env NATS_CREDS)" },
+  creds: {
+    type: "string",
+    value: "FILE",
+    description: "Credentials file (env NATS_CREDS)",
+    path: { env: "NATS_CREDS" },
+  },
   user: { type: "string", value: "USER", description: "User name (env NATS_USER)" },
   password: { type: "string", value: "PASSWORD", description: "Password (env NATS_PASSWORD)" },
   token: { type: "string", value: "TOKEN", description: "Auth token (env NATS_TOKEN)" },
-  "tls-ca": { type: "string", value: "FILE", description: "CA certificate (env NATS_CA)" },
-  "tls-cert": { type: "string", value: "FILE", description: "Client certificate (env NATS_CERT)" },
-  "tls-key": { type: "string", value: "FILE", description: "Client key (env NATS_KEY)" },
+  "tls-ca": {
+    type: "string",
+    value: "FILE",
+    description: "CA certificate (env NATS_CA)",
+    path: { env: "NATS_CA" },
+  },
+  "tls-cert": {
+    type: "string",
+    value: "FILE",
+    description: "Client certificate (env NATS_CERT)",
+    path: { env: "NATS_CERT" },
+  },
+  "tls-key": {
+    type: "string",
+    value: "FILE",
+    description: "Client key (env NATS_KEY)",
+    path: { env: "NATS_KEY" },
+  },
 };
 
 /** Resolved connection settings. */
@@ -105,6 +125,22 @@ export async function connectNats(
       );
     }
     authenticator = credsAuthenticator(bytes);
+  }
+  // The NATS client reads these only during the TLS handshake, and its error then names
+  // neither the option nor the file; a missing file is better named now.
+  const tlsFiles: [string, string | undefined][] = [
+    ["CA", settings.tlsCa],
+    ["certificate", settings.tlsCert],
+    ["key", settings.tlsKey],
+  ];
+  for (const [what, path] of tlsFiles) {
+    if (path === undefined) continue;
+    try {
+      (await Deno.open(path, { read: true })).close();
+    } catch (e) {
+      const message = `Cannot read TLS ${what} file ${path}: ${(e as Error).message}`;
+      throw new OperationError(message, [], { cause: e });
+    }
   }
   const tls = settings.tlsCa || settings.tlsCert
     ? {

@@ -13,6 +13,8 @@ import {
   HELP_OPTION,
   parseOptions,
   PROGRAM,
+  resolvePathEnv,
+  resolvePathOptions,
   UsageError,
 } from "./cli.ts";
 import { CONNECTION_OPTIONS } from "./connection.ts";
@@ -72,12 +74,21 @@ export async function main(args: string[], io: CliIo): Promise<number> {
       ...(command.connects ? CONNECTION_OPTIONS : {}),
       ...HELP_OPTION,
     };
-    const { values, positionals } = parseOptions(command.name, rest, options);
-    if (values.help) {
+    const parsed = parseOptions(command.name, rest, options);
+    if (parsed.values.help) {
       io.stdout(commandHelp(command, CONNECTION_OPTIONS));
       return EXIT.ok;
     }
-    return await command.run({ values, positionals, io });
+    // Relative paths mean the user's directory, also under `deno task` (which runs in the
+    // project root); commands and their errors then see the absolute path.
+    const values = io.cwd === undefined
+      ? parsed.values
+      : resolvePathOptions(parsed.values, options, io.cwd);
+    return await command.run({
+      values,
+      positionals: parsed.positionals,
+      io: resolvePathEnv(io, options),
+    });
   } catch (e) {
     return reportError(e, io);
   }
@@ -123,7 +134,27 @@ export function processIo(): CliIo {
     env: (name) => Deno.env.get(name),
     isTerminal: Deno.stdout.isTerminal(),
     signal: controller.signal,
+    cwd: userDirectory(),
   };
+}
+
+/**
+ * Where the user typed the command: `INIT_CWD` when `deno task` (or npm) set it, else the
+ * process's directory.
+ */
+function userDirectory(): string | undefined {
+  let initCwd: string | undefined;
+  try {
+    initCwd = Deno.env.get("INIT_CWD");
+  } catch {
+    // Not in --allow-env: run directly, where the process's directory is the user's.
+  }
+  if (initCwd !== undefined && initCwd.startsWith("/")) return initCwd;
+  try {
+    return Deno.cwd();
+  } catch {
+    return undefined; // no read permission: paths stay as given
+  }
 }
 
 /** Synchronous write of every byte (a pipe may take fewer per call). */

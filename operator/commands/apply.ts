@@ -51,7 +51,13 @@ export const applyCommand: Command = {
     "naming the file and the field, and nothing is stored. --wait follows the rollout\n" +
     "until every targeted device runs the new revision (exit 1 on failure or timeout).",
   options: {
-    file: { type: "string", short: "f", value: "FILE", description: "Manifest to apply" },
+    file: {
+      type: "string",
+      short: "f",
+      value: "FILE",
+      description: "Manifest to apply",
+      path: {},
+    },
     wait: { type: "boolean", description: "Wait until every targeted device runs it" },
     timeout: {
       type: "string",

@@ -21,6 +21,7 @@ export const AUTH_DIR_OPTION = {
     type: "string",
     value: "DIR",
     description: "Directory holding the keys and creds (env DROVER_AUTH_DIR)",
+    path: { env: "DROVER_AUTH_DIR" },
   },
 } as const;
 

@@ -27,7 +27,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `drover-operator ARGS` as a subprocess against `natsUrl`. */
+/**
+ * Runs `drover-operator ARGS` as a subprocess against `natsUrl`, in the project root as
+ * `deno task operator` does. Relative paths resolve against the project root unless `env`
+ * sets `INIT_CWD` (the directory a user ran `deno task` in).
+ */
 export async function runOperatorCli(
   natsUrl: string,
   args: string[],
@@ -35,7 +39,9 @@ export async function runOperatorCli(
 ): Promise<CliResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: [...await operatorTaskArgs(), ...args],
-    env: { NATS_URL: natsUrl, ...env },
+    // INIT_CWD set explicitly: one inherited from a `deno task test` run elsewhere would not
+    // match this process's directory.
+    env: { NATS_URL: natsUrl, INIT_CWD: REPO_ROOT, ...env },
     cwd: REPO_ROOT,
     stdin: "null",
     stdout: "piped",
