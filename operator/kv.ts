@@ -6,7 +6,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
 import {
@@ -82,6 +82,21 @@ export async function openBucket(
   return await kvm.create(name, { history: create.history, replicas: create.replicas });
 }
 
+/**
+ * Makes the stream behind `bucket` refuse `Nats-Rollup` headers. A rollup on
+ * a put to one's own key purges every other key of the stream, and devices
+ * put into `agent-status` (docs/security.md). KV creates buckets with rollups
+ * allowed, so this runs on every start and also fixes older buckets.
+ */
+export async function denyRollups(nc: NatsConnection, bucket: string): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const stream = `KV_${bucket}`;
+  const { config } = await jsm.streams.info(stream);
+  if (!config.allow_rollup_hdrs) return;
+  log.info("Bucket {bucket}: refusing rollup headers from now on", { bucket });
+  await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false });
+}
+
 /** Opens every bucket, creating the missing ones with `settings`. */
 export async function ensureBuckets(
   nc: NatsConnection,
@@ -94,6 +109,7 @@ export async function ensureBuckets(
     openBucket(nc, BUCKET_DEPLOYMENTS, settings),
     openBucket(nc, BUCKET_DEVICES, settings),
   ]);
+  await denyRollups(nc, BUCKET_AGENT_STATUS);
   return { desired: desired!, status: status!, deployments: deployments!, devices: devices! };
 }
 
