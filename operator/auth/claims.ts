@@ -1,26 +1,70 @@
 /**
  * NATS decentralized-auth claims (JWTs) for Drover: one operator, the system
- * account, one `DROVER` account whose users are the operator service and the
- * devices. Encoding is deterministic apart from the issue time; no file I/O.
+ * account, the `DROVER` account (the operator service, the KV buckets) and the
+ * `DROVER_DEVICES` account (every device, no JetStream). Devices reach the
+ * `DROVER` account only through the exports in {@linkcode DEVICE_BRIDGES};
+ * docs/security.md explains why. Encoding is deterministic apart from the
+ * issue time; no file I/O.
  *
  * @module
  */
 
-import { encodeAccount, encodeOperator, encodeUser, type KeyPair } from "@nats-io/jwt";
-import { devicePermissions } from "./permissions.ts";
+import {
+  encodeAccount,
+  encodeActivation,
+  encodeOperator,
+  encodeUser,
+  type Export,
+  type Import,
+  type KeyPair,
+} from "@nats-io/jwt";
+import { DEVICE_BRIDGES, devicePermissions } from "./permissions.ts";
 
-/** Name of the NATS account every Drover party lives in. */
+/** Name of the NATS account of the operator service and the KV buckets. */
 export const DROVER_ACCOUNT_NAME = "DROVER";
+/** Name of the NATS account every device lives in. */
+export const DEVICES_ACCOUNT_NAME = "DROVER_DEVICES";
 /** Name of the NATS system account. */
 export const SYSTEM_ACCOUNT_NAME = "SYS";
 /** Name of the NATS operator. */
 export const OPERATOR_NAME = "drover";
 
 /**
- * Core limits, all unlimited. Every one is spelled out because an account
- * JWT's omitted limit counts as 0 on nats-server 2.9 (0 connections allowed).
+ * Limits sized for a fleet. Every limit of an account JWT is spelled out: an
+ * omitted core limit counts as 0 on nats-server 2.9 (no connection allowed).
  */
-export const UNLIMITED_CORE_LIMITS = {
+export interface FleetLimits {
+  /** Devices connected at once (the devices' account connection limit). */
+  maxDevices: number;
+  /** Connections of the `DROVER` account (operator services and CLI runs). */
+  maxOperatorConnections: number;
+  /** Disk the KV buckets may use, in bytes. */
+  storageBytes: number;
+}
+
+/** A fleet of the planned size (20 000 devices) with headroom. */
+export const DEFAULT_FLEET_LIMITS: Readonly<FleetLimits> = {
+  maxDevices: 25_000,
+  maxOperatorConnections: 64,
+  storageBytes: 10 * 1024 ** 3,
+};
+
+/**
+ * Largest message a device may publish: its status (the agent keeps it far
+ * smaller; a KV value may be at most 1 MiB, which only the operator needs).
+ */
+export const DEVICE_MAX_PAYLOAD_BYTES = 256 * 1024;
+/** Subscriptions of one device connection: its request inbox and its desired-state changes. */
+export const DEVICE_MAX_SUBSCRIPTIONS = 8;
+/** Largest message in the `DROVER` account (a manifest or desired state: KV's 1 MiB cap). */
+export const DROVER_MAX_PAYLOAD_BYTES = 1024 * 1024;
+/** Streams of the `DROVER` account: Drover's buckets and a few spare. */
+export const DROVER_MAX_STREAMS = 16;
+/** Consumers of the `DROVER` account: the operators' watches and CLI runs, never per device. */
+export const DROVER_MAX_CONSUMERS = 1_000;
+
+/** The system account's limits: unlimited core, no JetStream (the server refuses it there). */
+const SYSTEM_LIMITS = {
   subs: -1,
   data: -1,
   payload: -1,
@@ -31,13 +75,41 @@ export const UNLIMITED_CORE_LIMITS = {
   leaf: -1,
 } as const;
 
-/** JetStream limits, all unlimited; an omitted one would disable JetStream for the account. */
-export const UNLIMITED_JETSTREAM_LIMITS = {
-  mem_storage: -1,
-  disk_storage: -1,
-  streams: -1,
-  consumer: -1,
-} as const;
+/** Core and JetStream limits of the `DROVER` account. */
+export function droverAccountLimits(limits: FleetLimits) {
+  return {
+    subs: -1,
+    data: -1,
+    payload: DROVER_MAX_PAYLOAD_BYTES,
+    imports: 0,
+    exports: DEVICE_BRIDGES.length,
+    wildcards: true,
+    conn: limits.maxOperatorConnections,
+    leaf: -1,
+    mem_storage: 0,
+    disk_storage: limits.storageBytes,
+    streams: DROVER_MAX_STREAMS,
+    consumer: DROVER_MAX_CONSUMERS,
+  };
+}
+
+/**
+ * Core limits of the devices' account. No JetStream limit is given, which
+ * leaves JetStream disabled there: no stream, consumer or API exists for a
+ * device to reach.
+ */
+export function devicesAccountLimits(limits: FleetLimits) {
+  return {
+    subs: limits.maxDevices * DEVICE_MAX_SUBSCRIPTIONS,
+    data: -1,
+    payload: DEVICE_MAX_PAYLOAD_BYTES,
+    imports: DEVICE_BRIDGES.length,
+    exports: 0,
+    wildcards: false,
+    conn: limits.maxDevices,
+    leaf: 0,
+  };
+}
 
 /** The keys that sign everything; loaded from the seeds in the auth directory. */
 export interface SigningKeys {
@@ -45,10 +117,14 @@ export interface SigningKeys {
   operator: KeyPair;
   /** Identity of the system account. */
   systemAccount: KeyPair;
-  /** Identity of the `DROVER` account. */
+  /** Identity of the `DROVER` account; also signs the devices' activation tokens. */
   account: KeyPair;
   /** Signs user JWTs for the `DROVER` account, so the account identity key is only needed to rotate it. */
   accountSigning: KeyPair;
+  /** Identity of the `DROVER_DEVICES` account. */
+  devicesAccount: KeyPair;
+  /** Signs the devices' user JWTs. */
+  devicesAccountSigning: KeyPair;
 }
 
 /** Revoked user public keys → unix seconds; JWTs issued up to then are refused. */
@@ -61,21 +137,59 @@ export function encodeOperatorJwt(keys: SigningKeys): Promise<string> {
   });
 }
 
-/** The system account JWT (no JetStream: the server refuses it there). */
+/** The system account JWT. */
 export function encodeSystemAccountJwt(keys: SigningKeys): Promise<string> {
   return encodeAccount(SYSTEM_ACCOUNT_NAME, keys.systemAccount, {
-    limits: { ...UNLIMITED_CORE_LIMITS },
+    limits: { ...SYSTEM_LIMITS },
   }, { signer: keys.operator });
 }
 
-/** The `DROVER` account JWT with its signing key and the current revocations. */
-export function encodeDroverAccountJwt(
+/**
+ * The `DROVER` account JWT. Its exports are private (`token_req`): only an
+ * account holding an activation token signed by `DROVER` — the devices'
+ * account — may import them.
+ */
+export function encodeDroverAccountJwt(keys: SigningKeys, limits: FleetLimits): Promise<string> {
+  const exports: Export[] = DEVICE_BRIDGES.map((b) => ({
+    name: b.name,
+    subject: b.subject,
+    type: b.type,
+    token_req: true,
+    ...(b.type === "service" ? { response_type: "Singleton" as const } : {}),
+  }));
+  return encodeAccount(DROVER_ACCOUNT_NAME, keys.account, {
+    limits: droverAccountLimits(limits),
+    signing_keys: [keys.accountSigning.getPublicKey()],
+    exports,
+  }, { signer: keys.operator });
+}
+
+/** The `DROVER_DEVICES` account JWT: the imports, the limits, the devices' revocations. */
+export async function encodeDevicesAccountJwt(
   keys: SigningKeys,
+  limits: FleetLimits,
   revocations: Revocations,
 ): Promise<string> {
-  return encodeAccount(DROVER_ACCOUNT_NAME, keys.account, {
-    limits: { ...UNLIMITED_CORE_LIMITS, ...UNLIMITED_JETSTREAM_LIMITS },
-    signing_keys: [keys.accountSigning.getPublicKey()],
+  const imports: Import[] = [];
+  for (const bridge of DEVICE_BRIDGES) {
+    imports.push({
+      name: bridge.name,
+      subject: bridge.subject,
+      type: bridge.type,
+      account: keys.account.getPublicKey(),
+      token: await encodeActivation(
+        bridge.name,
+        keys.devicesAccount.getPublicKey(),
+        keys.account,
+        bridge.type,
+        { subject: bridge.subject },
+      ),
+    });
+  }
+  return await encodeAccount(DEVICES_ACCOUNT_NAME, keys.devicesAccount, {
+    limits: devicesAccountLimits(limits),
+    signing_keys: [keys.devicesAccountSigning.getPublicKey()],
+    imports,
     ...(Object.keys(revocations).length > 0 ? { revocations: { ...revocations } } : {}),
   }, { signer: keys.operator });
 }
@@ -87,19 +201,32 @@ export function encodeOperatorUserJwt(keys: SigningKeys, user: KeyPair): Promise
   });
 }
 
-/** JWT of a device's user: only the subjects of {@linkcode devicePermissions}. */
+/** Options of {@linkcode encodeDeviceUserJwt}. */
+export interface DeviceJwtOptions {
+  /** Unix seconds after which the server refuses the creds; absent = never. */
+  expiresAt?: number;
+}
+
+/** JWT of a device's user in the devices' account: only the subjects of {@linkcode devicePermissions}. */
 export function encodeDeviceUserJwt(
   keys: SigningKeys,
   deviceId: string,
   user: KeyPair,
+  options: DeviceJwtOptions = {},
 ): Promise<string> {
   const { pub, sub } = devicePermissions(deviceId);
-  return encodeUser(`device-${deviceId}`, user, keys.account.getPublicKey(), {
+  return encodeUser(`device-${deviceId}`, user, keys.devicesAccount.getPublicKey(), {
     pub,
     sub,
+    subs: DEVICE_MAX_SUBSCRIPTIONS,
+    payload: DEVICE_MAX_PAYLOAD_BYTES,
+    data: -1,
     // Devices are plain clients: no websocket, MQTT or leafnode connections.
     allowed_connection_types: ["STANDARD"],
-  }, { signer: keys.accountSigning });
+  }, {
+    signer: keys.devicesAccountSigning,
+    ...(options.expiresAt !== undefined ? { exp: options.expiresAt } : {}),
+  });
 }
 
 /** What goes into `nats-auth.conf`. */

@@ -41,6 +41,8 @@ export interface DeviceAddOptions {
   servers?: string[];
   /** CA file path written into the device's config as `[nats] tls_ca`. */
   tlsCa?: string;
+  /** When the creds stop working (the server refuses them after this time). */
+  expiresAt?: Date;
 }
 
 /** What {@linkcode deviceAdd} wrote. */
@@ -52,6 +54,8 @@ export interface DeviceAddResult {
   configPath: string;
   /** The user's public key (what a revocation names). */
   userPublicKey: string;
+  /** When the creds expire, if they do. */
+  expiresAt?: Date;
 }
 
 /** One row of {@linkcode deviceList}. */
@@ -60,6 +64,7 @@ export interface DeviceListEntry {
   labels: Record<string, string>;
   userPublicKey: string;
   createdAt: string;
+  expiresAt?: string;
   revokedAt?: string;
 }
 
@@ -138,7 +143,14 @@ export async function deviceAdd(
   });
   await writeFileAtomic(
     credsPath,
-    fmtCreds(await encodeDeviceUserJwt(keys, deviceId, user), user),
+    fmtCreds(
+      await encodeDeviceUserJwt(keys, deviceId, user, {
+        ...(options.expiresAt !== undefined
+          ? { expiresAt: Math.floor(options.expiresAt.getTime() / 1000) }
+          : {}),
+      }),
+      user,
+    ),
     SECRET_FILE_MODE,
   );
   await writeFileAtomic(configPath, toml, SECRET_FILE_MODE);
@@ -146,11 +158,18 @@ export async function deviceAdd(
     labels,
     user_public_key: user.getPublicKey(),
     created_at: new Date().toISOString(),
+    ...(options.expiresAt !== undefined ? { expires_at: options.expiresAt.toISOString() } : {}),
     revoked_keys: previous?.revoked_keys ?? {},
   };
   registry.devices[deviceId] = record;
   await writeDeviceRegistry(absDir, registry);
-  return { deviceId, credsPath, configPath, userPublicKey: record.user_public_key };
+  return {
+    deviceId,
+    credsPath,
+    configPath,
+    userPublicKey: record.user_public_key,
+    ...(options.expiresAt !== undefined ? { expiresAt: options.expiresAt } : {}),
+  };
 }
 
 /** What {@linkcode deviceRevoke} did. */
@@ -204,6 +223,7 @@ export async function deviceList(dir: string): Promise<DeviceListEntry[]> {
       labels: r.labels,
       userPublicKey: r.user_public_key,
       createdAt: r.created_at,
+      ...(r.expires_at !== undefined ? { expiresAt: r.expires_at } : {}),
       ...(r.revoked_at !== undefined ? { revokedAt: r.revoked_at } : {}),
     }));
 }

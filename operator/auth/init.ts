@@ -9,16 +9,20 @@ import { resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds } from "@nats-io/jwt";
 import { AuthAlreadyInitializedError } from "./errors.ts";
 import {
+  DEFAULT_FLEET_LIMITS,
+  encodeDevicesAccountJwt,
   encodeDroverAccountJwt,
   encodeOperatorJwt,
   encodeOperatorUserJwt,
   encodeSystemAccountJwt,
+  type FleetLimits,
   renderAuthConf,
   type Revocations,
   type SigningKeys,
 } from "./claims.ts";
 import {
   AUTH_FILES,
+  AUTH_STATE_VERSION,
   authPath,
   type AuthState,
   type DeviceRegistry,
@@ -38,6 +42,8 @@ export const CONF_FILE_MODE = 0o644;
 export interface AuthInitOptions {
   /** Replace existing keys (every existing creds file stops working). */
   force?: boolean;
+  /** Account limits; {@linkcode DEFAULT_FLEET_LIMITS} where not given. */
+  limits?: Partial<FleetLimits>;
 }
 
 /** What {@linkcode authInit} wrote. */
@@ -48,6 +54,8 @@ export interface AuthInitResult {
   operatorCredsPath: string;
   /** Public key of the `DROVER` account. */
   accountPublicKey: string;
+  /** Public key of the `DROVER_DEVICES` account. */
+  devicesAccountPublicKey: string;
 }
 
 /** Every public key revoked in the registry, with its revocation time. */
@@ -57,20 +65,38 @@ export function revocationsOf(registry: DeviceRegistry): Revocations {
   return out;
 }
 
-/** Re-signs the account JWT with the registry's revocations and rewrites `nats-auth.conf`. */
+/** The limits recorded in `auth.json`. */
+export function limitsOf(state: Pick<AuthState, "limits">): FleetLimits {
+  return {
+    maxDevices: state.limits.max_devices,
+    maxOperatorConnections: state.limits.max_operator_connections,
+    storageBytes: state.limits.storage_bytes,
+  };
+}
+
+/**
+ * Re-signs the account JWTs (the devices' one with the registry's
+ * revocations) and rewrites `nats-auth.conf`.
+ */
 export async function writeAuthConf(
   dir: string,
   keys: SigningKeys,
-  state: Pick<AuthState, "operator_jwt" | "system_account_jwt">,
+  state: Pick<AuthState, "operator_jwt" | "system_account_jwt" | "limits">,
   registry: DeviceRegistry,
 ): Promise<string> {
   const confPath = authPath(dir, AUTH_FILES.conf);
+  const limits = limitsOf(state);
   const conf = renderAuthConf({
     operatorJwt: state.operator_jwt,
     systemAccountPublicKey: keys.systemAccount.getPublicKey(),
     accountJwts: {
       [keys.systemAccount.getPublicKey()]: state.system_account_jwt,
-      [keys.account.getPublicKey()]: await encodeDroverAccountJwt(keys, revocationsOf(registry)),
+      [keys.account.getPublicKey()]: await encodeDroverAccountJwt(keys, limits),
+      [keys.devicesAccount.getPublicKey()]: await encodeDevicesAccountJwt(
+        keys,
+        limits,
+        revocationsOf(registry),
+      ),
     },
   });
   await writeFileAtomic(confPath, conf, CONF_FILE_MODE);
@@ -98,20 +124,32 @@ export async function authInit(
     systemAccount: createAccount(),
     account: createAccount(),
     accountSigning: createAccount(),
+    devicesAccount: createAccount(),
+    devicesAccountSigning: createAccount(),
   };
+  const limits = { ...DEFAULT_FLEET_LIMITS, ...options.limits };
   await writeSeed(absDir, AUTH_FILES.operatorSeed, keys.operator);
   await writeSeed(absDir, AUTH_FILES.systemAccountSeed, keys.systemAccount);
   await writeSeed(absDir, AUTH_FILES.accountSeed, keys.account);
   await writeSeed(absDir, AUTH_FILES.accountSigningSeed, keys.accountSigning);
+  await writeSeed(absDir, AUTH_FILES.devicesAccountSeed, keys.devicesAccount);
+  await writeSeed(absDir, AUTH_FILES.devicesAccountSigningSeed, keys.devicesAccountSigning);
   const registry: DeviceRegistry = { version: 1, devices: {} };
   await writeDeviceRegistry(absDir, registry);
   const state: AuthState = {
-    version: 1,
+    version: AUTH_STATE_VERSION,
     created_at: new Date().toISOString(),
     operator_public_key: keys.operator.getPublicKey(),
     system_account_public_key: keys.systemAccount.getPublicKey(),
     account_public_key: keys.account.getPublicKey(),
     account_signing_public_key: keys.accountSigning.getPublicKey(),
+    devices_account_public_key: keys.devicesAccount.getPublicKey(),
+    devices_account_signing_public_key: keys.devicesAccountSigning.getPublicKey(),
+    limits: {
+      max_devices: limits.maxDevices,
+      max_operator_connections: limits.maxOperatorConnections,
+      storage_bytes: limits.storageBytes,
+    },
     operator_jwt: await encodeOperatorJwt(keys),
     system_account_jwt: await encodeSystemAccountJwt(keys),
   };
@@ -131,7 +169,12 @@ export async function authInit(
     JSON.stringify(state, null, 2) + "\n",
     SECRET_FILE_MODE,
   );
-  return { confPath, operatorCredsPath, accountPublicKey: state.account_public_key };
+  return {
+    confPath,
+    operatorCredsPath,
+    accountPublicKey: state.account_public_key,
+    devicesAccountPublicKey: state.devices_account_public_key,
+  };
 }
 
 /** Removes the creds and configs of devices signed by keys that are about to be replaced. */

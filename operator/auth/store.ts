@@ -27,6 +27,8 @@ export const AUTH_FILES = {
   systemAccountSeed: "system-account.nk",
   accountSeed: "account.nk",
   accountSigningSeed: "account-signing.nk",
+  devicesAccountSeed: "devices-account.nk",
+  devicesAccountSigningSeed: "devices-account-signing.nk",
 } as const;
 
 /** File mode of secrets (seeds, creds). */
@@ -34,14 +36,30 @@ export const SECRET_FILE_MODE = 0o600;
 /** File mode of the auth directory. */
 export const AUTH_DIR_MODE = 0o700;
 
+/** Layout version of `auth.json`. */
+export const AUTH_STATE_VERSION = 2;
+
 /** Public facts about the keys, kept beside the seeds. */
 export const AuthState = z.strictObject({
-  version: z.literal(1),
+  /**
+   * 2 since devices got an account of their own; a version 1 directory is
+   * refused with a message saying to re-initialise (its device creds are in
+   * the operator's account, which is exactly what version 2 fixes).
+   */
+  version: z.literal(AUTH_STATE_VERSION),
   created_at: z.string(),
   operator_public_key: z.string(),
   system_account_public_key: z.string(),
   account_public_key: z.string(),
   account_signing_public_key: z.string(),
+  devices_account_public_key: z.string(),
+  devices_account_signing_public_key: z.string(),
+  /** Account limits; kept so that re-signing (on revoke) keeps them. */
+  limits: z.strictObject({
+    max_devices: z.number().int().positive(),
+    max_operator_connections: z.number().int().positive(),
+    storage_bytes: z.number().int().positive(),
+  }),
   /**
    * Issued once and reused: nats-server cannot reload a changed operator, so
    * rewriting `nats-auth.conf` must not re-issue it (nor the system account).
@@ -57,6 +75,8 @@ export const DeviceRecord = z.strictObject({
   labels: DeviceLabels,
   user_public_key: z.string(),
   created_at: z.string(),
+  /** When the creds expire (absent: never). */
+  expires_at: z.string().optional(),
   /** Set once revoked: the device's creds no longer connect. */
   revoked_at: z.string().optional(),
   /** Public keys of earlier, revoked creds of the same id (kept so re-signing keeps them revoked). */
@@ -126,10 +146,30 @@ export async function isInitialized(dir: string): Promise<boolean> {
   }
 }
 
-/** Reads `auth.json`. @throws {AuthNotInitializedError} when it is missing. */
+/**
+ * Reads `auth.json`.
+ * @throws {AuthNotInitializedError} when it is missing.
+ * @throws {AuthFileInvalidError} when it is unreadable or from an older layout.
+ */
 export async function readAuthState(dir: string): Promise<AuthState> {
+  const path = authPath(dir, AUTH_FILES.state);
   try {
-    return await readJson(authPath(dir, AUTH_FILES.state), AuthState);
+    const text = await Deno.readTextFile(path);
+    const version = (JSON.parse(text) as { version?: unknown })?.version;
+    if (typeof version === "number" && version < AUTH_STATE_VERSION) {
+      throw new AuthFileInvalidError(
+        path,
+        `it was written by an older Drover (layout ${version}) whose device creds live in the ` +
+          `operator's NATS account. Re-create the keys with "operator auth init --dir ${dir} ` +
+          `--force", reload nats-server and provision every device again (see docs/security.md)`,
+      );
+    }
+  } catch (e) {
+    if (e instanceof AuthFileInvalidError) throw e;
+    // Missing or unparsable files are reported below with the usual messages.
+  }
+  try {
+    return await readJson(path, AuthState);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new AuthNotInitializedError(dir, { cause: e });
     throw e;
@@ -175,7 +215,7 @@ async function readSeed(dir: string, name: string, expectedPublicKey: string): P
   return kp;
 }
 
-/** Loads the four signing seeds and checks them against `auth.json`. */
+/** Loads the signing seeds and checks them against `auth.json`. */
 export async function readSigningKeys(dir: string, state: AuthState): Promise<SigningKeys> {
   return {
     operator: await readSeed(dir, AUTH_FILES.operatorSeed, state.operator_public_key),
@@ -189,6 +229,16 @@ export async function readSigningKeys(dir: string, state: AuthState): Promise<Si
       dir,
       AUTH_FILES.accountSigningSeed,
       state.account_signing_public_key,
+    ),
+    devicesAccount: await readSeed(
+      dir,
+      AUTH_FILES.devicesAccountSeed,
+      state.devices_account_public_key,
+    ),
+    devicesAccountSigning: await readSeed(
+      dir,
+      AUTH_FILES.devicesAccountSigningSeed,
+      state.devices_account_signing_public_key,
     ),
   };
 }
