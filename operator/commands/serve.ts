@@ -17,6 +17,7 @@ import {
   ensureBuckets,
 } from "../kv.ts";
 import { Reconciler } from "../reconciler.ts";
+import { DesiredSnapshotService } from "../desired_snapshots.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 
@@ -142,12 +143,14 @@ export const serveCommand: Command = {
     });
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     let reconciler: Reconciler | undefined;
+    let snapshots: DesiredSnapshotService | undefined;
     (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
         if (s.type === "reconnect") {
           log.info("NATS reconnected; resuming watches");
           reconciler?.rewatch();
+          snapshots?.rewatch();
         }
       }
     })().catch(() => {});
@@ -172,8 +175,10 @@ export const serveCommand: Command = {
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
+      // Agents ask it for their keys after every (re)connect: answer from the start.
+      snapshots = new DesiredSnapshotService(nc, buckets.desired);
       reconciler = new Reconciler(buckets);
-      await reconciler.start();
+      await Promise.all([snapshots.start(), reconciler.start()]);
       log.info(
         "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
         {
@@ -189,6 +194,7 @@ export const serveCommand: Command = {
       log.info("Stopping");
     } finally {
       await reconciler?.stop();
+      await snapshots?.[Symbol.asyncDispose]();
       await server.shutdown().catch(() => {});
       await nc.drain().catch(() => nc.close());
     }
