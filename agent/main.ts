@@ -24,7 +24,7 @@ import {
   notifyPermissions,
   requiredPermissions,
 } from "./permissions.ts";
-import type { DesiredSink } from "./nats/desired_watch.ts";
+import type { DesiredSink } from "./nats/desired_record.ts";
 import type { DesiredEntry } from "./reconcile/desired.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";

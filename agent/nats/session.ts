@@ -1,19 +1,20 @@
 /**
  * The agent's side of NATS as one long-lived task: connect (retrying in the
- * background for as long as it takes), open the buckets without creating
- * them, watch desired state, hand the status publisher its bucket, and
- * rebuild the watch after every reconnect so nothing is missed.
+ * background for as long as it takes), follow desired state, hand the status
+ * publisher a way to write, and take a fresh snapshot after every reconnect
+ * so nothing is missed. Everything goes through plain request/reply and one
+ * subscription: a device has no JetStream API (docs/security.md).
  *
  * @module
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import type { Logger } from "@logtape/logtape";
-import { BUCKET_AGENT_STATUS, type NatsConfig } from "@drover/contracts";
+import type { NatsConfig } from "@drover/contracts";
 import { connectionOptions, connectWithRetry, ReconnectBackoff } from "./connect.ts";
-import { type DesiredSink, DesiredWatcher } from "./desired_watch.ts";
+import type { DesiredSink } from "./desired_record.ts";
+import { DesiredFollower, type DesiredFollowOptions } from "./desired_follow.ts";
+import { DroverRequestError, putStatus } from "./requests.ts";
 import type { StatusStore } from "../status.ts";
 import { errorText } from "../log.ts";
 
@@ -26,6 +27,8 @@ export interface NatsSessionOptions {
   /** Told where to publish status (or that it cannot, while disconnected). */
   setStatusStore: (store: StatusStore | undefined) => void;
   log: Logger;
+  /** Resync period and request time limit of the desired-state follower. */
+  follow?: DesiredFollowOptions;
 }
 
 /** Connection, watch and status bucket, supervised until stopped. */
@@ -85,37 +88,38 @@ export class NatsSession {
   /** Serves one connection until it closes for good or `signal` aborts. */
   async #serve(nc: NatsConnection, signal: AbortSignal): Promise<void> {
     const { deviceId, sink, log } = this.#options;
-    // checkAPI would ask for account info, which a device may not do.
-    const kvm = new Kvm(jetstream(nc, { checkAPI: false }));
-    // open() binds without creating: device permissions forbid creating buckets.
-    const statusKv = await kvm.open(BUCKET_AGENT_STATUS, { allow_direct: true });
-    this.#options.setStatusStore(statusKv);
+    const statusStore: StatusStore = { put: (_key, value) => putStatus(nc, deviceId, value) };
+    this.#options.setStatusStore(statusStore);
 
     const session = new AbortController();
     const stop = () => session.abort(signal.reason);
     signal.addEventListener("abort", stop, { once: true });
-    const watcher = new DesiredWatcher(nc, deviceId, sink, {
-      onWatchFailed: (error, retryInMs) => {
-        const text = errorText(error);
-        if (/stream not found/i.test(text)) {
-          log.warn("Bucket desired-state does not exist yet; retrying in {retryInMs} ms", {
-            retryInMs,
-          });
-        } else log.warn("Cannot watch desired state: {error}", { error: text, retryInMs });
+    const follower = new DesiredFollower(nc, deviceId, sink, {
+      onSnapshotFailed: (error, retryInMs) => {
+        const reason = error instanceof DroverRequestError ? error.reason : undefined;
+        const fields = { error: errorText(error), retryInMs };
+        if (reason === "no-responders" || reason === "timeout") {
+          log.warn(
+            "No operator answers desired-state snapshots ({error}); running the last known " +
+              "desired state, retrying in {retryInMs} ms",
+            fields,
+          );
+        } else log.warn("Cannot load desired state: {error}; retrying in {retryInMs} ms", fields);
       },
-      onWatchEnded: (reason) =>
-        log.info("Desired-state watch ended ({reason}); re-watching", { reason }),
+      onFetchFailed: (deployment, error) =>
+        log.warn("Cannot read desired state of {deployment}: {error}; the next snapshot retries", {
+          deployment,
+          error: errorText(error),
+        }),
       onBadKey: (key, problem) =>
         log.warn("Ignoring desired-state key {key}: {problem}", { key, problem }),
-      onConsumerRecreated: (name, reason) =>
-        log.info("Desired-state consumer recreated as {name} ({reason})", { name, reason }),
-      onSnapshot: (count, lastRevision) =>
-        log.info("Desired state loaded: {count} deployment(s), up to revision {lastRevision}", {
+      onSnapshot: (count, asOfRevision) =>
+        log.info("Desired state loaded: {count} deployment(s), as of revision {asOfRevision}", {
           count,
-          lastRevision,
+          asOfRevision,
         }),
-    });
-    const watching = watcher.run(session.signal);
+    }, this.#options.follow);
+    const following = follower.run(session.signal);
     const statusEvents = (async () => {
       for await (const s of nc.status()) {
         switch (s.type) {
@@ -128,9 +132,9 @@ export class NatsSession {
             this.#connected = true;
             this.#backoff.reset();
             log.info("Reconnected to NATS at {server}", { server: s.server });
-            this.#options.setStatusStore(statusKv);
-            // The old watch may have missed changes or lost its consumer: start over.
-            watcher.restart();
+            this.#options.setStatusStore(statusStore);
+            // Changes published while disconnected were missed: take a fresh snapshot.
+            follower.restart();
             break;
           case "error":
             log.warn("NATS error: {error}", { error: errorText(s.error) });
@@ -149,7 +153,7 @@ export class NatsSession {
     ]);
     session.abort();
     signal.removeEventListener("abort", stop);
-    await watching;
+    await following;
     void statusEvents;
   }
 

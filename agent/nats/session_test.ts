@@ -1,4 +1,3 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import {
   AgentStatus,
@@ -6,34 +5,18 @@ import {
   BUCKET_DESIRED_STATE,
   type NatsConfig,
 } from "@drover/contracts";
-import { freePort, startNats, waitFor } from "../../tests/support/mod.ts";
+import { freePort, waitFor } from "../../tests/support/mod.ts";
+import {
+  connectAdmin,
+  DEVICE_PASSWORD,
+  startDroverNats,
+  startSnapshotService,
+} from "../../tests/support/drover_nats.ts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { NatsSession } from "./session.ts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import type { StatusStore } from "../status.ts";
 import { logger } from "../log.ts";
-
-/** A device's permissions exactly as FIELD-NOTES lists them. */
-function deviceAuthConfig(device: string): string {
-  const allowPub = [
-    `$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.${device}.>`,
-    `$JS.API.CONSUMER.DELETE.KV_desired-state.*`,
-    `$JS.API.CONSUMER.INFO.KV_desired-state.*`,
-    `$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.${device}.>`,
-    `$JS.FC.KV_desired-state.>`,
-    `$KV.agent-status.${device}`,
-    `$JS.API.DIRECT.GET.KV_agent-status.$KV.agent-status.${device}`,
-  ];
-  return `authorization {
-  users = [
-    { user: "admin", password: "admin-pw" }
-    { user: ${JSON.stringify(device)}, password: "device-pw", permissions: {
-        publish: { allow: ${JSON.stringify(allowPub)} }
-        subscribe: { allow: ${JSON.stringify([`_INBOX_${device}.>`])} }
-    } }
-  ]
-}`;
-}
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const desired = (deployment: string, image: string) => ({
@@ -58,18 +41,14 @@ class Sink {
   }
 }
 
-async function adminConnect(url: string): Promise<NatsConnection> {
-  return await connect({ servers: url, user: "admin", pass: "admin-pw" });
-}
-
-Deno.test("under device permissions: starts before the server exists, watches, publishes, survives a restart", async () => {
+Deno.test("in the devices' account: starts before the server exists, follows, publishes, survives a restart", async () => {
   const port = await freePort();
   const sink = new Sink();
   let store: StatusStore | undefined;
   const nats: NatsConfig = {
     servers: [`nats://127.0.0.1:${port}`],
     user: "pi-1",
-    password: "device-pw",
+    password: DEVICE_PASSWORD,
   };
   const session = new NatsSession({
     deviceId: "pi-1",
@@ -84,8 +63,9 @@ Deno.test("under device permissions: starts before the server exists, watches, p
   await new Promise((r) => setTimeout(r, 300));
   assert(!session.connected);
 
-  await using server = await startNats({ port, extraConfig: deviceAuthConfig("pi-1") });
-  const admin = await adminConnect(server.url);
+  await using server = await startDroverNats(["pi-1", "pi-2"], { port });
+  const admin = await connectAdmin(server.url);
+  const snapshots = await startSnapshotService(admin);
   try {
     await waitFor(() => session.connected, { timeoutMs: 20_000, message: "session connects" });
     // Buckets appear only now (the agent never creates them).
@@ -117,7 +97,8 @@ Deno.test("under device permissions: starts before the server exists, watches, p
       timeoutMs: 30_000,
       message: "re-snapshot after reconnect",
     });
-    const admin2 = await adminConnect(server.url);
+    const admin2 = await connectAdmin(server.url);
+    await using _snapshots2 = await startSnapshotService(admin2);
     try {
       const kv2 = await new Kvm(admin2).open(BUCKET_DESIRED_STATE);
       await kv2.put("pi-1.web", enc(desired("web", "web:2")));
@@ -136,6 +117,7 @@ Deno.test("under device permissions: starts before the server exists, watches, p
     ac.abort();
     await running;
     await session.close(2_000);
+    await snapshots[Symbol.asyncDispose]().catch(() => {});
     await admin.close().catch(() => {});
   }
 });

@@ -1,6 +1,8 @@
 /**
- * Shared pieces of the agent's end-to-end tests: a real nats-server with the
- * buckets created the operator's way, a real podman service with the busybox
+ * Shared pieces of the agent's end-to-end tests: a real nats-server with
+ * Drover's account layout (the device in its own account, as in production)
+ * and the buckets created the operator's way, the operator's real snapshot
+ * service, a real podman service with the busybox
  * image, the agent as a real subprocess (`deno run -A agent/main.ts --config`),
  * and helpers to write desired state and read back what podman and the status
  * bucket say.
@@ -8,7 +10,7 @@
  * @module
  */
 
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
 import {
   AgentStatus,
@@ -26,12 +28,14 @@ import {
   freePort,
   type NatsServer,
   type PodmanService,
-  startNats,
   startPodman,
   type TempDir,
   tempDir,
   waitFor,
 } from "../support/mod.ts";
+
+import { connectAdmin, DEVICE_PASSWORD, startDroverNats } from "../support/drover_nats.ts";
+import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
 
 /** Image tag used by the tests: not `:latest`, so the agent does not try to pull it. */
 export const TEST_IMAGE = "localhost/drover/busybox:1";
@@ -136,6 +140,7 @@ export class AgentEnv implements AsyncDisposable {
   readonly dir: TempDir;
   readonly configPath: string;
   #nc: NatsConnection | undefined;
+  #snapshots: DesiredSnapshotService | undefined;
   #agents: AgentProcess[] = [];
   #agentCount = 0;
 
@@ -156,13 +161,29 @@ export class AgentEnv implements AsyncDisposable {
   /** Operator-side connection (reconnects after server restarts). */
   async nc(): Promise<NatsConnection> {
     if (this.#nc === undefined || this.#nc.isClosed()) {
-      this.#nc = await connect({
-        servers: this.nats.url,
+      const nc = await connectAdmin(this.nats.url, {
         maxReconnectAttempts: -1,
         reconnectTimeWait: 100,
       });
+      this.#nc = nc;
+      (async () => {
+        for await (const s of nc.status()) {
+          if (s.type === "reconnect") this.#snapshots?.rewatch();
+        }
+      })().catch(() => {});
     }
     return this.#nc;
+  }
+
+  /**
+   * Starts the operator's snapshot service, which agents ask for their keys
+   * (in production `operator serve` runs it). Idempotent.
+   */
+  async startSnapshots(): Promise<void> {
+    if (this.#snapshots !== undefined) return;
+    const nc = await this.nc();
+    this.#snapshots = new DesiredSnapshotService(nc, await this.desiredKv());
+    void this.#snapshots.start();
   }
 
   /** The desired-state bucket, operator side. */
@@ -283,6 +304,7 @@ export class AgentEnv implements AsyncDisposable {
         }
       }
     }
+    await this.#snapshots?.[Symbol.asyncDispose]().catch(() => {});
     await this.#nc?.close().catch(() => {});
     await this.podman[Symbol.asyncDispose]();
     await this.nats[Symbol.asyncDispose]();
@@ -303,7 +325,7 @@ export interface PodmanPsEntry {
 export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<AgentEnv> {
   const deviceId = options.deviceId ?? "pi-1";
   const dir = await tempDir("drover-agent-e2e-");
-  const [nats, podman] = await Promise.all([startNats(), startPodman()]);
+  const [nats, podman] = await Promise.all([startDroverNats([deviceId]), startPodman()]);
   await buildBusyboxImage(podman, TEST_IMAGE);
   const configPath = `${dir.path}/agent.toml`;
   await Deno.writeTextFile(
@@ -311,6 +333,8 @@ export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<Agen
     agentToml({
       deviceId,
       natsUrl: nats.url,
+      natsUser: deviceId,
+      natsPassword: DEVICE_PASSWORD,
       podmanSocket: podman.socket,
       stateDir: `${dir.path}/state`,
       heartbeatSeconds: options.heartbeatSeconds ?? 2,
@@ -319,6 +343,7 @@ export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<Agen
   );
   const env = new AgentEnv(deviceId, nats, podman, dir, configPath);
   if (options.createBuckets ?? true) await env.createBuckets();
+  await env.startSnapshots();
   return env;
 }
 
@@ -326,6 +351,9 @@ export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<Agen
 export interface AgentTomlInput {
   deviceId: string;
   natsUrl: string;
+  /** `[nats] user`/`password` (the test servers' devices log in with a password). */
+  natsUser?: string;
+  natsPassword?: string;
   podmanSocket: string;
   stateDir: string;
   heartbeatSeconds: number;
@@ -343,7 +371,9 @@ labels = { site = "lab" }
 
 [nats]
 servers = [${q(input.natsUrl)}]
-
+${input.natsUser !== undefined ? `user = ${q(input.natsUser)}\n` : ""}${
+    input.natsPassword !== undefined ? `password = ${q(input.natsPassword)}\n` : ""
+  }
 [podman]
 socket = ${q(input.podmanSocket)}
 ${input.extraToml ?? ""}

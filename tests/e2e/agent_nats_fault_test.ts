@@ -18,10 +18,11 @@ import { assert, assertEquals } from "../support/assert.ts";
 Deno.test("agent: buckets created late, nats-server restart, later updates still apply", async () => {
   await using env = await startAgentEnv({ createBuckets: false });
   const agent = env.startAgent();
-  // The agent is up without buckets and must keep retrying, not exit.
-  await waitFor(async () => (await agent.logs()).includes("does not exist yet"), {
+  // The agent is up without buckets (so the operator cannot list its keys yet)
+  // and must keep retrying, not exit.
+  await waitFor(async () => (await agent.logs()).includes("Cannot load desired state"), {
     timeoutMs: 30_000,
-    message: "agent notices the missing bucket",
+    message: "agent notices that desired state cannot be loaded yet",
   });
   await env.createBuckets();
   const rev1 = await env.putDesired("app", sleepDeployment("app", ["main"], "1"));

@@ -1,0 +1,322 @@
+/**
+ * Following this device's keys in the `desired-state` bucket without any
+ * JetStream consumer (devices have no JetStream API: docs/security.md, and a
+ * consumer per device is what made the server's cost grow with the fleet:
+ * docs/nats-kv.md).
+ *
+ * - A core subscription on `$KV.desired-state.<device>.*` sees every put and
+ *   delete as it is published. A message there is only a hint: it may arrive
+ *   before the stream stored it, and another device can aim replies at the
+ *   subject. So the agent re-reads the key with a direct get, the
+ *   authoritative value and revision, and applies revisions in order only.
+ * - A snapshot, asked of the operator (`drover.desired.snapshot.<device>`),
+ *   lists the device's keys with their revisions as of a bucket revision. It
+ *   runs after every (re)connect and then every few minutes as a safety net;
+ *   only keys whose revision changed are fetched. A held key missing from the
+ *   listing is removed only if the listing is at least as new as the key.
+ *
+ * The subscription is made before the first snapshot, so a change is either
+ * in the listing or seen live. The sink gets one authoritative snapshot per
+ * (re)connect, then one update per change.
+ *
+ * @module
+ */
+
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { desiredStateChangesSubject, parseDesiredStateKey } from "@drover/contracts";
+import type { DesiredEntry } from "../reconcile/desired.ts";
+import { abortableSleep } from "../abortable_sleep.ts";
+import { backoffDelay } from "../reconcile/backoff.ts";
+import { CONNECT_BACKOFF } from "./connect.ts";
+import { type DesiredSink, interpretRecord, type KvRecord } from "./desired_record.ts";
+import {
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  getDesiredRecord,
+  keyOfSubject,
+  recordOf,
+  requestSnapshot,
+} from "./requests.ts";
+
+/** How often the snapshot is repeated while connected (± {@linkcode RESYNC_JITTER}). */
+export const DEFAULT_RESYNC_MS = 5 * 60_000;
+/** Fraction by which each resync interval is randomly shortened, so a fleet spreads out. */
+export const RESYNC_JITTER = 0.25;
+/** Direct gets in flight at once while applying a snapshot. */
+const FETCH_CONCURRENCY = 8;
+/**
+ * How often a key is re-read when the stored value does not (yet) match the
+ * live message that announced it: the subscription can be ahead of the stream.
+ */
+const CONFIRM_ATTEMPTS = 6;
+const CONFIRM_BASE_MS = 10;
+
+/** What the follower reports for logging. */
+export interface DesiredFollowHooks {
+  /** A snapshot could not be taken; it is retried after `retryInMs`. */
+  onSnapshotFailed?: (error: unknown, retryInMs: number) => void;
+  /** A snapshot was applied; `count` deployments are desired. */
+  onSnapshot?: (count: number, asOfRevision: number) => void;
+  /** A key could not be read after a change; the next snapshot repairs it. */
+  onFetchFailed?: (deployment: string, error: unknown) => void;
+  /** A subject or key under this device's prefix that names no deployment of it. */
+  onBadKey?: (key: string, problem: string) => void;
+}
+
+/** Options of {@linkcode DesiredFollower}. */
+export interface DesiredFollowOptions {
+  resyncMs?: number;
+  requestTimeoutMs?: number;
+}
+
+/** What a snapshot listing asks of the follower. Pure. */
+export interface SnapshotPlan {
+  /** Deployments to read: new, or at a newer revision than held. */
+  fetch: string[];
+  /** Held deployments the listing shows deleted. */
+  removed: string[];
+  /** Deletions remembered to order late messages that the listing now covers. */
+  forget: string[];
+}
+
+/**
+ * Compares what the follower holds with a snapshot listing. Pure.
+ *
+ * @param held revision per held deployment
+ * @param deleted revision of each deletion still remembered
+ * @param listing deployment → revision, as of `asOfRevision`
+ */
+export function planSnapshot(
+  held: ReadonlyMap<string, number>,
+  deleted: ReadonlyMap<string, number>,
+  listing: ReadonlyMap<string, number>,
+  asOfRevision: number,
+): SnapshotPlan {
+  const fetch: string[] = [];
+  for (const [deployment, revision] of listing) {
+    const known = Math.max(held.get(deployment) ?? 0, deleted.get(deployment) ?? 0);
+    if (revision > known) fetch.push(deployment);
+  }
+  const removed: string[] = [];
+  for (const [deployment, revision] of held) {
+    if (!listing.has(deployment) && revision <= asOfRevision) removed.push(deployment);
+  }
+  const forget: string[] = [];
+  for (const [deployment, revision] of deleted) {
+    if (!listing.has(deployment) && revision <= asOfRevision) forget.push(deployment);
+  }
+  return { fetch, removed, forget };
+}
+
+/** True when a stored record is what a live message announced. Pure. */
+export function confirms(record: KvRecord | null, announced: KvRecord): boolean {
+  if (record === null) return announced.operation !== "PUT";
+  if (record.operation !== announced.operation) return false;
+  if (record.value.length !== announced.value.length) return false;
+  return record.value.every((b, i) => b === announced.value[i]);
+}
+
+/** Follows this device's desired state until stopped. Never throws. */
+export class DesiredFollower {
+  readonly #nc: NatsConnection;
+  readonly #deviceId: string;
+  readonly #sink: DesiredSink;
+  readonly #hooks: DesiredFollowHooks;
+  readonly #resyncMs: number;
+  readonly #timeoutMs: number;
+  /** Desired deployments with their revision. */
+  readonly #held = new Map<string, { revision: number; entry: DesiredEntry }>();
+  /** Revision of each deletion seen, so a late read of an older value is ignored. */
+  readonly #deleted = new Map<string, number>();
+  /** Live changes waiting to be confirmed, newest announcement per deployment. */
+  readonly #pending = new Map<string, KvRecord>();
+  #draining = false;
+  /** The sink has this session's snapshot: changes go to it one by one. */
+  #delivered = false;
+  #session: AbortController | undefined;
+  #snapshots = 0;
+
+  constructor(
+    nc: NatsConnection,
+    deviceId: string,
+    sink: DesiredSink,
+    hooks: DesiredFollowHooks = {},
+    options: DesiredFollowOptions = {},
+  ) {
+    this.#nc = nc;
+    this.#deviceId = deviceId;
+    this.#sink = sink;
+    this.#hooks = hooks;
+    this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
+    this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  }
+
+  /** Number of authoritative snapshots delivered to the sink so far. */
+  get snapshots(): number {
+    return this.#snapshots;
+  }
+
+  /** Takes a fresh snapshot now (after a reconnect) and hands the sink a new one. */
+  restart(): void {
+    this.#session?.abort(new Error("restart requested"));
+  }
+
+  /** Runs until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    let subscription: Subscription | undefined;
+    try {
+      subscription = this.#nc.subscribe(desiredStateChangesSubject(this.#deviceId), {
+        callback: (error, msg) => {
+          if (error === null) this.#onChange(msg);
+        },
+      });
+    } catch (e) {
+      this.#hooks.onSnapshotFailed?.(e, 0);
+      return;
+    }
+    try {
+      // The first snapshot, and the first after each restart, is handed to the
+      // sink whole; a timer-driven resync only passes on what changed.
+      let fresh = true;
+      while (!signal.aborted) {
+        const session = new AbortController();
+        this.#session = session;
+        const stop = () => session.abort(signal.reason);
+        signal.addEventListener("abort", stop, { once: true });
+        try {
+          if (fresh) this.#delivered = false;
+          await this.#syncUntilDone(session.signal);
+          const jitter = 1 - Math.random() * RESYNC_JITTER;
+          await abortableSleep(this.#resyncMs * jitter, session.signal);
+        } finally {
+          signal.removeEventListener("abort", stop);
+        }
+        fresh = session.signal.aborted;
+      }
+    } finally {
+      subscription.unsubscribe();
+    }
+  }
+
+  /** Takes one snapshot, retrying with backoff until it succeeds or `signal` aborts. */
+  async #syncUntilDone(signal: AbortSignal): Promise<void> {
+    for (let failures = 0; !signal.aborted; failures++) {
+      try {
+        await this.#sync(signal);
+        return;
+      } catch (e) {
+        if (signal.aborted) return;
+        const delay = backoffDelay(failures, CONNECT_BACKOFF);
+        this.#hooks.onSnapshotFailed?.(e, delay);
+        await abortableSleep(delay, signal);
+      }
+    }
+  }
+
+  async #sync(signal: AbortSignal): Promise<void> {
+    const { asOfRevision, deployments } = await requestSnapshot(
+      this.#nc,
+      this.#deviceId,
+      this.#timeoutMs,
+    );
+    const held = new Map([...this.#held].map(([d, h]) => [d, h.revision]));
+    const plan = planSnapshot(held, this.#deleted, deployments, asOfRevision);
+    const queue = [...plan.fetch];
+    const worker = async () => {
+      for (let d = queue.shift(); d !== undefined && !signal.aborted; d = queue.shift()) {
+        this.#apply(d, await getDesiredRecord(this.#nc, this.#deviceId, d, this.#timeoutMs));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(FETCH_CONCURRENCY, queue.length) }, worker));
+    if (signal.aborted) return;
+    for (const deployment of plan.removed) this.#remove(deployment);
+    for (const deployment of plan.forget) this.#deleted.delete(deployment);
+    if (!this.#delivered) {
+      this.#delivered = true;
+      this.#snapshots++;
+      this.#sink.snapshot(new Map([...this.#held].map(([d, h]) => [d, h.entry])));
+      this.#hooks.onSnapshot?.(this.#held.size, asOfRevision);
+    }
+  }
+
+  /** A live change: remember the newest announcement per deployment and confirm it. */
+  #onChange(msg: Msg): void {
+    const key = keyOfSubject(msg.subject) ?? msg.subject;
+    let deployment: string;
+    try {
+      const parsed = parseDesiredStateKey(key);
+      if (parsed.device !== this.#deviceId) throw new Error(`key is for another device`);
+      deployment = parsed.deployment;
+    } catch (e) {
+      this.#hooks.onBadKey?.(key, (e as Error).message);
+      return;
+    }
+    // The live message carries no revision; the read that confirms it does.
+    this.#pending.set(deployment, recordOf(key, 0, msg));
+    if (!this.#draining) void this.#drain();
+  }
+
+  /** Confirms pending changes one at a time, each with a direct get. */
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#pending.size > 0) {
+        const [deployment, announced] = this.#pending.entries().next().value!;
+        this.#pending.delete(deployment);
+        try {
+          this.#apply(deployment, await this.#confirm(deployment, announced));
+        } catch (e) {
+          this.#hooks.onFetchFailed?.(deployment, e);
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Reads `deployment` until it shows what was announced (or a newer change is pending). */
+  async #confirm(deployment: string, announced: KvRecord): Promise<KvRecord | null> {
+    for (let attempt = 0;; attempt++) {
+      const record = await getDesiredRecord(this.#nc, this.#deviceId, deployment, this.#timeoutMs);
+      // A mismatch that stays is a newer write (its own message follows) or a
+      // forged announcement: either way the stored record is the truth.
+      if (
+        confirms(record, announced) || attempt + 1 >= CONFIRM_ATTEMPTS ||
+        this.#pending.has(deployment)
+      ) {
+        return record;
+      }
+      await new Promise((r) => setTimeout(r, CONFIRM_BASE_MS * 2 ** attempt));
+    }
+  }
+
+  /** Applies the stored record of `deployment` if it is newer than what is held. */
+  #apply(deployment: string, record: KvRecord | null): void {
+    if (record === null) {
+      // No message at all: erased. Only a held value can be dropped.
+      this.#remove(deployment);
+      return;
+    }
+    const known = Math.max(
+      this.#held.get(deployment)?.revision ?? 0,
+      this.#deleted.get(deployment) ?? 0,
+    );
+    if (record.revision <= known) return;
+    const meaning = interpretRecord(this.#deviceId, record);
+    if (meaning.kind === "ignored") {
+      this.#hooks.onBadKey?.(record.key, meaning.reason);
+      return;
+    }
+    if (meaning.kind === "deleted") {
+      this.#deleted.set(deployment, record.revision);
+      this.#remove(deployment);
+      return;
+    }
+    this.#deleted.delete(deployment);
+    this.#held.set(deployment, { revision: record.revision, entry: meaning.entry });
+    if (this.#delivered) this.#sink.update(deployment, meaning.entry);
+  }
+
+  #remove(deployment: string): void {
+    if (this.#held.delete(deployment) && this.#delivered) this.#sink.update(deployment, null);
+  }
+}

@@ -1,0 +1,227 @@
+import { Kvm } from "@nats-io/kv";
+import { BUCKET_DESIRED_STATE } from "@drover/contracts";
+import { waitFor } from "../../tests/support/mod.ts";
+import {
+  connectAdmin,
+  connectDevice,
+  startDroverNats,
+  startSnapshotService,
+} from "../../tests/support/drover_nats.ts";
+import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { confirms, DesiredFollower, planSnapshot } from "./desired_follow.ts";
+import { interpretRecord, type KvRecord } from "./desired_record.ts";
+import type { DesiredEntry } from "../reconcile/desired.ts";
+
+const enc = (v: unknown) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
+
+function desired(deployment: string, image = "busybox:1") {
+  return {
+    deployment,
+    score: { type: "PodmanV0", services: [{ name: "main", image }] },
+  };
+}
+
+/** Records what the follower hands over, like the reconciler would see it. */
+class RecordingSink {
+  snapshots: Map<string, DesiredEntry>[] = [];
+  updates: [string, DesiredEntry | null][] = [];
+  view = new Map<string, DesiredEntry>();
+  snapshot(entries: Map<string, DesiredEntry>) {
+    this.snapshots.push(entries);
+    this.view = new Map(entries);
+  }
+  update(deployment: string, entry: DesiredEntry | null) {
+    this.updates.push([deployment, entry]);
+    if (entry === null) this.view.delete(deployment);
+    else this.view.set(deployment, entry);
+  }
+  image(deployment: string): string | undefined {
+    const e = this.view.get(deployment);
+    return e?.kind === "valid" ? e.state.score.services[0].image : undefined;
+  }
+}
+
+Deno.test("interpretRecord: valid, invalid JSON, schema error, name mismatch, delete, foreign key", () => {
+  const rec = (key: string, value: unknown, operation: KvRecord["operation"] = "PUT") => ({
+    key,
+    revision: 5,
+    operation,
+    value: enc(value),
+  });
+  const ok = interpretRecord("pi-1", rec("pi-1.web", desired("web")));
+  assert(ok.kind === "entry" && ok.entry.kind === "valid" && ok.entry.revision === 5);
+  const badJson = interpretRecord("pi-1", rec("pi-1.web", "{nope"));
+  assert(badJson.kind === "entry" && badJson.entry.kind === "invalid");
+  const badSchema = interpretRecord("pi-1", rec("pi-1.web", { deployment: "web", score: {} }));
+  assert(badSchema.kind === "entry" && badSchema.entry.kind === "invalid");
+  assert(badSchema.entry.kind === "invalid" && badSchema.entry.error.includes("score"));
+  const mismatch = interpretRecord("pi-1", rec("pi-1.web", desired("db")));
+  assert(mismatch.kind === "entry" && mismatch.entry.kind === "invalid");
+  assert(mismatch.entry.kind === "invalid" && mismatch.entry.error.includes('"db"'));
+  assertEquals(interpretRecord("pi-1", rec("pi-1.web", "", "DEL")), {
+    kind: "deleted",
+    deployment: "web",
+  });
+  assertEquals(interpretRecord("pi-1", rec("pi-2.web", desired("web"))).kind, "ignored");
+  assertEquals(interpretRecord("pi-1", rec("pi-1.Web", desired("web"))).kind, "ignored");
+});
+
+Deno.test("planSnapshot: fetch new and newer keys, remove only what the listing is new enough to cover", () => {
+  const held = new Map([["web", 5], ["db", 9], ["late", 30]]);
+  const deleted = new Map([["old", 4], ["gone-late", 40]]);
+  const listing = new Map([["web", 7], ["db", 9], ["new", 12], ["old", 3]]);
+  assertEquals(planSnapshot(held, deleted, listing, 20), {
+    // web moved on, new is new; db is current; old's listing is older than its deletion.
+    fetch: ["web", "new"],
+    // late (30) is newer than the listing (20): it may just not have reached the operator.
+    removed: [],
+    forget: [],
+  });
+  assertEquals(planSnapshot(held, deleted, new Map(), 35), {
+    fetch: [],
+    removed: ["web", "db", "late"],
+    forget: ["old"],
+  });
+  // Feeding the result back converges: nothing more to do.
+  assertEquals(planSnapshot(new Map([["web", 7]]), new Map(), new Map([["web", 7]]), 35), {
+    fetch: [],
+    removed: [],
+    forget: [],
+  });
+});
+
+Deno.test("confirms: the stored record must match what a live message announced", () => {
+  const rec = (value: string, operation: KvRecord["operation"] = "PUT"): KvRecord => ({
+    key: "pi-1.web",
+    revision: 1,
+    operation,
+    value: enc(value),
+  });
+  assert(confirms(rec("a"), rec("a")));
+  assert(!confirms(rec("a"), rec("b")));
+  assert(!confirms(rec("a"), rec("ab")));
+  assert(!confirms(rec("", "DEL"), rec("")));
+  assert(confirms(null, rec("", "DEL")));
+  assert(!confirms(null, rec("a")));
+});
+
+Deno.test("follow: snapshot of existing keys, live puts/overwrites/deletes, another device's keys never seen", async () => {
+  await using nats = await startDroverNats(["pi-1", "pi-2"]);
+  const admin = await connectAdmin(nats.url);
+  const device = await connectDevice(nats.url, "pi-1");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    await kv.put("pi-1.gone", enc(desired("gone")));
+    await kv.delete("pi-1.gone");
+    await kv.put("pi-2.web", enc(desired("web", "theirs")));
+    await using _snapshots = await startSnapshotService(admin);
+
+    const sink = new RecordingSink();
+    const follower = new DesiredFollower(device, "pi-1", sink);
+    const running = follower.run(ac.signal);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 15_000, message: "snapshot" });
+    assertEquals([...sink.snapshots[0].keys()], ["web"]);
+    assertEquals(sink.image("web"), "web:1");
+
+    await kv.put("pi-1.web", enc(desired("web", "web:2")));
+    await kv.put("pi-1.db", enc(desired("db", "db:1")));
+    await kv.put("pi-2.db", enc(desired("db", "theirs")));
+    await waitFor(() => sink.image("web") === "web:2" && sink.image("db") === "db:1", {
+      timeoutMs: 10_000,
+      message: "live updates",
+    });
+    await kv.delete("pi-1.db");
+    await waitFor(() => !sink.view.has("db"), { timeoutMs: 10_000, message: "live delete" });
+    // A burst of overwrites ends at the last value.
+    for (let i = 3; i <= 20; i++) await kv.put("pi-1.web", enc(desired("web", `web:${i}`)));
+    await waitFor(() => sink.image("web") === "web:20", { timeoutMs: 10_000, message: "burst" });
+    assertEquals(sink.snapshots.length, 1, "live changes arrive as updates, not snapshots");
+    assert(sink.updates.every(([d]) => d === "web" || d === "db"), "only its own keys");
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await device.close();
+    await admin.close();
+  }
+});
+
+Deno.test("follow: an announcement forged by another device changes nothing", async () => {
+  await using nats = await startDroverNats(["pi-1", "pi-2"]);
+  const admin = await connectAdmin(nats.url);
+  const victim = await connectDevice(nats.url, "pi-1");
+  const attacker = await connectDevice(nats.url, "pi-2");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    await kv.put("pi-2.evil", enc(desired("evil", "attacker:1")));
+    await using _snapshots = await startSnapshotService(admin);
+    const sink = new RecordingSink();
+    const running = new DesiredFollower(victim, "pi-1", sink).run(ac.signal);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 15_000, message: "snapshot" });
+
+    // pi-2 reads its own key and aims the answer at pi-1's change subjects: the
+    // server delivers it there (replies are not permission-checked), so pi-1
+    // sees a "change" carrying pi-2's desired state.
+    for (const target of ["pi-1.evil", "pi-1.web"]) {
+      attacker.publish(
+        "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-2.evil",
+        new Uint8Array(),
+        { reply: `$KV.desired-state.${target}` },
+      );
+    }
+    await attacker.flush();
+    // Positive control, after the forgeries: a real change still arrives.
+    await kv.put("pi-1.web", enc(desired("web", "web:2")));
+    await waitFor(() => sink.image("web") === "web:2", { timeoutMs: 15_000, message: "real" });
+    assertEquals([...sink.view.keys()], ["web"], "the forged deployment was not taken");
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await victim.close();
+    await attacker.close();
+    await admin.close();
+  }
+});
+
+Deno.test("follow: without an operator it keeps retrying; restart gives a fresh snapshot with what changed offline", async () => {
+  await using nats = await startDroverNats(["pi-1"]);
+  const admin = await connectAdmin(nats.url);
+  const device = await connectDevice(nats.url, "pi-1");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    const sink = new RecordingSink();
+    const failures: unknown[] = [];
+    const follower = new DesiredFollower(device, "pi-1", sink, {
+      onSnapshotFailed: (e) => failures.push(e),
+    }, { requestTimeoutMs: 1_000 });
+    const running = follower.run(ac.signal);
+    await waitFor(() => failures.length >= 1, { timeoutMs: 10_000, message: "a failure" });
+    assertEquals(sink.snapshots.length, 0, "no snapshot without an answer");
+
+    const snapshots = await startSnapshotService(admin);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 20_000, message: "snapshot" });
+    assertEquals(sink.image("web"), "web:1");
+
+    // While the "connection" was away: web deleted, db added. A restart catches up.
+    await snapshots[Symbol.asyncDispose]();
+    await kv.delete("pi-1.web");
+    await kv.put("pi-1.db", enc(desired("db", "db:1")));
+    await using _again = await startSnapshotService(admin);
+    follower.restart();
+    await waitFor(() => sink.snapshots.length === 2, { timeoutMs: 20_000, message: "resnapshot" });
+    assertEquals([...sink.snapshots[1].keys()], ["db"]);
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await device.close();
+    await admin.close();
+  }
+});
