@@ -11,9 +11,12 @@
  * @module
  */
 
+import { connect } from "@nats-io/transport-node";
 import { startNats } from "../tests/support/mod.ts";
 import { freePort } from "../tests/support/ports.ts";
-import { FLEET_IMAGE, type FleetRecord } from "./fleet_agents.ts";
+import { ensureBuckets, forEachBounded } from "../operator/kv.ts";
+import { registerDevice } from "../operator/registry.ts";
+import { FLEET_IMAGE, fleetDevice, type FleetRecord } from "./fleet_agents.ts";
 import { LoggedProcess, run } from "./process.ts";
 import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
@@ -126,6 +129,27 @@ interface ApiDevice {
   deployments: string[];
 }
 
+/** Registers devices 0..n-1 of the bench fleet with their labels in the device registry. */
+async function registerFleet(natsUrl: string, n: number): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const kv = (await ensureBuckets(nc)).devices;
+    const failures = await forEachBounded(Array.from({ length: n }, (_, i) => i), 64, async (i) => {
+      const device = fleetDevice(i);
+      await registerDevice(kv, device.id, device.labels);
+    });
+    if (failures.length > 0) {
+      throw new Error(
+        `Cannot register ${failures.length} bench device(s): ${
+          (failures[0].error as Error).message
+        }`,
+      );
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
 /** Runs deploy, steady state, update and delete for N agents. */
 export async function runFleetBench(options: FleetOptions): Promise<FleetResult> {
   const { n, progress, workDir } = options;
@@ -152,6 +176,8 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     "operator /healthz",
   );
 
+  // Label selectors match the operator's device registry: register the fleet as `device add` does.
+  await registerFleet(nats.url, n);
   progress(`fleet N=${n}: starting ${n} agents in ${options.processes} process(es)`);
   const recordFiles: string[] = [];
   const agents: LoggedProcess[] = [];

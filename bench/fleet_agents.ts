@@ -139,6 +139,19 @@ export class FleetAgent {
   }
 }
 
+/** Device `i` of a bench fleet: its id and labels (`fleet.ts` registers exactly these). */
+export function fleetDevice(
+  i: number,
+  prefix = "dev",
+  label = "fleet=bench",
+): { id: string; labels: Record<string, string> } {
+  const [labelKey, labelValue] = label.split("=");
+  return {
+    id: `${prefix}-${String(i).padStart(5, "0")}`,
+    labels: { [labelKey]: labelValue, shard: String(i % 10) },
+  };
+}
+
 function flag(args: string[], name: string, fallback?: string): string {
   const i = args.indexOf(`--${name}`);
   const value = i >= 0 ? args[i + 1] : fallback;
@@ -152,7 +165,7 @@ async function main(args: string[]): Promise<void> {
   const from = Number(flag(args, "from", "0"));
   const count = Number(flag(args, "count"));
   const heartbeatSeconds = Number(flag(args, "heartbeat", "10"));
-  const [labelKey, labelValue] = flag(args, "label", "fleet=bench").split("=");
+  const label = flag(args, "label", "fleet=bench");
   const records = await Deno.open(flag(args, "records"), { create: true, append: true });
   const encoder = new TextEncoder();
   // Batched writes: one syscall per tick, not per record.
@@ -171,10 +184,11 @@ async function main(args: string[]): Promise<void> {
 
   const runs: Promise<void>[] = [];
   for (let i = from; i < from + count; i++) {
+    const device = fleetDevice(i, prefix, label);
     const agent = new FleetAgent({
-      deviceId: `${prefix}-${String(i).padStart(5, "0")}`,
+      deviceId: device.id,
       natsUrl,
-      labels: { [labelKey]: labelValue, shard: String(i % 10) },
+      labels: device.labels,
       heartbeatSeconds,
       record: (r) => pending.push(JSON.stringify(r) + "\n"),
     });
