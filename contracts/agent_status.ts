@@ -50,6 +50,10 @@ export const AgentStatus = z.object({
   /** RFC 3339 UTC time at which this status was produced. */
   timestamp: z.iso.datetime(),
   agent_version: z.string(),
+  /**
+   * Labels the agent reports about itself (its config's): shown, never used to
+   * select devices — selectors match the operator's `DeviceRegistration`.
+   */
   labels: DeviceLabels,
   /** Seconds between heartbeats; lets readers judge staleness. */
   heartbeat_seconds: z.number().positive().optional(),

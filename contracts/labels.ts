@@ -1,5 +1,7 @@
 /**
- * Device labels, used by deployment selectors (`site=lab`, `arch=arm64`).
+ * Device labels (`site=lab`, `arch=arm64`). Deployment selectors match the
+ * labels in the operator's device registry (`DeviceRegistration`), never the
+ * ones a device reports in its own status.
  *
  * @module
  */
