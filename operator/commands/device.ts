@@ -81,17 +81,17 @@ function mapInputError(e: unknown): unknown {
 
 /**
  * The shared connection settings; when no credentials of any kind are given
- * and the auth directory (`--dir`/`DROVER_AUTH_DIR`) holds `operator.creds`,
- * those are used: the registry is writable only by the operator's identity.
+ * and the auth directory `dir` holds `operator.creds`, those are used: the
+ * registry is writable only by the operator's identity.
  */
 export async function registrySettings(
   values: OptionValues,
   env: (name: string) => string | undefined,
+  dir: string | undefined,
 ): Promise<ConnectionSettings> {
   const settings = connectionSettings(values, env);
   if (settings.creds !== undefined || settings.user !== undefined) return settings;
   if (settings.token !== undefined) return settings;
-  const dir = stringOption(values, "dir") ?? env("DROVER_AUTH_DIR");
   if (dir === undefined || dir === "") return settings;
   const creds = join(dir, AUTH_FILES.operatorCreds);
   try {
@@ -135,7 +135,8 @@ async function runLabel(
   }
   checkDeviceId(id);
   const edits = parseLabelEdits(args);
-  const settings = await registrySettings(values, io.env);
+  // Only an explicit --dir: label needs no auth directory (the image may not read DROVER_AUTH_DIR).
+  const settings = await registrySettings(values, io.env, stringOption(values, "dir"));
   const result = await withRegistry(settings, (kv) => labelDevice(kv, id, edits));
   const what = result.created ? "registered" : result.changed ? "labelled" : "unchanged";
   io.stdout(`device "${id}" ${what}: ${formatLabels(result.labels)}\n`);
@@ -155,7 +156,8 @@ export const deviceCommand: Command = {
     "Label selectors in deployments match the labels in the operator's device registry",
     "(the `devices` bucket, writable only with the operator's creds), never the labels a",
     "device reports about itself. add, label, unregister and revoke connect to NATS; without",
-    "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists.",
+    "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists",
+    "(label and unregister: only with an explicit --dir).",
     "",
     "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it),",
     "           then registers the device with its --label set in the registry.",
@@ -210,7 +212,7 @@ export const deviceCommand: Command = {
           const tlsCa = typeof values["tls-ca"] === "string" ? values["tls-ca"] : undefined;
           const labels = parseLabelArgs(asList(values.label));
           const authDirPath = dir();
-          const settings = await registrySettings(values, io.env);
+          const settings = await registrySettings(values, io.env, authDirPath);
           // Connect before writing anything: an unreachable NATS leaves no half-added device.
           const nc = await connectNats(settings, { name: "drover-operator-cli" });
           try {
@@ -254,7 +256,7 @@ export const deviceCommand: Command = {
         }
         case "unregister": {
           const id = checkDeviceId(oneId());
-          const settings = await registrySettings(values, io.env);
+          const settings = await registrySettings(values, io.env, stringOption(values, "dir"));
           const removed = await withRegistry(settings, (kv) => unregisterDevice(kv, id));
           io.stdout(
             removed
@@ -266,7 +268,8 @@ export const deviceCommand: Command = {
         case "revoke": {
           const id = oneId();
           // The revocation is written first and offline: it must not wait for NATS.
-          const result = await deviceRevoke(dir(), id);
+          const authDirPath = dir();
+          const result = await deviceRevoke(authDirPath, id);
           const lines = [
             result.changed ? `device "${id}" revoked` : `device "${id}" was already revoked`,
             `  rewrote ${result.confPath}`,
@@ -274,7 +277,7 @@ export const deviceCommand: Command = {
           ];
           let removed: boolean;
           try {
-            const settings = await registrySettings(values, io.env);
+            const settings = await registrySettings(values, io.env, authDirPath);
             removed = await withRegistry(settings, (kv) => unregisterDevice(kv, id));
           } catch (e) {
             io.stdout(lines.join("\n") + "\n");
