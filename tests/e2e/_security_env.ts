@@ -12,11 +12,11 @@ import {
   type NatsConnection,
   type NodeConnectionOptions,
 } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
-import { BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
+import { BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
 import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
-import { DEFAULT_HISTORY, DEFAULT_REPLICAS, openBucket } from "../../operator/kv.ts";
+import { DEFAULT_HISTORY, DEFAULT_REPLICAS, ensureBuckets, openBucket } from "../../operator/kv.ts";
+import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
 import { registerDevice } from "../../operator/registry.ts";
 import { type NatsServer, startNats, type TempDir, tempDir, waitFor } from "../support/mod.ts";
 
@@ -148,22 +148,25 @@ async function registerLabels(
   }
 }
 
-/** Creates the two buckets the agent uses, as the operator does. */
-export async function createBuckets(nc: NatsConnection): Promise<{ desired: KV; status: KV }> {
-  const kvm = new Kvm(nc);
-  return {
-    desired: await kvm.create(BUCKET_DESIRED_STATE, { history: 5 }),
-    status: await kvm.create(BUCKET_AGENT_STATUS, { history: 1 }),
-  };
+/**
+ * Creates (or opens) Drover's buckets as `operator serve` does — including
+ * the stream settings it enforces (no rollups where devices write).
+ */
+export async function createBuckets(
+  nc: NatsConnection,
+): Promise<{ desired: KV; status: KV; deployments: KV }> {
+  const { desired, status, deployments } = await ensureBuckets(nc);
+  return { desired, status, deployments };
 }
 
-/** Opens both buckets the way the agent does: bind only (never create), direct get. */
-export async function openAsDevice(nc: NatsConnection): Promise<{ desired: KV; status: KV }> {
-  const kvm = new Kvm(jetstream(nc, { checkAPI: false }));
-  return {
-    desired: await kvm.open(BUCKET_DESIRED_STATE, { allow_direct: true }),
-    status: await kvm.open(BUCKET_AGENT_STATUS, { allow_direct: true }),
-  };
+/**
+ * The operator's real snapshot service on `nc` (what `operator serve` runs),
+ * for tests that write desired state themselves.
+ */
+export async function startSnapshots(nc: NatsConnection): Promise<DesiredSnapshotService> {
+  const service = new DesiredSnapshotService(nc, await new Kvm(nc).open(BUCKET_DESIRED_STATE));
+  void service.start();
+  return service;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   LiveAgent,
   type SecureNats,
   startSecureNats,
+  startSnapshots,
   tolerateAuthFailureResets,
 } from "./_security_env.ts";
 
@@ -100,6 +101,7 @@ Deno.test("security: the agent reconciles with `device add` creds, never trips a
   let agent: LiveAgent | undefined;
   try {
     const { desired } = await createBuckets(op);
+    await using _snapshots = await startSnapshots(op);
     // Provisioned after the server started: adding a device needs no server change.
     const configPath = await provisionAgent(env, "pi-1", podman.socket);
     agent = new LiveAgent(configPath);
@@ -175,6 +177,7 @@ Deno.test("security: agent and operator CLI over mutual TLS; no CA, a wrong CA o
   let agent: AgentProcess | undefined;
   try {
     const { desired } = await createBuckets(op);
+    await using _snapshots = await startSnapshots(op);
     const configPath = await provisionAgent(env, "pi-1", podman.socket, {
       ca: pki.caCert,
       cert: pki.clientCert,
