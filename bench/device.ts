@@ -32,6 +32,7 @@ import { buildBusyboxImage, startNats, startPodman } from "../tests/support/mod.
 import { PodmanClient } from "../agent/runtime/podman/mod.ts";
 import { toLibpodSpec } from "../agent/runtime/podman_runtime.ts";
 import { toContainerSpec } from "../agent/reconcile/plan.ts";
+import { DesiredSnapshotService } from "../operator/desired_snapshots.ts";
 import { EventWatch, type ObservedEvent } from "./podman_events.ts";
 import { LoggedProcess } from "./process.ts";
 import { cpuPercent, sampleProcess } from "./machine.ts";
@@ -133,6 +134,9 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
     const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
     const status = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
     await kvm.create(BUCKET_DEPLOYMENTS, { history: 5 });
+    // Agents ask `operator serve` which keys they have; here its snapshot service alone runs.
+    await using snapshots = new DesiredSnapshotService(nc, desired);
+    await snapshots.start();
     const configPath = await writeAgentConfig(options.workDir, nats.url, podman.socket);
     const agentLog = `${options.workDir}/agent-latency.log`;
 
@@ -416,7 +420,8 @@ async function measureFootprint(
   timeoutMs: number,
 ): Promise<FootprintResult> {
   // Forget the previous process's status, so "first status" is this one's.
-  await status.purge(statusKey(DEVICE));
+  // A delete marker, not a purge: agent-status refuses rollups (docs/security.md).
+  await status.delete(statusKey(DEVICE));
   const t0 = epochMs();
   await using agent = await LoggedProcess.spawn(command[0], command.slice(1), logPath);
   const first = await waitForStatus(status, () => true, timeoutMs);

@@ -25,7 +25,7 @@
 import { getLogger } from "@logtape/logtape";
 import { AgentPolicy, type AgentStatus, NatsConfig } from "@drover/contracts";
 import { NatsSession } from "../agent/nats/session.ts";
-import type { DesiredSink } from "../agent/nats/desired_watch.ts";
+import type { DesiredSink } from "../agent/nats/desired_record.ts";
 import { Reconciler } from "../agent/reconcile/reconciler.ts";
 import { StatusPublisher, type StatusStore } from "../agent/status.ts";
 import { InMemoryRuntime } from "../agent/runtime/memory_runtime.ts";
