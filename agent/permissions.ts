@@ -72,6 +72,20 @@ export function requiredPermissions(config: AgentConfig): RequiredPermission[] {
   return out;
 }
 
+/**
+ * Read access to each `[policy] allowed_host_paths` prefix: the agent resolves bind sources
+ * below them (`realpath`) before it admits a bind mount. Not part of
+ * {@linkcode requiredPermissions}: without it only deployments with bind mounts fail, with a
+ * message naming the flag, and the agent runs everything else. Pure.
+ */
+export function hostPathPermissions(config: AgentConfig): RequiredPermission[] {
+  return config.policy.allowed_host_paths.map((path) => ({
+    descriptor: { name: "read", path },
+    flag: `--allow-read=${path}`,
+    reason: "[policy] allowed_host_paths (bind sources are resolved before they are allowed)",
+  }));
+}
+
 /** Permissions systemd notification needs when `NOTIFY_SOCKET` is set. Pure. */
 export function notifyPermissions(
   stateDir: string,

@@ -1,5 +1,6 @@
 import { parseConfig } from "./config.ts";
 import {
+  hostPathPermissions,
   missingPermissions,
   natsHostPort,
   notifyPermissions,
@@ -82,4 +83,24 @@ Deno.test("a narrow process is told exactly which flag to add", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("hostPathPermissions: read access to every allowed host path, apart from the required", () => {
+  const config = parseConfig(
+    "agent.toml",
+    `[agent]
+device_id = "pi-1"
+[nats]
+servers = ["nats://127.0.0.1:4222"]
+[policy]
+allowed_host_paths = ["/srv/data", "/mnt/usb"]
+`,
+  );
+  assertEquals(hostPathPermissions(config).map((p) => p.flag), [
+    "--allow-read=/srv/data",
+    "--allow-read=/mnt/usb",
+  ]);
+  // Missing, they fail only deployments with bind mounts: the agent still starts.
+  const required = requiredPermissions(config).map((p) => p.flag);
+  assertEquals(required.includes("--allow-read=/srv/data"), false);
 });

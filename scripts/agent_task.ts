@@ -9,7 +9,8 @@
  * loopback NATS). From source a config usually lives elsewhere, so this script reads the
  * config and runs the agent with exactly what it names added: read of the config file itself,
  * and the permissions {@linkcode requiredPermissions} derives from it (state_dir, podman
- * socket, NATS servers, creds and TLS files). A relative `--config` is taken from the directory
+ * socket, NATS servers, creds and TLS files), plus read access to `[policy]
+ * allowed_host_paths` ({@linkcode hostPathPermissions}). A relative `--config` is taken from the directory
  * the user ran `deno task` in (`INIT_CWD`), not the project root the task runs in.
  *
  * @module
@@ -17,7 +18,11 @@
 
 import { DEFAULT_CONFIG_PATH } from "../agent/config.ts";
 import { parseArgs } from "../agent/main.ts";
-import { notifyPermissions, requiredPermissions } from "../agent/permissions.ts";
+import {
+  hostPathPermissions,
+  notifyPermissions,
+  requiredPermissions,
+} from "../agent/permissions.ts";
 import { parseConfig } from "../agent/config.ts";
 import type { AgentConfig } from "@drover/contracts";
 
@@ -78,6 +83,7 @@ export function launchPlan(
   if (config !== undefined) {
     const required = [
       ...requiredPermissions(config),
+      ...hostPathPermissions(config),
       ...notifyPermissions(config.agent.state_dir, notifySocket),
     ];
     for (const p of required) added.push(p.flag);

@@ -177,7 +177,7 @@ function resolvedProblem(
       return "which does not exist on this device; create it there first";
     case "no-permission":
       return `which the agent cannot check: its Deno permissions lack read access to it ` +
-        `(grant ${grant} to the agent)`;
+        `(grant ${grant} to the agent; see the README's Security model)`;
     case "unreadable":
       return `which the agent cannot check: ${fact.error}`;
   }

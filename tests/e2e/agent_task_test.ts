@@ -92,10 +92,10 @@ Deno.test("agent task: the launcher adds only what the config names; the install
     nats: { servers: ["nats://hub.example:4222"], creds: "/tmp/x/pi-1.creds" },
     podman: { socket: "/tmp/x/podman.sock" },
     registries: {},
-    policy: { allowed_host_paths: [] },
+    policy: { allowed_host_paths: ["/srv/x"] },
   }, undefined);
   assertEquals(plan.added, [
-    "--allow-read=/tmp/x/agent.toml,/tmp/x/state,/tmp/x/podman.sock,/tmp/x/pi-1.creds",
+    "--allow-read=/tmp/x/agent.toml,/tmp/x/state,/tmp/x/podman.sock,/tmp/x/pi-1.creds,/srv/x",
     "--allow-write=/tmp/x/state,/tmp/x/podman.sock",
     "--allow-net=unix:/tmp/x/podman.sock,libpod:80,hub.example:4222",
   ]);
