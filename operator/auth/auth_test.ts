@@ -11,9 +11,13 @@ import {
 import { tempDir } from "../../tests/support/temp_dir.ts";
 import {
   AuthAlreadyInitializedError,
+  AuthFileInvalidError,
   authInit,
   AuthInputError,
   AuthNotInitializedError,
+  DEVICE_BRIDGES,
+  DEVICE_MAX_PAYLOAD_BYTES,
+  DEVICE_MAX_SUBSCRIPTIONS,
   deviceAdd,
   DeviceExistsError,
   deviceInboxPrefix,
@@ -37,26 +41,31 @@ function confValues(conf: string): { operator: string; preload: Record<string, s
 // deno-lint-ignore no-explicit-any
 type Claims = any;
 
-Deno.test("devicePermissions: exactly the subjects FIELD-NOTES lists, nothing wider", () => {
+Deno.test("devicePermissions: exactly the device's own subjects, nothing wider", () => {
   assertEquals(devicePermissions("pi-1"), {
     pub: {
       allow: [
-        "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.pi-1.>",
-        "$JS.API.CONSUMER.DELETE.KV_desired-state.*",
-        "$JS.API.CONSUMER.INFO.KV_desired-state.*",
-        "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-1.>",
-        "$JS.FC.KV_desired-state.>",
         "$KV.agent-status.pi-1",
-        "$JS.API.DIRECT.GET.KV_agent-status.$KV.agent-status.pi-1",
+        "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-1.*",
+        "drover.desired.snapshot.pi-1",
       ],
     },
-    sub: { allow: ["_INBOX_pi-1.>"] },
+    sub: { allow: ["$KV.desired-state.pi-1.*", "_INBOX_pi-1.>"] },
   });
   assertEquals(deviceInboxPrefix("pi-1"), "_INBOX_pi-1");
   // An id that would widen a subject is refused outright.
   for (const bad of ["a.b", "*", ">", "a b", "", "A"]) {
     assertThrows(() => devicePermissions(bad), Error, "Invalid device id");
   }
+});
+
+Deno.test("DEVICE_BRIDGES: the only subjects the devices' account imports, locked", () => {
+  assertEquals(DEVICE_BRIDGES.map((b) => [b.type, b.subject]), [
+    ["service", "$KV.agent-status.*"],
+    ["service", "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.*.*"],
+    ["service", "drover.desired.snapshot.*"],
+    ["stream", "$KV.desired-state.*.*"],
+  ]);
 });
 
 Deno.test("renderAuthConf: operator, system account, memory resolver, preloaded accounts", () => {
@@ -76,7 +85,16 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
   const auth = `${dir.path}/auth`;
   const result = await authInit(auth);
   assertEquals(await mode(auth), 0o700);
-  for (const f of ["operator.nk", "system-account.nk", "account.nk", "account-signing.nk"]) {
+  for (
+    const f of [
+      "operator.nk",
+      "system-account.nk",
+      "account.nk",
+      "account-signing.nk",
+      "devices-account.nk",
+      "devices-account-signing.nk",
+    ]
+  ) {
     assertEquals(await mode(`${auth}/${f}`), 0o600, f);
     assert((await Deno.readTextFile(`${auth}/${f}`)).startsWith(f === "operator.nk" ? "SO" : "SA"));
   }
@@ -90,24 +108,58 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
   assertEquals(account.nats.limits, {
     subs: -1,
     data: -1,
-    payload: -1,
-    imports: -1,
-    exports: -1,
+    payload: 1024 * 1024,
+    imports: 0,
+    exports: DEVICE_BRIDGES.length,
     wildcards: true,
-    conn: -1,
+    conn: 64,
     leaf: -1,
-    mem_storage: -1,
-    disk_storage: -1,
-    streams: -1,
-    consumer: -1,
+    mem_storage: 0,
+    disk_storage: 10 * 1024 ** 3,
+    streams: 16,
+    consumer: 1000,
   });
   assertEquals(account.nats.signing_keys.length, 1);
+  // Exports are private: only an account holding DROVER's activation token imports them.
+  assertEquals(
+    account.nats.exports.map((e: Claims) => [e.type, e.subject, e.token_req]),
+    DEVICE_BRIDGES.map((b) => [b.type, b.subject, true]),
+  );
   assert(preload[op.nats.system_account] !== undefined, "system account preloaded");
 
-  // The operator's user is unrestricted within the account.
+  // The devices' account: no JetStream limit at all (JetStream off), imports only.
+  const devices: Claims = decode(preload[result.devicesAccountPublicKey]);
+  assertEquals(devices.iss, op.sub);
+  assertEquals(devices.nats.limits, {
+    subs: 25_000 * DEVICE_MAX_SUBSCRIPTIONS,
+    data: -1,
+    payload: DEVICE_MAX_PAYLOAD_BYTES,
+    imports: DEVICE_BRIDGES.length,
+    exports: 0,
+    wildcards: false,
+    conn: 25_000,
+    leaf: 0,
+  });
+  for (const imported of devices.nats.imports) {
+    assertEquals(imported.account, result.accountPublicKey);
+    const token: Claims = decode(imported.token);
+    assertEquals(token.sub, result.devicesAccountPublicKey, "activation names the importer");
+    assertEquals(token.iss, result.accountPublicKey, "activation signed by DROVER");
+  }
+
+  // The operator's user is unrestricted within the DROVER account.
   const creds = await parseCreds(await Deno.readFile(result.operatorCredsPath));
   assertEquals(creds.aid, result.accountPublicKey);
   assertEquals(creds.uc.nats.pub, undefined);
+
+  // Limits can be sized for another fleet.
+  await using other = await tempDir("drover-auth-test-");
+  const small = await authInit(other.path, { limits: { maxDevices: 10 } });
+  const smallConf = confValues(await Deno.readTextFile(small.confPath));
+  assertEquals(
+    decode<Claims>(smallConf.preload[small.devicesAccountPublicKey]).nats.limits.conn,
+    10,
+  );
 
   await assertRejects(() => authInit(auth), AuthAlreadyInitializedError, "--force");
   await deviceAdd(auth, "pi-1");
@@ -119,20 +171,26 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
 
 Deno.test("deviceAdd: creds carry the device permissions; the config is one the agent accepts", async () => {
   await using dir = await tempDir("drover-auth-test-");
-  const { accountPublicKey } = await authInit(dir.path);
+  const { devicesAccountPublicKey } = await authInit(dir.path);
+  const expiresAt = new Date("2030-01-02T03:04:05Z");
   const added = await deviceAdd(dir.path, "pi-1", {
+    expiresAt,
     labels: { site: "lab" },
     servers: ["tls://nats.example:4222"],
     tlsCa: "/etc/drover/ca.pem",
   });
   assertEquals(await mode(added.credsPath), 0o600);
   const creds = await parseCreds(await Deno.readFile(added.credsPath));
-  assertEquals(creds.aid, accountPublicKey);
+  assertEquals(creds.aid, devicesAccountPublicKey, "devices live in their own account");
   assertEquals(creds.uc.sub, added.userPublicKey);
   assertEquals(creds.uc.nats.pub, devicePermissions("pi-1").pub);
   assertEquals(creds.uc.nats.sub, devicePermissions("pi-1").sub);
   assertEquals(creds.uc.nats.allowed_connection_types, ["STANDARD"]);
-  assert(creds.uc.iss !== accountPublicKey, "signed by the account's signing key");
+  assertEquals(creds.uc.nats.subs, DEVICE_MAX_SUBSCRIPTIONS);
+  assertEquals(creds.uc.nats.payload, DEVICE_MAX_PAYLOAD_BYTES);
+  assertEquals(creds.uc.exp, expiresAt.getTime() / 1000);
+  assert(creds.uc.iss !== devicesAccountPublicKey, "signed by the account's signing key");
+  assertEquals((await deviceList(dir.path))[0].expiresAt, expiresAt.toISOString());
 
   const config = AgentConfig.parse(parseToml(await Deno.readTextFile(added.configPath)));
   assertEquals(config.agent.device_id, "pi-1");
@@ -159,7 +217,7 @@ Deno.test("deviceAdd: creds carry the device permissions; the config is one the 
 
 Deno.test("deviceRevoke: key revoked in a re-signed account, operator JWT unchanged, re-add gets a new key", async () => {
   await using dir = await tempDir("drover-auth-test-");
-  const { confPath, accountPublicKey } = await authInit(dir.path);
+  const { confPath, devicesAccountPublicKey: accountPublicKey } = await authInit(dir.path);
   const before = confValues(await Deno.readTextFile(confPath));
   const first = await deviceAdd(dir.path, "pi-1");
   await deviceAdd(dir.path, "pi-2");
@@ -190,4 +248,12 @@ Deno.test("deviceRevoke: key revoked in a re-signed account, operator JWT unchan
   );
   assert(first.userPublicKey in final.nats.revocations, "old pi-1 key still revoked");
   assert(!(second.userPublicKey in final.nats.revocations), "new pi-1 key valid");
+});
+
+Deno.test("an auth directory from before the devices' account is refused with what to do", async () => {
+  await using dir = await tempDir("drover-auth-test-");
+  await authInit(dir.path);
+  const state = JSON.parse(await Deno.readTextFile(`${dir.path}/auth.json`));
+  await Deno.writeTextFile(`${dir.path}/auth.json`, JSON.stringify({ ...state, version: 1 }));
+  await assertRejects(() => deviceAdd(dir.path, "pi-1"), AuthFileInvalidError, "--force");
 });
