@@ -261,8 +261,14 @@ export function renderOptions(options: OptionSpecs): string[] {
 export function parseDuration(text: string): number {
   const bare = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) * 1000 : undefined;
   if (bare !== undefined) return bare;
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/gy;
+  const units: Record<string, number> = {
+    ms: 1,
+    s: 1000,
+    m: 60_000,
+    h: 3_600_000,
+    d: 86_400_000,
+  };
+  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/gy;
   let total = 0;
   let consumed = 0;
   for (const match of text.matchAll(re)) {
@@ -271,7 +277,9 @@ export function parseDuration(text: string): number {
   }
   if (text.length === 0 || consumed !== text.length) {
     throw new UsageError(
-      `Invalid duration ${JSON.stringify(text)}: expected e.g. "120s", "2m", "1h30m" or "500ms"`,
+      `Invalid duration ${
+        JSON.stringify(text)
+      }: expected e.g. "120s", "2m", "1h30m", "90d" or "500ms"`,
     );
   }
   return total;

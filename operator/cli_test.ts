@@ -53,6 +53,7 @@ Deno.test("parseDuration: units, combinations and bare seconds", () => {
   assertEquals(parseDuration("500ms"), 500);
   assertEquals(parseDuration("1.5s"), 1500);
   assertEquals(parseDuration("90"), 90_000);
+  assertEquals(parseDuration("90d"), 90 * 86_400_000);
   assertThrows(() => parseDuration("soon"), UsageError, "Invalid duration");
   assertThrows(() => parseDuration("10x"), UsageError);
   assertThrows(() => parseDuration(""), UsageError);

@@ -13,7 +13,13 @@ import {
   stringOption,
   UsageError,
 } from "../cli.ts";
-import { AuthAlreadyInitializedError, AuthError, authInit } from "../auth/mod.ts";
+import {
+  AuthAlreadyInitializedError,
+  AuthError,
+  authInit,
+  DEFAULT_FLEET_LIMITS,
+  type FleetLimits,
+} from "../auth/mod.ts";
 
 /** `--dir`, shared by `auth` and `device`. */
 export const AUTH_DIR_OPTION = {
@@ -38,6 +44,48 @@ export function authDir(
   return dir;
 }
 
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  KIB: 1024,
+  MIB: 1024 ** 2,
+  GIB: 1024 ** 3,
+  TIB: 1024 ** 4,
+};
+
+/** Parses a byte size such as `10GiB`, `512MiB` or `1048576`. @throws {UsageError} */
+export function parseSize(text: string, option: string): number {
+  const m = /^([0-9]+)\s*([KMGT]iB)?$/i.exec(text.trim());
+  const factor = m === null ? undefined : SIZE_UNITS[(m[2] ?? "").toUpperCase()];
+  if (m === null || factor === undefined || Number(m[1]) <= 0) {
+    throw new UsageError(
+      `Invalid --${option} ${
+        JSON.stringify(text)
+      }: expected a size such as 10GiB, 512MiB or 1048576`,
+      "auth",
+    );
+  }
+  return Number(m[1]) * factor;
+}
+
+/** The fleet limits given on the command line. @throws {UsageError} */
+export function limitsOption(values: OptionValues): Partial<FleetLimits> {
+  const out: Partial<FleetLimits> = {};
+  const devices = stringOption(values, "max-devices");
+  if (devices !== undefined) {
+    const n = Number(devices);
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new UsageError(
+        `Invalid --max-devices ${JSON.stringify(devices)}: expected a whole number above 0`,
+        "auth",
+      );
+    }
+    out.maxDevices = n;
+  }
+  const storage = stringOption(values, "max-storage");
+  if (storage !== undefined) out.storageBytes = parseSize(storage, "max-storage");
+  return out;
+}
+
 /** Maps the auth module's errors to CLI errors with the right exit code. */
 export function cliAuthError(e: unknown): unknown {
   if (e instanceof AuthError) return new OperationError(e.message, [], { cause: e });
@@ -48,17 +96,33 @@ export function cliAuthError(e: unknown): unknown {
 export const authCommand: Command = {
   name: "auth",
   summary: "Create the NATS keys for per-device identities (auth init)",
-  usage: "auth init --dir DIR [--force]",
+  usage: "auth init --dir DIR [--max-devices N] [--max-storage SIZE] [--force]",
   description: [
-    "Creates, once, the operator key, the system account and the DROVER account (with a",
-    "signing key) in DIR (mode 0700; seeds and creds 0600), and writes:",
+    "Creates, once, the operator key, the system account, the DROVER account (operator,",
+    "buckets) and the DROVER_DEVICES account (devices only; no JetStream; reaches DROVER",
+    "through a few private exports), each with a signing key, in DIR (mode 0700; seeds and",
+    "creds 0600), and writes:",
     "  DIR/nats-auth.conf   fragment to `include` in nats-server.conf (path relative to it)",
     "  DIR/operator.creds   the operator service's creds (use with --creds / NATS_CREDS)",
     "Then provision devices with `device add`. --force replaces existing keys: every",
-    "creds file issued before stops working.",
+    "creds file issued before stops working. Limits: devices connected at once",
+    `(--max-devices, default ${DEFAULT_FLEET_LIMITS.maxDevices}) and the buckets' disk use`,
+    `(--max-storage, default ${
+      DEFAULT_FLEET_LIMITS.storageBytes / 1024 ** 3
+    }GiB); see the README's security model.`,
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
+    "max-devices": {
+      type: "string",
+      value: "N",
+      description: "Devices that may be connected at once (the devices' account limit)",
+    },
+    "max-storage": {
+      type: "string",
+      value: "SIZE",
+      description: "Disk the buckets may use, e.g. 10GiB",
+    },
     force: { type: "boolean", description: "Replace existing keys (invalidates all creds)" },
   },
   connects: false,
@@ -75,9 +139,10 @@ export const authCommand: Command = {
       throw new UsageError(`Unexpected argument "${positionals[1]}"`, "auth");
     }
     const dir = authDir(values, io.env, "auth");
+    const limits = limitsOption(values);
     let result;
     try {
-      result = await authInit(dir, { force: values.force === true });
+      result = await authInit(dir, { force: values.force === true, limits });
     } catch (e) {
       if (e instanceof AuthAlreadyInitializedError) {
         throw new OperationError(e.message, [], { cause: e });
@@ -90,7 +155,8 @@ export const authCommand: Command = {
         `  server fragment: ${result.confPath}`,
         `    add to nats-server.conf: include "<path of nats-auth.conf relative to that file>"`,
         `  operator creds:  ${result.operatorCredsPath}`,
-        `  account:         ${result.accountPublicKey}`,
+        `  account:         ${result.accountPublicKey} (DROVER: operator, buckets)`,
+        `  devices account: ${result.devicesAccountPublicKey} (DROVER_DEVICES)`,
         `next: operator device add ID --dir ${dir}`,
         "",
       ].join("\n"),

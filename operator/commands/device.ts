@@ -20,6 +20,7 @@ import {
   InvalidInputError,
   OperationError,
   type OptionValues,
+  parseDuration,
   stringOption,
   UsageError,
 } from "../cli.ts";
@@ -147,7 +148,8 @@ async function runLabel(
 export const deviceCommand: Command = {
   name: "device",
   summary: "Provision, label, revoke and list devices",
-  usage: "device add ID [--label k=v]... [--server URL]... [--tls-ca FILE] --dir DIR\n" +
+  usage:
+    "device add ID [--label k=v]... [--server URL]... [--tls-ca FILE] [--expires 90d] --dir DIR\n" +
     "       drover-operator device label ID KEY=VALUE... [KEY-]...\n" +
     "       drover-operator device unregister ID\n" +
     "       drover-operator device revoke ID --dir DIR\n" +
@@ -161,7 +163,10 @@ export const deviceCommand: Command = {
     "",
     "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it),",
     "           then registers the device with its --label set in the registry.",
-    "           The device may only watch/read desired-state keys ID.> and write agent-status/ID.",
+    "           The device lives in the DROVER_DEVICES account: it may only read its own",
+    "           desired-state keys ID.*, ask for their list, and write agent-status/ID.",
+    "           --expires DURATION makes the creds stop working after that long (e.g. 90d);",
+    "           without it they never expire and only revocation cuts the device off.",
     "           --tls-ca is the CA of the NATS server: used for this connection and written",
     "           into the agent config as [nats] tls_ca.",
     "label      sets (KEY=VALUE) and removes (KEY-) registry labels, kubectl style; registers",
@@ -187,6 +192,11 @@ export const deviceCommand: Command = {
       value: "URL",
       description: "NATS URL written into the agent config (repeatable; add only)",
     },
+    expires: {
+      type: "string",
+      value: "DURATION",
+      description: "Creds expire after this long, e.g. 90d or 12h (add only; default never)",
+    },
     output: {
       type: "string",
       short: "o",
@@ -211,6 +221,10 @@ export const deviceCommand: Command = {
           const servers = asList(values.server);
           const tlsCa = typeof values["tls-ca"] === "string" ? values["tls-ca"] : undefined;
           const labels = parseLabelArgs(asList(values.label));
+          const expires = stringOption(values, "expires");
+          const expiresAt = expires === undefined
+            ? undefined
+            : new Date(Date.now() + parseDuration(expires));
           const authDirPath = dir();
           const settings = await registrySettings(values, io.env, authDirPath);
           // Connect before writing anything: an unreachable NATS leaves no half-added device.
@@ -220,6 +234,7 @@ export const deviceCommand: Command = {
               labels,
               ...(servers.length > 0 ? { servers } : {}),
               ...(tlsCa !== undefined ? { tlsCa } : {}),
+              ...(expiresAt !== undefined ? { expiresAt } : {}),
             });
             let registered: Record<string, string>;
             try {
@@ -239,6 +254,7 @@ export const deviceCommand: Command = {
                 `  creds:  ${result.credsPath}`,
                 `  config: ${result.configPath}`,
                 `  labels: ${formatLabels(registered)} (device registry)`,
+                `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
                 "copy both to the device (fix the creds path in the config if it differs there)",
                 "",
               ].join("\n"),
@@ -307,11 +323,19 @@ export const deviceCommand: Command = {
             io.stdout(JSON.stringify(devices, null, 2) + "\n");
             return EXIT.ok;
           }
-          const rows = [["ID", "STATE", "LABELS", "CREATED"]].concat(devices.map((d) => [
+          const now = Date.now();
+          const stateOf = (d: (typeof devices)[number]) =>
+            d.revokedAt
+              ? "revoked"
+              : d.expiresAt !== undefined && Date.parse(d.expiresAt) <= now
+              ? "expired"
+              : "active";
+          const rows = [["ID", "STATE", "LABELS", "CREATED", "EXPIRES"]].concat(devices.map((d) => [
             d.id,
-            d.revokedAt ? "revoked" : "active",
+            stateOf(d),
             Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
             d.createdAt,
+            d.expiresAt ?? "never",
           ]));
           const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
           io.stdout(

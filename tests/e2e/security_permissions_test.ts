@@ -19,7 +19,9 @@ import {
 } from "@drover/contracts";
 import { DEVICE_MAX_PAYLOAD_BYTES, DEVICE_MAX_SUBSCRIPTIONS } from "../../operator/auth/mod.ts";
 import { deviceAdd, deviceRevoke } from "../../operator/auth/mod.ts";
-import { waitFor } from "../support/mod.ts";
+import { decode, parseCreds } from "@nats-io/jwt";
+import { tempDir, waitFor } from "../support/mod.ts";
+import { runCommand } from "../support/_exec.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 import {
   createBuckets,
@@ -405,4 +407,65 @@ Deno.test("security: a revoked device is disconnected and refused after a server
     await a.close();
     await op.close();
   }
+});
+
+const OPERATOR_MAIN = new URL("../../operator/main.ts", import.meta.url).pathname;
+const operatorCli = (args: string[]) =>
+  runCommand(Deno.execPath(), ["run", "-A", OPERATOR_MAIN, ...args]);
+
+Deno.test("security CLI: auth init sizes the accounts; device add --expires issues expiring creds", async () => {
+  await using dir = await tempDir("drover-auth-cli-");
+  const init = await operatorCli([
+    "auth",
+    "init",
+    "--dir",
+    dir.path,
+    "--max-devices",
+    "5",
+    "--max-storage",
+    "1GiB",
+  ]);
+  assertEquals(init.code, 0, init.stderr);
+  const conf = await Deno.readTextFile(`${dir.path}/nats-auth.conf`);
+  const limits = [...conf.matchAll(/^ {2}A[A-Z0-9]+: "([^"]+)"$/gm)]
+    .map((m) => decode<{ limits?: Record<string, unknown> }>(m[1]).nats.limits);
+  assert(limits.some((l) => l?.conn === 5), `devices' account limited to 5: ${conf}`);
+  assert(limits.some((l) => l?.disk_storage === 1024 ** 3), "storage limited to 1 GiB");
+  const bad = await operatorCli(["auth", "init", "--dir", `${dir.path}/x`, "--max-devices", "0"]);
+  assertEquals(bad.code, 2, bad.stderr);
+  assertStringIncludes(bad.stderr, "--max-devices");
+
+  await using env = await startSecureNats();
+  const add = await operatorCli([
+    "device",
+    "add",
+    "pi-9",
+    "--expires",
+    "12h",
+    "--dir",
+    env.authDir.path,
+    "--nats",
+    env.nats.url,
+  ]);
+  assertEquals(add.code, 0, add.stderr);
+  assertStringIncludes(add.stdout, "expires:");
+  const creds = await parseCreds(await Deno.readFile(env.path("pi-9.creds")));
+  const inHours = ((creds.uc.exp ?? 0) - Date.now() / 1000) / 3600;
+  assert(inHours > 11.9 && inHours <= 12, `expires in 12 h, not ${inHours}`);
+  const list = await operatorCli(["device", "list", "--dir", env.authDir.path, "-o", "json"]);
+  assertEquals(list.code, 0, list.stderr);
+  assert(JSON.parse(list.stdout)[0].expiresAt, list.stdout);
+  const soon = await operatorCli([
+    "device",
+    "add",
+    "pi-8",
+    "--expires",
+    "soon",
+    "--dir",
+    env.authDir.path,
+    "--nats",
+    env.nats.url,
+  ]);
+  assertEquals(soon.code, 2, soon.stderr);
+  assertStringIncludes(soon.stderr, "Invalid duration");
 });
