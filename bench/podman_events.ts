@@ -2,7 +2,7 @@
  * Observing podman from the outside: one event stream opened before anything
  * is changed, and promises for "the next event matching X". Times come from
  * podman's own `timeNano` (when podman recorded the event), so the file event
- * logger's polling lag (~120 ms, FIELD-NOTES) is not counted.
+ * logger's polling lag (~120 ms, docs/podman-api.md) is not counted.
  *
  * @module
  */

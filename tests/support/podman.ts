@@ -136,7 +136,7 @@ export function podmanConfigFiles(paths: PodmanPaths): Record<string, string> {
   const q = JSON.stringify; // TOML basic strings accept JSON string escapes.
   return {
     // As root on these machines containers only start with runc and bounded ulimits
-    // (FIELD-NOTES). No systemd: cgroupfs and the file event logger. File locks live in tmp_dir,
+    // (docs/podman-api.md). No systemd: cgroupfs and the file event logger. File locks live in tmp_dir,
     // unlike the default shm locks (/dev/shm/libpod_lock) that every instance would share.
     [paths.containersConf]: [
       "[containers]",
@@ -435,7 +435,7 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 /**
  * Sends one request to a podman REST socket: `path` is the URL path and query as podman
  * documents it, e.g. `/v4.0.0/libpod/containers/json?all=true`. The request goes to host
- * `libpod` (FIELD-NOTES: other host names make libpod endpoints behave like Docker's).
+ * `libpod` (docs/podman-api.md: other host names make libpod endpoints behave like Docker's).
  *
  * The returned response can be streamed (events, logs, pulls). Read the body to the end or
  * cancel it: that also closes the connection.

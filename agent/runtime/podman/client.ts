@@ -169,7 +169,7 @@ export class PodmanClient implements Disposable {
     this.socketPath = socketPath;
     this.apiVersion = apiVersion;
     // The host must be "libpod": podman picks libpod vs Docker-compat
-    // semantics from the request URL (see FIELD-NOTES).
+    // semantics from the request URL (docs/podman-api.md).
     this.#base = `http://libpod/${apiVersion}`;
     this.#http = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
   }
