@@ -10,6 +10,7 @@
 
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import { startSnapshotService } from "../support/drover_nats.ts";
 import {
   AgentStatus,
   BUCKET_AGENT_STATUS,
@@ -132,6 +133,8 @@ Deno.test({
     const kvm = new Kvm(nc);
     const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
     const statuses = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
+    // Agents ask `operator serve` for their keys; here its snapshot service alone runs.
+    await using _snapshots = await startSnapshotService(nc);
 
     const configPath = `${work.path}/agent.toml`;
     await Deno.writeTextFile(

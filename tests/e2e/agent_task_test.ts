@@ -40,7 +40,15 @@ Deno.test("agent task: a config in a temp dir, given relative to where deno task
     const task = new Deno.Command(Deno.execPath(), {
       args: ["task", "--config", `${REPO}deno.json`, "agent", "--config", "agent.toml"],
       cwd: dir.path,
-      env: { DROVER_LOG_LEVEL: "info" },
+      // A user's shell: no INIT_CWD inherited from the `deno task test` running this test
+      // (deno task keeps an INIT_CWD it finds, and the launcher resolves against it).
+      clearEnv: true,
+      env: {
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+        HOME: Deno.env.get("HOME") ?? "/root",
+        ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+        DROVER_LOG_LEVEL: "info",
+      },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

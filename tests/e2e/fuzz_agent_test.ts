@@ -62,8 +62,12 @@ function baseDesired(deployment: string) {
 function checkMessage(deployment: string, status: DeploymentStatus): void {
   const message = status.message;
   assert(typeof message === "string" && message.trim() !== "", `${deployment}: no message`);
-  // "<field path>: <problem>" (or "invalid JSON: …"): it names what is wrong.
-  assert(/^[^\n]+: \S/.test(message), `${deployment}: message names no field: ${message}`);
+  // "<field path>: <problem>", "invalid JSON: …", or "value is not valid UTF-8 …" (bytes that are
+  // not text have no field): it names what is wrong.
+  assert(
+    /^[^\n]+: \S/.test(message) || /^value is not valid UTF-8/.test(message),
+    `${deployment}: message names no field: ${message}`,
+  );
   assert(
     message.length <= MAX_MESSAGE_CHARS,
     `${deployment}: message of ${message.length} chars: ${message.slice(0, 300)}…`,
