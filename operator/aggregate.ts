@@ -73,6 +73,12 @@ export interface DeviceView {
   agent_version: string | null;
   /** Deployments the device should run or reports, sorted. */
   deployments: string[];
+  /**
+   * Why the device is not `ready`, in the agent's words (its status
+   * `message`), or else its deployments that are not running; absent when ready.
+   */
+  reason?: string;
+  /** What the operator notes about the device (never reported, not registered, invalid). */
   message?: string;
 }
 
@@ -191,6 +197,8 @@ function deviceView(
     agent_version: record?.status?.agent_version ?? null,
     deployments: [...(deployments ?? [])].sort(compare),
   };
+  const reason = notReadyReason(record?.status);
+  if (reason !== undefined) view.reason = reason;
   const notes: string[] = [];
   if (record?.error !== undefined) notes.push(`invalid status: ${record.error}`);
   else if (record === undefined) notes.push("has never reported status");
@@ -201,6 +209,33 @@ function deviceView(
   }
   if (notes.length > 0) view.message = notes.join("; ");
   return view;
+}
+
+/** At most this many deployments are named in a derived reason. */
+const REASON_DEPLOYMENTS = 3;
+
+/**
+ * Why a device is not ready: the agent's own device-level `message` when it
+ * sends one, else the deployments it reports as not running (older agents).
+ * Undefined for a ready device. Exported for unit tests.
+ */
+export function notReadyReason(status: AgentStatus | undefined): string | undefined {
+  if (status === undefined || status.status === "ready") return undefined;
+  // Read defensively: the device-level message is a newer, optional status field.
+  const own = (status as { message?: unknown }).message;
+  if (typeof own === "string" && own !== "") return own;
+  const troubled = Object.entries(status.deployments)
+    .filter(([, d]) => d.phase !== "running")
+    .sort(([a], [b]) => compare(a, b));
+  if (troubled.length === 0) return undefined;
+  const parts = troubled.slice(0, REASON_DEPLOYMENTS).map(([name, d]) => {
+    const first = d.message?.split("\n")[0];
+    return first ? `${name} ${d.phase}: ${first}` : `${name} ${d.phase}`;
+  });
+  if (troubled.length > REASON_DEPLOYMENTS) {
+    parts.push(`${troubled.length - REASON_DEPLOYMENTS} more not running`);
+  }
+  return parts.join("; ");
 }
 
 function deploymentView(
@@ -251,6 +286,21 @@ export function deviceInDeployment(
     applied_revision: reported?.revision ?? null,
     agent_phase: reported?.phase ?? null,
   };
+  if (
+    stored !== undefined && reported?.phase === "failed" && reported.revision === stored.revision
+  ) {
+    // The agent rejected exactly what is stored (a bad value, a policy breach): that is the
+    // news, whether or not the stored value is what the manifest asks for.
+    const rewrite = stored.canonical === wantedCanonical
+      ? ""
+      : " (the stored desired state differs from the manifest: is the operator service running?)";
+    return {
+      ...base,
+      wanted_revision: stored.revision,
+      phase: "failed",
+      message: (reported.message || "failed (no message)") + rewrite,
+    };
+  }
   if (stored === undefined || stored.canonical !== wantedCanonical) {
     return {
       ...base,

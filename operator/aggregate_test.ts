@@ -212,3 +212,44 @@ Deno.test("knownDevices: registry entries without valid labels are not label-sel
     { id: "c", labels: { site: "home" } },
   ]);
 });
+
+Deno.test("summarise: the agent's failure of the stored value shows, even when it is not the manifest's", () => {
+  // A bad value in desired-state (written by hand, or before the operator rewrote it): the
+  // agent reports it failed at exactly that revision, and the person must see that.
+  const statuses = new Map([[
+    "a",
+    record("a", { site: "lab" }, {
+      web: { revision: 9, phase: "failed", message: "score.services: required", services: {} },
+    }),
+  ]]);
+  const bad = new Map([["a.web", { revision: 9, canonical: '{"deployment":"web"}' }]]);
+  const [d] = summarise([web], bad, statuses, registered({ a: { site: "lab" } }), NOW).deployments;
+  assertEquals([d.failed, d.pending], [1, 0]);
+  assertEquals(d.devices[0].phase, "failed");
+  assertEquals(d.devices[0].agent_phase, "failed");
+  assertStringIncludes(d.devices[0].message, "score.services: required");
+  // A failure of an older value is not news: the newer one is still pending.
+  const newer = new Map([["a.web", { revision: 10, canonical: '{"deployment":"web"}' }]]);
+  const [p] =
+    summarise([web], newer, statuses, registered({ a: { site: "lab" } }), NOW).deployments;
+  assertEquals(p.devices[0].phase, "pending");
+});
+
+Deno.test("summarise: a device that is not ready says why", () => {
+  const degraded = record("a", { site: "lab" }, {
+    web: { revision: 7, phase: "failed", message: "pull failed: 401\nmore", services: {} },
+    db: running(7),
+  });
+  degraded.status!.status = "degraded";
+  const own = record("b", { site: "lab" }, {});
+  own.status!.status = "degraded";
+  // The device-level message a newer agent sends (stripped by older contracts: set it directly).
+  (own.status as { message?: string }).message = "podman socket /run/x.sock: not found";
+  const statuses = new Map([["a", degraded], ["b", own], ["c", record("c", {}, {})]]);
+  const view = summarise([web], new Map(), statuses, registered({ a: {}, b: {}, c: {} }), NOW);
+  assertEquals(view.devices.map((d) => d.reason), [
+    "web failed: pull failed: 401",
+    "podman socket /run/x.sock: not found",
+    undefined,
+  ]);
+});

@@ -76,7 +76,7 @@ function formatLabels(labels: Record<string, string>): string {
 export function devicesTable(devices: readonly DeviceView[]): string {
   if (devices.length === 0) return "No devices are registered or have reported yet.\n";
   return table(
-    ["DEVICE", "STATUS", "ONLINE", "LAST SEEN", "LABELS", "DEPLOYMENTS"],
+    ["DEVICE", "STATUS", "ONLINE", "LAST SEEN", "LABELS", "DEPLOYMENTS", "MESSAGE"],
     devices.map((d) => [
       d.device_id,
       d.status,
@@ -84,6 +84,8 @@ export function devicesTable(devices: readonly DeviceView[]): string {
       formatAge(d.heartbeat_age_seconds),
       formatLabels(d.labels),
       d.deployments.length === 0 ? "-" : d.deployments.join(","),
+      // Why it is not ready (the device's words), then the operator's notes about it.
+      [d.reason, d.message].filter((m) => m !== undefined && m !== "").join("; ") || "-",
     ]),
   );
 }

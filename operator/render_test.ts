@@ -95,3 +95,27 @@ Deno.test("-o json: the same value, with DEL, C1 and bidi controls escaped too",
   assertStringIncludes(out, "\\u009b31m\\u007f\\u202eevil");
   assertEquals(out.endsWith("}\n"), true);
 });
+
+Deno.test("get devices: a not-ready device's reason is shown, escaped, in MESSAGE", () => {
+  const device: DeviceView = {
+    device_id: "pi-1",
+    labels: {},
+    registered: true,
+    reported_labels: null,
+    status: "degraded",
+    online: true,
+    heartbeat_age_seconds: 3,
+    last_seen: null,
+    agent_version: "1",
+    deployments: [],
+    reason: "podman away\x1b[2J\nfake row",
+  };
+  const ready: DeviceView = { ...device, device_id: "pi-2", status: "ready", reason: undefined };
+  const out = devicesTable([device, ready]);
+  assertEquals(RAW_CONTROL.test(out), false, JSON.stringify(out));
+  const lines = out.trimEnd().split("\n");
+  assertEquals(lines.length, 3);
+  assertStringIncludes(lines[0], "MESSAGE");
+  assertStringIncludes(lines[1], "podman away\\u001b[2J\\nfake row");
+  assertEquals(lines[2].endsWith(" -"), true, lines[2]);
+});
