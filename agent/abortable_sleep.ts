@@ -1,20 +1,8 @@
 /**
- * A sleep that ends early when its signal aborts, so retry loops stop
- * promptly on shutdown instead of finishing their backoff first.
+ * Moved to `@drover/common` (common/sleep.ts), shared with the operator. This re-export only
+ * serves agent/reconcile and agent/runtime until they import `@drover/common` themselves.
  *
  * @module
  */
 
-/** Resolves after `ms` or as soon as `signal` aborts; never rejects. */
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
+export { abortableSleep } from "@drover/common";

@@ -1,13 +1,25 @@
 /**
  * The architecture, checked: the layering STYLE.md asks for holds in the
  * code, and no module imports itself through a cycle. Static analysis of the
- * import specifiers of every non-test module of the three members.
+ * import specifiers of every non-test module of the four members.
+ *
+ * Who may import whom (by name, never by a `../` path across members):
+ * - contracts (the wire contract): zod only;
+ * - common (small async helpers): nothing at all;
+ * - agent and operator: contracts and common, never each other.
  */
 
 import { assertEquals } from "./support/assert.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const MEMBERS = ["contracts", "agent", "operator"] as const;
+const MEMBERS = ["contracts", "common", "agent", "operator"] as const;
+/** The workspace members each member may import by name (`@drover/<name>`). */
+const MAY_IMPORT: Record<Member, readonly Member[]> = {
+  contracts: [],
+  common: [],
+  agent: ["contracts", "common"],
+  operator: ["contracts", "common"],
+};
 type Member = typeof MEMBERS[number];
 
 interface Module {
@@ -21,7 +33,11 @@ interface Module {
 
 const IMPORT =
   /\b(?:import|export)\b[^;"'`]*?\bfrom\s*["']([^"']+)["']|\bimport\s*\(?\s*["']([^"']+)["']/g;
-/(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g;
+
+/** Comments taken out: an import in an example or `Deno.` in prose is not a use. */
+function withoutComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\/|(?<![:"'])\/\/.*/g, "");
+}
 
 async function* walk(dir: string): AsyncGenerator<string> {
   for await (const entry of Deno.readDir(new URL(dir, ROOT))) {
@@ -35,10 +51,9 @@ async function loadModules(): Promise<Module[]> {
   const modules: Module[] = [];
   for (const member of MEMBERS) {
     for await (const path of walk(member)) {
-      // Test-only helpers may reach the shared test harness.
-      if (path.includes("/testing/")) continue;
       const source = await Deno.readTextFile(new URL(path, ROOT));
-      const specifiers = [...source.matchAll(IMPORT)].map((m) => m[1] ?? m[2]);
+      // Imports in doc comments (`@example` blocks) are not the module's own.
+      const specifiers = [...withoutComments(source).matchAll(IMPORT)].map((m) => m[1] ?? m[2]);
       modules.push({ path, member, source, specifiers });
     }
   }
@@ -61,19 +76,35 @@ Deno.test("contracts depends on zod only and uses no Deno API", () => {
         problems.push(`${m.path} imports ${s}`);
       }
     }
-    if (/\bDeno\./.test(m.source.replace(/\/\/.*|\/\*[\s\S]*?\*\//g, ""))) {
+    if (/\bDeno\./.test(withoutComments(m.source))) {
       problems.push(`${m.path} uses the Deno namespace`);
     }
   }
   assertEquals(problems, []);
 });
 
-Deno.test("agent and operator never import each other, and reach contracts by name only", () => {
+Deno.test("common depends on nothing and uses no Deno API", () => {
   const problems: string[] = [];
-  for (const m of modules.filter((m) => m.member !== "contracts")) {
+  for (const m of modules.filter((m) => m.member === "common")) {
+    for (const s of m.specifiers) {
+      if (!(s.startsWith("./") && resolve(m.path, s).startsWith("common/"))) {
+        problems.push(`${m.path} imports ${s}`);
+      }
+    }
+    if (/\bDeno\./.test(withoutComments(m.source))) {
+      problems.push(`${m.path} uses the Deno namespace`);
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("members import only the members they may, by name, and never agent↔operator", () => {
+  const problems: string[] = [];
+  for (const m of modules) {
     for (const s of m.specifiers) {
       if (!s.startsWith(".")) {
-        if (s.startsWith("@drover/") && s !== "@drover/contracts") {
+        const named = /^@drover\/([^/]+)/.exec(s)?.[1];
+        if (named !== undefined && !MAY_IMPORT[m.member].some((allowed) => allowed === named)) {
           problems.push(`${m.path} imports ${s}`);
         }
         continue;
@@ -83,6 +114,13 @@ Deno.test("agent and operator never import each other, and reach contracts by na
     }
   }
   assertEquals(problems, []);
+});
+
+Deno.test("the architecture check sees every workspace member", async () => {
+  const root = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as {
+    workspace: string[];
+  };
+  assertEquals(root.workspace.map((w) => w.replace(/^\.\//, "")).sort(), [...MEMBERS].sort());
 });
 
 Deno.test("no import cycles within a member", () => {

@@ -1,0 +1,21 @@
+/**
+ * Small async helpers shared by the agent, the operator, the tests and the scripts: a sleep
+ * that ends when its signal aborts, a timeout race, and capped exponential backoff with
+ * jitter. Depends on nothing and uses no `Deno` API, so every member may import it without
+ * the agent and the operator depending on each other.
+ *
+ * @example
+ * ```ts
+ * import { abortableSleep, Backoff, TIMED_OUT, withinMs } from "@drover/common";
+ *
+ * const backoff = new Backoff({ baseMs: 500, capMs: 10_000 });
+ * await abortableSleep(backoff.next(), AbortSignal.timeout(60_000));
+ * if (await withinMs(Promise.resolve(1), 100) === TIMED_OUT) throw new Error("too slow");
+ * ```
+ *
+ * @module
+ */
+
+export * from "./backoff.ts";
+export * from "./sleep.ts";
+export * from "./within.ts";
