@@ -13,6 +13,13 @@ import { Name, Score } from "./score.ts";
 export const DesiredState = z.object({
   deployment: Name,
   score: Score,
+  /**
+   * The revision of the manifest (`deployments/<deployment>`) this score was
+   * last changed in: the deployment revision `apply` prints and `status`
+   * shows. It only names the value; the agent echoes it in its status. An
+   * agent that predates it drops it (wire objects strip unknown keys).
+   */
+  deployment_revision: z.number().int().positive().optional(),
 });
 /** Desired state of one deployment on one device. */
 export type DesiredState = z.infer<typeof DesiredState>;
