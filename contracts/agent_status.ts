@@ -36,6 +36,11 @@ export type ServiceStatus = z.infer<typeof ServiceStatus>;
 export const DeploymentStatus = z.object({
   /** The desired-state KV revision this status describes. */
   revision: z.number().int().nonnegative(),
+  /**
+   * The desired state's `deployment_revision` (the manifest revision people
+   * see), echoed; absent when that value had none or could not be read.
+   */
+  deployment_revision: z.number().int().positive().optional(),
   phase: DeploymentPhase,
   message: z.string().optional(),
   services: z.record(z.string(), ServiceStatus),
@@ -43,10 +48,22 @@ export const DeploymentStatus = z.object({
 /** State of one deployment on one device. */
 export type DeploymentStatus = z.infer<typeof DeploymentStatus>;
 
+/**
+ * Longest device-level {@linkcode AgentStatus} `message`, in characters. Agents shorten
+ * longer reasons (with "…") so that a status is never refused for its message.
+ */
+export const DEVICE_MESSAGE_MAX_LENGTH = 500;
+
 /** What an agent publishes to `agent-status/<device>`. */
 export const AgentStatus = z.object({
   device_id: Name,
   status: DeviceStatus,
+  /**
+   * Why the device is not `ready`, in one short line (e.g. "container runtime unreachable:
+   * …", "1 of 3 deployments not running: shop failed"). Absent when ready. Older agents
+   * never send it.
+   */
+  message: z.string().max(DEVICE_MESSAGE_MAX_LENGTH).optional(),
   /** RFC 3339 UTC time at which this status was produced. */
   timestamp: z.iso.datetime(),
   agent_version: z.string(),

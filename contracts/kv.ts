@@ -96,6 +96,11 @@ export const LABELS = {
   revision: "drover.revision",
   /** Hash of the canonical service spec; a different hash means "replace". */
   specHash: "drover.spec-hash",
+  /**
+   * Id of the device whose agent owns the container. Several agents may share one podman
+   * host; each touches only its own containers (see docs/architecture.md, "Ownership").
+   */
+  device: "drover.device",
 } as const;
 
 /** Value of the {@linkcode LABELS.managed} label. */

@@ -33,6 +33,7 @@ Deno.test("container labels and name format are locked", () => {
     service: "drover.service",
     revision: "drover.revision",
     specHash: "drover.spec-hash",
+    device: "drover.device",
   });
   assertEquals(MANAGED_LABEL_VALUE, "true");
   assertEquals(containerName("hello", "web"), "hello_web");

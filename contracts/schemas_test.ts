@@ -5,6 +5,7 @@ import {
   decodeJson,
   DeploymentManifest,
   DesiredState,
+  DEVICE_MESSAGE_MAX_LENGTH,
   DeviceRegistration,
   formatZodIssues,
   MAX_VALUE_BYTES,
@@ -68,9 +69,22 @@ Deno.test("AgentStatus keeps its JSON shape (snake_case on the wire)", () => {
     "device_id",
     "heartbeat_seconds",
     "labels",
+    "message",
     "status",
     "timestamp",
   ]);
+});
+
+Deno.test("AgentStatus: a device-level message is optional and bounded", () => {
+  assertEquals(AgentStatus.parse({ ...STATUS, status: "degraded", message: "podman gone" }), {
+    ...STATUS,
+    status: "degraded",
+    message: "podman gone",
+  });
+  assertStringIncludes(
+    problems(AgentStatus, { ...STATUS, message: "x".repeat(DEVICE_MESSAGE_MAX_LENGTH + 1) }),
+    "message",
+  );
 });
 
 const REGISTRATION = {
@@ -257,4 +271,24 @@ Deno.test("decodeJson reports bad JSON, bad UTF-8, oversize values and schema er
   const good = decodeJson(DesiredState, new TextEncoder().encode(JSON.stringify(DESIRED)));
   assert(good.ok);
   assertEquals(good.value, DESIRED);
+});
+
+Deno.test("deployment_revision: optional in desired state and echoed in a deployment's status", () => {
+  const desired = { ...DESIRED, deployment_revision: 27 };
+  assertEquals(DesiredState.parse(desired), desired);
+  assertEquals(DesiredState.parse(DESIRED).deployment_revision, undefined);
+  assertStringIncludes(
+    problems(DesiredState, { ...DESIRED, deployment_revision: 0 }),
+    "deployment_revision",
+  );
+  const status = structuredClone(STATUS);
+  Object.assign(status.deployments.hello, { deployment_revision: 27 });
+  assertEquals(AgentStatus.parse(status).deployments.hello.deployment_revision, 27);
+  assertStringIncludes(
+    problems(AgentStatus, {
+      ...STATUS,
+      deployments: { x: { ...STATUS.deployments.broken, deployment_revision: "27" } },
+    }),
+    "deployments.x.deployment_revision",
+  );
 });
