@@ -8,7 +8,9 @@ Deno.test("a burst of triggers runs at most one job at a time and ends with the 
   let maxInFlight = 0;
   let release!: () => void;
   let gate = new Promise<void>((r) => (release = r));
+  const firstStarted = Promise.withResolvers<void>();
   const c = new Coalescer(async () => {
+    firstStarted.resolve();
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     const snapshot = state;
@@ -18,7 +20,7 @@ Deno.test("a burst of triggers runs at most one job at a time and ends with the 
   });
   state = 1;
   c.trigger();
-  await new Promise((r) => setTimeout(r, 10)); // let the first run start
+  await firstStarted.promise; // the burst below arrives while the first run is in flight
   for (let i = 2; i <= 50; i++) {
     state = i;
     c.trigger();

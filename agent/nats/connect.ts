@@ -7,7 +7,6 @@
  * @module
  */
 
-import { abortableSleep } from "../abortable_sleep.ts";
 import {
   type Authenticator,
   connect,
@@ -19,7 +18,7 @@ import {
   usernamePasswordAuthenticator,
 } from "@nats-io/transport-node";
 import type { NatsConfig } from "@drover/contracts";
-import { backoffDelay, type BackoffOptions } from "../reconcile/backoff.ts";
+import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 
 /** Backoff between connection attempts (initial connect and reconnects). */
 export const CONNECT_BACKOFF: Readonly<BackoffOptions> = {
@@ -47,7 +46,7 @@ export function connectionName(deviceId: string): string {
 export function connectionOptions(
   deviceId: string,
   nats: NatsConfig,
-  backoff: ReconnectBackoff = new ReconnectBackoff(),
+  backoff: Backoff = reconnectBackoff(),
   readFile: (path: string) => Uint8Array = Deno.readFileSync,
 ): NodeConnectionOptions {
   const authenticator: Authenticator[] = [];
@@ -87,19 +86,11 @@ export function connectionOptions(
 }
 
 /**
- * Delay before each reconnect attempt: grows while the server stays away,
- * starts small again once a connection succeeded ({@linkcode reset}).
+ * Delays before reconnect attempts: grows while the server stays away, starts
+ * small again once a connection succeeded (`reset()`).
  */
-export class ReconnectBackoff {
-  #attempt = 0;
-  /** Delay before the next attempt, in milliseconds. */
-  next(): number {
-    return backoffDelay(this.#attempt++, CONNECT_BACKOFF);
-  }
-  /** Call when connected again. */
-  reset(): void {
-    this.#attempt = 0;
-  }
+export function reconnectBackoff(): Backoff {
+  return new Backoff(CONNECT_BACKOFF);
 }
 
 function trimBytes(bytes: Uint8Array): Uint8Array {
@@ -127,7 +118,7 @@ export async function connectWithRetry(
   signal: AbortSignal,
   hooks: ConnectHooks = {},
 ): Promise<NatsConnection | undefined> {
-  tolerateTransportResets();
+  const backoff = reconnectBackoff();
   for (let attempt = 0; !signal.aborted; attempt++) {
     try {
       const nc = await connect(options);
@@ -137,15 +128,13 @@ export async function connectWithRetry(
       }
       return nc;
     } catch (e) {
-      const delay = backoffDelay(attempt, CONNECT_BACKOFF);
+      const delay = backoff.next();
       hooks.onAttemptFailed?.(e, attempt, delay);
       await abortableSleep(delay, signal);
     }
   }
   return undefined;
 }
-
-let resetGuardInstalled = false;
 
 /**
  * nats.js' node transport removes its socket listeners before destroying a
@@ -155,11 +144,13 @@ let resetGuardInstalled = false;
  * `ECONNRESET` (seen in about half of the revocation runs in
  * tests/e2e/security_agent_test.ts). The client has already handled the close
  * and reconnects, so exactly that error is swallowed; anything else stays fatal.
+ *
+ * A process-wide handler, so only an entry point installs it (the agent's
+ * `main`, tests that provoke such closes), once; call the returned function
+ * to remove it.
  */
-export function tolerateTransportResets(): void {
-  if (resetGuardInstalled) return;
-  resetGuardInstalled = true;
-  globalThis.addEventListener("error", (event) => {
+export function tolerateTransportResets(target: EventTarget = globalThis): () => void {
+  const onError = (event: Event) => {
     const error = (event as ErrorEvent).error as { code?: string; stack?: string } | undefined;
     if (
       (error?.code === "ECONNRESET" || error?.code === "EPIPE") &&
@@ -167,5 +158,7 @@ export function tolerateTransportResets(): void {
     ) {
       event.preventDefault();
     }
-  });
+  };
+  target.addEventListener("error", onError);
+  return () => target.removeEventListener("error", onError);
 }

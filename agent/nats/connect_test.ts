@@ -3,13 +3,13 @@ import { createUser } from "@nats-io/nkeys";
 import { Kvm } from "@nats-io/kv";
 import { startNats } from "../../tests/support/mod.ts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import { abortableSleep } from "../abortable_sleep.ts";
 import {
   connectionName,
   connectionOptions,
   connectWithRetry,
   inboxPrefix,
-  ReconnectBackoff,
+  reconnectBackoff,
+  tolerateTransportResets,
 } from "./connect.ts";
 
 Deno.test("connectionOptions: identity, reconnect forever, every auth method, TLS files", () => {
@@ -30,7 +30,7 @@ Deno.test("connectionOptions: identity, reconnect forever, every auth method, TL
       tls_cert: "/etc/drover/cert.pem",
       tls_key: "/etc/drover/key.pem",
     },
-    new ReconnectBackoff(),
+    reconnectBackoff(),
     (path) => files[path],
   );
   assertEquals(o.name, connectionName("pi-1"));
@@ -47,13 +47,31 @@ Deno.test("connectionOptions: identity, reconnect forever, every auth method, TL
   assert(delay > 0 && delay <= 10_000, `delay ${delay}`);
 });
 
-Deno.test("ReconnectBackoff grows, is capped and resets", () => {
-  const b = new ReconnectBackoff();
+Deno.test("reconnectBackoff grows, is capped at 10 s and resets", () => {
+  const b = reconnectBackoff();
   const delays = Array.from({ length: 12 }, () => b.next());
   assert(delays.every((d) => d <= 10_000), delays.join(","));
   assert(delays[11] > delays[0], delays.join(","));
   b.reset();
   assert(b.next() <= 250);
+});
+
+Deno.test("tolerateTransportResets swallows only the transport's resets, until removed", () => {
+  const target = new EventTarget();
+  const nodeError = (code: string) =>
+    Object.assign(new Error(code), { code, stack: `Error: ${code}\n    at ext:deno_node/net` });
+  const prevented = (error: unknown) => {
+    const event = new ErrorEvent("error", { error, cancelable: true });
+    target.dispatchEvent(event);
+    return event.defaultPrevented;
+  };
+  const remove = tolerateTransportResets(target);
+  assertEquals(prevented(nodeError("ECONNRESET")), true);
+  assertEquals(prevented(nodeError("EPIPE")), true);
+  assertEquals(prevented(Object.assign(new Error("reset"), { code: "ECONNRESET" })), false);
+  assertEquals(prevented(new TypeError("a real bug")), false);
+  remove();
+  assertEquals(prevented(nodeError("ECONNRESET")), false);
 });
 
 Deno.test("an nkey seed file (with trailing newline) authenticates against a real server", async () => {
@@ -88,14 +106,22 @@ Deno.test("token auth works; a wrong token keeps retrying until aborted", async 
   await ok.close();
 
   const failures: unknown[] = [];
+  const twoFailures = Promise.withResolvers<void>();
   const bad = new AbortController();
+  // The server closes each refused connection; see tolerateTransportResets.
+  const untolerate = tolerateTransportResets();
   const attempt = connectWithRetry(
     connectionOptions("pi-1", { servers: [nats.url], token: "wrong" }),
     bad.signal,
-    { onAttemptFailed: (e) => failures.push(e) },
+    {
+      onAttemptFailed: (e) => {
+        if (failures.push(e) === 2) twoFailures.resolve();
+      },
+    },
   );
-  while (failures.length < 2) await abortableSleep(50, AbortSignal.timeout(10_000));
+  await twoFailures.promise;
   bad.abort();
+  untolerate();
   assertEquals(await attempt, undefined);
   assert(/authorization/i.test(String((failures[0] as Error).message)), String(failures[0]));
 });

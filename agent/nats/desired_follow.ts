@@ -25,8 +25,7 @@
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { desiredStateChangesSubject, parseDesiredStateKey } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
-import { abortableSleep } from "../abortable_sleep.ts";
-import { backoffDelay } from "../reconcile/backoff.ts";
+import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";
 import { CONNECT_BACKOFF } from "./connect.ts";
 import { type DesiredSink, interpretRecord, type KvRecord } from "./desired_record.ts";
 import {
@@ -48,7 +47,8 @@ const FETCH_CONCURRENCY = 8;
  * live message that announced it: the subscription can be ahead of the stream.
  */
 const CONFIRM_ATTEMPTS = 6;
-const CONFIRM_BASE_MS = 10;
+/** Waits between those re-reads: 10, 20, 40, 80, 160 ms. */
+const CONFIRM_BACKOFF: Readonly<BackoffOptions> = { baseMs: 10, capMs: 160, jitter: 0 };
 
 /** What the follower reports for logging. */
 export interface DesiredFollowHooks {
@@ -199,13 +199,14 @@ export class DesiredFollower {
 
   /** Takes one snapshot, retrying with backoff until it succeeds or `signal` aborts. */
   async #syncUntilDone(signal: AbortSignal): Promise<void> {
-    for (let failures = 0; !signal.aborted; failures++) {
+    const backoff = new Backoff(CONNECT_BACKOFF);
+    while (!signal.aborted) {
       try {
         await this.#sync(signal);
         return;
       } catch (e) {
         if (signal.aborted) return;
-        const delay = backoffDelay(failures, CONNECT_BACKOFF);
+        const delay = backoff.next();
         this.#hooks.onSnapshotFailed?.(e, delay);
         await abortableSleep(delay, signal);
       }
@@ -285,7 +286,7 @@ export class DesiredFollower {
       ) {
         return record;
       }
-      await new Promise((r) => setTimeout(r, CONFIRM_BASE_MS * 2 ** attempt));
+      await abortableSleep(backoffDelay(attempt, CONFIRM_BACKOFF));
     }
   }
 

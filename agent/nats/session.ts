@@ -11,7 +11,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
 import type { NatsConfig } from "@drover/contracts";
-import { connectionOptions, connectWithRetry, ReconnectBackoff } from "./connect.ts";
+import { withinMs } from "@drover/common";
+import { connectionOptions, connectWithRetry, reconnectBackoff } from "./connect.ts";
 import type { DesiredSink } from "./desired_record.ts";
 import { DesiredFollower, type DesiredFollowOptions } from "./desired_follow.ts";
 import { DroverRequestError, putStatus } from "./requests.ts";
@@ -34,7 +35,7 @@ export interface NatsSessionOptions {
 /** Connection, watch and status bucket, supervised until stopped. */
 export class NatsSession {
   readonly #options: NatsSessionOptions;
-  readonly #backoff = new ReconnectBackoff();
+  readonly #backoff = reconnectBackoff();
   #nc: NatsConnection | undefined;
   #connected = false;
 
@@ -164,14 +165,9 @@ export class NatsSession {
     const nc = this.#nc;
     this.#nc = undefined;
     if (nc === undefined || nc.isClosed()) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([
-        nc.drain().catch(() => {}),
-        new Promise((r) => (timer = setTimeout(r, timeoutMs))),
-      ]);
+      await withinMs(nc.drain().catch(() => {}), timeoutMs);
     } finally {
-      clearTimeout(timer);
       if (!nc.isClosed()) await nc.close().catch(() => {});
     }
   }

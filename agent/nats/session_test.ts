@@ -1,4 +1,5 @@
 import { Kvm } from "@nats-io/kv";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   AgentStatus,
   BUCKET_AGENT_STATUS,
@@ -16,7 +17,7 @@ import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { NatsSession } from "./session.ts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import type { StatusStore } from "../status.ts";
-import { logger } from "../log.ts";
+import { LOG_CATEGORY, logger } from "../log.ts";
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const desired = (deployment: string, image: string) => ({
@@ -57,11 +58,26 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
     setStatusStore: (s) => (store = s),
     log: logger("test"),
   });
+  // The session's log is how its failed attempts show: each one carries `retryInMs`.
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { memory: (record) => void records.push(record) },
+    loggers: [
+      { category: LOG_CATEGORY, sinks: ["memory"], lowestLevel: "debug" },
+      { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
+    ],
+  });
   const ac = new AbortController();
   // NATS is not running yet: the session must keep trying, not fail.
-  const running = session.run(ac.signal);
-  await new Promise((r) => setTimeout(r, 300));
+  let ended = false;
+  const running = session.run(ac.signal).finally(() => ended = true);
+  await waitFor(
+    () => records.filter((r) => r.properties.retryInMs !== undefined).length >= 2,
+    { timeoutMs: 20_000, message: "two failed connection attempts logged" },
+  );
   assert(!session.connected);
+  assert(!ended, "the session gave up while NATS was away");
 
   await using server = await startDroverNats(["pi-1", "pi-2"], { port });
   const admin = await connectAdmin(server.url);
@@ -119,5 +135,6 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
     await session.close(2_000);
     await snapshots[Symbol.asyncDispose]().catch(() => {});
     await admin.close().catch(() => {});
+    await reset();
   }
 });
