@@ -8,14 +8,13 @@
 
 import {
   type AgentStatus,
-  canonicalJson,
   DEFAULT_HEARTBEAT_SECONDS,
   type DeploymentManifest,
   type DeploymentPhase,
   desiredStateKey,
   parseDesiredStateKey,
 } from "@drover/contracts";
-import { desiredStateOf, type KnownDevice, targetedDevices } from "./fanout.ts";
+import { desiredContent, desiredStateOf, type KnownDevice, targetedDevices } from "./fanout.ts";
 
 /** A device is offline once its last status is older than this many heartbeat intervals. */
 export const OFFLINE_AFTER_HEARTBEATS = 3;
@@ -24,8 +23,13 @@ export const OFFLINE_AFTER_HEARTBEATS = 3;
 export interface DesiredEntry {
   /** KV revision of the stored value. */
   revision: number;
-  /** Canonical JSON of the stored value (the raw text when it is not JSON). */
+  /**
+   * Canonical JSON of the stored value without its `deployment_revision`
+   * (the raw text when it is not JSON): what the device is asked to run.
+   */
   canonical: string;
+  /** The value's `deployment_revision`: the manifest revision its content came from. */
+  deploymentRevision?: number;
 }
 
 /** What `agent-status/<device>` holds for one device. */
@@ -82,14 +86,25 @@ export interface DeviceView {
   message?: string;
 }
 
-/** One device's part in one deployment. */
+/**
+ * One device's part in one deployment. Revisions people see are deployment
+ * revisions (the manifest's revision in `deployments`, what `apply` prints);
+ * the desired-state KV sequence numbers are kept apart as `*_kv_revision`.
+ */
 export interface DeploymentDeviceView {
   device_id: string;
   online: boolean;
-  /** Desired-state KV revision holding the current manifest, or null while not yet written. */
+  /**
+   * Deployment revision the device should run (the one its desired-state
+   * content was last changed in), or null while not written yet.
+   */
   wanted_revision: number | null;
-  /** Revision the agent reports for this deployment, or null. */
+  /** Deployment revision the agent reports running (or failing), or null if unknown. */
   applied_revision: number | null;
+  /** KV revision of the device's desired-state key, or null when there is none. */
+  wanted_kv_revision: number | null;
+  /** KV revision of the desired state the agent reports about, or null. */
+  applied_kv_revision: number | null;
   /** `ready` (running the wanted revision), `failed` (failed at the wanted revision) or `pending`. */
   phase: "ready" | "failed" | "pending";
   /** The agent's own phase for the revision it reports, if any. */
@@ -100,6 +115,8 @@ export interface DeploymentDeviceView {
 /** One deployment in the fleet view. */
 export interface DeploymentView {
   name: string;
+  /** Revision of the manifest in `deployments` (what `apply` printed), or null if unknown. */
+  revision: number | null;
   targeted: number;
   ready: number;
   failed: number;
@@ -142,6 +159,7 @@ export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>):
  * @param statuses device id → its `agent-status` record
  * @param registry device id → its entry in the operator's device registry
  * @param now ms since epoch
+ * @param revisions deployment name → its manifest's revision in `deployments`
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
@@ -149,6 +167,7 @@ export function summarise(
   statuses: ReadonlyMap<string, DeviceRecord>,
   registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
+  revisions: ReadonlyMap<string, number> = new Map(),
 ): FleetView {
   const devicesKnown = knownDevices(registry);
   const deploymentsOf = new Map<string, Set<string>>();
@@ -167,7 +186,7 @@ export function summarise(
 
   const deployments = [...manifests]
     .sort((a, b) => compare(a.name, b.name))
-    .map((m) => deploymentView(m, devicesKnown, desired, statuses, now));
+    .map((m) => deploymentView(m, revisions.get(m.name), devicesKnown, desired, statuses, now));
 
   const ids = new Set<string>([...statuses.keys(), ...registry.keys(), ...deploymentsOf.keys()]);
   const devices = [...ids].sort(compare).map((id) =>
@@ -240,12 +259,13 @@ export function notReadyReason(status: AgentStatus | undefined): string | undefi
 
 function deploymentView(
   manifest: DeploymentManifest,
+  revision: number | undefined,
   devices: readonly KnownDevice[],
   desired: ReadonlyMap<string, DesiredEntry>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   now: number,
 ): DeploymentView {
-  const wantedCanonical = canonicalJson(desiredStateOf(manifest));
+  const wantedCanonical = desiredContent(desiredStateOf(manifest));
   const rows = [...targetedDevices(manifest, devices)].sort(compare).map((device) =>
     deviceInDeployment(
       manifest.name,
@@ -260,6 +280,7 @@ function deploymentView(
     rows.filter((r) => r.phase === phase).length;
   return {
     name: manifest.name,
+    revision: revision ?? null,
     targeted: rows.length,
     ready: count("ready"),
     failed: count("failed"),
@@ -280,15 +301,18 @@ export function deviceInDeployment(
 ): DeploymentDeviceView {
   const online = isOnline(record, now);
   const reported = record?.status?.deployments[deployment];
+  const current = stored !== undefined && reported?.revision === stored.revision;
   const base = {
     device_id: device,
     online,
-    applied_revision: reported?.revision ?? null,
+    // An agent that predates the echo still runs a known value when it reports its KV revision.
+    applied_revision: reported?.deployment_revision ??
+      (current ? stored.deploymentRevision : undefined) ?? null,
+    wanted_kv_revision: stored?.revision ?? null,
+    applied_kv_revision: reported?.revision ?? null,
     agent_phase: reported?.phase ?? null,
   };
-  if (
-    stored !== undefined && reported?.phase === "failed" && reported.revision === stored.revision
-  ) {
+  if (current && reported.phase === "failed") {
     // The agent rejected exactly what is stored (a bad value, a policy breach): that is the
     // news, whether or not the stored value is what the manifest asks for.
     const rewrite = stored.canonical === wantedCanonical
@@ -296,7 +320,7 @@ export function deviceInDeployment(
       : " (the stored desired state differs from the manifest: is the operator service running?)";
     return {
       ...base,
-      wanted_revision: stored.revision,
+      wanted_revision: stored.deploymentRevision ?? null,
       phase: "failed",
       message: (reported.message || "failed (no message)") + rewrite,
     };
@@ -309,32 +333,28 @@ export function deviceInDeployment(
       message: "waiting for the operator to write the desired state",
     };
   }
+  const wanted = stored.deploymentRevision ?? null;
   const pending = (message: string): DeploymentDeviceView => ({
     ...base,
-    wanted_revision: stored.revision,
+    wanted_revision: wanted,
     phase: "pending",
     message: online ? message : `device offline; ${message}`,
   });
   if (record === undefined) return pending("device has never reported status");
   if (record.status === undefined) return pending(`device status is invalid: ${record.error}`);
   if (reported === undefined) return pending("agent has not picked it up yet");
-  if (reported.revision !== stored.revision) {
+  if (!current) {
+    const applied = base.applied_revision;
     return pending(
-      `agent reports revision ${reported.revision} (${reported.phase}), ` +
-        `waiting for revision ${stored.revision}`,
+      wanted !== null && applied !== null && applied !== wanted
+        ? `agent reports revision ${applied} (${reported.phase}), waiting for revision ${wanted}`
+        : `agent reports an earlier write (KV revision ${reported.revision}, ${reported.phase}), ` +
+          `waiting for KV revision ${stored.revision}`,
     );
   }
   const agentMessage = reported.message ?? "";
   if (reported.phase === "running") {
-    return { ...base, wanted_revision: stored.revision, phase: "ready", message: agentMessage };
-  }
-  if (reported.phase === "failed") {
-    return {
-      ...base,
-      wanted_revision: stored.revision,
-      phase: "failed",
-      message: agentMessage || "failed (no message)",
-    };
+    return { ...base, wanted_revision: wanted, phase: "ready", message: agentMessage };
   }
   return pending(agentMessage || reported.phase);
 }

@@ -90,7 +90,8 @@ Deno.test("summarise: ready needs the current revision running; older revisions 
     ["b", "pending"],
     ["c", "failed"],
   ]);
-  assertStringIncludes(d.devices[1].message, "waiting for revision 5");
+  // Values written without a deployment revision: only KV revisions can be named.
+  assertStringIncludes(d.devices[1].message, "waiting for KV revision 5");
   assertEquals(d.devices[2].message, "pull failed: 401");
 });
 
@@ -252,4 +253,42 @@ Deno.test("summarise: a device that is not ready says why", () => {
     "podman socket /run/x.sock: not found",
     undefined,
   ]);
+});
+
+Deno.test("summarise: WANTED/APPLIED are deployment revisions; KV revisions kept apart", () => {
+  const canonical = canonicalJson(desiredStateOf(web));
+  const desired = new Map<string, DesiredEntry>([
+    ["a.web", { revision: 45, canonical, deploymentRevision: 28 }],
+    ["b.web", { revision: 46, canonical, deploymentRevision: 28 }],
+    ["c.web", { revision: 47, canonical, deploymentRevision: 28 }],
+  ]);
+  const statuses = new Map([
+    ["a", record("a", {}, { web: { ...running(45), deployment_revision: 28 } })],
+    ["b", record("b", {}, { web: { ...running(40), deployment_revision: 27 } })],
+    // An agent that predates the echo, running exactly what is stored.
+    ["c", record("c", {}, { web: running(47) })],
+  ]);
+  const registry = registered({ a: { site: "lab" }, b: { site: "lab" }, c: { site: "lab" } });
+  const [d] =
+    summarise([web], desired, statuses, registry, NOW, new Map([["web", 29]])).deployments;
+  assertEquals(d.revision, 29);
+  assertEquals(
+    d.devices.map((r) => [
+      r.device_id,
+      r.phase,
+      r.wanted_revision,
+      r.applied_revision,
+      r.wanted_kv_revision,
+      r.applied_kv_revision,
+    ]),
+    [
+      ["a", "ready", 28, 28, 45, 45],
+      ["b", "pending", 28, 27, 46, 40],
+      ["c", "ready", 28, 28, 47, 47],
+    ],
+  );
+  assertEquals(
+    d.devices[1].message,
+    "agent reports revision 27 (running), waiting for revision 28",
+  );
 });

@@ -47,9 +47,29 @@ export function targetedDevices(
   return out;
 }
 
-/** The desired state a manifest asks every targeted device to run. */
-export function desiredStateOf(manifest: DeploymentManifest): DesiredState {
-  return { deployment: manifest.name, score: manifest.score };
+/**
+ * The desired state a manifest asks every targeted device to run, named by
+ * the manifest's revision in `deployments` when it is known.
+ */
+export function desiredStateOf(
+  manifest: DeploymentManifest,
+  deploymentRevision?: number,
+): DesiredState {
+  return {
+    deployment: manifest.name,
+    score: manifest.score,
+    ...(deploymentRevision !== undefined ? { deployment_revision: deploymentRevision } : {}),
+  };
+}
+
+/**
+ * Canonical JSON of what a device is asked to run: the desired state without
+ * its `deployment_revision`, which only names it. Two values with the same
+ * content are the same desired state.
+ */
+export function desiredContent(value: DesiredState): string {
+  const { deployment_revision: _, ...content } = value;
+  return canonicalJson(content);
 }
 
 /**
@@ -57,15 +77,17 @@ export function desiredStateOf(manifest: DeploymentManifest): DesiredState {
  *
  * @param manifests valid manifests, one per deployment name
  * @param devices every registered device with its registry labels
+ * @param revisions deployment name → its manifest's revision in `deployments`
  */
 export function targets(
   manifests: Iterable<DeploymentManifest>,
   devices: Iterable<KnownDevice>,
+  revisions: ReadonlyMap<string, number> = new Map(),
 ): Map<string, DesiredState> {
   const known = [...devices];
   const out = new Map<string, DesiredState>();
   for (const manifest of manifests) {
-    const value = desiredStateOf(manifest);
+    const value = desiredStateOf(manifest, revisions.get(manifest.name));
     for (const device of targetedDevices(manifest, known)) {
       out.set(desiredStateKey(device, manifest.name), value);
     }
@@ -73,10 +95,24 @@ export function targets(
   return out;
 }
 
+/** A desired-state key as stored (or to be stored), reduced to what the diff compares. */
+export interface StoredDesired {
+  /** {@linkcode desiredContent} of the value (its raw text when it is not JSON). */
+  readonly canonical: string;
+  /** The value's `deployment_revision`, if it has one. */
+  readonly deploymentRevision?: number;
+}
+
+/** One desired-state write. */
+export interface DesiredWrite extends StoredDesired {
+  /** Canonical JSON of the whole value, `deployment_revision` included: what is put. */
+  readonly value: string;
+}
+
 /** Writes that make the bucket match the wanted keys. */
 export interface FanoutDiff {
-  /** Keys to (over)write, with their canonical JSON value. */
-  put: Map<string, string>;
+  /** Keys to (over)write, with their value. */
+  put: Map<string, DesiredWrite>;
   /** Keys to delete. */
   delete: string[];
 }
@@ -84,25 +120,44 @@ export interface FanoutDiff {
 /**
  * Compares wanted desired state with what the bucket holds.
  *
+ * A key is rewritten when its content differs, not when only the manifest's
+ * revision moved on: a manifest change that leaves a device's score as it
+ * was (a selector edit) must not rewrite, and wake, every device it targets.
+ * Such a device keeps the deployment revision its score last changed in. A
+ * stored value without a deployment revision (written before they existed),
+ * or with a higher one than the manifest's (a re-created `deployments`
+ * bucket), is rewritten once so every device names its revision truly.
+ *
  * @param wanted result of {@linkcode targets}
- * @param current key → canonical JSON of the value stored now (deleted keys absent)
+ * @param current key → the value stored now (deleted keys absent)
  * @param frozen deployment names whose keys must not be touched (e.g. their
  *   manifest is currently invalid: keep devices running what they have)
  */
 export function diff(
   wanted: ReadonlyMap<string, DesiredState>,
-  current: ReadonlyMap<string, { readonly canonical: string }>,
+  current: ReadonlyMap<string, StoredDesired>,
   frozen: ReadonlySet<string> = new Set(),
 ): FanoutDiff {
-  const canonicalOf = new Map<DesiredState, string>();
-  const put = new Map<string, string>();
+  const writeOf = new Map<DesiredState, DesiredWrite>();
+  const put = new Map<string, DesiredWrite>();
   for (const [key, value] of wanted) {
-    let canonical = canonicalOf.get(value);
-    if (canonical === undefined) {
-      canonical = canonicalJson(value);
-      canonicalOf.set(value, canonical);
+    let write = writeOf.get(value);
+    if (write === undefined) {
+      write = {
+        value: canonicalJson(value),
+        canonical: desiredContent(value),
+        ...(value.deployment_revision !== undefined
+          ? { deploymentRevision: value.deployment_revision }
+          : {}),
+      };
+      writeOf.set(value, write);
     }
-    if (current.get(key)?.canonical !== canonical) put.set(key, canonical);
+    const stored = current.get(key);
+    const wantedRevision = write.deploymentRevision;
+    const stale = stored === undefined || stored.canonical !== write.canonical ||
+      (wantedRevision !== undefined &&
+        (stored.deploymentRevision === undefined || stored.deploymentRevision > wantedRevision));
+    if (stale) put.set(key, write);
   }
   const toDelete: string[] = [];
   for (const key of current.keys()) {

@@ -1,6 +1,13 @@
 import { canonicalJson, DeploymentManifest, type DeploymentManifestInput } from "@drover/contracts";
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { diff, type KnownDevice, targetedDevices, targets } from "./fanout.ts";
+import {
+  desiredContent,
+  diff,
+  type KnownDevice,
+  type StoredDesired,
+  targetedDevices,
+  targets,
+} from "./fanout.ts";
 
 function manifest(name: string, selector: DeploymentManifestInput["selector"], image = "busybox") {
   return DeploymentManifest.parse({
@@ -10,9 +17,11 @@ function manifest(name: string, selector: DeploymentManifestInput["selector"], i
   });
 }
 
-/** Key → canonical text, as the bucket would hold after the writes. */
-function stored(puts: Map<string, string>): Map<string, { canonical: string }> {
-  return new Map([...puts].map(([k, canonical]) => [k, { canonical }]));
+/** Key → what the bucket holds after the writes (a string: content without a revision). */
+function stored(puts: Map<string, string | StoredDesired>): Map<string, StoredDesired> {
+  return new Map(
+    [...puts].map(([k, v]) => [k, typeof v === "string" ? { canonical: v } : { ...v }]),
+  );
 }
 
 const devices: KnownDevice[] = [
@@ -114,4 +123,43 @@ Deno.test("targets: a device absent from the known (registered) devices is never
     manifest("pinned", { devices: ["pi-claims-lab"] }),
   ], registeredOnly);
   assertEquals([...wanted.keys()].sort(), ["pi-1.all", "pi-claims-lab.pinned"]);
+});
+
+Deno.test("diff: the manifest revision is written with changed content, never alone", () => {
+  const lab = { labels: { site: "lab" } };
+  const v27 = targets([manifest("web", lab, "busybox:1")], devices, new Map([["web", 27]]));
+  const first = diff(v27, new Map());
+  assertEquals(JSON.parse(first.put.get("pi-1.web")!.value).deployment_revision, 27);
+  assertEquals(first.put.get("pi-1.web")!.deploymentRevision, 27);
+  const bucket = stored(first.put);
+  // Revision 28 only widens the selector: pi-3 gets it (as 28), pi-1 and pi-2 are not rewritten.
+  const v28 = targets(
+    [manifest("web", { labels: {} }, "busybox:1")],
+    devices,
+    new Map([["web", 28]]),
+  );
+  const widened = diff(v28, bucket);
+  assertEquals([...widened.put.keys()], ["pi-3.web"]);
+  assertEquals(widened.put.get("pi-3.web")!.deploymentRevision, 28);
+  for (const [k, v] of widened.put) bucket.set(k, v);
+  // Revision 29 changes the image: every device is rewritten, named 29.
+  const v29 = targets(
+    [manifest("web", { labels: {} }, "busybox:2")],
+    devices,
+    new Map([["web", 29]]),
+  );
+  const changed = diff(v29, bucket);
+  assertEquals([...changed.put.keys()].sort(), ["pi-1.web", "pi-2.web", "pi-3.web"]);
+  assert([...changed.put.values()].every((w) => w.deploymentRevision === 29));
+});
+
+Deno.test("diff: a stored value without a deployment revision (or a higher one) is named once", () => {
+  const wanted = targets([manifest("web", { devices: ["pi-1"] })], devices, new Map([["web", 5]]));
+  const content = desiredContent(wanted.get("pi-1.web")!);
+  const before = stored(new Map([["pi-1.web", content]]));
+  assertEquals([...diff(wanted, before).put.keys()], ["pi-1.web"]);
+  const recreated = stored(new Map([["pi-1.web", { canonical: content, deploymentRevision: 90 }]]));
+  assertEquals([...diff(wanted, recreated).put.keys()], ["pi-1.web"]);
+  const named = stored(new Map([["pi-1.web", { canonical: content, deploymentRevision: 3 }]]));
+  assertEquals(diff(wanted, named).put.size, 0);
 });

@@ -22,6 +22,7 @@ import {
 import type { DesiredEntry, DeviceRecord, FleetView, RegistrationRecord } from "./aggregate.ts";
 import { summarise } from "./aggregate.ts";
 import type { MirrorEntry } from "./kv.ts";
+import type { StoredDesired } from "./fanout.ts";
 
 /** One stored manifest: valid, or the reason it is not. */
 export interface ManifestRecord {
@@ -115,15 +116,21 @@ export class FleetState {
     if (entry.revision <= seen) return false;
     this.#desiredSeen.set(entry.key, entry.revision);
     if (entry.operation !== "PUT") return this.desired.delete(entry.key) || true;
-    this.desired.set(entry.key, { revision: entry.revision, canonical: canonicalOf(entry.value) });
+    this.desired.set(entry.key, { revision: entry.revision, ...storedDesired(entry.value) });
     return true;
   }
 
-  /** Records this process's own put of `canonical` at `revision`. */
-  recordPut(key: string, canonical: string, revision: number): void {
+  /** Records this process's own put of `value` at `revision`. */
+  recordPut(key: string, value: StoredDesired, revision: number): void {
     if (revision <= (this.#desiredSeen.get(key) ?? 0)) return;
     this.#desiredSeen.set(key, revision);
-    this.desired.set(key, { revision, canonical });
+    this.desired.set(key, {
+      revision,
+      canonical: value.canonical,
+      ...(value.deploymentRevision !== undefined
+        ? { deploymentRevision: value.deploymentRevision }
+        : {}),
+    });
   }
 
   /** Records this process's own delete of `key`. */
@@ -142,6 +149,15 @@ export class FleetState {
     return out;
   }
 
+  /** Deployment name → revision of its valid manifest in `deployments`. */
+  manifestRevisions(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [name, record] of this.manifests) {
+      if (record.manifest) out.set(name, record.revision);
+    }
+    return out;
+  }
+
   /** Names of deployments whose stored manifest is invalid: their keys are left alone. */
   frozenDeployments(): Set<string> {
     const out = new Set<string>();
@@ -151,7 +167,14 @@ export class FleetState {
 
   /** The fleet view at `now`. */
   view(now: number): FleetView {
-    return summarise(this.validManifests(), this.desired, this.statuses, this.registry, now);
+    return summarise(
+      this.validManifests(),
+      this.desired,
+      this.statuses,
+      this.registry,
+      now,
+      this.manifestRevisions(),
+    );
   }
 }
 
@@ -164,14 +187,28 @@ function sameLabels(
   return keys.length === Object.keys(b).length && keys.every((k) => b[k] === a[k]);
 }
 
-/** Canonical JSON of a stored value; the raw text when it is not JSON. */
-function canonicalOf(value: Uint8Array): string {
+/**
+ * A stored value as the diff compares it: canonical JSON without its
+ * `deployment_revision` (kept apart), or the raw text when it is not JSON.
+ */
+function storedDesired(value: Uint8Array): StoredDesired {
   const text = new TextDecoder().decode(
     value.byteLength > MAX_VALUE_BYTES ? new Uint8Array() : value,
   );
+  let parsed: unknown;
   try {
-    return canonicalJson(JSON.parse(text));
+    parsed = JSON.parse(text);
   } catch {
-    return text;
+    return { canonical: text };
   }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    return { canonical: canonicalJson(parsed) };
+  }
+  const { deployment_revision: revision, ...content } = parsed as Record<string, unknown>;
+  return {
+    canonical: canonicalJson(content),
+    ...(typeof revision === "number" && Number.isSafeInteger(revision) && revision > 0
+      ? { deploymentRevision: revision }
+      : {}),
+  };
 }

@@ -115,7 +115,7 @@ Deno.test("FleetState: echoes of its own writes are ignored, newer foreign write
   const first = entry("pi-1.web", { b: 1, a: 2 });
   assert(s.applyDesired(first));
   assertEquals(s.desired.get("pi-1.web")?.canonical, '{"a":2,"b":1}');
-  s.recordPut("pi-1.web", '{"a":3}', first.revision + 5);
+  s.recordPut("pi-1.web", { canonical: '{"a":3}' }, first.revision + 5);
   // The watch delivers an older value after our write: ignored.
   assert(!s.applyDesired({ ...entry("pi-1.web", { a: 9 }), revision: first.revision + 1 }));
   assertEquals(s.desired.get("pi-1.web")?.canonical, '{"a":3}');
@@ -124,6 +124,22 @@ Deno.test("FleetState: echoes of its own writes are ignored, newer foreign write
   // Someone else deletes it later: news.
   assert(s.applyDesired({ ...entry("pi-1.web", "", "DEL"), revision: first.revision + 6 }));
   assertEquals(s.desired.has("pi-1.web"), false);
+});
+
+Deno.test("FleetState: a stored deployment_revision is kept apart from the content", () => {
+  const s = new FleetState();
+  assert(s.applyDesired(entry("pi-1.web", { deployment: "web", deployment_revision: 27, x: 1 })));
+  assertEquals(s.desired.get("pi-1.web")?.canonical, '{"deployment":"web","x":1}');
+  assertEquals(s.desired.get("pi-1.web")?.deploymentRevision, 27);
+  // Not a positive integer: no revision, and the content stays what it is.
+  s.applyDesired({ ...entry("pi-1.web", { deployment_revision: "27" }), revision: 99 });
+  assertEquals(s.desired.get("pi-1.web")?.deploymentRevision, undefined);
+  s.applyDeployment(entry("web", {
+    name: "web",
+    selector: { devices: ["pi-1"] },
+    score: { type: "PodmanV0", services: [{ name: "x", image: "busybox" }] },
+  }));
+  assertEquals([...s.manifestRevisions().values()], [s.manifests.get("web")!.revision]);
 });
 
 Deno.test("applyChange: created, configured, unchanged by canonical content", () => {
@@ -143,6 +159,7 @@ Deno.test("applyChange: created, configured, unchanged by canonical content", ()
 Deno.test("rolloutOutcome: done, waiting while anything is pending, failed otherwise", () => {
   const view = (ready: number, failed: number, pending: number): DeploymentView => ({
     name: "web",
+    revision: 3,
     targeted: ready + failed + pending,
     ready,
     failed,

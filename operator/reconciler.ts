@@ -162,7 +162,11 @@ export class Reconciler implements AsyncDisposable {
 
   /** Plans the writes for the current picture (exposed for tests and logging). */
   plan(): FanoutDiff {
-    const wanted = targets(this.state.validManifests(), knownDevices(this.state.registry));
+    const wanted = targets(
+      this.state.validManifests(),
+      knownDevices(this.state.registry),
+      this.state.manifestRevisions(),
+    );
     return diff(wanted, this.state.desired, this.state.frozenDeployments());
   }
 
@@ -178,9 +182,9 @@ export class Reconciler implements AsyncDisposable {
     const putFailures = await forEachBounded(
       planned.put,
       this.#writeConcurrency,
-      async ([key, canonical]) => {
-        const revision = await kv.put(key, canonical);
-        this.state.recordPut(key, canonical, revision);
+      async ([key, write]) => {
+        const revision = await kv.put(key, write.value);
+        this.state.recordPut(key, write, revision);
       },
     );
     const deleteFailures = await forEachBounded(

@@ -94,9 +94,10 @@ export function devicesTable(devices: readonly DeviceView[]): string {
 export function deploymentsTable(deployments: readonly DeploymentView[]): string {
   if (deployments.length === 0) return "No deployments.\n";
   return table(
-    ["NAME", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE"],
+    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE"],
     deployments.map((d) => [
       d.name,
+      d.revision === null ? "-" : String(d.revision),
       String(d.targeted),
       String(d.ready),
       String(d.failed),
@@ -106,9 +107,13 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
   );
 }
 
-/** The `status NAME` report: summary line and one row per device. */
+/**
+ * The `status NAME` report: summary line and one row per device. Every
+ * revision shown is a deployment revision (what `apply` printed).
+ */
 export function deploymentStatus(d: DeploymentView): string {
-  const head = `Deployment ${escapeControl(d.name)}: ${summaryCounts(d)}\n`;
+  const revision = d.revision === null ? "" : ` (revision ${d.revision})`;
+  const head = `Deployment ${escapeControl(d.name)}${revision}: ${summaryCounts(d)}\n`;
   if (d.devices.length === 0) return head + "No device is targeted.\n";
   return head + "\n" + table(
     ["DEVICE", "PHASE", "WANTED", "APPLIED", "ONLINE", "MESSAGE"],

@@ -22,6 +22,7 @@ Deno.test("escapeControl: C0, DEL, C1 and bidi controls become visible escapes",
 
 const deployment = (message: string): DeploymentView => ({
   name: "web",
+  revision: 7,
   targeted: 2,
   ready: 1,
   failed: 1,
@@ -33,6 +34,8 @@ const deployment = (message: string): DeploymentView => ({
       online: true,
       wanted_revision: 7,
       applied_revision: 7,
+      wanted_kv_revision: 40,
+      applied_kv_revision: 40,
       phase: "failed",
       agent_phase: "failed",
       message,
@@ -42,6 +45,8 @@ const deployment = (message: string): DeploymentView => ({
       online: true,
       wanted_revision: 7,
       applied_revision: 7,
+      wanted_kv_revision: 40,
+      applied_kv_revision: 40,
       phase: "ready",
       agent_phase: "running",
       message: "",
@@ -118,4 +123,15 @@ Deno.test("get devices: a not-ready device's reason is shown, escaped, in MESSAG
   assertStringIncludes(lines[0], "MESSAGE");
   assertStringIncludes(lines[1], "podman away\\u001b[2J\\nfake row");
   assertEquals(lines[2].endsWith(" -"), true, lines[2]);
+});
+
+Deno.test("status: the deployment revision heads the report and fills WANTED/APPLIED", () => {
+  const view = deployment("x");
+  view.devices[1] = { ...view.devices[1], applied_revision: 6, applied_kv_revision: 31 };
+  const lines = deploymentStatus(view).split("\n");
+  assertEquals(lines[0], "Deployment web (revision 7): 1/2 ready, 1 failed");
+  // WANTED/APPLIED are deployment revisions; the KV revisions (40, 31) stay in -o json.
+  assertEquals(lines[3].split(/ +/).slice(0, 4), ["pi-1", "failed", "7", "7"]);
+  assertEquals(lines[4].split(/ +/).slice(0, 4), ["pi-2", "ready", "7", "6"]);
+  assertEquals(/\b(40|31)\b/.test(lines.join("\n")), false);
 });
