@@ -56,9 +56,14 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
       services: observedServices(observed),
     };
   }
+  // The deployment revision people see, echoed from the desired state (absent in older ones).
+  const named = entry.state.deployment_revision !== undefined
+    ? { deployment_revision: entry.state.deployment_revision }
+    : {};
   if (input.violations && input.violations.length > 0) {
     return {
       revision: entry.revision,
+      ...named,
       phase: "failed",
       message: input.violations.join("\n"),
       services: observedServices(observed),
@@ -82,6 +87,7 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   const message = input.error ?? (phase === "pending" ? input.waiting : undefined);
   return {
     revision: entry.revision,
+    ...named,
     phase,
     ...(message ? { message } : {}),
     services,
