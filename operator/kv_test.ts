@@ -1,4 +1,5 @@
 import { connect } from "@nats-io/transport-node";
+import { TIMED_OUT, withinMs } from "@drover/common";
 import { startNats, waitFor } from "../tests/support/mod.ts";
 import { assertEquals } from "../tests/support/assert.ts";
 import { BucketMirror, ensureBuckets, forEachBounded, openBucket, readBucket } from "./kv.ts";
@@ -49,10 +50,16 @@ Deno.test("kv: readBucket returns live keys (empty bucket included), mirror foll
 Deno.test("forEachBounded: bounded concurrency, failures collected", async () => {
   let inFlight = 0;
   let peak = 0;
+  const fourInFlight = Promise.withResolvers<void>();
   const failures = await forEachBounded(Array.from({ length: 50 }, (_, i) => i), 4, async (i) => {
     inFlight++;
     peak = Math.max(peak, inFlight);
-    await new Promise((r) => setTimeout(r, 1));
+    if (inFlight === 4) fourInFlight.resolve();
+    // The first jobs hold their slots until four run at once: a fifth would show in `peak`,
+    // a limit below four as a timeout here.
+    if (await withinMs(fourInFlight.promise, 10_000) === TIMED_OUT) {
+      throw new Error(`never four jobs at once (peak ${peak})`);
+    }
     inFlight--;
     if (i % 10 === 0) throw new Error(`bad ${i}`);
   });

@@ -8,6 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 import { diff, type FanoutDiff, targets } from "./fanout.ts";
 import { knownDevices } from "./aggregate.ts";
 import { FleetState } from "./fleet_state.ts";
@@ -19,8 +20,8 @@ const log = getLogger(["drover", "operator", "reconcile"]);
 export const DEFAULT_WRITE_CONCURRENCY = 64;
 /** A full pass runs at least this often even when nothing was seen to change. */
 export const DEFAULT_RESYNC_MS = 30_000;
-const RETRY_MIN_MS = 500;
-const RETRY_MAX_MS = 30_000;
+/** Waits before retrying a pass whose writes failed: 500 ms doubling up to 30 s. */
+const RETRY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 30_000, jitter: 0 };
 
 /** Options of {@linkcode Reconciler}. */
 export interface ReconcilerOptions {
@@ -123,7 +124,7 @@ export class Reconciler implements AsyncDisposable {
   }
 
   async #run(firstDone: () => void): Promise<void> {
-    let retryMs = RETRY_MIN_MS;
+    const retry = new Backoff(RETRY_BACKOFF);
     while (!this.#stopped) {
       if (!this.#dirty) await this.#sleep(this.#resyncMs);
       if (this.#stopped) break;
@@ -138,26 +139,21 @@ export class Reconciler implements AsyncDisposable {
       firstDone();
       if (result.failed > 0) {
         // Some writes failed (NATS away?): retry the whole pass, with backoff.
-        await this.#sleep(retryMs);
-        retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+        await this.#sleep(retry.next());
         this.#dirty = true;
       } else {
-        retryMs = RETRY_MIN_MS;
+        retry.reset();
       }
     }
     firstDone();
   }
 
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
-    });
+  /** Sleeps `ms`, or until {@linkcode markDirty} or {@linkcode stop} wakes it. */
+  async #sleep(ms: number): Promise<void> {
+    const wake = new AbortController();
+    this.#wake = () => wake.abort();
+    await abortableSleep(ms, wake.signal);
+    this.#wake = undefined;
   }
 
   /** Plans the writes for the current picture (exposed for tests and logging). */

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { abortableSleep } from "@drover/common";
 import type { DeploymentView } from "./aggregate.ts";
 import { FleetState } from "./fleet_state.ts";
 import { BucketMirror, type Buckets } from "./kv.ts";
@@ -117,34 +118,18 @@ export async function waitForRollout(
       if (options.signal?.aborted) return { kind: "interrupted", view };
       const left = deadline - Date.now();
       if (left <= 0) return { kind: "timeout", view };
-      await sleep(Math.min(options.minIntervalMs ?? 100, left), options.signal);
+      await abortableSleep(Math.min(options.minIntervalMs ?? 100, left), options.signal);
       if (dirty) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(tickMs, Math.max(0, deadline - Date.now())));
-        wake = done;
-        options.signal?.addEventListener("abort", done, { once: true });
-        function done() {
-          clearTimeout(timer);
-          wake = undefined;
-          options.signal?.removeEventListener("abort", done);
-          resolve();
-        }
-      });
+      // Until the next change, the next tick, the deadline or an interrupt, whichever is first.
+      const woken = new AbortController();
+      wake = () => woken.abort();
+      const stop = options.signal === undefined
+        ? woken.signal
+        : AbortSignal.any([woken.signal, options.signal]);
+      await abortableSleep(Math.min(tickMs, Math.max(0, deadline - Date.now())), stop);
+      wake = undefined;
     }
   } finally {
     await Promise.all(mirrors.map((m) => m.stop()));
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

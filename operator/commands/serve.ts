@@ -6,6 +6,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "../cli.ts";
 import { connectionSettings, connectNats, serversForDisplay } from "../connection.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -57,6 +58,9 @@ function positiveInt(values: OptionValues, name: string, fallback: number): numb
   return Number(text);
 }
 
+/** Waits between attempts to open the buckets: 500 ms doubling up to 10 s. */
+const OPEN_BUCKETS_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 10_000, jitter: 0 };
+
 /**
  * Opens (creating if needed) the buckets, retrying while JetStream is not
  * reachable yet: a service started before its NATS server must wait, not
@@ -67,21 +71,18 @@ async function openBucketsPatiently(
   settings: BucketSettings,
   signal: AbortSignal,
 ): Promise<Buckets | undefined> {
-  let delayMs = 500;
+  const backoff = new Backoff(OPEN_BUCKETS_BACKOFF);
   while (!signal.aborted) {
     try {
       return await ensureBuckets(nc, settings);
     } catch (e) {
+      const delayMs = backoff.next();
       log.warn("Cannot open buckets yet, retrying in {delayMs} ms: {error}", {
         delayMs,
         error: (e as Error).message,
       });
+      await abortableSleep(delayMs, signal);
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delayMs);
-      signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-    });
-    delayMs = Math.min(delayMs * 2, 10_000);
   }
   return undefined;
 }
