@@ -11,13 +11,12 @@ import { buildBusyboxImage } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 import { BUCKET_DESIRED_STATE } from "@drover/contracts";
 import {
-  type AgentProcess,
   liveRevisions,
   runOperatorCli,
-  startAgent,
   startOperatorService,
   testKv,
-} from "../../operator/testing/mod.ts";
+} from "../support/operator_process.ts";
+import { type AgentProcess, startAgent } from "../support/agent_process.ts";
 
 /** A pinned tag: `:latest` would make the agent try to pull from a registry. */
 const IMAGE = "localhost/drover/busybox:e2e";
@@ -82,6 +81,7 @@ Deno.test({
         podmanSocket: podman.socket,
         dir: `${dir.path}/${id}`,
         heartbeatSeconds: 1,
+        env: { DROVER_LOG_LEVEL: "info" },
       });
 
     // Agents start before any bucket exists: they must wait, not exit.
@@ -170,7 +170,8 @@ Deno.test({
       }
       const table = await cli("get", "deployments");
       assertStringIncludes(table.stdout, "NAME");
-      assertMatchLine(table.stdout, /^lab\s+2\s+2\s+0\s+0/m);
+      // NAME REVISION TARGETED READY FAILED PENDING
+      assertMatchLine(table.stdout, /^lab\s+\d+\s+2\s+2\s+0\s+0/m);
       const status = await cli("status", "lab");
       assertEquals(status.code, 0, status.stderr);
       assertStringIncludes(status.stdout, "Deployment lab: 2/2 ready");
@@ -217,7 +218,7 @@ Deno.test({
       );
 
       // Offline: a killed agent stops heartbeating and is reported offline after 3 intervals.
-      await agents["pi-b"].stop("SIGKILL");
+      await agents["pi-b"].kill();
       await waitFor(async () => {
         const list: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
         const b = list.find((d) => d.device_id === "pi-b");
@@ -228,8 +229,8 @@ Deno.test({
       assertMatchLine(human.stdout, /^pi-b\s+\S+\s+offline/m);
     } catch (e) {
       console.error("test failed:", e);
-      for (const a of Object.values(agents)) {
-        console.error(`--- ${a.deviceId}\n${a.logs().slice(-3000)}`);
+      for (const [id, a] of Object.entries(agents)) {
+        console.error(`--- ${id}\n${(await a.logs()).slice(-3000)}`);
       }
       throw e;
     } finally {

@@ -21,7 +21,7 @@ import {
   runOperatorCli,
   startOperatorService,
   testKv,
-} from "../../operator/testing/mod.ts";
+} from "../support/operator_process.ts";
 import { registerDevice } from "../../operator/registry.ts";
 
 /** Writes the status an agent with these labels would publish (test stand-in for an agent). */
@@ -267,7 +267,11 @@ Deno.test("operator targets by registry labels only: reported labels are ignored
   );
   const table = await cli("get", "devices");
   assert(/^pi-liar\s+ready\s+\S+\s+\S+\s+site=x\s/m.test(table.stdout), table.stdout);
-  assert(/^pi-new\s+unknown\s+offline\s+never\s+site=lab\s+lab$/m.test(table.stdout), table.stdout);
+  assert(
+    /^pi-new\s+unknown\s+offline\s+never\s+site=lab\s+lab\s+has never reported status$/m
+      .test(table.stdout),
+    table.stdout,
+  );
   const api = await (await fetch(`${operator.apiUrl}/api/devices`)).json();
   assertEquals(api.map((d: { labels: unknown }) => d.labels), devices.map((d) => d.labels));
 
