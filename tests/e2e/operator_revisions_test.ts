@@ -15,7 +15,7 @@ import {
 } from "@drover/contracts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { runOperatorCli, startOperatorService, testKv } from "../../operator/testing/mod.ts";
+import { runOperatorCli, startOperatorService, testKv } from "../support/operator_process.ts";
 
 async function report(
   kv: KV,
