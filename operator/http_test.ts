@@ -9,7 +9,7 @@ import { freePort, startNats, waitFor } from "../tests/support/mod.ts";
 import { summarise } from "./aggregate.ts";
 import { CliError, EXIT } from "./cli.ts";
 import { apiTokenProblem, checkApiExposure, createApi, isLoopbackHost } from "./http.ts";
-import { operatorTaskArgs, runOperatorCli } from "./testing/mod.ts";
+import { operatorTaskArgs, runOperatorCli } from "../tests/support/operator_process.ts";
 
 const manifest = DeploymentManifest.parse({
   name: "web",

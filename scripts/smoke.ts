@@ -27,15 +27,23 @@ import {
 import {
   buildBusyboxImage,
   freePort,
+  ManagedProcess,
   type NatsServer,
   type PodmanService,
   startNats,
   startPodman,
   waitFor,
 } from "../tests/support/mod.ts";
+import { AgentProcess, agentToml } from "../tests/support/agent_process.ts";
 import { readTask } from "./compile.ts";
 import { Progress } from "./smoke/progress.ts";
-import { Daemon, runCli, runCliChecked, SmokeError } from "./smoke/processes.ts";
+import {
+  type Daemon,
+  DAEMON_STOP_GRACE_MS,
+  runCli,
+  runCliChecked,
+  SmokeError,
+} from "./smoke/processes.ts";
 
 const DEVICE_ID = "smoke-pi";
 const DEVICE_LABELS = { site: "home", arch: Deno.build.arch };
@@ -73,8 +81,8 @@ interface Env {
   image?: string;
   operatorFlags: string[];
   agentFlags: string[];
-  operator?: Daemon;
-  agent?: Daemon;
+  operator?: ManagedProcess;
+  agent?: AgentProcess;
   apiUrl?: string;
   agentConfigPath?: string;
   hostPort?: number;
@@ -110,39 +118,26 @@ function agentFlagsForSmoke(env: Env): string[] {
   ];
 }
 
-function startAgent(env: Env): Daemon {
-  return Daemon.spawn({
-    name: "agent",
-    command: [
-      Deno.execPath(),
-      "run",
-      ...agentFlagsForSmoke(env),
-      "agent/main.ts",
-      "--config",
-      env.agentConfigPath!,
-    ],
-    env: { DROVER_LOG_LEVEL: "info" },
+/** Starts the agent the way the tests do, with the `agent` task's permissions (see above). */
+function startAgent(env: Env): AgentProcess {
+  return AgentProcess.start({
+    configPath: env.agentConfigPath!,
     logPath: `${env.dir}/agent.log`,
+    permissions: agentFlagsForSmoke(env),
+    env: { DROVER_LOG_LEVEL: "info" },
   });
 }
 
 /** The agent config the smoke run uses (TOML). */
 function agentConfig(env: Env): string {
-  const labels = Object.entries(DEVICE_LABELS).map(([k, v]) => `${k} = "${v}"`).join(", ");
-  return [
-    "[agent]",
-    `device_id = "${DEVICE_ID}"`,
-    `state_dir = "${env.dir}/agent-state"`,
-    `labels = { ${labels} }`,
-    "heartbeat_seconds = 2",
-    "",
-    "[nats]",
-    `servers = ["${env.nats!.url}"]`,
-    "",
-    "[podman]",
-    `socket = "${env.podman!.socket}"`,
-    "",
-  ].join("\n");
+  return agentToml({
+    deviceId: DEVICE_ID,
+    stateDir: `${env.dir}/agent-state`,
+    labels: DEVICE_LABELS,
+    heartbeatSeconds: 2,
+    natsUrl: env.nats!.url,
+    podmanSocket: env.podman!.socket,
+  });
 }
 
 /** examples/hello.yaml with the host port replaced by a free one (8088 may be taken here). */
@@ -246,6 +241,7 @@ async function daemonFailure(daemon: Daemon, what: string): Promise<SmokeError> 
 
 /** Waits until `daemon` passes `ready`, failing early (with its log) if it exits. */
 async function waitForDaemon(
+  name: string,
   daemon: Daemon,
   env: Env,
   message: string,
@@ -253,14 +249,14 @@ async function waitForDaemon(
 ) {
   try {
     await waitFor(async () => {
-      if (!daemon.running) throw new SmokeError(`${daemon.name} exited`);
+      if (!daemon.running) throw new SmokeError(`${name} exited`);
       return await ready();
     }, { timeoutMs: START_TIMEOUT_MS, intervalMs: 250, message, signal: env.signal });
   } catch (error) {
     if (env.signal.aborted) throw error;
     throw await daemonFailure(daemon, (error as Error).message);
   }
-  if (!daemon.running) throw await daemonFailure(daemon, `${daemon.name} exited`);
+  if (!daemon.running) throw await daemonFailure(daemon, `${name} exited`);
 }
 
 function indent(text: string): string {
@@ -295,15 +291,17 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
   await progress.step(STEPS.operator, async (note) => {
     const port = await freePort();
     env.apiUrl = `http://127.0.0.1:${port}`;
-    const daemon = Daemon.spawn({
-      name: "operator",
-      command: operatorCommand(env, ["serve", "--listen", `127.0.0.1:${port}`]),
+    const [command, ...args] = operatorCommand(env, ["serve", "--listen", `127.0.0.1:${port}`]);
+    const daemon = ManagedProcess.spawn({
+      command,
+      args,
       env: operatorEnv(env),
       logPath: `${env.dir}/operator.log`,
     });
     env.operator = daemon;
-    cleanup.defer(async () => void await daemon.stop());
+    cleanup.defer(async () => void await daemon.stop(DAEMON_STOP_GRACE_MS));
     await waitForDaemon(
+      "operator",
       daemon,
       env,
       "operator /healthz answers",
@@ -324,8 +322,9 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
     await Deno.writeTextFile(env.agentConfigPath, agentConfig(env));
     const daemon = startAgent(env);
     env.agent = daemon;
-    cleanup.defer(async () => void await env.agent?.stop());
+    cleanup.defer(async () => void await env.agent?.stop(DAEMON_STOP_GRACE_MS));
     await waitForDaemon(
+      "agent",
       daemon,
       env,
       `agent reports status as ${DEVICE_ID}`,
@@ -389,8 +388,8 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
   await progress.step(STEPS.reconnect, async (note) => {
     const before = await container(env);
     if (!before) throw new SmokeError(`no ${CONTAINER} container before the restart`);
-    const how = await env.agent!.stop();
-    note(`agent stopped (${how === "exited" ? "clean exit on SIGTERM" : "had to be killed"})`);
+    const code = await env.agent!.stop(DAEMON_STOP_GRACE_MS);
+    note(`agent stopped (${code === 0 ? "clean exit on SIGTERM" : `exit code ${code}`})`);
     await env.nats!.restart();
     note(`nats-server restarted on ${env.nats!.url} with the same store`);
     const restartedAt = new Date();
@@ -505,9 +504,9 @@ async function main(): Promise<number> {
       if (!(error instanceof Error)) throw error;
       // Already reported by the step. For a real failure (not Ctrl-C) show the logs' tails.
       if (!interrupt.signal.aborted) {
-        for (const daemon of [env.agent, env.operator]) {
+        for (const [name, daemon] of [["agent", env.agent], ["operator", env.operator]] as const) {
           if (daemon) {
-            console.log(`\n--- ${daemon.name} log (tail) ---\n${await daemon.logTail(20)}`);
+            console.log(`\n--- ${name} log (tail) ---\n${await daemon.logTail(20)}`);
           }
         }
       }

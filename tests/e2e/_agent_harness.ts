@@ -3,7 +3,7 @@
  * Drover's account layout (the device in its own account, as in production)
  * and the buckets created the operator's way, the operator's real snapshot
  * service, a real podman service with the busybox
- * image, the agent as a real subprocess (`deno run -A agent/main.ts --config`),
+ * image, the agent as a real subprocess (tests/support/agent_process.ts),
  * and helpers to write desired state and read back what podman and the status
  * bucket say.
  *
@@ -35,92 +35,11 @@ import {
 } from "../support/mod.ts";
 
 import { connectAdmin, DEVICE_PASSWORD, startDroverNats } from "../support/drover_nats.ts";
+import { AgentProcess, agentToml } from "../support/agent_process.ts";
 import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
 
 /** Image tag used by the tests: not `:latest`, so the agent does not try to pull it. */
 export const TEST_IMAGE = "localhost/drover/busybox:1";
-
-const MAIN_TS = new URL("../../agent/main.ts", import.meta.url).pathname;
-
-/** An agent running as a subprocess; stderr is kept in a log file. */
-export class AgentProcess {
-  readonly #child: Deno.ChildProcess;
-  readonly #logPath: string;
-  readonly #pump: Promise<void>;
-  /** Resolves with the exit status once the process ends. */
-  readonly exited: Promise<Deno.CommandStatus>;
-
-  /**
-   * @param permissions Deno permission flags; default `-A` (the tests are about behaviour,
-   *   `agent_permissions_test.ts` covers the narrow set of the `agent` task).
-   */
-  constructor(
-    configPath: string,
-    logPath: string,
-    env: Record<string, string> = {},
-    permissions: string[] = ["-A"],
-  ) {
-    this.#logPath = logPath;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...permissions, MAIN_TS, "--config", configPath],
-      env: { DROVER_LOG_LEVEL: "debug", NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    this.#child = child;
-    this.#pump = (async () => {
-      // Chunk by chunk, so the log is readable while the agent runs (pipeTo buffers).
-      const file = await Deno.open(logPath, { append: true, create: true, write: true });
-      try {
-        for await (const chunk of child.stderr) {
-          let written = 0;
-          while (written < chunk.length) written += await file.write(chunk.subarray(written));
-        }
-      } finally {
-        file.close();
-      }
-    })();
-    this.exited = this.#child.status;
-  }
-
-  /** The agent's process id. */
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  /** Everything the agent logged so far. */
-  async logs(): Promise<string> {
-    try {
-      return await Deno.readTextFile(this.#logPath);
-    } catch {
-      return "";
-    }
-  }
-
-  /** SIGTERM, then waits for exit; returns the exit code. */
-  async stop(): Promise<number> {
-    try {
-      this.#child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    const status = await this.exited;
-    await this.#pump;
-    return status.code;
-  }
-
-  /** SIGKILL (a crash or power cut), then waits for exit. */
-  async kill(): Promise<void> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await this.exited;
-    await this.#pump;
-  }
-}
 
 /** Options of {@linkcode startAgentEnv}. */
 export interface AgentEnvOptions {
@@ -203,14 +122,14 @@ export class AgentEnv implements AsyncDisposable {
     await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
   }
 
-  /** Starts an agent process on this environment's config. */
+  /** Starts an agent process on this environment's config (killed when the env is disposed). */
   startAgent(env: Record<string, string> = {}, permissions?: string[]): AgentProcess {
-    const agent = new AgentProcess(
-      this.configPath,
-      `${this.dir.path}/agent-${++this.#agentCount}.log`,
+    const agent = AgentProcess.start({
+      configPath: this.configPath,
+      logPath: `${this.dir.path}/agent-${++this.#agentCount}.log`,
       env,
       permissions,
-    );
+    });
     this.#agents.push(agent);
     return agent;
   }
@@ -347,39 +266,6 @@ export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<Agen
   return env;
 }
 
-/** Inputs of {@linkcode agentToml}. */
-export interface AgentTomlInput {
-  deviceId: string;
-  natsUrl: string;
-  /** `[nats] user`/`password` (the test servers' devices log in with a password). */
-  natsUser?: string;
-  natsPassword?: string;
-  podmanSocket: string;
-  stateDir: string;
-  heartbeatSeconds: number;
-  extraToml?: string;
-}
-
-/** An agent.toml for the tests. */
-export function agentToml(input: AgentTomlInput): string {
-  const q = JSON.stringify;
-  return `[agent]
-device_id = ${q(input.deviceId)}
-state_dir = ${q(input.stateDir)}
-heartbeat_seconds = ${input.heartbeatSeconds}
-labels = { site = "lab" }
-
-[nats]
-servers = [${q(input.natsUrl)}]
-${input.natsUser !== undefined ? `user = ${q(input.natsUser)}\n` : ""}${
-    input.natsPassword !== undefined ? `password = ${q(input.natsPassword)}\n` : ""
-  }
-[podman]
-socket = ${q(input.podmanSocket)}
-${input.extraToml ?? ""}
-`;
-}
-
 /**
  * A busybox web server deployment: serves `$GREETING` (from env) on
  * `127.0.0.1:hostPort`.
@@ -441,4 +327,4 @@ export async function waitForPage(port: number, text: string, timeoutMs = 60_000
   }, { timeoutMs, message: `page on 127.0.0.1:${port} says ${JSON.stringify(text)}` });
 }
 
-export { freePort, waitFor };
+export { AgentProcess, freePort, waitFor };

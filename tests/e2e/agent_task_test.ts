@@ -12,7 +12,7 @@ import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts
 import { ensureBuckets } from "../../operator/kv.ts";
 import { readAgentTask, splitCommandLine } from "../../scripts/compile.ts";
 import { launchPlan, mergeFlags, splitAgentCommand } from "../../scripts/agent_task.ts";
-import { collectOutput } from "../../operator/testing/mod.ts";
+import { collectOutput } from "../support/operator_process.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 

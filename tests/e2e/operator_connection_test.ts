@@ -6,7 +6,7 @@
 import { startNats } from "../support/mod.ts";
 import { createTestPki, natsTlsBlock } from "../support/tls.ts";
 import { assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { runOperatorCli } from "../../operator/testing/mod.ts";
+import { runOperatorCli } from "../support/operator_process.ts";
 
 Deno.test("operator CLI: user/password from flags or environment; refused without", async () => {
   await using nats = await startNats({

@@ -18,8 +18,8 @@ import {
   waitFor,
 } from "../support/mod.ts";
 import { assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { buildOperatorImage } from "../../operator/testing/container.ts";
-import { startAgent } from "../../operator/testing/mod.ts";
+import { buildOperatorImage } from "../support/deno_base_image.ts";
+import { startAgent } from "../support/agent_process.ts";
 
 const OPERATOR_IMAGE = "localhost/drover/operator:test";
 const WORKLOAD_IMAGE = "localhost/drover/busybox:ctr";
@@ -106,6 +106,8 @@ Deno.test({
       natsUrl: nats.url,
       podmanSocket: podman.socket,
       dir: `${dir.path}/agent`,
+      heartbeatSeconds: 1,
+      env: { DROVER_LOG_LEVEL: "info" },
     });
 
     // The CLI from the same image, the manifest mounted read-only.
@@ -147,7 +149,11 @@ score:
       "--timeout",
       "90s",
     );
-    assertEquals(apply.code, 0, apply.stdout + apply.stderr + (await logs()) + agent.logs());
+    assertEquals(
+      apply.code,
+      0,
+      apply.stdout + apply.stderr + (await logs()) + (await agent.logs()),
+    );
     assertStringIncludes(apply.stdout, 'deployment "edge" created');
     assertStringIncludes(apply.stdout, "edge: 1/1 ready");
 

@@ -7,7 +7,7 @@
 import { startNats, tempDir } from "../support/mod.ts";
 import { createTestPki, natsTlsBlock } from "../support/tls.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { runOperatorCli } from "../../operator/testing/mod.ts";
+import { runOperatorCli } from "../support/operator_process.ts";
 
 const EXAMPLES = new URL("../../examples/", import.meta.url).pathname.replace(/\/$/, "");
 

@@ -8,7 +8,7 @@
 import { type AgentStatus, BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE } from "@drover/contracts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { runOperatorCli, startOperatorService, testKv } from "../../operator/testing/mod.ts";
+import { runOperatorCli, startOperatorService, testKv } from "../support/operator_process.ts";
 
 /** What a terminal would act on instead of printing (the JSON output's own newlines aside). */
 // deno-lint-ignore no-control-regex -- finding control characters is the point

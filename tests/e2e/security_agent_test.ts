@@ -14,17 +14,18 @@ import { buildBusyboxImage, freePort, startPodman, waitFor } from "../support/mo
 import { runCommand } from "../support/_exec.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 import { createTestPki, natsTlsBlock } from "../support/tls.ts";
-import { AgentProcess, TEST_IMAGE, waitForPage, webDeployment } from "./_agent_harness.ts";
+import { AgentProcess } from "../support/agent_process.ts";
+import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { TEST_IMAGE, waitForPage, webDeployment } from "./_agent_harness.ts";
 import {
   createBuckets,
-  LiveAgent,
   type SecureNats,
   startSecureNats,
   startSnapshots,
-  tolerateAuthFailureResets,
 } from "./_security_env.ts";
 
-tolerateAuthFailureResets();
+// These tests provoke refused connections on purpose (see tolerateTransportResets).
+tolerateTransportResets();
 
 const OPERATOR_MAIN = new URL("../../operator/main.ts", import.meta.url).pathname;
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -98,13 +99,13 @@ Deno.test("security: the agent reconciles with `device add` creds, never trips a
   await using podman = await startPodman();
   await buildBusyboxImage(podman, TEST_IMAGE);
   const op = await env.operator({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-  let agent: LiveAgent | undefined;
+  let agent: AgentProcess | undefined;
   try {
     const { desired } = await createBuckets(op);
     await using _snapshots = await startSnapshots(op);
     // Provisioned after the server started: adding a device needs no server change.
     const configPath = await provisionAgent(env, "pi-1", podman.socket);
-    agent = new LiveAgent(configPath);
+    agent = AgentProcess.start({ configPath, logPath: env.path("agent.log") });
 
     const port = await freePort();
     const otherPort = await freePort();
@@ -129,7 +130,7 @@ Deno.test("security: the agent reconciles with `device add` creds, never trips a
       timeoutMs: 30_000,
       message: "web removed after delete",
     });
-    const logs = agent.log;
+    const logs = await agent.logs();
     assert(!logs.includes("Permissions Violation"), `the agent tripped a permission:\n${logs}`);
     assert(!logs.includes("Permission"), `the agent logged a permission problem:\n${logs}`);
 
@@ -144,22 +145,22 @@ Deno.test("security: the agent reconciles with `device add` creds, never trips a
     const before = (await podman.cli(["ps", "-q", "--no-trunc"])).stdout.trim();
     await deviceRevoke(env.authDir.path, "pi-1");
     await env.reload();
-    const refusals = () => agent!.log.split(/revoked|authorization/i).length - 1;
-    await waitFor(() => refusals() > 0, {
+    const refusals = async () => (await agent!.logs()).split(/revoked|authorization/i).length - 1;
+    await waitFor(async () => await refusals() > 0, {
       timeoutMs: 30_000,
       message: "the agent sees its authorization refused",
     });
     // A few more refused reconnect attempts, then it must still be running.
-    const seen = refusals();
-    await waitFor(() => refusals() >= seen + 2 || !agent!.running, {
+    const seen = await refusals();
+    await waitFor(async () => await refusals() >= seen + 2 || !agent!.running, {
       timeoutMs: 60_000,
       message: "the agent keeps retrying while revoked",
     });
-    assert(agent.running, `the revoked agent exited:\n${agent.tail()}`);
+    assert(agent.running, `the revoked agent exited:\n${await agent.logTail()}`);
     assertEquals((await podman.cli(["ps", "-q", "--no-trunc"])).stdout.trim(), before);
     await waitForPage(port, "still here");
   } catch (e) {
-    const tail = agent?.tail() ?? "";
+    const tail = await agent?.logTail() ?? "";
     throw new Error(`${(e as Error).message}\nagent log tail:\n${tail}`, { cause: e });
   } finally {
     await agent?.[Symbol.asyncDispose]();
@@ -183,7 +184,7 @@ Deno.test("security: agent and operator CLI over mutual TLS; no CA, a wrong CA o
       cert: pki.clientCert,
       key: pki.clientKey,
     });
-    agent = new AgentProcess(configPath, env.path("agent.log"));
+    agent = AgentProcess.start({ configPath, logPath: env.path("agent.log") });
     const port = await freePort();
     await desired.put("pi-1.web", enc(webDeployment("web", port, "hello tls")));
     await waitForPage(port, "hello tls");

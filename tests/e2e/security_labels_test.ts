@@ -16,16 +16,14 @@ import { BUCKET_DESIRED_STATE, BUCKET_DEVICES, canonicalJson } from "@drover/con
 import { buildBusyboxImage, freePort, startPodman, waitFor } from "../support/mod.ts";
 import type { PodmanService } from "../support/mod.ts";
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
-import { runOperatorCli, startOperatorService } from "../../operator/testing/mod.ts";
+import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
 import { readRegistration } from "../../operator/registry.ts";
-import {
-  LiveAgent,
-  type SecureNats,
-  startSecureNats,
-  tolerateAuthFailureResets,
-} from "./_security_env.ts";
+import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { AgentProcess } from "../support/agent_process.ts";
+import { type SecureNats, startSecureNats } from "./_security_env.ts";
 
-tolerateAuthFailureResets();
+// These tests provoke refused connections on purpose (see tolerateTransportResets).
+tolerateTransportResets();
 
 const IMAGE = "localhost/drover/busybox:labels";
 const SECRET = "bank-vault-password";
@@ -84,12 +82,14 @@ Deno.test({
     const cli = (...args: string[]) => runOperatorCli(env.nats.url, [...args, ...creds]);
 
     // Both agents claim site=bank; only the teller was registered so.
-    await using thief = new LiveAgent(
-      await agentConfig(env, "thief", podThief, { site: "bank" }),
-    );
-    await using teller = new LiveAgent(
-      await agentConfig(env, "teller", podTeller, { site: "bank" }),
-    );
+    await using thief = AgentProcess.start({
+      configPath: await agentConfig(env, "thief", podThief, { site: "bank" }),
+      logPath: env.path("thief.log"),
+    });
+    await using teller = AgentProcess.start({
+      configPath: await agentConfig(env, "teller", podTeller, { site: "bank" }),
+      logPath: env.path("teller.log"),
+    });
     const op = await env.operator();
     try {
       await waitFor(async () => {
@@ -100,8 +100,10 @@ Deno.test({
       }, {
         timeoutMs: 60_000,
         message: "both agents report site=bank",
-      }).catch((e) => {
-        throw new Error(`${e.message}\nthief:\n${thief.tail()}\nteller:\n${teller.tail()}`);
+      }).catch(async (e) => {
+        throw new Error(
+          `${e.message}\nthief:\n${await thief.logTail()}\nteller:\n${await teller.logTail()}`,
+        );
       });
 
       await Deno.writeTextFile(
@@ -124,7 +126,7 @@ Deno.test({
       assertEquals(
         apply.code,
         0,
-        `${apply.stdout}${apply.stderr}\n${operator.logs()}\nteller:\n${teller.tail()}`,
+        `${apply.stdout}${apply.stderr}\n${operator.logs()}\nteller:\n${await teller.logTail()}`,
       );
       // Positive control: the registered device runs it; the rollout counted only that one.
       assert(apply.stdout.includes("bank: 1/1 ready"), apply.stdout);
@@ -134,7 +136,7 @@ Deno.test({
       const desired = await new Kvm(op).open(BUCKET_DESIRED_STATE);
       assertEquals(await keysOf(desired), ["teller.bank"]);
       assertEquals(await containers(podThief), []);
-      assert(!thief.log.includes(SECRET), "the thief's agent saw the bank secret");
+      assert(!(await thief.logs()).includes(SECRET), "the thief's agent saw the bank secret");
 
       // Shown, not trusted: the registry's site=x decides, the claimed site=bank is displayed.
       const devices: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);

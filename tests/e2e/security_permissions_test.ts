@@ -28,10 +28,12 @@ import {
   type SecureNats,
   startSecureNats,
   startSnapshots,
-  tolerateAuthFailureResets,
 } from "./_security_env.ts";
+import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { TIMED_OUT, withinMs } from "@drover/common";
 
-tolerateAuthFailureResets();
+// These tests provoke refused connections on purpose (see tolerateTransportResets).
+tolerateTransportResets();
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -40,26 +42,16 @@ const EMPTY = new Uint8Array();
 
 /** Runs `op` expecting a permissions refusal; returns the error message. */
 async function refused(what: string, op: () => Promise<unknown>): Promise<string> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let result: unknown;
   try {
-    const result = await Promise.race([
-      op(),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${what}: neither allowed nor refused`)),
-          PERMISSION_TIMEOUT_MS,
-        );
-      }),
-    ]);
-    throw new Error(`${what}: expected a permissions violation, got ${JSON.stringify(result)}`);
+    result = await withinMs(op(), PERMISSION_TIMEOUT_MS);
   } catch (e) {
     const message = (e as Error).message;
-    if (message.startsWith(`${what}:`)) throw e;
     assertStringIncludes(message, "Permissions Violation", `${what}: ${message}`);
     return message;
-  } finally {
-    clearTimeout(timer);
   }
+  if (result === TIMED_OUT) throw new Error(`${what}: neither allowed nor refused`);
+  throw new Error(`${what}: expected a permissions violation, got ${JSON.stringify(result)}`);
 }
 
 /** The first message on `subject`, or a refusal. */

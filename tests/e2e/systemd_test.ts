@@ -360,7 +360,7 @@ Deno.test({
     const { startNats, startPodman, freePort, waitFor, fetchPublishedPort } = await import(
       "../support/mod.ts"
     );
-    const { buildOperatorImage } = await import("../../operator/testing/container.ts");
+    const { buildOperatorImage } = await import("../support/deno_base_image.ts");
     await using nats = await startNats();
     await using podman = await startPodman();
     await using dir = await tempDir("drover-operator-unit-");

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { TIMED_OUT, withinMs } from "@drover/common";
 import { HarnessError } from "./errors.ts";
 import { appendToLogFile } from "./log_file.ts";
 import { waitFor } from "./wait_for.ts";
@@ -34,30 +35,43 @@ export interface SpawnOptions {
   args: string[];
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Working directory (default: this process's). */
+  cwd?: string;
   /** File that receives stdout and stderr (appended, so restarts keep earlier output). */
   logPath: string;
 }
 
-/** A running server process started by the harness. */
-export class ManagedProcess {
+/** A running process started by the harness (a server, the agent, the operator service). */
+export class ManagedProcess implements AsyncDisposable {
+  /** The file receiving its stdout and stderr. */
+  readonly logPath: string;
   readonly #child: Deno.ChildProcess;
   readonly #done: Promise<Deno.CommandStatus>;
   #running = true;
 
-  private constructor(child: Deno.ChildProcess, done: Promise<Deno.CommandStatus>) {
+  private constructor(
+    child: Deno.ChildProcess,
+    done: Promise<Deno.CommandStatus>,
+    logPath: string,
+  ) {
     this.#child = child;
     this.#done = done;
+    this.logPath = logPath;
     done.then(() => this.#running = false);
   }
 
-  /** Starts the process with its output appended to `logPath`. */
-  static async spawn(options: SpawnOptions): Promise<ManagedProcess> {
+  /**
+   * Starts the process with its output appended to `logPath`. Synchronous, so a harness can
+   * hand out a started process without an `await`.
+   */
+  static spawn(options: SpawnOptions): ManagedProcess {
     // Fail before starting anything when the log cannot be written.
-    (await Deno.open(options.logPath, { create: true, append: true })).close();
+    Deno.openSync(options.logPath, { create: true, append: true }).close();
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(options.command, {
         args: options.args,
+        cwd: options.cwd,
         env: options.env,
         stdin: "null",
         stdout: "piped",
@@ -80,7 +94,7 @@ export class ManagedProcess {
       await piped;
       return status;
     });
-    return new ManagedProcess(child, done);
+    return new ManagedProcess(child, done, options.logPath);
   }
 
   /** Process id. */
@@ -98,17 +112,16 @@ export class ManagedProcess {
     return this.#done;
   }
 
-  /** Sends SIGTERM, waits up to `graceMs`, then SIGKILL; resolves when the process is gone. */
-  async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
-    if (!this.#running) return;
+  /**
+   * Sends SIGTERM, waits up to `graceMs`, then SIGKILL; resolves when the process is gone,
+   * saying whether it had to be killed.
+   */
+  async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<"exited" | "killed"> {
+    if (!this.#running) return "exited";
     this.#signal("SIGTERM");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), graceMs);
-    });
-    const outcome = await Promise.race([this.#done, timedOut]);
-    clearTimeout(timer);
-    if (outcome === "timeout") await this.kill();
+    if (await withinMs(this.#done, graceMs) !== TIMED_OUT) return "exited";
+    await this.kill();
+    return "killed";
   }
 
   /** Sends SIGKILL (a crash, as far as the program can tell); resolves when the process is gone. */
@@ -116,6 +129,25 @@ export class ManagedProcess {
     if (!this.#running) return;
     this.#signal("SIGKILL");
     await this.#done;
+  }
+
+  /** Everything it wrote so far ("" when the log is missing). */
+  async logs(): Promise<string> {
+    try {
+      return await Deno.readTextFile(this.logPath);
+    } catch {
+      return "";
+    }
+  }
+
+  /** The last `lines` lines of its log (see {@linkcode logTail}). */
+  logTail(lines = 40): Promise<string> {
+    return logTail(this.logPath, lines);
+  }
+
+  /** Stops it (see {@linkcode ManagedProcess.stop}). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
   }
 
   #signal(signal: Deno.Signal): void {

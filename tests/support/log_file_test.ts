@@ -3,7 +3,6 @@ import { appendToLogFile } from "./log_file.ts";
 import { ManagedProcess } from "./_managed_process.ts";
 import { tempDir } from "./temp_dir.ts";
 import { waitFor } from "./wait_for.ts";
-import { Daemon } from "../../scripts/smoke/processes.ts";
 
 // Prints one line on each stream, then stays alive (exec: SIGTERM reaches sleep itself).
 const CHATTY_THEN_QUIET = [
@@ -19,18 +18,6 @@ function bothLinesIn(path: string): Promise<string> {
   }, { timeoutMs: 10_000, message: `both lines in ${path} while the process runs` });
 }
 
-Deno.test("smoke Daemon: a child's lines are in its log file while it still runs", async () => {
-  await using dir = await tempDir();
-  const logPath = `${dir.path}/agent.log`;
-  await using daemon = Daemon.spawn({
-    name: "chatty",
-    command: ["sh", ...CHATTY_THEN_QUIET],
-    logPath,
-  });
-  await bothLinesIn(logPath);
-  assert(daemon.running, "the process is still running");
-});
-
 Deno.test("ManagedProcess: a server's lines are in its log file while it still runs", async () => {
   await using dir = await tempDir();
   const logPath = `${dir.path}/server.log`;
@@ -41,6 +28,21 @@ Deno.test("ManagedProcess: a server's lines are in its log file while it still r
   } finally {
     await server.stop();
   }
+});
+
+Deno.test("ManagedProcess.stop kills what ignores SIGTERM once the grace time is over", async () => {
+  await using dir = await tempDir();
+  const logPath = `${dir.path}/stubborn.log`;
+  // No child processes: a leftover one would hold the log pipe open after the kill.
+  const args = ["-c", "trap '' TERM; echo ready; while :; do :; done"];
+  const stubborn = ManagedProcess.spawn({ command: "sh", args, logPath });
+  await waitFor(async () => (await stubborn.logs()).includes("ready"), {
+    timeoutMs: 10_000,
+    message: "the process printed ready",
+  });
+  assertEquals(await stubborn.stop(200), "killed");
+  assertEquals((await stubborn.exited).signal, "SIGKILL");
+  assertEquals(await stubborn.logTail(1), "ready");
 });
 
 Deno.test("appendToLogFile appends whole chunks and closes the file when the streams end", async () => {

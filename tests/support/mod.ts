@@ -21,6 +21,7 @@
 export * from "./busybox_image.ts";
 export * from "./errors.ts";
 export * from "./log_file.ts";
+export { ManagedProcess, type SpawnOptions } from "./_managed_process.ts";
 export * from "./nats.ts";
 export * from "./podman.ts";
 export * from "./ports.ts";

@@ -32,7 +32,7 @@ import {
   type NetworkSlot,
 } from "./_podman_network.ts";
 import { CleanupError, ServiceStartError } from "./errors.ts";
-import { sleep } from "./wait_for.ts";
+import { abortableSleep } from "@drover/common";
 
 /** How long starting the podman service may take before it counts as failed. */
 export const PODMAN_START_TIMEOUT_MS = 30_000;
@@ -368,7 +368,7 @@ async function cleanUpInstance(
   // conmon and `podman container cleanup` exit shortly after their container is removed.
   let leftovers = await processesReferencing(paths.dir);
   for (let waited = 0; leftovers.length > 0 && waited < LEFTOVER_PROCESS_GRACE_MS; waited += 100) {
-    await sleep(100);
+    await abortableSleep(100);
     leftovers = await processesReferencing(paths.dir);
   }
   killAll(leftovers.map((p) => p.pid));

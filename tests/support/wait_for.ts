@@ -5,6 +5,7 @@
  * @module
  */
 
+import { abortableSleep } from "@drover/common";
 import { WaitTimeoutError } from "./errors.ts";
 
 /** How often {@linkcode waitFor} polls when `intervalMs` is not given. */
@@ -61,7 +62,7 @@ export async function waitFor<T>(condition: WaitCondition<T>, options: WaitForOp
       lastError = error;
     }
     if (Date.now() >= deadline) break;
-    await sleep(Math.min(intervalMs, Math.max(0, deadline - Date.now())));
+    await abortableSleep(Math.min(intervalMs, Math.max(0, deadline - Date.now())), options.signal);
   }
   options.signal?.throwIfAborted();
   const last = lastError === undefined ? "" : `; last error: ${describe(lastError)}`;
@@ -69,11 +70,6 @@ export async function waitFor<T>(condition: WaitCondition<T>, options: WaitForOp
     `Timed out: ${options.message} (waited ${options.timeoutMs} ms, ${attempts} attempts${last})`,
     { cause: lastError },
   );
-}
-
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function describe(error: unknown): string {

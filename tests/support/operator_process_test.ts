@@ -1,5 +1,5 @@
-import { assertEquals } from "../../tests/support/assert.ts";
-import { collectOutput } from "./mod.ts";
+import { assertEquals } from "./assert.ts";
+import { collectOutput } from "./operator_process.ts";
 
 Deno.test("collectOutput decodes each stream on its own: a split character survives", async () => {
   // "é" is C3 A9; its halves arrive in two stdout chunks with a stderr chunk in between.

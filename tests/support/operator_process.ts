@@ -1,13 +1,15 @@
 /**
- * Helpers for the operator's cross-process tests (tests/e2e/operator_*_test.ts):
+ * The operator in cross-process tests (tests/e2e/operator_*_test.ts, operator/http_test.ts):
  * run the real CLI and the real `serve` as subprocesses, with exactly the
- * permissions of the `deno task operator` entry, and read KV revisions.
+ * permissions of the `deno task operator` entry, and read KV revisions. (The agent's
+ * counterpart is agent_process.ts.)
  *
  * @module
  */
 
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
+import { waitFor } from "./wait_for.ts";
 
 const REPO_ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -105,19 +107,17 @@ export async function startOperatorService(
       await service.stop();
     },
   };
-  const deadline = Date.now() + 30_000;
-  while (true) {
-    try {
+  try {
+    await waitFor(async () => {
       const res = await fetch(`${apiUrl}/healthz`);
       await res.body?.cancel();
-      if (res.ok) return service;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) {
-      await service.stop();
-      throw new Error(`operator serve did not become healthy:\n${output.text()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+      return res.ok;
+    }, { timeoutMs: 30_000, message: "operator serve answers /healthz" });
+  } catch (e) {
+    await service.stop();
+    throw new Error(`${(e as Error).message}:\n${output.text()}`, { cause: e });
   }
+  return service;
 }
 
 /** A NATS connection and the three buckets, for the test's own reads and writes. */
@@ -149,83 +149,6 @@ export async function liveRevisions(kv: KV): Promise<Map<string, number>> {
     if (entry && entry.operation === "PUT") out.set(key, entry.revision);
   }
   return out;
-}
-
-/** A real agent (`agent/main.ts`) running as a subprocess. */
-export interface AgentProcess extends AsyncDisposable {
-  readonly deviceId: string;
-  readonly configPath: string;
-  /** Log output so far. */
-  logs(): string;
-  /** Sends `signal` (default SIGTERM) and waits for exit. Idempotent. */
-  stop(signal?: Deno.Signal): Promise<void>;
-}
-
-/** Settings for {@linkcode startAgent}. */
-export interface AgentSettings {
-  deviceId: string;
-  labels: Record<string, string>;
-  natsUrl: string;
-  podmanSocket: string;
-  /** Directory for the config file and the agent's state. */
-  dir: string;
-  heartbeatSeconds?: number;
-}
-
-/** Renders an agent.toml for {@linkcode startAgent}. */
-export function agentToml(s: AgentSettings): string {
-  const labels = Object.entries(s.labels).map(([k, v]) =>
-    `${JSON.stringify(k)} = ${JSON.stringify(v)}`
-  )
-    .join(", ");
-  return `[agent]
-device_id = ${JSON.stringify(s.deviceId)}
-labels = { ${labels} }
-heartbeat_seconds = ${s.heartbeatSeconds ?? 1}
-state_dir = ${JSON.stringify(`${s.dir}/state`)}
-
-[nats]
-servers = [${JSON.stringify(s.natsUrl)}]
-
-[podman]
-socket = ${JSON.stringify(s.podmanSocket)}
-`;
-}
-
-/** Starts the real agent with a config written from `settings`. */
-export async function startAgent(settings: AgentSettings): Promise<AgentProcess> {
-  await Deno.mkdir(`${settings.dir}/state`, { recursive: true });
-  const configPath = `${settings.dir}/agent-${settings.deviceId}.toml`;
-  await Deno.writeTextFile(configPath, agentToml(settings));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${REPO_ROOT}agent/main.ts`, "--config", configPath],
-    cwd: REPO_ROOT,
-    env: { DROVER_LOG_LEVEL: "info" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = collectOutput(child);
-  const drained = output.done;
-  let stopped: Promise<void> | undefined;
-  const agent: AgentProcess = {
-    deviceId: settings.deviceId,
-    configPath,
-    logs: output.text,
-    stop(signal: Deno.Signal = "SIGTERM") {
-      if (stopped === undefined) {
-        try {
-          child.kill(signal);
-        } catch { /* already gone */ }
-        stopped = child.status.then(() => drained).then(() => {});
-      }
-      return stopped;
-    },
-    async [Symbol.asyncDispose]() {
-      await agent.stop();
-    },
-  };
-  return agent;
 }
 
 /**
