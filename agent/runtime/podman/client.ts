@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * using podman = new PodmanClient({ socketPath: "/run/podman/podman.sock" });
- * await podman.ping();
+ * if (!await podman.imageExists("localhost/web:1")) await podman.pullImage("localhost/web:1");
  * const { id } = await podman.createContainer({ name: "web", image: "localhost/web:1" });
  * await podman.startContainer(id);
  * ```
@@ -33,14 +33,11 @@ import type {
   ContainerSummary,
   CreateContainerResult,
   HealthCheckResults,
-  ImageInspect,
   LibpodCreateSpec,
-  PingResult,
   PodmanEvent,
   PullPolicy,
   PullResult,
   RegistryAuth,
-  VersionInfo,
 } from "./types.ts";
 
 /** The libpod API version Drover speaks: podman 4.0 and later answer it. */
@@ -184,19 +181,6 @@ export class PodmanClient implements Disposable {
     this.close();
   }
 
-  /** Checks that the service answers. */
-  async ping(options: CallOptions = {}): Promise<PingResult> {
-    const action = "ping podman";
-    const res = await this.#request("GET", "/libpod/_ping", action, options);
-    await this.#expectOk(res, [200], action, "GET", "/libpod/_ping");
-    return { libpodApiVersion: res.headers.get("libpod-api-version") ?? undefined };
-  }
-
-  /** Podman's version and API levels. */
-  async version(options: CallOptions = {}): Promise<VersionInfo> {
-    return await this.#getJson<VersionInfo>("/libpod/version", "read podman's version", options);
-  }
-
   /** Whether `ref` is in local image storage. */
   async imageExists(ref: string, options: CallOptions = {}): Promise<boolean> {
     const path = `/libpod/images/${segment(ref, "image reference")}/exists`;
@@ -208,20 +192,6 @@ export class PodmanClient implements Disposable {
       return false;
     }
     throw this.#classify(await this.#failure(res, action, "GET", path));
-  }
-
-  /** Inspects a local image. @throws {ImageNotFoundError} if it is not present. */
-  async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
-    const path = `/libpod/images/${segment(ref, "image reference")}/json`;
-    return await this.#getJson<ImageInspect>(
-      path,
-      `inspect image ${JSON.stringify(ref)}`,
-      options,
-      {
-        kind: "image",
-        ref,
-      },
-    );
   }
 
   /**
@@ -382,6 +352,7 @@ export class PodmanClient implements Disposable {
   /**
    * Runs a container's health check once, now (podman 4.3 without systemd
    * never runs it on its own), and returns the resulting health state.
+   * Not called yet: kept for the coming health-check work, which runs it.
    */
   async runHealthcheck(nameOrId: string, options: CallOptions = {}): Promise<HealthCheckResults> {
     const path = `/libpod/containers/${segment(nameOrId, "container name or id")}/healthcheck`;
@@ -393,7 +364,10 @@ export class PodmanClient implements Disposable {
     );
   }
 
-  /** Reads a container's recorded output (not following), decoded into frames. */
+  /**
+   * Reads a container's recorded output (not following), decoded into frames.
+   * Not called yet: kept for the coming device-logs work, which serves it.
+   */
   async containerLogs(nameOrId: string, options: ContainerLogsOptions = {}): Promise<LogFrame[]> {
     const path = `/libpod/containers/${segment(nameOrId, "container name or id")}/logs`;
     const action = `read the logs of container ${JSON.stringify(nameOrId)}`;

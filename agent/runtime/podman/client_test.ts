@@ -34,24 +34,9 @@ Deno.test("podman client against a real podman service", async (t) => {
   using client = new PodmanClient({ socketPath: podman.socket });
   const image = await buildBusyboxImage(podman);
 
-  await t.step("ping and version", async () => {
-    const ping = await client.ping();
-    assert(ping.libpodApiVersion?.startsWith("4."), `libpod API version ${ping.libpodApiVersion}`);
-    const version = await client.version();
-    assertEquals(version.Version, ping.libpodApiVersion);
-  });
-
-  await t.step("image exists / inspect, and the missing case", async () => {
+  await t.step("image exists, and the missing case", async () => {
     assertEquals(await client.imageExists(image), true);
-    const inspected = await client.inspectImage(image);
-    assert(inspected.RepoTags?.includes(image), `RepoTags ${inspected.RepoTags}`);
     assertEquals(await client.imageExists("localhost/drover/absent:1"), false);
-    const err = await assertRejects(
-      () => client.inspectImage("localhost/drover/absent:1"),
-      ImageNotFoundError,
-    );
-    assertEquals(err.image, "localhost/drover/absent:1");
-    assertEquals(err.status, 404);
   });
 
   await t.step("create, start, inspect, list by label, stop twice, remove", async () => {
@@ -302,7 +287,6 @@ Deno.test("podman client against a real podman service", async (t) => {
     assert(/^[0-9a-f]{64}$/.test(pulled.id), `image id ${pulled.id}`);
     assertEquals(pulled.images, [pulled.id]);
     assertEquals(await client.imageExists(remote), true);
-    assertEquals((await client.inspectImage(remote)).Id, pulled.id);
     assert(progress.some((l) => l.includes(remote)), `progress: ${progress}`);
 
     // An error thrown by the caller's callback reaches the caller unchanged.
@@ -359,7 +343,7 @@ Deno.test("podman client against a real podman service", async (t) => {
       "read podman events",
     );
     await podman.start();
-    await waitFor(() => client.ping().then(() => true), {
+    await waitFor(() => client.listContainers().then(() => true), {
       timeoutMs: WAIT_MS,
       message: "podman answers again after restart",
     });
@@ -370,7 +354,11 @@ Deno.test("a missing socket is a PodmanUnavailableError naming the socket", asyn
   await using dir = await tempDir();
   const socketPath = `${dir.path}/absent.sock`;
   using client = new PodmanClient({ socketPath });
-  const err = await assertRejects(() => client.ping(), PodmanUnavailableError, socketPath);
+  const err = await assertRejects(
+    () => client.listContainers(),
+    PodmanUnavailableError,
+    socketPath,
+  );
   assertEquals(err.socketPath, socketPath);
   assertEquals(err.status, undefined);
   assert(err.cause instanceof Error, "keeps the connection error as cause");
@@ -389,7 +377,7 @@ Deno.test("an aborted call rejects with the signal's reason", async () => {
   const controller = new AbortController();
   controller.abort(new Error("caller gave up"));
   await assertRejects(
-    () => client.ping({ signal: controller.signal }),
+    () => client.listContainers({ signal: controller.signal }),
     Error,
     "caller gave up",
   );

@@ -5,6 +5,9 @@
  * an 8-byte header `[stream, 0, 0, 0, uint32 big-endian length]` followed by
  * `length` bytes of payload. Frames may straddle network chunks.
  *
+ * Used by `PodmanClient.containerLogs`, which nothing calls yet: kept for the
+ * coming device-logs work.
+ *
  * @module
  */
 

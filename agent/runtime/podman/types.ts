@@ -210,47 +210,6 @@ export interface ContainerInspect {
   }>;
 }
 
-/** The subset of `GET /libpod/images/{ref}/json` Drover reads. */
-export interface ImageInspect {
-  Id: string;
-  Digest: string;
-  RepoTags: string[] | null;
-  RepoDigests: string[] | null;
-  Created: string;
-  Architecture: string;
-  Os: string;
-  Size: number;
-  Labels: Record<string, string> | null;
-  Config: {
-    Env?: string[];
-    Cmd?: string[];
-    Entrypoint?: string[];
-    Labels?: Record<string, string>;
-    WorkingDir?: string;
-    User?: string;
-  };
-}
-
-/** Answer of `GET /libpod/version`. */
-export interface VersionInfo {
-  /** Podman version, e.g. `"4.3.1"`. */
-  Version: string;
-  /** Docker-compatible API version, e.g. `"1.41"`. */
-  ApiVersion: string;
-  MinAPIVersion: string;
-  Os: string;
-  Arch: string;
-  KernelVersion: string;
-  GoVersion: string;
-  Components?: Array<{ Name: string; Version: string; Details?: Record<string, string> }>;
-}
-
-/** Answer of `GET /libpod/_ping`. */
-export interface PingResult {
-  /** The `Libpod-API-Version` header, e.g. `"4.3.1"`. */
-  libpodApiVersion: string | undefined;
-}
-
 /** Registry credentials sent in `X-Registry-Auth`. */
 export interface RegistryAuth {
   username: string;
