@@ -6,6 +6,8 @@
  * @module
  */
 
+import { type CommandResult, runCommand } from "../../tests/support/_exec.ts";
+
 /** A smoke step's expectation did not hold; the message says what was seen instead. */
 export class SmokeError extends Error {
   /** Creates the error; `cause` keeps the underlying failure. */
@@ -31,33 +33,16 @@ export interface Daemon {
 }
 
 /** What a finished command printed. */
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type CliResult = CommandResult;
 
 /** Runs a command to completion (stdin closed); never throws on a non-zero exit. */
-export async function runCli(
+export function runCli(
   command: string[],
   env?: Record<string, string>,
   signal?: AbortSignal,
 ): Promise<CliResult> {
   const [program, ...args] = command;
-  const output = await new Deno.Command(program, {
-    args,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal,
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  return runCommand(program, args, { env, signal });
 }
 
 /**

@@ -22,6 +22,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   /** Working directory. */
   cwd?: string;
+  /** Kills the command (SIGTERM) when aborted. */
+  signal?: AbortSignal;
 }
 
 const decoder = new TextDecoder();
@@ -36,6 +38,7 @@ export async function runCommand(
     args,
     env: options.env,
     cwd: options.cwd,
+    signal: options.signal,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

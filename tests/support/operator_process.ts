@@ -10,6 +10,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
 import { waitFor } from "./wait_for.ts";
+import { type CommandResult, runCommand } from "./_exec.ts";
 
 const REPO_ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -23,11 +24,7 @@ export async function operatorTaskArgs(): Promise<string[]> {
 }
 
 /** Output of one CLI run. */
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type CliResult = CommandResult;
 
 /**
  * Runs `drover-operator ARGS` as a subprocess against `natsUrl`, in the project root as
@@ -39,22 +36,12 @@ export async function runOperatorCli(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<CliResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [...await operatorTaskArgs(), ...args],
+  return await runCommand(Deno.execPath(), [...await operatorTaskArgs(), ...args], {
     // INIT_CWD set explicitly: one inherited from a `deno task test` run elsewhere would not
     // match this process's directory.
     env: { NATS_URL: natsUrl, INIT_CWD: REPO_ROOT, ...env },
     cwd: REPO_ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  });
 }
 
 /** A running `serve` subprocess. */
