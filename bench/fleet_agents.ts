@@ -23,6 +23,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { abortableSleep, withinMs } from "@drover/common";
 import { AgentPolicy, type AgentStatus, NatsConfig } from "@drover/contracts";
 import { NatsSession } from "../agent/nats/session.ts";
 import type { DesiredSink } from "../agent/nats/desired_record.ts";
@@ -194,10 +195,10 @@ async function main(args: string[]): Promise<void> {
     });
     runs.push(agent.run(stop.signal));
     // Spread connection set-up a little so the event loop keeps breathing.
-    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+    if (i % 50 === 49) await abortableSleep(5);
   }
   await new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve()));
-  await Promise.race([Promise.allSettled(runs), new Promise((r) => setTimeout(r, 3_000))]);
+  await withinMs(Promise.allSettled(runs), 3_000);
   clearInterval(flusher);
   flush();
   records.close();

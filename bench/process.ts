@@ -5,6 +5,8 @@
  * @module
  */
 
+import { TIMED_OUT, withinMs } from "@drover/common";
+
 /** Repository root (bench/..), the working directory of every child. */
 export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -56,20 +58,14 @@ export class LoggedProcess implements AsyncDisposable {
     } catch {
       // Already exited.
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const killed = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch {
-          // Exited meanwhile.
-        }
-        resolve();
-      }, graceMs);
-    });
-    await Promise.race([this.status, killed]);
+    if (await withinMs(this.status, graceMs) === TIMED_OUT) {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // Exited meanwhile.
+      }
+    }
     await this.status;
-    clearTimeout(timer);
     await this.#pumps;
   }
 

@@ -39,15 +39,13 @@ Deno.test("agent: sd_notify READY/WATCHDOG/STOPPING under narrow permissions", a
     );
     await waitForPage(port, "notify");
     const waitForMessage = async (prefix: string) => {
-      const deadline = Date.now() + 30_000;
-      while (!messages.some((m) => m.startsWith(prefix))) {
-        if (Date.now() > deadline) {
-          throw new Error(
-            `no ${prefix} in ${JSON.stringify(messages)}; logs:\n${await agent.logs()}`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitFor(() => messages.some((m) => m.startsWith(prefix)), {
+        timeoutMs: 30_000,
+        intervalMs: 50,
+        message: `${prefix} among ${JSON.stringify(messages)}`,
+      }).catch(async (e) => {
+        throw new Error(`${e.message}; logs:\n${await agent.logs()}`, { cause: e });
+      });
     };
     await waitForMessage("READY=1");
     await waitForMessage("WATCHDOG=1");
