@@ -18,6 +18,12 @@ import { DesiredFollower, type DesiredFollowOptions } from "./desired_follow.ts"
 import { DroverRequestError, putStatus } from "./requests.ts";
 import type { StatusStore } from "../status.ts";
 import { errorText } from "../log.ts";
+import {
+  formatDuration,
+  OUTAGE_REPORT_EVERY_MS,
+  type OutageReport,
+  OutageTracker,
+} from "./outage.ts";
 
 /** Options of {@linkcode NatsSession}. */
 export interface NatsSessionOptions {
@@ -30,6 +36,8 @@ export interface NatsSessionOptions {
   log: Logger;
   /** Resync period and request time limit of the desired-state follower. */
   follow?: DesiredFollowOptions;
+  /** While NATS is unreachable, a log line this often (ms; default one minute). */
+  outageReportMs?: number;
 }
 
 /** Connection, watch and status bucket, supervised until stopped. */
@@ -38,9 +46,12 @@ export class NatsSession {
   readonly #backoff = reconnectBackoff();
   #nc: NatsConnection | undefined;
   #connected = false;
+  readonly #outage: OutageTracker;
+  #outageTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: NatsSessionOptions) {
     this.#options = options;
+    this.#outage = new OutageTracker(options.outageReportMs ?? OUTAGE_REPORT_EVERY_MS);
   }
 
   /** True while connected to a server. */
@@ -55,35 +66,96 @@ export class NatsSession {
   async run(signal: AbortSignal): Promise<void> {
     const { deviceId, nats, log } = this.#options;
     const options = connectionOptions(deviceId, nats, this.#backoff);
-    while (!signal.aborted) {
-      let failures = 0;
-      const nc = await connectWithRetry(options, signal, {
-        onAttemptFailed: (error, attempt, retryInMs) => {
-          failures++;
-          // The first failure is news; later ones only at debug, to stay quiet for days offline.
-          const fields = { servers: nats.servers.join(","), error: errorText(error), retryInMs };
-          if (attempt === 0) {
-            log.warn("Cannot connect to NATS, running from cache meanwhile: {error}", fields);
-          } else log.debug("Still cannot connect to NATS: {error}", fields);
-        },
-      });
-      if (nc === undefined) return;
-      this.#nc = nc;
-      this.#connected = true;
-      this.#backoff.reset();
-      log.info("Connected to NATS at {server}", {
-        server: nc.getServer(),
-        ...(failures > 0 ? { failedAttempts: failures } : {}),
-      });
-      await this.#serve(nc, signal);
-      this.#connected = false;
-      if (signal.aborted) return;
-      // The client gave up on this connection for good (it retries forever, so
-      // this means e.g. an auth error); start over with a fresh one.
-      this.#nc = undefined;
-      this.#options.setStatusStore(undefined);
-      await nc.close().catch(() => {});
+    const servers = nats.servers.join(",");
+    try {
+      while (!signal.aborted) {
+        const nc = await connectWithRetry(options, signal, {
+          onAttemptFailed: (error, attempt) => {
+            const text = errorText(error);
+            log.debug("NATS connection attempt {attempt} failed: {error}", {
+              attempt: attempt + 1,
+              error: text,
+            });
+            this.#report(this.#outage.attemptFailed(performance.now(), text), servers, "first");
+          },
+        });
+        if (nc === undefined) return;
+        this.#nc = nc;
+        this.#connected = true;
+        this.#backoff.reset();
+        this.#report(this.#outage.connected(performance.now()), nc.getServer(), "first");
+        await this.#serve(nc, signal);
+        this.#connected = false;
+        if (signal.aborted) return;
+        // The client gave up on this connection for good (it retries forever, so
+        // this means e.g. an auth error); start over with a fresh one.
+        this.#nc = undefined;
+        this.#options.setStatusStore(undefined);
+        this.#report(this.#outage.lost(performance.now(), "connection closed"), servers);
+        await nc.close().catch(() => {});
+      }
+    } finally {
+      clearTimeout(this.#outageTimer);
     }
+  }
+
+  /**
+   * Logs an outage line (the start and the periodic ones as warnings, the end
+   * at info) and keeps the timer of the next periodic one. `server` is where
+   * it connected (end) or what it tries (start); `connection` says whether the
+   * session had connected before ("again") or not ("first").
+   */
+  #report(
+    report: OutageReport | undefined,
+    server: string,
+    connection?: "first" | "again",
+  ): void {
+    const { log } = this.#options;
+    clearTimeout(this.#outageTimer);
+    this.#outageTimer = undefined;
+    if (report === undefined) {
+      if (connection !== undefined) log.info("Connected to NATS at {server}", { server });
+    } else if (report.kind === "start") {
+      log.warn(
+        (connection === "first" ? "Cannot connect to NATS" : "Lost the connection to NATS") +
+          " ({error}); running the last known desired state and retrying, " +
+          "reporting every {every} while it lasts",
+        { server, error: report.error, every: formatDuration(this.#reportEveryMs()) },
+      );
+    } else if (report.kind === "ongoing") {
+      log.warn(
+        "NATS still unreachable after {outage}: {failedAttempts} failed attempt(s), " +
+          "last error: {lastError}",
+        {
+          outage: formatDuration(report.durationMs),
+          outageMs: Math.round(report.durationMs),
+          failedAttempts: report.failedAttempts,
+          lastError: report.lastError,
+        },
+      );
+    } else {
+      log.info(
+        "Connected to NATS at {server} after an outage of {outage} " +
+          "({failedAttempts} failed attempt(s))",
+        {
+          server,
+          outage: formatDuration(report.durationMs),
+          outageMs: Math.round(report.durationMs),
+          failedAttempts: report.failedAttempts,
+        },
+      );
+    }
+    const next = this.#outage.nextReportAt;
+    if (next !== undefined) {
+      this.#outageTimer = setTimeout(
+        () => this.#report(this.#outage.due(performance.now()), server),
+        Math.max(0, next - performance.now()),
+      );
+    }
+  }
+
+  #reportEveryMs(): number {
+    return this.#options.outageReportMs ?? OUTAGE_REPORT_EVERY_MS;
   }
 
   /** Serves one connection until it closes for good or `signal` aborts. */
@@ -127,18 +199,26 @@ export class NatsSession {
           case "disconnect":
             this.#connected = false;
             this.#options.setStatusStore(undefined);
-            log.warn("Disconnected from NATS; reconnecting", { server: s.server });
+            this.#report(
+              this.#outage.lost(performance.now(), `connection to ${s.server} lost`),
+              s.server,
+            );
+            break;
+          case "reconnecting":
+            // nats.js dials again (it never says why a dial failed: the next dial means it did).
+            this.#outage.dialing(performance.now());
             break;
           case "reconnect":
             this.#connected = true;
             this.#backoff.reset();
-            log.info("Reconnected to NATS at {server}", { server: s.server });
+            this.#report(this.#outage.connected(performance.now()), s.server, "again");
             this.#options.setStatusStore(statusStore);
             // Changes published while disconnected were missed: take a fresh snapshot.
             follower.restart();
             break;
           case "error":
             log.warn("NATS error: {error}", { error: errorText(s.error) });
+            this.#outage.error(errorText(s.error));
             break;
         }
       }

@@ -57,8 +57,9 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
     sink,
     setStatusStore: (s) => (store = s),
     log: logger("test"),
+    outageReportMs: 1_000,
   });
-  // The session's log is how its failed attempts show: each one carries `retryInMs`.
+  // The session's log shows an outage: its start, a line each outageReportMs, its end.
   const records: LogRecord[] = [];
   await configure({
     reset: true,
@@ -71,11 +72,21 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
   const ac = new AbortController();
   // NATS is not running yet: the session must keep trying, not fail.
   let ended = false;
+  const startedAt = performance.now();
   const running = session.run(ac.signal).finally(() => ended = true);
+  const text = (r: LogRecord) => r.message.join("");
+  const since = (from: number, pattern: RegExp) =>
+    records.slice(from).filter((r) => pattern.test(text(r)));
   await waitFor(
-    () => records.filter((r) => r.properties.retryInMs !== undefined).length >= 2,
-    { timeoutMs: 20_000, message: "two failed connection attempts logged" },
+    () => since(0, /still unreachable/).some((r) => Number(r.properties.failedAttempts) >= 2),
+    { timeoutMs: 20_000, message: "a periodic outage line with two failed attempts" },
   );
+  assertEquals(
+    since(0, /^(Cannot connect to|Lost the connection to) NATS/).length,
+    1,
+    "one start line",
+  );
+  assertEquals(since(0, /^(Cannot connect to|Lost the connection to) NATS/)[0].level, "warning");
   assert(!session.connected);
   assert(!ended, "the session gave up while NATS was away");
 
@@ -84,6 +95,13 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
   const snapshots = await startSnapshotService(admin);
   try {
     await waitFor(() => session.connected, { timeoutMs: 20_000, message: "session connects" });
+    const [end] = since(0, /after an outage of/);
+    assert(end !== undefined, "the end of the outage is logged");
+    assertEquals(end.level, "info");
+    // True numbers: the outage lasted at most as long as the test waited, and several attempts.
+    assert(Number(end.properties.outageMs) <= performance.now() - startedAt);
+    assert(Number(end.properties.outageMs) >= 1_000, JSON.stringify(end.properties));
+    assert(Number(end.properties.failedAttempts) >= 2, JSON.stringify(end.properties));
     // Buckets appear only now (the agent never creates them).
     const kvm = new Kvm(admin);
     const desiredKv = await kvm.create(BUCKET_DESIRED_STATE);
@@ -106,9 +124,33 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
     await store!.put("pi-1", enc(value));
     assertEquals(AgentStatus.parse((await statusKv.get("pi-1"))!.json()).timestamp, now);
 
-    // Server restart (same store): later changes, including a delete, still arrive.
+    // Server stopped, then started again (same store): the outage's start, a periodic line
+    // and its end are logged, and later changes, including a delete, still arrive.
     const before = sink.snapshots;
+    const mark = records.length;
+    await server.stop();
+    const stoppedAt = performance.now();
+    await waitFor(
+      () => since(mark, /^(Cannot connect to|Lost the connection to) NATS/).length === 1,
+      {
+        timeoutMs: 10_000,
+        message: "the outage's start is logged",
+      },
+    );
+    await waitFor(() => since(mark, /still unreachable/).length >= 1, {
+      timeoutMs: 10_000,
+      message: "a periodic line while the server is away",
+    });
+    assertEquals(since(mark, /after an outage of/).length, 0);
     await server.restart();
+    const restartedAt = performance.now();
+    const back = await waitFor(() => since(mark, /after an outage of/)[0], {
+      timeoutMs: 30_000,
+      message: "the outage's end is logged",
+    });
+    const outageMs = Number(back.properties.outageMs);
+    assert(outageMs >= restartedAt - stoppedAt - 100, `${outageMs} ms: shorter than the stop`);
+    assert(outageMs <= performance.now() - stoppedAt + 100, `${outageMs} ms: longer than the test`);
     await waitFor(() => session.connected && sink.snapshots > before, {
       timeoutMs: 30_000,
       message: "re-snapshot after reconnect",
