@@ -9,6 +9,16 @@ import { killAll, processesReferencing } from "./_host.ts";
 import { createOwnedDir, type OwnedDir, sweepAbandonedDirs } from "./_owned_dir.ts";
 import { ServiceStartError } from "./errors.ts";
 import { acceptsConnections, freePort } from "./ports.ts";
+import { waitFor } from "./wait_for.ts";
+
+/**
+ * The nats-server binary tests run: `DROVER_NATS_SERVER` when set (the server
+ * matrix points it at Debian trixie's 2.10, fetched by scripts/trixie_nats.sh),
+ * else `nats-server` on PATH (Debian bookworm's 2.9).
+ */
+export function natsServerCommand(): string {
+  return Deno.env.get("DROVER_NATS_SERVER") || "nats-server";
+}
 
 /** How long {@linkcode startNats} (and restart) waits for the server to be ready. */
 export const NATS_START_TIMEOUT_MS = 20_000;
@@ -143,7 +153,7 @@ class NatsServerProcess implements NatsServer {
   async start(): Promise<void> {
     if (this.running) return;
     const process = await ManagedProcess.spawn({
-      command: "nats-server",
+      command: natsServerCommand(),
       args: ["--config", this.configPath],
       logPath: this.logPath,
     });
@@ -197,4 +207,119 @@ class NatsServerProcess implements NatsServer {
 
 async function killProcessesReferencing(dir: string): Promise<void> {
   killAll((await processesReferencing(dir)).map((p) => p.pid));
+}
+
+/** A nats-server cluster on loopback; every node has JetStream and its own store. */
+export interface NatsCluster extends AsyncDisposable {
+  /** The nodes, in start order (`n1`, `n2`, …). */
+  readonly nodes: NatsServer[];
+  /** Every node's client URL. */
+  readonly urls: string[];
+  /** The node currently leading JetStream's meta group (or one of the nodes' streams). */
+  leaderOf(stream?: string): Promise<NatsServer>;
+}
+
+/**
+ * Starts `size` nats-servers routed into one cluster with JetStream, and
+ * waits until JetStream's meta group has a leader.
+ */
+export async function startNatsCluster(
+  size = 3,
+  options: { extraConfig?: string } = {},
+): Promise<NatsCluster> {
+  const clientPorts: number[] = [];
+  const clusterPorts: number[] = [];
+  for (let i = 0; i < size; i++) {
+    clientPorts.push(await freePort());
+    clusterPorts.push(await freePort());
+  }
+  const nodes: NatsServer[] = [];
+  try {
+    for (let i = 0; i < size; i++) {
+      const routes = clusterPorts.filter((_, j) => j !== i).map((p) =>
+        JSON.stringify(`nats-route://127.0.0.1:${p}`)
+      );
+      nodes.push(
+        await startNats({
+          port: clientPorts[i],
+          extraConfig: [
+            `server_name: "n${i + 1}"`,
+            "cluster {",
+            '  name: "drover-test"',
+            `  listen: ${JSON.stringify(`127.0.0.1:${clusterPorts[i]}`)}`,
+            `  routes: [${routes.join(", ")}]`,
+            "}",
+            options.extraConfig ?? "",
+          ].join("\n"),
+        }),
+      );
+    }
+    const cluster = new LoopbackCluster(nodes);
+    await waitFor(async () => (await cluster.metaLeaderName()) !== undefined, {
+      timeoutMs: 30_000,
+      message: "the cluster elects a JetStream meta leader",
+    });
+    return cluster;
+  } catch (error) {
+    for (const node of nodes) await Promise.resolve(node[Symbol.asyncDispose]()).catch(() => {});
+    throw error;
+  }
+}
+
+class LoopbackCluster implements NatsCluster {
+  constructor(readonly nodes: NatsServer[]) {}
+
+  get urls(): string[] {
+    return this.nodes.map((n) => n.url);
+  }
+
+  /** The meta leader's server name, asked of any running node. */
+  async metaLeaderName(): Promise<string | undefined> {
+    for (const node of this.nodes) {
+      if (!node.running) continue;
+      try {
+        const res = await fetch(`${node.monitorUrl}/jsz`);
+        const jsz = await res.json() as { meta_cluster?: { leader?: string } };
+        if (jsz.meta_cluster?.leader) return jsz.meta_cluster.leader;
+      } catch {
+        // that node is not answering; ask the next
+      }
+    }
+    return undefined;
+  }
+
+  async leaderOf(stream?: string): Promise<NatsServer> {
+    const name = await waitFor(async () => {
+      if (stream === undefined) return await this.metaLeaderName();
+      for (const node of this.nodes) {
+        if (!node.running) continue;
+        try {
+          const res = await fetch(`${node.monitorUrl}/jsz?streams=true`);
+          const jsz = await res.json() as {
+            account_details?: {
+              stream_detail?: { name: string; cluster?: { leader?: string } }[];
+            }[];
+          };
+          for (const account of jsz.account_details ?? []) {
+            for (const detail of account.stream_detail ?? []) {
+              if (detail.name === stream && detail.cluster?.leader) return detail.cluster.leader;
+            }
+          }
+        } catch {
+          // ask the next node
+        }
+      }
+      return undefined;
+    }, { timeoutMs: 30_000, message: `a leader for ${stream ?? "the meta group"}` });
+    const index = Number(name.replace(/^n/, "")) - 1;
+    const node = this.nodes[index];
+    if (node === undefined) throw new Error(`unknown leader name ${name}`);
+    return node;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const node of this.nodes) {
+      await Promise.resolve(node[Symbol.asyncDispose]()).catch(() => {});
+    }
+  }
 }
