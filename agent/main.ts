@@ -14,7 +14,6 @@ import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./c
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
-import { Coalescer } from "./coalesce.ts";
 import { StatusPublisher } from "./status.ts";
 import { readNotifyEnv, SystemdNotifier } from "./systemd.ts";
 import { NatsSession } from "./nats/session.ts";
@@ -24,8 +23,7 @@ import {
   notifyPermissions,
   requiredPermissions,
 } from "./permissions.ts";
-import type { DesiredSink } from "./nats/desired_record.ts";
-import type { DesiredEntry } from "./reconcile/desired.ts";
+import { DesiredStore } from "./reconcile/desired_store.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";
 
@@ -127,11 +125,17 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     );
 
   const runtime = new PodmanRuntime({ socketPath: config.podman.socket });
+  // Desired state lives in the store, which keeps the offline cache in step.
+  const store = new DesiredStore({
+    persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) },
+    log,
+  });
   // The reconciler reports changes to the publisher, which reads statuses from the reconciler.
   let statusChanged = () => {};
   const reconciler = new Reconciler({
     deviceId,
     runtime,
+    store,
     policy: config.policy,
     registries: config.registries,
     onChange: () => statusChanged(),
@@ -154,22 +158,10 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     }
   };
 
-  // What the cache holds: the desired entries as last seen from KV.
-  let desired = new Map<string, DesiredEntry>();
-  const cacheWriter = new Coalescer(
-    () => saveDesiredCache(stateDir, deviceId, [...desired.values()]),
-    {
-      debounceMs: 100,
-      onError: (e) =>
-        log.error("Cannot save the desired-state cache: {error}", { error: errorText(e) }),
-    },
-  );
-
   const cached = await loadDesiredCache(stateDir, deviceId);
   if (cached.kind === "loaded") {
-    desired = new Map(cached.entries);
     // The last complete view from KV: deployments missing from it were deleted.
-    reconciler.setSnapshot({ entries: cached.entries, authoritative: true });
+    store.replace(cached.entries, true);
     log.info("Loaded {count} deployment(s) from the cache saved at {savedAt}", {
       count: cached.entries.size,
       savedAt: cached.savedAt,
@@ -179,31 +171,13 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
       log.warn("Ignoring the desired-state cache: {reason}", { reason: cached.reason });
     }
     // Nothing known yet: leave whatever runs alone until KV answers.
-    reconciler.setSnapshot({ entries: new Map(), authoritative: false });
+    store.replace(new Map(), false);
   }
-
-  const sink: DesiredSink = {
-    snapshot(entries) {
-      desired = new Map(entries);
-      reconciler.setSnapshot({ entries, authoritative: true });
-      cacheWriter.trigger();
-    },
-    update(deployment, entry) {
-      if (entry === null) desired.delete(deployment);
-      else desired.set(deployment, entry);
-      const l = log.with({ deployment, revision: entry?.revision });
-      if (entry === null) l.info("Desired state deleted");
-      // An invalid value is logged once, by the reconciler, as the deployment's failure.
-      else l.debug("Desired state changed ({kind})", { kind: entry.kind });
-      reconciler.setDesired(deployment, entry);
-      cacheWriter.trigger();
-    },
-  };
 
   const session = new NatsSession({
     deviceId,
     nats: config.nats,
-    sink,
+    sink: store,
     setStatusStore: (store) => publisher.setStore(store),
     log: logger("nats").with({ device: deviceId }),
   });
@@ -245,7 +219,7 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
   await notify("STOPPING", () => notifier.stopping());
   await withTimeout(reconciling, 3_000, () => log.warn("Reconciler did not stop in time"));
   await withTimeout(sessionRun, 1_000, () => log.debug("NATS session did not stop in time"));
-  await withTimeout(cacheWriter.flush().then(() => cacheWriter.close()), 1_000);
+  await withTimeout(store.close(), 1_000);
   const published = await publisher.publishFinal("stopped", 2_000);
   log.info(published ? "Published final status" : "Could not publish a final status");
   await session.close(1_500);

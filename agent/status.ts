@@ -11,6 +11,7 @@ import type { Logger } from "@logtape/logtape";
 import {
   type AgentStatus,
   type DeploymentStatus,
+  DEVICE_MESSAGE_MAX_LENGTH,
   type DeviceLabels,
   type DeviceStatus,
   statusKey,
@@ -26,7 +27,12 @@ export const DEFAULT_STATUS_DEBOUNCE_MS = 50;
 export interface StatusSource {
   deviceStatus(): DeviceStatus;
   deploymentStatuses(): Record<string, DeploymentStatus>;
+  /** Why the device is not ready, in one short line (AgentStatus `message`). */
+  deviceMessage?(): string | undefined;
 }
+
+/** The device message of the last status an agent publishes as it stops. */
+export const STOPPED_MESSAGE = "agent stopped; containers keep running";
 
 /** The part of a KV bucket the publisher needs. */
 export interface StatusStore {
@@ -41,6 +47,8 @@ export interface AgentStatusInput {
   heartbeatSeconds: number;
   deployments: Record<string, DeploymentStatus>;
   now: Date;
+  /** Why the device is not ready; dropped when it is. */
+  message?: string;
 }
 
 /** Builds the wire value. Pure. */
@@ -48,6 +56,9 @@ export function buildAgentStatus(input: AgentStatusInput): AgentStatus {
   return {
     device_id: input.deviceId,
     status: input.status,
+    ...(input.status !== "ready" && input.message
+      ? { message: input.message.slice(0, DEVICE_MESSAGE_MAX_LENGTH) }
+      : {}),
     timestamp: input.now.toISOString(),
     agent_version: AGENT_VERSION,
     labels: input.labels,
@@ -110,9 +121,11 @@ export class StatusPublisher {
   /** The status as it would be published now. */
   current(): AgentStatus {
     const { source } = this.#options;
+    const message = this.#override === "stopped" ? STOPPED_MESSAGE : source.deviceMessage?.();
     return buildAgentStatus({
       deviceId: this.#options.deviceId,
       status: this.#override ?? source.deviceStatus(),
+      ...(message !== undefined ? { message } : {}),
       labels: this.#options.labels,
       heartbeatSeconds: this.#options.heartbeatSeconds,
       deployments: source.deploymentStatuses(),

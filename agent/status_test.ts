@@ -6,6 +6,7 @@ import {
   StatusPublisher,
   type StatusSource,
   type StatusStore,
+  STOPPED_MESSAGE,
 } from "./status.ts";
 import { logger } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -48,11 +49,13 @@ Deno.test("a burst of changes is coalesced, never two puts at once, latest wins"
   let inFlight = 0;
   let maxInFlight = 0;
   const puts: AgentStatus[] = [];
+  // Each put waits until the test lets it finish: the burst lands while one is in flight.
+  const gates: Array<() => void> = [];
   const store: StatusStore = {
     async put(_key, value) {
       inFlight++;
       maxInFlight = Math.max(maxInFlight, inFlight);
-      await new Promise((r) => setTimeout(r, 5));
+      await new Promise<void>((resolve) => gates.push(resolve));
       puts.push(JSON.parse(new TextDecoder().decode(value)));
       inFlight--;
       return puts.length;
@@ -64,21 +67,51 @@ Deno.test("a burst of changes is coalesced, never two puts at once, latest wins"
     heartbeatSeconds: 3600,
     source,
     log: logger("test"),
-    debounceMs: 5,
+    debounceMs: 0,
   });
   publisher.setStore(store);
+  await waitFor(() => gates.length === 1, { timeoutMs: 5_000, message: "first put in flight" });
   for (let i = 1; i <= 100; i++) {
     source.deployments = { web: { ...running, revision: i } };
     publisher.changed();
-    if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
   }
-  await waitFor(() => puts.at(-1)?.deployments.web.revision === 100, {
-    timeoutMs: 5_000,
-    message: "last revision published",
-  });
+  // Let puts finish one by one until the last revision is stored.
+  await waitFor(() => {
+    gates.shift()?.();
+    return puts.at(-1)?.deployments.web.revision === 100;
+  }, { timeoutMs: 5_000, intervalMs: 1, message: "last revision published" });
   assertEquals(maxInFlight, 1);
-  assert(puts.length < 100, `expected coalescing, got ${puts.length} puts`);
+  // The first put, then one for the whole burst.
+  assertEquals(puts.length, 2);
   await publisher.close();
+});
+
+Deno.test("a non-ready device says why; a ready one has no message; stopped says so", () => {
+  const at = new Date(Date.UTC(2024, 0, 2));
+  const base = {
+    deviceId: "pi-1",
+    labels: {},
+    heartbeatSeconds: 10,
+    deployments: {},
+    now: at,
+  };
+  const degraded = buildAgentStatus({
+    ...base,
+    status: "degraded",
+    message: "container runtime unreachable: connect ENOENT /run/podman/podman.sock",
+  });
+  assertEquals(AgentStatus.parse(degraded).message, degraded.message);
+  assertEquals("message" in buildAgentStatus({ ...base, status: "ready", message: "x" }), false);
+  const source = new Source();
+  source.device = "degraded";
+  const publisher = new StatusPublisher({
+    deviceId: "pi-1",
+    labels: {},
+    heartbeatSeconds: 10,
+    source: Object.assign(source, { deviceMessage: () => "1 of 1 deployment not running" }),
+    log: logger("test"),
+  });
+  assertEquals(publisher.current().message, "1 of 1 deployment not running");
 });
 
 Deno.test("heartbeat and final 'stopped' status reach a real agent-status bucket", async () => {
@@ -110,7 +143,8 @@ Deno.test("heartbeat and final 'stopped' status reach a real agent-status bucket
     assertEquals(stored.labels, { site: "lab" });
     assertEquals(stored.deployments.web.revision, 4);
     assert(await publisher.publishFinal("stopped", 5_000));
-    assertEquals(AgentStatus.parse((await kv.get("pi-1"))!.json()).status, "stopped");
+    const final = AgentStatus.parse((await kv.get("pi-1"))!.json());
+    assertEquals([final.status, final.message], ["stopped", STOPPED_MESSAGE]);
   } finally {
     await nc.close();
   }
@@ -128,9 +162,16 @@ Deno.test("a missing bucket makes puts fail quietly and the publisher keeps goin
       source: new Source(),
       log: logger("test"),
     });
-    publisher.setStore(kv);
+    // Count the attempts: two heartbeats' puts must have failed before the bucket exists.
+    let attempts = 0;
+    publisher.setStore({
+      put: (key, value) => {
+        attempts++;
+        return kv.put(key, value);
+      },
+    });
     publisher.start();
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => attempts >= 2, { timeoutMs: 10_000, message: "two failed puts" });
     assertEquals(publisher.published, 0);
     // The operator creates the bucket later: the next heartbeat lands.
     const created = await new Kvm(nc).create(BUCKET_AGENT_STATUS);

@@ -45,7 +45,11 @@ import {
   qualifiedImageName,
   type VolumeMount,
 } from "@drover/contracts";
-import type { ContainerSpec, ObservedContainer } from "../runtime/runtime.ts";
+import {
+  type ContainerSpec,
+  type ObservedContainer,
+  STARTABLE_STATES,
+} from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
@@ -107,19 +111,14 @@ export interface PlanOptions {
   specHashes: ReadonlyMap<string, string>;
   /** Deployments the device policy refuses: treated like invalid entries. */
   blocked?: ReadonlySet<string>;
+  /** This device's id, written into the `drover.device` label of every container created. */
+  deviceId?: string;
 }
 
 /** Restart policies under which Drover keeps a container running itself. */
 const KEEP_RUNNING = new Set(["always", "unless-stopped"]);
-/** States in which a container can be started. */
 /** Runtime states a `start` is planned for (the rest are running or transitional). */
-export const STARTABLE: ReadonlySet<string> = new Set([
-  "created",
-  "initialized",
-  "configured",
-  "stopped",
-  "exited",
-]);
+export const STARTABLE: ReadonlySet<string> = STARTABLE_STATES;
 /** States that only ever follow a create (never ran yet). */
 const NEVER_RAN = new Set(["created", "initialized", "configured"]);
 
@@ -127,7 +126,9 @@ const NEVER_RAN = new Set(["created", "initialized", "configured"]);
  * Builds the container spec of one service: name `<deployment>_<service>`,
  * Drover's labels on top of the user's, short-syntax ports and volumes parsed,
  * the image fully qualified. `specHash` is the hash of `service` as received
- * (short image name and all), not of the qualified spec.
+ * (short image name and all), not of the qualified spec. With `deviceId`, the
+ * container is labelled as that device's (`drover.device`, see ownership.ts);
+ * the label is not part of the spec hash, so adding it replaces nothing.
  *
  * @throws {Error} if an image, port or volume string does not parse —
  * impossible for a `PodmanService` that passed the contract schema.
@@ -137,6 +138,7 @@ export function toContainerSpec(
   revision: number,
   service: PodmanService,
   specHash: string,
+  deviceId?: string,
 ): ContainerSpec {
   const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
   const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
@@ -158,6 +160,7 @@ export function toContainerSpec(
       [LABELS.service]: service.name,
       [LABELS.revision]: String(revision),
       [LABELS.specHash]: specHash,
+      ...(deviceId !== undefined ? { [LABELS.device]: deviceId } : {}),
     },
   };
 }
@@ -217,9 +220,10 @@ export function hashKey(deployment: string, service: string): string {
 }
 
 /**
- * The next steps that move `observed` towards `desired`, in a safe order:
- * removals of unwanted containers first (they may hold ports the new ones
- * need), then per service pull → remove → create, or start.
+ * The next steps that move `observed` towards `desired`, in the order they are
+ * to run — this is the only place that decides it; the executor runs them one
+ * after another as given: removals of unwanted containers first (they may hold
+ * ports the new ones need), then per service pull → remove → create, or start.
  */
 export function plan(
   desired: ReadonlyMap<string, DesiredEntry>,
@@ -242,7 +246,7 @@ export function plan(
       continue;
     }
     if (entry.kind === "invalid" || options.blocked?.has(deployment)) continue;
-    planDeployment(entry, containers, options.specHashes, cleanup, work);
+    planDeployment(entry, containers, options.specHashes, cleanup, work, options.deviceId);
   }
   return [...cleanup, ...work];
 }
@@ -253,6 +257,7 @@ function planDeployment(
   hashes: ReadonlyMap<string, string>,
   cleanup: Action[],
   work: Action[],
+  deviceId: string | undefined,
 ): void {
   const { deployment, revision } = entry;
   const services = entry.state.score.services;
@@ -290,7 +295,7 @@ function planDeployment(
         ...base,
         reason,
         revision,
-        spec: toContainerSpec(deployment, revision, service, hash),
+        spec: toContainerSpec(deployment, revision, service, hash, deviceId),
       });
     };
     if (keeper === undefined) {

@@ -47,6 +47,26 @@ export type HostPathFact =
 /** Facts per path, from `resolveHostPaths`; keys as written in specs and config. */
 export type HostPathFacts = ReadonlyMap<string, HostPathFact>;
 
+/** A device-policy rule, named as in the config's `[policy]` table. */
+export type PolicyRule =
+  | "allowed_registries"
+  | "allowed_host_paths"
+  | "allowed_host_ports"
+  | "max_containers";
+
+/**
+ * One broken rule. `message` is for people (it starts with `policy.<rule>:`);
+ * code decides on `rule`, never on the text.
+ */
+export interface PolicyViolation {
+  rule: PolicyRule;
+  message: string;
+}
+
+function violation(rule: PolicyRule, message: string): PolicyViolation {
+  return { rule, message };
+}
+
 const NO_FACTS: HostPathFacts = new Map();
 
 /**
@@ -63,8 +83,8 @@ export function checkPolicy(
   policy: AgentPolicy,
   otherContainers = 0,
   hostPaths: HostPathFacts = NO_FACTS,
-): string[] {
-  const violations: string[] = [];
+): PolicyViolation[] {
+  const violations: PolicyViolation[] = [];
   const services = state.score.services;
   for (const service of services) {
     const who = `service "${service.name}"`;
@@ -79,8 +99,11 @@ export function checkPolicy(
           ? ""
           : ` (${ref.name})`;
         violations.push(
-          `policy.allowed_registries: ${who} uses image "${service.image}"${qualified} from ` +
-            `registry "${registry ?? "?"}", which is not allowed (allowed: ${list(allowed)})`,
+          violation(
+            "allowed_registries",
+            `policy.allowed_registries: ${who} uses image "${service.image}"${qualified} from ` +
+              `registry "${registry ?? "?"}", which is not allowed (allowed: ${list(allowed)})`,
+          ),
         );
       }
     }
@@ -90,16 +113,22 @@ export function checkPolicy(
       const prefixes = policy.allowed_host_paths.filter((p) => isUnderPath(mount.source, p));
       if (prefixes.length === 0) {
         violations.push(
-          `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ` +
-            `which is not under an allowed path (allowed: ${list(policy.allowed_host_paths)}; ` +
-            "named volumes are always allowed)",
+          violation(
+            "allowed_host_paths",
+            `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ` +
+              `which is not under an allowed path (allowed: ${list(policy.allowed_host_paths)}; ` +
+              "named volumes are always allowed)",
+          ),
         );
         continue;
       }
       const problem = resolvedProblem(mount.source, prefixes, hostPaths);
       if (problem !== undefined) {
         violations.push(
-          `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ${problem}`,
+          violation(
+            "allowed_host_paths",
+            `policy.allowed_host_paths: ${who} bind-mounts host path "${mount.source}", ${problem}`,
+          ),
         );
       }
     }
@@ -109,13 +138,19 @@ export function checkPolicy(
         if (typeof mapping === "string") continue;
         if (mapping.hostPort === undefined) {
           violations.push(
-            `policy.allowed_host_ports: ${who} publishes "${port}" without a host port, ` +
-              "so podman would pick any port; name an allowed host port",
+            violation(
+              "allowed_host_ports",
+              `policy.allowed_host_ports: ${who} publishes "${port}" without a host port, ` +
+                "so podman would pick any port; name an allowed host port",
+            ),
           );
         } else if (!portAllowed(mapping.hostPort, policy.allowed_host_ports)) {
           violations.push(
-            `policy.allowed_host_ports: ${who} publishes host port ${mapping.hostPort}, ` +
-              `which is not allowed (allowed: ${list(policy.allowed_host_ports.map(String))})`,
+            violation(
+              "allowed_host_ports",
+              `policy.allowed_host_ports: ${who} publishes host port ${mapping.hostPort}, ` +
+                `which is not allowed (allowed: ${list(policy.allowed_host_ports.map(String))})`,
+            ),
           );
         }
       }
@@ -125,9 +160,12 @@ export function checkPolicy(
     const total = otherContainers + services.length;
     if (total > policy.max_containers) {
       violations.push(
-        `policy.max_containers: this deployment needs ${services.length} container(s) and ` +
-          `${otherContainers} are already admitted for other deployments, ` +
-          `more than the ${policy.max_containers} allowed`,
+        violation(
+          "max_containers",
+          `policy.max_containers: this deployment needs ${services.length} container(s) and ` +
+            `${otherContainers} are already admitted for other deployments, ` +
+            `more than the ${policy.max_containers} allowed`,
+        ),
       );
     }
   }
@@ -145,10 +183,10 @@ export function policyViolations(
   entries: Iterable<DesiredEntry>,
   policy: AgentPolicy,
   hostPaths: HostPathFacts = NO_FACTS,
-): Map<string, string[]> {
+): Map<string, PolicyViolation[]> {
   const valid = [...entries].filter((e) => e.kind === "valid")
     .sort((a, b) => a.revision - b.revision || (a.deployment < b.deployment ? -1 : 1));
-  const out = new Map<string, string[]>();
+  const out = new Map<string, PolicyViolation[]>();
   let admitted = 0;
   for (const entry of valid) {
     if (entry.kind !== "valid") continue;

@@ -2,7 +2,7 @@ import { AgentPolicy, DesiredState, type DesiredStateInput } from "@drover/contr
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import type { DesiredEntry } from "./desired.ts";
 import {
-  checkPolicy,
+  checkPolicy as checkPolicyTyped,
   type HostPathFact,
   hostPathsToResolve,
   isUnderPath,
@@ -13,6 +13,19 @@ import { resolveHostPaths } from "./host_paths.ts";
 const state = (services: DesiredStateInput["score"]["services"]) =>
   DesiredState.parse({ deployment: "app", score: { type: "PodmanV0", services } });
 const policy = (p: Record<string, unknown>) => AgentPolicy.parse(p);
+/** The messages only; the typed rule is checked in its own test below. */
+const checkPolicy = (...args: Parameters<typeof checkPolicyTyped>) =>
+  checkPolicyTyped(...args).map((v) => v.message);
+
+Deno.test("violations are typed values: the rule is data, the message names it too", () => {
+  const p = policy({ allowed_registries: ["localhost"], max_containers: 1 });
+  const v = checkPolicyTyped(
+    state([{ name: "a", image: "evil.example.com/x:1" }, { name: "b", image: "localhost/x:1" }]),
+    p,
+  );
+  assertEquals(v.map((x) => x.rule), ["allowed_registries", "max_containers"]);
+  for (const x of v) assertStringIncludes(x.message, `policy.${x.rule}: `);
+});
 
 Deno.test("the default policy accepts any registry, port and named volume, no bind mount", () => {
   const p = policy({});
@@ -151,8 +164,8 @@ Deno.test("max_containers counts containers across deployments, first written fi
   const invalid: DesiredEntry = { kind: "invalid", deployment: "bad", revision: 0, error: "x" };
   const result = policyViolations([e("late", 9, 2), e("early", 2, 2), e("one", 5, 1), invalid], p);
   assertEquals([...result.keys()], ["late"]);
-  assertStringIncludes(result.get("late")![0], "policy.max_containers");
-  assertStringIncludes(result.get("late")![0], "3 allowed");
+  assertEquals(result.get("late")![0].rule, "max_containers");
+  assertStringIncludes(result.get("late")![0].message, "3 allowed");
   const big = e("big", 1, 4);
   if (big.kind !== "valid") throw new Error("unreachable");
   assertEquals(checkPolicy(big.state, p).length, 1);

@@ -8,14 +8,33 @@
  * @module
  */
 
+/** The timers delayed adds use; injectable so tests control time. */
+export interface QueueTimers {
+  now(): number;
+  /** Returns an id for `clearTimeout`. */
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+const REAL_TIMERS: QueueTimers = {
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
+};
+
 /** Dedup'ing, per-key exclusive work queue with delayed adds. */
 export class WorkQueue {
+  readonly #timersImpl: QueueTimers;
   #queue: string[] = [];
   #dirty = new Set<string>();
   #processing = new Set<string>();
-  #timers = new Map<string, { at: number; id: ReturnType<typeof setTimeout> }>();
+  #timers = new Map<string, { at: number; id: unknown }>();
   #waiters: Array<(key: string | undefined) => void> = [];
   #shutDown = false;
+
+  constructor(timers: QueueTimers = REAL_TIMERS) {
+    this.#timersImpl = timers;
+  }
 
   /** Marks `key` dirty; it is handed out once, after any pass already running for it. */
   add(key: string): void {
@@ -32,11 +51,11 @@ export class WorkQueue {
   addAfter(key: string, delayMs: number): void {
     if (this.#shutDown) return;
     if (delayMs <= 0) return this.add(key);
-    const at = Date.now() + delayMs;
+    const at = this.#timersImpl.now() + delayMs;
     const pending = this.#timers.get(key);
     if (pending && pending.at <= at) return;
-    if (pending) clearTimeout(pending.id);
-    const id = setTimeout(() => {
+    if (pending) this.#timersImpl.clearTimeout(pending.id);
+    const id = this.#timersImpl.setTimeout(() => {
       this.#timers.delete(key);
       this.add(key);
     }, delayMs);
@@ -46,7 +65,7 @@ export class WorkQueue {
   /** Drops a pending delayed add of `key` (it succeeded, or its input changed). */
   cancelDelayed(key: string): void {
     const pending = this.#timers.get(key);
-    if (pending) clearTimeout(pending.id);
+    if (pending) this.#timersImpl.clearTimeout(pending.id);
     this.#timers.delete(key);
   }
 
@@ -77,7 +96,7 @@ export class WorkQueue {
   /** Stops handing out keys; pending `get()` calls resolve to `undefined`. */
   shutDown(): void {
     this.#shutDown = true;
-    for (const { id } of this.#timers.values()) clearTimeout(id);
+    for (const { id } of this.#timers.values()) this.#timersImpl.clearTimeout(id);
     this.#timers.clear();
     for (const waiter of this.#waiters.splice(0)) waiter(undefined);
   }

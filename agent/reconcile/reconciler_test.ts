@@ -14,7 +14,39 @@ import { assert, assertEquals, assertStringIncludes } from "../../tests/support/
 import { waitFor } from "../../tests/support/wait_for.ts";
 import { InMemoryRuntime } from "../runtime/memory_runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
+import type { QueueTimers } from "./queue.ts";
 import { Reconciler } from "./reconciler.ts";
+
+/** Retry timers that fire only when the test advances them. */
+class ManualTimers implements QueueTimers {
+  #now = 0;
+  #nextId = 1;
+  #timers = new Map<number, { at: number; callback: () => void }>();
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(callback: () => void, ms: number): number {
+    const id = this.#nextId++;
+    this.#timers.set(id, { at: this.#now + ms, callback });
+    return id;
+  }
+  clearTimeout(id: unknown): void {
+    this.#timers.delete(id as number);
+  }
+  /** Delays of the scheduled retries, from now, in ms. */
+  pending(): number[] {
+    return [...this.#timers.values()].map((t) => t.at - this.#now).sort((a, b) => a - b);
+  }
+  advance(ms: number): void {
+    this.#now += ms;
+    for (const [id, t] of [...this.#timers]) {
+      if (t.at <= this.#now) {
+        this.#timers.delete(id);
+        t.callback();
+      }
+    }
+  }
+}
 
 const IMAGE = "127.0.0.1:5000/demo/web:1.0";
 
@@ -43,20 +75,23 @@ function start(
     registries?: Record<string, RegistryConfig>;
     resyncIntervalMs?: number;
     callTimeoutMs?: number;
-    stoppedSettleMs?: number;
     backoff?: { baseMs: number; capMs: number; jitter: number };
+    retryTimers?: QueueTimers;
+    now?: () => number;
+    deviceId?: string;
   } = {},
 ): Harness {
   const runtime = options.runtime ?? new InMemoryRuntime({ images: [IMAGE] });
   let changes = 0;
   const reconciler = new Reconciler({
-    deviceId: "pi-1",
+    deviceId: options.deviceId ?? "pi-1",
     runtime,
     policy: AgentPolicy.parse(options.policy ?? {}),
     registries: options.registries ?? {},
     resyncIntervalMs: options.resyncIntervalMs,
     callTimeoutMs: options.callTimeoutMs,
-    stoppedSettleMs: options.stoppedSettleMs,
+    retryTimers: options.retryTimers,
+    now: options.now,
     backoff: options.backoff ?? { baseMs: 10, capMs: 80, jitter: 0 },
     onChange: () => changes++,
   });
@@ -172,7 +207,8 @@ Deno.test("a failing pull fails the deployment with the registry's message and i
 });
 
 Deno.test("an invalid entry fails only its deployment and touches none of its containers", async () => {
-  await using h = start({ entries: [entry("shop", 1), entry("blog", 2)] });
+  const retryTimers = new ManualTimers();
+  await using h = start({ entries: [entry("shop", 1), entry("blog", 2)], retryTimers });
   await h.reconciler.firstPass;
   const before = h.runtime.snapshot();
   const calls = { ...h.runtime.calls };
@@ -191,10 +227,8 @@ Deno.test("an invalid entry fails only its deployment and touches none of its co
   assertEquals(h.runtime.snapshot(), before);
   assertEquals(h.runtime.calls.createContainer, calls.createContainer);
   assertEquals(h.runtime.calls.removeContainer, calls.removeContainer);
-  // Terminal: no retry loop. A spin with a 10 ms backoff would list dozens of times.
-  const lists = h.runtime.calls.listManaged;
-  await new Promise((r) => setTimeout(r, 300));
-  assert(h.runtime.calls.listManaged - lists <= 1, "no retries of an invalid entry");
+  // Terminal: no retry is scheduled (a failing pass would have scheduled one at 10 ms).
+  assertEquals(retryTimers.pending(), []);
 });
 
 Deno.test("a policy violation fails the deployment, names the rule and creates nothing", async () => {
@@ -256,25 +290,6 @@ Deno.test("drift by hand is undone: removed and stopped containers come back", a
   await until("restarted", () => h.runtime.snapshot()[0]?.state === "running");
   assertEquals(h.runtime.snapshot().length, 1);
   assertEquals(h.runtime.calls.startContainer, 3);
-});
-
-Deno.test("a stopped container removed by hand while the reconciler waits is recreated, not started", async () => {
-  // The podman race this pause avoids: a start between `podman rm -f`'s kill and its removal.
-  await using h = start({ entries: [entry("shop", 1)], stoppedSettleMs: 2_000 });
-  await h.reconciler.firstPass;
-  await until("first start", () => h.runtime.calls.startContainer === 1);
-  const first = h.runtime.snapshot()[0].id;
-  const lists = h.runtime.calls.listManaged;
-  h.runtime.stopByHand("shop_web");
-  // It has looked since the stop, so it is in its pause now: the container goes meanwhile.
-  await until("stop observed", () => h.runtime.calls.listManaged > lists);
-  h.runtime.removeByHand("shop_web");
-  await until("recreated", () => {
-    const [c] = h.runtime.snapshot();
-    return c !== undefined && c.id !== first && c.state === "running";
-  });
-  assertEquals(h.runtime.calls.startContainer, 2, "started when created, never the removed one");
-  assertEquals(h.runtime.snapshot().length, 1);
 });
 
 Deno.test("restarts reported by the runtime reach the status", async () => {
@@ -431,18 +446,127 @@ Deno.test("a failing deployment waits out its backoff, but a new value is tried 
   const runtime = new InMemoryRuntime();
   const image = "127.0.0.1:5000/app:1";
   runtime.setPull(image, { error: "manifest unknown" });
+  const retryTimers = new ManualTimers();
   await using h = start({
     runtime,
     entries: [entry("app", 1, [{ name: "app", image }])],
     backoff: { baseMs: 60_000, capMs: 60_000, jitter: 0 },
+    retryTimers,
   });
   await until("failed", () => phase(h, "app") === "failed");
-  // Events and resyncs aside, nothing retries before the minute is up.
-  await new Promise((r) => setTimeout(r, 200));
+  // The one retry is a minute away, and the clock does not move until the test says so.
+  assertEquals(retryTimers.pending(), [60_000]);
   assertEquals(runtime.pulls.length, 1);
   // The operator fixes the tag: no need to wait for the backoff.
   runtime.addImage(IMAGE);
   h.reconciler.setDesired("app", entry("app", 2, [{ name: "app", image: IMAGE }]));
   await until("running with the new value", () => phase(h, "app") === "running");
   assertEquals(h.reconciler.deploymentStatuses().app.revision, 2);
+});
+
+Deno.test("the failing deployment's retry comes when its time comes, not before", async () => {
+  const runtime = new InMemoryRuntime();
+  const image = "127.0.0.1:5000/app:1";
+  runtime.setPull(image, { error: "manifest unknown" });
+  const retryTimers = new ManualTimers();
+  await using h = start({
+    runtime,
+    entries: [entry("app", 1, [{ name: "app", image }])],
+    backoff: { baseMs: 1_000, capMs: 60_000, jitter: 0 },
+    retryTimers,
+  });
+  await until("failed", () => phase(h, "app") === "failed");
+  assertEquals([retryTimers.pending(), runtime.pulls.length], [[1_000], 1]);
+  retryTimers.advance(999);
+  assertEquals(runtime.pulls.length, 1);
+  retryTimers.advance(1);
+  await until("second attempt", () => runtime.pulls.length === 2);
+  await until("next retry doubled", () => retryTimers.pending()[0] === 2_000);
+});
+
+Deno.test("a crash loop fails the deployment with exit code and restarts until it runs a while", async () => {
+  let now = Date.now(); // the in-memory runtime stamps starts with the real clock
+  await using h = start({ entries: [entry("shop", 1)], now: () => now });
+  await h.reconciler.firstPass;
+  h.runtime.crashAndRestart("shop_web", 3);
+  await until(
+    "one restart seen",
+    () => h.reconciler.deploymentStatuses().shop.services.web.restarts === 1,
+  );
+  // One restart is not a loop yet.
+  assertEquals(phase(h, "shop"), "running");
+  h.runtime.crashAndRestart("shop_web", 3);
+  await until("failed", () => phase(h, "shop") === "failed");
+  const status = h.reconciler.deploymentStatuses().shop;
+  assertStringIncludes(status.message!, "exit code 3, 2 restarts");
+  assertEquals(h.reconciler.deviceStatus(), "degraded");
+  assertStringIncludes(h.reconciler.deviceMessage()!, 'shop failed: service "web" keeps exiting');
+  // 30 s later without another restart (a new value makes it look again): running.
+  now = Date.now() + 30_000;
+  h.reconciler.setDesired("shop", entry("shop", 2));
+  await until("running again", () => phase(h, "shop") === "running");
+  assertEquals(h.reconciler.deviceMessage(), undefined);
+});
+
+Deno.test("containers are labelled with the device; another device's are never touched", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  const theirs = (name: string, deployment: string, labels: Record<string, string>) =>
+    runtime.inject({
+      name,
+      image: IMAGE,
+      env: {},
+      ports: [],
+      volumes: [],
+      restart: "always",
+      labels: {
+        "drover.managed": "true",
+        "drover.deployment": deployment,
+        "drover.service": "web",
+        "drover.revision": "1",
+        "drover.spec-hash": "other",
+        ...labels,
+      },
+    });
+  theirs("blog_web", "blog", { "drover.device": "pi-2" });
+  // Made by an agent before device labels, for a deployment this device never had.
+  theirs("wiki_web", "wiki", {});
+  await using h = start({ runtime, entries: [entry("shop", 1)], deviceId: "pi-1" });
+  await h.reconciler.firstPass;
+  const byName = Object.fromEntries(runtime.snapshot().map((c) => [c.name, c]));
+  assertEquals(byName.shop_web.labels["drover.device"], "pi-1");
+  assertEquals(byName.blog_web.state, "running");
+  assertEquals(byName.wiki_web.state, "running");
+  // Not ours: not reported, and an authoritative empty view removes only ours.
+  assertEquals(Object.keys(h.reconciler.deploymentStatuses()), ["shop"]);
+  h.reconciler.setSnapshot({ entries: new Map(), authoritative: true });
+  await until("shop removed", () => !runtime.snapshot().some((c) => c.name === "shop_web"));
+  assertEquals(runtime.snapshot().map((c) => c.name).sort(), ["blog_web", "wiki_web"]);
+});
+
+Deno.test("an unlabelled container of a desired deployment is adopted in place, then removable", async () => {
+  const runtime = new InMemoryRuntime({ images: [IMAGE] });
+  {
+    // What an agent from before device labels left: shop_web without drover.device.
+    await using h = start({ runtime, entries: [entry("shop", 1)] });
+    await h.reconciler.firstPass;
+  }
+  const [old] = runtime.snapshot();
+  await runtime.removeContainer(old.id);
+  const { "drover.device": _, ...unlabelled } = old.labels;
+  const id = runtime.inject({
+    name: "shop_web",
+    image: IMAGE,
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "always",
+    labels: unlabelled,
+  });
+  await using h = start({ runtime, entries: [entry("shop", 1)], deviceId: "pi-1" });
+  await h.reconciler.firstPass;
+  assertEquals(phase(h, "shop"), "running");
+  assertEquals(runtime.snapshot().map((c) => c.id), [id], "adopted, not replaced");
+  // It stays this device's: deleting the deployment removes it.
+  h.reconciler.setDesired("shop", null);
+  await until("removed", () => runtime.snapshot().length === 0);
 });

@@ -1,14 +1,22 @@
 /**
  * Status of one deployment, derived from its desired entry, the containers
- * observed for it and what the last pass ran into. Pure.
+ * observed for it and what the last pass ran into; and the device's summary
+ * of them, with a short reason when it is not ready. Pure.
  *
  * @module
  */
 
-import type { DeploymentStatus, DeviceStatus, ServiceStatus } from "@drover/contracts";
+import {
+  type DeploymentStatus,
+  DEVICE_MESSAGE_MAX_LENGTH,
+  type DeviceStatus,
+  type ServiceStatus,
+} from "@drover/contracts";
 import type { ObservedContainer } from "../runtime/runtime.ts";
+import { CRASH_LOOP_HEALTHY_MS, crashLoop, crashLoopMessage } from "./crash_loop.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey, isSatisfied, pickKeeper } from "./plan.ts";
+import type { PolicyViolation } from "./policy.ts";
 
 /** What {@linkcode deploymentStatus} looks at. */
 export interface StatusInput {
@@ -18,7 +26,7 @@ export interface StatusInput {
   observed: readonly ObservedContainer[];
   specHashes: ReadonlyMap<string, string>;
   /** Device-policy violations of this deployment. */
-  violations?: readonly string[];
+  violations?: readonly PolicyViolation[];
   /** Why the last pass failed, if it did (retried with backoff). */
   error?: string;
   /** True when the deployment, though not desired, may not be removed (partial view). */
@@ -27,6 +35,10 @@ export interface StatusInput {
   waiting?: string;
   /** Services currently being pulled for. */
   pulling?: ReadonlySet<string>;
+  /** Now, in ms since the epoch (for crash loops); default: never a crash loop. */
+  nowMs?: number;
+  /** See {@linkcode CRASH_LOOP_HEALTHY_MS}. */
+  healthyMs?: number;
 }
 
 /**
@@ -65,11 +77,12 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
       revision: entry.revision,
       ...named,
       phase: "failed",
-      message: input.violations.join("\n"),
+      message: input.violations.map((v) => v.message).join("\n"),
       services: observedServices(observed),
     };
   }
   const services: Record<string, ServiceStatus> = {};
+  const crashes: string[] = [];
   let allSatisfied = true;
   for (const service of entry.state.score.services) {
     const hash = input.specHashes.get(hashKey(entry.deployment, service.name)) ?? "";
@@ -78,13 +91,19 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
     const satisfied = keeper !== undefined && mine.length === 1 &&
       isSatisfied(keeper, hash, service.restart);
     allSatisfied &&= satisfied;
+    const loop = keeper !== undefined && input.nowMs !== undefined
+      ? crashLoop(keeper, input.nowMs, input.healthyMs)
+      : undefined;
+    if (loop) crashes.push(crashLoopMessage(service.name, loop, input.healthyMs));
     services[service.name] = keeper === undefined
       ? { state: input.pulling?.has(service.name) ? "pulling" : "missing", image: service.image }
       : containerStatus(keeper);
   }
   const extra = observed.some((c) => !services[c.service]);
-  const phase = input.error ? "failed" : allSatisfied && !extra ? "running" : "pending";
-  const message = input.error ?? (phase === "pending" ? input.waiting : undefined);
+  // A crash loop explains more than the pass error it causes ("still changing after …").
+  const failure = crashes.length > 0 ? crashes.join("\n") : input.error;
+  const phase = failure ? "failed" : allSatisfied && !extra ? "running" : "pending";
+  const message = failure ?? (phase === "pending" ? input.waiting : undefined);
   return {
     revision: entry.revision,
     ...named,
@@ -103,6 +122,75 @@ export function summariseDevice(
   if (!state.runtimeAvailable) return "degraded";
   for (const s of statuses) if (s.phase !== "running") return "degraded";
   return "ready";
+}
+
+/** What {@linkcode deviceMessage} looks at besides the deployments. */
+export interface DeviceMessageInput {
+  device: DeviceStatus;
+  /** Why the container runtime cannot be reached, while it cannot. */
+  runtimeProblem?: string;
+}
+
+/**
+ * One short line saying why the device is not `ready` (undefined when it is):
+ * the runtime problem, or which deployments are not running and why. At most
+ * {@linkcode DEVICE_MESSAGE_MAX_LENGTH} characters, on one line.
+ */
+export function deviceMessage(
+  deployments: Record<string, DeploymentStatus>,
+  input: DeviceMessageInput,
+): string | undefined {
+  let text: string;
+  switch (input.device) {
+    case "ready":
+      return undefined;
+    case "starting":
+      text = "first reconcile pass not done yet";
+      break;
+    case "stopped":
+      text = "agent stopped; containers keep running";
+      break;
+    case "degraded": {
+      if (input.runtimeProblem !== undefined) {
+        text = input.runtimeProblem;
+        break;
+      }
+      const names = Object.keys(deployments).sort();
+      const bad = names.filter((n) => deployments[n].phase !== "running");
+      if (bad.length === 0) {
+        text = "degraded";
+        break;
+      }
+      const parts = bad.map((n) => {
+        const d = deployments[n];
+        return d.message ? `${n} ${d.phase}: ${d.message}` : `${n} ${d.phase}`;
+      });
+      text = `${bad.length} of ${names.length} deployment${names.length === 1 ? "" : "s"} ` +
+        `not running: ${parts.join("; ")}`;
+    }
+  }
+  return shortLine(text);
+}
+
+/** Control characters become spaces, and a long text ends in "…". */
+function shortLine(text: string, max = DEVICE_MESSAGE_MAX_LENGTH): string {
+  // deno-lint-ignore no-control-regex
+  const line = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  return line.length <= max ? line : `${line.slice(0, max - 1)}…`;
+}
+
+/**
+ * In how many ms a crash-looping service of `observed` could count as healthy
+ * (the reconciler looks again then), or undefined when none is crash-looping.
+ */
+export function crashLoopRecheckMs(
+  observed: readonly ObservedContainer[],
+  nowMs: number,
+  healthyMs: number = CRASH_LOOP_HEALTHY_MS,
+): number | undefined {
+  const waits = observed.map((c) => crashLoop(c, nowMs, healthyMs)?.healthyInMs)
+    .filter((ms): ms is number => ms !== undefined);
+  return waits.length > 0 ? Math.min(...waits) : undefined;
 }
 
 function phaseOf(observed: readonly ObservedContainer[]): DeploymentStatus["phase"] {

@@ -3,7 +3,7 @@ import { assertEquals } from "../../tests/support/assert.ts";
 import type { ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
-import { deploymentStatus } from "./status.ts";
+import { crashLoopRecheckMs, deploymentStatus, deviceMessage, summariseDevice } from "./status.ts";
 
 const state = (deploymentRevision?: number) =>
   DesiredState.parse({
@@ -49,10 +49,100 @@ Deno.test("deploymentStatus: echoes the desired state's deployment revision", ()
     entry: valid(28),
     observed: [],
     specHashes,
-    violations: ["image registry docker.io is not allowed"],
+    violations: [{
+      rule: "allowed_registries",
+      message: "image registry docker.io is not allowed",
+    }],
   });
   assertEquals([refused?.deployment_revision, refused?.phase], [28, "failed"]);
   // A desired state written before deployment revisions existed: nothing is echoed.
   const old = deploymentStatus({ deployment: "web", entry: valid(), observed: [], specHashes });
   assertEquals(old !== undefined && "deployment_revision" in old, false);
+});
+
+const hashes = new Map([[hashKey("web", "httpd"), "h"]]);
+const NOW = 2_000_000_000_000;
+
+Deno.test("deploymentStatus: a crash loop is failed with the exit code and restarts, even while up", () => {
+  const looping = { ...container, restarts: 14, exitCode: 3, startedAtMs: NOW - 1_000 };
+  for (const state of ["running", "stopped"]) {
+    const s = deploymentStatus({
+      deployment: "web",
+      entry: valid(),
+      observed: [{ ...looping, state }],
+      specHashes: hashes,
+      // The pass error a crash loop causes is less telling than the loop itself.
+      error: 'Cannot converge deployment "web": still changing after 5 rounds',
+      nowMs: NOW,
+    })!;
+    assertEquals(s.phase, "failed", state);
+    assertEquals(
+      s.message,
+      'service "httpd" keeps exiting (exit code 3, 14 restarts); ' +
+        "failed until it runs 30 s without a restart",
+    );
+  }
+  // Healthy for the whole window: running again, the restarts stay in the service status.
+  const healed = deploymentStatus({
+    deployment: "web",
+    entry: valid(),
+    observed: [{ ...looping, startedAtMs: NOW - 30_000 }],
+    specHashes: hashes,
+    nowMs: NOW,
+  })!;
+  assertEquals([healed.phase, healed.message, healed.services.httpd.restarts], [
+    "running",
+    undefined,
+    14,
+  ]);
+  assertEquals(crashLoopRecheckMs([looping], NOW), 29_000);
+  assertEquals(crashLoopRecheckMs([container], NOW), undefined);
+});
+
+Deno.test("deviceMessage: why a device is not ready, on one bounded line", () => {
+  const running = deploymentStatus({
+    deployment: "web",
+    entry: valid(),
+    observed: [container],
+    specHashes: hashes,
+  })!;
+  const failed = {
+    ...running,
+    phase: "failed" as const,
+    message: "policy.max_containers: no\nroom",
+  };
+  const pending = { ...running, phase: "pending" as const };
+  assertEquals(deviceMessage({ a: running }, { device: "ready" }), undefined);
+  assertEquals(
+    deviceMessage({}, { device: "degraded", runtimeProblem: "container runtime unreachable: x" }),
+    "container runtime unreachable: x",
+  );
+  assertEquals(
+    deviceMessage({ a: running, b: failed, c: pending }, { device: "degraded" }),
+    "2 of 3 deployments not running: b failed: policy.max_containers: no room; c pending",
+  );
+  assertEquals(deviceMessage({}, { device: "starting" }), "first reconcile pass not done yet");
+  assertEquals(deviceMessage({}, { device: "stopped" }), "agent stopped; containers keep running");
+  const long = deviceMessage({ b: { ...failed, message: "x".repeat(2_000) } }, {
+    device: "degraded",
+  })!;
+  assertEquals(long.length, 500);
+  assertEquals(long.at(-1), "…");
+  // The device summary the message explains.
+  assertEquals(
+    summariseDevice([running, failed], { firstPassDone: true, runtimeAvailable: true }),
+    "degraded",
+  );
+  assertEquals(
+    summariseDevice([running], { firstPassDone: false, runtimeAvailable: true }),
+    "starting",
+  );
+  assertEquals(
+    summariseDevice([running], { firstPassDone: true, runtimeAvailable: false }),
+    "degraded",
+  );
+  assertEquals(
+    summariseDevice([running], { firstPassDone: true, runtimeAvailable: true }),
+    "ready",
+  );
 });

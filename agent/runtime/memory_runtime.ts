@@ -25,6 +25,7 @@ import {
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
+  STARTABLE_STATES,
 } from "./runtime.ts";
 
 /** Runtime operations, for latency injection and call counting. */
@@ -58,6 +59,8 @@ interface FakeContainer {
   spec: ContainerSpec;
   state: string;
   restarts: number;
+  exitCode?: number;
+  startedAtMs?: number;
 }
 
 /** A fake, in-memory {@linkcode ContainerRuntime}. See the module doc. */
@@ -132,7 +135,16 @@ export class InMemoryRuntime implements ContainerRuntime {
     const c = this.#find(id);
     if (c.state === "running") return;
     c.state = "running";
+    c.startedAtMs = Date.now();
     this.#emit(c.id, "start");
+  }
+
+  /** See {@linkcode ContainerRuntime.startStopped}: no race to wait out in memory. */
+  async startStopped(id: string, signal?: AbortSignal): Promise<boolean> {
+    const c = this.#containers.get(id);
+    if (c === undefined || !STARTABLE_STATES.has(c.state)) return false;
+    await this.startContainer(id, signal);
+    return true;
   }
 
   /** See {@linkcode ContainerRuntime.stopContainer}. */
@@ -230,6 +242,7 @@ export class InMemoryRuntime implements ContainerRuntime {
   stopByHand(nameOrId: string): void {
     const c = this.#find(nameOrId);
     c.state = "exited";
+    c.exitCode = 137;
     this.#emit(c.id, "died");
     this.#emit(c.id, "stop");
   }
@@ -242,10 +255,12 @@ export class InMemoryRuntime implements ContainerRuntime {
     this.#emit(c.id, "remove", c);
   }
 
-  /** Simulates a crash that podman's restart policy recovers from. */
-  crashAndRestart(nameOrId: string): void {
+  /** Simulates a crash (exit with `exitCode`) that podman's restart policy recovers from. */
+  crashAndRestart(nameOrId: string, exitCode = 1): void {
     const c = this.#find(nameOrId);
     c.restarts++;
+    c.exitCode = exitCode;
+    c.startedAtMs = Date.now();
     this.#emit(c.id, "died");
     this.#emit(c.id, "restart");
   }
@@ -291,6 +306,9 @@ export class InMemoryRuntime implements ContainerRuntime {
       state: c.state,
       image: c.spec.image,
       restarts: c.restarts,
+      ...(c.exitCode !== undefined ? { exitCode: c.exitCode } : {}),
+      ...(c.startedAtMs !== undefined ? { startedAtMs: c.startedAtMs } : {}),
+      ...(labels[LABELS.device] ? { device: labels[LABELS.device] } : {}),
       labels: { ...labels },
     };
   }
@@ -305,6 +323,7 @@ export class InMemoryRuntime implements ContainerRuntime {
       action,
       deployment,
       service: c.spec.labels[LABELS.service],
+      ...(c.spec.labels[LABELS.device] ? { device: c.spec.labels[LABELS.device] } : {}),
     });
   }
 

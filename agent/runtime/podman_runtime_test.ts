@@ -232,3 +232,56 @@ Deno.test("PodmanRuntime reports restarts made by podman's restart policy", asyn
     await watching;
   }
 });
+
+Deno.test("startStopped: waits, then starts a stopped container, but not one removed meanwhile", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({
+    socketPath: podman.socket,
+    stopTimeoutSeconds: 0,
+    stoppedSettleMs: 1_500,
+  });
+  const id = await runtime.createContainer({ ...spec("rt_web", image), restart: "no" });
+  // Never started ("created") counts as stopped; a running one is left alone.
+  assertEquals(await runtime.startStopped(id), true);
+  assertEquals((await runtime.listManaged())[0].state, "running");
+  assertEquals(await runtime.startStopped(id), false);
+
+  // `podman rm -f` by hand while the runtime waits: the start must not slip in between.
+  await runtime.stopContainer(id, 0);
+  const starting = runtime.startStopped(id);
+  const rm = await podman.cli(["rm", "-f", "-t", "0", "rt_web"]);
+  assertEquals(rm.code, 0, rm.stderr);
+  assertEquals(await starting, false);
+  assertEquals(await runtime.listManaged(), []);
+});
+
+Deno.test("listManaged reports the device label, the last exit code and restarts of a crash loop", async () => {
+  await using podman = await startPodman();
+  const image = await buildBusyboxImage(podman, TAG);
+  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  const crashing: ContainerSpec = {
+    ...spec("rt_crash", image),
+    command: ["sh", "-c", "exit 3"],
+    restart: "always",
+    labels: { ...spec("rt_crash", image).labels, "drover.device": "pi-1" },
+  };
+  const ac = new AbortController();
+  // Consume events as the reconciler does: restarts and exit codes are learnt from them.
+  const events = (async () => {
+    for await (const _ of runtime.watchEvents(ac.signal)) { /* drained */ }
+  })();
+  try {
+    const id = await runtime.createContainer(crashing);
+    await runtime.startContainer(id);
+    const seen = await waitFor(async () => {
+      const [c] = await runtime.listManaged();
+      return c && (c.restarts ?? 0) >= 3 ? c : undefined;
+    }, { timeoutMs: 30_000, message: "podman restarts the crashing container" });
+    assertEquals([seen.device, seen.exitCode], ["pi-1", 3]);
+    assert(seen.startedAtMs !== undefined && Math.abs(seen.startedAtMs - Date.now()) < 60_000);
+  } finally {
+    ac.abort();
+    await events;
+  }
+});

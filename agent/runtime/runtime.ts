@@ -36,9 +36,28 @@ export interface ObservedContainer {
   /** Runtime state: `running`, `exited`, `created`, `paused`, `stopped`, … */
   state: string;
   image: string;
+  /** Restarts by the runtime's restart policy (not starts by Drover). */
   restarts?: number;
+  /** Exit code of its last exit; absent when it never exited. */
+  exitCode?: number;
+  /** When it last started, in ms since the epoch; absent when it never ran. */
+  startedAtMs?: number;
+  /**
+   * Label `drover.device`: the device whose agent owns it. Absent on containers
+   * created before agents labelled their device (see docs/architecture.md, "Ownership").
+   */
+  device?: string;
   labels: Record<string, string>;
 }
+
+/** Runtime states from which a container can be started (the others run or are in transition). */
+export const STARTABLE_STATES: ReadonlySet<string> = new Set([
+  "created",
+  "initialized",
+  "configured",
+  "stopped",
+  "exited",
+]);
 
 /** Credentials for pulling from one registry. */
 export interface RegistryAuth {
@@ -53,7 +72,7 @@ export interface RegistryAuth {
  * deployment" (or everything); the reconciler re-observes before acting.
  */
 export type RuntimeEvent =
-  | { kind: "container"; action: string; deployment: string; service?: string }
+  | { kind: "container"; action: string; deployment: string; service?: string; device?: string }
   | { kind: "resync"; reason: string };
 
 /** The operations the reconciler needs from a container runtime. All idempotent where possible. */
@@ -68,6 +87,13 @@ export interface ContainerRuntime {
   createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
   /** Starts a container (by id or name); already running is success. */
   startContainer(id: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Starts a container that was observed stopped, if it still is; resolves false
+   * when it went away or left the stopped state meanwhile (the caller looks again).
+   * A runtime where a start can race a hand-made stop or removal guards against it
+   * here (podman 4.3: see `PodmanRuntime.startStopped`).
+   */
+  startStopped(id: string, signal?: AbortSignal): Promise<boolean>;
   /** Stops a container; already stopped is success. */
   stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void>;
   /** Force-removes a container; already gone is success. */

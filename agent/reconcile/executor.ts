@@ -1,0 +1,124 @@
+/**
+ * The executor: runs a plan's actions one after another, in the order `plan`
+ * gave them, each through the one function its kind maps to (balena
+ * supervisor's executor map, keyed on `action`). Every action is idempotent
+ * against the runtime, so a crash between two of them is converged from on
+ * the next pass.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import {
+  ContainerNameConflictError,
+  type ContainerRuntime,
+  ImageMissingError,
+} from "../runtime/runtime.ts";
+import type { ImageManager, PullObserver } from "./image_manager.ts";
+import type { Action } from "./plan.ts";
+
+/** What one pass of one deployment carries from action to action. */
+export interface ExecutionContext {
+  signal: AbortSignal;
+  /** Names that hit a conflict in this pass (the second conflict is an error). */
+  conflicts: Set<string>;
+  /** Logger with the deployment and revision. */
+  log: Logger;
+}
+
+type Handler<A extends Action> = (action: A, context: ExecutionContext) => Promise<void>;
+
+/** One function per action kind. */
+export type ActionHandlers = { [K in Action["action"]]: Handler<Extract<Action, { action: K }>> };
+
+/** What the executor drives. */
+export interface ExecutorDeps {
+  runtime: ContainerRuntime;
+  images: ImageManager;
+  /** Told when a pull starts and ends (status "pulling", first-pass accounting). */
+  onPull: PullObserver;
+}
+
+/** Creates the handler map of {@linkcode Executor}. */
+export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
+  const { runtime, images } = deps;
+  return {
+    pull: (action, { signal, log }) => images.ensure(action, signal, log, deps.onPull),
+
+    async create(action, { signal, conflicts, log }) {
+      const { spec } = action;
+      let id: string;
+      try {
+        id = await runtime.createContainer(spec, signal);
+      } catch (err) {
+        if (err instanceof ImageMissingError) {
+          // Removed behind our back since we last looked: the next round pulls it.
+          images.forget(spec.image);
+          return;
+        }
+        if (err instanceof ContainerNameConflictError) {
+          // Once: a container we do not see yet (a crash left one, a list raced a
+          // create). Twice in one pass: the name belongs to something we do not manage.
+          if (!conflicts.has(spec.name)) {
+            conflicts.add(spec.name);
+            return;
+          }
+          throw new Error(
+            `Cannot create container "${spec.name}": the name is taken by a container ` +
+              "this agent does not manage (not Drover's, or another device's); remove or rename it",
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      await runtime.startContainer(id, signal);
+      log.info("Created and started container {container} ({reason})", {
+        container: spec.name,
+        reason: action.reason,
+        image: spec.image,
+      });
+    },
+
+    async start(action, { signal, log }) {
+      // If it went away or started meanwhile, the next round sees that.
+      if (!(await runtime.startStopped(action.containerId, signal))) return;
+      log.info("Started container {container} ({reason})", {
+        container: action.name,
+        reason: action.reason,
+      });
+    },
+
+    async remove(action, { signal, log }) {
+      await runtime.removeContainer(action.containerId, signal);
+      log.info("Removed container {container} ({reason})", {
+        container: action.name,
+        reason: action.reason,
+      });
+    },
+  };
+}
+
+/** Runs plans. See the module documentation. */
+export class Executor {
+  readonly #handlers: ActionHandlers;
+
+  constructor(handlers: ActionHandlers) {
+    this.#handlers = handlers;
+  }
+
+  /** Runs `actions` in order; the first failure stops the plan (the next pass plans again). */
+  async run(actions: readonly Action[], context: ExecutionContext): Promise<void> {
+    for (const action of actions) {
+      context.signal.throwIfAborted();
+      await this.#perform(action, context);
+    }
+  }
+
+  #perform<A extends Action>(action: A, context: ExecutionContext): Promise<void> {
+    const handler = this.#handlers[action.action] as Handler<A>;
+    return handler(action, {
+      ...context,
+      log: context.log.with({ service: action.service }),
+    });
+  }
+}

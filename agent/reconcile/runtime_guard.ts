@@ -1,0 +1,127 @@
+/**
+ * The one place that decides whether the container runtime is available: a
+ * {@linkcode ContainerRuntime} wrapper that bounds every call but pulls by a
+ * timeout (a podman that accepts connections but never answers must not hold
+ * a deployment, or the first pass, forever) and reports each call's outcome —
+ * any answer means reachable, a {@linkcode RuntimeUnavailableError} (the
+ * runtime's own, or a timeout) means not.
+ *
+ * @module
+ */
+
+import {
+  type ContainerRuntime,
+  type ContainerSpec,
+  type ObservedContainer,
+  type RegistryAuth,
+  type RuntimeEvent,
+  RuntimeUnavailableError,
+} from "../runtime/runtime.ts";
+
+/** Default longest wait for one runtime call (pulls excepted), in milliseconds. */
+export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+
+/** Options of {@linkcode GuardedRuntime}. */
+export interface GuardedRuntimeOptions {
+  /** Longest wait for one call other than a pull, in ms (default {@linkcode DEFAULT_CALL_TIMEOUT_MS}). */
+  callTimeoutMs?: number;
+  /** Told after every call whether the runtime answered; `error` says why it did not. */
+  onAvailability: (available: boolean, error?: RuntimeUnavailableError) => void;
+}
+
+/** A runtime whose calls time out and report availability. See the module documentation. */
+export class GuardedRuntime implements ContainerRuntime {
+  readonly #inner: ContainerRuntime;
+  readonly #timeoutMs: number;
+  readonly #report: GuardedRuntimeOptions["onAvailability"];
+
+  constructor(inner: ContainerRuntime, options: GuardedRuntimeOptions) {
+    this.#inner = inner;
+    this.#timeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.#report = options.onAvailability;
+  }
+
+  listManaged(signal?: AbortSignal): Promise<ObservedContainer[]> {
+    return this.#call("list containers", signal, (s) => this.#inner.listManaged(s));
+  }
+
+  hasImage(image: string, signal?: AbortSignal): Promise<boolean> {
+    return this.#call(`look up image ${image}`, signal, (s) => this.#inner.hasImage(image, s));
+  }
+
+  /** Not timed: a registry may take minutes. */
+  pullImage(image: string, auth: RegistryAuth | undefined, signal?: AbortSignal): Promise<void> {
+    return this.#observe(() => this.#inner.pullImage(image, auth, signal));
+  }
+
+  createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    return this.#call(
+      `create container ${spec.name}`,
+      signal,
+      (s) => this.#inner.createContainer(spec, s),
+    );
+  }
+
+  startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    return this.#call(`start container ${id}`, signal, (s) => this.#inner.startContainer(id, s));
+  }
+
+  startStopped(id: string, signal?: AbortSignal): Promise<boolean> {
+    return this.#call(`start container ${id}`, signal, (s) => this.#inner.startStopped(id, s));
+  }
+
+  stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+    return this.#call(
+      `stop container ${id}`,
+      signal,
+      (s) => this.#inner.stopContainer(id, timeoutSeconds, s),
+    );
+  }
+
+  removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    return this.#call(`remove container ${id}`, signal, (s) => this.#inner.removeContainer(id, s));
+  }
+
+  /** Passed through: the stream reports its own outages as `resync` events. */
+  watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent> {
+    return this.#inner.watchEvents(signal);
+  }
+
+  async #call<T>(
+    what: string,
+    signal: AbortSignal | undefined,
+    call: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    return await this.#observe(async () => {
+      try {
+        return await call(signal ? AbortSignal.any([signal, timeout]) : timeout);
+      } catch (err) {
+        if (timeout.aborted && !signal?.aborted) {
+          throw new RuntimeUnavailableError(
+            `Cannot ${what}: the runtime did not answer within ${this.#timeoutMs} ms`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+    });
+  }
+
+  async #observe<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      const result = await call();
+      this.#report(true);
+      return result;
+    } catch (err) {
+      if (err instanceof RuntimeUnavailableError) this.#report(false, err);
+      // Any other error is an answer: the runtime is there.
+      else if (!isAbort(err)) this.#report(true);
+      throw err;
+    }
+  }
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof DOMException && (err.name === "AbortError" || err.name === "TimeoutError");
+}
