@@ -1,7 +1,8 @@
 /**
- * The reconciler driving a real podman service through PodmanRuntime: deploy,
- * update, drift by hand, delete. The resync interval is long, so drift is
- * undone through podman's event stream, not by the safety-net timer.
+ * The reconciler driving a real podman service through PodmanRuntime: create,
+ * update, drift by hand (stopped, removed), removal, a crash loop. The resync
+ * interval is long, so drift is undone through podman's event stream, not by
+ * the safety-net timer.
  */
 
 import { configure, getTextFormatter, reset } from "@logtape/logtape";
@@ -51,6 +52,7 @@ interface Row {
   name: string;
   state: string;
   revision: string;
+  device: string;
 }
 
 async function containers(podman: PodmanService): Promise<Row[]> {
@@ -74,6 +76,7 @@ async function containers(podman: PodmanService): Promise<Row[]> {
     name: c.Names[0],
     state: c.State,
     revision: c.Labels?.["drover.revision"] ?? "",
+    device: c.Labels?.["drover.device"] ?? "",
   })).sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
@@ -107,11 +110,20 @@ async function captureLogs(): Promise<string[]> {
   return lines;
 }
 
-Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", async () => {
+interface Setup extends AsyncDisposable {
+  logs: string[];
+  podman: PodmanService;
+  image: string;
+  port: number;
+  reconciler: Reconciler;
+}
+
+/** A podman service, the test image and a running reconciler with `site` at revision 1. */
+async function deployed(): Promise<Setup> {
   const logs = await captureLogs();
-  await using podman = await startPodman();
+  const podman = await startPodman();
   const image = await buildBusyboxImage(podman, TAG);
-  using runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
+  const runtime = new PodmanRuntime({ socketPath: podman.socket, stopTimeoutSeconds: 0 });
   const port = await freePort();
   const reconciler = new Reconciler({
     deviceId: "pi-1",
@@ -126,24 +138,61 @@ Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", as
   });
   const ac = new AbortController();
   const running = reconciler.run(ac.signal);
+  const setup: Setup = {
+    logs,
+    podman,
+    image,
+    port,
+    reconciler,
+    async [Symbol.asyncDispose]() {
+      ac.abort();
+      await running;
+      runtime[Symbol.dispose]();
+      await podman[Symbol.asyncDispose]();
+      await reset();
+    },
+  };
   try {
-    // Deploy: serving on the published port with the env applied.
     await reconciler.firstPass;
-    assertEquals(
-      await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "first page" }),
-      "first\n",
-    );
+    await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "first page" });
+  } catch (err) {
+    console.error(`reconciler log:\n${logs.join("\n")}`);
+    await setup[Symbol.asyncDispose]();
+    throw err;
+  }
+  return setup;
+}
+
+/** Runs `body`, printing the reconciler's log if it fails. */
+async function withLogsOnFailure(body: (s: Setup) => Promise<void>): Promise<void> {
+  await using s = await deployed();
+  try {
+    await body(s);
+  } catch (err) {
+    console.error(`reconciler log:\n${s.logs.join("\n")}`);
+    throw err;
+  }
+}
+
+Deno.test("reconciler on real podman: create", async () => {
+  await withLogsOnFailure(async ({ podman, port, reconciler }) => {
+    assertEquals(await page(port), "first\n");
     const status = reconciler.deploymentStatuses().site;
     assertEquals([status.revision, status.phase], [1, "running"]);
     assertEquals(status.services.web.state, "running");
     assertEquals(reconciler.deviceStatus(), "ready");
-    const before = await containers(podman);
-    assertEquals(before.map((c) => `${c.name} ${c.state} ${c.revision}`), [
-      "site_side running 1",
-      "site_web running 1",
+    assertEquals(reconciler.deviceMessage(), undefined);
+    const list = await containers(podman);
+    assertEquals(list.map((c) => `${c.name} ${c.state} ${c.revision} ${c.device}`), [
+      "site_side running 1 pi-1",
+      "site_web running 1 pi-1",
     ]);
+  });
+});
 
-    // Update web only: exactly one container is replaced.
+Deno.test("reconciler on real podman: update replaces exactly the changed service", async () => {
+  await withLogsOnFailure(async ({ podman, image, port, reconciler }) => {
+    const before = await containers(podman);
     reconciler.setDesired("site", entry(2, "second", port, image));
     await waitFor(async () => (await page(port)) === "second\n", {
       timeoutMs: TIMEOUT_MS,
@@ -159,17 +208,22 @@ Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", as
     assert(after[1].id !== before[1].id, "web replaced");
     assertEquals(after[1].revision, "2");
     assertEquals(reconciler.deploymentStatuses().site.revision, 2);
+  });
+});
 
+Deno.test("reconciler on real podman: drift by hand — removed and stopped containers come back", async () => {
+  await withLogsOnFailure(async ({ podman, port }) => {
+    const [, web] = await containers(podman);
     // `podman rm -f` by hand is undone.
     const rm = await podman.cli(["rm", "-f", "-t", "0", "site_web"]);
     assertEquals(rm.code, 0, rm.stderr);
     const recreated = await waitFor(async () => {
-      const web = (await containers(podman)).find((c) => c.name === "site_web");
-      return web && web.id !== after[1].id && web.state === "running" ? web : undefined;
+      const c = (await containers(podman)).find((c) => c.name === "site_web");
+      return c && c.id !== web.id && c.state === "running" ? c : undefined;
     }, { timeoutMs: TIMEOUT_MS, message: "web recreated after rm -f" });
     assertEquals(
       await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "page after rm" }),
-      "second\n",
+      "first\n",
     );
 
     // `podman stop` by hand is undone (the same container is started again).
@@ -182,13 +236,16 @@ Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", as
       `podman stop: ${stop.stderr}`,
     );
     await waitFor(async () => {
-      const web = (await containers(podman)).find((c) => c.name === "site_web");
-      return web?.id === recreated.id && web.state === "running" &&
+      const c = (await containers(podman)).find((c) => c.name === "site_web");
+      return c?.id === recreated.id && c.state === "running" &&
         (await startedAt(podman, "site_web")) > startedBefore;
     }, { timeoutMs: TIMEOUT_MS, message: "web started again after stop" });
     assertEquals((await containers(podman)).length, 2);
+  });
+});
 
-    // Deleting the key removes the deployment.
+Deno.test("reconciler on real podman: deleting the key removes the deployment", async () => {
+  await withLogsOnFailure(async ({ podman, reconciler }) => {
     reconciler.setDesired("site", null);
     await waitFor(async () => (await containers(podman)).length === 0, {
       timeoutMs: TIMEOUT_MS,
@@ -198,12 +255,6 @@ Deno.test("reconciler on real podman: deploy, update, drift by hand, delete", as
       timeoutMs: TIMEOUT_MS,
       message: "status gone",
     });
-  } catch (err) {
-    console.error(`reconciler log:\n${logs.join("\n")}`);
-    throw err;
-  } finally {
-    ac.abort();
-    await running;
-    await reset();
-  }
+    assertEquals(reconciler.deviceStatus(), "ready");
+  });
 });
