@@ -174,7 +174,15 @@ Deno.test({
       assertMatchLine(table.stdout, /^lab\s+\d+\s+2\s+2\s+0\s+0/m);
       const status = await cli("status", "lab");
       assertEquals(status.code, 0, status.stderr);
-      assertStringIncludes(status.stdout, "Deployment lab: 2/2 ready");
+      const head = /^Deployment lab \(revision (\d+)\): 2\/2 ready$/m.exec(status.stdout);
+      assert(head !== null, status.stdout);
+      // The real agents echo the deployment revision: WANTED and APPLIED both show it.
+      for (const id of ["pi-a", "pi-b"]) {
+        assertMatchLine(
+          status.stdout,
+          new RegExp(`^${id}\\s+ready\\s+${head[1]}\\s+${head[1]}\\s`, "m"),
+        );
+      }
 
       // A failing rollout: --wait exits 1 with the device's message.
       const broken = await cli(
