@@ -266,6 +266,14 @@ export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<Agen
   return env;
 }
 
+/** One service of a test deployment. */
+export type TestService = DesiredStateInput["score"]["services"][number];
+
+/** The desired state of `deployment` running `services` with podman. */
+export function podmanDeployment(deployment: string, services: TestService[]): DesiredStateInput {
+  return { deployment, score: { type: "PodmanV0", services } };
+}
+
 /**
  * A busybox web server deployment: serves `$GREETING` (from env) on
  * `127.0.0.1:hostPort`.
@@ -276,25 +284,19 @@ export function webDeployment(
   greeting: string,
   image = TEST_IMAGE,
 ): DesiredStateInput {
-  return {
-    deployment,
-    score: {
-      type: "PodmanV0",
-      services: [{
-        name: "web",
-        image,
-        command: [
-          "sh",
-          "-c",
-          // PID 1 ignores SIGTERM unless it traps it: trap so stop/replace is quick.
-          "trap 'exit 0' TERM; mkdir -p /tmp/www && echo \"$GREETING\" > /tmp/www/index.html && " +
-          "httpd -f -p 80 -h /tmp/www & wait",
-        ],
-        env: { GREETING: greeting },
-        ports: [`127.0.0.1:${hostPort}:80`],
-      }],
-    },
-  };
+  return podmanDeployment(deployment, [{
+    name: "web",
+    image,
+    command: [
+      "sh",
+      "-c",
+      // PID 1 ignores SIGTERM unless it traps it: trap so stop/replace is quick.
+      "trap 'exit 0' TERM; mkdir -p /tmp/www && echo \"$GREETING\" > /tmp/www/index.html && " +
+      "httpd -f -p 80 -h /tmp/www & wait",
+    ],
+    env: { GREETING: greeting },
+    ports: [`127.0.0.1:${hostPort}:80`],
+  }]);
 }
 
 /** A deployment of one or more `sleep` services (no ports). */
@@ -304,18 +306,15 @@ export function sleepDeployment(
   marker = "1",
   image = TEST_IMAGE,
 ): DesiredStateInput {
-  return {
+  return podmanDeployment(
     deployment,
-    score: {
-      type: "PodmanV0",
-      services: services.map((name) => ({
-        name,
-        image,
-        command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
-        env: { MARKER: marker },
-      })),
-    },
-  };
+    services.map((name) => ({
+      name,
+      image,
+      command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+      env: { MARKER: marker },
+    })),
+  );
 }
 
 /** Fetches `http://127.0.0.1:port/` until it answers with `text`. */

@@ -11,6 +11,7 @@ import { assertEquals, assertStringIncludes } from "../support/assert.ts";
 import { podmanPaths, tempDir } from "../support/mod.ts";
 import {
   freePort,
+  podmanDeployment,
   sleepDeployment,
   startAgentEnv,
   TEST_IMAGE,
@@ -86,18 +87,12 @@ function shellDeployment(
   script: string,
   volumes: string[] = [],
 ): DesiredStateInput {
-  return {
-    deployment,
-    score: {
-      type: "PodmanV0",
-      services: [{
-        name: "main",
-        image,
-        command: ["sh", "-c", `trap 'exit 0' TERM; ${script} sleep 3600 & wait`],
-        ...(volumes.length > 0 ? { volumes } : {}),
-      }],
-    },
-  };
+  return podmanDeployment(deployment, [{
+    name: "main",
+    image,
+    command: ["sh", "-c", `trap 'exit 0' TERM; ${script} sleep 3600 & wait`],
+    ...(volumes.length > 0 ? { volumes } : {}),
+  }]);
 }
 
 Deno.test("security: short image names cannot leave the allowed registry", async () => {
