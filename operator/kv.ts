@@ -9,6 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
+import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 import {
   BUCKET_AGENT_STATUS,
   BUCKET_DEPLOYMENTS,
@@ -133,8 +134,8 @@ function toMirrorEntry(e: KvEntry): MirrorEntry {
   };
 }
 
-const RETRY_MIN_MS = 250;
-const RETRY_MAX_MS = 5000;
+/** Waits before re-creating a failed watch: 250 ms doubling up to 5 s. */
+const REWATCH_BACKOFF: Readonly<BackoffOptions> = { baseMs: 250, capMs: 5_000, jitter: 0 };
 
 /**
  * Follows a bucket: delivers the latest value of every key (including delete
@@ -167,7 +168,7 @@ export class BucketMirror implements AsyncDisposable {
   }
 
   async #run(): Promise<void> {
-    let delay = RETRY_MIN_MS;
+    const backoff = new Backoff(REWATCH_BACKOFF);
     let isReady = false;
     const setReady = () => {
       if (!isReady) {
@@ -188,7 +189,7 @@ export class BucketMirror implements AsyncDisposable {
         );
         this.#iterator = iterator;
         if (this.#stopped) iterator.stop();
-        delay = RETRY_MIN_MS;
+        backoff.reset();
         for await (const entry of iterator) {
           if (entry.revision > this.#lastRevision) {
             this.#lastRevision = entry.revision;
@@ -204,8 +205,7 @@ export class BucketMirror implements AsyncDisposable {
         });
       }
       if (this.#stopped) break;
-      await sleep(delay, this.#stop.signal);
-      delay = Math.min(delay * 2, RETRY_MAX_MS);
+      await abortableSleep(backoff.next(), this.#stop.signal);
     }
   }
 
@@ -233,19 +233,6 @@ export class BucketMirror implements AsyncDisposable {
 
 function bucketName(kv: KV): string {
   return (kv as unknown as { bucket?: string }).bucket ?? "?";
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }
 
 /** Reads the latest value of every live key (deleted keys are left out). */
