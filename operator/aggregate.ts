@@ -274,6 +274,7 @@ function deploymentView(
       wantedCanonical,
       statuses.get(device),
       now,
+      revision,
     )
   );
   const count = (phase: DeploymentDeviceView["phase"]) =>
@@ -290,7 +291,11 @@ function deploymentView(
   };
 }
 
-/** Judges one device of one deployment; exported for unit tests. */
+/**
+ * Judges one device of one deployment; exported for unit tests.
+ *
+ * @param revision the manifest's revision in `deployments`, if known
+ */
 export function deviceInDeployment(
   deployment: string,
   device: string,
@@ -298,6 +303,7 @@ export function deviceInDeployment(
   wantedCanonical: string,
   record: DeviceRecord | undefined,
   now: number,
+  revision?: number,
 ): DeploymentDeviceView {
   const online = isOnline(record, now);
   const reported = record?.status?.deployments[deployment];
@@ -312,7 +318,12 @@ export function deviceInDeployment(
     applied_kv_revision: reported?.revision ?? null,
     agent_phase: reported?.phase ?? null,
   };
-  if (current && reported.phase === "failed") {
+  // An earlier revision's value, which the operator is about to replace: its failure is old news
+  // (and must not end an `apply --wait` of the new revision).
+  const superseded = stored !== undefined && stored.canonical !== wantedCanonical &&
+    stored.deploymentRevision !== undefined && revision !== undefined &&
+    stored.deploymentRevision < revision;
+  if (current && reported.phase === "failed" && !superseded) {
     // The agent rejected exactly what is stored (a bad value, a policy breach): that is the
     // news, whether or not the stored value is what the manifest asks for.
     const rewrite = stored.canonical === wantedCanonical

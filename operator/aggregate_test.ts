@@ -229,6 +229,22 @@ Deno.test("summarise: the agent's failure of the stored value shows, even when i
   assertEquals(d.devices[0].phase, "failed");
   assertEquals(d.devices[0].agent_phase, "failed");
   assertStringIncludes(d.devices[0].message, "score.services: required");
+  // The failed value came from revision 4 and the manifest is at revision 5 now: the operator
+  // is about to replace it, so the device waits (an `apply --wait` of 5 must not fail on it).
+  const previous = new Map([["a.web", {
+    revision: 9,
+    canonical: '{"deployment":"web"}',
+    deploymentRevision: 4,
+  }]]);
+  const [w] = summarise(
+    [web],
+    previous,
+    statuses,
+    registered({ a: { site: "lab" } }),
+    NOW,
+    new Map([["web", 5]]),
+  ).deployments;
+  assertEquals([w.failed, w.pending, w.devices[0].phase], [0, 1, "pending"]);
   // A failure of an older value is not news: the newer one is still pending.
   const newer = new Map([["a.web", { revision: 10, canonical: '{"deployment":"web"}' }]]);
   const [p] =
