@@ -7,9 +7,10 @@
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { NoRespondersError, RequestError, TimeoutError } from "@nats-io/transport-node";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
-import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
+import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";
 import {
   BUCKET_AGENT_STATUS,
   BUCKET_DEPLOYMENTS,
@@ -83,6 +84,55 @@ export async function openBucket(
   return await kvm.create(name, { history: create.history, replicas: create.replicas });
 }
 
+/** JetStream's "temporarily unavailable" while a cluster elects a leader. */
+const CLUSTER_NOT_AVAILABLE = 10008;
+
+/**
+ * True for failures a NATS cluster produces while it recovers from a lost
+ * node: a request that timed out (it went to the node that died, or no
+ * leader answered yet), nobody answering during a leader election, or
+ * JetStream saying it is temporarily unavailable. Walks the `cause` chain.
+ */
+export function isTransientNatsError(e: unknown): boolean {
+  for (let cause = e, depth = 0; cause !== undefined && depth < 5; depth++) {
+    if (cause instanceof TimeoutError || cause instanceof NoRespondersError) return true;
+    if (cause instanceof RequestError && cause.isNoResponders()) return true;
+    if (cause instanceof JetStreamApiError && cause.code === CLUSTER_NOT_AVAILABLE) return true;
+    cause = (cause as { cause?: unknown })?.cause;
+  }
+  return false;
+}
+
+/** How long {@linkcode retryWhileRecovering} keeps trying. */
+export const DEFAULT_RECOVERY_MS = 30_000;
+/** Waits between its attempts: 250 ms doubling up to 2 s. */
+const RECOVERY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 250, capMs: 2_000, jitter: 0 };
+
+/**
+ * Runs an idempotent NATS operation, repeating it while the failure is one a
+ * cluster produces when it loses a node ({@linkcode isTransientNatsError}):
+ * the client reconnects to another node meanwhile and a new leader is
+ * elected within seconds. Other errors, and the last transient one after
+ * `deadlineMs`, are thrown.
+ */
+export async function retryWhileRecovering<T>(
+  op: () => Promise<T>,
+  deadlineMs = DEFAULT_RECOVERY_MS,
+): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (!isTransientNatsError(e) || Date.now() >= deadline) throw e;
+      log.debug("NATS operation failed while the cluster recovers, retrying: {error}", {
+        error: (e as Error).message,
+      });
+      await abortableSleep(backoffDelay(attempt, RECOVERY_BACKOFF));
+    }
+  }
+}
+
 /**
  * Makes the stream behind `bucket` refuse `Nats-Rollup` headers. A rollup on
  * a put to one's own key purges every other key of the stream, and devices
@@ -105,12 +155,12 @@ export async function ensureBuckets(
 ): Promise<Buckets> {
   // Desired state keeps only a short history: agents act on the latest value.
   const [desired, status, deployments, devices] = await Promise.all([
-    openBucket(nc, BUCKET_DESIRED_STATE, settings),
-    openBucket(nc, BUCKET_AGENT_STATUS, { ...settings, history: 1 }),
-    openBucket(nc, BUCKET_DEPLOYMENTS, settings),
-    openBucket(nc, BUCKET_DEVICES, settings),
+    retryWhileRecovering(() => openBucket(nc, BUCKET_DESIRED_STATE, settings)),
+    retryWhileRecovering(() => openBucket(nc, BUCKET_AGENT_STATUS, { ...settings, history: 1 })),
+    retryWhileRecovering(() => openBucket(nc, BUCKET_DEPLOYMENTS, settings)),
+    retryWhileRecovering(() => openBucket(nc, BUCKET_DEVICES, settings)),
   ]);
-  await denyRollups(nc, BUCKET_AGENT_STATUS);
+  await retryWhileRecovering(() => denyRollups(nc, BUCKET_AGENT_STATUS));
   return { desired: desired!, status: status!, deployments: deployments!, devices: devices! };
 }
 
@@ -138,6 +188,15 @@ function toMirrorEntry(e: KvEntry): MirrorEntry {
 const REWATCH_BACKOFF: Readonly<BackoffOptions> = { baseMs: 250, capMs: 5_000, jitter: 0 };
 
 /**
+ * How often a mirror compares its position with the stream's. A watch's
+ * consumer lives on one server; when that server dies in a cluster the watch
+ * only notices after its heartbeats are missed (more than a minute), while
+ * the stream, replicated, goes on. A watch that stays behind the stream for
+ * two checks in a row is re-created from its last revision.
+ */
+export const DEFAULT_LIVENESS_CHECK_MS = 2_000;
+
+/**
  * Follows a bucket: delivers the latest value of every key (including delete
  * markers), then every change, in revision order, to `onEntry`. When the
  * watch ends (consumer lost after a long disconnection) it is re-created from
@@ -154,12 +213,47 @@ export class BucketMirror implements AsyncDisposable {
   #markReady!: () => void;
   #iterator?: { stop(): void };
   #loop: Promise<void>;
+  #liveness: ReturnType<typeof setInterval>;
+  /** The mirror's position at the last liveness check that found it behind. */
+  #behindAt: number | undefined;
 
-  constructor(kv: KV, onEntry: (entry: MirrorEntry) => void) {
+  constructor(
+    kv: KV,
+    onEntry: (entry: MirrorEntry) => void,
+    livenessCheckMs = DEFAULT_LIVENESS_CHECK_MS,
+  ) {
     this.#kv = kv;
     this.#onEntry = onEntry;
     this.ready = new Promise((resolve) => (this.#markReady = resolve));
     this.#loop = this.#run();
+    this.#liveness = setInterval(() => void this.#checkLiveness(), livenessCheckMs);
+  }
+
+  /** Re-creates the watch when it stayed behind the stream since the previous check. */
+  async #checkLiveness(): Promise<void> {
+    let lastSeq: number;
+    try {
+      lastSeq = (await this.#kv.status()).streamInfo.state.last_seq;
+    } catch {
+      return; // the server is away: the connection's own reconnect handles that
+    }
+    if (this.#stopped) return;
+    if (lastSeq <= this.#lastRevision) {
+      this.#behindAt = undefined;
+    } else if (this.#behindAt === this.#lastRevision) {
+      log.info(
+        "Watch of bucket {bucket} stalled at revision {revision} (stream at {last}); re-watching",
+        {
+          bucket: bucketName(this.#kv),
+          revision: this.#lastRevision,
+          last: lastSeq,
+        },
+      );
+      this.#behindAt = undefined;
+      this.rewatch();
+    } else {
+      this.#behindAt = this.#lastRevision;
+    }
   }
 
   /** Highest revision delivered so far. */
@@ -221,6 +315,7 @@ export class BucketMirror implements AsyncDisposable {
   /** Stops following the bucket. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearInterval(this.#liveness);
     this.#stop.abort();
     this.#iterator?.stop();
     await this.#loop;

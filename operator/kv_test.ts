@@ -1,8 +1,16 @@
 import { connect } from "@nats-io/transport-node";
 import { TIMED_OUT, withinMs } from "@drover/common";
 import { startNats, waitFor } from "../tests/support/mod.ts";
-import { assertEquals } from "../tests/support/assert.ts";
-import { BucketMirror, ensureBuckets, forEachBounded, openBucket, readBucket } from "./kv.ts";
+import { assert, assertEquals, assertRejects } from "../tests/support/assert.ts";
+import {
+  BucketMirror,
+  ensureBuckets,
+  forEachBounded,
+  isTransientNatsError,
+  openBucket,
+  readBucket,
+  retryWhileRecovering,
+} from "./kv.ts";
 
 Deno.test("kv: buckets are created once, missing buckets read as absent", async () => {
   await using nats = await startNats();
@@ -65,4 +73,35 @@ Deno.test("forEachBounded: bounded concurrency, failures collected", async () =>
   });
   assertEquals(peak, 4);
   assertEquals(failures.map((f) => f.item), [0, 10, 20, 30, 40]);
+});
+
+Deno.test("isTransientNatsError: timeouts and no-responders (also as causes) are, the rest is not", async () => {
+  const { TimeoutError, NoRespondersError } = await import("@nats-io/transport-node");
+  assert(isTransientNatsError(new TimeoutError()));
+  assert(isTransientNatsError(new NoRespondersError("$JS.API.STREAM.INFO.x")));
+  assert(isTransientNatsError(new Error("wrapped", { cause: new TimeoutError() })));
+  assert(!isTransientNatsError(new Error("permissions violation")));
+  assert(!isTransientNatsError(undefined));
+});
+
+Deno.test("retryWhileRecovering repeats a transient failure, never another one", async () => {
+  const { TimeoutError } = await import("@nats-io/transport-node");
+  let calls = 0;
+  const value = await retryWhileRecovering(() => {
+    calls++;
+    if (calls < 3) return Promise.reject(new TimeoutError());
+    return Promise.resolve("done");
+  });
+  assertEquals([value, calls], ["done", 3]);
+  calls = 0;
+  await assertRejects(
+    () =>
+      retryWhileRecovering(() => {
+        calls++;
+        return Promise.reject(new Error("bad request"));
+      }),
+    Error,
+    "bad request",
+  );
+  assertEquals(calls, 1);
 });

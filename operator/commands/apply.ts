@@ -19,7 +19,7 @@ import {
   UsageError,
 } from "../cli.ts";
 import { loadManifest } from "../manifest_file.ts";
-import { type Buckets, ensureBuckets } from "../kv.ts";
+import { type Buckets, ensureBuckets, retryWhileRecovering } from "../kv.ts";
 import { waitForRollout, type WaitResult } from "../rollout.ts";
 import { escapeControl, summaryCounts } from "../render.ts";
 import { expectPositionals, withNats } from "./_shared.ts";
@@ -79,11 +79,14 @@ export const applyCommand: Command = {
     return await withNats(values, io, async (nc) => {
       const buckets = await ensureBuckets(nc);
       const key = deploymentKey(manifest.name);
-      const stored = await buckets.deployments.get(key);
+      // Idempotent reads and writes survive a cluster node lost mid-command.
+      const stored = await retryWhileRecovering(() => buckets.deployments.get(key));
       const change = applyChange(stored?.operation === "PUT" ? stored.value : null, manifest);
       let revision = stored?.revision ?? 0;
       if (change !== "unchanged") {
-        revision = await buckets.deployments.put(key, canonicalJson(manifest));
+        revision = await retryWhileRecovering(() =>
+          buckets.deployments.put(key, canonicalJson(manifest))
+        );
       }
       io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
       if (!values.wait) return EXIT.ok;
