@@ -19,6 +19,44 @@ export const BUCKET_DEPLOYMENTS = "deployments";
  */
 export const BUCKET_DEVICES = "devices";
 
+/**
+ * Bucket holding `<deployment>` → the state of its latest rollout (batch,
+ * updated devices, failures). Operator-only: it lives in the operator's
+ * account, which devices cannot reach (docs/security.md).
+ */
+export const BUCKET_ROLLOUTS = "rollouts";
+/**
+ * Bucket holding `<deployment>.<revision>` → one revision of a deployment
+ * (its manifest, when, and what changed), so any earlier one can be restored.
+ * Operator-only, like {@linkcode BUCKET_ROLLOUTS}.
+ */
+export const BUCKET_DEPLOYMENT_HISTORY = "deployment-history";
+/**
+ * Bucket holding the operator services' leases: `serve` → which `operator
+ * serve` process may write desired state. Operator-only.
+ */
+export const BUCKET_OPERATOR_LEASES = "operator-leases";
+/** Key of the lease that lets one `operator serve` act on the fleet. */
+export const SERVE_LEASE_KEY = "serve";
+
+/** Key of a rollout's state in {@linkcode BUCKET_ROLLOUTS}: `"<deployment>"`. */
+export function rolloutKey(deployment: string): string {
+  return assertName("deployment name", deployment);
+}
+
+/** Key of one revision in {@linkcode BUCKET_DEPLOYMENT_HISTORY}: `"<deployment>.<revision>"`. */
+export function historyKey(deployment: string, revision: number): string {
+  if (!Number.isSafeInteger(revision) || revision < 1) {
+    throw new RangeError(`Invalid deployment revision ${revision}: expected a whole number >= 1`);
+  }
+  return `${assertName("deployment name", deployment)}.${revision}`;
+}
+
+/** The key filter of one deployment's revisions in {@linkcode BUCKET_DEPLOYMENT_HISTORY}. */
+export function historyFilter(deployment: string): string {
+  return `${assertName("deployment name", deployment)}.*`;
+}
+
 /** Key of one deployment's desired state on one device: `"<device>.<deployment>"`. */
 export function desiredStateKey(device: string, deployment: string): string {
   return `${assertName("device id", device)}.${assertName("deployment name", deployment)}`;

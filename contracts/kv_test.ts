@@ -1,20 +1,27 @@
 import { assertEquals, assertThrows } from "../tests/support/assert.ts";
 import {
   BUCKET_AGENT_STATUS,
+  BUCKET_DEPLOYMENT_HISTORY,
   BUCKET_DEPLOYMENTS,
   BUCKET_DESIRED_STATE,
   BUCKET_DEVICES,
+  BUCKET_OPERATOR_LEASES,
+  BUCKET_ROLLOUTS,
   containerName,
   deploymentKey,
   desiredStateFilter,
   desiredStateKey,
   deviceKey,
+  historyFilter,
+  historyKey,
   InvalidDesiredStateKeyError,
   InvalidNameError,
   LABELS,
   MANAGED_LABEL_VALUE,
   NAME_PATTERN,
   parseDesiredStateKey,
+  rolloutKey,
+  SERVE_LEASE_KEY,
   statusKey,
 } from "./mod.ts";
 
@@ -24,6 +31,19 @@ Deno.test("bucket names are locked", () => {
   assertEquals(BUCKET_AGENT_STATUS, "agent-status");
   assertEquals(BUCKET_DEPLOYMENTS, "deployments");
   assertEquals(BUCKET_DEVICES, "devices");
+  assertEquals(BUCKET_ROLLOUTS, "rollouts");
+  assertEquals(BUCKET_DEPLOYMENT_HISTORY, "deployment-history");
+  assertEquals(BUCKET_OPERATOR_LEASES, "operator-leases");
+  assertEquals(SERVE_LEASE_KEY, "serve");
+});
+
+Deno.test("rollout and history key formats are locked", () => {
+  assertEquals(rolloutKey("web"), "web");
+  assertEquals(historyKey("web", 12), "web.12");
+  assertEquals(historyFilter("web"), "web.*");
+  assertThrows(() => historyKey("web", 0), RangeError, "Invalid deployment revision 0");
+  assertThrows(() => historyKey("Web", 1), InvalidNameError);
+  assertThrows(() => rolloutKey("a.b"), InvalidNameError);
 });
 
 Deno.test("container labels and name format are locked", () => {

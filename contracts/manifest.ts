@@ -20,11 +20,102 @@ export const Selector = z.strictObject({
 /** Which devices a deployment targets. */
 export type Selector = z.infer<typeof Selector>;
 
+const DURATION_UNITS_MS: Record<string, number> = {
+  h: 3_600_000,
+  m: 60_000,
+  s: 1000,
+  ms: 1,
+  us: 0.001,
+  "\u00b5s": 0.001,
+  ns: 0.000001,
+};
+const DURATION = /^(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|m|s|us|\u00b5s|ns))+$/;
+
+/**
+ * Milliseconds of a compose-style duration (`"10s"`, `"1m30s"`, `"500ms"`,
+ * `"1h"`): one or more number-and-unit parts, units `h`, `m`, `s`, `ms`,
+ * `us`, `ns`. Undefined when `text` is not one.
+ */
+export function parseComposeDuration(text: string): number | undefined {
+  if (!DURATION.test(text)) return undefined;
+  let total = 0;
+  for (const [, value, unit] of text.matchAll(/([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|ns)/g)) {
+    total += Number(value) * DURATION_UNITS_MS[unit];
+  }
+  return total;
+}
+
+/** A compose-style duration such as `"5m"` or `"1m30s"`, at least 1 ms. */
+export const ComposeDuration = z.string().regex(
+  DURATION,
+  'expected a duration such as "30s", "5m" or "1m30s" (units h, m, s, ms)',
+).refine(
+  (text) => (parseComposeDuration(text) ?? 0) >= 1,
+  {
+    message: 'expected a duration such as "30s", "5m" or "1m30s" (units h, m, s, ms), at least 1ms',
+  },
+);
+
+/** A percentage of devices, `"1%"` to `"100%"`. */
+export const Percentage = z.string().regex(
+  /^(100|[1-9][0-9]?)%$/,
+  'expected a percentage from "1%" to "100%", e.g. "25%"',
+);
+
+/** Whole percent of `"25%"`. */
+export function percentOf(text: string): number {
+  return Number(text.slice(0, -1));
+}
+
+/** One batch of a staged rollout. */
+export const RolloutBatch = z.strictObject({
+  /**
+   * How many devices the batch takes: a count, or a percentage of every
+   * device the deployment targets (rounded up, at least one).
+   */
+  limit: z.union([
+    z.int().min(1, 'expected a count of at least 1 or a percentage such as "25%"'),
+    Percentage,
+  ]),
+  /** Only devices that also match this selector are taken (e.g. the canary site). */
+  selector: Selector.optional(),
+});
+/** One batch of a staged rollout. */
+export type RolloutBatch = z.infer<typeof RolloutBatch>;
+
+/** Default batch timeout: how long a batch may take to become ready. */
+export const DEFAULT_BATCH_TIMEOUT = "5m";
+
+/**
+ * How a new revision reaches the fleet: batch after batch, each gated on
+ * enough of its devices becoming ready. Devices are taken in device-id order
+ * (a batch's selector first narrows them); an implicit last batch takes the
+ * rest. Without it a new revision goes to every device at once.
+ */
+export const Rollout = z.strictObject({
+  batches: z.array(RolloutBatch).min(1, "at least one batch is needed").max(100),
+  /** Share of a batch's devices that must be ready (and failed none beyond it) to go on. */
+  success_threshold: Percentage.default("100%"),
+  /** A batch that is not successful this long after it started has failed. */
+  batch_timeout: ComposeDuration.default(DEFAULT_BATCH_TIMEOUT),
+  /**
+   * How long a batch must stay successful before the next one starts, so a
+   * service that starts and then dies is not counted as ready (default none).
+   */
+  min_ready: ComposeDuration.optional(),
+  /** `rollback`: every updated device gets the last good revision back; `pause`: wait for a person. */
+  on_failure: z.enum(["rollback", "pause"]).default("rollback"),
+});
+/** How a new revision reaches the fleet. */
+export type Rollout = z.infer<typeof Rollout>;
+
 /** A deployment manifest. */
 export const DeploymentManifest = z.strictObject({
   name: Name,
   selector: Selector,
   score: Score,
+  /** Staged rollout of new revisions; absent: every device at once. */
+  rollout: Rollout.optional(),
 });
 /** A deployment manifest (after defaults are applied). */
 export type DeploymentManifest = z.infer<typeof DeploymentManifest>;
