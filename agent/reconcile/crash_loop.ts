@@ -10,8 +10,10 @@
  * The deployment is then `failed`, with the last exit code and the restart
  * count, and the reconciler looks again when the window could have passed.
  *
- * The restart count is the runtime's (podman's `RestartCount`, kept for the
- * container's life), so a container that crashed twice last week and has run
+ * The restart count is the runtime's (podman's `RestartCount`), summed up by
+ * {@linkcode tallyRestarts}: podman sets it back to 0 when a container is
+ * started through the API (as the agent does for one it finds stopped), which
+ * would hide a loop. A container that crashed twice last week and has run
  * since is healthy; one that crashes again is failed for the next 30 s.
  *
  * @module
@@ -65,4 +67,32 @@ export function crashLoopMessage(
   const code = loop.exitCode !== undefined ? `exit code ${loop.exitCode}, ` : "";
   return `service "${service}" keeps exiting (${code}${loop.restarts} restarts); ` +
     `failed until it runs ${Math.round(healthyMs / 1000)} s without a restart`;
+}
+
+/** The runtime's last restart count of one container, and Drover's running total. */
+export interface RestartTally {
+  raw: number;
+  total: number;
+}
+
+/**
+ * Restart counts that only grow: `observed` with `restarts` replaced by the
+ * running total kept in `tallies` (updated in place for these containers; a
+ * container not in `observed` should be dropped by the caller). A raw count
+ * lower than last time means the runtime reset it on a start: the new raw
+ * restarts are added on top.
+ */
+export function tallyRestarts(
+  tallies: Map<string, RestartTally>,
+  observed: readonly ObservedContainer[],
+): ObservedContainer[] {
+  return observed.map((c) => {
+    if (c.restarts === undefined) return c;
+    const previous = tallies.get(c.id);
+    const total = previous === undefined
+      ? c.restarts
+      : previous.total + (c.restarts >= previous.raw ? c.restarts - previous.raw : c.restarts);
+    tallies.set(c.id, { raw: c.restarts, total });
+    return total === c.restarts ? c : { ...c, restarts: total };
+  });
 }

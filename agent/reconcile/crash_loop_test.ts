@@ -5,6 +5,8 @@ import {
   CRASH_LOOP_MIN_RESTARTS,
   crashLoop,
   crashLoopMessage,
+  type RestartTally,
+  tallyRestarts,
 } from "./crash_loop.ts";
 
 const NOW = 1_000_000_000;
@@ -66,4 +68,20 @@ Deno.test("crashLoopMessage names the service, the exit code and the restarts", 
     crashLoopMessage("web", { restarts: 2, healthyInMs: 1 }),
     'service "web" keeps exiting (2 restarts); failed until it runs 30 s without a restart',
   );
+});
+
+Deno.test("tallyRestarts: counts only grow, also when the runtime resets them on a start", () => {
+  const tallies = new Map<string, RestartTally>();
+  const seen = (restarts: number | undefined) =>
+    tallyRestarts(tallies, [container({ ...(restarts !== undefined ? { restarts } : {}) })])[0]
+      .restarts;
+  assertEquals(seen(4), 4);
+  assertEquals(seen(9), 9);
+  // podman set it back to 0 when the agent started the stopped container, then it died twice.
+  assertEquals(seen(2), 11);
+  assertEquals(seen(2), 11);
+  assertEquals(seen(5), 14);
+  // Unknown this time: left as is, the tally kept.
+  assertEquals(seen(undefined), undefined);
+  assertEquals(seen(6), 15);
 });

@@ -37,7 +37,7 @@ import {
 } from "../runtime/runtime.ts";
 import { abortableSleep } from "../abortable_sleep.ts";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
-import { CRASH_LOOP_HEALTHY_MS } from "./crash_loop.ts";
+import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
 import { type DesiredChange, DesiredStore } from "./desired_store.ts";
 import { actionHandlers, Executor } from "./executor.ts";
@@ -132,6 +132,8 @@ export class Reconciler {
   readonly #log: Logger;
 
   #failures = new Map<string, number>();
+  /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
+  #restarts = new Map<string, RestartTally>();
   /**
    * Bind sources under allowed prefixes, and the prefixes, as last resolved (policy.ts).
    * Only those are looked at, so without `allowed_host_paths` no file is touched.
@@ -330,7 +332,12 @@ export class Reconciler {
       const d = c.deployment;
       if (!this.store.get(d) && !this.#book.has(d) && !this.#queue.isBusy(d)) this.#queue.add(d);
     }
-    const observed = mine.filter((c) => c.deployment === key);
+    // Passes of one key never overlap, so its containers' tallies are updated by one at a time.
+    const observed = tallyRestarts(this.#restarts, mine.filter((c) => c.deployment === key));
+    const present = new Set(observed.map((c) => c.id));
+    for (const c of this.#book.lastObserved(key)) {
+      if (!present.has(c.id)) this.#restarts.delete(c.id);
+    }
     this.#book.observed(key, observed);
     return observed;
   }

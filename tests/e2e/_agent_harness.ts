@@ -49,6 +49,8 @@ export interface AgentEnvOptions {
   extraToml?: string;
   /** Create the buckets (as the operator would). Default true. */
   createBuckets?: boolean;
+  /** More devices the NATS server knows, for agents sharing the podman host (`startAgentFor`). */
+  otherDevices?: string[];
 }
 
 /** Everything an agent e2e test needs, disposed with `await using`. */
@@ -134,6 +136,32 @@ export class AgentEnv implements AsyncDisposable {
     return agent;
   }
 
+  /**
+   * Starts an agent for another device (one of `otherDevices`) on the same NATS and
+   * podman, with its own config and state directory.
+   */
+  async startAgentFor(deviceId: string, env: Record<string, string> = {}): Promise<AgentProcess> {
+    const configPath = `${this.dir.path}/agent-${deviceId}.toml`;
+    await Deno.writeTextFile(
+      configPath,
+      agentToml({
+        deviceId,
+        natsUrl: this.nats.url,
+        natsUser: deviceId,
+        natsPassword: DEVICE_PASSWORD,
+        podmanSocket: this.podman.socket,
+        stateDir: `${this.dir.path}/state-${deviceId}`,
+      }),
+    );
+    const agent = AgentProcess.start({
+      configPath,
+      logPath: `${this.dir.path}/agent-${deviceId}-${++this.#agentCount}.log`,
+      env,
+    });
+    this.#agents.push(agent);
+    return agent;
+  }
+
   /** Writes a desired state for this device (or another); returns the revision. */
   async putDesired(
     deployment: string,
@@ -167,10 +195,10 @@ export class AgentEnv implements AsyncDisposable {
   }
 
   /** The agent's latest status, or undefined. */
-  async status(): Promise<AgentStatus | undefined> {
+  async status(deviceId = this.deviceId): Promise<AgentStatus | undefined> {
     let entry;
     try {
-      entry = await (await this.statusKv()).get(statusKey(this.deviceId));
+      entry = await (await this.statusKv()).get(statusKey(deviceId));
     } catch {
       return undefined; // server restarting: "not yet" for the callers' waitFor
     }
@@ -244,7 +272,10 @@ export interface PodmanPsEntry {
 export async function startAgentEnv(options: AgentEnvOptions = {}): Promise<AgentEnv> {
   const deviceId = options.deviceId ?? "pi-1";
   const dir = await tempDir("drover-agent-e2e-");
-  const [nats, podman] = await Promise.all([startDroverNats([deviceId]), startPodman()]);
+  const [nats, podman] = await Promise.all([
+    startDroverNats([deviceId, ...(options.otherDevices ?? [])]),
+    startPodman(),
+  ]);
   await buildBusyboxImage(podman, TEST_IMAGE);
   const configPath = `${dir.path}/agent.toml`;
   await Deno.writeTextFile(
