@@ -1,0 +1,142 @@
+/**
+ * Revision history: every revision of every deployment, kept in
+ * `deployment-history/<deployment>.<revision>` with its manifest, when it
+ * was stored and a one-line summary of what changed, so any earlier one can
+ * be restored (`rollout undo --to-revision N`). The summary is pure; the
+ * reads and writes are small KV helpers.
+ *
+ * @module
+ */
+
+import type { KV } from "@nats-io/kv";
+import { z } from "zod";
+import {
+  canonicalJson,
+  decodeJson,
+  DeploymentManifest,
+  historyFilter,
+  historyKey,
+  Name,
+  type PodmanService,
+} from "@drover/contracts";
+
+/** One stored revision of a deployment. */
+export const HistoryEntry = z.object({
+  deployment: Name,
+  /** The manifest's revision in `deployments`. */
+  revision: z.int().positive(),
+  manifest: DeploymentManifest,
+  /** When the revision was stored (RFC 3339). */
+  created_at: z.iso.datetime(),
+  /** What changed against the revision before it, in one line. */
+  summary: z.string(),
+});
+/** One stored revision of a deployment. */
+export type HistoryEntry = z.infer<typeof HistoryEntry>;
+
+/** At most this many characters of a summary. */
+export const SUMMARY_MAX_CHARS = 200;
+
+/**
+ * One line saying what `next` changes against `previous` (undefined: the
+ * first revision), e.g. `web: image nginx:1.25 → nginx:1.27`. Pure.
+ */
+export function changeSummary(
+  previous: DeploymentManifest | undefined,
+  next: DeploymentManifest,
+): string {
+  const images = (m: DeploymentManifest) =>
+    m.score.services.map((s) => `${s.name}=${s.image}`).join(", ");
+  if (previous === undefined) return clip(`created: ${images(next)}`);
+  const parts: string[] = [];
+  const before = new Map(previous.score.services.map((s) => [s.name, s]));
+  const after = new Map(next.score.services.map((s) => [s.name, s]));
+  for (const [name, service] of after) {
+    const old = before.get(name);
+    if (old === undefined) {
+      parts.push(`+${name} (${service.image})`);
+      continue;
+    }
+    const changes: string[] = [];
+    if (old.image !== service.image) changes.push(`image ${old.image} → ${service.image}`);
+    const others = changedFields(old, service).filter((f) => f !== "image");
+    if (others.length > 0) changes.push(`${others.join(", ")} changed`);
+    if (changes.length > 0) parts.push(`${name}: ${changes.join("; ")}`);
+  }
+  for (const name of before.keys()) if (!after.has(name)) parts.push(`-${name}`);
+  if (canonicalJson(previous.selector) !== canonicalJson(next.selector)) {
+    parts.push("selector changed");
+  }
+  if (canonicalJson(previous.rollout ?? null) !== canonicalJson(next.rollout ?? null)) {
+    parts.push("rollout changed");
+  }
+  return clip(parts.length === 0 ? "no change" : parts.join("; "));
+}
+
+function changedFields(a: PodmanService, b: PodmanService): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof PodmanService>;
+  return [...keys].filter((k) => canonicalJson(a[k] ?? null) !== canonicalJson(b[k] ?? null))
+    .sort();
+}
+
+function clip(text: string): string {
+  return text.length <= SUMMARY_MAX_CHARS ? text : `${text.slice(0, SUMMARY_MAX_CHARS - 1)}…`;
+}
+
+/** The entry for `revision` of `manifest`, its summary against `previous`. Pure. */
+export function historyEntry(
+  manifest: DeploymentManifest,
+  revision: number,
+  previous: DeploymentManifest | undefined,
+  now: Date,
+  prefix = "",
+): HistoryEntry {
+  return {
+    deployment: manifest.name,
+    revision,
+    manifest,
+    created_at: now.toISOString(),
+    summary: clip(prefix + changeSummary(previous, manifest)),
+  };
+}
+
+/**
+ * Stores `entry` unless its revision is already stored (the CLI and the
+ * operator may both record it; the first one stays). True when written.
+ */
+export async function recordRevision(kv: KV, entry: HistoryEntry): Promise<boolean> {
+  try {
+    await kv.create(historyKey(entry.deployment, entry.revision), canonicalJson(entry));
+    return true;
+  } catch (e) {
+    // "wrong last sequence": the key exists, which is all this wants.
+    if (/wrong last sequence|key exists/i.test((e as Error).message)) return false;
+    throw e;
+  }
+}
+
+/** Reads one stored revision, or undefined. */
+export async function readRevision(
+  kv: KV,
+  deployment: string,
+  revision: number,
+): Promise<HistoryEntry | undefined> {
+  const entry = await kv.get(historyKey(deployment, revision));
+  if (entry === null || entry.operation !== "PUT") return undefined;
+  const decoded = decodeJson(HistoryEntry, entry.value);
+  return decoded.ok ? decoded.value : undefined;
+}
+
+/** Every stored revision of one deployment, oldest first. */
+export async function readHistory(kv: KV, deployment: string): Promise<HistoryEntry[]> {
+  const out: HistoryEntry[] = [];
+  const keys: string[] = [];
+  for await (const key of await kv.keys(historyFilter(deployment))) keys.push(key);
+  for (const key of keys) {
+    const revision = Number(key.slice(deployment.length + 1));
+    if (!Number.isSafeInteger(revision)) continue;
+    const entry = await readRevision(kv, deployment, revision);
+    if (entry !== undefined) out.push(entry);
+  }
+  return out.sort((a, b) => a.revision - b.revision);
+}
