@@ -102,8 +102,8 @@ export function checkApiExposure(
 
 const encoder = new TextEncoder();
 
-/** Compares in time that depends only on the expected token's length, never on its content. */
-function sameToken(given: string, expected: Uint8Array): boolean {
+/** Compares in time that depends only on the expected token's length, never on its content (also the dashboard's cookie check). */
+export function sameToken(given: string, expected: Uint8Array): boolean {
   const bytes = encoder.encode(given);
   let diff = bytes.length ^ expected.length;
   for (let i = 0; i < expected.length; i++) diff |= (bytes[i] ?? 0) ^ expected[i];

@@ -21,6 +21,7 @@ import { Reconciler } from "../reconciler.ts";
 import { DesiredSnapshotService } from "../desired_snapshots.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OPERATOR_VERSION } from "../version.ts";
+import { Dashboard } from "../dashboard/mod.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -96,8 +97,9 @@ export const serveCommand: Command = {
     "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
     "content changes. HTTP API: GET /api/devices, /api/deployments, /api/deployments/NAME,\n" +
-    "/healthz. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
-    "every request but /healthz needs `Authorization: Bearer TOKEN`; an address other than\n" +
+    "/healthz, and a live fleet dashboard for browsers at /. With a token (--api-token or\n" +
+    "env DROVER_API_TOKEN, at least 16 characters) every request but /healthz needs\n" +
+    "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
     "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
@@ -163,6 +165,11 @@ export const serveCommand: Command = {
         return null;
       },
     }, { token: apiToken });
+    // The browser dashboard at / (its own paths; everything else is the API's).
+    const dashboard = new Dashboard({
+      view: (now) => reconciler?.ready ? reconciler.state.view(now) : undefined,
+      device: (id) => reconciler?.state.statuses.get(id),
+    }, { token: apiToken });
     const server = Deno.serve({
       hostname: listen.hostname,
       port: listen.port,
@@ -172,14 +179,16 @@ export const serveCommand: Command = {
           address: `${addr.hostname}:${addr.port}`,
           auth: apiToken === undefined ? "no token" : "bearer token required",
         }),
-    }, api);
+    }, (request) => dashboard.handle(request) ?? api(request));
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
       // Agents ask it for their keys after every (re)connect: answer from the start.
       snapshots = new DesiredSnapshotService(nc, buckets.desired);
       reconciler = new Reconciler(buckets);
+      reconciler.state.onChange(() => dashboard.feed.notify());
       await Promise.all([snapshots.start(), reconciler.start()]);
+      dashboard.feed.notify();
       log.info(
         "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
         {
@@ -194,6 +203,7 @@ export const serveCommand: Command = {
       });
       log.info("Stopping");
     } finally {
+      dashboard.close();
       await reconciler?.stop();
       await snapshots?.[Symbol.asyncDispose]();
       await server.shutdown().catch(() => {});
