@@ -132,11 +132,14 @@ export interface FanoutDiff {
  * @param current key → the value stored now (deleted keys absent)
  * @param frozen deployment names whose keys must not be touched (e.g. their
  *   manifest is currently invalid: keep devices running what they have)
+ * @param held keys that must not be touched (a rollout has not reached their
+ *   device yet: it keeps the previous revision's value, same KV revision)
  */
 export function diff(
   wanted: ReadonlyMap<string, DesiredState>,
   current: ReadonlyMap<string, StoredDesired>,
   frozen: ReadonlySet<string> = new Set(),
+  held: ReadonlySet<string> = new Set(),
 ): FanoutDiff {
   const writeOf = new Map<DesiredState, DesiredWrite>();
   const put = new Map<string, DesiredWrite>();
@@ -161,7 +164,7 @@ export function diff(
   }
   const toDelete: string[] = [];
   for (const key of current.keys()) {
-    if (wanted.has(key)) continue;
+    if (wanted.has(key) || held.has(key)) continue;
     if (frozen.size > 0 && frozen.has(deploymentOfKey(key))) continue;
     toDelete.push(key);
   }

@@ -102,6 +102,13 @@ Deno.test("diff: keys of frozen deployments are kept", () => {
   assertEquals(result.delete, ["pi-1.db"]);
 });
 
+Deno.test("diff: held keys are neither rewritten nor deleted", () => {
+  const current = stored(new Map([["pi-1.web", "old"], ["pi-2.web", "old"]]));
+  const result = diff(new Map(), current, new Set(), new Set(["pi-1.web"]));
+  assertEquals(result.delete, ["pi-2.web"]);
+  assertEquals(result.put.size, 0);
+});
+
 Deno.test("targets + diff: 5000 devices stay linear enough to run in one pass", () => {
   const fleet: KnownDevice[] = Array.from(
     { length: 5000 },
