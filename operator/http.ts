@@ -102,7 +102,7 @@ export function checkApiExposure(
 
 const encoder = new TextEncoder();
 
-/** Compares in time that depends only on the expected token's length, never on its content (also the dashboard's cookie check). */
+/** Compares in time that depends only on the expected token's length, never on its content. */
 export function sameToken(given: string, expected: Uint8Array): boolean {
   const bytes = encoder.encode(given);
   let diff = bytes.length ^ expected.length;

@@ -22,6 +22,8 @@ REQUIREMENTS=(
   # Used by the podman test harness (bridge cleanup) and by netavark for port publishing.
   "ip|iproute2"
   "iptables|iptables"
+  # tests/e2e/dashboard_test.ts drives Debian's chromium with playwright-core (never a download).
+  "/usr/bin/chromium|chromium"
 )
 
 is_present() {

@@ -284,12 +284,14 @@ export function renderFleet(model, query, now) {
     stat("Deployments", c.deployments, "", "count-deployments")
   }${stat("Deployments ready", c.deploymentsReady, "ok", "count-deployments-ready")}${
     stat(
-      "failed",
+      "Deployments failed",
       c.deploymentsFailed,
       c.deploymentsFailed > 0 ? "bad" : "",
       "count-deployments-failed",
     )
-  }${stat("pending", c.deploymentsPending, "", "count-deployments-pending")}</dl></section>`;
+  }${
+    stat("Deployments pending", c.deploymentsPending, "", "count-deployments-pending")
+  }</dl></section>`;
   const deployments = model.deployments.length === 0
     ? `<p>No deployments yet: <code>operator apply -f FILE</code>.</p>`
     : `<div class="scroll"><table id="deployments"><caption>Deployments</caption><thead><tr>
@@ -319,13 +321,14 @@ export function renderFleet(model, query, now) {
         .join(", ") || "-"
     }</td><td class="msg">${esc([d.reason, d.message].filter(Boolean).join("; ") || "-")}</td></tr>`
   ).join("");
-  const table = `<div class="scroll"><table id="devices"><caption>Devices</caption><thead><tr>${
-    sortHeader("Device", "id", query)
-  }${sortHeader("Status", "status", query)}${sortHeader("Online", "online", query)}${
-    sortHeader("Last seen", "seen", query)
-  }${
-    sortHeader("Agent", "version", query)
-  }<th scope="col">Labels</th><th scope="col">Deployments</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+  const table =
+    `<div class="scroll"><table id="devices" aria-describedby="shown"><caption class="sr-only">Devices</caption><thead><tr>${
+      sortHeader("Device", "id", query)
+    }${sortHeader("Status", "status", query)}${sortHeader("Online", "online", query)}${
+      sortHeader("Last seen", "seen", query)
+    }${
+      sortHeader("Agent", "version", query)
+    }<th scope="col">Labels</th><th scope="col">Deployments</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table></div>`;
   return counts + deployments + `<h2 id="devices-h">Devices</h2>` + pager(sel, query, "devices") +
     table;
 }

@@ -1,0 +1,265 @@
+/**
+ * The fleet dashboard in a real browser (Debian's chromium, driven by
+ * playwright-core; never a downloaded browser) against a real `operator
+ * serve` and nats-server. The devices are stand-ins: the test writes their
+ * registry entries and agent statuses into KV itself, as agents would (other
+ * e2e tests run real agents), so it can stop one device's heartbeats at will
+ * and add 5 000 devices in a second.
+ *
+ * Screenshots go to $DROVER_SCREENSHOTS, or a fresh temp dir printed at the end.
+ */
+
+import { type BrowserContext, chromium, type Page } from "playwright-core";
+import {
+  type AgentStatus,
+  BUCKET_AGENT_STATUS,
+  BUCKET_DESIRED_STATE,
+  BUCKET_DEVICES,
+  type DeploymentStatus,
+} from "@drover/contracts";
+import { forEachBounded } from "../../operator/kv.ts";
+import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
+import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { runOperatorCli, startOperatorService, testKv } from "../support/operator_process.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+
+/**
+ * Chromium from apt, headless, kept off the network (it phones home otherwise), with a fresh
+ * profile directory (playwright passes it as --user-data-dir).
+ */
+async function launchBrowser(profileDir: string): Promise<BrowserContext> {
+  return await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** A stand-in agent's status (what `agent-status/<id>` would hold). */
+function standInStatus(
+  id: string,
+  heartbeatSeconds: number,
+  deployments: Record<string, DeploymentStatus> = {},
+  degraded?: string,
+): AgentStatus {
+  return {
+    device_id: id,
+    status: degraded === undefined ? "ready" : "degraded",
+    ...(degraded === undefined ? {} : { message: degraded }),
+    timestamp: new Date().toISOString(),
+    agent_version: "stand-in-1",
+    labels: {},
+    heartbeat_seconds: heartbeatSeconds,
+    deployments,
+  };
+}
+
+/** A stand-in device's registry entry (what `operator device label` writes). */
+function registration(labels: Record<string, string>): string {
+  return JSON.stringify({ labels, updated_at: new Date().toISOString() });
+}
+
+/** Text of the stat `id` on the fleet page (e.g. `count-online`). */
+async function stat(page: Page, id: string): Promise<string> {
+  return (await page.locator(`#${id} dd`).textContent())?.trim() ?? "";
+}
+
+/** Device ids in the devices table, in order. */
+async function tableIds(page: Page, table = "#devices"): Promise<string[]> {
+  return await page.locator(`${table} tbody tr[data-device]`).evaluateAll((rows) =>
+    rows.map((r) => r.getAttribute("data-device") ?? "")
+  );
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
+  await waitFor(check, { timeoutMs, message: what, intervalMs: 100 });
+}
+
+const MANIFEST = `name: web
+selector:
+  labels:
+    site: lab
+score:
+  type: PodmanV0
+  services:
+    - name: main
+      image: localhost/drover-busybox:1
+      command: ["sleep", "3600"]
+`;
+
+Deno.test("dashboard: live fleet, deployment and device pages in chromium", async (t) => {
+  await using nats = await startNats();
+  await using dir = await tempDir("dashboard-");
+  const shots = Deno.env.get("DROVER_SCREENSHOTS") ??
+    await Deno.makeTempDir({ prefix: "drover-dashboard-screenshots-" });
+  const port = await freePort();
+  await using operator = await startOperatorService(nats.url, port);
+  await using kv = await testKv(nats.url);
+  const statuses = await kv.open(BUCKET_AGENT_STATUS);
+  const registry = await kv.open(BUCKET_DEVICES);
+  const desired = await kv.open(BUCKET_DESIRED_STATE);
+
+  // Three stand-in devices; two in site=lab get the deployment.
+  await registry.put("pi-a", registration({ site: "lab", arch: "arm64" }));
+  await registry.put("pi-b", registration({ site: "lab", arch: "amd64" }));
+  await registry.put("pi-c", registration({ site: "home" }));
+  await Deno.writeTextFile(`${dir.path}/web.yaml`, MANIFEST);
+  const applied = await runOperatorCli(nats.url, ["apply", "-f", `${dir.path}/web.yaml`]);
+  assertEquals(applied.code, 0, applied.stderr);
+
+  // What each stand-in reports, by the desired state the operator wrote for it.
+  const reportOf = async (id: string): Promise<AgentStatus> => {
+    if (id === "pi-c") return standInStatus(id, 1, {}, "container runtime unreachable: test");
+    const entry = await desired.get(`${id}.web`);
+    assert(entry !== null && entry.operation === "PUT", `desired state of ${id}`);
+    const revision = entry.json<{ deployment_revision?: number }>().deployment_revision;
+    const dep: DeploymentStatus = {
+      revision: entry.revision,
+      ...(revision !== undefined ? { deployment_revision: revision } : {}),
+      phase: id === "pi-a" ? "running" : "failed",
+      ...(id === "pi-b" ? { message: "pull localhost/drover-busybox:1: 401 Unauthorized" } : {}),
+      services: {
+        main: { state: id === "pi-a" ? "running" : "missing", image: "localhost/drover-busybox:1" },
+      },
+    };
+    return standInStatus(id, 1, { web: dep });
+  };
+  await until(
+    "operator writes desired state for pi-a and pi-b",
+    async () =>
+      (await desired.get("pi-a.web"))?.operation === "PUT" &&
+      (await desired.get("pi-b.web"))?.operation === "PUT",
+  );
+  // Heartbeats every 400 ms (heartbeat_seconds 1: offline after 3 s without one).
+  const beating = new Set(["pi-a", "pi-b", "pi-c"]);
+  const heartbeat = async () => {
+    for (const id of beating) await statuses.put(id, JSON.stringify(await reportOf(id)));
+  };
+  await heartbeat();
+  const beats = setInterval(() => heartbeat().catch(() => {}), 400);
+
+  await using profile = await tempDir("dashboard-profile-");
+  const browser = await launchBrowser(profile.path);
+  try {
+    const page = await browser.newPage();
+    const base = operator.apiUrl;
+
+    await t.step("the fleet page lists the devices with the right counts", async () => {
+      await page.goto(`${base}/`);
+      // The server's HTML already holds the table; the stream then takes over.
+      await page.waitForSelector("body[data-live=open][data-renders]");
+      assertEquals(await tableIds(page), ["pi-a", "pi-b", "pi-c"]);
+      assertEquals(await stat(page, "count-devices"), "3");
+      assertEquals(await stat(page, "count-online"), "3");
+      assertEquals(await stat(page, "count-degraded"), "1");
+      assertEquals(await stat(page, "count-deployments"), "1");
+      assertEquals(await stat(page, "count-deployments-failed"), "1");
+      assertStringIncludes(
+        (await page.locator('#devices tr[data-device="pi-c"]').textContent()) ?? "",
+        "container runtime unreachable: test",
+      );
+      await page.screenshot({ path: `${shots}/fleet.png`, fullPage: true });
+    });
+
+    await t.step("filtering by label and by text narrows the table", async () => {
+      // Keyboard only: the search box and label field are labelled controls.
+      await page.getByLabel("Labels").fill("site=lab");
+      await until("label filter applied", async () => (await tableIds(page)).length === 2);
+      assertEquals(await tableIds(page), ["pi-a", "pi-b"]);
+      assert(page.url().includes("label=site%3Dlab"), `the URL keeps the filter: ${page.url()}`);
+      await page.getByLabel("Search").focus();
+      await page.keyboard.type("amd64");
+      await until("text filter applied", async () => (await tableIds(page)).length === 1);
+      assertEquals(await tableIds(page), ["pi-b"]);
+      await page.getByLabel("Labels").fill("");
+      await page.getByLabel("Search").fill("");
+      await until("filters cleared", async () => (await tableIds(page)).length === 3);
+    });
+
+    await t.step("a device that stops heart-beating turns offline without a reload", async () => {
+      await page.evaluate(() => (globalThis as { sameDocument?: boolean }).sameDocument = true);
+      beating.delete("pi-a");
+      const cell = page.locator('#devices tr[data-device="pi-a"] td:nth-child(3)');
+      await until("pi-a shows offline", async () => (await cell.textContent()) === "offline");
+      assertEquals(await stat(page, "count-offline"), "1");
+      assert(
+        await page.evaluate(() => (globalThis as { sameDocument?: boolean }).sameDocument === true),
+        "the page was not reloaded",
+      );
+      beating.add("pi-a");
+      await until("pi-a back online", async () => (await cell.textContent()) === "online");
+    });
+
+    await t.step("a deployment's page shows its devices by phase with messages", async () => {
+      await page.locator('#deployments a[href="/deployments/web"]').click();
+      await page.waitForURL(`${base}/deployments/web`);
+      await page.waitForSelector("body[data-live=open][data-renders]");
+      assertEquals(await tableIds(page, "#deployment-devices"), ["pi-b", "pi-a"]);
+      const failed = await page.locator('#deployment-devices tr[data-device="pi-b"]').textContent();
+      assertStringIncludes(failed ?? "", "failed");
+      assertStringIncludes(failed ?? "", "pull localhost/drover-busybox:1: 401 Unauthorized");
+      assertEquals((await page.locator("#dep-ready dd").textContent())?.trim(), "1");
+      assert(await page.locator("#rollout").isVisible(), "the rollout area is there");
+      await page.screenshot({ path: `${shots}/deployment.png`, fullPage: true });
+    });
+
+    await t.step("a device's page shows its services", async () => {
+      await page.goto(`${base}/devices/pi-a`);
+      await page.waitForSelector("body[data-live=open][data-renders]");
+      const row = (await page.locator("#services tbody tr").first().textContent()) ?? "";
+      for (const text of ["web", "main", "running", "localhost/drover-busybox:1"]) {
+        assertStringIncludes(row, text);
+      }
+      assert(await page.locator("[data-hook=device-logs]").count() === 1, "the logs hook");
+      await page.setViewportSize({ width: 380, height: 800 });
+      await page.screenshot({ path: `${shots}/device-narrow.png`, fullPage: true });
+      await page.setViewportSize({ width: 1280, height: 800 });
+    });
+
+    await t.step("5 000 stand-in devices: loads a page of rows and stays responsive", async () => {
+      const ids = Array.from({ length: 5000 }, (_, i) => `stand-in-${String(i).padStart(4, "0")}`);
+      const failures = await forEachBounded(ids, 128, async (id) => {
+        await registry.put(id, registration({ site: `s${Number(id.slice(-4)) % 10}` }));
+        await statuses.put(id, JSON.stringify(standInStatus(id, 3600)));
+      });
+      assertEquals(failures.length, 0);
+      const big = await browser.newPage();
+      await big.goto(`${base}/`);
+      await until(
+        "the fleet page counts 5 003 devices",
+        async () => (await stat(big, "count-devices")) === "5003",
+        20_000,
+      );
+      await big.waitForSelector("body[data-live=open][data-renders]");
+      assertEquals((await tableIds(big)).length, 50, "one page of rows, not 5 000");
+      // Keyboard: the pager's "Next" link, then a filter that leaves 500 devices.
+      await big.locator('[data-key="page-next"]').focus();
+      await big.keyboard.press("Enter");
+      await until("page 2", async () => (await tableIds(big))[0] === "stand-in-0047");
+      await big.getByLabel("Labels").fill("site=s3");
+      await until(
+        "filtered to site=s3",
+        async () => ((await big.locator("#shown").textContent()) ?? "").includes("of 500 "),
+      );
+      assertEquals((await tableIds(big))[0], "stand-in-0003");
+      await big.screenshot({ path: `${shots}/fleet-5000.png` });
+      await big.close();
+    });
+    await page.close();
+  } finally {
+    clearInterval(beats);
+    await browser.close();
+    console.log(`dashboard screenshots: ${shots}`);
+  }
+});
