@@ -13,6 +13,8 @@ import { diff, type FanoutDiff, targets } from "./fanout.ts";
 import { knownDevices } from "./aggregate.ts";
 import { FleetState } from "./fleet_state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "./kv.ts";
+import { RolloutDriver } from "./rollout_driver.ts";
+import type { RolloutBuckets } from "./rollout_store.ts";
 
 const log = getLogger(["drover", "operator", "reconcile"]);
 
@@ -27,7 +29,21 @@ const RETRY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 30_000, ji
 export interface ReconcilerOptions {
   writeConcurrency?: number;
   resyncMs?: number;
+  /**
+   * The rollout buckets: with them, manifests with a `rollout` section go out
+   * batch by batch and every revision is recorded in the history. Without
+   * them every manifest goes to every device at once.
+   */
+  rollouts?: RolloutBuckets;
+  /**
+   * Whether this process may write (it holds the operator lease). A pass
+   * while it may not only keeps the picture current. Default: always.
+   */
+  isActive?: () => boolean;
 }
+
+/** While a rollout waits on devices, status changes trigger a pass at most this often. */
+const ROLLOUT_STATUS_PASS_MS = 250;
 
 /** Outcome of one pass. */
 export interface PassResult {
@@ -53,11 +69,19 @@ export class Reconciler implements AsyncDisposable {
   #loop: Promise<void> | undefined;
   #ready = false;
   #passes = 0;
+  /** Staged rollouts and revision history; absent without rollout buckets. */
+  readonly rollouts: RolloutDriver | undefined;
+  #isActive: () => boolean;
+  /** When a rollout next needs a look (a batch timeout), ms since the epoch. */
+  #rolloutWakeAt: number | undefined;
+  #statusPass: ReturnType<typeof setTimeout> | undefined;
 
   constructor(buckets: Buckets, options: ReconcilerOptions = {}) {
     this.#buckets = buckets;
     this.#writeConcurrency = options.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
+    this.rollouts = options.rollouts ? new RolloutDriver(options.rollouts) : undefined;
+    this.#isActive = options.isActive ?? (() => true);
   }
 
   /** True once every bucket was read and the first pass ran. */
@@ -85,8 +109,11 @@ export class Reconciler implements AsyncDisposable {
           });
         }
       }),
-      // Statuses only feed the fleet view: they never change targeting.
-      new BucketMirror(this.#buckets.status, (e) => state.applyStatus(e)),
+      // Statuses never change targeting; they only decide when a rollout's batch is done.
+      new BucketMirror(this.#buckets.status, (e) => {
+        state.applyStatus(e);
+        if (this.rollouts?.watchesStatuses) this.#markDirtySoon();
+      }),
       new BucketMirror(this.#buckets.devices, (e) => {
         if (state.applyRegistration(e)) this.markDirty();
         const error = state.registry.get(e.key)?.error;
@@ -101,6 +128,7 @@ export class Reconciler implements AsyncDisposable {
       new BucketMirror(this.#buckets.desired, (e) => {
         if (state.applyDesired(e)) this.markDirty();
       }),
+      ...(this.rollouts?.mirrors(() => this.markDirty()) ?? []),
     ];
     // Never reconcile from a partial picture: a pass before every snapshot is
     // in would delete the keys of devices or deployments not read yet.
@@ -123,10 +151,22 @@ export class Reconciler implements AsyncDisposable {
     this.#wake?.();
   }
 
+  /** A pass soon, but at most every {@linkcode ROLLOUT_STATUS_PASS_MS}: heartbeats come in bursts. */
+  #markDirtySoon(): void {
+    if (this.#statusPass !== undefined || this.#stopped) return;
+    this.#statusPass = setTimeout(() => {
+      this.#statusPass = undefined;
+      this.markDirty();
+    }, ROLLOUT_STATUS_PASS_MS);
+  }
+
   async #run(firstDone: () => void): Promise<void> {
     const retry = new Backoff(RETRY_BACKOFF);
     while (!this.#stopped) {
-      if (!this.#dirty) await this.#sleep(this.#resyncMs);
+      if (!this.#dirty) {
+        const untilRollout = (this.#rolloutWakeAt ?? Infinity) - Date.now();
+        await this.#sleep(Math.max(0, Math.min(this.#resyncMs, untilRollout)));
+      }
       if (this.#stopped) break;
       this.#dirty = false;
       let result: PassResult;
@@ -158,6 +198,10 @@ export class Reconciler implements AsyncDisposable {
 
   /** Plans the writes for the current picture (exposed for tests and logging). */
   plan(): FanoutDiff {
+    if (this.rollouts !== undefined) {
+      const { wanted, held } = this.rollouts.wanted(this.state);
+      return diff(wanted, this.state.desired, this.state.frozenDeployments(), held);
+    }
     const wanted = targets(
       this.state.validManifests(),
       knownDevices(this.state.registry),
@@ -169,6 +213,12 @@ export class Reconciler implements AsyncDisposable {
   /** Runs one pass: plan, then write puts and deletes with bounded concurrency. */
   async pass(): Promise<PassResult> {
     this.#passes++;
+    // A standby keeps its picture current and writes nothing.
+    if (!this.#isActive()) return { put: 0, deleted: 0, failed: 0 };
+    if (this.rollouts !== undefined) {
+      this.#rolloutWakeAt = await this.rollouts.advance(this.state, Date.now(), this.#isActive);
+      if (!this.#isActive()) return { put: 0, deleted: 0, failed: 0 };
+    }
     const planned = this.plan();
     if (planned.put.size === 0 && planned.delete.length === 0) {
       return { put: 0, deleted: 0, failed: 0 };
@@ -218,6 +268,7 @@ export class Reconciler implements AsyncDisposable {
   /** Stops the loop and the watches. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#statusPass);
     this.#wake?.();
     await this.#loop;
     await Promise.all(this.#mirrors.map((m) => m.stop()));

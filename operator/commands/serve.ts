@@ -18,6 +18,8 @@ import {
   ensureBuckets,
 } from "../kv.ts";
 import { Reconciler } from "../reconciler.ts";
+import { Lease } from "../lease.ts";
+import { ensureRolloutBuckets } from "../rollout_store.ts";
 import { DesiredSnapshotService } from "../desired_snapshots.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OPERATOR_VERSION } from "../version.ts";
@@ -147,6 +149,7 @@ export const serveCommand: Command = {
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     let reconciler: Reconciler | undefined;
     let snapshots: DesiredSnapshotService | undefined;
+    let lease: Lease | undefined;
     (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
@@ -185,7 +188,18 @@ export const serveCommand: Command = {
       if (buckets === undefined) return EXIT.ok;
       // Agents ask it for their keys after every (re)connect: answer from the start.
       snapshots = new DesiredSnapshotService(nc, buckets.desired);
-      reconciler = new Reconciler(buckets);
+      // Several may run for availability: only the lease holder writes (operator/lease.ts).
+      const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
+      lease = new Lease(
+        rollouts.leases,
+        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        {
+          onChange: (active) => active && reconciler?.markDirty(),
+        },
+      );
+      await lease.start();
+      const held = lease;
+      reconciler = new Reconciler(buckets, { rollouts, isActive: () => held.active });
       reconciler.state.onChange(() => dashboard.feed.notify());
       await Promise.all([snapshots.start(), reconciler.start()]);
       dashboard.feed.notify();
@@ -205,6 +219,7 @@ export const serveCommand: Command = {
     } finally {
       dashboard.close();
       await reconciler?.stop();
+      await lease?.stop();
       await snapshots?.[Symbol.asyncDispose]();
       await server.shutdown().catch(() => {});
       await nc.drain().catch(() => nc.close());
