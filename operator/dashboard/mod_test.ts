@@ -1,0 +1,102 @@
+import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
+import type { FleetView } from "../aggregate.ts";
+import { cookieValue, Dashboard, safeNext, SESSION_COOKIE } from "./mod.ts";
+
+const TOKEN = "0123456789abcdef0123";
+
+const view: FleetView = {
+  devices: [{
+    device_id: "pi-a",
+    labels: { site: "lab" },
+    registered: true,
+    reported_labels: null,
+    status: "degraded",
+    online: true,
+    heartbeat_age_seconds: 1,
+    last_seen: new Date().toISOString(),
+    agent_version: "t",
+    deployments: [],
+    reason: "<script>alert(1)</script>",
+  }],
+  deployments: [],
+};
+
+function dashboard(token?: string) {
+  return new Dashboard({ view: () => view, device: () => undefined }, token ? { token } : {});
+}
+
+async function answer(d: Dashboard, request: Request): Promise<Response> {
+  const res = d.handle(request);
+  assert(res !== undefined, `the dashboard answers ${request.url}`);
+  return await res;
+}
+
+Deno.test("dashboard: pages render the fleet, escaping what devices report", async () => {
+  const res = await answer(dashboard(), new Request("http://op/"));
+  assertEquals(res.status, 200);
+  assertStringIncludes(res.headers.get("content-security-policy") ?? "", "script-src 'self'");
+  const html = await res.text();
+  assertStringIncludes(html, 'data-device="pi-a"');
+  assertStringIncludes(html, "&lt;script&gt;alert(1)&lt;/script&gt;");
+  assert(!html.includes("<script>alert"), "device text is never markup");
+});
+
+Deno.test("dashboard: other paths are the API's; the dashboard is read-only", async () => {
+  const d = dashboard();
+  assertEquals(d.handle(new Request("http://op/api/devices")), undefined);
+  assertEquals(d.handle(new Request("http://op/healthz")), undefined);
+  assertEquals((await answer(d, new Request("http://op/", { method: "POST" }))).status, 405);
+  const js = await answer(d, new Request("http://op/ui/app.js"));
+  assertEquals(js.headers.get("content-type"), "text/javascript; charset=utf-8");
+  assertStringIncludes(await js.text(), "EventSource");
+});
+
+Deno.test("dashboard with a token: login form, HttpOnly session cookie, header also works", async () => {
+  const d = dashboard(TOKEN);
+  const page = await answer(d, new Request("http://op/devices/pi-a?x=1"));
+  assertEquals(page.status, 303);
+  assertEquals(page.headers.get("location"), "/ui/login?next=%2Fdevices%2Fpi-a%3Fx%3D1");
+  assertEquals((await answer(d, new Request("http://op/ui/events"))).status, 401);
+  // Assets name nothing: open, so the login page has its style.
+  assertEquals((await answer(d, new Request("http://op/ui/style.css"))).status, 200);
+
+  const login = (token: string) =>
+    answer(
+      d,
+      new Request("http://op/ui/login", {
+        method: "POST",
+        body: new URLSearchParams({ token, next: "/devices/pi-a" }),
+      }),
+    );
+  assertEquals((await login("wrong-token-wrong-token")).status, 401);
+  const ok = await login(TOKEN);
+  assertEquals(ok.status, 303);
+  assertEquals(ok.headers.get("location"), "/devices/pi-a");
+  const setCookie = ok.headers.get("set-cookie") ?? "";
+  assertStringIncludes(setCookie, "HttpOnly");
+  assertStringIncludes(setCookie, "SameSite=Strict");
+  assert(!setCookie.includes(TOKEN), "the cookie never carries the token");
+  const session = cookieValue(setCookie.split(";")[0], SESSION_COOKIE);
+  assert(session !== null);
+
+  const withCookie = new Request("http://op/", {
+    headers: { cookie: `other=1; ${SESSION_COOKIE}=${session}` },
+  });
+  assertEquals((await answer(d, withCookie)).status, 200);
+  const bad = new Request("http://op/", { headers: { cookie: `${SESSION_COOKIE}=${TOKEN}` } });
+  assertEquals((await answer(d, bad)).status, 303);
+  const bearer = new Request("http://op/", { headers: { authorization: `Bearer ${TOKEN}` } });
+  assertEquals((await answer(d, bearer)).status, 200);
+  const events = await answer(d, new Request("http://op/ui/events", withCookie));
+  assertEquals(events.headers.get("content-type"), "text/event-stream; charset=utf-8");
+  await events.body?.cancel();
+  d.close();
+});
+
+Deno.test("safeNext: a login only ever redirects to a path on this server", () => {
+  assertEquals(safeNext("/deployments/web"), "/deployments/web");
+  assertEquals(safeNext("//evil.example/"), "/");
+  assertEquals(safeNext("/\\evil.example/"), "/");
+  assertEquals(safeNext("https://evil.example/"), "/");
+  assertEquals(safeNext(null), "/");
+});
