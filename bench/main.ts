@@ -22,6 +22,7 @@ import { type BenchResults, renderMarkdown } from "./report.ts";
 import { REPO_ROOT, run } from "./process.ts";
 import { round } from "./stats.ts";
 import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
+import { sectionOf, withSection } from "./dashboard.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -213,7 +214,14 @@ async function main(args: string[]): Promise<number> {
     `${REPO_ROOT}/bench/results.json`,
     JSON.stringify(results, null, 2) + "\n",
   );
-  await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, renderMarkdown(results));
+  // The dashboard's figures come from bench/dashboard.ts: keep its section.
+  const dashboard = sectionOf(
+    await Deno.readTextFile(`${REPO_ROOT}/bench/RESULTS.md`).catch(() => ""),
+  );
+  await Deno.writeTextFile(
+    `${REPO_ROOT}/bench/RESULTS.md`,
+    dashboard === "" ? renderMarkdown(results) : withSection(renderMarkdown(results), dashboard),
+  );
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);
   progress(`wrote bench/RESULTS.md and bench/results.json (${results.durationSeconds} s)`);
