@@ -1,7 +1,9 @@
 /**
  * `apply --wait`: follow a rollout until every targeted device runs the new
  * revision. The decision (`rolloutOutcome`) is pure; `waitForRollout` feeds
- * it live bucket contents.
+ * it live bucket contents. A manifest with a `rollout` section is followed
+ * through its stored rollout state instead: done when the rollout completes,
+ * failed when it was rolled back, failed or paused by a failed batch.
  *
  * @module
  */
@@ -11,6 +13,9 @@ import type { DeploymentView } from "./aggregate.ts";
 import { FleetState } from "./fleet_state.ts";
 import { BucketMirror, type Buckets } from "./kv.ts";
 import { summaryCounts } from "./render.ts";
+import { RolloutBook } from "./rollout_store.ts";
+import { rolloutLine, rolloutStatus, type RolloutStatusView } from "./rollout_view.ts";
+import type { KV } from "@nats-io/kv";
 
 /** Where a rollout stands. */
 export type RolloutOutcome =
@@ -56,6 +61,7 @@ export type WaitResult =
   | { kind: "failed"; view: DeploymentView }
   | { kind: "timeout"; view: DeploymentView | undefined }
   | { kind: "superseded"; revision: number }
+  | { kind: "rollout_failed"; rollout: RolloutStatusView }
   | { kind: "interrupted"; view: DeploymentView | undefined };
 
 /**
@@ -67,8 +73,10 @@ export async function waitForRollout(
   name: string,
   revision: number,
   options: WaitOptions,
+  rollouts?: KV,
 ): Promise<WaitResult> {
   const state = new FleetState();
+  const book = new RolloutBook();
   let wake: (() => void) | undefined;
   let dirty = true;
   const changed = () => {
@@ -93,6 +101,11 @@ export async function waitForRollout(
       state.applyRegistration(e);
       changed();
     }),
+    ...(rollouts === undefined ? [] : [
+      new BucketMirror(rollouts, (e) => {
+        if (e.key === name && book.applyRollout(e)) changed();
+      }),
+    ]),
   ];
   const deadline = Date.now() + options.timeoutMs;
   const tickMs = options.tickMs ?? 1000;
@@ -109,10 +122,32 @@ export async function waitForRollout(
       view = stored?.revision === revision
         ? state.view(Date.now()).deployments.find((d) => d.name === name)
         : undefined;
+      const staged = stored?.revision === revision && stored.manifest?.rollout !== undefined &&
+        rollouts !== undefined;
+      if (staged) {
+        // Batch by batch: the stored rollout state says where it stands.
+        const current = book.rollouts.get(name)?.state;
+        const rollout = current?.revision === revision
+          ? rolloutStatus(current, stored.manifest!, undefined, state, Date.now())
+          : undefined;
+        const line = rollout === undefined
+          ? `${name}: waiting for the operator to start the rollout`
+          : rolloutLine(rollout);
+        options.onProgress(line, line !== lastLine);
+        lastLine = line;
+        if (rollout?.state === "complete") return { kind: "done", view: view! };
+        if (
+          rollout !== undefined &&
+          (rollout.state === "rolled_back" || rollout.state === "failed" ||
+            (rollout.state === "paused" && rollout.paused_by === "failure"))
+        ) return { kind: "rollout_failed", rollout };
+      }
       const line = progressLine(name, view);
-      options.onProgress(line, line !== lastLine);
-      lastLine = line;
-      const outcome = rolloutOutcome(view);
+      if (!staged) {
+        options.onProgress(line, line !== lastLine);
+        lastLine = line;
+      }
+      const outcome = staged ? { kind: "waiting" } : rolloutOutcome(view);
       if (outcome.kind === "done") return { kind: "done", view: view! };
       if (outcome.kind === "failed") return { kind: "failed", view: view! };
       if (options.signal?.aborted) return { kind: "interrupted", view };

@@ -22,6 +22,10 @@ import { loadManifest } from "../manifest_file.ts";
 import { type Buckets, ensureBuckets, retryWhileRecovering } from "../kv.ts";
 import { waitForRollout, type WaitResult } from "../rollout.ts";
 import { escapeControl, summaryCounts } from "../render.ts";
+import { historyEntry, recordRevision } from "../history.ts";
+import { ensureRolloutBuckets } from "../rollout_store.ts";
+import { failureLines } from "../rollout_view.ts";
+import type { KV } from "@nats-io/kv";
 import { expectPositionals, withNats } from "./_shared.ts";
 
 /** Default for `--timeout`. */
@@ -49,7 +53,10 @@ export const applyCommand: Command = {
   description: "FILE is YAML (.yaml/.yml), TOML (.toml) or JSON (.json); other names are\n" +
     'detected from the content; "-" reads standard input. An invalid manifest exits 3\n' +
     "naming the file and the field, and nothing is stored. --wait follows the rollout\n" +
-    "until every targeted device runs the new revision (exit 1 on failure or timeout).",
+    "until every targeted device runs the new revision (exit 1 on failure or timeout);\n" +
+    "with a rollout section, batch by batch until it completes (exit 1 when it is rolled\n" +
+    "back, fails or pauses after a failed batch, naming the devices and their reasons).\n" +
+    "Every revision is kept in the history (see history NAME, rollout undo NAME).",
   options: {
     file: {
       type: "string",
@@ -78,6 +85,7 @@ export const applyCommand: Command = {
     const manifest = await loadManifest(file);
     return await withNats(values, io, async (nc) => {
       const buckets = await ensureBuckets(nc);
+      const rollouts = await ensureRolloutBuckets(nc);
       const key = deploymentKey(manifest.name);
       // Idempotent reads and writes survive a cluster node lost mid-command.
       const stored = await retryWhileRecovering(() => buckets.deployments.get(key));
@@ -87,16 +95,28 @@ export const applyCommand: Command = {
         revision = await retryWhileRecovering(() =>
           buckets.deployments.put(key, canonicalJson(manifest))
         );
+        // With its summary against what it replaces (the operator records it too if this fails).
+        const previous = stored?.operation === "PUT"
+          ? decodeJson(DeploymentManifest, stored.value)
+          : undefined;
+        await retryWhileRecovering(() =>
+          recordRevision(
+            rollouts.history,
+            historyEntry(manifest, revision, previous?.ok ? previous.value : undefined, new Date()),
+          )
+        );
       }
       io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
       if (!values.wait) return EXIT.ok;
-      return await follow(buckets, manifest.name, revision, timeoutMs, io);
+      return await follow(buckets, rollouts.rollouts, manifest.name, revision, timeoutMs, io);
     });
   },
 };
 
-async function follow(
+/** Follows the rollout of `revision` (`--wait`), printing progress; the exit code. */
+export async function follow(
   buckets: Buckets,
+  rollouts: KV,
   name: string,
   revision: number,
   timeoutMs: number,
@@ -114,7 +134,7 @@ async function follow(
         lastPrint = Date.now();
       }
     },
-  });
+  }, rollouts);
   if (io.isTerminal) io.stdout("\n");
   if (result.kind === "done" && result.view.targeted === 0) {
     io.stderr(`warning: deployment "${name}" targets no device yet\n`);
@@ -140,6 +160,23 @@ function reportWait(result: WaitResult, name: string, timeoutMs: number): number
         `Rollout of "${name}" failed: ${summaryCounts(result.view)}`,
         deviceLines(result, true),
       );
+    case "rollout_failed": {
+      const r = result.rollout;
+      const how = r.state === "rolled_back"
+        ? "was rolled back"
+        : r.state === "paused"
+        ? `paused in batch ${r.batch} of ${r.batches}`
+        : "failed";
+      throw new OperationError(
+        escapeControl(`Rollout of "${name}" revision ${r.revision} ${how}: ${r.message}`),
+        [
+          ...failureLines(r.failures),
+          ...(r.state === "paused"
+            ? [`"rollout resume ${name}" continues, "rollout undo ${name}" goes back`]
+            : []),
+        ],
+      );
+    }
     case "superseded":
       throw new OperationError(
         `Rollout of "${name}" superseded: the deployment was changed again (revision ${result.revision})`,

@@ -13,6 +13,8 @@ import { statusCommand } from "./status.ts";
 import { serveCommand } from "./serve.ts";
 import { authCommand } from "./auth.ts";
 import { deviceCommand } from "./device.ts";
+import { rolloutCommand } from "./rollout.ts";
+import { historyCommand } from "./history.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -20,6 +22,8 @@ export const COMMANDS: readonly Command[] = [
   deleteCommand,
   getCommand,
   statusCommand,
+  rolloutCommand,
+  historyCommand,
   serveCommand,
   authCommand,
   deviceCommand,
