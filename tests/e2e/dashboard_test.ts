@@ -193,6 +193,8 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
       const cell = page.locator('#devices tr[data-device="pi-a"] td:nth-child(3)');
       await until("pi-a shows offline", async () => (await cell.textContent()) === "offline");
       assertEquals(await stat(page, "count-offline"), "1");
+      await page.locator("h1").click(); // no focus ring in the screenshot (docs/dashboard.png)
+      await page.screenshot({ path: `${shots}/fleet-offline.png`, fullPage: true });
       assert(
         await page.evaluate(() => (globalThis as { sameDocument?: boolean }).sameDocument === true),
         "the page was not reloaded",
