@@ -258,6 +258,29 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
       await big.screenshot({ path: `${shots}/fleet-5000.png` });
       await big.close();
     });
+    await t.step("with an API token: a login form, then the live page on its cookie", async () => {
+      const token = "dashboard-test-token-0123456789";
+      await using guarded = await startOperatorService(nats.url, await freePort(), [
+        "--api-token",
+        token,
+      ]);
+      const api = await fetch(`${guarded.apiUrl}/api/devices`);
+      await api.body?.cancel();
+      assertEquals(api.status, 401, "the API still wants its header");
+      await page.goto(`${guarded.apiUrl}/deployments/web`);
+      assert(page.url().startsWith(`${guarded.apiUrl}/ui/login`), `login first: ${page.url()}`);
+      await page.getByLabel("API token").fill("wrong-token-wrong-token");
+      await page.keyboard.press("Enter");
+      await page.getByText("Wrong token.").waitFor();
+      await page.getByLabel("API token").fill(token);
+      await page.keyboard.press("Enter");
+      await page.waitForURL(`${guarded.apiUrl}/deployments/web`);
+      // The event stream (an EventSource: no headers) is let in by the cookie alone.
+      await page.waitForSelector("body[data-live=open][data-renders]");
+      assertEquals(await tableIds(page, "#deployment-devices"), ["pi-b", "pi-a"]);
+      const cookies = await page.context().cookies(guarded.apiUrl);
+      assert(cookies.every((c) => c.httpOnly && !c.value.includes(token)), "HttpOnly, no token");
+    });
     await page.close();
   } finally {
     clearInterval(beats);
