@@ -100,3 +100,40 @@ Deno.test("safeNext: a login only ever redirects to a path on this server", () =
   assertEquals(safeNext("https://evil.example/"), "/");
   assertEquals(safeNext(null), "/");
 });
+
+Deno.test("dashboard: a deployment's rollout and history show once the view carries them", async () => {
+  const rollout = {
+    batch: 2,
+    batches: 4,
+    state: "paused",
+    paused_by: "failure",
+    message: "batch 2 failed",
+    targeted: 40,
+    ready: 10,
+    updated: 20,
+    devices: Array.from({ length: 40 }, (_, i) => ({ device_id: `d${i}` })),
+  };
+  const history = [{ revision: 3, change: "image web:2" }, { revision: 2, change: "created" }];
+  const withRollout = {
+    devices: [],
+    deployments: [{
+      name: "web",
+      revision: 3,
+      targeted: 0,
+      ready: 0,
+      failed: 0,
+      pending: 0,
+      offline: 0,
+      devices: [],
+      rollout,
+      history,
+    }],
+  } as unknown as FleetView;
+  const d = new Dashboard({ view: () => withRollout, device: () => undefined });
+  const html = await (await answer(d, new Request("http://op/deployments/web"))).text();
+  assertStringIncludes(html, "Batch 2 of 4");
+  assertStringIncludes(html, "paused by failure");
+  assertStringIncludes(html, '<progress id="rollout-progress" max="40" value="10">');
+  assertStringIncludes(html, "40 items");
+  assertStringIncludes(html, "image web:2");
+});

@@ -337,8 +337,31 @@ const PHASE_ORDER = { failed: 0, pending: 1, ready: 2 };
 
 function generic(value) {
   if (value === null || typeof value !== "object") return esc(value ?? "-");
-  if (Array.isArray(value)) return esc(value.map((v) => JSON.stringify(v)).join(", "));
+  if (Array.isArray(value)) {
+    // A rollout's device lists can be as long as the fleet: say how many, not which.
+    if (value.length > 10) return `${value.length} items`;
+    return esc(value.map((v) => (typeof v === "string" ? v : JSON.stringify(v))).join(", "));
+  }
   return esc(JSON.stringify(value));
+}
+
+/**
+ * A rollout's headline when the value has the shape of the operator's rollout status
+ * (`batch`, `batches`, `state`, `paused_by`, counts): batch n of m, state, progress.
+ */
+function rolloutHeadline(r) {
+  if (typeof r?.batch !== "number" || typeof r?.batches !== "number") return "";
+  const paused = r.paused_by ? ` (paused by ${r.paused_by})` : "";
+  const total = Number(r.targeted) || 0;
+  const ready = Number(r.ready) || 0;
+  return `<p id="rollout-headline"><strong>Batch ${esc(r.batch)} of ${esc(r.batches)}</strong> · ${
+    badge(String(r.state ?? "unknown").replace("_", " "))
+  }${esc(paused)}${r.message ? ` · ${esc(r.message)}` : ""}</p>` +
+    (total > 0
+      ? `<p><label for="rollout-progress">Progress: ${ready} of ${total} ready${
+        r.updated !== undefined ? `, ${esc(r.updated)} updated` : ""
+      }</label> <progress id="rollout-progress" max="${total}" value="${ready}"></progress></p>`
+      : "");
 }
 
 /** A rollout or history value the view may carry one day, shown field by field. */
@@ -359,9 +382,10 @@ function optionalSection(id, title, value, missing) {
           )
       }</tbody></table></div>`;
   } else if (typeof value === "object") {
-    body = `<dl class="kv">${
-      Object.entries(value).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${generic(v)}</dd>`).join("")
-    }</dl>`;
+    body = (id === "rollout" ? rolloutHeadline(value) : "") +
+      `<dl class="kv">${
+        Object.entries(value).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${generic(v)}</dd>`).join("")
+      }</dl>`;
   } else {
     body = `<p>${esc(value)}</p>`;
   }
