@@ -17,6 +17,7 @@ import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
 import { StatusPublisher } from "./status.ts";
 import { readNotifyEnv, SystemdNotifier } from "./systemd.ts";
 import { NatsSession } from "./nats/session.ts";
+import { tolerateTransportResets } from "./nats/connect.ts";
 import {
   formatMissing,
   missingPermissions,
@@ -339,5 +340,7 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // The process-wide guard belongs to the entry point, not to library code (agent/nats/connect.ts).
+  tolerateTransportResets();
   Deno.exit(await main(Deno.args));
 }
