@@ -74,6 +74,14 @@ export const AgentStatus = z.object({
   labels: DeviceLabels,
   /** Seconds between heartbeats; lets readers judge staleness. */
   heartbeat_seconds: z.number().positive().optional(),
+  /**
+   * Seconds between full status puts while nothing changes (agents that send
+   * liveness as core-NATS heartbeats, `drover.heartbeat.<device>`, put the full
+   * status only on change and this often). A reader of KV alone counts a device
+   * online while `now - timestamp ≤ status_refresh_seconds + 3 × heartbeat_seconds`;
+   * absent (older agents put every heartbeat): `≤ 3 × heartbeat_seconds`.
+   */
+  status_refresh_seconds: z.number().positive().optional(),
   deployments: z.record(z.string(), DeploymentStatus),
 });
 /** What an agent publishes to `agent-status/<device>`. */

@@ -12,6 +12,7 @@ import { AgentStatus } from "./agent_status.ts";
 import { DeploymentManifest } from "./manifest.ts";
 import { AgentConfig } from "./agent_config.ts";
 import { DeviceRegistration } from "./device_registration.ts";
+import { Heartbeat } from "./subjects.ts";
 
 const SCHEMAS: Record<string, z.ZodType> = {
   "desired-state": DesiredState,
@@ -19,6 +20,7 @@ const SCHEMAS: Record<string, z.ZodType> = {
   "deployment-manifest": DeploymentManifest,
   "agent-config": AgentConfig,
   "device-registration": DeviceRegistration,
+  heartbeat: Heartbeat,
 };
 
 /**

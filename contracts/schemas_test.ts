@@ -71,6 +71,7 @@ Deno.test("AgentStatus keeps its JSON shape (snake_case on the wire)", () => {
     "labels",
     "message",
     "status",
+    "status_refresh_seconds",
     "timestamp",
   ]);
 });

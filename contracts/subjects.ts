@@ -11,6 +11,7 @@ import { z } from "zod";
 import { BUCKET_AGENT_STATUS, BUCKET_DESIRED_STATE } from "./kv.ts";
 import { assertName } from "./names.ts";
 import { Name } from "./score.ts";
+import { DeviceStatus } from "./agent_status.ts";
 
 /** Stream behind a KV bucket: `KV_<bucket>`. */
 export function kvStream(bucket: string): string {
@@ -61,6 +62,36 @@ export function desiredSnapshotSubject(device: string): string {
   return `${DESIRED_SNAPSHOT_PREFIX}.${assertName("device id", device)}`;
 }
 
+/**
+ * Prefix of the commands the operator sends to a device's agent:
+ * `drover.cmd.<device>.<command>`. The devices' account exports these
+ * subjects to the `DROVER` account (the reverse of the other bridges), and
+ * each device may only subscribe to its own (docs/security.md).
+ */
+export const DEVICE_COMMAND_PREFIX = "drover.cmd";
+
+/** The commands an agent answers. No shell or exec: see the README's security model. */
+export const DEVICE_COMMANDS = ["ping", "logs", "events"] as const;
+/** One command an agent answers. */
+export type DeviceCommand = typeof DEVICE_COMMANDS[number];
+
+/** Subject of one command to one device: `drover.cmd.<device>.<command>`. */
+export function deviceCommandSubject(device: string, command: DeviceCommand): string {
+  if (!(DEVICE_COMMANDS as readonly string[]).includes(command)) {
+    throw new RangeError(
+      `Cannot build a command subject as the command is unknown: current value is ${
+        JSON.stringify(command)
+      }`,
+    );
+  }
+  return `${DEVICE_COMMAND_PREFIX}.${assertName("device id", device)}.${command}`;
+}
+
+/** Every command subject of one device (what its agent subscribes to): `drover.cmd.<device>.*`. */
+export function deviceCommandsSubject(device: string): string {
+  return `${DEVICE_COMMAND_PREFIX}.${assertName("device id", device)}.*`;
+}
+
 /** Most deployments one snapshot lists (a device runs far fewer). */
 export const MAX_SNAPSHOT_DEPLOYMENTS = 1000;
 
@@ -91,3 +122,28 @@ export type DesiredSnapshotError = z.infer<typeof DesiredSnapshotError>;
 export const DesiredSnapshotReply = z.union([DesiredSnapshot, DesiredSnapshotError]);
 /** Either reply to a snapshot request. */
 export type DesiredSnapshotReply = z.infer<typeof DesiredSnapshotReply>;
+
+/** Prefix of the devices' liveness heartbeats (core NATS, never stored). */
+export const HEARTBEAT_PREFIX = "drover.heartbeat";
+
+/** Subject device `device` publishes its heartbeat on: `drover.heartbeat.<device>`. */
+export function heartbeatSubject(device: string): string {
+  return `${HEARTBEAT_PREFIX}.${assertName("device id", device)}`;
+}
+
+/**
+ * A heartbeat: a core-NATS publish every `heartbeat_seconds` that says the
+ * device is alive without writing to JetStream. `status_revision` is the
+ * `agent-status` KV revision of the device's last full status, so a reader
+ * that holds an older revision knows it missed a status and re-reads the key.
+ * Stripping object: newer agents may add fields.
+ */
+export const Heartbeat = z.object({
+  status: DeviceStatus,
+  status_revision: z.number().int().nonnegative(),
+});
+/** A heartbeat. */
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+/** Largest heartbeat a reader decodes; a real one is about 40 bytes. */
+export const MAX_HEARTBEAT_BYTES = 1024;

@@ -8,6 +8,9 @@ import {
   desiredStateChangesSubject,
   desiredStateGetSubject,
   directGetSubject,
+  Heartbeat,
+  HEARTBEAT_PREFIX,
+  heartbeatSubject,
   InvalidNameError,
   kvStream,
   kvSubject,
@@ -30,6 +33,8 @@ Deno.test("subjects are locked", () => {
   assertEquals(DESIRED_SNAPSHOT_PREFIX, "drover.desired.snapshot");
   assertEquals(DESIRED_SNAPSHOT_QUEUE, "drover-operator");
   assertEquals(desiredSnapshotSubject("pi-1"), "drover.desired.snapshot.pi-1");
+  assertEquals(HEARTBEAT_PREFIX, "drover.heartbeat");
+  assertEquals(heartbeatSubject("pi-1"), "drover.heartbeat.pi-1");
 });
 
 Deno.test("subjects refuse names that would widen them", () => {
@@ -37,6 +42,7 @@ Deno.test("subjects refuse names that would widen them", () => {
     assertThrows(() => statusSubject(bad), InvalidNameError);
     assertThrows(() => desiredStateChangesSubject(bad), InvalidNameError);
     assertThrows(() => desiredSnapshotSubject(bad), InvalidNameError);
+    assertThrows(() => heartbeatSubject(bad), InvalidNameError);
     assertThrows(() => desiredStateGetSubject("pi-1", bad), InvalidNameError);
   }
 });
@@ -52,4 +58,13 @@ Deno.test("snapshot reply: a listing or an error, bounded and validated", () => 
     Array.from({ length: MAX_SNAPSHOT_DEPLOYMENTS + 1 }, (_, i) => [`d${i}`, 1]),
   );
   assert(!DesiredSnapshot.safeParse({ ...ok, deployments: many }).success);
+});
+
+Deno.test("heartbeat: status word and status revision, newer fields stripped", () => {
+  assertEquals(Heartbeat.parse({ status: "ready", status_revision: 7, extra: 1 }), {
+    status: "ready",
+    status_revision: 7,
+  });
+  assert(!Heartbeat.safeParse({ status: "fine", status_revision: 7 }).success);
+  assert(!Heartbeat.safeParse({ status: "ready", status_revision: -1 }).success);
 });
