@@ -52,6 +52,8 @@ export interface OperatorService extends AsyncDisposable {
   logs(): string;
   /** SIGTERM and wait; returns the exit code. Idempotent. */
   stop(): Promise<number>;
+  /** SIGKILL (a crash: nothing is cleaned up) and wait. Idempotent with {@linkcode stop}. */
+  kill(): Promise<number>;
 }
 
 /** Starts `serve` and waits until `/healthz` answers 200. */
@@ -78,18 +80,20 @@ export async function startOperatorService(
   const drained = output.done;
   const apiUrl = `http://127.0.0.1:${port}`;
   let exit: Promise<number> | undefined;
+  const end = (signal: Deno.Signal) => {
+    if (exit === undefined) {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+      exit = child.status.then(async (s) => (await drained, s.code));
+    }
+    return exit;
+  };
   const service: OperatorService = {
     apiUrl,
     logs: output.text,
-    stop() {
-      if (exit === undefined) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-        exit = child.status.then(async (s) => (await drained, s.code));
-      }
-      return exit;
-    },
+    stop: () => end("SIGTERM"),
+    kill: () => end("SIGKILL"),
     async [Symbol.asyncDispose]() {
       await service.stop();
     },
