@@ -50,6 +50,8 @@ export const AgentPolicy = z.strictObject({
   allowed_host_ports: z.array(PortRange).optional(),
   /** Most containers Drover may run on this device; absent means no limit. */
   max_containers: z.number().int().positive().optional(),
+  /** Whether the operator may read container logs through `operator logs`; absent = allowed. */
+  allow_logs: z.boolean().optional(),
 });
 /** What the device accepts. */
 export type AgentPolicy = z.infer<typeof AgentPolicy>;
@@ -105,6 +107,16 @@ export const AgentConfig = z.strictObject({
     RegistryConfig,
   ).default({}),
   policy: AgentPolicy.default({ allowed_host_paths: [] }),
+  /** Prometheus metrics; off unless `listen` is set. */
+  metrics: z.strictObject({
+    /** `host:port` to serve `/metrics` on, e.g. `127.0.0.1:9101`; absent = no metrics. */
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, {
+      message: 'must be "host:port", e.g. "127.0.0.1:9101"',
+    }).refine((l) => {
+      const port = Number(l.slice(l.lastIndexOf(":") + 1));
+      return port >= 1 && port <= 65535;
+    }, { message: "port must be 1-65535" }).optional(),
+  }).optional(),
 });
 /** The whole agent configuration (after defaults are applied). */
 export type AgentConfig = z.infer<typeof AgentConfig>;

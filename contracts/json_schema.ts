@@ -12,6 +12,7 @@ import { AgentStatus } from "./agent_status.ts";
 import { DeploymentManifest } from "./manifest.ts";
 import { AgentConfig } from "./agent_config.ts";
 import { DeviceRegistration } from "./device_registration.ts";
+import { EventsReply, LogsReply, LogsRequest, PingReply } from "./device_commands.ts";
 import { Heartbeat } from "./subjects.ts";
 
 const SCHEMAS: Record<string, z.ZodType> = {
@@ -20,6 +21,10 @@ const SCHEMAS: Record<string, z.ZodType> = {
   "deployment-manifest": DeploymentManifest,
   "agent-config": AgentConfig,
   "device-registration": DeviceRegistration,
+  "logs-request": LogsRequest,
+  "logs-reply": LogsReply,
+  "ping-reply": PingReply,
+  "events-reply": EventsReply,
   heartbeat: Heartbeat,
 };
 

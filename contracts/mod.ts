@@ -11,6 +11,7 @@
 export * from "./names.ts";
 export * from "./kv.ts";
 export * from "./subjects.ts";
+export * from "./device_commands.ts";
 export * from "./image.ts";
 export * from "./labels.ts";
 export * from "./score.ts";
