@@ -149,7 +149,10 @@ Deno.test("a reconciler that does not hold the lease writes nothing", async () =
     await reconciler.start();
     await buckets.deployments.put("web", manifest("nginx:1"));
     // Its picture follows the buckets while it waits…
-    await waitFor(() => reconciler.state.manifests.has("web"), { timeoutMs: 5000, message: "standby sees it" });
+    await waitFor(() => reconciler.state.manifests.has("web"), {
+      timeoutMs: 5000,
+      message: "standby sees it",
+    });
     await reconciler.pass();
     assertEquals((await readBucket(buckets.desired)).size, 0);
     assertEquals(await rolloutState(rollouts), undefined);
