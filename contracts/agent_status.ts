@@ -21,6 +21,11 @@ export const DeviceStatus = z.enum(["starting", "ready", "degraded", "stopped"])
 /** Summary of the whole device. */
 export type DeviceStatus = z.infer<typeof DeviceStatus>;
 
+/** Result of a service's health check: compose's and podman's three states. */
+export const ServiceHealth = z.enum(["starting", "healthy", "unhealthy"]);
+/** Result of a service's health check. */
+export type ServiceHealth = z.infer<typeof ServiceHealth>;
+
 /** State of one service's container. */
 export const ServiceStatus = z.object({
   container_id: z.string().optional(),
@@ -28,6 +33,11 @@ export const ServiceStatus = z.object({
   state: z.string(),
   image: z.string(),
   restarts: z.number().int().nonnegative().optional(),
+  /**
+   * The container's health check: `starting` until one passes, `healthy`, or `unhealthy`
+   * after `retries` failures in a row. Absent for a service without a health check.
+   */
+  health: ServiceHealth.optional(),
 });
 /** State of one service's container. */
 export type ServiceStatus = z.infer<typeof ServiceStatus>;

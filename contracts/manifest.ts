@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { Name, Score } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
+import { ComposeDuration } from "./duration.ts";
 
 /** Which devices a deployment targets: listed ids, plus every device whose labels match. */
 export const Selector = z.strictObject({
@@ -19,42 +20,6 @@ export const Selector = z.strictObject({
 });
 /** Which devices a deployment targets. */
 export type Selector = z.infer<typeof Selector>;
-
-const DURATION_UNITS_MS: Record<string, number> = {
-  h: 3_600_000,
-  m: 60_000,
-  s: 1000,
-  ms: 1,
-  us: 0.001,
-  "\u00b5s": 0.001,
-  ns: 0.000001,
-};
-const DURATION = /^(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|m|s|us|\u00b5s|ns))+$/;
-
-/**
- * Milliseconds of a compose-style duration (`"10s"`, `"1m30s"`, `"500ms"`,
- * `"1h"`): one or more number-and-unit parts, units `h`, `m`, `s`, `ms`,
- * `us`, `ns`. Undefined when `text` is not one.
- */
-export function parseComposeDuration(text: string): number | undefined {
-  if (!DURATION.test(text)) return undefined;
-  let total = 0;
-  for (const [, value, unit] of text.matchAll(/([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|ns)/g)) {
-    total += Number(value) * DURATION_UNITS_MS[unit];
-  }
-  return total;
-}
-
-/** A compose-style duration such as `"5m"` or `"1m30s"`, at least 1 ms. */
-export const ComposeDuration = z.string().regex(
-  DURATION,
-  'expected a duration such as "30s", "5m" or "1m30s" (units h, m, s, ms)',
-).refine(
-  (text) => (parseComposeDuration(text) ?? 0) >= 1,
-  {
-    message: 'expected a duration such as "30s", "5m" or "1m30s" (units h, m, s, ms), at least 1ms',
-  },
-);
 
 /** A percentage of devices, `"1%"` to `"100%"`. */
 export const Percentage = z.string().regex(

@@ -14,6 +14,7 @@ export * from "./subjects.ts";
 export * from "./device_commands.ts";
 export * from "./image.ts";
 export * from "./labels.ts";
+export * from "./duration.ts";
 export * from "./score.ts";
 export * from "./desired_state.ts";
 export * from "./agent_status.ts";

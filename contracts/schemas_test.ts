@@ -31,6 +31,14 @@ const SERVICE = {
   volumes: ["/srv/www:/www:ro", "data:/data"],
   restart: "on-failure",
   labels: { "com.example/team": "edge" },
+  healthcheck: {
+    test: ["CMD-SHELL", "wget -q -O- http://127.0.0.1/ || exit 1"],
+    interval: "10s",
+    timeout: "3s",
+    retries: 3,
+    start_period: "1m30s",
+  },
+  stop_timeout: "20s",
 };
 const DESIRED = { deployment: "hello", score: { type: "PodmanV0", services: [SERVICE] } };
 const STATUS = {
@@ -45,7 +53,13 @@ const STATUS = {
       revision: 42,
       phase: "running",
       services: {
-        web: { container_id: "abc123", state: "running", image: SERVICE.image, restarts: 0 },
+        web: {
+          container_id: "abc123",
+          state: "running",
+          image: SERVICE.image,
+          restarts: 0,
+          health: "healthy",
+        },
       },
     },
     broken: { revision: 7, phase: "failed", message: "score.services: too small", services: {} },
@@ -127,6 +141,32 @@ Deno.test("PodmanService applies the restart default", () => {
   assertEquals(PodmanService.parse({ name: "a", image: "busybox" }).restart, "always");
 });
 
+Deno.test("PodmanService: health check defaults as in compose; stop_timeout stays absent", () => {
+  const parsed = PodmanService.parse({
+    name: "a",
+    image: "busybox",
+    healthcheck: { test: ["CMD", "true"] },
+  });
+  assertEquals(parsed.healthcheck, {
+    test: ["CMD", "true"],
+    interval: "30s",
+    timeout: "30s",
+    retries: 3,
+    start_period: "0s",
+  });
+  // A default here would change the spec hash of every existing service (and replace it).
+  assert(!("stop_timeout" in parsed));
+  assertEquals(
+    PodmanService.parse({ name: "a", image: "b", stop_timeout: "0s" }).stop_timeout,
+    "0s",
+  );
+  assertEquals(
+    PodmanService.parse({ name: "a", image: "b", healthcheck: { test: ["NONE"] } })
+      .healthcheck?.test,
+    ["NONE"],
+  );
+});
+
 Deno.test("AgentStatus from a newer agent: unknown fields are dropped, not rejected", () => {
   const parsed = AgentStatus.parse({ ...STATUS, future_field: 1 });
   assert(!("future_field" in parsed));
@@ -186,6 +226,7 @@ Deno.test("Score: typical mistakes are rejected with the field named", () => {
       { type: "PodmanV0", services: [{ name: "a", image: "x" }, { name: "a", image: "y" }] },
       'services[1].name: duplicate service name "a" (also services[0])',
     ],
+    ...healthAndStopCases(),
   ];
   for (const [value, expected] of cases) {
     assertStringIncludes(problems(Score, value), expected, JSON.stringify(value));
@@ -293,3 +334,31 @@ Deno.test("deployment_revision: optional in desired state and echoed in a deploy
     "deployments.x.deployment_revision",
   );
 });
+
+function healthAndStopCases(): [unknown, string][] {
+  const score = (service: Record<string, unknown>) => ({
+    type: "PodmanV0",
+    services: [{ name: "web", image: "x", ...service }],
+  });
+  const check = (healthcheck: Record<string, unknown>) =>
+    score({ healthcheck: { test: ["CMD", "true"], ...healthcheck } });
+  return [
+    [score({ healthcheck: { test: [] } }), "services[0].healthcheck.test: expected e.g."],
+    [score({ healthcheck: { test: ["CMD"] } }), 'needs the command after "CMD"'],
+    [score({ healthcheck: { test: ["CMD-SHELL", "a", "b"] } }), "exactly one non-empty shell"],
+    [score({ healthcheck: { test: ["NONE", "x"] } }), "services[0].healthcheck.test"],
+    [score({ healthcheck: { test: ["curl", "x"] } }), 'got first element "curl"'],
+    [score({ healthcheck: { test: "curl x" } }), "services[0].healthcheck.test"],
+    [score({ healthcheck: {} }), "services[0].healthcheck.test: required"],
+    [check({ interval: "10" }), "services[0].healthcheck.interval: expected a duration"],
+    [check({ interval: "500ms" }), 'healthcheck.interval: "500ms" is too short: at least 1s'],
+    [check({ timeout: "0s" }), "services[0].healthcheck.timeout"],
+    [check({ retries: 0 }), "services[0].healthcheck.retries: retries must be at least 1"],
+    [check({ retries: 1.5 }), "services[0].healthcheck.retries"],
+    [check({ start_period: "soon" }), "services[0].healthcheck.start_period"],
+    [check({ intervall: "1s" }), 'services[0].healthcheck: unknown key(s) "intervall"'],
+    [score({ stop_timeout: 10 }), "services[0].stop_timeout"],
+    [score({ stop_timeout: "1500ms" }), 'services[0].stop_timeout: "1500ms" is not a whole'],
+    [score({ stop_timeout: "2h" }), 'services[0].stop_timeout: "2h" is too long: at most 1h'],
+  ];
+}

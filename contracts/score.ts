@@ -12,6 +12,7 @@
 import { z } from "zod";
 import { nameProblem } from "./names.ts";
 import { parseImageReference } from "./image.ts";
+import { composeDuration } from "./duration.ts";
 
 /** Schema for a device id, deployment name or service name. */
 export const Name = z.string().superRefine((value, ctx) => {
@@ -154,6 +155,73 @@ export const RESERVED_LABEL_PREFIX = "drover.";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._\/-]{0,251}[A-Za-z0-9])?$/;
 
+/** Default grace between SIGTERM and SIGKILL when a container is replaced or removed. */
+export const DEFAULT_STOP_TIMEOUT = "10s";
+/** Longest `stop_timeout` accepted. */
+export const MAX_STOP_TIMEOUT = "1h";
+
+/** Health-check defaults, as in compose. */
+export const HEALTHCHECK_DEFAULTS = {
+  interval: "30s",
+  timeout: "30s",
+  retries: 3,
+  start_period: "0s",
+} as const;
+
+function healthTestProblem(test: readonly string[]): string | undefined {
+  const [kind, ...rest] = test;
+  switch (kind) {
+    case "NONE":
+      return rest.length === 0 ? undefined : '["NONE"] takes nothing after "NONE"';
+    case "CMD":
+      if (rest.length === 0) return '["CMD", …] needs the command after "CMD"';
+      return rest[0] === "" ? 'the command after "CMD" must not be empty' : undefined;
+    case "CMD-SHELL":
+      if (rest.length !== 1 || rest[0].trim() === "") {
+        return '["CMD-SHELL", "…"] takes exactly one non-empty shell command';
+      }
+      return undefined;
+    default:
+      return `expected ["CMD", "prog", "arg", …], ["CMD-SHELL", "shell command"] or ["NONE"], ` +
+        `got first element ${JSON.stringify(kind ?? null)}`;
+  }
+}
+
+/**
+ * A container health check, in compose's shape. Durations are compose
+ * strings; `["NONE"]` disables a health check the image defines. A service
+ * is healthy once a check passes, and unhealthy after `retries` failures in a
+ * row (failures within `start_period` after the start do not count).
+ */
+export const HealthCheck = z.strictObject({
+  /** `["CMD", prog, args…]`, `["CMD-SHELL", "shell command"]`, or `["NONE"]`. */
+  test: z.array(z.string().max(4096)).min(1, 'expected e.g. ["CMD-SHELL", "wget -q -O- localhost"]')
+    .max(256).superRefine((test, ctx) => {
+      const problem = healthTestProblem(test);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
+  /** Time between checks (default 30s, at least 1s). */
+  interval: composeDuration({ minMs: 1000, maxMs: 86_400_000 }).default(
+    HEALTHCHECK_DEFAULTS.interval,
+  ),
+  /** Longest one check may take; a slower check counts as failed (default 30s). */
+  timeout: composeDuration({ minMs: 1000, maxMs: 3_600_000 }).default(HEALTHCHECK_DEFAULTS.timeout),
+  /** Failures in a row that make the service unhealthy (default 3). */
+  retries: z.int().min(1, "retries must be at least 1").max(100, "retries must be at most 100")
+    .default(HEALTHCHECK_DEFAULTS.retries),
+  /** Time after start during which failures do not count (default 0s). */
+  start_period: composeDuration({ minMs: 0, maxMs: 86_400_000 }).default(
+    HEALTHCHECK_DEFAULTS.start_period,
+  ),
+});
+/** A container health check (after defaults are applied). */
+export type HealthCheck = z.infer<typeof HealthCheck>;
+
+/** True when `check` runs a command (it is not `["NONE"]`). */
+export function healthCheckRuns(check: HealthCheck | undefined): check is HealthCheck {
+  return check !== undefined && check.test[0] !== "NONE";
+}
+
 /** One container of a deployment. Short-syntax strings stay strings on the wire. */
 export const PodmanService = z.strictObject({
   name: Name,
@@ -182,6 +250,15 @@ export const PodmanService = z.strictObject({
       }),
     z.string().max(4096),
   ).optional(),
+  /** Runs a command in the container to tell whether it works (compose's `healthcheck`). */
+  healthcheck: HealthCheck.optional(),
+  /**
+   * Grace between SIGTERM and SIGKILL when the container is replaced or removed,
+   * whole seconds (default {@linkcode DEFAULT_STOP_TIMEOUT}). No schema default: a
+   * default would enter every service's spec hash and replace every running container
+   * on an agent upgrade.
+   */
+  stop_timeout: composeDuration({ minMs: 0, maxMs: 3_600_000, wholeSeconds: true }).optional(),
 });
 /** One container of a deployment (after defaults are applied). */
 export type PodmanService = z.infer<typeof PodmanService>;
