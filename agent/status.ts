@@ -1,8 +1,16 @@
 /**
- * Publishing this device's `AgentStatus` to `agent-status/<device>`: on every
- * change (coalesced: at most one put in flight, the newest state wins, after
- * a short debounce) and every `heartbeat_seconds` so readers can tell a
- * quiet device from a dead one.
+ * Publishing this device's `AgentStatus` to `agent-status/<device>` and its
+ * liveness:
+ * - a full status put when what it says changes (coalesced: at most one put
+ *   in flight, the newest state wins, after a short debounce), after every
+ *   (re)connect, and every `status_refresh_seconds` even when nothing changed;
+ * - in between, every `heartbeat_seconds`, a heartbeat: a core-NATS publish
+ *   of ~40 bytes on `drover.heartbeat.<device>` (no JetStream storage) with
+ *   the status word and the KV revision of the last full status.
+ *
+ * At 20 000 devices a full put every 10 s would be 2 000 stored JSON values a
+ * second; this way the stream sees one put per device per refresh period and
+ * the heartbeats cost the server a subject match (docs/nats-kv.md).
  *
  * @module
  */
@@ -14,6 +22,7 @@ import {
   DEVICE_MESSAGE_MAX_LENGTH,
   type DeviceLabels,
   type DeviceStatus,
+  type Heartbeat,
   statusKey,
 } from "@drover/contracts";
 import { Coalescer } from "./coalesce.ts";
@@ -22,6 +31,19 @@ import { AGENT_VERSION } from "./version.ts";
 
 /** Pause after a change before publishing, so a burst of changes is one put. */
 export const DEFAULT_STATUS_DEBOUNCE_MS = 50;
+
+/**
+ * Heartbeats per full status refresh while nothing changes: 6 × 10 s = 60 s by
+ * default. Rarer would save the stream more, but readers of KV alone (the
+ * CLI's `get devices`) judge liveness from the refresh (`status_refresh_seconds`
+ * + 3 heartbeats), so a dead device shows offline after 90 s there.
+ */
+export const STATUS_REFRESH_HEARTBEATS = 6;
+
+/** Seconds between full status puts while nothing changes. Pure. */
+export function statusRefreshSeconds(heartbeatSeconds: number): number {
+  return heartbeatSeconds * STATUS_REFRESH_HEARTBEATS;
+}
 
 /** Where statuses come from (the reconciler). */
 export interface StatusSource {
@@ -34,9 +56,44 @@ export interface StatusSource {
 /** The device message of the last status an agent publishes as it stops. */
 export const STOPPED_MESSAGE = "agent stopped; containers keep running";
 
-/** The part of a KV bucket the publisher needs. */
+/** Where statuses go: a KV put, and (optionally) the core-NATS heartbeat. */
 export interface StatusStore {
   put(key: string, value: Uint8Array): Promise<number>;
+  /**
+   * Publishes a heartbeat (fire and forget: core NATS, no ack). Without it
+   * every heartbeat is a full put, as agents did before heartbeats existed.
+   */
+  heartbeat?(payload: Uint8Array): void;
+}
+
+/** What the publisher knows when a heartbeat is due. */
+export interface BeatInput {
+  /** KV revision of the last full status that was stored, or undefined (none since connecting). */
+  lastRevision: number | undefined;
+  /** The status as it would be put now, and as it was last put (without the timestamp). */
+  fingerprint: string;
+  lastFingerprint: string | undefined;
+  /** Since the last stored full status, ms. */
+  sinceFullMs: number;
+  refreshMs: number;
+  /** Whether the store can carry heartbeats. */
+  canHeartbeat: boolean;
+}
+
+/**
+ * What a heartbeat tick sends: the full status when readers lack it (nothing
+ * stored since connecting, it changed, the refresh is due, or no heartbeat
+ * channel), else the small heartbeat. Pure.
+ */
+export function beatAction(input: BeatInput): "full" | "heartbeat" {
+  if (!input.canHeartbeat || input.lastRevision === undefined) return "full";
+  if (input.fingerprint !== input.lastFingerprint) return "full";
+  return input.sinceFullMs >= input.refreshMs ? "full" : "heartbeat";
+}
+
+/** The status without its timestamp: equal fingerprints say the same thing. Pure. */
+export function statusFingerprint(status: AgentStatus): string {
+  return JSON.stringify({ ...status, timestamp: "" });
 }
 
 /** Inputs of {@linkcode buildAgentStatus}. */
@@ -45,6 +102,8 @@ export interface AgentStatusInput {
   status: DeviceStatus;
   labels: DeviceLabels;
   heartbeatSeconds: number;
+  /** Seconds between full puts while nothing changes; absent for agents that put every heartbeat. */
+  refreshSeconds?: number;
   deployments: Record<string, DeploymentStatus>;
   now: Date;
   /** Why the device is not ready; dropped when it is. */
@@ -63,6 +122,7 @@ export function buildAgentStatus(input: AgentStatusInput): AgentStatus {
     agent_version: AGENT_VERSION,
     labels: input.labels,
     heartbeat_seconds: input.heartbeatSeconds,
+    ...(input.refreshSeconds !== undefined ? { status_refresh_seconds: input.refreshSeconds } : {}),
     deployments: input.deployments,
   };
 }
@@ -75,6 +135,8 @@ export interface StatusPublisherOptions {
   source: StatusSource;
   log: Logger;
   debounceMs?: number;
+  /** Seconds between full puts while nothing changes (default {@linkcode statusRefreshSeconds}). */
+  refreshSeconds?: number;
   now?: () => Date;
 }
 
@@ -86,28 +148,49 @@ export class StatusPublisher {
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #failing = false;
   #published = 0;
+  #heartbeats = 0;
   #override: DeviceStatus | undefined;
+  readonly #refreshSeconds: number;
+  /** KV revision and fingerprint of the last stored full status (since the store was set). */
+  #lastRevision: number | undefined;
+  #lastFingerprint: string | undefined;
+  #lastFullAt = 0;
+  /** The next full put happens even if nothing changed (reconnect, refresh). */
+  #force = true;
 
   constructor(options: StatusPublisherOptions) {
     this.#options = options;
+    this.#refreshSeconds = options.refreshSeconds ?? statusRefreshSeconds(options.heartbeatSeconds);
     this.#coalescer = new Coalescer(() => this.#publish(), {
       debounceMs: options.debounceMs ?? DEFAULT_STATUS_DEBOUNCE_MS,
       onError: (e) => this.#failed(e),
     });
   }
 
-  /** Number of successful puts (for tests and logs). */
+  /** Number of successful full puts (for tests and logs). */
   get published(): number {
     return this.#published;
   }
 
-  /** Where to publish; `undefined` while NATS is unreachable. Publishes at once when set. */
-  setStore(store: StatusStore | undefined): void {
-    this.#store = store;
-    if (store !== undefined) this.changed();
+  /** Number of heartbeats sent (for tests and the bench). */
+  get heartbeats(): number {
+    return this.#heartbeats;
   }
 
-  /** Something changed: publish soon. */
+  /**
+   * Where to publish; `undefined` while NATS is unreachable. Puts the full
+   * status at once when set: what changed while away, and a fresh revision.
+   */
+  setStore(store: StatusStore | undefined): void {
+    this.#store = store;
+    this.#lastRevision = undefined;
+    if (store !== undefined) {
+      this.#force = true;
+      this.changed();
+    }
+  }
+
+  /** Something may have changed: publish soon if the status says something new. */
   changed(): void {
     this.#coalescer.trigger();
   }
@@ -115,7 +198,35 @@ export class StatusPublisher {
   /** Starts the heartbeat. */
   start(): void {
     if (this.#heartbeat !== undefined) return;
-    this.#heartbeat = setInterval(() => this.changed(), this.#options.heartbeatSeconds * 1000);
+    this.#heartbeat = setInterval(() => this.beat(), this.#options.heartbeatSeconds * 1000);
+  }
+
+  /** One heartbeat tick: the small heartbeat, or the full status when readers need it. */
+  beat(): void {
+    const store = this.#store;
+    if (store === undefined) return;
+    const status = this.current();
+    const action = beatAction({
+      lastRevision: this.#lastRevision,
+      fingerprint: statusFingerprint(status),
+      lastFingerprint: this.#lastFingerprint,
+      sinceFullMs: performance.now() - this.#lastFullAt,
+      refreshMs: this.#refreshSeconds * 1000,
+      canHeartbeat: store.heartbeat !== undefined,
+    });
+    if (action === "full" || this.#lastRevision === undefined) {
+      this.#force = true;
+      this.changed();
+      return;
+    }
+    const heartbeat: Heartbeat = { status: status.status, status_revision: this.#lastRevision };
+    try {
+      store.heartbeat!(new TextEncoder().encode(JSON.stringify(heartbeat)));
+      this.#heartbeats++;
+    } catch (e) {
+      // The connection is going away; the reconnect puts the full status.
+      this.#options.log.debug("Cannot send a heartbeat: {error}", { error: errorText(e) });
+    }
   }
 
   /** The status as it would be published now. */
@@ -128,6 +239,7 @@ export class StatusPublisher {
       ...(message !== undefined ? { message } : {}),
       labels: this.#options.labels,
       heartbeatSeconds: this.#options.heartbeatSeconds,
+      refreshSeconds: this.#refreshSeconds,
       deployments: source.deploymentStatuses(),
       now: (this.#options.now ?? (() => new Date()))(),
     });
@@ -136,8 +248,27 @@ export class StatusPublisher {
   async #publish(): Promise<void> {
     const store = this.#store;
     if (store === undefined) return;
-    const value = new TextEncoder().encode(JSON.stringify(this.current()));
-    await store.put(statusKey(this.#options.deviceId), value);
+    const status = this.current();
+    const fingerprint = statusFingerprint(status);
+    // Only news is put; the heartbeat tells readers the rest.
+    if (!this.#force && this.#lastRevision !== undefined && fingerprint === this.#lastFingerprint) {
+      return;
+    }
+    this.#force = false;
+    const value = new TextEncoder().encode(JSON.stringify(status));
+    let revision: number;
+    try {
+      revision = await store.put(statusKey(this.#options.deviceId), value);
+    } catch (e) {
+      // The next tick puts it again rather than sending a heartbeat.
+      this.#lastRevision = undefined;
+      throw e;
+    }
+    if (this.#store === store) {
+      this.#lastRevision = revision;
+      this.#lastFingerprint = fingerprint;
+      this.#lastFullAt = performance.now();
+    }
     this.#published++;
     if (this.#failing) {
       this.#failing = false;
@@ -180,6 +311,11 @@ export class StatusPublisher {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Runs a pending publish now and waits until none is in flight. */
+  async flush(): Promise<void> {
+    await this.#coalescer.flush();
   }
 
   /** Stops the heartbeat timer. */

@@ -2,7 +2,9 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { AgentStatus, BUCKET_AGENT_STATUS, type DeploymentStatus } from "@drover/contracts";
 import {
+  beatAction,
   buildAgentStatus,
+  statusFingerprint,
   StatusPublisher,
   type StatusSource,
   type StatusStore,
@@ -183,4 +185,105 @@ Deno.test("a missing bucket makes puts fail quietly and the publisher keeps goin
   } finally {
     await nc.close();
   }
+});
+
+Deno.test("beatAction: full status when readers lack it, else the small heartbeat", () => {
+  const base = {
+    lastRevision: 7,
+    fingerprint: "a",
+    lastFingerprint: "a",
+    sinceFullMs: 1_000,
+    refreshMs: 60_000,
+    canHeartbeat: true,
+  };
+  assertEquals(beatAction(base), "heartbeat");
+  assertEquals(beatAction({ ...base, lastRevision: undefined }), "full");
+  assertEquals(beatAction({ ...base, fingerprint: "b" }), "full");
+  assertEquals(beatAction({ ...base, sinceFullMs: 60_000 }), "full");
+  assertEquals(beatAction({ ...base, canHeartbeat: false }), "full");
+});
+
+Deno.test("statusFingerprint ignores only the timestamp", () => {
+  const at = (ms: number) =>
+    buildAgentStatus({
+      deviceId: "pi-1",
+      status: "ready",
+      labels: {},
+      heartbeatSeconds: 10,
+      deployments: { web: running },
+      now: new Date(ms),
+    });
+  assertEquals(statusFingerprint(at(1)), statusFingerprint(at(2)));
+  assert(statusFingerprint(at(1)) !== statusFingerprint({ ...at(1), status: "degraded" }));
+});
+
+Deno.test("nothing changes: heartbeats carry the last revision, full puts only on change and refresh", async () => {
+  const source = new Source();
+  const puts: AgentStatus[] = [];
+  const beats: { status: string; status_revision: number }[] = [];
+  const store: StatusStore = {
+    put: (_key, value) => {
+      puts.push(JSON.parse(new TextDecoder().decode(value)));
+      return Promise.resolve(100 + puts.length);
+    },
+    heartbeat: (payload) => beats.push(JSON.parse(new TextDecoder().decode(payload))),
+  };
+  const publisher = new StatusPublisher({
+    deviceId: "pi-1",
+    labels: {},
+    heartbeatSeconds: 3600,
+    refreshSeconds: 3600,
+    source,
+    log: logger("test"),
+    debounceMs: 0,
+  });
+  publisher.setStore(store);
+  await waitFor(() => puts.length === 1, { timeoutMs: 5_000, message: "first put" });
+  assertEquals(puts[0].status_refresh_seconds, 3600);
+  // Ticks by hand: the interval is an hour.
+  publisher.beat();
+  publisher.beat();
+  assertEquals(beats, [
+    { status: "ready", status_revision: 101 },
+    { status: "ready", status_revision: 101 },
+  ]);
+  // The reconciler says something may have changed, but the status is the same: no put.
+  publisher.changed();
+  await publisher.flush();
+  assertEquals(puts.length, 1);
+  // A real change is put, and the heartbeats then name its revision.
+  source.device = "degraded";
+  publisher.changed();
+  await waitFor(() => puts.length === 2, { timeoutMs: 5_000, message: "put of the change" });
+  publisher.beat();
+  assertEquals(beats.at(-1), { status: "degraded", status_revision: 102 });
+  // After a reconnect the full status goes out again, even unchanged.
+  publisher.setStore(undefined);
+  publisher.beat();
+  assertEquals(beats.length, 3);
+  publisher.setStore(store);
+  await waitFor(() => puts.length === 3, { timeoutMs: 5_000, message: "put after reconnect" });
+  await publisher.close();
+});
+
+Deno.test("the refresh period puts the full status even when nothing changed", async () => {
+  const puts: number[] = [];
+  let beats = 0;
+  const publisher = new StatusPublisher({
+    deviceId: "pi-1",
+    labels: {},
+    heartbeatSeconds: 0.05,
+    refreshSeconds: 0.2,
+    source: new Source(),
+    log: logger("test"),
+    debounceMs: 0,
+  });
+  publisher.setStore({
+    put: () => Promise.resolve(puts.push(Date.now())),
+    heartbeat: () => beats++,
+  });
+  publisher.start();
+  await waitFor(() => puts.length >= 3, { timeoutMs: 10_000, message: "two refreshes" });
+  assert(beats >= 2, `heartbeats between refreshes, got ${beats}`);
+  await publisher.close();
 });

@@ -10,7 +10,7 @@
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
-import type { NatsConfig } from "@drover/contracts";
+import { heartbeatSubject, type NatsConfig } from "@drover/contracts";
 import { withinMs } from "@drover/common";
 import { connectionOptions, connectWithRetry, reconnectBackoff } from "./connect.ts";
 import type { DesiredSink } from "./desired_record.ts";
@@ -161,7 +161,12 @@ export class NatsSession {
   /** Serves one connection until it closes for good or `signal` aborts. */
   async #serve(nc: NatsConnection, signal: AbortSignal): Promise<void> {
     const { deviceId, sink, log } = this.#options;
-    const statusStore: StatusStore = { put: (_key, value) => putStatus(nc, deviceId, value) };
+    const heartbeats = heartbeatSubject(deviceId);
+    const statusStore: StatusStore = {
+      put: (_key, value) => putStatus(nc, deviceId, value),
+      // Core NATS: nothing stored, nothing acknowledged (docs/nats-kv.md).
+      heartbeat: (payload) => nc.publish(heartbeats, payload),
+    };
     this.#options.setStatusStore(statusStore);
 
     const session = new AbortController();

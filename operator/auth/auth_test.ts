@@ -16,6 +16,7 @@ import {
   AuthInputError,
   AuthNotInitializedError,
   DEVICE_BRIDGES,
+  DEVICE_EXPORTS,
   DEVICE_MAX_PAYLOAD_BYTES,
   DEVICE_MAX_SUBSCRIPTIONS,
   deviceAdd,
@@ -48,9 +49,11 @@ Deno.test("devicePermissions: exactly the device's own subjects, nothing wider",
         "$KV.agent-status.pi-1",
         "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-1.*",
         "drover.desired.snapshot.pi-1",
+        "drover.heartbeat.pi-1",
       ],
     },
-    sub: { allow: ["$KV.desired-state.pi-1.*", "_INBOX_pi-1.>"] },
+    sub: { allow: ["$KV.desired-state.pi-1.*", "_INBOX_pi-1.>", "drover.cmd.pi-1.*"] },
+    resp: { max: 1, ttlMs: 30_000 },
   });
   assertEquals(deviceInboxPrefix("pi-1"), "_INBOX_pi-1");
   // An id that would widen a subject is refused outright.
@@ -65,6 +68,13 @@ Deno.test("DEVICE_BRIDGES: the only subjects the devices' account imports, locke
     ["service", "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.*.*"],
     ["service", "drover.desired.snapshot.*"],
     ["stream", "$KV.desired-state.*.*"],
+  ]);
+});
+
+Deno.test("DEVICE_EXPORTS: the only subjects DROVER imports from the devices, locked", () => {
+  assertEquals(DEVICE_EXPORTS.map((b) => [b.type, b.subject]), [
+    ["stream", "drover.heartbeat.*"],
+    ["service", "drover.cmd.*.*"],
   ]);
 });
 
@@ -109,7 +119,7 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
     subs: -1,
     data: -1,
     payload: 1024 * 1024,
-    imports: 0,
+    imports: DEVICE_EXPORTS.length,
     exports: DEVICE_BRIDGES.length,
     wildcards: true,
     conn: 64,
@@ -126,6 +136,16 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
     DEVICE_BRIDGES.map((b) => [b.type, b.subject, true]),
   );
   assert(preload[op.nats.system_account] !== undefined, "system account preloaded");
+  // DROVER imports the devices' heartbeats with a token the devices' account signed.
+  assertEquals(
+    account.nats.imports.map((i: Claims) => [i.type, i.subject, i.account]),
+    DEVICE_EXPORTS.map((b) => [b.type, b.subject, result.devicesAccountPublicKey]),
+  );
+  for (const imported of account.nats.imports) {
+    const token: Claims = decode(imported.token);
+    assertEquals(token.sub, result.accountPublicKey, "activation names DROVER");
+    assertEquals(token.iss, result.devicesAccountPublicKey, "activation signed by the devices");
+  }
 
   // The devices' account: no JetStream limit at all (JetStream off), imports only.
   const devices: Claims = decode(preload[result.devicesAccountPublicKey]);
@@ -135,11 +155,16 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
     data: -1,
     payload: DEVICE_MAX_PAYLOAD_BYTES,
     imports: DEVICE_BRIDGES.length,
-    exports: 0,
-    wildcards: false,
+    exports: DEVICE_EXPORTS.length,
+    wildcards: true,
     conn: 25_000,
     leaf: 0,
   });
+  // Its exports (heartbeats) are private to DROVER.
+  assertEquals(
+    devices.nats.exports.map((e: Claims) => [e.type, e.subject, e.token_req]),
+    DEVICE_EXPORTS.map((b) => [b.type, b.subject, true]),
+  );
   for (const imported of devices.nats.imports) {
     assertEquals(imported.account, result.accountPublicKey);
     const token: Claims = decode(imported.token);
@@ -185,6 +210,8 @@ Deno.test("deviceAdd: creds carry the device permissions; the config is one the 
   assertEquals(creds.uc.sub, added.userPublicKey);
   assertEquals(creds.uc.nats.pub, devicePermissions("pi-1").pub);
   assertEquals(creds.uc.nats.sub, devicePermissions("pi-1").sub);
+  // Answers only to commands it received: one message each, within 30 s (ns in the JWT).
+  assertEquals(creds.uc.nats.resp, { max: 1, ttl: 30_000_000_000 });
   assertEquals(creds.uc.nats.allowed_connection_types, ["STANDARD"]);
   assertEquals(creds.uc.nats.subs, DEVICE_MAX_SUBSCRIPTIONS);
   assertEquals(creds.uc.nats.payload, DEVICE_MAX_PAYLOAD_BYTES);

@@ -18,7 +18,7 @@ import {
   type Import,
   type KeyPair,
 } from "@nats-io/jwt";
-import { DEVICE_BRIDGES, devicePermissions } from "./permissions.ts";
+import { DEVICE_BRIDGES, DEVICE_EXPORTS, devicePermissions } from "./permissions.ts";
 
 /** Name of the NATS account of the operator service and the KV buckets. */
 export const DROVER_ACCOUNT_NAME = "DROVER";
@@ -81,7 +81,7 @@ export function droverAccountLimits(limits: FleetLimits) {
     subs: -1,
     data: -1,
     payload: DROVER_MAX_PAYLOAD_BYTES,
-    imports: 0,
+    imports: DEVICE_EXPORTS.length,
     exports: DEVICE_BRIDGES.length,
     wildcards: true,
     conn: limits.maxOperatorConnections,
@@ -104,8 +104,9 @@ export function devicesAccountLimits(limits: FleetLimits) {
     data: -1,
     payload: DEVICE_MAX_PAYLOAD_BYTES,
     imports: DEVICE_BRIDGES.length,
-    exports: 0,
-    wildcards: false,
+    exports: DEVICE_EXPORTS.length,
+    // The heartbeat export names every device with one wildcard (`drover.heartbeat.*`).
+    wildcards: true,
     conn: limits.maxDevices,
     leaf: 0,
   };
@@ -147,9 +148,13 @@ export function encodeSystemAccountJwt(keys: SigningKeys): Promise<string> {
 /**
  * The `DROVER` account JWT. Its exports are private (`token_req`): only an
  * account holding an activation token signed by `DROVER` — the devices'
- * account — may import them.
+ * account — may import them. It imports the devices' heartbeats
+ * ({@linkcode DEVICE_EXPORTS}) with activation tokens the devices' account signs.
  */
-export function encodeDroverAccountJwt(keys: SigningKeys, limits: FleetLimits): Promise<string> {
+export async function encodeDroverAccountJwt(
+  keys: SigningKeys,
+  limits: FleetLimits,
+): Promise<string> {
   const exports: Export[] = DEVICE_BRIDGES.map((b) => ({
     name: b.name,
     subject: b.subject,
@@ -157,10 +162,27 @@ export function encodeDroverAccountJwt(keys: SigningKeys, limits: FleetLimits): 
     token_req: true,
     ...(b.type === "service" ? { response_type: "Singleton" as const } : {}),
   }));
-  return encodeAccount(DROVER_ACCOUNT_NAME, keys.account, {
+  const imports: Import[] = [];
+  for (const bridge of DEVICE_EXPORTS) {
+    imports.push({
+      name: bridge.name,
+      subject: bridge.subject,
+      type: bridge.type,
+      account: keys.devicesAccount.getPublicKey(),
+      token: await encodeActivation(
+        bridge.name,
+        keys.account.getPublicKey(),
+        keys.devicesAccount,
+        bridge.type,
+        { subject: bridge.subject },
+      ),
+    });
+  }
+  return await encodeAccount(DROVER_ACCOUNT_NAME, keys.account, {
     limits: droverAccountLimits(limits),
     signing_keys: [keys.accountSigning.getPublicKey()],
     exports,
+    imports,
   }, { signer: keys.operator });
 }
 
@@ -186,10 +208,18 @@ export async function encodeDevicesAccountJwt(
       ),
     });
   }
+  // Private exports: only DROVER, with the activation token above, may import them.
+  const exports: Export[] = DEVICE_EXPORTS.map((b) => ({
+    name: b.name,
+    subject: b.subject,
+    type: b.type,
+    token_req: true,
+  }));
   return await encodeAccount(DEVICES_ACCOUNT_NAME, keys.devicesAccount, {
     limits: devicesAccountLimits(limits),
     signing_keys: [keys.devicesAccountSigning.getPublicKey()],
     imports,
+    exports,
     ...(Object.keys(revocations).length > 0 ? { revocations: { ...revocations } } : {}),
   }, { signer: keys.operator });
 }
@@ -214,10 +244,12 @@ export function encodeDeviceUserJwt(
   user: KeyPair,
   options: DeviceJwtOptions = {},
 ): Promise<string> {
-  const { pub, sub } = devicePermissions(deviceId);
+  const { pub, sub, resp } = devicePermissions(deviceId);
   return encodeUser(`device-${deviceId}`, user, keys.devicesAccount.getPublicKey(), {
     pub,
     sub,
+    // The JWT's ttl is a Go duration: nanoseconds.
+    resp: { max: resp.max, ttl: resp.ttlMs * 1_000_000 },
     subs: DEVICE_MAX_SUBSCRIPTIONS,
     payload: DEVICE_MAX_PAYLOAD_BYTES,
     data: -1,

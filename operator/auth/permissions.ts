@@ -22,7 +22,15 @@
  *   has (a service import answered by `operator serve`);
  * - subscribe `$KV.desired-state.<id>.*`: live changes of its own keys (a
  *   stream import; a change is only a hint, the agent re-reads the key);
- * - subscribe `_INBOX_<id>.>`: replies to its own requests.
+ * - subscribe `_INBOX_<id>.>`: replies to its own requests;
+ * - publish `drover.heartbeat.<id>`: its liveness heartbeat, core NATS,
+ *   flowing the other way: the devices' account exports it as a private
+ *   stream that only `DROVER` imports ({@linkcode DEVICE_EXPORTS});
+ * - subscribe `drover.cmd.<id>.*`: the operator's commands to it (ping, logs,
+ *   events), also exported by the devices' account (a private service only
+ *   `DROVER` imports). It may answer only on the reply subject of a request it
+ *   received (a response permission) and never publishes on `drover.cmd.>`,
+ *   so no device can ask another device anything.
  *
  * @module
  */
@@ -34,7 +42,11 @@ import {
   DESIRED_SNAPSHOT_PREFIX,
   desiredSnapshotSubject,
   desiredStateChangesSubject,
+  DEVICE_COMMAND_PREFIX,
+  deviceCommandsSubject,
   directGetSubject,
+  HEARTBEAT_PREFIX,
+  heartbeatSubject,
   kvStream,
   kvSubject,
   statusSubject,
@@ -44,7 +56,19 @@ import {
 export interface SubjectPermissions {
   pub: { allow: string[] };
   sub: { allow: string[] };
+  /**
+   * Replies to requests it received: at most `max` messages per request within
+   * `ttlMs` (JWT `resp`, plain config `allow_responses`). Nothing else: the
+   * reply subject the server gave the request is all it can answer to.
+   */
+  resp: { max: number; ttlMs: number };
 }
+
+/**
+ * How long a device may take to answer a command: a `logs` long poll waits at
+ * most `MAX_LOG_WAIT_MS` (10 s) before answering; 30 s leaves room for a slow podman.
+ */
+export const DEVICE_RESPONSE_TTL_MS = 30_000;
 
 /** The inbox prefix a device must connect with: `_INBOX_<id>`. */
 export function deviceInboxPrefix(deviceId: string): string {
@@ -92,6 +116,26 @@ export const DEVICE_BRIDGES: readonly DeviceBridge[] = [
 ];
 
 /**
+ * What flows the other way, from the devices' account into `DROVER`: streams
+ * the devices' account exports (privately, to `DROVER` only) and `DROVER`
+ * imports. Devices publish; nothing here lets a device read anything.
+ */
+export const DEVICE_EXPORTS: readonly DeviceBridge[] = [
+  {
+    name: "device heartbeats",
+    subject: `${HEARTBEAT_PREFIX}.*`,
+    type: "stream",
+  },
+  {
+    // Requests from DROVER (the operator's identity) to one device:
+    // `drover.cmd.<device>.<command>`; only that device subscribes to its own.
+    name: "device commands",
+    subject: `${DEVICE_COMMAND_PREFIX}.*.*`,
+    type: "service",
+  },
+];
+
+/**
  * The publish and subscribe allow lists of device `deviceId`.
  *
  * @throws {InvalidNameError} when `deviceId` is not a valid name (it would
@@ -105,8 +149,17 @@ export function devicePermissions(deviceId: string): SubjectPermissions {
         statusSubject(id),
         directGetSubject(kvStream(BUCKET_DESIRED_STATE), desiredStateChangesSubject(id)),
         desiredSnapshotSubject(id),
+        heartbeatSubject(id),
       ],
     },
-    sub: { allow: [desiredStateChangesSubject(id), `${deviceInboxPrefix(id)}.>`] },
+    sub: {
+      allow: [
+        desiredStateChangesSubject(id),
+        `${deviceInboxPrefix(id)}.>`,
+        deviceCommandsSubject(id),
+      ],
+    },
+    // One answer per command received, on that command's reply subject only.
+    resp: { max: 1, ttlMs: DEVICE_RESPONSE_TTL_MS },
   };
 }

@@ -15,6 +15,8 @@ import {
   BUCKET_DESIRED_STATE,
   desiredSnapshotSubject,
   desiredStateGetSubject,
+  HEARTBEAT_PREFIX,
+  heartbeatSubject,
   statusSubject,
 } from "@drover/contracts";
 import { DEVICE_MAX_PAYLOAD_BYTES, DEVICE_MAX_SUBSCRIPTIONS } from "../../operator/auth/mod.ts";
@@ -145,6 +147,45 @@ Deno.test("security: device creds reach only the device's own subjects; the rest
   } finally {
     await dev.close();
     await snapshots[Symbol.asyncDispose]();
+    await op.close();
+  }
+});
+
+Deno.test("security: a device's heartbeat reaches DROVER; another device's, or reading them, is refused", async () => {
+  await using env = await startSecureNats({ devices: { a: {}, b: {} } });
+  const op = await env.operator();
+  const dev = await env.device("a");
+  try {
+    // DROVER (the operator's account) hears heartbeats through the devices' private export.
+    const heard: string[] = [];
+    const sub = op.subscribe(`${HEARTBEAT_PREFIX}.*`);
+    const listening = (async () => {
+      for await (const m of sub) heard.push(m.subject);
+    })();
+    await op.flush();
+    const errors: string[] = [];
+    void (async () => {
+      for await (const s of dev.status()) {
+        if (s.type === "error") errors.push(String((s.error as Error)?.message ?? s.error));
+      }
+    })();
+    dev.publish(heartbeatSubject("b"), enc({ status: "ready", status_revision: 1 }));
+    await waitFor(() => errors.some((e) => e.includes("Permissions Violation")), {
+      timeoutMs: PERMISSION_TIMEOUT_MS,
+      message: "publishing B's heartbeat refused",
+    });
+    assertStringIncludes(errors.join("\n"), heartbeatSubject("b"));
+    // Its own heartbeat, sent after B's on the same connection, is the first DROVER hears:
+    // B's never got through.
+    dev.publish(heartbeatSubject("a"), enc({ status: "ready", status_revision: 1 }));
+    await waitFor(() => heard.length > 0, { timeoutMs: 10_000, message: "own heartbeat heard" });
+    assertEquals(heard, [heartbeatSubject("a")]);
+    await refused("read heartbeats", () => firstMessage(dev, `${HEARTBEAT_PREFIX}.*`));
+    await stillUsable(dev, "heartbeat refusals");
+    sub.unsubscribe();
+    await listening;
+  } finally {
+    await dev.close();
     await op.close();
   }
 });

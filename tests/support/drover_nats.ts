@@ -13,6 +13,7 @@ import { Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE } from "@drover/contracts";
 import {
   DEVICE_BRIDGES,
+  DEVICE_EXPORTS,
   deviceInboxPrefix,
   devicePermissions,
 } from "../../operator/auth/permissions.ts";
@@ -27,18 +28,25 @@ export const DEVICE_PASSWORD = "device-pw";
 /** nats-server `accounts {}` block with the `DROVER` and `DROVER_DEVICES` accounts. */
 export function droverAccountsConfig(devices: readonly string[]): string {
   const users = devices.map((id) => {
-    const { pub, sub } = devicePermissions(id);
+    const { pub, sub, resp } = devicePermissions(id);
     return `      { user: ${JSON.stringify(id)}, password: ${
       JSON.stringify(DEVICE_PASSWORD)
     }, permissions: { publish: { allow: ${JSON.stringify(pub.allow)} }, subscribe: { allow: ${
       JSON.stringify(sub.allow)
-    } } } }`;
+    } }, allow_responses: { max: ${resp.max}, expires: "${resp.ttlMs}ms" } } }`;
   });
   const exports = DEVICE_BRIDGES.map((b) =>
     `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER_DEVICES] }`
   );
   const imports = DEVICE_BRIDGES.map((b) =>
     `      { ${b.type}: { account: DROVER, subject: ${JSON.stringify(b.subject)} } }`
+  );
+  // The reverse direction (heartbeats): the devices' account exports, DROVER imports.
+  const reverseExports = DEVICE_EXPORTS.map((b) =>
+    `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER] }`
+  );
+  const reverseImports = DEVICE_EXPORTS.map((b) =>
+    `      { ${b.type}: { account: DROVER_DEVICES, subject: ${JSON.stringify(b.subject)} } }`
   );
   return [
     "accounts {",
@@ -50,6 +58,9 @@ export function droverAccountsConfig(devices: readonly string[]): string {
     "    exports: [",
     ...exports,
     "    ]",
+    "    imports: [",
+    ...reverseImports,
+    "    ]",
     "  }",
     "  DROVER_DEVICES {",
     "    users: [",
@@ -57,6 +68,9 @@ export function droverAccountsConfig(devices: readonly string[]): string {
     "    ]",
     "    imports: [",
     ...imports,
+    "    ]",
+    "    exports: [",
+    ...reverseExports,
     "    ]",
     "  }",
     "}",
