@@ -51,6 +51,7 @@ import {
   STARTABLE_STATES,
 } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
+import { healthCheckSpec, stopTimeoutSeconds } from "./health.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
 export type ActionReason =
@@ -144,6 +145,7 @@ export function toContainerSpec(
   const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
     parsedOrThrow(parseVolumeMount(v))
   );
+  const healthcheck = healthCheckSpec(service.healthcheck);
   return {
     name: containerName(deployment, service.name),
     image: qualifiedImageName(service.image),
@@ -162,6 +164,8 @@ export function toContainerSpec(
       [LABELS.specHash]: specHash,
       ...(deviceId !== undefined ? { [LABELS.device]: deviceId } : {}),
     },
+    ...(healthcheck ? { healthcheck } : {}),
+    stopTimeoutSeconds: stopTimeoutSeconds(service),
   };
 }
 

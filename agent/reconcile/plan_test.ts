@@ -139,7 +139,26 @@ Deno.test("toContainerSpec names, labels and parses ports and volumes", () => {
       "drover.revision": "7",
       "drover.spec-hash": "abc",
     },
+    stopTimeoutSeconds: 10,
   });
+});
+
+Deno.test("toContainerSpec: the health check in ms, the stop timeout in seconds", () => {
+  const e = entry("shop", 7, [{
+    ...web,
+    healthcheck: { test: ["CMD-SHELL", "wget -q -O- localhost"], interval: "1m30s", retries: 2 },
+    stop_timeout: "2s",
+  }]);
+  assert(e.kind === "valid");
+  const spec = toContainerSpec("shop", 7, e.state.score.services[0], "abc");
+  assertEquals(spec.healthcheck, {
+    test: ["CMD-SHELL", "wget -q -O- localhost"],
+    intervalMs: 90_000,
+    timeoutMs: 30_000,
+    retries: 2,
+    startPeriodMs: 0,
+  });
+  assertEquals(spec.stopTimeoutSeconds, 2);
 });
 
 Deno.test("toContainerSpec refuses strings the schema would have refused", () => {

@@ -41,10 +41,13 @@ import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
 import { type DesiredChange, DesiredStore } from "./desired_store.ts";
 import { actionHandlers, Executor } from "./executor.ts";
+import { observationEvents, policyEvents, type ReconcileObserver } from "./events.ts";
 import { FirstPass } from "./first_pass.ts";
+import { healthTargets } from "./health.ts";
+import { HealthScheduler } from "./health_scheduler.ts";
 import { ImageManager } from "./image_manager.ts";
 import { concernsDevice, ownContainers } from "./ownership.ts";
-import { plan } from "./plan.ts";
+import { hashKey, plan } from "./plan.ts";
 import { type HostPathFacts, hostPathsToResolve, policyViolations } from "./policy.ts";
 import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
@@ -95,6 +98,10 @@ export interface ReconcilerOptions {
   crashLoopHealthyMs?: number;
   /** Timers of delayed retries (backoff, crash-loop rechecks); tests inject a manual clock. */
   retryTimers?: QueueTimers;
+  /** Timers of the health-check loops (health_scheduler.ts); tests inject a manual clock. */
+  healthTimers?: QueueTimers;
+  /** Told of events (the device's event ring) and pass durations (metrics). */
+  observer?: ReconcileObserver;
 }
 
 /**
@@ -121,6 +128,7 @@ export class Reconciler {
   readonly #runtime: GuardedRuntime;
   readonly #book: StatusBook;
   readonly #executor: Executor;
+  readonly #health: HealthScheduler;
   readonly #first: FirstPass;
   readonly #queue: WorkQueue;
   readonly #resyncIntervalMs: number;
@@ -130,6 +138,13 @@ export class Reconciler {
   readonly #now: () => number;
   readonly #healthyMs: number;
   readonly #log: Logger;
+  readonly #observer: ReconcileObserver;
+  /** Containers this agent removed (not "removed outside Drover"); pruned as they vanish. */
+  #removedByAgent = new Set<string>();
+  /** Containers whose crash loop was reported as an event. */
+  #crashLoopsReported = new Set<string>();
+  /** Last failure message per key, reported as an event once. */
+  #failureEvents = new Map<string, string>();
 
   #failures = new Map<string, number>();
   /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
@@ -154,6 +169,7 @@ export class Reconciler {
     this.#now = options.now ?? Date.now;
     this.#healthyMs = options.crashLoopHealthyMs ?? CRASH_LOOP_HEALTHY_MS;
     this.#log = getLogger(["drover", "reconcile"]).with({ device: options.deviceId });
+    this.#observer = options.observer ?? {};
     this.#book = new StatusBook({
       log: this.#log,
       onChange: options.onChange,
@@ -176,7 +192,18 @@ export class Reconciler {
         this.#book.pulling(action.deployment, action.service, active);
         void this.#updateStatus(action.deployment);
       },
+      onEvent: (event, containerId) => {
+        if (containerId !== undefined) this.#removedByAgent.add(containerId);
+        this.#emit(event);
+      },
     }));
+    this.#health = new HealthScheduler({
+      runtime: this.#runtime,
+      // A verdict changed: look again (the list carries podman's verdict) and report.
+      onChange: (deployment) => this.#queue.add(deployment),
+      log: this.#log,
+      ...(options.healthTimers ? { timers: options.healthTimers } : {}),
+    });
     this.store = options.store ?? new DesiredStore();
     this.store.subscribe((change) => this.#desiredChanged(change));
   }
@@ -237,6 +264,7 @@ export class Reconciler {
       clearInterval(resync);
       this.#queue.shutDown();
       await Promise.allSettled([...workers, watcher]);
+      await this.#health.stopAll();
     } finally {
       this.#first.finish();
       this.#running = false;
@@ -259,12 +287,16 @@ export class Reconciler {
   /** One pass for one key, with the error policy around it. Never throws. */
   async #process(key: string, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
+    const started = performance.now();
     try {
       await this.#reconcileKey(key, signal);
       this.#failures.delete(key);
+      this.#failureEvents.delete(key);
       this.#queue.cancelDelayed(key);
+      this.#pass(key, started, true);
     } catch (err) {
       if (signal.aborted) return;
+      this.#pass(key, started, false);
       const attempt = this.#failures.get(key) ?? 0;
       this.#failures.set(key, attempt + 1);
       const delayMs = backoffDelay(attempt, this.#backoff, this.#random);
@@ -273,6 +305,16 @@ export class Reconciler {
       if (!(err instanceof RuntimeUnavailableError)) {
         const message = err instanceof Error ? err.message : String(err);
         const log = this.#log.with({ deployment: key, revision: this.store.get(key)?.revision });
+        if (this.#failureEvents.get(key) !== message) {
+          this.#failureEvents.set(key, message);
+          const revision = this.store.get(key)?.revision;
+          this.#emit({
+            kind: "deployment_failed",
+            deployment: key,
+            ...(revision !== undefined ? { revision } : {}),
+            message,
+          });
+        }
         if (this.#book.failed(key, message)) {
           log.warn("Reconcile of {deployment} failed, retrying in {delayMs} ms: {error}", {
             error: message,
@@ -303,9 +345,15 @@ export class Reconciler {
       await this.#checkPolicy();
       const blocked = this.#book.violations(key) !== undefined;
       const observed = await this.#observe(key, signal);
+      const specHashes = await serviceHashes(entry ? [entry] : []);
+      // Checks run for what runs now; a container about to be replaced stops being checked.
+      this.#health.sync(
+        key,
+        healthTargets(entry, observed, (service) => specHashes.get(hashKey(key, service))),
+      );
       const actions = plan(entry ? new Map([[key, entry]]) : new Map(), observed, {
         removable: this.store.isRemovable(key),
-        specHashes: await serviceHashes(entry ? [entry] : []),
+        specHashes,
         blocked: blocked ? new Set([key]) : undefined,
         deviceId: this.#deviceId,
       });
@@ -316,7 +364,7 @@ export class Reconciler {
       }
       if (step === 0) await this.#updateStatus(key);
       const log = this.#log.with({ deployment: key, revision: entry?.revision });
-      await this.#executor.run(actions, { signal, conflicts, log });
+      await this.#executor.run(actions, { signal, conflicts, log, revision: entry?.revision });
     }
     throw new NotConvergedError(
       `Cannot converge deployment "${key}": still changing after ` +
@@ -335,8 +383,19 @@ export class Reconciler {
     // Passes of one key never overlap, so its containers' tallies are updated by one at a time.
     const observed = tallyRestarts(this.#restarts, mine.filter((c) => c.deployment === key));
     const present = new Set(observed.map((c) => c.id));
+    for (
+      const event of observationEvents(key, this.#book.lastObserved(key), observed, {
+        removedByAgent: this.#removedByAgent,
+        reported: this.#crashLoopsReported,
+        nowMs: this.#now(),
+        healthyMs: this.#healthyMs,
+      })
+    ) this.#emit(event);
     for (const c of this.#book.lastObserved(key)) {
-      if (!present.has(c.id)) this.#restarts.delete(c.id);
+      if (!present.has(c.id)) {
+        this.#restarts.delete(c.id);
+        this.#removedByAgent.delete(c.id);
+      }
     }
     this.#book.observed(key, observed);
     return observed;
@@ -351,7 +410,17 @@ export class Reconciler {
     // Again before every plan: a directory checked in an earlier pass may be a symlink now.
     const paths = hostPathsToResolve(this.store.entries(), this.#policy);
     this.#hostPaths = paths.size === 0 ? new Map() : await resolveHostPaths(paths);
-    this.#book.setViolations(policyViolations(this.store.entries(), this.#policy, this.#hostPaths));
+    const violations = policyViolations(this.store.entries(), this.#policy, this.#hostPaths);
+    const before = new Map(
+      [...this.store.keys()].flatMap((k) => {
+        const v = this.#book.violations(k);
+        return v === undefined ? [] : [[k, v] as const];
+      }),
+    );
+    for (const event of policyEvents(before, violations, (d) => this.store.get(d)?.revision)) {
+      this.#emit(event);
+    }
+    this.#book.setViolations(violations);
   }
 
   async #updateStatus(key: string): Promise<void> {
@@ -361,6 +430,7 @@ export class Reconciler {
       specHashes: await serviceHashes(entry ? [entry] : []), // cached per value
       violations: this.#book.violations(key),
       keptForNow: !this.store.isRemovable(key),
+      health: this.#health.reports(),
     });
   }
 
@@ -389,7 +459,10 @@ export class Reconciler {
         for await (const event of this.#runtime.watchEvents(signal)) {
           attempt = 0;
           if (!concernsDevice(event, this.#deviceId)) continue;
-          if (event.kind === "container") this.#queue.add(event.deployment);
+          if (event.kind === "container" && event.action === "health_status") {
+            // The scheduler marks the key dirty if the verdict changed.
+            if (event.containerId) void this.#health.refresh(event.containerId);
+          } else if (event.kind === "container") this.#queue.add(event.deployment);
           else {
             this.#log.debug("Runtime asked for a resync: {reason}", { reason: event.reason });
             void this.#resync(signal);
@@ -439,6 +512,22 @@ export class Reconciler {
       const error = err?.message ?? "unknown error";
       this.#log.warn("Container runtime is unreachable, retrying: {error}", { error });
       this.#book.setRuntimeProblem(`container runtime unreachable: ${error}`);
+    }
+  }
+
+  #emit(event: Parameters<NonNullable<ReconcileObserver["event"]>>[0]): void {
+    try {
+      this.#observer.event?.(event);
+    } catch (err) {
+      this.#log.debug("Event observer failed: {error}", { error: String(err) });
+    }
+  }
+
+  #pass(key: string, startedMs: number, ok: boolean): void {
+    try {
+      this.#observer.pass?.(key, performance.now() - startedMs, ok);
+    } catch (err) {
+      this.#log.debug("Pass observer failed: {error}", { error: String(err) });
     }
   }
 

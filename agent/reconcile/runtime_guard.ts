@@ -12,6 +12,7 @@
 import {
   type ContainerRuntime,
   type ContainerSpec,
+  type HealthReport,
   type ObservedContainer,
   type RegistryAuth,
   type RuntimeEvent,
@@ -80,6 +81,22 @@ export class GuardedRuntime implements ContainerRuntime {
 
   removeContainer(id: string, signal?: AbortSignal): Promise<void> {
     return this.#call(`remove container ${id}`, signal, (s) => this.#inner.removeContainer(id, s));
+  }
+
+  runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    return this.#call(
+      `run the health check of container ${id}`,
+      signal,
+      (s) => this.#inner.runHealthcheck(id, s),
+    );
+  }
+
+  inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    return this.#call(
+      `inspect the health of container ${id}`,
+      signal,
+      (s) => this.#inner.inspectHealth(id, s),
+    );
   }
 
   /** Passed through: the stream reports its own outages as `resync` events. */

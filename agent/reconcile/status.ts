@@ -12,9 +12,10 @@ import {
   type DeviceStatus,
   type ServiceStatus,
 } from "@drover/contracts";
-import type { ObservedContainer } from "../runtime/runtime.ts";
+import type { HealthReport, ObservedContainer } from "../runtime/runtime.ts";
 import { CRASH_LOOP_HEALTHY_MS, crashLoop, crashLoopMessage } from "./crash_loop.ts";
 import type { DesiredEntry } from "./desired.ts";
+import { serviceHealth, startingMessage, unhealthyMessage } from "./health.ts";
 import { hashKey, isSatisfied, pickKeeper } from "./plan.ts";
 import type { PolicyViolation } from "./policy.ts";
 
@@ -39,6 +40,8 @@ export interface StatusInput {
   nowMs?: number;
   /** See {@linkcode CRASH_LOOP_HEALTHY_MS}. */
   healthyMs?: number;
+  /** Latest health-check reports by container id (the last check's output for messages). */
+  health?: ReadonlyMap<string, HealthReport>;
 }
 
 /**
@@ -83,6 +86,8 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   }
   const services: Record<string, ServiceStatus> = {};
   const crashes: string[] = [];
+  const unhealthy: string[] = [];
+  const starting: string[] = [];
   let allSatisfied = true;
   for (const service of entry.state.score.services) {
     const hash = input.specHashes.get(hashKey(entry.deployment, service.name)) ?? "";
@@ -95,15 +100,27 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
       ? crashLoop(keeper, input.nowMs, input.healthyMs)
       : undefined;
     if (loop) crashes.push(crashLoopMessage(service.name, loop, input.healthyMs));
+    // Running is not enough for a service with a health check: it must pass.
+    const health = serviceHealth(service, keeper);
+    if (keeper !== undefined && satisfied && keeper.state === "running" && health !== undefined) {
+      if (health === "unhealthy") {
+        unhealthy.push(unhealthyMessage(service.name, input.health?.get(keeper.id)));
+      } else if (health === "starting") starting.push(service.name);
+      allSatisfied &&= health === "healthy";
+    }
     services[service.name] = keeper === undefined
       ? { state: input.pulling?.has(service.name) ? "pulling" : "missing", image: service.image }
-      : containerStatus(keeper);
+      : { ...containerStatus(keeper), ...(health !== undefined ? { health } : {}) };
   }
   const extra = observed.some((c) => !services[c.service]);
   // A crash loop explains more than the pass error it causes ("still changing after …").
-  const failure = crashes.length > 0 ? crashes.join("\n") : input.error;
+  const failures = [...crashes, ...unhealthy];
+  const failure = failures.length > 0 ? failures.join("\n") : input.error;
   const phase = failure ? "failed" : allSatisfied && !extra ? "running" : "pending";
-  const message = failure ?? (phase === "pending" ? input.waiting : undefined);
+  const message = failure ??
+    (phase === "pending"
+      ? input.waiting ?? (starting.length > 0 ? startingMessage(starting) : undefined)
+      : undefined);
   return {
     revision: entry.revision,
     ...named,

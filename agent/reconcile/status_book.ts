@@ -10,7 +10,7 @@
 
 import type { Logger } from "@logtape/logtape";
 import { canonicalJson, type DeploymentStatus, type DeviceStatus } from "@drover/contracts";
-import type { ObservedContainer } from "../runtime/runtime.ts";
+import type { HealthReport, ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import type { PolicyRule, PolicyViolation } from "./policy.ts";
 import { deploymentStatus, deviceMessage, summariseDevice } from "./status.ts";
@@ -33,6 +33,8 @@ export interface StatusFacts {
   violations: readonly PolicyViolation[] | undefined;
   /** Not desired, yet not removable (partial view). */
   keptForNow: boolean;
+  /** Latest health-check reports by container id. */
+  health?: ReadonlyMap<string, HealthReport>;
 }
 
 /** Per-deployment bookkeeping and the statuses derived from it. */
@@ -137,6 +139,7 @@ export class StatusBook {
       pulling: this.#pulling.get(key),
       waiting: this.#runtimeProblem,
       nowMs: this.#now(),
+      ...(facts.health !== undefined ? { health: facts.health } : {}),
       ...(this.#healthyMs !== undefined ? { healthyMs: this.#healthyMs } : {}),
     });
     const json = status === undefined ? undefined : canonicalJson(status);

@@ -9,7 +9,10 @@
  * What it models: create/start/stop/remove with podman's idempotence (start of
  * a running container and removal of a missing one succeed), name conflicts,
  * images that must be pulled before create, and events for managed
- * containers. What it does not: processes, ports, restart policies.
+ * containers, and health checks that pass unless told otherwise
+ * ({@linkcode InMemoryRuntime.setHealthCheck}) with podman's verdict rules
+ * (retries, start period). What it does not: processes, ports, restart
+ * policies, stop timeouts.
  *
  * @module
  */
@@ -19,6 +22,7 @@ import {
   ContainerNameConflictError,
   type ContainerRuntime,
   type ContainerSpec,
+  type HealthReport,
   ImageMissingError,
   ImagePullError,
   type ObservedContainer,
@@ -36,7 +40,9 @@ export type MemoryRuntimeOperation =
   | "createContainer"
   | "startContainer"
   | "stopContainer"
-  | "removeContainer";
+  | "removeContainer"
+  | "runHealthcheck"
+  | "inspectHealth";
 
 /** Options of {@linkcode InMemoryRuntime}. */
 export interface InMemoryRuntimeOptions {
@@ -54,6 +60,12 @@ export interface PullBehaviour {
   error?: string;
 }
 
+/** The outcome the next health checks of a container have. */
+export interface HealthCheckOutcome {
+  exitCode: number;
+  output?: string;
+}
+
 interface FakeContainer {
   id: string;
   spec: ContainerSpec;
@@ -61,6 +73,7 @@ interface FakeContainer {
   restarts: number;
   exitCode?: number;
   startedAtMs?: number;
+  health?: HealthReport;
 }
 
 /** A fake, in-memory {@linkcode ContainerRuntime}. See the module doc. */
@@ -74,6 +87,8 @@ export class InMemoryRuntime implements ContainerRuntime {
     startContainer: 0,
     stopContainer: 0,
     removeContainer: 0,
+    runHealthcheck: 0,
+    inspectHealth: 0,
   };
   /** Every pull as `[image, auth]`, in order. */
   readonly pulls: Array<[string, RegistryAuth | undefined]> = [];
@@ -85,6 +100,8 @@ export class InMemoryRuntime implements ContainerRuntime {
   #available = true;
   #nextId = 1;
   #watchers = new Set<(e: RuntimeEvent) => void>();
+  /** Outcome of health checks per container name (default: they pass). */
+  #checkOutcomes = new Map<string, HealthCheckOutcome>();
 
   constructor(options: InMemoryRuntimeOptions = {}) {
     this.#images = new Set(options.images ?? []);
@@ -136,6 +153,8 @@ export class InMemoryRuntime implements ContainerRuntime {
     if (c.state === "running") return;
     c.state = "running";
     c.startedAtMs = Date.now();
+    // As podman: every start begins a new health record.
+    if (hasHealthCheck(c.spec)) c.health = { status: "starting", failingStreak: 0 };
     this.#emit(c.id, "start");
   }
 
@@ -166,6 +185,44 @@ export class InMemoryRuntime implements ContainerRuntime {
     this.#emit(c.id, "remove", c);
   }
 
+  /**
+   * See {@linkcode ContainerRuntime.runHealthcheck}. The outcome is the one set with
+   * {@linkcode setHealthCheck} (default: exit 0); the verdict follows podman's rules:
+   * a pass is healthy, `retries` failures in a row outside the start period unhealthy.
+   */
+  async runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    await this.#enter("runHealthcheck", signal);
+    const c = this.#containers.get(id) ?? this.#byName(id);
+    if (!c || c.state !== "running" || !c.health || !c.spec.healthcheck) return undefined;
+    const outcome = this.#checkOutcomes.get(c.spec.name) ?? { exitCode: 0 };
+    const now = Date.now();
+    const check = c.spec.healthcheck;
+    const health: HealthReport = {
+      ...c.health,
+      lastExitCode: outcome.exitCode,
+      lastEndedAtMs: now,
+      ...(outcome.output !== undefined ? { lastOutput: outcome.output } : {}),
+    };
+    if (outcome.output === undefined) delete health.lastOutput;
+    if (outcome.exitCode === 0) {
+      health.status = "healthy";
+      health.failingStreak = 0;
+    } else if (now - (c.startedAtMs ?? 0) >= check.startPeriodMs) {
+      health.failingStreak++;
+      if (health.failingStreak >= check.retries) health.status = "unhealthy";
+    }
+    c.health = health;
+    this.#emit(c.id, "health_status");
+    return { ...health };
+  }
+
+  /** See {@linkcode ContainerRuntime.inspectHealth}. */
+  async inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    await this.#enter("inspectHealth", signal);
+    const c = this.#containers.get(id) ?? this.#byName(id);
+    return c?.health ? { ...c.health } : undefined;
+  }
+
   /** See {@linkcode ContainerRuntime.watchEvents}. Yields `resync` when the runtime comes back. */
   async *watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent> {
     const pending: RuntimeEvent[] = [];
@@ -194,6 +251,31 @@ export class InMemoryRuntime implements ContainerRuntime {
   }
 
   // ---- test and benchmark controls -----------------------------------------
+
+  /**
+   * Makes the health checks of the container named `name` (`<deployment>_<service>`,
+   * also future ones) end with `outcome`; `undefined` restores passing checks.
+   */
+  setHealthCheck(name: string, outcome: HealthCheckOutcome | undefined): void {
+    if (outcome) this.#checkOutcomes.set(name, outcome);
+    else this.#checkOutcomes.delete(name);
+  }
+
+  /**
+   * Sets a container's health verdict directly, as podman's own timer-run check
+   * would, with a `health_status` event (no checks need to run: fleet benchmarks).
+   */
+  setHealth(nameOrId: string, status: HealthReport["status"], output?: string): void {
+    const c = this.#find(nameOrId);
+    c.health = {
+      status,
+      failingStreak: status === "unhealthy" ? (c.spec.healthcheck?.retries ?? 1) : 0,
+      lastExitCode: status === "unhealthy" ? 1 : 0,
+      lastEndedAtMs: Date.now(),
+      ...(output !== undefined ? { lastOutput: output } : {}),
+    };
+    this.#emit(c.id, "health_status");
+  }
 
   /** Makes pulls of `image` slow and/or fail; `undefined` restores the default. */
   setPull(image: string, behaviour: PullBehaviour | undefined): void {
@@ -310,6 +392,7 @@ export class InMemoryRuntime implements ContainerRuntime {
       ...(c.startedAtMs !== undefined ? { startedAtMs: c.startedAtMs } : {}),
       ...(labels[LABELS.device] ? { device: labels[LABELS.device] } : {}),
       labels: { ...labels },
+      ...(c.health ? { health: c.health.status } : {}),
     };
   }
 
@@ -324,12 +407,17 @@ export class InMemoryRuntime implements ContainerRuntime {
       deployment,
       service: c.spec.labels[LABELS.service],
       ...(c.spec.labels[LABELS.device] ? { device: c.spec.labels[LABELS.device] } : {}),
+      containerId: c.id,
     });
   }
 
   #broadcast(event: RuntimeEvent): void {
     for (const watcher of this.#watchers) watcher(event);
   }
+}
+
+function hasHealthCheck(spec: ContainerSpec): boolean {
+  return spec.healthcheck !== undefined && spec.healthcheck.test[0] !== "NONE";
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {

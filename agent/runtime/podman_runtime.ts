@@ -21,9 +21,11 @@ import {
 } from "@drover/contracts";
 import {
   type ContainerSummary,
+  type HealthCheckResults,
   isImageNotFoundError,
   isNameConflictError,
   isNotFoundError,
+  isPodmanError,
   isPodmanUnavailableError,
   isPullError,
   type LibpodCreateSpec,
@@ -34,6 +36,7 @@ import {
   ContainerNameConflictError,
   type ContainerRuntime,
   type ContainerSpec,
+  type HealthReport,
   ImageMissingError,
   ImagePullError,
   type ObservedContainer,
@@ -43,8 +46,8 @@ import {
   STARTABLE_STATES,
 } from "./runtime.ts";
 
-/** Seconds a container gets to stop gracefully before it is killed on removal. */
-export const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
+/** Longest health-check output kept in a report, in characters. */
+export const HEALTH_OUTPUT_MAX_CHARS = 200;
 /** Default wait before starting a container found stopped, in ms; see `startStopped`. */
 export const DEFAULT_STOPPED_SETTLE_MS = 1_000;
 /** First delay before reconnecting the event stream, in milliseconds. */
@@ -63,7 +66,9 @@ const RELEVANT_ACTIONS = new Set([
   "pause",
   "unpause",
   "rename",
+  "health_status",
 ]);
+const HEALTH_STATES = new Set(["starting", "healthy", "unhealthy"]);
 
 /** Options of {@linkcode PodmanRuntime}. */
 export interface PodmanRuntimeOptions {
@@ -72,9 +77,9 @@ export interface PodmanRuntimeOptions {
   /** An existing client instead of `socketPath`; the caller keeps ownership. */
   client?: PodmanClient;
   /**
-   * Grace period for a container being removed (replace, delete), in
-   * seconds; default {@linkcode DEFAULT_STOP_TIMEOUT_SECONDS}. Processes that
-   * ignore SIGTERM (busybox as PID 1) take this long to go.
+   * Overrides every container's own stop timeout on removal, in seconds (tests that
+   * do not care about graceful stops). Without it, removal honours the container's
+   * `stop_timeout`, set at create from the service's.
    */
   stopTimeoutSeconds?: number;
   /**
@@ -88,7 +93,7 @@ export interface PodmanRuntimeOptions {
 export class PodmanRuntime implements ContainerRuntime, Disposable {
   readonly #client: PodmanClient;
   readonly #ownsClient: boolean;
-  readonly #stopTimeoutSeconds: number;
+  readonly #stopTimeoutSeconds: number | undefined;
   readonly #stoppedSettleMs: number;
   /** Restart count per container id; missing means "inspect to learn it". */
   readonly #restarts = new Map<string, number>();
@@ -108,7 +113,7 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
     } else {
       throw new TypeError("Cannot create a PodmanRuntime: give it a socketPath or a client");
     }
-    this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT_SECONDS;
+    this.#stopTimeoutSeconds = options.stopTimeoutSeconds;
     this.#stoppedSettleMs = options.stoppedSettleMs ?? DEFAULT_STOPPED_SETTLE_MS;
   }
 
@@ -227,9 +232,12 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
   /** See {@linkcode ContainerRuntime.removeContainer}; a missing container is success. */
   async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
     try {
+      // Without `timeout`, podman waits the container's own StopTimeout (measured on 4.3).
       await this.#client.removeContainer(id, {
         force: true,
-        timeoutSeconds: this.#stopTimeoutSeconds,
+        ...(this.#stopTimeoutSeconds !== undefined
+          ? { timeoutSeconds: this.#stopTimeoutSeconds }
+          : {}),
         volumes: true,
         signal,
       });
@@ -238,6 +246,37 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
       throw translate(err);
     }
     this.#restarts.delete(id);
+  }
+
+  /**
+   * See {@linkcode ContainerRuntime.runHealthcheck}. The endpoint's own answer carries
+   * only this check's pass/fail (podman 4.3: `Status` "unhealthy" after one failure
+   * while the container is still "starting", `Log` null), so the container's health
+   * is read with inspect after it. A check slower than its timeout is a 500 that
+   * podman has recorded as a failure (exit code -1) by then.
+   */
+  async runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    try {
+      await this.#client.runHealthcheck(id, { signal });
+    } catch (err) {
+      // 409: "has no defined healthcheck" or "is not running"; 404: gone.
+      if (isNotFoundError(err) || (isPodmanError(err) && err.status === 409)) return undefined;
+      if (!(isPodmanError(err) && /exceeded timeout/.test(err.podmanMessage ?? ""))) {
+        throw translate(err);
+      }
+    }
+    return await this.inspectHealth(id, signal);
+  }
+
+  /** See {@linkcode ContainerRuntime.inspectHealth}. */
+  async inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined> {
+    try {
+      const inspect = await this.#client.inspectContainer(id, { signal });
+      return toHealthReport(inspect.State.Health);
+    } catch (err) {
+      if (isNotFoundError(err)) return undefined;
+      throw translate(err);
+    }
   }
 
   /**
@@ -304,6 +343,7 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
       deployment,
       ...(service ? { service } : {}),
       ...(device ? { device } : {}),
+      ...(event.Actor?.ID ? { containerId: event.Actor.ID } : {}),
     };
   }
 }
@@ -340,6 +380,41 @@ export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
       Options: v.readOnly ? ["ro"] : [],
     })),
     restart_policy: spec.restart,
+    ...(spec.stopTimeoutSeconds !== undefined ? { stop_timeout: spec.stopTimeoutSeconds } : {}),
+    ...(spec.healthcheck
+      ? {
+        healthconfig: {
+          Test: [...spec.healthcheck.test],
+          Interval: spec.healthcheck.intervalMs * NS_PER_MS,
+          Timeout: spec.healthcheck.timeoutMs * NS_PER_MS,
+          Retries: spec.healthcheck.retries,
+          StartPeriod: spec.healthcheck.startPeriodMs * NS_PER_MS,
+        },
+      }
+      : {}),
+  };
+}
+
+const NS_PER_MS = 1_000_000;
+
+/** Podman's health record as a report; undefined without a health check (`Status` ""). */
+export function toHealthReport(health: HealthCheckResults | undefined): HealthReport | undefined {
+  if (!health || !HEALTH_STATES.has(health.Status)) return undefined;
+  const last = health.Log?.at(-1);
+  const endedAtMs = last ? Date.parse(last.End) : NaN;
+  const output = last?.Output.trim();
+  return {
+    status: health.Status as HealthReport["status"],
+    failingStreak: health.FailingStreak ?? 0,
+    ...(last ? { lastExitCode: last.ExitCode } : {}),
+    ...(output
+      ? {
+        lastOutput: output.length <= HEALTH_OUTPUT_MAX_CHARS
+          ? output
+          : `${output.slice(0, HEALTH_OUTPUT_MAX_CHARS - 1)}…`,
+      }
+      : {}),
+    ...(Number.isFinite(endedAtMs) ? { lastEndedAtMs: endedAtMs } : {}),
   };
 }
 
@@ -375,6 +450,8 @@ export function toObserved(
     ...(c.StartedAt > 0 ? { startedAtMs: c.StartedAt * 1000 } : {}),
     ...(device ? { device } : {}),
     labels,
+    // On podman 4.3 a list entry's `Status` is the health check's state ("" without one).
+    ...(HEALTH_STATES.has(c.Status) ? { health: c.Status as HealthReport["status"] } : {}),
   };
 }
 

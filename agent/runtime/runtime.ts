@@ -6,7 +6,17 @@
  * @module
  */
 
-import type { PortMapping, RestartPolicy, VolumeMount } from "@drover/contracts";
+import type { PortMapping, RestartPolicy, ServiceHealth, VolumeMount } from "@drover/contracts";
+
+/** A service's health check, with durations in milliseconds. */
+export interface HealthCheckSpec {
+  /** `["CMD", …]`, `["CMD-SHELL", "…"]`, or `["NONE"]` (disables the image's check). */
+  test: string[];
+  intervalMs: number;
+  timeoutMs: number;
+  retries: number;
+  startPeriodMs: number;
+}
 
 /** Everything needed to create one container. Built by the planner from a service spec. */
 export interface ContainerSpec {
@@ -21,6 +31,13 @@ export interface ContainerSpec {
   restart: RestartPolicy;
   /** User labels plus Drover's own (`drover.*`). */
   labels: Record<string, string>;
+  /** The health check; absent: the image's own (if any). */
+  healthcheck?: HealthCheckSpec;
+  /**
+   * Grace between SIGTERM and SIGKILL whenever the container is stopped or removed
+   * (the planner always sets it; absent: the runtime's default).
+   */
+  stopTimeoutSeconds?: number;
 }
 
 /** A container Drover manages, as the runtime reports it now. */
@@ -48,6 +65,21 @@ export interface ObservedContainer {
    */
   device?: string;
   labels: Record<string, string>;
+  /** The runtime's verdict of its health check; absent without one. */
+  health?: ServiceHealth;
+}
+
+/** A container's health as the runtime keeps it, after its latest check. */
+export interface HealthReport {
+  status: ServiceHealth;
+  /** Failed checks in a row (not counting those within the start period). */
+  failingStreak: number;
+  /** Exit code of the latest check (-1: it took longer than its timeout). */
+  lastExitCode?: number;
+  /** What the latest check printed, trimmed. */
+  lastOutput?: string;
+  /** When the latest check ended, in ms since the epoch; absent before the first. */
+  lastEndedAtMs?: number;
 }
 
 /** Runtime states from which a container can be started (the others run or are in transition). */
@@ -72,7 +104,15 @@ export interface RegistryAuth {
  * deployment" (or everything); the reconciler re-observes before acting.
  */
 export type RuntimeEvent =
-  | { kind: "container"; action: string; deployment: string; service?: string; device?: string }
+  | {
+    kind: "container";
+    action: string;
+    deployment: string;
+    service?: string;
+    device?: string;
+    /** The container's id, when the runtime said. */
+    containerId?: string;
+  }
   | { kind: "resync"; reason: string };
 
 /** The operations the reconciler needs from a container runtime. All idempotent where possible. */
@@ -96,8 +136,18 @@ export interface ContainerRuntime {
   startStopped(id: string, signal?: AbortSignal): Promise<boolean>;
   /** Stops a container; already stopped is success. */
   stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void>;
-  /** Force-removes a container; already gone is success. */
+  /**
+   * Force-removes a container, giving it its own stop timeout (`ContainerSpec.stopTimeoutSeconds`)
+   * between SIGTERM and SIGKILL; already gone is success.
+   */
   removeContainer(id: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Runs the container's health check once, now, and returns its health after it;
+   * undefined when it has no health check or is not running.
+   */
+  runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
+  /** The container's health as last recorded; undefined without a health check. */
+  inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
   /**
    * Changes to managed containers until `signal` aborts. Survives the
    * runtime going away: it yields a `resync` event once it is back.
