@@ -69,6 +69,9 @@ export function requiredPermissions(config: AgentConfig): RequiredPermission[] {
     const path = config.nats[key];
     if (path !== undefined) read(path, `[nats] ${key}`);
   }
+  // Deno names a listening address host:port like an outgoing one.
+  const listen = config.metrics?.listen;
+  if (listen !== undefined) net(listen.replace(/^\[(.*)\]:/, "$1:"), "[metrics] listen");
   return out;
 }
 

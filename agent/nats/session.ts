@@ -38,6 +38,13 @@ export interface NatsSessionOptions {
   follow?: DesiredFollowOptions;
   /** While NATS is unreachable, a log line this often (ms; default one minute). */
   outageReportMs?: number;
+  /**
+   * Runs beside the follower on each new connection until `signal` aborts or
+   * the connection closes (the device commands' subscription).
+   */
+  onConnection?: (nc: NatsConnection, signal: AbortSignal) => Promise<void>;
+  /** Told each time the connection is re-established after a loss (metrics). */
+  onReconnect?: () => void;
 }
 
 /** Connection, watch and status bucket, supervised until stopped. */
@@ -198,6 +205,9 @@ export class NatsSession {
         }),
     }, this.#options.follow);
     const following = follower.run(session.signal);
+    const serving = this.#options.onConnection?.(nc, session.signal).catch((e) =>
+      log.warn("Device commands stopped: {error}", { error: errorText(e) })
+    );
     const statusEvents = (async () => {
       for await (const s of nc.status()) {
         switch (s.type) {
@@ -220,6 +230,7 @@ export class NatsSession {
             this.#options.setStatusStore(statusStore);
             // Changes published while disconnected were missed: take a fresh snapshot.
             follower.restart();
+            this.#options.onReconnect?.();
             break;
           case "error":
             log.warn("NATS error: {error}", { error: errorText(s.error) });
@@ -240,6 +251,7 @@ export class NatsSession {
     session.abort();
     signal.removeEventListener("abort", stop);
     await following;
+    await serving;
     void statusEvents;
   }
 

@@ -14,6 +14,7 @@ import {
   type ContainerRuntime,
   ImageMissingError,
 } from "../runtime/runtime.ts";
+import type { DeviceEventInput } from "./events.ts";
 import type { ImageManager, PullObserver } from "./image_manager.ts";
 import type { Action } from "./plan.ts";
 
@@ -24,6 +25,8 @@ export interface ExecutionContext {
   conflicts: Set<string>;
   /** Logger with the deployment and revision. */
   log: Logger;
+  /** Deployment revision being applied, for events. */
+  revision?: number;
 }
 
 type Handler<A extends Action> = (action: A, context: ExecutionContext) => Promise<void>;
@@ -37,15 +40,44 @@ export interface ExecutorDeps {
   images: ImageManager;
   /** Told when a pull starts and ends (status "pulling", first-pass accounting). */
   onPull: PullObserver;
+  /** Told what was done (the device's event ring); `containerId` for removals. */
+  onEvent?: (event: DeviceEventInput, containerId?: string) => void;
 }
 
 /** Creates the handler map of {@linkcode Executor}. */
 export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
   const { runtime, images } = deps;
+  const emit = (event: DeviceEventInput, containerId?: string) =>
+    deps.onEvent?.(event, containerId);
+  const at = (action: Action, revision: number | undefined) => ({
+    deployment: action.deployment,
+    service: action.service,
+    ...(revision !== undefined ? { revision } : {}),
+  });
   return {
-    pull: (action, { signal, log }) => images.ensure(action, signal, log, deps.onPull),
+    async pull(action, { signal, log, revision }) {
+      let pulled = false;
+      try {
+        await images.ensure(action, signal, log, (a, active) => {
+          if (active) pulled = true;
+          deps.onPull(a, active);
+        });
+      } catch (err) {
+        if (!signal.aborted) {
+          emit({
+            ...at(action, revision),
+            kind: "image_pull_failed",
+            message: err instanceof Error ? err.message : String(err),
+          });
+        }
+        throw err;
+      }
+      if (pulled) {
+        emit({ ...at(action, revision), kind: "image_pulled", message: `pulled ${action.image}` });
+      }
+    },
 
-    async create(action, { signal, conflicts, log }) {
+    async create(action, { signal, conflicts, log, revision }) {
       const { spec } = action;
       let id: string;
       try {
@@ -77,19 +109,36 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
         reason: action.reason,
         image: spec.image,
       });
+      const replaced = action.reason === "spec-changed";
+      emit({
+        ...at(action, revision),
+        kind: replaced ? "container_replaced" : "container_created",
+        message: `${replaced ? "replaced" : "created and started"} container ${spec.name} ` +
+          `(${action.reason})`,
+      });
     },
 
-    async start(action, { signal, log }) {
+    async start(action, { signal, log, revision }) {
       // If it went away or started meanwhile, the next round sees that.
       if (!(await runtime.startStopped(action.containerId, signal))) return;
       log.info("Started container {container} ({reason})", {
         container: action.name,
         reason: action.reason,
       });
+      emit({
+        ...at(action, revision),
+        kind: "container_started",
+        message: `started container ${action.name} (${action.reason})`,
+      });
     },
 
-    async remove(action, { signal, log }) {
+    async remove(action, { signal, log, revision }) {
       await runtime.removeContainer(action.containerId, signal);
+      emit({
+        ...at(action, revision),
+        kind: "container_removed",
+        message: `removed container ${action.name} (${action.reason})`,
+      }, action.containerId);
       log.info("Removed container {container} ({reason})", {
         container: action.name,
         reason: action.reason,

@@ -114,6 +114,10 @@ export interface ContainerLogsOptions extends CallOptions {
   stdout?: boolean;
   /** Include stderr (default true). */
   stderr?: boolean;
+  /** Lines written at or after this time only (RFC 3339 or unix seconds, as podman parses it). */
+  since?: string;
+  /** Prefix each line with its RFC 3339 time and a space (podman 4.3: second precision). */
+  timestamps?: boolean;
 }
 
 type Query = Record<string, string | number | boolean | undefined>;
@@ -377,6 +381,8 @@ export class PodmanClient implements Disposable {
         stdout: options.stdout ?? true,
         stderr: options.stderr ?? true,
         tail: options.tail,
+        since: options.since,
+        timestamps: options.timestamps,
       },
     });
     if (res.status !== 200) {
