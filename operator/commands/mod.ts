@@ -15,6 +15,9 @@ import { authCommand } from "./auth.ts";
 import { deviceCommand } from "./device.ts";
 import { rolloutCommand } from "./rollout.ts";
 import { historyCommand } from "./history.ts";
+import { logsCommand } from "./logs.ts";
+import { pingCommand } from "./ping.ts";
+import { eventsCommand } from "./events.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -24,6 +27,9 @@ export const COMMANDS: readonly Command[] = [
   statusCommand,
   rolloutCommand,
   historyCommand,
+  logsCommand,
+  pingCommand,
+  eventsCommand,
   serveCommand,
   authCommand,
   deviceCommand,

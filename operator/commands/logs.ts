@@ -1,0 +1,254 @@
+/**
+ * `logs DEVICE DEPLOYMENT[/SERVICE]` and `logs -l k=v DEPLOYMENT[/SERVICE]`:
+ * a container's logs from the device, over the device's own NATS connection
+ * (nothing is opened on the device), like `kubectl logs` and `stern`.
+ *
+ * Each request returns one chunk and a cursor; the CLI asks again until the
+ * device says `end`. With `-f` the device waits briefly for new lines before
+ * answering, and the CLI keeps asking: the device buffers nothing for a slow
+ * reader. A device that stops answering is an error (exit 1) that says when
+ * it was last seen — never confused with the end of the log.
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type LogCursor,
+  type LogLine,
+  LogsReply,
+  type LogsRequest,
+  MAX_LOG_TAIL,
+  nameProblem,
+} from "@drover/contracts";
+import {
+  type CliIo,
+  type Command,
+  EXIT,
+  InvalidInputError,
+  OperationError,
+  parseDuration,
+  stringOption,
+  UsageError,
+} from "../cli.ts";
+import type { FleetState } from "../fleet_state.ts";
+import { askDevice, checkDeviceId, DEVICE_ANSWER_TIMEOUT_MS, readFleetOnce } from "./_device.ts";
+import { withNats } from "./_shared.ts";
+
+/** How long the device waits for new lines in one `-f` request before answering, in ms. */
+export const FOLLOW_WAIT_MS = 5_000;
+
+/** The `logs` command. */
+export const logsCommand: Command = {
+  name: "logs",
+  summary: "Print a service's container logs from a device (or every selected device)",
+  usage: "logs DEVICE DEPLOYMENT[/SERVICE] [--tail N] [--since 10m] [-f]\n" +
+    "       logs -l k=v[,k=v] DEPLOYMENT[/SERVICE] [--tail N] [--since 10m] [-f]",
+  description: "SERVICE may be left out when the deployment has one service. With -l, every " +
+    "device whose registry labels match is read at once and each line is prefixed with the " +
+    "device id. The container's stderr goes to stderr. A device that does not answer within " +
+    "a few seconds is reported with when it was last seen (exit 1). A device whose " +
+    "[policy] allow_logs = false refuses.",
+  options: {
+    tail: { type: "string", value: "N", description: "Only the last N lines" },
+    since: {
+      type: "string",
+      value: "DURATION|TIME",
+      description: 'Only lines newer than this ("10m", "1h") or an RFC 3339 time',
+    },
+    follow: { type: "boolean", short: "f", description: "Keep printing new lines (Ctrl-C stops)" },
+    selector: {
+      type: "string",
+      short: "l",
+      multiple: true,
+      value: "k=v",
+      description: "Every device whose registry labels match (repeatable, or k=v,k2=v2)",
+    },
+    timestamps: { type: "boolean", description: "Prefix each line with its time" },
+  },
+  connects: true,
+  async run({ values, positionals, io }) {
+    const selector = parseSelector(values.selector);
+    const expected = selector === undefined ? 2 : 1;
+    if (positionals.length < expected) {
+      throw new UsageError(
+        selector === undefined ? "Missing DEVICE and DEPLOYMENT" : "Missing DEPLOYMENT",
+        "logs",
+      );
+    }
+    if (positionals.length > expected) {
+      throw new UsageError(`Unexpected argument "${positionals[expected]}"`, "logs");
+    }
+    const device = selector === undefined ? checkDeviceId(positionals[0]) : undefined;
+    const [deployment, serviceArg] = splitTarget(positionals[expected - 1]);
+    const base = firstRequest(values);
+    const timestamps = values.timestamps === true;
+    return await withNats(values, io, async (nc) => {
+      const fleet = await readFleetOnce(nc);
+      const service = resolveService(fleet, deployment, serviceArg);
+      const devices = device !== undefined ? [device] : selectDevices(fleet, selector!);
+      const request = { ...base, deployment, service };
+      if (devices.length === 1 && selector === undefined) {
+        await followDevice(nc, devices[0], request, io, { prefix: "", timestamps });
+        return EXIT.ok;
+      }
+      const width = Math.max(...devices.map((d) => d.length));
+      const results = await Promise.allSettled(
+        devices.map((d) =>
+          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps })
+        ),
+      );
+      let failed = 0;
+      for (const r of results) {
+        if (r.status === "rejected") {
+          failed++;
+          io.stderr(`${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n`);
+        }
+      }
+      return failed === 0 ? EXIT.ok : EXIT.failed;
+    });
+  },
+};
+
+/** `DEPLOYMENT[/SERVICE]`. */
+function splitTarget(text: string): [string, string | undefined] {
+  const [deployment, service, extra] = text.split("/");
+  if (extra !== undefined) {
+    throw new InvalidInputError(
+      `Invalid target "${text}": expected DEPLOYMENT or DEPLOYMENT/SERVICE`,
+    );
+  }
+  for (const [what, name] of [["deployment", deployment], ["service", service]] as const) {
+    if (name === undefined) continue;
+    const problem = nameProblem(name);
+    if (problem) throw new InvalidInputError(`Invalid ${what} name "${name}": ${problem}`);
+  }
+  return [deployment, service];
+}
+
+/** `-l k=v,k2=v2` (repeatable) as a label map, or undefined without `-l`. */
+export function parseSelector(
+  value: string | boolean | string[] | undefined,
+): Record<string, string> | undefined {
+  if (value === undefined || typeof value === "boolean") return undefined;
+  const out: Record<string, string> = {};
+  for (const part of (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(","))) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new UsageError(`Invalid selector "${part}": expected k=v`, "logs");
+    out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+function firstRequest(
+  values: Record<string, unknown>,
+): Omit<LogsRequest, "deployment" | "service"> {
+  const tailText = stringOption(values as never, "tail");
+  const sinceText = stringOption(values as never, "since");
+  const follow = values.follow === true;
+  const request: Omit<LogsRequest, "deployment" | "service"> = { follow };
+  if (tailText !== undefined) {
+    const tail = Number(tailText);
+    if (!Number.isInteger(tail) || tail < 0 || tail > MAX_LOG_TAIL) {
+      throw new UsageError(`Invalid --tail "${tailText}": expected 0 to ${MAX_LOG_TAIL}`, "logs");
+    }
+    request.tail = tail;
+  }
+  if (sinceText !== undefined) {
+    request.since = /^[0-9]{4}-/.test(sinceText)
+      ? new Date(sinceText).toISOString()
+      : new Date(Date.now() - parseDuration(sinceText)).toISOString();
+    if (request.since === "Invalid Date") {
+      throw new UsageError(`Invalid --since "${sinceText}"`, "logs");
+    }
+  }
+  return request;
+}
+
+/** The service to read: named, or the deployment's only one. */
+function resolveService(fleet: FleetState, deployment: string, service: string | undefined) {
+  const stored = fleet.manifests.get(deployment);
+  if (stored === undefined) throw new OperationError(`Deployment "${deployment}" not found`);
+  const services = stored.manifest?.score.services.map((s) => s.name) ?? [];
+  if (service !== undefined) {
+    if (stored.manifest !== undefined && !services.includes(service)) {
+      throw new OperationError(
+        `Deployment "${deployment}" has no service "${service}" (it has: ${services.join(", ")})`,
+      );
+    }
+    return service;
+  }
+  if (services.length === 1) return services[0];
+  throw new UsageError(
+    `Deployment "${deployment}" has ${services.length} services (${services.join(", ")}): ` +
+      `name one as ${deployment}/SERVICE`,
+    "logs",
+  );
+}
+
+/** Devices whose registry labels match every pair of `selector`, sorted. */
+function selectDevices(fleet: FleetState, selector: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const [id, record] of fleet.registry) {
+    const labels = record.labels ?? {};
+    if (Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push(id);
+  }
+  if (out.length === 0) {
+    const text = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+    throw new OperationError(`No registered device matches ${text}`);
+  }
+  return out.sort();
+}
+
+/** Reads one device's log chunk by chunk until its end (or Ctrl-C while following). */
+async function followDevice(
+  nc: NatsConnection,
+  device: string,
+  first: LogsRequest,
+  io: CliIo,
+  options: { prefix: string; timestamps?: boolean },
+): Promise<void> {
+  let cursor: LogCursor | undefined;
+  let request: LogsRequest = { ...first, wait_ms: 0 };
+  while (!io.signal.aborted) {
+    const waitMs = request.wait_ms ?? 0;
+    const reply = await askDevice(
+      nc,
+      device,
+      "logs",
+      request,
+      LogsReply,
+      waitMs + DEVICE_ANSWER_TIMEOUT_MS,
+    );
+    printLines(reply.lines, io, options.prefix, options.timestamps === true);
+    if (reply.cursor !== null) cursor = reply.cursor;
+    if (reply.end) return;
+    if (!first.follow && !reply.more) return;
+    request = {
+      deployment: first.deployment,
+      service: first.service,
+      follow: first.follow,
+      ...(cursor !== undefined ? { cursor } : {}),
+      // Catching up: answer at once; caught up while following: wait on the device.
+      wait_ms: first.follow && !reply.more ? FOLLOW_WAIT_MS : 0,
+    };
+    if (cursor === undefined && !first.follow) return;
+  }
+}
+
+function printLines(
+  lines: readonly LogLine[],
+  io: CliIo,
+  prefix: string,
+  timestamps: boolean,
+): void {
+  let out = "";
+  let err = "";
+  for (const line of lines) {
+    const text = `${prefix}${timestamps ? `${line.time} ` : ""}${line.text}\n`;
+    if (line.stream === "stderr") err += text;
+    else out += text;
+  }
+  if (out) io.stdout(out);
+  if (err) io.stderr(err);
+}
