@@ -18,7 +18,7 @@ import {
   startRegistry,
   waitFor,
 } from "../../tests/support/mod.ts";
-import { PodmanRuntime, toLibpodSpec } from "./podman_runtime.ts";
+import { PodmanRuntime, toHealthReport, toLibpodSpec } from "./podman_runtime.ts";
 import {
   ContainerNameConflictError,
   type ContainerSpec,
@@ -51,6 +51,58 @@ function spec(name: string, image: string, port?: number): ContainerSpec {
     },
   };
 }
+
+Deno.test("toLibpodSpec: health check durations in ns, stop timeout in seconds", () => {
+  const body = toLibpodSpec({
+    name: "a_b",
+    image: "docker.io/library/busybox:1",
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "always",
+    labels: {},
+    healthcheck: {
+      test: ["CMD", "true"],
+      intervalMs: 1000,
+      timeoutMs: 2500,
+      retries: 2,
+      startPeriodMs: 0,
+    },
+    stopTimeoutSeconds: 3,
+  });
+  assertEquals(body.healthconfig, {
+    Test: ["CMD", "true"],
+    Interval: 1e9,
+    Timeout: 2.5e9,
+    Retries: 2,
+    StartPeriod: 0,
+  });
+  assertEquals(body.stop_timeout, 3);
+});
+
+Deno.test("toHealthReport: podman's record; no status means no health check", () => {
+  assertEquals(toHealthReport({ Status: "", FailingStreak: 0, Log: null }), undefined);
+  assertEquals(toHealthReport(undefined), undefined);
+  assertEquals(
+    toHealthReport({
+      Status: "unhealthy",
+      FailingStreak: 2,
+      Log: [{
+        Start: "2026-12-01T15:23:04.8Z",
+        End: "2026-12-01T15:23:05Z",
+        ExitCode: 1,
+        Output: "nope\n",
+      }],
+    }),
+    {
+      status: "unhealthy",
+      failingStreak: 2,
+      lastExitCode: 1,
+      lastOutput: "nope",
+      lastEndedAtMs: Date.parse("2026-12-01T15:23:05Z"),
+    },
+  );
+});
 
 Deno.test("toLibpodSpec maps env, ports, bind mounts, named volumes and restart policy", () => {
   const body = toLibpodSpec({
