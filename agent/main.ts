@@ -27,6 +27,12 @@ import {
 import { DesiredStore } from "./reconcile/desired_store.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";
+import { PodmanClient } from "./runtime/podman/client.ts";
+import { AgentMetrics, serveMetrics } from "./metrics.ts";
+import { EventRing } from "./commands/event_ring.ts";
+import { CommandServer } from "./commands/server.ts";
+import { podmanLogSource } from "./commands/podman_logs.ts";
+import type { ContainerRuntime } from "./runtime/runtime.ts";
 
 /** Exit codes of the agent. */
 export const EXIT = { ok: 0, internal: 1, usage: 2, config: 78 } as const;
@@ -94,13 +100,36 @@ export function parseArgs(args: readonly string[]): CliCommand {
 }
 
 /**
+ * What {@linkcode runAgent} can be given instead of the device's own: the
+ * capacity-planning tool (`deno task hollow`, agent/hollow.ts) runs thousands
+ * of agents in one process with a FAKE in-memory runtime and no disk.
+ */
+export interface AgentParts {
+  /** The container runtime (default: podman at `[podman] socket`). */
+  runtime?: ContainerRuntime;
+  /** Keep the desired-state cache in `state_dir` (default true). */
+  cache?: boolean;
+  /** Talk to systemd when NOTIFY_SOCKET is set (default true). */
+  systemd?: boolean;
+  /** Seconds between full status puts while nothing changes (default: 6 heartbeats). */
+  statusRefreshSeconds?: number;
+  /** Called once the parts are built, e.g. to count connected and reporting devices. */
+  onStarted?: (parts: { session: NatsSession; publisher: StatusPublisher }) => void;
+}
+
+/**
  * Runs the agent with a loaded config until `signal` aborts, then shuts down:
  * stops reconciling (containers keep running), saves the cache, publishes a
  * last status (`stopped`) and drains the NATS connection.
  */
-export async function runAgent(config: AgentConfig, signal: AbortSignal): Promise<void> {
+export async function runAgent(
+  config: AgentConfig,
+  signal: AbortSignal,
+  parts: AgentParts = {},
+): Promise<void> {
   const deviceId = config.agent.device_id;
   const stateDir = config.agent.state_dir;
+  const useCache = parts.cache ?? true;
   const log = logger("agent").with({ device: deviceId });
   log.info("Starting drover-agent {version}", {
     version: AGENT_VERSION,
@@ -108,7 +137,7 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
   });
 
   try {
-    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
+    if (useCache) await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     log.error(
       "Cannot create state directory {stateDir}; the offline cache will not work: {error}",
@@ -119,16 +148,29 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     );
   }
 
-  const notifier = new SystemdNotifier(readNotifyEnv(), stateDir);
+  const notifier = new SystemdNotifier(parts.systemd === false ? {} : readNotifyEnv(), stateDir);
   const notify = (what: string, send: () => Promise<void>) =>
     send().catch((e) =>
       log.warn("sd_notify {what} failed: {error}", { what, error: errorText(e) })
     );
 
-  const runtime = new PodmanRuntime({ socketPath: config.podman.socket });
+  const startedAtMs = Date.now();
+  // The logs command reads through the same podman client as the runtime.
+  const podman = parts.runtime === undefined
+    ? new PodmanClient({ socketPath: config.podman.socket })
+    : undefined;
+  const metrics = config.metrics?.listen !== undefined ? new AgentMetrics(deviceId) : undefined;
+  const bareRuntime: ContainerRuntime & Partial<Disposable> = parts.runtime ??
+    new PodmanRuntime({ client: podman! });
+  const runtime = metrics !== undefined ? metrics.instrument(bareRuntime) : bareRuntime;
+  // Recent events for `operator events`; bounded, never part of the status.
+  const events = new EventRing();
+  let lastReconcileAtMs: number | undefined;
   // Desired state lives in the store, which keeps the offline cache in step.
   const store = new DesiredStore({
-    persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) },
+    ...(useCache
+      ? { persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) } }
+      : {}),
     log,
   });
   // The reconciler reports changes to the publisher, which reads statuses from the reconciler.
@@ -140,11 +182,21 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     policy: config.policy,
     registries: config.registries,
     onChange: () => statusChanged(),
+    observer: {
+      event: (event) => events.record(event),
+      pass: (_deployment, durationMs, ok) => {
+        if (ok) lastReconcileAtMs = Date.now();
+        metrics?.pass(durationMs, ok);
+      },
+    },
   });
   const publisher = new StatusPublisher({
     deviceId,
     labels: config.agent.labels,
     heartbeatSeconds: config.agent.heartbeat_seconds,
+    ...(parts.statusRefreshSeconds !== undefined
+      ? { refreshSeconds: parts.statusRefreshSeconds }
+      : {}),
     source: reconciler,
     log: logger("status").with({ device: deviceId }),
   });
@@ -159,7 +211,9 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     }
   };
 
-  const cached = await loadDesiredCache(stateDir, deviceId);
+  const cached = useCache
+    ? await loadDesiredCache(stateDir, deviceId)
+    : { kind: "absent" as const };
   if (cached.kind === "loaded") {
     // The last complete view from KV: deployments missing from it were deleted.
     store.replace(cached.entries, true);
@@ -181,13 +235,38 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
     sink: store,
     setStatusStore: (store) => publisher.setStore(store),
     log: logger("nats").with({ device: deviceId }),
+    onConnection: (nc, signal) => commands.serve(nc, signal),
+    onReconnect: () => metrics?.reconnected(),
   });
+  const commands = new CommandServer({
+    deviceId,
+    agentVersion: AGENT_VERSION,
+    startedAtMs,
+    lastReconcileAtMs: () => lastReconcileAtMs,
+    events,
+    logs: podman !== undefined
+      ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
+      : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) },
+    allowLogs: config.policy.allow_logs !== false,
+    log: logger("commands").with({ device: deviceId }),
+  });
+
+  parts.onStarted?.({ session, publisher });
 
   const stop = new AbortController();
   const onAbort = () => stop.abort(signal.reason);
   if (signal.aborted) onAbort();
   signal.addEventListener("abort", onAbort, { once: true });
 
+  if (metrics !== undefined && config.metrics?.listen !== undefined) {
+    const listen = config.metrics.listen;
+    try {
+      await serveMetrics(metrics, listen, stop.signal);
+      log.info("Serving Prometheus metrics on http://{listen}/metrics", { listen });
+    } catch (e) {
+      log.error("Cannot serve metrics on {listen}: {error}", { listen, error: errorText(e) });
+    }
+  }
   const reconciling = reconciler.run(stop.signal);
   const sessionRun = session.run(stop.signal);
   publisher.start();
@@ -224,7 +303,8 @@ export async function runAgent(config: AgentConfig, signal: AbortSignal): Promis
   const published = await publisher.publishFinal("stopped", 2_000);
   log.info(published ? "Published final status" : "Could not publish a final status");
   await session.close(1_500);
-  runtime[Symbol.dispose]();
+  runtime[Symbol.dispose]?.();
+  podman?.close();
   notifier.close();
   signal.removeEventListener("abort", onAbort);
 }

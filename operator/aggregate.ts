@@ -42,6 +42,10 @@ export interface DeviceRecord {
   labels?: Record<string, string>;
   /** When the status was stored (server time of the KV entry), ms since epoch. */
   seenAt: number;
+  /** KV revision of the stored status (what heartbeats name as `status_revision`). */
+  revision?: number;
+  /** When the last heartbeat (`drover.heartbeat.<device>`) arrived, ms since epoch; absent if none. */
+  heartbeatAt?: number;
 }
 
 /** What `devices/<device>` (the operator's device registry) holds for one device. */
@@ -131,12 +135,30 @@ export interface FleetView {
   deployments: DeploymentView[];
 }
 
-/** True when a status stored at `seenAt` is fresh enough at `now`. */
+/** The last sign of life: the later of the stored status and the last heartbeat, ms. Pure. */
+export function lastSeen(record: DeviceRecord): number {
+  return Math.max(record.seenAt, record.heartbeatAt ?? 0);
+}
+
+/**
+ * True when the device showed life recently enough at `now`. Pure.
+ *
+ * Whoever hears heartbeats (`operator serve`) counts a device offline after
+ * {@linkcode OFFLINE_AFTER_HEARTBEATS} missed ones, from the later of its last
+ * status and its last heartbeat. A reader of KV alone (the CLI's `get`) only
+ * has the status, which agents refresh every `status_refresh_seconds`: it
+ * allows that period plus the same three heartbeats (docs/nats-kv.md). Statuses
+ * without `status_refresh_seconds` (older agents put every heartbeat) get
+ * three heartbeats.
+ */
 export function isOnline(record: DeviceRecord | undefined, now: number): boolean {
   if (record === undefined) return false;
   if (record.status?.status === "stopped") return false;
   const interval = record.status?.heartbeat_seconds ?? DEFAULT_HEARTBEAT_SECONDS;
-  return now - record.seenAt <= OFFLINE_AFTER_HEARTBEATS * interval * 1000;
+  const grace = OFFLINE_AFTER_HEARTBEATS * interval * 1000;
+  if (record.heartbeatAt !== undefined) return now - lastSeen(record) <= grace;
+  const refresh = (record.status?.status_refresh_seconds ?? 0) * 1000;
+  return now - record.seenAt <= refresh + grace;
 }
 
 /**
@@ -211,8 +233,8 @@ function deviceView(
     online: isOnline(record, now),
     heartbeat_age_seconds: record === undefined
       ? null
-      : Math.max(0, Math.round((now - record.seenAt) / 100) / 10),
-    last_seen: record === undefined ? null : new Date(record.seenAt).toISOString(),
+      : Math.max(0, Math.round((now - lastSeen(record)) / 100) / 10),
+    last_seen: record === undefined ? null : new Date(lastSeen(record)).toISOString(),
     agent_version: record?.status?.agent_version ?? null,
     deployments: [...(deployments ?? [])].sort(compare),
   };

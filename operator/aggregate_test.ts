@@ -139,6 +139,28 @@ Deno.test("isOnline: a cleanly stopped agent is offline at once", () => {
   assertEquals(isOnline(r, NOW), false);
 });
 
+Deno.test("isOnline: heartbeats keep a device online between rarer full statuses", () => {
+  // Full status 50 s ago, refreshed every 60 s, heartbeat every 10 s.
+  const r = record("a", {}, {}, 50, 10);
+  r.status!.status_refresh_seconds = 60;
+  // A reader of KV alone: online while the refresh plus three heartbeats has not passed.
+  assertEquals(isOnline(r, NOW), true);
+  assertEquals(isOnline(r, NOW + 40_000), true, "90 s after the status");
+  assertEquals(isOnline(r, NOW + 40_001), false);
+  // Heartbeats heard: three missed heartbeats after the last one, whatever the refresh.
+  r.heartbeatAt = NOW - 5_000;
+  assertEquals(isOnline(r, NOW), true);
+  assertEquals(isOnline(r, NOW + 25_000), true);
+  assertEquals(isOnline(r, NOW + 25_001), false, "heartbeats stopped");
+  // The view shows the later of the two as last seen.
+  const view = summarise([], new Map(), new Map([["a", r]]), new Map(), NOW);
+  assertEquals(view.devices[0].last_seen, new Date(NOW - 5_000).toISOString());
+  assertEquals(view.devices[0].heartbeat_age_seconds, 5);
+  // Older agents (no refresh field) are judged as before: three heartbeats.
+  const old = record("b", {}, {}, 31, 10);
+  assertEquals(isOnline(old, NOW), false);
+});
+
 Deno.test("summarise: invalid status keeps the reported labels for display and says why", () => {
   const statuses = new Map<string, DeviceRecord>([
     ["a", { error: "status: invalid option", labels: { site: "lab" }, seenAt: NOW }],

@@ -16,6 +16,7 @@ import {
   decodeJson,
   DeploymentManifest,
   DeviceRegistration,
+  type Heartbeat,
   isValidName,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
@@ -110,10 +111,12 @@ export class FleetState {
    * included, never changes which devices a deployment targets.
    */
   applyStatus(entry: MirrorEntry): void {
-    this.#changed();
     // A key that is not a device id is no device: skip it.
     if (!isValidName(entry.key)) return;
     const before = this.statuses.get(entry.key);
+    // A re-read after a heartbeat may have brought a newer value than the watch's.
+    if (before?.revision !== undefined && entry.revision < before.revision) return;
+    this.#changed();
     if (entry.operation !== "PUT") {
       this.statuses.delete(entry.key);
       return;
@@ -129,7 +132,23 @@ export class FleetState {
         : decoded.error;
       record = { error, labels: before?.status?.labels ?? before?.labels, seenAt };
     }
+    record.revision = entry.revision;
+    if (before?.heartbeatAt !== undefined) record.heartbeatAt = before.heartbeatAt;
     this.statuses.set(entry.key, record);
+  }
+
+  /**
+   * Applies a heartbeat of `device` heard at `at` (ms). Returns `missed-status`
+   * when the stored status this picture holds is older than the one the device
+   * last put (or there is none): the caller re-reads `agent-status/<device>`.
+   */
+  applyHeartbeat(device: string, heartbeat: Heartbeat, at: number): "ok" | "missed-status" {
+    if (!isValidName(device)) return "ok";
+    const record = this.statuses.get(device);
+    if (record === undefined) return "missed-status";
+    this.#changed();
+    record.heartbeatAt = Math.max(at, record.heartbeatAt ?? 0);
+    return heartbeat.status_revision > (record.revision ?? 0) ? "missed-status" : "ok";
   }
 
   /**

@@ -97,6 +97,34 @@ Deno.test("FleetState: a status under a key that is no device id is ignored", ()
   assertEquals(s.statuses.size, 0);
 });
 
+Deno.test("FleetState: heartbeats note liveness and tell when the stored status is behind", () => {
+  const s = new FleetState();
+  // Never seen a status: re-read it.
+  assertEquals(
+    s.applyHeartbeat("a", { status: "ready", status_revision: 3 }, 1_000),
+    "missed-status",
+  );
+  const put = entry("a", status("a", {}));
+  s.applyStatus(put);
+  const hb = { status: "ready" as const, status_revision: put.revision };
+  assertEquals(s.applyHeartbeat("a", hb, 2_000), "ok");
+  assertEquals(s.statuses.get("a")?.heartbeatAt, 2_000);
+  // The device put a newer status the watch has not brought: re-read.
+  assertEquals(
+    s.applyHeartbeat("a", { ...hb, status_revision: put.revision + 5 }, 3_000),
+    "missed-status",
+  );
+  // The re-read's newer value wins; the watch's late older one is ignored; liveness is kept.
+  const newer = { ...entry("a", { ...status("a", {}), status: "degraded" }), revision: 1_000 };
+  s.applyStatus(newer);
+  s.applyStatus({ ...entry("a", status("a", {})), revision: 999 });
+  assertEquals(s.statuses.get("a")?.status?.status, "degraded");
+  assertEquals(s.statuses.get("a")?.revision, 1_000);
+  assertEquals(s.statuses.get("a")?.heartbeatAt, 3_000);
+  // Not a device id: ignored.
+  assertEquals(s.applyHeartbeat("A.b", hb, 4_000), "ok");
+});
+
 Deno.test("FleetState: invalid or misnamed manifests are frozen, not dropped", () => {
   const s = new FleetState();
   s.applyDeployment(entry("web", { name: "web" }));

@@ -21,7 +21,9 @@ import { Reconciler } from "../reconciler.ts";
 import { Lease } from "../lease.ts";
 import { ensureRolloutBuckets } from "../rollout_store.ts";
 import { DesiredSnapshotService } from "../desired_snapshots.ts";
+import { HeartbeatListener } from "../heartbeats.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
+import { OperatorMetrics } from "../metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../dashboard/mod.ts";
 
@@ -149,12 +151,17 @@ export const serveCommand: Command = {
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     let reconciler: Reconciler | undefined;
     let snapshots: DesiredSnapshotService | undefined;
+    let heartbeats: HeartbeatListener | undefined;
     let lease: Lease | undefined;
+    const metrics = new OperatorMetrics({
+      view: () => reconciler?.ready ? reconciler.state.view(Date.now()) : undefined,
+    });
     (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
         if (s.type === "reconnect") {
           log.info("NATS reconnected; resuming watches");
+          metrics.reconnected();
           reconciler?.rewatch();
           snapshots?.rewatch();
         }
@@ -167,6 +174,7 @@ export const serveCommand: Command = {
         if (reconciler === undefined || !reconciler.ready) return "starting";
         return null;
       },
+      metrics: () => metrics.render(),
     }, { token: apiToken });
     // The browser dashboard at / (its own paths; everything else is the API's).
     const dashboard = new Dashboard({
@@ -199,9 +207,13 @@ export const serveCommand: Command = {
       );
       await lease.start();
       const held = lease;
-      reconciler = new Reconciler(buckets, { rollouts, isActive: () => held.active });
+      // Desired-state writes are timed for /metrics (operator/metrics.ts).
+      const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
+      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active });
       reconciler.state.onChange(() => dashboard.feed.notify());
-      await Promise.all([snapshots.start(), reconciler.start()]);
+      // Devices' liveness between their (rarer) full status puts.
+      heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);
+      await Promise.all([snapshots.start(), reconciler.start(), heartbeats.start()]);
       dashboard.feed.notify();
       log.info(
         "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
@@ -218,6 +230,7 @@ export const serveCommand: Command = {
       log.info("Stopping");
     } finally {
       dashboard.close();
+      await heartbeats?.[Symbol.asyncDispose]();
       await reconciler?.stop();
       await lease?.stop();
       await snapshots?.[Symbol.asyncDispose]();
