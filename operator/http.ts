@@ -19,7 +19,16 @@ export interface ApiSource {
   view(): FleetView | undefined;
   /** Null when healthy, otherwise why not. */
   unhealthy(): string | null;
+  /**
+   * The Prometheus exposition (operator/metrics.ts), served at `/metrics`;
+   * absent: no such route. It takes the token like the API: its labels name
+   * every deployment (Prometheus sends it with `authorization: credentials`).
+   */
+  metrics?: () => Promise<string>;
 }
+
+/** Content type of the Prometheus text exposition format. */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** Options of {@linkcode createApi}. */
 export interface ApiOptions {
@@ -176,6 +185,23 @@ export function createApi(
     return problem === null
       ? json({ status: "ok" })
       : json({ status: "unavailable", message: problem }, 503);
+  });
+  get("/metrics", () => {
+    const render = source.metrics;
+    if (render === undefined) throw new HttpError(404, "no route for /metrics");
+    const text = render();
+    // The handler stays synchronous: the body follows once the registry has collected.
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        try {
+          controller.enqueue(encoder.encode(await text));
+          controller.close();
+        } catch (e) {
+          controller.error(e);
+        }
+      },
+    });
+    return new Response(body, { headers: { "content-type": METRICS_CONTENT_TYPE } });
   });
   get("/api/devices", () => json(view().devices));
   get("/api/deployments", () => json(view().deployments));
