@@ -19,6 +19,8 @@ REQUIREMENTS=(
   "/lib/ld-linux-aarch64.so.1|libc6:arm64"
   "/lib/aarch64-linux-gnu/libgcc_s.so.1|libgcc-s1:arm64"
   "systemd-analyze|systemd"
+  # tests/e2e/device_commands_test.ts: promtool check metrics, and a real server scraping.
+  "promtool|prometheus"
   # Used by the podman test harness (bridge cleanup) and by netavark for port publishing.
   "ip|iproute2"
   "iptables|iptables"
