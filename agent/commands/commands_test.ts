@@ -170,3 +170,34 @@ Deno.test("observation events: died with exit code, removed outside Drover, cras
   assertEquals(first.map((e) => e.kind), ["crash_loop"]);
   assertEquals(observationEvents("d", [looping], [looping], options), []);
 });
+
+Deno.test("logs: after a tail read mid-second, the cursor skips every earlier line of that second", async () => {
+  const state = {
+    lines: ["a", "b", "c"],
+    container: { id: "c1", state: "running" } as { id: string; state: string } | undefined,
+  };
+  const source: LogSource = {
+    find: () => Promise.resolve(state.container),
+    read: (_id, { tail, since }) => {
+      // Every line in the same second, as a burst of output is.
+      let frames = state.lines.map((text) => ({
+        stream: "stdout" as const,
+        text: `2026-12-01T15:24:10Z ${text}\n`,
+      }));
+      if (since !== undefined) frames = frames.filter((f) => f.text.slice(0, 20) >= since);
+      if (tail !== undefined) frames = frames.slice(-tail);
+      return Promise.resolve(frames);
+    },
+  };
+  const first = await readLogs(source, { deployment: "d", service: "s", tail: 1, follow: true });
+  assertEquals(first.lines.map((l) => l.text), ["c"]);
+  assertEquals(first.cursor, { time: "2026-12-01T15:24:10Z", skip: 3 });
+  state.lines.push("d");
+  const next = await readLogs(source, {
+    deployment: "d",
+    service: "s",
+    cursor: first.cursor!,
+    follow: true,
+  });
+  assertEquals(next.lines.map((l) => l.text), ["d"]);
+});

@@ -107,6 +107,25 @@ function cutToBytes(text: string, maxBytes: number): string {
     " [line cut]";
 }
 
+/**
+ * How many lines at `time` in `log` (a read since `time`) come up to and
+ * including the delivered lines at `time` (the end of `delivered`). With
+ * identical lines written in the same second the last match wins. Pure.
+ */
+export function skipAfter(
+  log: readonly LogLine[],
+  delivered: readonly LogLine[],
+  time: string,
+): number {
+  const atTime = log.filter((l) => l.time === time);
+  const tail = delivered.filter((l) => l.time === time);
+  const same = (a: LogLine, b: LogLine) => a.text === b.text && a.stream === b.stream;
+  for (let end = atTime.length; end >= tail.length; end--) {
+    if (tail.every((l, i) => same(l, atTime[end - tail.length + i]))) return end;
+  }
+  return tail.length;
+}
+
 /** Options of {@linkcode readLogs}. */
 export interface ReadLogsOptions {
   signal?: AbortSignal;
@@ -156,6 +175,18 @@ export async function readLogs(
     });
     const fresh = afterCursor(frames.map(toLogLine), request.cursor);
     const chunk = takeChunk(fresh, request.cursor);
+    if (first && (request.tail !== undefined || request.since !== undefined) && chunk.cursor) {
+      // A tail (or since) read started mid-log: lines before it may share the last
+      // line's time, and the next read (since that time) returns them too. Count them.
+      const again = (await source.read(container.id, {
+        since: chunk.cursor.time,
+        signal: options.signal,
+      })).map(toLogLine);
+      chunk.cursor = {
+        time: chunk.cursor.time,
+        skip: skipAfter(again, chunk.lines, chunk.cursor.time),
+      };
+    }
     const running = container.state === "running";
     const caughtUp = !chunk.more;
     if (chunk.lines.length > 0 || !request.follow || !running || performance.now() >= deadline) {

@@ -1,0 +1,270 @@
+/**
+ * Seeing into devices without opening a port: `operator logs` (tail, -f, -l),
+ * `ping`, `events` (a manual `podman rm -f` and the agent's repair), a
+ * missing deployment or service, an offline device answering promptly, and
+ * the metrics of both sides checked by Debian's promtool and scraped by a
+ * real Prometheus server. Real nats-server with Drover's account layout (the
+ * commands cross from DROVER into DROVER_DEVICES through the reverse service
+ * export), real podman, real agents, the real operator CLI and `serve`.
+ */
+
+import { buildBusyboxImage, freePort, startPodman, tempDir, waitFor } from "../support/mod.ts";
+import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { type AgentProcess, startAgent } from "../support/agent_process.ts";
+import { collectOutput, operatorTaskArgs, runOperatorCli } from "../support/operator_process.ts";
+import { ADMIN_USER, DEVICE_PASSWORD, startDroverNats } from "../support/drover_nats.ts";
+
+const IMAGE = "localhost/drover/busybox:cmd";
+const ADMIN_ENV = { NATS_USER: ADMIN_USER.user, NATS_PASSWORD: ADMIN_USER.password };
+const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+
+/** A container that writes a known log: one stderr line, then five stdout lines. */
+const MANIFEST = JSON.stringify({
+  name: "talker",
+  selector: { labels: { site: "lab" } },
+  score: {
+    type: "PodmanV0",
+    services: [{
+      name: "main",
+      image: IMAGE,
+      command: [
+        "sh",
+        "-c",
+        "echo oops >&2; sleep 1; for i in 1 2 3 4 5; do echo line-$i; done; " +
+        "trap 'exit 0' TERM; sleep 3600 & wait",
+      ],
+    }],
+  },
+});
+
+async function promtoolCheck(url: string): Promise<void> {
+  const text = await (await fetch(url)).text();
+  const child = new Deno.Command("promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const r = await child.output();
+  const dec = new TextDecoder();
+  assertEquals(
+    r.code,
+    0,
+    `promtool check metrics ${url}:\n${dec.decode(r.stdout)}${dec.decode(r.stderr)}`,
+  );
+}
+
+Deno.test({
+  name: "device commands: logs tail/-f/-l, ping, events with repair, offline, metrics",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using nats = await startDroverNats(["pi-a", "pi-b"]);
+    await using dir = await tempDir("device-commands-");
+    await using podA = await startPodman();
+    await using podB = await startPodman();
+    await Promise.all([podA, podB].map((p) => buildBusyboxImage(p, IMAGE)));
+    const agentMetricsPort = await freePort();
+    const apiPort = await freePort();
+
+    // operator serve with the DROVER account's identity (the one that may ask any device).
+    const serve = new Deno.Command(Deno.execPath(), {
+      args: [...await operatorTaskArgs(), "serve", "--listen", `127.0.0.1:${apiPort}`],
+      env: { NATS_URL: nats.url, ...ADMIN_ENV },
+      cwd: REPO_ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const serveOutput = collectOutput(serve);
+    await using _serve = {
+      async [Symbol.asyncDispose]() {
+        try {
+          serve.kill("SIGTERM");
+        } catch { /* gone */ }
+        await serve.status;
+        await serveOutput.done;
+      },
+    };
+    const agents: AgentProcess[] = [];
+    await using _agents = {
+      async [Symbol.asyncDispose]() {
+        await Promise.all(agents.map((a) => a.kill()));
+      },
+    };
+    for (const [id, pod] of [["pi-a", podA], ["pi-b", podB]] as const) {
+      agents.push(
+        await startAgent({
+          deviceId: id,
+          natsUrl: nats.url,
+          natsUser: id,
+          natsPassword: DEVICE_PASSWORD,
+          podmanSocket: pod.socket,
+          dir: `${dir.path}/${id}`,
+          heartbeatSeconds: 1,
+          ...(id === "pi-a"
+            ? { extraToml: `[metrics]\nlisten = "127.0.0.1:${agentMetricsPort}"\n` }
+            : {}),
+        }),
+      );
+    }
+    const cli = (...args: string[]) => runOperatorCli(nats.url, args, ADMIN_ENV);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${apiPort}/healthz`)).ok, {
+      timeoutMs: 60_000,
+      message: "operator serve is ready",
+    });
+    for (const id of ["pi-a", "pi-b"]) {
+      const label = await cli("device", "label", id, "site=lab");
+      assertEquals(label.code, 0, label.stderr);
+    }
+    const manifestPath = `${dir.path}/talker.json`;
+    await Deno.writeTextFile(manifestPath, MANIFEST);
+    const applied = await cli("apply", "-f", manifestPath, "--wait", "--timeout", "120s");
+    assertEquals(applied.code, 0, applied.stdout + applied.stderr);
+    // The container writes its lines a second after it starts.
+    await waitFor(async () => (await cli("logs", "pi-a", "talker")).stdout.includes("line-5"), {
+      timeoutMs: 30_000,
+      message: "the container wrote its lines",
+    });
+
+    // --tail: the last lines the container wrote; its stderr on stderr. SERVICE left out.
+    const tail = await cli("logs", "pi-a", "talker", "--tail", "2");
+    assertEquals(tail.code, 0, tail.stderr);
+    assertEquals(tail.stdout, "line-4\nline-5\n");
+    const all = await cli("logs", "pi-a", "talker/main");
+    assertEquals(all.stdout, "line-1\nline-2\nline-3\nline-4\nline-5\n");
+    assertStringIncludes(all.stderr, "oops");
+
+    // -f: a line written after it started shows up; Ctrl-C ends it cleanly.
+    const follow = new Deno.Command(Deno.execPath(), {
+      args: [...await operatorTaskArgs(), "logs", "pi-a", "talker", "-f", "--tail", "1"],
+      env: { NATS_URL: nats.url, INIT_CWD: REPO_ROOT, ...ADMIN_ENV },
+      cwd: REPO_ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const followOutput = collectOutput(follow);
+    try {
+      await waitFor(() => followOutput.text().includes("line-5"), {
+        timeoutMs: 30_000,
+        message: "logs -f prints the tail",
+      });
+      const exec = await podA.cli([
+        "exec",
+        "talker_main",
+        "sh",
+        "-c",
+        "echo late-line > /proc/1/fd/1",
+      ]);
+      assertEquals(exec.code, 0, exec.stderr);
+      await waitFor(() => followOutput.text().includes("late-line"), {
+        timeoutMs: 20_000,
+        message: `logs -f prints a line written after it started:\n${followOutput.text()}`,
+      });
+      assert(!followOutput.text().includes("line-4"), "only the tail, then new lines");
+    } finally {
+      follow.kill("SIGINT");
+      await follow.status;
+      await followOutput.done;
+    }
+
+    // -l: both devices at once, each line prefixed with its device.
+    const merged = await cli("logs", "-l", "site=lab", "talker", "--tail", "1");
+    assertEquals(merged.code, 0, merged.stderr);
+    assertStringIncludes(merged.stdout, "pi-a | late-line\n");
+    assertStringIncludes(merged.stdout, "pi-b | line-5\n");
+
+    // A missing deployment or service is named.
+    const noDeployment = await cli("logs", "pi-a", "nope");
+    assertEquals(noDeployment.code, 1);
+    assertStringIncludes(noDeployment.stderr, 'Deployment "nope" not found');
+    const noService = await cli("logs", "pi-a", "talker/db");
+    assertEquals(noService.code, 1);
+    assertStringIncludes(noService.stderr, 'no service "db"');
+
+    // ping: version, uptime, last reconcile.
+    const ping = await cli("ping", "pi-a", "-o", "json");
+    assertEquals(ping.code, 0, ping.stderr);
+    const pong = JSON.parse(ping.stdout);
+    assertEquals(pong.device, "pi-a");
+    assert(pong.last_reconcile_at !== null && pong.round_trip_ms > 0, ping.stdout);
+
+    // events: a container removed by hand, then the agent's repair.
+    const removed = await podA.cli(["rm", "-f", "-t", "0", "talker_main"]);
+    assertEquals(removed.code, 0, removed.stderr);
+    type Ev = { kind: string; deployment?: string; seq: number };
+    let events: Ev[] = [];
+    await waitFor(async () => {
+      const out = await cli("events", "pi-a", "-o", "json");
+      events = out.code === 0 ? JSON.parse(out.stdout) : [];
+      const missing = events.find((e) => e.kind === "container_missing");
+      return missing !== undefined &&
+        events.some((e) => e.kind === "container_created" && e.seq > missing.seq);
+    }, { timeoutMs: 60_000, message: "events record the removal and the repair" });
+    assert(events.every((e) => e.deployment === undefined || e.deployment === "talker"));
+    const table = await cli("events", "pi-a");
+    assertStringIncludes(table.stdout, "container_missing");
+
+    // Metrics: both endpoints pass promtool; a real Prometheus scrapes the operator.
+    await promtoolCheck(`http://127.0.0.1:${apiPort}/metrics`);
+    await promtoolCheck(`http://127.0.0.1:${agentMetricsPort}/metrics`);
+    const agentText = await (await fetch(`http://127.0.0.1:${agentMetricsPort}/metrics`)).text();
+    assertStringIncludes(agentText, 'drover_agent_containers{state="running"} 1');
+    assertStringIncludes(agentText, 'drover_agent_reconcile_duration_seconds_count{outcome="ok"}');
+    const promPort = await freePort();
+    await Deno.writeTextFile(
+      `${dir.path}/prometheus.yml`,
+      `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: drover\n` +
+        `    static_configs:\n      - targets: ["127.0.0.1:${apiPort}"]\n`,
+    );
+    const prometheus = new Deno.Command("prometheus", {
+      args: [
+        `--config.file=${dir.path}/prometheus.yml`,
+        `--storage.tsdb.path=${dir.path}/tsdb`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const promOutput = collectOutput(prometheus);
+    try {
+      const query = async (q: string) => {
+        const res = await fetch(
+          `http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(q)}`,
+        );
+        const body = await res.json();
+        return body?.data?.result?.[0]?.value?.[1] as string | undefined;
+      };
+      await waitFor(async () => {
+        try {
+          return await query('sum(drover_devices{online="true"})') === "2" &&
+            await query('drover_deployment_devices{deployment="talker",phase="ready"}') === "2";
+        } catch {
+          return false;
+        }
+      }, { timeoutMs: 60_000, message: "Prometheus sees 2 online devices and 2 ready" });
+    } finally {
+      prometheus.kill("SIGTERM");
+      await prometheus.status;
+      await promOutput.done;
+    }
+
+    // Offline: an error within a few seconds that says so and when it was last seen.
+    assertEquals(await agents[1].stop(), 0);
+    const started = performance.now();
+    const offline = await cli("ping", "pi-b");
+    const tookMs = performance.now() - started;
+    assertEquals(offline.code, 1, offline.stdout);
+    assertStringIncludes(offline.stderr, 'Device "pi-b" did not answer');
+    assertStringIncludes(offline.stderr, "offline, last seen");
+    assert(tookMs < 10_000, `answered in ${Math.round(tookMs)} ms`);
+    const offlineLogs = await cli("logs", "pi-b", "talker");
+    assertEquals(offlineLogs.code, 1);
+    assertStringIncludes(offlineLogs.stderr, "last seen");
+  },
+});
