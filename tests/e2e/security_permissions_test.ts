@@ -32,6 +32,7 @@ import {
   startSnapshots,
 } from "./_security_env.ts";
 import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { commandRefusals } from "./_command_refusals.ts";
 import { TIMED_OUT, withinMs } from "@drover/common";
 
 // These tests provoke refused connections on purpose (see tolerateTransportResets).
@@ -187,6 +188,18 @@ Deno.test("security: a device's heartbeat reaches DROVER; another device's, or r
   } finally {
     await dev.close();
     await op.close();
+  }
+});
+
+Deno.test("security: device commands with real creds — own only, no asking others, no forged answers", async () => {
+  await using env = await startSecureNats({ devices: { a: {}, b: {} } });
+  const op = await env.operator();
+  const a = await env.device("a");
+  const b = await env.device("b");
+  try {
+    await commandRefusals(op, a, b);
+  } finally {
+    await Promise.all([op.close(), a.close(), b.close()]);
   }
 });
 
