@@ -9,6 +9,7 @@ import { z } from "zod";
 import { Name } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
 import { isRegistryHost } from "./image.ts";
+import { ReleasePublicKey } from "./agent_update.ts";
 
 /** Where the agent keeps its cache by default. */
 export const DEFAULT_STATE_DIR = "/var/lib/drover";
@@ -90,6 +91,23 @@ export const NatsConfig = z.strictObject({
 /** NATS connection settings. */
 export type NatsConfig = z.infer<typeof NatsConfig>;
 
+/** Default seconds between asks for the wanted agent version. */
+export const DEFAULT_UPDATE_CHECK_SECONDS = 300;
+/** Default seconds a new agent version gets to connect, reconcile and report. */
+export const DEFAULT_UPDATE_TRIAL_SECONDS = 120;
+
+/** Self-update; absent = the agent never updates itself. */
+export const UpdateConfig = z.strictObject({
+  /** The only key releases may be signed with (`operator agent key`). */
+  release_key: ReleasePublicKey,
+  /** Seconds between asks for the wanted version (also asked after every reconnect). */
+  check_seconds: z.number().positive().max(86_400).default(DEFAULT_UPDATE_CHECK_SECONDS),
+  /** Seconds a new version gets to connect, reconcile and report before it is rolled back. */
+  trial_seconds: z.number().positive().max(3_600).default(DEFAULT_UPDATE_TRIAL_SECONDS),
+});
+/** Self-update settings. */
+export type UpdateConfig = z.infer<typeof UpdateConfig>;
+
 /** The whole agent configuration. */
 export const AgentConfig = z.strictObject({
   agent: z.strictObject({
@@ -117,6 +135,7 @@ export const AgentConfig = z.strictObject({
       return port >= 1 && port <= 65535;
     }, { message: "port must be 1-65535" }).optional(),
   }).optional(),
+  update: UpdateConfig.optional(),
 });
 /** The whole agent configuration (after defaults are applied). */
 export type AgentConfig = z.infer<typeof AgentConfig>;

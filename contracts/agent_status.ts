@@ -10,6 +10,7 @@
 import { z } from "zod";
 import { Name } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
+import { AgentUpdateStatus } from "./agent_update.ts";
 
 /** Phase of one deployment on one device. */
 export const DeploymentPhase = z.enum(["pending", "running", "failed", "removing"]);
@@ -93,6 +94,8 @@ export const AgentStatus = z.object({
    */
   status_refresh_seconds: z.number().positive().optional(),
   deployments: z.record(z.string(), DeploymentStatus),
+  /** Self-update: the release it runs and where an update stands. Older agents never send it. */
+  update: AgentUpdateStatus.optional(),
 });
 /** What an agent publishes to `agent-status/<device>`. */
 export type AgentStatus = z.infer<typeof AgentStatus>;

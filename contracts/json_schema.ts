@@ -14,6 +14,12 @@ import { AgentConfig } from "./agent_config.ts";
 import { DeviceRegistration } from "./device_registration.ts";
 import { EventsReply, LogsReply, LogsRequest, PingReply } from "./device_commands.ts";
 import { Heartbeat } from "./subjects.ts";
+import {
+  AgentUpdateTarget,
+  ArtifactRequest,
+  ArtifactTargetReply,
+  ReleaseManifest,
+} from "./agent_update.ts";
 
 const SCHEMAS: Record<string, z.ZodType> = {
   "desired-state": DesiredState,
@@ -26,6 +32,10 @@ const SCHEMAS: Record<string, z.ZodType> = {
   "ping-reply": PingReply,
   "events-reply": EventsReply,
   heartbeat: Heartbeat,
+  "release-manifest": ReleaseManifest,
+  "artifact-request": ArtifactRequest,
+  "artifact-target-reply": ArtifactTargetReply,
+  "agent-update-target": AgentUpdateTarget,
 };
 
 /**

@@ -87,6 +87,7 @@ Deno.test("AgentStatus keeps its JSON shape (snake_case on the wire)", () => {
     "status",
     "status_refresh_seconds",
     "timestamp",
+    "update",
   ]);
 });
 
