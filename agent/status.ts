@@ -25,6 +25,7 @@ import {
   type Heartbeat,
   statusKey,
 } from "@drover/contracts";
+import { backoffDelay } from "@drover/common";
 import { Coalescer } from "./coalesce.ts";
 import { errorText } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -157,6 +158,9 @@ export class StatusPublisher {
   #lastFullAt = 0;
   /** The next full put happens even if nothing changed (reconnect, refresh). */
   #force = true;
+  /** Failed full puts in a row, and the timer of the retry. */
+  #failures = 0;
+  #retry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: StatusPublisherOptions) {
     this.#options = options;
@@ -264,6 +268,9 @@ export class StatusPublisher {
       this.#lastRevision = undefined;
       throw e;
     }
+    this.#failures = 0;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
     if (this.#store === store) {
       this.#lastRevision = revision;
       this.#lastFingerprint = fingerprint;
@@ -277,6 +284,20 @@ export class StatusPublisher {
   }
 
   #failed(error: unknown): void {
+    // Retry soon rather than at the next heartbeat: right after a server restart
+    // JetStream may refuse puts for a moment while the connection is already up.
+    if (this.#retry === undefined && this.#store !== undefined) {
+      const delay = backoffDelay(this.#failures++, {
+        baseMs: 500,
+        capMs: this.#options.heartbeatSeconds * 1000,
+        jitter: 0.5,
+      });
+      this.#retry = setTimeout(() => {
+        this.#retry = undefined;
+        this.#force = true;
+        this.changed();
+      }, delay);
+    }
     // One line when publishing starts failing, then quiet until it works again.
     if (!this.#failing) {
       this.#failing = true;
@@ -322,6 +343,8 @@ export class StatusPublisher {
   stopHeartbeat(): void {
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     this.#heartbeat = undefined;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
   }
 
   /** Stops everything; waits for a put in flight. */

@@ -1,29 +1,47 @@
 /**
- * Fleet fan-out: one nats-server, the real operator (`serve` as a
- * subprocess, `apply`/`delete` through its CLI) and N agents spread over a
- * few `fleet_agents.ts` processes (see there: real agent code, FAKE
- * in-memory container runtime).
+ * Fleet fan-out: one nats-server (or a 3-node cluster), the real operator
+ * (`serve` as a subprocess, `apply`/`delete` through its CLI) and N hollow
+ * devices spread over a few `deno task hollow` processes (scripts/hollow.ts,
+ * agent/hollow.ts: the real agent code, FAKE in-memory container runtime).
  *
- * Per-device convergence comes from the agents (when their status put with
- * the new state was acknowledged); the total from the operator's HTTP API
- * (polled every {@linkcode API_POLL_MS} ms, so ± that much).
+ * Per-device convergence is the server time at which the device's status
+ * showing the new state was stored (a watch of `agent-status` in this
+ * process); the total from the operator's HTTP API (polled every
+ * {@linkcode API_POLL_MS} ms, so ± that much).
  *
  * @module
  */
 
-import { connect } from "@nats-io/transport-node";
-import { startNats } from "../tests/support/mod.ts";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { AgentStatus, BUCKET_AGENT_STATUS, decodeJson } from "@drover/contracts";
+import { type NatsServer, startNats, startNatsCluster } from "../tests/support/mod.ts";
 import { freePort } from "../tests/support/ports.ts";
 import { ensureBuckets, forEachBounded } from "../operator/kv.ts";
 import { registerDevice } from "../operator/registry.ts";
-import { FLEET_IMAGE, fleetDevice, type FleetRecord } from "./fleet_agents.ts";
-import { LoggedProcess, run } from "./process.ts";
+import { HOLLOW_IMAGES, hollowDeviceId } from "../agent/hollow.ts";
+import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
 import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
 
 /** How often the operator's API is polled for the totals. */
 export const API_POLL_MS = 250;
 const DEPLOYMENT = "fleet-app";
+/** The image every hollow device already has (so the IfNotPresent pull is skipped, as on a Pi). */
+export const FLEET_IMAGE = HOLLOW_IMAGES[0];
+const PREFIX = "dev";
+const LABELS = { fleet: "bench" };
+
+/** One transition seen in a stored status. */
+export interface FleetRecord {
+  device: string;
+  deployment: string;
+  /** `running` at `revision`, or `gone`. */
+  event: "running" | "gone";
+  revision?: number;
+  /** Epoch ms (server time) when the status carrying it was stored. */
+  at: number;
+}
 
 /** Options of {@linkcode runFleetBench}. */
 export interface FleetOptions {
@@ -37,6 +55,28 @@ export interface FleetOptions {
   phaseTimeoutMs: number;
   workDir: string;
   progress: (line: string) => void;
+  /** nats-server binary (default: natsServerCommand(), i.e. DROVER_NATS_SERVER or PATH). */
+  natsServer?: string;
+  /** Run a cluster of this many nodes (buckets with as many replicas) instead of one server. */
+  clusterNodes?: number;
+  /** Seconds between full status puts while nothing changes (default: the agent's). */
+  statusRefreshSeconds?: number;
+  /** Only connect and measure the steady state (no deploy/update/delete). */
+  steadyOnly?: boolean;
+  /** Restart nats-server once everything runs and time the fleet's return. */
+  storm?: boolean;
+}
+
+/** The reconnect storm: a server restart with every device connected. */
+export interface StormResult {
+  /** How long the restart itself took (stop + start until healthy), seconds. */
+  restartSeconds: number;
+  /** Restart begun → every device stored a status again, seconds. */
+  allReportedSeconds: number | null;
+  /** Restart begun → the operator's API lists every device online and ready again, seconds. */
+  allReadySeconds: number | null;
+  /** Per device: restart begun → its first status stored after it, seconds. */
+  perDevice: Summary;
 }
 
 /** One phase (deploy, update or delete). */
@@ -64,7 +104,8 @@ export interface PhaseCpu {
 
 /** The processes whose CPU a phase reports. */
 interface Parties {
-  nats: number | undefined;
+  /** Every nats-server node's pid. */
+  nats: (number | undefined)[];
   operator: number;
   agents: number[];
 }
@@ -74,6 +115,11 @@ export interface SteadyState {
   seconds: number;
   natsInMsgsPerSecond: number;
   natsOutMsgsPerSecond: number;
+  /** Bytes clients sent the server(s) per second: with nothing changing, the heartbeats' cost. */
+  natsInBytesPerSecond: number;
+  natsOutBytesPerSecond: number;
+  /** Full status puts stored per second (agent-status stream). */
+  statusPutsPerSecond: number;
   natsCpuPercent: number;
   natsRssMiB: number;
   natsConnections: number;
@@ -89,6 +135,10 @@ export interface FleetResult {
   n: number;
   processes: number;
   heartbeatSeconds: number;
+  /** nats-server version(s) and topology, e.g. `2.9.10 ×1`. */
+  server: string;
+  statusRefreshSeconds?: number;
+  storm?: StormResult;
   /** Agents started → the operator's API lists all N devices ready, seconds. */
   connectSeconds: number;
   deploy?: FleetPhase;
@@ -126,17 +176,17 @@ interface ApiDeployment {
 interface ApiDevice {
   device_id: string;
   status: string;
+  online: boolean;
   deployments: string[];
 }
 
 /** Registers devices 0..n-1 of the bench fleet with their labels in the device registry. */
-async function registerFleet(natsUrl: string, n: number): Promise<void> {
-  const nc = await connect({ servers: natsUrl });
+async function registerFleet(servers: string[], n: number): Promise<void> {
+  const nc = await connect({ servers });
   try {
     const kv = (await ensureBuckets(nc)).devices;
     const failures = await forEachBounded(Array.from({ length: n }, (_, i) => i), 64, async (i) => {
-      const device = fleetDevice(i);
-      await registerDevice(kv, device.id, device.labels);
+      await registerDevice(kv, hollowDeviceId(PREFIX, i), LABELS);
     });
     if (failures.length > 0) {
       throw new Error(
@@ -150,20 +200,116 @@ async function registerFleet(natsUrl: string, n: number): Promise<void> {
   }
 }
 
-/** Runs deploy, steady state, update and delete for N agents. */
+/** The servers a run uses: one nats-server or a cluster, with what the bench needs of them. */
+interface Servers extends AsyncDisposable {
+  urls: string[];
+  monitorUrls: string[];
+  nodes: NatsServer[];
+}
+
+async function startServers(options: FleetOptions): Promise<Servers> {
+  // tests/support starts natsServerCommand(), which reads DROVER_NATS_SERVER.
+  const before = Deno.env.get("DROVER_NATS_SERVER");
+  if (options.natsServer !== undefined) Deno.env.set("DROVER_NATS_SERVER", options.natsServer);
+  try {
+    if ((options.clusterNodes ?? 1) > 1) {
+      const cluster = await startNatsCluster(options.clusterNodes);
+      return {
+        urls: cluster.urls,
+        monitorUrls: cluster.nodes.map((n) => n.monitorUrl),
+        nodes: cluster.nodes,
+        [Symbol.asyncDispose]: () => cluster[Symbol.asyncDispose](),
+      };
+    }
+    const nats = await startNats();
+    return {
+      urls: [nats.url],
+      monitorUrls: [nats.monitorUrl],
+      nodes: [nats],
+      [Symbol.asyncDispose]: () => nats[Symbol.asyncDispose](),
+    };
+  } finally {
+    if (before === undefined) Deno.env.delete("DROVER_NATS_SERVER");
+    else Deno.env.set("DROVER_NATS_SERVER", before);
+  }
+}
+
+/** Watches `agent-status` and notes each device's transitions at the server's store time. */
+class StatusRecorder {
+  readonly records: FleetRecord[] = [];
+  /** Device → server time of its last stored status. */
+  readonly lastStored = new Map<string, number>();
+  /** Status puts seen. */
+  puts = 0;
+  readonly #running = new Map<string, Map<string, number>>();
+  #nc: NatsConnection | undefined;
+  #stop: (() => void) | undefined;
+
+  async start(servers: string[]): Promise<void> {
+    this.#nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    const kv = await new Kvm(this.#nc).open(BUCKET_AGENT_STATUS);
+    const watch = await kv.watch({ include: "updates" });
+    this.#stop = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation !== "PUT") continue;
+        this.puts++;
+        const at = e.created.getTime();
+        this.lastStored.set(e.key, at);
+        const decoded = decodeJson(AgentStatus, e.value);
+        if (decoded.ok) this.#note(e.key, decoded.value, at);
+      }
+    })();
+  }
+
+  #note(device: string, status: AgentStatus, at: number): void {
+    let running = this.#running.get(device);
+    if (running === undefined) this.#running.set(device, running = new Map());
+    for (const [deployment, d] of Object.entries(status.deployments)) {
+      if (d.phase === "running" && running.get(deployment) !== d.revision) {
+        running.set(deployment, d.revision);
+        this.records.push({ device, deployment, event: "running", revision: d.revision, at });
+      }
+    }
+    for (const deployment of [...running.keys()]) {
+      if (status.deployments[deployment] === undefined) {
+        running.delete(deployment);
+        this.records.push({ device, deployment, event: "gone", at });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#stop?.();
+    await this.#nc?.close();
+  }
+}
+
+/** Runs deploy, steady state, update and delete for N agents (and the storm when asked). */
 export async function runFleetBench(options: FleetOptions): Promise<FleetResult> {
   const { n, progress, workDir } = options;
-  const dir = `${workDir}/fleet-${n}`;
+  const nodes = options.clusterNodes ?? 1;
+  const tag = `fleet N=${n}${nodes > 1 ? ` cluster×${nodes}` : ""}`;
+  const dir = `${workDir}/fleet-${n}-${nodes}-${crypto.randomUUID().slice(0, 6)}`;
   await Deno.mkdir(dir, { recursive: true });
-  // 5 000 connections and consumers: nats-server's defaults allow 64K connections.
-  await using nats = await startNats();
+  // nats-server's defaults allow 64K connections.
+  await using servers = await startServers(options);
+  const natsUrl = servers.urls.join(",");
   const apiPort = await freePort();
   const api = `http://127.0.0.1:${apiPort}`;
   // Info level: the operator logs each fan-out pass with its duration.
-  const opEnv = { NATS_URL: nats.url, DROVER_LOG_LEVEL: "info" };
+  const opEnv = { NATS_URL: natsUrl, DROVER_LOG_LEVEL: "info" };
   await using operator = await LoggedProcess.spawn(
     Deno.execPath(),
-    ["run", "-A", "operator/main.ts", "serve", "--listen", `127.0.0.1:${apiPort}`],
+    [
+      "run",
+      "-A",
+      "operator/main.ts",
+      "serve",
+      "--listen",
+      `127.0.0.1:${apiPort}`,
+      ...(nodes > 1 ? ["--replicas", String(Math.min(nodes, 3))] : []),
+    ],
     `${dir}/operator.log`,
     opEnv,
   );
@@ -172,14 +318,15 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       await r.body?.cancel();
       return r.ok;
     }).catch(() => false)),
-    60_000,
+    120_000,
     "operator /healthz",
   );
 
   // Label selectors match the operator's device registry: register the fleet as `device add` does.
-  await registerFleet(nats.url, n);
-  progress(`fleet N=${n}: starting ${n} agents in ${options.processes} process(es)`);
-  const recordFiles: string[] = [];
+  await registerFleet(servers.urls, n);
+  const recorder = new StatusRecorder();
+  await recorder.start(servers.urls);
+  progress(`${tag}: starting ${n} hollow devices in ${options.processes} process(es)`);
   const agents: LoggedProcess[] = [];
   const t0 = epochMs();
   const per = Math.ceil(n / options.processes);
@@ -187,8 +334,6 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     const from = p * per;
     const count = Math.min(per, n - from);
     if (count <= 0) break;
-    const records = `${dir}/records-${p}.jsonl`;
-    recordFiles.push(records);
     agents.push(
       await LoggedProcess.spawn(
         Deno.execPath(),
@@ -196,26 +341,37 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
           "run",
           "-A",
           "--v8-flags=--max-old-space-size=4096",
-          "bench/fleet_agents.ts",
-          "--nats",
-          nats.url,
-          "--from",
+          `${REPO_ROOT}/scripts/hollow.ts`,
+          "--worker",
+          "--prefix",
+          PREFIX,
+          "--first",
           String(from),
-          "--count",
+          "--devices",
           String(count),
-          "--records",
-          records,
           "--heartbeat",
           String(options.heartbeatSeconds),
+          ...(options.statusRefreshSeconds !== undefined
+            ? ["--status-refresh", String(options.statusRefreshSeconds)]
+            : []),
+          ...Object.entries(LABELS).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+          ...servers.urls.flatMap((u) => ["--nats", u]),
         ],
         `${dir}/agents-${p}.log`,
       ),
     );
   }
+  const versions = await Promise.all(
+    servers.monitorUrls.map((u) => varz(u).then((v) => v.version)),
+  );
   const result: FleetResult = {
     n,
     processes: agents.length,
     heartbeatSeconds: options.heartbeatSeconds,
+    server: `${[...new Set(versions)].join("/")} ×${nodes}`,
+    ...(options.statusRefreshSeconds !== undefined
+      ? { statusRefreshSeconds: options.statusRefreshSeconds }
+      : {}),
     connectSeconds: NaN,
     steady: emptySteady(),
     operatorRolloutCpuPercent: NaN,
@@ -224,7 +380,8 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     consumers: { max: 0, afterConnect: NaN, afterDeploy: NaN, afterUpdate: NaN, afterDelete: NaN },
   };
   const consumersNow = async () => {
-    const c = await jszConsumers(nats.monitorUrl).catch(() => NaN);
+    let c = 0;
+    for (const u of servers.monitorUrls) c += await jszConsumers(u).catch(() => NaN);
     if (c > result.consumers.max) result.consumers.max = c;
     return c;
   };
@@ -248,19 +405,30 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     result.connectSeconds = round((epochMs() - t0) / 1000);
     result.consumers.afterConnect = await consumersNow();
     progress(
-      `fleet N=${n}: all agents connected in ${result.connectSeconds} s ` +
+      `${tag}: all agents connected in ${result.connectSeconds} s ` +
         `(${result.consumers.afterConnect} consumers)`,
     );
+    const parties: Parties = {
+      nats: await Promise.all(servers.nodes.map((node) => findPid(node.configPath))),
+      operator: operator.pid,
+      agents: agents.map((a) => a.pid),
+    };
+    if (options.steadyOnly) {
+      result.steady = await steady(
+        options,
+        servers.monitorUrls,
+        operator.pid,
+        parties.nats,
+        agents,
+        recorder,
+      );
+      return result;
+    }
 
     // Deploy.
     const manifest = `${dir}/manifest.json`;
     const before = await sampleOperator();
     await writeManifest(manifest, 1);
-    const parties: Parties = {
-      nats: await findPid(nats.configPath),
-      operator: operator.pid,
-      agents: agents.map((a) => a.pid),
-    };
     result.deploy = await phase(
       options,
       parties,
@@ -273,7 +441,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
           .catch(() => undefined);
         return d !== undefined && d.targeted === n && d.ready === n;
       },
-      recordFiles,
+      recorder,
       (r) => r.event === "running",
     );
     result.consumers.afterDeploy = await consumersNow();
@@ -283,17 +451,18 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     // Steady state: everything running, only heartbeats.
     result.steady = await steady(
       options,
-      nats.monitorUrl,
+      servers.monitorUrls,
       operator.pid,
       parties.nats,
       agents,
+      recorder,
     );
     await sampleOperator();
 
     // Update: every device replaces its container.
     const wanted = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`);
     const oldMax = Math.max(...wanted.devices.map((d) => d.wanted_revision ?? 0));
-    const revisionsBefore = await latestRunningRevisions(recordFiles);
+    const revisionsBefore = latestRunningRevisions(recorder);
     await writeManifest(manifest, 2);
     result.update = await phase(
       options,
@@ -307,7 +476,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
         return d.targeted === n && d.ready === n &&
           d.devices.every((x) => (x.wanted_revision ?? 0) > oldMax);
       },
-      recordFiles,
+      recorder,
       (r) =>
         r.event === "running" && (r.revision ?? 0) > (revisionsBefore.get(r.device) ?? Infinity),
     );
@@ -326,26 +495,103 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
         const devices = await getJson<ApiDevice[]>(`${api}/api/devices`);
         return devices.every((d) => !d.deployments.includes(DEPLOYMENT));
       },
-      recordFiles,
+      recorder,
       (r) => r.event === "gone",
     );
     result.consumers.afterDelete = await consumersNow();
     progress(
-      `fleet N=${n}: consumers after connect/deploy/update/delete: ` +
+      `${tag}: consumers after connect/deploy/update/delete: ` +
         `${result.consumers.afterConnect}/${result.consumers.afterDeploy}/` +
         `${result.consumers.afterUpdate}/${result.consumers.afterDelete}, max ${result.consumers.max}`,
     );
     await sampleOperator();
+
+    if (options.storm && nodes === 1) {
+      result.storm = await storm(options, servers.nodes[0], api, recorder, tag);
+    }
   } catch (e) {
     result.error = (e as Error).message;
-    progress(`fleet N=${n}: ${result.error}`);
+    progress(`${tag}: ${result.error}`);
   } finally {
     clearInterval(consumerPoll);
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
+    await recorder.close();
     result.operatorPasses = await operatorPasses(operator.logPath);
   }
   return result;
+}
+
+/**
+ * Restarts the server with every device connected and times the return:
+ * every device reconnects, takes its snapshot and puts its full status again.
+ */
+async function storm(
+  options: FleetOptions,
+  server: NatsServer,
+  api: string,
+  recorder: StatusRecorder,
+  tag: string,
+): Promise<StormResult> {
+  const { n, progress } = options;
+  progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected`);
+  const t0 = epochMs();
+  await server.restart();
+  const restartSeconds = round((epochMs() - t0) / 1000);
+  let allReportedSeconds: number | null = null;
+  let allReadySeconds: number | null = null;
+  const reported = () => {
+    let count = 0;
+    for (const at of recorder.lastStored.values()) if (at >= t0) count++;
+    return count;
+  };
+  try {
+    await until(
+      () => Promise.resolve(reported() >= n),
+      options.phaseTimeoutMs,
+      "every device reports again",
+      100,
+    );
+    allReportedSeconds = round((epochMs() - t0) / 1000);
+    await until(
+      async () => {
+        const devices = await getJson<ApiDevice[]>(`${api}/api/devices`);
+        return devices.filter((d) => d.status === "ready" && d.online).length >= n;
+      },
+      options.phaseTimeoutMs,
+      "operator lists every device ready again",
+      API_POLL_MS,
+    );
+    allReadySeconds = round((epochMs() - t0) / 1000);
+  } catch (e) {
+    progress(`${tag}: storm: ${(e as Error).message} (${reported()}/${n} reported)`);
+  }
+  const ms = summarise(
+    [...recorder.lastStored.values()].filter((at) => at >= t0).map((at) => at - t0),
+  );
+  const perDevice = secondsSummary(ms);
+  progress(
+    `${tag}: storm: restart ${restartSeconds} s, all reported again ${
+      allReportedSeconds ?? "timeout"
+    } s ` +
+      `(p50 ${perDevice.p50}, p99 ${perDevice.p99}), operator all ready ${
+        allReadySeconds ?? "timeout"
+      } s`,
+  );
+  return { restartSeconds, allReportedSeconds, allReadySeconds, perDevice };
+}
+
+function secondsSummary(ms: Summary): Summary {
+  const sec = (x: number) => Math.round(x / 10) / 100;
+  return {
+    n: ms.n,
+    min: sec(ms.min),
+    p50: sec(ms.p50),
+    p95: sec(ms.p95),
+    p99: sec(ms.p99),
+    max: sec(ms.max),
+    mean: sec(ms.mean),
+  };
 }
 
 async function operatorPasses(
@@ -387,7 +633,7 @@ async function phase(
   name: string,
   command: () => Promise<void>,
   done: () => Promise<boolean>,
-  recordFiles: string[],
+  recorder: StatusRecorder,
   matches: (r: FleetRecord) => boolean,
 ): Promise<FleetPhase> {
   const t0 = epochMs();
@@ -402,10 +648,8 @@ async function phase(
     options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message}`);
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
-  // Records are flushed every 50 ms.
-  await new Promise((r) => setTimeout(r, 300));
   const first = new Map<string, number>();
-  for (const r of await readRecords(recordFiles)) {
+  for (const r of recorder.records) {
     if (r.at < t0 || !matches(r) || first.has(r.device)) continue;
     first.set(r.device, (r.at - t0) / 1000);
   }
@@ -435,14 +679,16 @@ async function phase(
 }
 
 type PartySamples = {
-  nats: ProcSample | undefined;
+  nats: (ProcSample | undefined)[];
   operator: ProcSample | undefined;
   agents: (ProcSample | undefined)[];
 };
 
 async function sampleParties(p: Parties): Promise<PartySamples> {
   return {
-    nats: p.nats === undefined ? undefined : await sampleProcess(p.nats),
+    nats: await Promise.all(
+      p.nats.map((pid) => pid === undefined ? undefined : sampleProcess(pid)),
+    ),
     operator: await sampleProcess(p.operator),
     agents: await Promise.all(p.agents.map((pid) => sampleProcess(pid))),
   };
@@ -452,8 +698,9 @@ function phaseCpu(a: PartySamples, b: PartySamples): PhaseCpu {
   const pct = (x: ProcSample | undefined, y: ProcSample | undefined) =>
     x && y ? cpuPercent(x, y) : NaN;
   const agents = b.agents.map((s, i) => pct(a.agents[i], s));
+  const nats = b.nats.map((s, i) => pct(a.nats[i], s));
   return {
-    natsServer: round(pct(a.nats, b.nats)),
+    natsServer: round(nats.reduce((x, y) => x + y, 0)),
     operator: round(pct(a.operator, b.operator)),
     agents: round(agents.reduce((x, y) => x + y, 0)),
     agentsBusiest: round(Math.max(...agents)),
@@ -470,20 +717,10 @@ export async function findPid(needle: string): Promise<number | undefined> {
   return undefined;
 }
 
-async function readRecords(files: string[]): Promise<FleetRecord[]> {
-  const out: FleetRecord[] = [];
-  for (const file of files) {
-    const text = await Deno.readTextFile(file).catch(() => "");
-    for (const line of text.split("\n")) if (line) out.push(JSON.parse(line));
-  }
-  return out;
-}
-
 /** The highest revision each device reported running so far. */
-async function latestRunningRevisions(files: string[]): Promise<Map<string, number>> {
-  await new Promise((r) => setTimeout(r, 100));
+function latestRunningRevisions(recorder: StatusRecorder): Map<string, number> {
   const out = new Map<string, number>();
-  for (const r of await readRecords(files)) {
+  for (const r of recorder.records) {
     if (r.event === "running") out.set(r.device, Math.max(out.get(r.device) ?? 0, r.revision ?? 0));
   }
   return out;
@@ -491,24 +728,40 @@ async function latestRunningRevisions(files: string[]): Promise<Map<string, numb
 
 async function steady(
   options: FleetOptions,
-  monitorUrl: string,
+  monitorUrls: string[],
   operatorPid: number,
-  natsPid: number | undefined,
+  natsPids: (number | undefined)[],
   agents: LoggedProcess[],
+  recorder: StatusRecorder,
 ): Promise<SteadyState> {
   options.progress(`fleet N=${options.n}: steady state for ${options.steadySeconds} s`);
   // Let the rollout's tail (debounced puts, operator passes) finish first.
   await new Promise((r) => setTimeout(r, 2_000));
-  const v0 = await varz(monitorUrl);
+  const sumVarz = async () => {
+    const all = await Promise.all(monitorUrls.map((u) => varz(u)));
+    return {
+      in_msgs: all.reduce((x, v) => x + v.in_msgs, 0),
+      out_msgs: all.reduce((x, v) => x + v.out_msgs, 0),
+      in_bytes: all.reduce((x, v) => x + v.in_bytes, 0),
+      out_bytes: all.reduce((x, v) => x + v.out_bytes, 0),
+      mem: all.reduce((x, v) => x + v.mem, 0),
+      connections: all.reduce((x, v) => x + v.connections, 0),
+    };
+  };
+  const natsSample = () =>
+    Promise.all(natsPids.map((pid) => pid === undefined ? undefined : sampleProcess(pid)));
+  const v0 = await sumVarz();
+  const puts0 = recorder.puts;
   const t0 = performance.now();
   const op0 = await sampleProcess(operatorPid);
-  const nats0 = natsPid === undefined ? undefined : await sampleProcess(natsPid);
+  const nats0 = await natsSample();
   const ag0 = await Promise.all(agents.map((a) => sampleProcess(a.pid)));
   await new Promise((r) => setTimeout(r, options.steadySeconds * 1000));
-  const v1 = await varz(monitorUrl);
+  const v1 = await sumVarz();
   const dt = (performance.now() - t0) / 1000;
+  const puts = recorder.puts - puts0;
   const op1 = await sampleProcess(operatorPid);
-  const nats1 = natsPid === undefined ? undefined : await sampleProcess(natsPid);
+  const nats1 = await natsSample();
   const ag1 = await Promise.all(agents.map((a) => sampleProcess(a.pid)));
   let agentsCpu = 0;
   let agentsRss = 0;
@@ -517,14 +770,24 @@ async function steady(
     if (s && a) agentsCpu += cpuPercent(a, s);
     if (s) agentsRss += s.rssMiB;
   });
+  let natsCpu = 0;
+  nats1.forEach((s, i) => {
+    const a = nats0[i];
+    natsCpu += s && a ? cpuPercent(a, s) : NaN;
+  });
+  let consumers = 0;
+  for (const u of monitorUrls) consumers += await jszConsumers(u).catch(() => NaN);
   return {
     seconds: round(dt),
     natsInMsgsPerSecond: round((v1.in_msgs - v0.in_msgs) / dt),
     natsOutMsgsPerSecond: round((v1.out_msgs - v0.out_msgs) / dt),
-    natsCpuPercent: nats0 && nats1 ? round(cpuPercent(nats0, nats1)) : NaN,
+    natsInBytesPerSecond: Math.round((v1.in_bytes - v0.in_bytes) / dt),
+    natsOutBytesPerSecond: Math.round((v1.out_bytes - v0.out_bytes) / dt),
+    statusPutsPerSecond: round(puts / dt),
+    natsCpuPercent: round(natsCpu),
     natsRssMiB: round(v1.mem / 1024 / 1024),
     natsConnections: v1.connections,
-    natsConsumers: await jszConsumers(monitorUrl).catch(() => NaN),
+    natsConsumers: consumers,
     operatorCpuPercent: op0 && op1 ? round(cpuPercent(op0, op1)) : NaN,
     operatorRssMiB: op1 ? round(op1.rssMiB) : NaN,
     agentsRssMiB: round(agentsRss),
@@ -537,6 +800,9 @@ function emptySteady(): SteadyState {
     seconds: NaN,
     natsInMsgsPerSecond: NaN,
     natsOutMsgsPerSecond: NaN,
+    natsInBytesPerSecond: NaN,
+    natsOutBytesPerSecond: NaN,
+    statusPutsPerSecond: NaN,
     natsCpuPercent: NaN,
     natsRssMiB: NaN,
     natsConnections: NaN,

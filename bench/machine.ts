@@ -96,6 +96,7 @@ export interface Varz {
   in_bytes: number;
   out_bytes: number;
   subscriptions: number;
+  version: string;
 }
 
 /** Fetches nats-server's `/varz` monitoring page. */

@@ -44,6 +44,9 @@ Options:
   --operator-creds FILE creds of the operator, used only to register --label labels
                         (default: NATS_CREDS, else none)
   --heartbeat S         heartbeat_seconds of every device (default 10)
+  --status-refresh S    seconds between full status puts while nothing changes (default
+                        6 heartbeats); = --heartbeat puts the full status every heartbeat, as
+                        agents did before core-NATS heartbeats (to compare the cost)
   --json                progress as JSON lines on stdout (for scripts)
   -h, --help            this text
 `;
@@ -59,6 +62,7 @@ export interface HollowArgs {
   credsDir?: string;
   operatorCreds?: string;
   heartbeatSeconds: number;
+  statusRefreshSeconds?: number;
   json: boolean;
   /** Internal: a child of a multi-process run (no registration, JSON progress). */
   worker: boolean;
@@ -89,6 +93,7 @@ export function parseHollowArgs(
         "creds-dir": { type: "string" },
         "operator-creds": { type: "string" },
         heartbeat: { type: "string", default: "10" },
+        "status-refresh": { type: "string" },
         json: { type: "boolean", default: false },
         worker: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -135,6 +140,12 @@ export function parseHollowArgs(
       `--heartbeat must be seconds in (0, 3600], not ${JSON.stringify(v.heartbeat)}`,
     );
   }
+  const refresh = v["status-refresh"] === undefined ? undefined : Number(v["status-refresh"]);
+  if (refresh !== undefined && !(refresh > 0)) {
+    throw new UsageError(
+      `--status-refresh must be seconds > 0, not ${JSON.stringify(v["status-refresh"])}`,
+    );
+  }
   const servers = v.nats!.flatMap((s) => s.split(",")).map((s) => s.trim()).filter((s) => s);
   const operatorCreds = v["operator-creds"] ?? env("NATS_CREDS");
   return {
@@ -147,6 +158,7 @@ export function parseHollowArgs(
     ...(v["creds-dir"] !== undefined ? { credsDir: v["creds-dir"] } : {}),
     ...(operatorCreds ? { operatorCreds } : {}),
     heartbeatSeconds,
+    ...(refresh !== undefined ? { statusRefreshSeconds: refresh } : {}),
     json: v.json! || v.worker!,
     worker: v.worker!,
   };
@@ -245,6 +257,9 @@ async function runDevices(
       servers: args.servers,
       labels: args.labels,
       heartbeatSeconds: args.heartbeatSeconds,
+      ...(args.statusRefreshSeconds !== undefined
+        ? { statusRefreshSeconds: args.statusRefreshSeconds }
+        : {}),
       ...(args.credsDir !== undefined ? { credsDir: args.credsDir } : {}),
     };
     for (let i = 0; i < args.devices && !signal.aborted; i++) {
@@ -301,6 +316,9 @@ async function runWorkers(
         ...args.servers.flatMap((s) => ["--nats", s]),
         ...Object.entries(args.labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
         ...(args.credsDir !== undefined ? ["--creds-dir", args.credsDir] : []),
+        ...(args.statusRefreshSeconds !== undefined
+          ? ["--status-refresh", String(args.statusRefreshSeconds)]
+          : []),
       ],
       stdin: "null",
       stdout: "piped",

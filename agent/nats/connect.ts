@@ -46,7 +46,7 @@ export function connectionName(deviceId: string): string {
 export function connectionOptions(
   deviceId: string,
   nats: NatsConfig,
-  backoff: Backoff = reconnectBackoff(),
+  backoff: { next(): number } = new ReconnectDelay(),
   readFile: (path: string) => Uint8Array = Deno.readFileSync,
 ): NodeConnectionOptions {
   const authenticator: Authenticator[] = [];
@@ -91,6 +91,49 @@ export function connectionOptions(
  */
 export function reconnectBackoff(): Backoff {
   return new Backoff(CONNECT_BACKOFF);
+}
+
+/**
+ * Delay before the next reconnect dial when the connection has been down for
+ * `downForMs`: about as long again (so dials thin out geometrically), at least
+ * 250 ms and at most 10 s, minus up to half at random. Pure.
+ *
+ * Based on time, not on a count: nats.js asks its `reconnectDelayHandler` on
+ * every turn of its dial loop, including turns that only wait, so a counter
+ * reached the 10 s cap after a few dials and a fleet came back 5–10 s after
+ * its server did (measured: reconnect storm, bench/RESULTS.md). The jitter
+ * spreads a fleet's dials so a restarted server is not hit by all at once.
+ */
+export function reconnectDelayMs(downForMs: number, random: () => number = Math.random): number {
+  const raw = Math.min(CONNECT_BACKOFF.capMs, Math.max(CONNECT_BACKOFF.baseMs, downForMs));
+  const r = Math.min(Math.max(random(), 0), 1);
+  return Math.round(raw * (1 - (CONNECT_BACKOFF.jitter ?? 0) * r));
+}
+
+/** Reconnect delays from how long the connection has been down ({@linkcode reconnectDelayMs}). */
+export class ReconnectDelay {
+  readonly #now: () => number;
+  #downSince: number | undefined;
+
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /** The connection was lost (the first call of an outage counts). */
+  down(): void {
+    this.#downSince ??= this.#now();
+  }
+
+  /** Connected again. */
+  reset(): void {
+    this.#downSince = undefined;
+  }
+
+  /** The delay before the next dial (the handler nats.js calls). */
+  next(): number {
+    this.down();
+    return reconnectDelayMs(this.#now() - this.#downSince!);
+  }
 }
 
 function trimBytes(bytes: Uint8Array): Uint8Array {

@@ -9,6 +9,8 @@ import {
   connectWithRetry,
   inboxPrefix,
   reconnectBackoff,
+  ReconnectDelay,
+  reconnectDelayMs,
   tolerateTransportResets,
 } from "./connect.ts";
 
@@ -49,6 +51,24 @@ Deno.test("connectionOptions: identity, reconnect forever, every auth method, TL
   });
   const delay = o.reconnectDelayHandler!();
   assert(delay > 0 && delay <= 10_000, `delay ${delay}`);
+});
+
+Deno.test("reconnectDelayMs: about the outage so far, 250 ms to 10 s, up to half off at random", () => {
+  assertEquals(reconnectDelayMs(0, () => 0), 250);
+  assertEquals(reconnectDelayMs(0, () => 1), 125);
+  assertEquals(reconnectDelayMs(3_000, () => 0), 3_000);
+  assertEquals(reconnectDelayMs(3_000, () => 1), 1_500);
+  assertEquals(reconnectDelayMs(60_000, () => 0), 10_000);
+  // Asked again and again within one outage (nats.js asks on every turn of its loop),
+  // the delay does not run away: it follows the time, not the number of calls.
+  let now = 0;
+  const d = new ReconnectDelay(() => now);
+  d.down();
+  for (let i = 0; i < 50; i++) assert(d.next() <= 250);
+  now = 2_000;
+  assert(d.next() <= 2_000 && d.next() >= 1_000);
+  d.reset();
+  assert(d.next() <= 250);
 });
 
 Deno.test("reconnectBackoff grows, is capped at 10 s and resets", () => {

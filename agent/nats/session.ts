@@ -12,7 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
 import { heartbeatSubject, type NatsConfig } from "@drover/contracts";
 import { withinMs } from "@drover/common";
-import { connectionOptions, connectWithRetry, reconnectBackoff } from "./connect.ts";
+import { connectionOptions, connectWithRetry, ReconnectDelay } from "./connect.ts";
 import type { DesiredSink } from "./desired_record.ts";
 import { DesiredFollower, type DesiredFollowOptions } from "./desired_follow.ts";
 import { DroverRequestError, putStatus } from "./requests.ts";
@@ -50,7 +50,7 @@ export interface NatsSessionOptions {
 /** Connection, watch and status bucket, supervised until stopped. */
 export class NatsSession {
   readonly #options: NatsSessionOptions;
-  readonly #backoff = reconnectBackoff();
+  readonly #backoff = new ReconnectDelay();
   #nc: NatsConnection | undefined;
   #connected = false;
   readonly #outage: OutageTracker;
@@ -213,6 +213,7 @@ export class NatsSession {
         switch (s.type) {
           case "disconnect":
             this.#connected = false;
+            this.#backoff.down();
             this.#options.setStatusStore(undefined);
             this.#report(
               this.#outage.lost(performance.now(), `connection to ${s.server} lost`),

@@ -1,0 +1,199 @@
+/**
+ * `deno run -A bench/scale.ts RUN…`: the fleet-scale benchmarks of issue 12 —
+ * hollow devices (scripts/hollow.ts: real agent code, FAKE in-memory runtime)
+ * against nats-server 2.9.10 (Debian bookworm, on PATH) and 2.10.27 (Debian
+ * trixie, fetched by scripts/trixie_nats.sh), one server or a 3-node cluster,
+ * plus the reconnect storm and the heartbeat cost before and after.
+ *
+ * Each RUN is `KIND:N` with KIND one of
+ *   bookworm | trixie           deploy/update/delete on one server (add `+storm` for the storm)
+ *   cluster                     the same on a 3-node cluster (bookworm's server)
+ *   legacy-bookworm             steady state only, every heartbeat a full status put (as before)
+ * e.g. `bench/scale.ts bookworm:1000 trixie:1000 bookworm+storm:5000 cluster:5000`.
+ *
+ * Results accumulate in bench/results-scale.json (one entry per RUN, the
+ * newest wins) and render as a section of bench/RESULTS.md that
+ * `deno task bench` keeps. Numbers, not assertions.
+ *
+ * @module
+ */
+
+import { type FleetResult, runFleetBench } from "./fleet.ts";
+import { fleetProcesses } from "./main.ts";
+import { machineInfo } from "./machine.ts";
+import { REPO_ROOT, run } from "./process.ts";
+
+/** Start marker of the section in RESULTS.md. */
+export const SECTION_START = "<!-- scale-bench:start -->";
+/** End marker of the section. */
+export const SECTION_END = "<!-- scale-bench:end -->";
+const RESULTS = `${REPO_ROOT}/bench/results-scale.json`;
+
+/** One stored run. */
+export interface ScaleEntry {
+  run: string;
+  date: string;
+  result: FleetResult;
+}
+
+/** One run asked for on the command line. Pure. */
+export function parseRun(text: string): { kind: string; storm: boolean; n: number } {
+  const m = /^(bookworm|trixie|cluster|legacy-bookworm)(\+storm)?:(\d+)$/.exec(text);
+  if (!m) {
+    throw new Error(
+      `A run is KIND[+storm]:N with KIND bookworm|trixie|cluster|legacy-bookworm, not ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return { kind: m[1], storm: m[2] !== undefined, n: Number(m[3]) };
+}
+
+async function trixieServer(): Promise<string> {
+  const out = await run("bash", ["scripts/trixie_nats.sh", ".tmp/nats-trixie"]);
+  if (out.code !== 0) throw new Error(`scripts/trixie_nats.sh failed: ${out.stderr}`);
+  return out.stdout.trim();
+}
+
+const f = (x: number | null | undefined) =>
+  x === undefined || x === null || Number.isNaN(x) ? "–" : String(x);
+const pair = (p?: { perDevice: { p50: number; p99: number } }) =>
+  p ? `${f(p.perDevice.p50)} / ${f(p.perDevice.p99)}` : "–";
+const kib = (b: number) => Number.isNaN(b) ? "–" : `${Math.round(b / 102.4) / 10} KiB/s`;
+
+/** The RESULTS.md section. Pure. */
+export function renderSection(entries: ScaleEntry[]): string {
+  const full = entries.filter((e) => e.result.deploy !== undefined);
+  const rows = full.map((e) => {
+    const r = e.result;
+    return `| ${r.server} | ${r.n} | ${f(r.connectSeconds)} | ${pair(r.deploy)} | ${
+      pair(r.update)
+    } | ${pair(r.delete)} | ${f(r.deploy?.totalSeconds)} / ${f(r.update?.totalSeconds)} / ${
+      f(r.delete?.totalSeconds)
+    } | ${f(r.update?.cpuPercent.natsServer)} % | ${f(r.steady.natsRssMiB)} | ${
+      kib(r.steady.natsInBytesPerSecond)
+    } | ${f(r.steady.statusPutsPerSecond)} | ${
+      f(Math.round(r.steady.agentsRssMiB / r.n * 1024) / 1024 * 1024)
+    } KiB |`;
+  });
+  const steadyRows = entries.map((e) => {
+    const r = e.result;
+    const s = r.steady;
+    const mode = r.statusRefreshSeconds === r.heartbeatSeconds
+      ? "before: full status every heartbeat"
+      : "after: heartbeat + full status on change / every 60 s";
+    return `| ${r.server} | ${r.n} | ${mode} | ${f(s.natsInMsgsPerSecond)} | ${
+      kib(s.natsInBytesPerSecond)
+    } | ${kib(s.natsOutBytesPerSecond)} | ${f(s.statusPutsPerSecond)} | ${f(s.natsCpuPercent)} % |`;
+  });
+  const storms = entries.filter((e) => e.result.storm !== undefined).map((e) => {
+    const r = e.result;
+    const s = r.storm!;
+    return `| ${r.server} | ${r.n} | ${f(s.restartSeconds)} | ${f(s.allReportedSeconds)} | ${
+      f(s.perDevice.p50)
+    } / ${f(s.perDevice.p99)} | ${f(s.allReadySeconds)} |`;
+  });
+  const errors = entries.filter((e) => e.result.error).map((e) => `- ${e.run}: ${e.result.error}`);
+  return `${SECTION_START}
+## Fleet scale (\`deno run -A bench/scale.ts\`, issue 12)
+
+Hollow devices (\`deno task hollow\`: the real agent code per device, each with its own NATS
+connection, FAKE in-memory container runtime) in ${
+    full[0]?.result.processes ?? 2
+  } processes, the real \`operator serve\`, on this
+2-core machine shared with other work. Seconds from the command; per-device times are the server
+time each device's status showing the change was stored. Runs: ${
+    entries.map((e) => `${e.run} (${e.date})`).join(", ")
+  }.
+
+Deploy / update / delete, per device p50 / p99, and the operator's "all ready" total:
+
+| nats-server | N | connect all | deploy p50 / p99 | update p50 / p99 | delete p50 / p99 | operator all done (deploy / update / delete) | server CPU during update | server RSS MiB | client → server bytes/s, steady | status puts/s, steady | agent RSS per device |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| 2.9.10 ×1, before (per-device consumers, issue 12) | 5000 | 9.0 | 3.06 / 7.59 | 7.86 / 12.26 | 6.70 / 12.83 | – | 93 % | – | – | – | – |
+| 2.10.27 ×1, before (per-device consumers, issue 12) | 5000 | 22.9 | 1.91 / 2.65 | 5.14 / 8.95 | 4.53 / 9.03 | – | 93 % | – | – | – | – |
+${rows.join("\n")}
+
+Steady state (everything running, nothing changing; heartbeat every 10 s):
+
+| nats-server | N | status path | msgs/s in | bytes/s in | bytes/s out | status puts/s | server CPU |
+|---|---|---|---|---|---|---|---|
+${steadyRows.join("\n")}
+
+Reconnect storm: nats-server restarted (SIGTERM, start on the same store) with every device
+connected; time from the restart's start:
+
+| nats-server | N | restart itself | every device stored a status again | per device p50 / p99 | operator lists all ready and online |
+|---|---|---|---|---|---|
+${storms.join("\n")}
+${errors.length > 0 ? `\nNot measured:\n\n${errors.join("\n")}\n` : ""}
+${SECTION_END}
+`;
+}
+
+/** The scale section of a RESULTS.md text, or "" (pure). */
+export function sectionOf(markdown: string): string {
+  const start = markdown.indexOf(SECTION_START);
+  const end = markdown.indexOf(SECTION_END);
+  return start >= 0 && end > start ? markdown.slice(start, end + SECTION_END.length) + "\n" : "";
+}
+
+/** Replaces (or appends) the scale section of a RESULTS.md text (pure). */
+export function withSection(markdown: string, section: string): string {
+  const start = markdown.indexOf(SECTION_START);
+  const end = markdown.indexOf(SECTION_END);
+  if (start >= 0 && end > start) {
+    return markdown.slice(0, start) + section.trimEnd() + markdown.slice(end + SECTION_END.length);
+  }
+  return `${markdown.trimEnd()}\n\n${section}`;
+}
+
+async function main(args: string[]): Promise<number> {
+  if (args.length === 0 || args.includes("--help")) {
+    console.log("Usage: deno run -A bench/scale.ts KIND[+storm]:N … (see the module doc)");
+    return args.length === 0 ? 2 : 0;
+  }
+  const runs = args.map(parseRun);
+  const started = performance.now();
+  const progress = (line: string) =>
+    console.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)} s] ${line}`);
+  const workDir = await Deno.makeTempDir({ prefix: "drover-scale-" });
+  const machine = await machineInfo();
+  for (const [i, spec] of runs.entries()) {
+    const server = spec.kind === "trixie" ? await trixieServer() : "nats-server";
+    const result = await runFleetBench({
+      n: spec.n,
+      processes: fleetProcesses(spec.n, machine.nproc),
+      steadySeconds: 20,
+      heartbeatSeconds: 10,
+      phaseTimeoutMs: Math.max(120_000, spec.n * 40),
+      workDir,
+      progress,
+      natsServer: server,
+      ...(spec.kind === "cluster" ? { clusterNodes: 3 } : {}),
+      ...(spec.kind === "legacy-bookworm" ? { statusRefreshSeconds: 10, steadyOnly: true } : {}),
+      storm: spec.storm,
+    });
+    const entries: ScaleEntry[] = JSON.parse(
+      await Deno.readTextFile(RESULTS).catch(() => "[]"),
+    );
+    const entry = { run: args[i], date: new Date().toISOString().slice(0, 16), result };
+    const at = entries.findIndex((e) => e.run === entry.run);
+    if (at >= 0) entries[at] = entry;
+    else entries.push(entry);
+    await Deno.writeTextFile(RESULTS, JSON.stringify(entries, null, 2) + "\n");
+    const md = await Deno.readTextFile(`${REPO_ROOT}/bench/RESULTS.md`).catch(() => "");
+    await Deno.writeTextFile(
+      `${REPO_ROOT}/bench/RESULTS.md`,
+      withSection(md, renderSection(entries)),
+    );
+    await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);
+    progress(`${args[i]}: written to bench/results-scale.json and bench/RESULTS.md`);
+  }
+  progress(`logs are in ${workDir}`);
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
