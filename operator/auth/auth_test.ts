@@ -50,6 +50,7 @@ Deno.test("devicePermissions: exactly the device's own subjects, nothing wider",
         "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-1.*",
         "drover.desired.snapshot.pi-1",
         "drover.heartbeat.pi-1",
+        "drover.artifact.pi-1",
       ],
     },
     sub: { allow: ["$KV.desired-state.pi-1.*", "_INBOX_pi-1.>", "drover.cmd.pi-1.*"] },
@@ -67,6 +68,7 @@ Deno.test("DEVICE_BRIDGES: the only subjects the devices' account imports, locke
     ["service", "$KV.agent-status.*"],
     ["service", "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.*.*"],
     ["service", "drover.desired.snapshot.*"],
+    ["service", "drover.artifact.*"],
     ["stream", "$KV.desired-state.*.*"],
   ]);
 });

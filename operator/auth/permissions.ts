@@ -30,12 +30,17 @@
  *   events), also exported by the devices' account (a private service only
  *   `DROVER` imports). It may answer only on the reply subject of a request it
  *   received (a response permission) and never publishes on `drover.cmd.>`,
- *   so no device can ask another device anything.
+ *   so no device can ask another device anything;
+ * - publish `drover.artifact.<id>`: asks which agent version it should run
+ *   and pulls signed release chunks (a service import answered by
+ *   `operator serve`); nothing else of the releases' bucket is reachable.
  *
  * @module
  */
 
 import {
+  ARTIFACT_PREFIX,
+  artifactSubject,
   assertName,
   BUCKET_AGENT_STATUS,
   BUCKET_DESIRED_STATE,
@@ -109,6 +114,13 @@ export const DEVICE_BRIDGES: readonly DeviceBridge[] = [
     type: "service",
   },
   {
+    // Release artifacts for self-update, answered by `operator serve` from the
+    // Object Store (devices have no JetStream to read it themselves).
+    name: "agent artifacts",
+    subject: `${ARTIFACT_PREFIX}.*`,
+    type: "service",
+  },
+  {
     name: "desired-state changes",
     subject: kvSubject(BUCKET_DESIRED_STATE, "*.*"),
     type: "stream",
@@ -150,6 +162,7 @@ export function devicePermissions(deviceId: string): SubjectPermissions {
         directGetSubject(kvStream(BUCKET_DESIRED_STATE), desiredStateChangesSubject(id)),
         desiredSnapshotSubject(id),
         heartbeatSubject(id),
+        artifactSubject(id),
       ],
     },
     sub: {
