@@ -25,6 +25,11 @@ export interface ApiSource {
    * every deployment (Prometheus sends it with `authorization: credentials`).
    */
   metrics?: () => Promise<string>;
+  /**
+   * What `/api/deployments/NAME` adds to the deployment's view: its rollout
+   * status and revision history (operator/rollout_view.ts); absent: nothing.
+   */
+  deploymentDetails?: (name: string) => object;
 }
 
 /** Content type of the Prometheus text exposition format. */
@@ -208,7 +213,7 @@ export function createApi(
   get("/api/deployments/:name", ({ name }) => {
     const found = view().deployments.find((d) => d.name === name);
     if (found === undefined) throw new HttpError(404, `deployment "${name}" not found`);
-    return json(found);
+    return json({ ...found, ...source.deploymentDetails?.(name) });
   });
 
   return (request: Request): Response => {

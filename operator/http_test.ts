@@ -265,3 +265,17 @@ Deno.test({
     assertEquals(logs.includes(TOKEN), false, logs);
   },
 });
+
+Deno.test("http: /api/deployments/:name carries the rollout and history details", async () => {
+  const withDetails = createApi({
+    view: () => summarise([manifest], new Map(), new Map(), new Map(), Date.now()),
+    unhealthy: () => null,
+    deploymentDetails: (name) => ({ history: [{ revision: 1, summary: `created ${name}` }] }),
+  });
+  const body = await withDetails(get("/api/deployments/web")).json();
+  assertEquals(body.history, [{ revision: 1, summary: "created web" }]);
+  assertEquals(body.name, "web");
+  // The list stays small: details only on the deployment's own path.
+  const list = await withDetails(get("/api/deployments")).json();
+  assertEquals(list[0].history, undefined);
+});

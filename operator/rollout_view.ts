@@ -10,6 +10,7 @@ import { knownDevices } from "./aggregate.ts";
 import { targetedDevices } from "./fanout.ts";
 import type { FleetState } from "./fleet_state.ts";
 import type { HistoryEntry } from "./history.ts";
+import type { RolloutBook } from "./rollout_store.ts";
 import { progressOf } from "./rollout_driver.ts";
 import type { RolloutFailure, RolloutPhase, RolloutState } from "./rollout_state.ts";
 import { escapeControl, table } from "./render.ts";
@@ -194,4 +195,45 @@ export function historyTable(rows: readonly HistoryRow[]): string {
       r.summary,
     ]),
   );
+}
+
+/** One revision as the API and the dashboard show it (the manifest stays in `history NAME -o json`). */
+export type HistoryItem = Omit<HistoryRow, "manifest">;
+
+/** A deployment's rollout status and revision history, for the API and the dashboard. */
+export interface DeploymentRolloutInfo {
+  rollout?: RolloutStatusView;
+  history?: HistoryItem[];
+}
+
+/**
+ * The rollout status and history of `name` from what the operator mirrors
+ * (the rollout book and the fleet state). Pure; empty when there is none.
+ */
+export function deploymentRolloutInfo(
+  name: string,
+  book: RolloutBook,
+  fleet: FleetState,
+  now: number,
+): DeploymentRolloutInfo {
+  const out: DeploymentRolloutInfo = {};
+  const rollout = book.rollouts.get(name)?.state;
+  const current = fleet.manifests.get(name);
+  const entries = [...(book.history.get(name)?.values() ?? [])].sort((a, b) =>
+    a.revision - b.revision
+  );
+  if (entries.length > 0) {
+    out.history = historyRows(entries, current?.revision, rollout)
+      .map(({ manifest: _manifest, ...row }) => row);
+  }
+  if (rollout !== undefined) {
+    const manifest = current?.revision === rollout.revision && current.manifest !== undefined
+      ? current.manifest
+      : book.manifestAt(name, rollout.revision);
+    const stable = rollout.stable_revision === null
+      ? undefined
+      : book.manifestAt(name, rollout.stable_revision);
+    if (manifest !== undefined) out.rollout = rolloutStatus(rollout, manifest, stable, fleet, now);
+  }
+  return out;
 }

@@ -26,6 +26,7 @@ import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OperatorMetrics } from "../metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../dashboard/mod.ts";
+import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout_view.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -175,10 +176,25 @@ export const serveCommand: Command = {
         return null;
       },
       metrics: () => metrics.render(),
+      deploymentDetails: (name) => rolloutInfo(name, Date.now()),
     }, { token: apiToken });
     // The browser dashboard at / (its own paths; everything else is the API's).
+    // A deployment's rollout and history, from what the reconciler mirrors.
+    const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
+      const book = reconciler?.rollouts?.book;
+      return book === undefined || reconciler === undefined
+        ? {}
+        : deploymentRolloutInfo(name, book, reconciler.state, now);
+    };
     const dashboard = new Dashboard({
-      view: (now) => reconciler?.ready ? reconciler.state.view(now) : undefined,
+      view: (now) => {
+        if (!reconciler?.ready) return undefined;
+        const view = reconciler.state.view(now);
+        return {
+          ...view,
+          deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
+        };
+      },
       device: (id) => reconciler?.state.statuses.get(id),
     }, { token: apiToken });
     const server = Deno.serve({
