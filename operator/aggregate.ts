@@ -13,6 +13,7 @@ import {
   type DeploymentPhase,
   desiredStateKey,
   parseDesiredStateKey,
+  type ServiceStatus,
 } from "@drover/contracts";
 import { desiredContent, desiredStateOf, type KnownDevice, targetedDevices } from "./fanout.ts";
 
@@ -114,6 +115,12 @@ export interface DeploymentDeviceView {
   /** The agent's own phase for the revision it reports, if any. */
   agent_phase: DeploymentPhase | null;
   message: string;
+  /**
+   * The agent's view of each service (container state, image, restarts and,
+   * with a health check, `health`), as it reported them; absent when it
+   * reported none for this deployment.
+   */
+  services?: Record<string, ServiceStatus>;
 }
 
 /** One deployment in the fleet view. */
@@ -339,6 +346,9 @@ export function deviceInDeployment(
     wanted_kv_revision: stored?.revision ?? null,
     applied_kv_revision: reported?.revision ?? null,
     agent_phase: reported?.phase ?? null,
+    ...(reported !== undefined && Object.keys(reported.services).length > 0
+      ? { services: reported.services }
+      : {}),
   };
   // An earlier revision's value, which the operator is about to replace: its failure is old news
   // (and must not end an `apply --wait` of the new revision).

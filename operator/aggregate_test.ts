@@ -330,3 +330,27 @@ Deno.test("summarise: WANTED/APPLIED are deployment revisions; KV revisions kept
     "agent reports revision 27 (running), waiting for revision 28",
   );
 });
+
+Deno.test("summarise: each device row carries the services the agent reported, health included", () => {
+  const healthy: DeploymentStatus = {
+    revision: 7,
+    phase: "running",
+    services: {
+      httpd: { state: "running", image: "busybox", restarts: 0, health: "healthy" },
+    },
+  };
+  const statuses = new Map([
+    ["a", record("a", { site: "lab" }, { web: healthy })],
+    ["b", record("b", { site: "lab" }, {})],
+  ]);
+  const view = summarise(
+    [web],
+    desiredFor({ "a.web": 7, "b.web": 7 }),
+    statuses,
+    registered({ a: { site: "lab" }, b: { site: "lab" } }),
+    NOW,
+  );
+  const [a, b] = view.deployments[0].devices;
+  assertEquals(a.services?.httpd?.health, "healthy");
+  assertEquals(b.services, undefined, "nothing reported, nothing shown");
+});
