@@ -33,6 +33,7 @@ import { EventRing } from "./commands/event_ring.ts";
 import { CommandServer } from "./commands/server.ts";
 import { podmanLogSource } from "./commands/podman_logs.ts";
 import type { ContainerRuntime } from "./runtime/runtime.ts";
+import { RELEASE_ENV, Updater } from "./update/updater.ts";
 
 /** Exit codes of the agent. */
 export const EXIT = { ok: 0, internal: 1, usage: 2, config: 78 } as const;
@@ -190,6 +191,32 @@ export async function runAgent(
       },
     },
   });
+  // Self-update ([update] in the config); only for a real device (not hollow agents).
+  let restartReason: string | undefined;
+  const updater = config.update !== undefined && useCache
+    ? new Updater({
+      deviceId,
+      config: config.update,
+      stateDir,
+      release: env(RELEASE_ENV),
+      log: logger("update").with({ device: deviceId }),
+      onChange: () => publisher.changed(),
+      requestRestart: (reason) => {
+        restartReason = reason;
+        stop.abort(new Error(reason));
+      },
+    })
+    : undefined;
+  if (updater !== undefined) {
+    try {
+      await updater.init();
+    } catch (e) {
+      log.error("Cannot read the update state in {dir}: {error}", {
+        dir: updater.paths.dir,
+        error: errorText(e),
+      });
+    }
+  }
   const publisher = new StatusPublisher({
     deviceId,
     labels: config.agent.labels,
@@ -198,6 +225,7 @@ export async function runAgent(
       ? { refreshSeconds: parts.statusRefreshSeconds }
       : {}),
     source: reconciler,
+    ...(updater !== undefined ? { update: () => updater.status() } : {}),
     log: logger("status").with({ device: deviceId }),
   });
   let systemdStatus = "";
@@ -235,7 +263,8 @@ export async function runAgent(
     sink: store,
     setStatusStore: (store) => publisher.setStore(store),
     log: logger("nats").with({ device: deviceId }),
-    onConnection: (nc, signal) => commands.serve(nc, signal),
+    onConnection: (nc, signal) =>
+      Promise.all([commands.serve(nc, signal), updater?.serve(nc, signal)]).then(() => {}),
     onReconnect: () => metrics?.reconnected(),
   });
   const commands = new CommandServer({
@@ -270,11 +299,16 @@ export async function runAgent(
   const reconciling = reconciler.run(stop.signal);
   const sessionRun = session.run(stop.signal);
   publisher.start();
+  // A release on trial must reconcile once and store a status before its deadline (from now).
+  let firstPassDone = false;
+  void updater?.watchTrial(() => firstPassDone && publisher.published > 0, stop.signal);
   void reconciler.firstPass.then(() => {
     if (stop.signal.aborted) return;
     log.info("First reconcile pass done: device is {status}", {
       status: reconciler.deviceStatus(),
     });
+    firstPassDone = true;
+    if (updater?.onTrial) publisher.changed();
     notify(
       "READY",
       () => notifier.ready(statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses())),
@@ -295,7 +329,11 @@ export async function runAgent(
     stop.signal.addEventListener("abort", () => resolve(), { once: true });
   });
 
-  log.info("Stopping; containers keep running");
+  log.info(
+    restartReason !== undefined
+      ? `Restarting (${restartReason}); containers keep running`
+      : "Stopping; containers keep running",
+  );
   await notify("STOPPING", () => notifier.stopping());
   await withTimeout(reconciling, 3_000, () => log.warn("Reconciler did not stop in time"));
   await withTimeout(sessionRun, 1_000, () => log.debug("NATS session did not stop in time"));

@@ -18,6 +18,7 @@
 import type { Logger } from "@logtape/logtape";
 import {
   type AgentStatus,
+  type AgentUpdateStatus,
   type DeploymentStatus,
   DEVICE_MESSAGE_MAX_LENGTH,
   type DeviceLabels,
@@ -109,6 +110,8 @@ export interface AgentStatusInput {
   now: Date;
   /** Why the device is not ready; dropped when it is. */
   message?: string;
+  /** Self-update state. */
+  update?: AgentUpdateStatus;
 }
 
 /** Builds the wire value. Pure. */
@@ -125,6 +128,7 @@ export function buildAgentStatus(input: AgentStatusInput): AgentStatus {
     heartbeat_seconds: input.heartbeatSeconds,
     ...(input.refreshSeconds !== undefined ? { status_refresh_seconds: input.refreshSeconds } : {}),
     deployments: input.deployments,
+    ...(input.update !== undefined ? { update: input.update } : {}),
   };
 }
 
@@ -139,6 +143,8 @@ export interface StatusPublisherOptions {
   /** Seconds between full puts while nothing changes (default {@linkcode statusRefreshSeconds}). */
   refreshSeconds?: number;
   now?: () => Date;
+  /** Self-update state, reported as `update` (agent/update/updater.ts). */
+  update?: () => AgentUpdateStatus | undefined;
 }
 
 /** Publishes statuses whenever told to and on a heartbeat; quiet while offline. */
@@ -237,7 +243,9 @@ export class StatusPublisher {
   current(): AgentStatus {
     const { source } = this.#options;
     const message = this.#override === "stopped" ? STOPPED_MESSAGE : source.deviceMessage?.();
+    const update = this.#options.update?.();
     return buildAgentStatus({
+      ...(update !== undefined ? { update } : {}),
       deviceId: this.#options.deviceId,
       status: this.#override ?? source.deviceStatus(),
       ...(message !== undefined ? { message } : {}),

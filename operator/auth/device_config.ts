@@ -18,6 +18,8 @@ export interface DeviceConfigInput {
   credsPath: string;
   /** Absolute path of the CA that signed the server certificate, when the server uses TLS. */
   tlsCa?: string;
+  /** The release key's public half: agents trust only releases it signed (self-update). */
+  releaseKey?: string;
 }
 
 /**
@@ -34,6 +36,7 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
       creds: input.credsPath,
       ...(input.tlsCa !== undefined ? { tls_ca: input.tlsCa } : {}),
     },
+    ...(input.releaseKey !== undefined ? { update: { release_key: input.releaseKey } } : {}),
   };
   const checked = AgentConfig.safeParse(config);
   if (!checked.success) {

@@ -21,6 +21,7 @@ import {
 import { AuthInputError, DeviceExistsError, DeviceUnknownError } from "./errors.ts";
 import { encodeDeviceUserJwt } from "./claims.ts";
 import { renderDeviceToml } from "./device_config.ts";
+import { readReleasePublicKey } from "./release_key.ts";
 import { writeAuthConf } from "./init.ts";
 import {
   authPath,
@@ -134,11 +135,13 @@ export async function deviceAdd(
   const user = createUser();
   const credsPath = authPath(absDir, `${deviceId}.creds`);
   const configPath = authPath(absDir, `${deviceId}.toml`);
+  const releaseKey = await readReleasePublicKey(absDir);
   const toml = renderDeviceToml({
     deviceId,
     labels,
     servers,
     credsPath,
+    ...(releaseKey !== undefined ? { releaseKey } : {}),
     ...(options.tlsCa !== undefined ? { tlsCa: resolve(options.tlsCa) } : {}),
   });
   await writeFileAtomic(

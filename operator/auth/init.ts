@@ -20,6 +20,7 @@ import {
   type Revocations,
   type SigningKeys,
 } from "./claims.ts";
+import { createReleaseKey } from "./release_key.ts";
 import {
   AUTH_FILES,
   AUTH_STATE_VERSION,
@@ -154,6 +155,9 @@ export async function authInit(
     system_account_jwt: await encodeSystemAccountJwt(keys),
   };
   const confPath = await writeAuthConf(absDir, keys, state, registry);
+
+  // Signs agent releases; devices provisioned from now on trust it (docs/security.md).
+  await createReleaseKey(absDir);
 
   const operatorUser = createUser();
   const operatorCredsPath = authPath(absDir, AUTH_FILES.operatorCreds);

@@ -13,3 +13,4 @@ export * from "./device_config.ts";
 export { AUTH_DIR_MODE, AUTH_FILES, SECRET_FILE_MODE } from "./store.ts";
 export { authInit, type AuthInitOptions, type AuthInitResult, CONF_FILE_MODE } from "./init.ts";
 export * from "./devices.ts";
+export * from "./release_key.ts";
