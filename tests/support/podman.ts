@@ -31,6 +31,15 @@ import {
   defaultNetworkDefinition,
   type NetworkSlot,
 } from "./_podman_network.ts";
+import {
+  deleteRuncContainers,
+  enterNamespaceOf,
+  isTrixieInstance,
+  killMountNamespace,
+  NAMESPACE_HOLDER_NAME,
+  selectedPodman,
+  TrixieNamespace,
+} from "./_podman_trixie.ts";
 import { CleanupError, ServiceStartError } from "./errors.ts";
 import { abortableSleep } from "@drover/common";
 
@@ -193,9 +202,14 @@ export function podmanConfigFiles(paths: PodmanPaths): Record<string, string> {
  * const res = await podmanFetch(podman.socket, "/v4.0.0/libpod/containers/json?all=true");
  * ```
  *
+ * `DROVER_PODMAN=trixie` runs Debian trixie's podman 5.4 instead of the host's, in a
+ * cached trixie root in a private mount namespace (`_podman_trixie.ts`); sockets, paths, the CLI
+ * and cleanup work the same.
+ *
  * @throws {ServiceStartError} with the service log tail if it does not come up.
  */
 export async function startPodman(): Promise<PodmanService> {
+  const flavour = selectedPodman();
   await sweepAbandonedDirs("podman", (dir) => cleanUpInstance(podmanPaths(dir), undefined));
   const owned = await createOwnedDir("podman");
   let slot: NetworkSlot | undefined;
@@ -206,7 +220,9 @@ export async function startPodman(): Promise<PodmanService> {
       await Deno.mkdir(dir, { recursive: true });
     }
     await Deno.mkdir(paths.networkDir, { recursive: true });
-    await Deno.symlink(await sharedNetavarkLock(), `${paths.networkDir}/netavark.lock`);
+    // Inside the trixie root the system lock path is the root's own, shared by every instance.
+    const netavarkLock = flavour === "trixie" ? SYSTEM_NETAVARK_LOCK : await sharedNetavarkLock();
+    await Deno.symlink(netavarkLock, `${paths.networkDir}/netavark.lock`);
     await Deno.writeTextFile(
       `${paths.networkDir}/podman.json`,
       JSON.stringify(await defaultNetworkDefinition(slot.index), null, 2),
@@ -214,7 +230,8 @@ export async function startPodman(): Promise<PodmanService> {
     for (const [path, text] of Object.entries(podmanConfigFiles(paths))) {
       await Deno.writeTextFile(path, text);
     }
-    const service = new IsolatedPodmanService(owned, paths, slot);
+    const namespace = flavour === "trixie" ? await TrixieNamespace.create(paths.dir) : undefined;
+    const service = new IsolatedPodmanService(owned, paths, slot, namespace);
     await service.start();
     return service;
   } catch (error) {
@@ -257,6 +274,7 @@ class IsolatedPodmanService implements PodmanService {
     readonly owned: OwnedDir,
     readonly paths: PodmanPaths,
     readonly slot: NetworkSlot,
+    readonly namespace?: TrixieNamespace,
   ) {
     this.env = podmanEnv(paths);
   }
@@ -278,20 +296,25 @@ class IsolatedPodmanService implements PodmanService {
   }
 
   cli(args: string[]): Promise<PodmanCliResult> {
-    return runCommand("podman", [...podmanGlobalArgs(this.paths), ...args], { env: this.env });
+    const { command, args: all } = this.#wrap("podman", [...podmanGlobalArgs(this.paths), ...args]);
+    return runCommand(command, all, { env: this.env });
+  }
+
+  // The host's podman as is; trixie's inside its namespace.
+  #wrap(command: string, args: string[]): { command: string; args: string[] } {
+    return this.namespace?.wrap(command, args) ?? { command, args };
   }
 
   async start(): Promise<void> {
     if (this.running) return;
     const process = await ManagedProcess.spawn({
-      command: "podman",
-      args: [
+      ...this.#wrap("podman", [
         ...podmanGlobalArgs(this.paths),
         "system",
         "service",
         "--time=0",
         `unix://${this.paths.socket}`,
-      ],
+      ]),
       env: { ...this.env },
       logPath: this.paths.logPath,
     });
@@ -335,7 +358,7 @@ class IsolatedPodmanService implements PodmanService {
     if (this.#disposed) return;
     this.#disposed = true;
     try {
-      await cleanUpInstance(this.paths, this.slot.bridge, this.#process);
+      await cleanUpInstance(this.paths, this.slot.bridge, this.#process, this.namespace);
     } finally {
       this.slot.release();
       await this.owned.remove().catch(() => {});
@@ -346,7 +369,9 @@ class IsolatedPodmanService implements PodmanService {
 /**
  * Removes every trace of a podman instance from the host except its directory: containers (via
  * the CLI, which also tears down their network), the service, leftover conmon/cleanup processes,
- * runc state of containers the CLI could not remove, mounts and the bridge.
+ * runc state of containers the CLI could not remove, mounts and the bridge. A trixie instance
+ * (`namespace`, or found by its marker when swept) also loses its mount namespace: every process
+ * in it is killed, which drops all of its mounts.
  *
  * @throws {CleanupError} listing processes or mounts that could not be removed.
  */
@@ -354,10 +379,19 @@ async function cleanUpInstance(
   paths: PodmanPaths,
   bridge: string | undefined,
   service?: ManagedProcess,
+  namespace?: TrixieNamespace,
 ): Promise<void> {
-  const cli = (args: string[]) =>
-    runCommand("podman", [...podmanGlobalArgs(paths), ...args], { env: podmanEnv(paths) });
-  const removal = await cli(["rm", "--all", "--force", "--time", "0"]);
+  const trixie = namespace !== undefined || await isTrixieInstance(paths.dir);
+  const podmanArgs = [...podmanGlobalArgs(paths), "rm", "--all", "--force", "--time", "0"];
+  // A swept trixie instance has no TrixieNamespace object: enter the namespace through any live
+  // process of it. With none left, its mounts are gone and runc below removes the containers.
+  const cli = namespace?.wrap("podman", podmanArgs) ??
+    (trixie
+      ? await enterLeftoverNamespace(paths, podmanArgs)
+      : { command: "podman", args: podmanArgs });
+  const removal = cli === undefined
+    ? { code: 0, stdout: "", stderr: "" }
+    : await runCommand(cli.command, cli.args, { env: podmanEnv(paths) });
   await service?.stop();
   bridge ??= await bridgeOf(paths);
 
@@ -365,18 +399,32 @@ async function cleanUpInstance(
   const orphanedServices = (await processesReferencing(paths.dir))
     .filter((p) => p.commandLine.includes(" system service "));
   killAll(orphanedServices.map((p) => p.pid));
-  // conmon and `podman container cleanup` exit shortly after their container is removed.
-  let leftovers = await processesReferencing(paths.dir);
+  // conmon and `podman container cleanup` exit shortly after their container is removed (the
+  // namespace holder never does: it goes with its namespace below).
+  const exitingOnTheirOwn = async () =>
+    (await processesReferencing(paths.dir))
+      .filter((p) => !p.commandLine.startsWith(NAMESPACE_HOLDER_NAME));
+  let leftovers = await exitingOnTheirOwn();
   for (let waited = 0; leftovers.length > 0 && waited < LEFTOVER_PROCESS_GRACE_MS; waited += 100) {
     await abortableSleep(100);
-    leftovers = await processesReferencing(paths.dir);
+    leftovers = await exitingOnTheirOwn();
   }
-  killAll(leftovers.map((p) => p.pid));
+  if (trixie) {
+    const inNamespace = await processesReferencing(paths.dir);
+    await killMountNamespace([
+      ...(namespace ? [namespace.holder.pid] : []),
+      ...inNamespace.map((p) => p.pid),
+    ]);
+    await namespace?.holder.kill();
+  }
+  killAll((await processesReferencing(paths.dir)).map((p) => p.pid));
 
   // Containers the CLI could not remove still have runc state and processes: delete them with
-  // runc itself (podman's runc state root as root is runc's default, /run/runc).
+  // runc itself (podman's runc state root as root is runc's default, /run/runc; a trixie
+  // instance keeps it in its own directory).
   const remainingIds = await containerIdsInStorage(paths);
-  for (const id of remainingIds) await runCommand("runc", ["delete", "--force", id]);
+  if (trixie) await deleteRuncContainers(paths.dir, remainingIds);
+  else for (const id of remainingIds) await runCommand("runc", ["delete", "--force", id]);
 
   const stillMounted = await unmountAllUnder(paths.dir);
   if (bridge !== undefined) await deleteBridgeIfUnused(bridge);
@@ -392,6 +440,20 @@ async function cleanUpInstance(
       `Cannot clean up podman instance ${paths.dir}:\n${problems.join("\n")}${removalNote}`,
     );
   }
+}
+
+/** The podman command run inside the mount namespace of a live process of a swept instance. */
+async function enterLeftoverNamespace(
+  paths: PodmanPaths,
+  podmanArgs: string[],
+): Promise<{ command: string; args: string[] } | undefined> {
+  const own = await Deno.readLink("/proc/self/ns/mnt");
+  for (const process of await processesReferencing(paths.dir)) {
+    const ns = await Deno.readLink(`/proc/${process.pid}/ns/mnt`).catch(() => own);
+    if (ns === own) continue;
+    return enterNamespaceOf(process.pid, "podman", podmanArgs);
+  }
+  return undefined;
 }
 
 /**
