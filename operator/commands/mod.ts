@@ -18,6 +18,7 @@ import { historyCommand } from "./history.ts";
 import { logsCommand } from "./logs.ts";
 import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
+import { agentCommand } from "./agent.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -33,6 +34,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   authCommand,
   deviceCommand,
+  agentCommand,
 ];
 
 /** Finds a command by name. */

@@ -21,6 +21,7 @@ import { Reconciler } from "../reconciler.ts";
 import { Lease } from "../lease.ts";
 import { ensureRolloutBuckets } from "../rollout_store.ts";
 import { DesiredSnapshotService } from "../desired_snapshots.ts";
+import { ArtifactService } from "../artifacts.ts";
 import { HeartbeatListener } from "../heartbeats.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
 import { OperatorMetrics } from "../metrics.ts";
@@ -152,6 +153,7 @@ export const serveCommand: Command = {
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     let reconciler: Reconciler | undefined;
     let snapshots: DesiredSnapshotService | undefined;
+    let artifacts: ArtifactService | undefined;
     let heartbeats: HeartbeatListener | undefined;
     let lease: Lease | undefined;
     const metrics = new OperatorMetrics({
@@ -212,6 +214,8 @@ export const serveCommand: Command = {
       if (buckets === undefined) return EXIT.ok;
       // Agents ask it for their keys after every (re)connect: answer from the start.
       snapshots = new DesiredSnapshotService(nc, buckets.desired);
+      // Agent releases for self-update (devices cannot read the Object Store themselves).
+      artifacts = new ArtifactService(nc);
       // Several may run for availability: only the lease holder writes (operator/lease.ts).
       const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
       lease = new Lease(
@@ -229,7 +233,12 @@ export const serveCommand: Command = {
       reconciler.state.onChange(() => dashboard.feed.notify());
       // Devices' liveness between their (rarer) full status puts.
       heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);
-      await Promise.all([snapshots.start(), reconciler.start(), heartbeats.start()]);
+      await Promise.all([
+        snapshots.start(),
+        reconciler.start(),
+        heartbeats.start(),
+        artifacts.start(),
+      ]);
       dashboard.feed.notify();
       log.info(
         "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
@@ -250,6 +259,7 @@ export const serveCommand: Command = {
       await reconciler?.stop();
       await lease?.stop();
       await snapshots?.[Symbol.asyncDispose]();
+      await artifacts?.[Symbol.asyncDispose]();
       await server.shutdown().catch(() => {});
       await nc.drain().catch(() => nc.close());
     }
