@@ -23,6 +23,7 @@ import { REPO_ROOT, run } from "./process.ts";
 import { round } from "./stats.ts";
 import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
 import { sectionOf, withSection } from "./dashboard.ts";
+import { sectionOf as scaleSectionOf, withSection as withScaleSection } from "./scale.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -214,14 +215,16 @@ async function main(args: string[]): Promise<number> {
     `${REPO_ROOT}/bench/results.json`,
     JSON.stringify(results, null, 2) + "\n",
   );
-  // The dashboard's figures come from bench/dashboard.ts: keep its section.
-  const dashboard = sectionOf(
-    await Deno.readTextFile(`${REPO_ROOT}/bench/RESULTS.md`).catch(() => ""),
-  );
-  await Deno.writeTextFile(
-    `${REPO_ROOT}/bench/RESULTS.md`,
-    dashboard === "" ? renderMarkdown(results) : withSection(renderMarkdown(results), dashboard),
-  );
+  // The dashboard's figures come from bench/dashboard.ts, the fleet-scale ones from
+  // bench/scale.ts: keep their sections.
+  const previous = await Deno.readTextFile(`${REPO_ROOT}/bench/RESULTS.md`).catch(() => "");
+  const dashboard = sectionOf(previous);
+  let markdown = dashboard === ""
+    ? renderMarkdown(results)
+    : withSection(renderMarkdown(results), dashboard);
+  const scale = scaleSectionOf(previous);
+  if (scale !== "") markdown = withScaleSection(markdown, scale);
+  await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);
   progress(`wrote bench/RESULTS.md and bench/results.json (${results.durationSeconds} s)`);
