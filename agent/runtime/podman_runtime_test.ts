@@ -203,7 +203,8 @@ Deno.test("PodmanRuntime pulls with registry credentials and reports refusals", 
     () => runtime.pullImage(remote, { ...creds, password: "wrong", tlsVerify: false }),
     ImagePullError,
   );
-  assertStringIncludes(err.registryMessage.toLowerCase(), "unauthorized");
+  // podman 4.3 passes on the registry's "unauthorized"; 5.4 says "authentication required".
+  assert(/unauthorized|authentication required/i.test(err.registryMessage), err.message);
   await runtime.pullImage(remote, { ...creds, tlsVerify: false });
   assertEquals(await runtime.hasImage(remote), true);
 });
