@@ -113,6 +113,8 @@ install_file() {
 }
 
 # --- Files -------------------------------------------------------------------------------------
+# The unit's ExecStart: picks the installed agent or a self-updated release (see the launcher).
+install_file 0755 "$script_dir/drover-agent-launch" "$target_lib/drover-agent-launch"
 if [[ -n "$binary" ]]; then
   install_file 0755 "$binary" "$target_bin"
 else

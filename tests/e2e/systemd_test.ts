@@ -11,7 +11,8 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "../supp
 const systemdDir = new URL("../../systemd/", import.meta.url).pathname;
 const repoDir = new URL("../../", import.meta.url).pathname;
 const installSh = `${systemdDir}install.sh`;
-const AGENT_EXEC = "/usr/local/bin/drover-agent";
+// ExecStart is the self-update launcher, which execs the agent (systemd/drover-agent-launch).
+const AGENT_EXEC = "/usr/local/lib/drover/drover-agent-launch";
 
 /** The unit's `Key=value` lines (continuations joined), in order; comments dropped. */
 function unitDirectives(text: string): Array<[string, string]> {
@@ -53,7 +54,7 @@ Deno.test("drover-agent.service passes systemd-analyze verify with a real execut
 
 Deno.test("systemd-analyze verify rejects the unit when its executable is missing", async () => {
   // The control for the test above: verify really looks at ExecStart (the as-shipped unit names
-  // /usr/local/bin/drover-agent, which does not exist on a build machine).
+  // /usr/local/lib/drover/drover-agent-launch, which does not exist on a build machine).
   await using dir = await tempDir("drover-unit-");
   const path = `${dir.path}/drover-agent.service`;
   const unit = await Deno.readTextFile(`${systemdDir}drover-agent.service`);
