@@ -24,6 +24,8 @@ REQUIREMENTS=(
   # Used by the podman test harness (bridge cleanup) and by netavark for port publishing.
   "ip|iproute2"
   "iptables|iptables"
+  # The podman 5.4 test pass builds a Debian trixie root with it (tests/support/_podman_trixie.ts).
+  "debootstrap|debootstrap"
   # tests/e2e/dashboard_test.ts drives Debian's chromium with playwright-core (never a download).
   "/usr/bin/chromium|chromium"
 )
