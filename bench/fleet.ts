@@ -14,6 +14,7 @@
 
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { AgentStatus, BUCKET_AGENT_STATUS, decodeJson } from "@drover/contracts";
 import { type NatsServer, startNats, startNatsCluster } from "../tests/support/mod.ts";
 import { freePort } from "../tests/support/ports.ts";
@@ -91,6 +92,11 @@ export interface FleetPhase {
   cliSeconds: number;
   /** CPU use from the command's start until the operator reported done, % of one core. */
   cpuPercent: PhaseCpu;
+  /**
+   * Where the time went, seconds: command start → the operator stored the first and the last
+   * desired-state key of the phase, and per device its key stored → its status stored.
+   */
+  breakdown?: { firstKey: number; lastKey: number; deviceReaction: Summary };
 }
 
 /** CPU per party during a phase, % of one core (the machine has nproc × 100 %). */
@@ -241,6 +247,8 @@ class StatusRecorder {
   readonly lastStored = new Map<string, number>();
   /** Status puts seen. */
   puts = 0;
+  /** Device → server time its desired-state key was last written (put or delete). */
+  readonly desiredAt = new Map<string, number>();
   readonly #running = new Map<string, Map<string, number>>();
   #nc: NatsConnection | undefined;
   #stop: (() => void) | undefined;
@@ -249,7 +257,17 @@ class StatusRecorder {
     this.#nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     const kv = await new Kvm(this.#nc).open(BUCKET_AGENT_STATUS);
     const watch = await kv.watch({ include: "updates" });
-    this.#stop = () => watch.stop();
+    const desired = await new Kvm(this.#nc).open("desired-state");
+    const desiredWatch = await desired.watch({ include: "updates" });
+    this.#stop = () => {
+      watch.stop();
+      desiredWatch.stop();
+    };
+    void (async () => {
+      for await (const e of desiredWatch) {
+        this.desiredAt.set(e.key.split(".")[0], e.created.getTime());
+      }
+    })();
     void (async () => {
       for await (const e of watch) {
         if (e.operation !== "PUT") continue;
@@ -277,6 +295,12 @@ class StatusRecorder {
         this.records.push({ device, deployment, event: "gone", at });
       }
     }
+  }
+
+  /** Messages ever stored in `agent-status` (its stream's last sequence): full status puts. */
+  async storedPuts(): Promise<number> {
+    const jsm = await jetstreamManager(this.#nc!);
+    return (await jsm.streams.info(`KV_${BUCKET_AGENT_STATUS}`)).state.last_seq;
   }
 
   async close(): Promise<void> {
@@ -649,9 +673,25 @@ async function phase(
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
   const first = new Map<string, number>();
+  const reaction = new Map<string, number>();
   for (const r of recorder.records) {
     if (r.at < t0 || !matches(r) || first.has(r.device)) continue;
     first.set(r.device, (r.at - t0) / 1000);
+    const keyAt = recorder.desiredAt.get(r.device);
+    if (keyAt !== undefined && keyAt >= t0) reaction.set(r.device, r.at - keyAt);
+  }
+  const keyTimes = [...recorder.desiredAt.values()].filter((at) => at >= t0);
+  const breakdown = keyTimes.length === 0 ? undefined : {
+    firstKey: round((Math.min(...keyTimes) - t0) / 1000),
+    lastKey: round((Math.max(...keyTimes) - t0) / 1000),
+    deviceReaction: secondsSummary(summarise([...reaction.values()])),
+  };
+  if (breakdown) {
+    options.progress(
+      `fleet N=${options.n}: ${name}: keys written ${breakdown.firstKey}–${breakdown.lastKey} s ` +
+        `after the command; key → status p50 ${breakdown.deviceReaction.p50} s, ` +
+        `p99 ${breakdown.deviceReaction.p99} s`,
+    );
   }
   const ms = summarise([...first.values()].map((s) => s * 1000));
   const sec = (x: number) => Math.round(x / 10) / 100;
@@ -675,7 +715,14 @@ async function phase(
   if (totalSeconds === null) {
     throw new Error(`${name} did not converge within ${options.phaseTimeoutMs / 1000} s`);
   }
-  return { perDevice: seconds, converged: first.size, totalSeconds, cliSeconds, cpuPercent };
+  return {
+    perDevice: seconds,
+    converged: first.size,
+    totalSeconds,
+    cliSeconds,
+    cpuPercent,
+    ...(breakdown ? { breakdown } : {}),
+  };
 }
 
 type PartySamples = {
@@ -751,7 +798,7 @@ async function steady(
   const natsSample = () =>
     Promise.all(natsPids.map((pid) => pid === undefined ? undefined : sampleProcess(pid)));
   const v0 = await sumVarz();
-  const puts0 = recorder.puts;
+  const puts0 = await recorder.storedPuts();
   const t0 = performance.now();
   const op0 = await sampleProcess(operatorPid);
   const nats0 = await natsSample();
@@ -759,7 +806,7 @@ async function steady(
   await new Promise((r) => setTimeout(r, options.steadySeconds * 1000));
   const v1 = await sumVarz();
   const dt = (performance.now() - t0) / 1000;
-  const puts = recorder.puts - puts0;
+  const puts = (await recorder.storedPuts()) - puts0;
   const op1 = await sampleProcess(operatorPid);
   const nats1 = await natsSample();
   const ag1 = await Promise.all(agents.map((a) => sampleProcess(a.pid)));
