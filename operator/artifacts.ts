@@ -161,6 +161,7 @@ export class ArtifactService implements AsyncDisposable {
   readonly #cache = new Map<string, Promise<Uint8Array>>();
   #subscription: Subscription | undefined;
   #chunks = 0;
+  #targets = 0;
 
   constructor(nc: NatsConnection, options: ArtifactServiceOptions = {}) {
     this.#nc = nc;
@@ -170,6 +171,11 @@ export class ArtifactService implements AsyncDisposable {
   /** Chunk requests answered so far. */
   get chunksServed(): number {
     return this.#chunks;
+  }
+
+  /** `target` requests answered so far. */
+  get targetsAnswered(): number {
+    return this.#targets;
   }
 
   /** Creates the stores if needed and starts answering. */
@@ -215,6 +221,7 @@ export class ArtifactService implements AsyncDisposable {
             : { version, release };
         }
         msg.respond(new TextEncoder().encode(JSON.stringify(reply)));
+        this.#targets++;
         return;
       }
       const { version, arch, offset } = request.data;

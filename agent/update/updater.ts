@@ -130,6 +130,11 @@ export class Updater {
       );
     } else if (this.#rolledBack !== undefined) {
       this.#o.log.warn("Release {version} was rolled back: {reason}", { ...this.#rolledBack });
+      // The failed release's files go (a download in progress stays: it resumes).
+      const failed = this.#rolledBack.version;
+      if (failed !== this.#o.release && !failed.startsWith(".")) {
+        await Deno.remove(`${this.#paths.versions}/${failed}`, { recursive: true }).catch(() => {});
+      }
     }
   }
 

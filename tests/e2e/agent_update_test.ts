@@ -1,0 +1,444 @@
+/**
+ * Agent self-update end to end: real nats-server (Drover's accounts: the
+ * device reaches releases only through drover.artifact.<id>), real podman, the
+ * real agent, the real launcher (systemd/drover-agent-launch) under a
+ * supervisor with systemd's Restart=always semantics (tests/support/
+ * supervisor.ts — a stand-in: no systemd runs here), and the operator's real
+ * artifact service and publish code.
+ *
+ * The "artifacts" are small launcher scripts that exec `deno run` on the
+ * agent's source (or crash): a compiled executable cannot be built here
+ * because `deno compile` needs the denort runtime from dl.deno.land, which
+ * this machine cannot download. What is updated, verified, staged, switched
+ * and rolled back is the same either way: a file in the release store.
+ */
+
+import { connectDevice } from "../support/drover_nats.ts";
+import { runCommand } from "../support/_exec.ts";
+import { tempDir } from "../support/temp_dir.ts";
+import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { RestartAlwaysSupervisor } from "../support/supervisor.ts";
+import { AGENT_MAIN } from "../support/agent_process.ts";
+import { sleepDeployment, startAgentEnv, waitFor } from "./_agent_harness.ts";
+import {
+  ArtifactService,
+  openReleaseStores,
+  publishRelease,
+  setWantedVersion,
+} from "../../operator/artifacts.ts";
+import { createReleaseKey } from "../../operator/auth/release_key.ts";
+import { verifyRelease } from "../../agent/update/verify.ts";
+import { type AgentStatus, ARTIFACT_CHUNK_BYTES, artifactSubject } from "@drover/contracts";
+
+const LAUNCHER = new URL("../../systemd/drover-agent-launch", import.meta.url).pathname;
+const UNIT = new URL("../../systemd/drover-agent.service", import.meta.url).pathname;
+
+// --- The launcher alone: every power-cut point leaves a device that starts a working agent ------
+
+/** An update dir with fake agents that print which release they are. */
+async function launcherFixture(dir: string) {
+  const update = `${dir}/agent`;
+  const factory = `${dir}/factory-agent`;
+  await Deno.mkdir(`${update}/versions`, { recursive: true });
+  await Deno.writeTextFile(factory, '#!/bin/sh\necho "ran $DROVER_AGENT_RELEASE $*"\n', {
+    mode: 0o755,
+  });
+  const release = async (version: string) => {
+    await Deno.mkdir(`${update}/versions/${version}`, { recursive: true });
+    await Deno.writeTextFile(
+      `${update}/versions/${version}/drover-agent`,
+      '#!/bin/sh\necho "ran $DROVER_AGENT_RELEASE $*"\n',
+      { mode: 0o755 },
+    );
+  };
+  const launch = async () => {
+    const result = await runCommand("sh", [LAUNCHER, "--config", "/x.toml"], {
+      env: { DROVER_UPDATE_DIR: update, DROVER_FACTORY_AGENT: factory, DROVER_UPDATE_TRIES: "3" },
+    });
+    assertEquals(result.code, 0, result.stderr);
+    return result.stdout.trim();
+  };
+  const read = async (name: string) => {
+    try {
+      return (await Deno.readTextFile(`${update}/${name}`)).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const write = (name: string, text: string) => Deno.writeTextFile(`${update}/${name}`, text);
+  return { update, release, launch, read, write };
+}
+
+Deno.test("launcher: nothing updated yet starts the installed agent", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  assertEquals(await f.launch(), "ran factory --config /x.toml");
+});
+
+Deno.test("launcher: staged but not switched (power cut before the marker) runs the old release", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await f.release("2.0.0");
+  await f.write("current", "1.0.0\n");
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+});
+
+Deno.test("launcher: marker written but not switched (power cut) discards the marker", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await f.release("2.0.0");
+  await f.write("current", "1.0.0\n");
+  await f.write("trial", "2.0.0 1.0.0 0\n");
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  assertEquals(await f.read("trial"), undefined);
+});
+
+Deno.test("launcher: a release on trial gets 3 counted starts, then the previous one comes back", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await f.release("2.0.0");
+  await f.write("trial", "2.0.0 1.0.0 0\n");
+  await f.write("current", "2.0.0\n");
+  for (let start = 1; start <= 3; start++) {
+    assertEquals(await f.launch(), "ran 2.0.0 --config /x.toml");
+    assertEquals(await f.read("trial"), `2.0.0 1.0.0 ${start}`);
+  }
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  assertEquals(await f.read("current"), "1.0.0");
+  assertEquals(await f.read("trial"), undefined);
+  assertStringIncludes((await f.read("rolled-back"))!, "2.0.0 did not start successfully in 3");
+});
+
+Deno.test("launcher: a trial that gave up is rolled back at once, with the agent's reason", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("2.0.0");
+  await f.write("trial", "2.0.0 factory 9007199254740991\n");
+  await f.write("trial-failure", "release 2.0.0 did not connect within 30 s\n");
+  await f.write("current", "2.0.0\n");
+  assertEquals(await f.launch(), "ran factory --config /x.toml");
+  assertEquals(await f.read("current"), undefined);
+  assertEquals(await f.read("rolled-back"), "2.0.0 release 2.0.0 did not connect within 30 s");
+  assertEquals(await f.read("trial-failure"), undefined);
+});
+
+Deno.test("launcher: a rollback cut short at any step completes on the next start", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await f.release("2.0.0");
+  // Cut after "rolled-back" was written, before the switch: the count is still exhausted.
+  await f.write("trial", "2.0.0 1.0.0 3\n");
+  await f.write("current", "2.0.0\n");
+  await f.write("rolled-back", "2.0.0 crashed\n");
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  // Cut after the switch, before the marker was removed: the marker is stale.
+  await f.write("trial", "2.0.0 1.0.0 3\n");
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  assertEquals(await f.read("trial"), undefined);
+  assertEquals(await f.read("current"), "1.0.0");
+});
+
+Deno.test("launcher: a missing release falls back to the installed agent and is recorded", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.write("current", "3.0.0\n");
+  assertEquals(await f.launch(), "ran factory --config /x.toml");
+  assertStringIncludes((await f.read("rolled-back"))!, "3.0.0 its files are missing");
+  assertEquals(await f.read("current"), undefined);
+});
+
+Deno.test("drover-agent.service with the real launcher passes systemd-analyze verify", async () => {
+  await using dir = await tempDir("drover-unit-");
+  const unit = (await Deno.readTextFile(UNIT)).replace(
+    "ExecStart=/usr/local/lib/drover/drover-agent-launch ",
+    `ExecStart=${LAUNCHER} `,
+  );
+  assertStringIncludes(unit, `ExecStart=${LAUNCHER} --config`);
+  await Deno.writeTextFile(`${dir.path}/drover-agent.service`, unit);
+  const result = await runCommand("systemd-analyze", [
+    "verify",
+    `${dir.path}/drover-agent.service`,
+  ]);
+  assertEquals(result.code, 0, `verify failed:\n${result.stderr}`);
+  assertEquals(result.stderr.trim(), "", `verify warned:\n${result.stderr}`);
+});
+
+// --- Signatures ---------------------------------------------------------------------------------
+
+Deno.test("a release signed by the operator's key verifies; another key or a changed manifest does not", async () => {
+  await using dir = await tempDir("drover-release-key-");
+  const key = await createReleaseKey(`${dir.path}/a`);
+  const other = await createReleaseKey(`${dir.path}/b`);
+  const { signRelease } = await import("../../operator/auth/release_key.ts");
+  const manifest = {
+    version: "1.2.3",
+    arch: "x86_64" as const,
+    kind: "executable" as const,
+    size: 3,
+    sha256: "a".repeat(64),
+    published_at: new Date().toISOString(),
+  };
+  const signed = await signRelease(key.privateKey, manifest);
+  assertEquals(
+    await verifyRelease(key.publicKey, signed, { version: "1.2.3", arch: "x86_64" }),
+    manifest,
+  );
+  const refused = async (publicKey: string, s: typeof signed, version = "1.2.3") => {
+    try {
+      await verifyRelease(publicKey, s, { version, arch: "x86_64" });
+      return "accepted";
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  assertStringIncludes(await refused(other.publicKey, signed), "signature does not verify");
+  const tampered = { ...signed, manifest: signed.manifest.replace('"size":3', '"size":4') };
+  assertStringIncludes(await refused(key.publicKey, tampered), "signature does not verify");
+  // A validly signed manifest of another version is not accepted in its place.
+  assertStringIncludes(await refused(key.publicKey, signed, "9.9.9"), "is for 1.2.3");
+});
+
+// --- The whole update under the supervisor ------------------------------------------------------
+
+function agentScript(padBytes = 0): string {
+  // The padding makes the artifact span several chunks (resumable download).
+  const pad = padBytes > 0 ? `# ${"x".repeat(padBytes)}\n` : "";
+  return `#!/bin/sh\n${pad}exec "${Deno.execPath()}" run -A "${AGENT_MAIN}" "$@"\n`;
+}
+
+Deno.test({
+  name:
+    "self-update: good update, crash rolled back, bad signature refused, interrupted download resumed — workloads untouched",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    await using keys = await tempDir("drover-release-keys-");
+    const key = await createReleaseKey(keys.path);
+    const evil = await createReleaseKey(`${keys.path}/evil`);
+    await using env = await startAgentEnv({
+      extraToml:
+        `[update]\nrelease_key = "${key.publicKey}"\ncheck_seconds = 1\ntrial_seconds = 40\n`,
+    });
+    const nc = await env.nc();
+    // Hold chunk answers on demand, to cut a download at a known offset.
+    let hold: {
+      atOffset: number;
+      reached: PromiseWithResolvers<void>;
+      release: PromiseWithResolvers<void>;
+    } | undefined;
+    const offsets: number[] = [];
+    const artifacts = new ArtifactService(nc, {
+      beforeChunk: async (_device, offset) => {
+        offsets.push(offset);
+        if (hold !== undefined && offset >= hold.atOffset) {
+          hold.reached.resolve();
+          await hold.release.promise;
+        }
+      },
+    });
+    await artifacts.start();
+    const { releases, updates } = await openReleaseStores(nc);
+    const update = `${env.dir.path}/state/agent`;
+    const factory = `${env.dir.path}/factory-agent`;
+    await Deno.writeTextFile(factory, agentScript(), { mode: 0o755 });
+
+    await using supervisor = RestartAlwaysSupervisor.start({
+      execStart: { command: "sh", args: [LAUNCHER, "--config", env.configPath] },
+      env: {
+        DROVER_UPDATE_DIR: update,
+        DROVER_FACTORY_AGENT: factory,
+        DROVER_UPDATE_TRIES: "3",
+        DROVER_LOG_LEVEL: "debug",
+        NO_COLOR: "1",
+      },
+      restartMs: 300,
+      logPath: `${env.dir.path}/supervised.log`,
+    });
+    const logs = async () => await Deno.readTextFile(`${env.dir.path}/supervised.log`);
+    const waitUpdate = async (
+      check: (s: AgentStatus) => boolean,
+      message: string,
+      timeoutMs = 90_000,
+    ) =>
+      await waitFor(async () => {
+        const s = await env.status();
+        return s !== undefined && check(s) ? s : undefined;
+      }, { timeoutMs, message: `${message} (logs: ${env.dir.path}/supervised.log)` });
+
+    await env.putDesired("work", sleepDeployment("work"));
+    await env.waitForDeployment("work", (d) => d.phase === "running", "workload runs");
+    const before = (await env.containersOf("work"))[0];
+    assertEquals(before.State, "running");
+    const startedBefore = await startedAt(env, before.Id);
+    const firstStatus = await waitUpdate(
+      (s) => s.update?.running === "factory" && s.update.phase === "idle",
+      "the installed agent reports itself",
+    );
+    assertEquals(firstStatus.update?.wanted, undefined);
+
+    const publish = async (version: string, script: string, signingKey = key.privateKey) =>
+      await publishRelease(releases, {
+        bytes: new TextEncoder().encode(script),
+        version,
+        arch: Deno.build.arch === "aarch64" ? "aarch64" : "x86_64",
+        kind: "executable",
+        signingKey,
+      });
+
+    await t.step("a good release is downloaded, started on trial and committed", async () => {
+      const manifest = await publish("1.1.0", agentScript(3 * ARTIFACT_CHUNK_BYTES));
+      assert(manifest.size > 3 * ARTIFACT_CHUNK_BYTES);
+      const startsBefore = supervisor.starts;
+      await setWantedVersion(updates, env.deviceId, "1.1.0");
+      const s = await waitUpdate(
+        (s) => s.update?.running === "1.1.0" && s.update.phase === "idle",
+        "the agent runs 1.1.0 and committed it",
+      );
+      assertEquals(s.update?.wanted, "1.1.0");
+      assertEquals(supervisor.starts, startsBefore + 1, "one restart into the new release");
+      assertEquals((await Deno.readTextFile(`${update}/current`)).trim(), "1.1.0");
+      await assertMissing(`${update}/trial`);
+      assertEquals(await dirNames(`${update}/versions`), ["1.1.0"]);
+      assertStringIncludes(await logs(), "starting release 1.1.0 on trial (start 1 of 3)");
+    });
+
+    await t.step(
+      "a release that crashes at start is rolled back by the launcher and reported",
+      async () => {
+        await publish("1.2.0", '#!/bin/sh\necho "1.2.0: crashing at start" >&2\nexit 3\n');
+        const startsBefore = supervisor.starts;
+        await setWantedVersion(updates, env.deviceId, "1.2.0");
+        const s = await waitUpdate(
+          (s) => s.update?.phase === "failed" && s.update.wanted === "1.2.0",
+          "the failed update is reported",
+        );
+        assertEquals(s.update?.running, "1.1.0");
+        assertStringIncludes(s.update?.message ?? "", "release 1.2.0 was rolled back");
+        assertStringIncludes(s.update?.message ?? "", "did not start successfully in 3 attempts");
+        // Restart into 1.2.0, its 3 counted starts, the rollback start: 1.1.0 again.
+        assert(
+          supervisor.starts >= startsBefore + 4,
+          `starts: ${supervisor.starts - startsBefore}`,
+        );
+        assertEquals(supervisor.runs.filter((r) => r.code === 3).length, 3);
+        assertEquals((await Deno.readTextFile(`${update}/current`)).trim(), "1.1.0");
+        assertStringIncludes(await logs(), "rolled back release 1.2.0 to 1.1.0");
+        // It does not try the same version again: three more checks, no new start.
+        const startsAfter = supervisor.starts;
+        const asked = artifacts.targetsAnswered;
+        await waitFor(() => artifacts.targetsAnswered >= asked + 3, {
+          timeoutMs: 20_000,
+          message: "the agent keeps checking",
+        });
+        assertEquals(supervisor.starts, startsAfter);
+        assertEquals(await dirNames(`${update}/versions`), ["1.1.0"], "1.2.0's files are gone");
+      },
+    );
+
+    await t.step(
+      "a release signed with another key is refused before anything is downloaded",
+      async () => {
+        await publish("1.3.0", agentScript(), evil.privateKey);
+        const served = artifacts.chunksServed;
+        await setWantedVersion(updates, env.deviceId, "1.3.0");
+        const s = await waitUpdate(
+          (s) => s.update?.phase === "failed" && s.update.wanted === "1.3.0",
+          "the bad signature is reported",
+        );
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "signature does not verify with [update] release_key",
+        );
+        assertEquals(s.update?.running, "1.1.0");
+        assertEquals(artifacts.chunksServed, served, "no chunk was requested");
+        assertEquals(await dirNames(`${update}/versions`), ["1.1.0"]);
+      },
+    );
+
+    await t.step("a download cut by a crash resumes from where the file ends", async () => {
+      const manifest = await publish("1.4.0", agentScript(5 * ARTIFACT_CHUNK_BYTES));
+      hold = {
+        atOffset: 3 * ARTIFACT_CHUNK_BYTES,
+        reached: Promise.withResolvers(),
+        release: Promise.withResolvers(),
+      };
+      offsets.length = 0;
+      await setWantedVersion(updates, env.deviceId, "1.4.0");
+      await hold.reached.promise;
+      const part = `${update}/download/1.4.0-${
+        Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+      }.part`;
+      assertEquals((await Deno.stat(part)).size, 3 * ARTIFACT_CHUNK_BYTES);
+      await supervisor.killCurrent();
+      const heldOffsets = offsets.length;
+      hold.release.resolve();
+      hold = undefined;
+      const s = await waitUpdate(
+        (s) => s.update?.running === "1.4.0" && s.update.phase === "idle",
+        "the agent runs 1.4.0 after resuming",
+      );
+      assertEquals(s.update?.size, undefined);
+      const after = offsets.slice(heldOffsets);
+      assertEquals(after[0], 3 * ARTIFACT_CHUNK_BYTES, `resumed at ${after[0]}, not from 0`);
+      assert(!after.includes(0), "nothing was downloaded twice");
+      assertEquals(await dirNames(`${update}/versions`), ["1.4.0"]);
+      await assertMissing(part);
+      assert(manifest.size > 5 * ARTIFACT_CHUNK_BYTES);
+    });
+
+    await t.step("the workload ran on throughout: same container, never restarted", async () => {
+      const now = (await env.containersOf("work"))[0];
+      assertEquals(now.Id, before.Id);
+      assertEquals(now.State, "running");
+      assertEquals(await startedAt(env, now.Id), startedBefore, "never restarted");
+    });
+
+    await t.step("a device may ask only its own artifact subject", async () => {
+      const other = await connectDevice(env.nats.url, env.deviceId);
+      try {
+        const errors: string[] = [];
+        (async () => {
+          for await (const s of other.status()) {
+            if (s.type === "error") errors.push(String(s.error));
+          }
+        })();
+        other.publish(artifactSubject("someone-else"), "{}");
+        await other.flush();
+        await waitFor(() => errors.some((e) => e.includes("Permissions Violation")), {
+          timeoutMs: 5_000,
+          message: "the server refuses a publish on another device's artifact subject",
+        });
+      } finally {
+        await other.close();
+      }
+    });
+
+    await supervisor.stop();
+    await artifacts[Symbol.asyncDispose]();
+  },
+});
+
+async function dirNames(dir: string): Promise<string[]> {
+  return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+}
+
+async function assertMissing(path: string): Promise<void> {
+  try {
+    await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  throw new Error(`${path} should not exist`);
+}
+
+async function startedAt(
+  env: { podman: { cli(args: string[]): Promise<{ stdout: string }> } },
+  id: string,
+): Promise<string> {
+  return (await env.podman.cli(["inspect", "--format", "{{.State.StartedAt}}", id])).stdout.trim();
+}
