@@ -390,6 +390,38 @@ Deno.test({
       assert(manifest.size > 5 * ARTIFACT_CHUNK_BYTES);
     });
 
+    await t.step(
+      "a release that cannot connect gives up at its trial deadline and is rolled back",
+      async () => {
+        // The same agent, pointed at a NATS server that is not there: it starts, reconciles
+        // from its cache, but never stores a status.
+        const offline = `${env.dir.path}/offline.toml`;
+        await Deno.writeTextFile(
+          offline,
+          (await Deno.readTextFile(env.configPath))
+            .replaceAll(env.nats.url, "nats://127.0.0.1:1")
+            .replace("trial_seconds = 40", "trial_seconds = 3"),
+        );
+        const script =
+          `#!/bin/sh\nexec "${Deno.execPath()}" run -A "${AGENT_MAIN}" --config "${offline}"\n`;
+        await publish("1.5.0", script);
+        const startsBefore = supervisor.starts;
+        await setWantedVersion(updates, env.deviceId, "1.5.0");
+        const s = await waitUpdate(
+          (s) => s.update?.phase === "failed" && s.update.wanted === "1.5.0",
+          "the failed trial is reported by the previous release",
+        );
+        assertEquals(s.update?.running, "1.4.0");
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "release 1.5.0 was rolled back: release 1.5.0 did not connect, reconcile and report within 3 s",
+        );
+        // Into 1.5.0 once (it gives up itself), then straight back: no counted retries.
+        assertEquals(supervisor.starts, startsBefore + 2);
+        assertEquals((await Deno.readTextFile(`${update}/current`)).trim(), "1.4.0");
+      },
+    );
+
     await t.step("the workload ran on throughout: same container, never restarted", async () => {
       const now = (await env.containersOf("work"))[0];
       assertEquals(now.Id, before.Id);
@@ -442,3 +474,23 @@ async function startedAt(
 ): Promise<string> {
   return (await env.podman.cli(["inspect", "--format", "{{.State.StartedAt}}", id])).stdout.trim();
 }
+
+Deno.test("auth init creates the release key (0600); device add writes its public half into the TOML", async () => {
+  const { authInit, deviceAdd, readReleaseKey } = await import("../../operator/auth/mod.ts");
+  await using dir = await tempDir("drover-auth-release-");
+  await authInit(`${dir.path}/auth`);
+  assertEquals((await Deno.stat(`${dir.path}/auth/release.key`)).mode! & 0o777, 0o600);
+  const key = await readReleaseKey(`${dir.path}/auth`);
+  assertEquals((await Deno.readTextFile(`${dir.path}/auth/release.pub`)).trim(), key.publicKey);
+  const added = await deviceAdd(`${dir.path}/auth`, "pi-9", {});
+  const toml = await Deno.readTextFile(added.configPath);
+  assertStringIncludes(toml, `[update]\nrelease_key = "${key.publicKey}"`);
+  // An auth dir from before releases existed: a clear error, or the key made on request.
+  await Deno.remove(`${dir.path}/auth/release.key`);
+  let message = "";
+  await readReleaseKey(`${dir.path}/auth`).catch((e) => message = e.message);
+  assertStringIncludes(message, "has no release key yet");
+  assertStringIncludes(message, "--create-key");
+  const created = await readReleaseKey(`${dir.path}/auth`, { create: true });
+  assert(created.created && created.publicKey !== key.publicKey);
+});
