@@ -8,6 +8,7 @@
 
 import {
   type AgentStatus,
+  type AgentUpdateStatus,
   DEFAULT_HEARTBEAT_SECONDS,
   type DeploymentManifest,
   type DeploymentPhase,
@@ -80,6 +81,8 @@ export interface DeviceView {
   /** RFC 3339 time of the last status, or null. */
   last_seen: string | null;
   agent_version: string | null;
+  /** Self-update as the agent reports it (the release it runs, the wanted one, where it stands). */
+  agent_update?: AgentUpdateStatus;
   /** Deployments the device should run or reports, sorted. */
   deployments: string[];
   /**
@@ -247,6 +250,7 @@ function deviceView(
   };
   const reason = notReadyReason(record?.status);
   if (reason !== undefined) view.reason = reason;
+  if (record?.status?.update !== undefined) view.agent_update = record.status.update;
   const notes: string[] = [];
   if (record?.error !== undefined) notes.push(`invalid status: ${record.error}`);
   else if (record === undefined) notes.push("has never reported status");

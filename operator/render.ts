@@ -72,20 +72,44 @@ function formatLabels(labels: Record<string, string>): string {
   return pairs.length === 0 ? "-" : pairs.map(([k, v]) => `${k}=${v}`).join(",");
 }
 
+/**
+ * The AGENT column: the release a device runs (its built-in version for the
+ * installed agent) and, during or after an update, where that stands, e.g.
+ * `1.1.0→1.2.0 downloading 40%`, `1.2.0 trial`, `1.1.0 (1.2.0 failed)`. Pure.
+ */
+export function agentColumn(d: Pick<DeviceView, "agent_version" | "agent_update">): string {
+  const u = d.agent_update;
+  const running = u === undefined || u.running === "factory" || u.running === "unmanaged"
+    ? d.agent_version ?? "-"
+    : u.running;
+  if (u === undefined || u.phase === "idle" || u.wanted === undefined) return running;
+  if (u.phase === "failed") return `${running} (${u.wanted} failed)`;
+  if (u.phase === "trial") return `${u.wanted} trial`;
+  const progress = u.phase === "downloading" && u.size
+    ? ` ${Math.floor(((u.downloaded ?? 0) / u.size) * 100)}%`
+    : "";
+  return `${running}→${u.wanted} ${u.phase}${progress}`;
+}
+
 /** The `get devices` table. */
 export function devicesTable(devices: readonly DeviceView[]): string {
   if (devices.length === 0) return "No devices are registered or have reported yet.\n";
   return table(
-    ["DEVICE", "STATUS", "ONLINE", "LAST SEEN", "LABELS", "DEPLOYMENTS", "MESSAGE"],
+    ["DEVICE", "STATUS", "ONLINE", "LAST SEEN", "AGENT", "LABELS", "DEPLOYMENTS", "MESSAGE"],
     devices.map((d) => [
       d.device_id,
       d.status,
       d.online ? "online" : "offline",
       formatAge(d.heartbeat_age_seconds),
+      agentColumn(d),
       formatLabels(d.labels),
       d.deployments.length === 0 ? "-" : d.deployments.join(","),
       // Why it is not ready (the device's words), then the operator's notes about it.
-      [d.reason, d.message].filter((m) => m !== undefined && m !== "").join("; ") || "-",
+      [
+        d.reason,
+        d.message,
+        d.agent_update?.phase === "failed" ? `agent update: ${d.agent_update.message}` : undefined,
+      ].filter((m) => m !== undefined && m !== "").join("; ") || "-",
     ]),
   );
 }

@@ -135,3 +135,57 @@ Deno.test("status: the deployment revision heads the report and fills WANTED/APP
   assertEquals(lines[4].split(/ +/).slice(0, 4), ["pi-2", "ready", "7", "6"]);
   assertEquals(/\b(40|31)\b/.test(lines.join("\n")), false);
 });
+
+Deno.test("get devices: AGENT shows the release a device runs and where its update stands", async () => {
+  const { agentColumn } = await import("./render.ts");
+  const base = { agent_version: "0.1.0" };
+  assertEquals(agentColumn({ agent_version: null }), "-");
+  assertEquals(agentColumn(base), "0.1.0");
+  assertEquals(
+    agentColumn({ ...base, agent_update: { running: "factory", phase: "idle" } }),
+    "0.1.0",
+  );
+  assertEquals(
+    agentColumn({ ...base, agent_update: { running: "1.1.0", phase: "idle" } }),
+    "1.1.0",
+  );
+  assertEquals(
+    agentColumn({
+      ...base,
+      agent_update: {
+        running: "1.1.0",
+        wanted: "1.2.0",
+        phase: "downloading",
+        downloaded: 40,
+        size: 100,
+      },
+    }),
+    "1.1.0→1.2.0 downloading 40%",
+  );
+  assertEquals(
+    agentColumn({ ...base, agent_update: { running: "1.2.0", wanted: "1.2.0", phase: "trial" } }),
+    "1.2.0 trial",
+  );
+  const failed: DeviceView = {
+    device_id: "pi-1",
+    labels: {},
+    registered: true,
+    reported_labels: null,
+    status: "ready",
+    online: true,
+    heartbeat_age_seconds: 1,
+    last_seen: null,
+    agent_version: "0.1.0",
+    deployments: [],
+    agent_update: {
+      running: "1.1.0",
+      wanted: "1.2.0",
+      phase: "failed",
+      message: "release 1.2.0 was rolled back: crashed\x1b[2J",
+    },
+  };
+  const out = devicesTable([failed]);
+  assertEquals(RAW_CONTROL.test(out), false, JSON.stringify(out));
+  assertStringIncludes(out, "1.1.0 (1.2.0 failed)");
+  assertStringIncludes(out, "agent update: release 1.2.0 was rolled back: crashed\\u001b[2J");
+});
