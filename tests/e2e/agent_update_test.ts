@@ -494,3 +494,110 @@ Deno.test("auth init creates the release key (0600); device add writes its publi
   const created = await readReleaseKey(`${dir.path}/auth`, { create: true });
   assert(created.created && created.publicKey !== key.publicKey);
 });
+
+Deno.test({
+  name:
+    "operator CLI: agent publish and agent rollout --wait through operator serve; a failed rollout exits 1 naming the device",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const { runOperatorCli, startOperatorService } = await import(
+      "../support/operator_process.ts"
+    );
+    const { freePort } = await import("../support/ports.ts");
+    const { ADMIN_USER } = await import("../support/drover_nats.ts");
+    await using keys = await tempDir("drover-release-keys-");
+    const key = await createReleaseKey(keys.path);
+    await using env = await startAgentEnv({
+      extraToml: `[update]\nrelease_key = "${key.publicKey}"\ncheck_seconds = 1\n`,
+    });
+    const login = ["--user", ADMIN_USER.user, "--password", ADMIN_USER.password];
+    await using _serve = await startOperatorService(env.nats.url, await freePort(), login);
+    const cli = (args: string[]) => runOperatorCli(env.nats.url, [...args, ...login]);
+    const factory = `${env.dir.path}/factory-agent`;
+    await Deno.writeTextFile(factory, agentScript(), { mode: 0o755 });
+    await using _supervisor = RestartAlwaysSupervisor.start({
+      execStart: { command: "sh", args: [LAUNCHER, "--config", env.configPath] },
+      env: {
+        DROVER_UPDATE_DIR: `${env.dir.path}/state/agent`,
+        DROVER_FACTORY_AGENT: factory,
+        NO_COLOR: "1",
+      },
+      restartMs: 300,
+      logPath: `${env.dir.path}/supervised.log`,
+    });
+    const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
+
+    await Deno.writeTextFile(`${env.dir.path}/good.sh`, agentScript());
+    const published = await cli([
+      "agent",
+      "publish",
+      `${env.dir.path}/good.sh`,
+      "--version",
+      "2.0.0",
+      "--arch",
+      arch,
+      "--dir",
+      keys.path,
+    ]);
+    assertEquals(published.code, 0, published.stderr);
+    assertStringIncludes(published.stdout, `published agent 2.0.0 for ${arch} (executable`);
+
+    const rollout = await cli([
+      "agent",
+      "rollout",
+      "--version",
+      "2.0.0",
+      "--device",
+      env.deviceId,
+      "--wait",
+      "--timeout",
+      "90s",
+    ]);
+    assertEquals(rollout.code, 0, `${rollout.stdout}\n${rollout.stderr}`);
+    assertStringIncludes(rollout.stdout, `${env.deviceId}: running agent 2.0.0`);
+    const devices = await cli(["get", "devices"]);
+    assertEquals(devices.code, 0, devices.stderr);
+    assertStringIncludes(devices.stdout, "AGENT");
+    assertMatchLine(devices.stdout, env.deviceId, " 2.0.0 ");
+
+    await Deno.writeTextFile(`${env.dir.path}/crash.sh`, "#!/bin/sh\nexit 3\n");
+    const crash = await cli([
+      "agent",
+      "publish",
+      `${env.dir.path}/crash.sh`,
+      "--version",
+      "2.1.0",
+      "--arch",
+      arch,
+      "--dir",
+      keys.path,
+    ]);
+    assertEquals(crash.code, 0, crash.stderr);
+    const failed = await cli([
+      "agent",
+      "rollout",
+      "--version",
+      "2.1.0",
+      "--device",
+      env.deviceId,
+      "--batch-size",
+      "1",
+      "--timeout",
+      "90s",
+    ]);
+    assertEquals(failed.code, 1, `${failed.stdout}\n${failed.stderr}`);
+    assertStringIncludes(failed.stderr, `${env.deviceId}: release 2.1.0 was rolled back`);
+    const after = await cli(["get", "devices"]);
+    assertMatchLine(after.stdout, env.deviceId, "2.0.0 (2.1.0 failed)");
+
+    const missing = await cli(["agent", "rollout", "--version", "9.9.9", "--device", "pi-1"]);
+    assertEquals(missing.code, 1);
+    assertStringIncludes(missing.stderr, "Release 9.9.9 was never published");
+  },
+});
+
+function assertMatchLine(text: string, start: string, part: string): void {
+  const line = text.split("\n").find((l) => l.startsWith(start)) ?? "";
+  assertStringIncludes(line, part);
+}
