@@ -121,6 +121,31 @@ export function agentV8Flags(): string[] {
   return task.split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
 }
 
+/**
+ * `deno` arguments that run the agent (before `--config`): from source by default;
+ * `BENCH_AGENT=bundle` runs `dist/drover-agent.bundle.js` (`deno task bundle`) with the
+ * launcher's flags, as devices run it — no module graph, npm resolution or TypeScript emit at
+ * run time, ≈ 9 MiB less RSS (bench/RESULTS.md).
+ */
+export function agentRunArgs(): string[] {
+  if (Deno.env.get("BENCH_AGENT") === "bundle") {
+    const bundle = new URL("../dist/drover-agent.bundle.js", import.meta.url).pathname;
+    return [
+      "run",
+      "--no-config",
+      "--no-lock",
+      "--no-remote",
+      "--no-npm",
+      "--no-prompt",
+      "--unstable-net",
+      "-A",
+      ...agentV8Flags(),
+      bundle,
+    ];
+  }
+  return ["run", "-A", ...agentV8Flags(), "agent/main.ts"];
+}
+
 /** Runs the latency and footprint benchmarks on one real device stack. */
 export async function runDeviceBench(options: DeviceBenchOptions): Promise<DeviceBenchResult> {
   const { progress } = options;
@@ -142,7 +167,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
 
     await using agent = await LoggedProcess.spawn(
       Deno.execPath(),
-      ["run", "-A", ...agentV8Flags(), "agent/main.ts", "--config", configPath],
+      [...agentRunArgs(), "--config", configPath],
       agentLog,
     );
     await waitForStatus(status, (s) => s.status === "ready", 60_000);
@@ -199,7 +224,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
     await putIdleDeployments(desired, n);
     const footprint = await measureFootprint(
       status,
-      [Deno.execPath(), "run", "-A", ...agentV8Flags(), "agent/main.ts", "--config", configPath],
+      [Deno.execPath(), ...agentRunArgs(), "--config", configPath],
       `${options.workDir}/agent-footprint.log`,
       n,
       options.idleSeconds,
