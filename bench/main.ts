@@ -224,6 +224,10 @@ async function main(args: string[]): Promise<number> {
     : withSection(renderMarkdown(results), dashboard);
   const scale = scaleSectionOf(previous);
   if (scale !== "") markdown = withScaleSection(markdown, scale);
+  // The hand-measured footprint breakdown (issue 16) is kept as well, at the end.
+  const breakdown = /<!-- footprint-breakdown:start -->[\s\S]*?<!-- footprint-breakdown:end -->/
+    .exec(previous)?.[0];
+  if (breakdown !== undefined) markdown = `${markdown.trimEnd()}\n\n${breakdown}\n`;
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);
