@@ -28,7 +28,7 @@ import { DesiredStore } from "./reconcile/desired_store.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";
 import { PodmanClient } from "./runtime/podman/client.ts";
-// Loaded only when metrics are configured: prom-client costs ≈ 4 MiB of RSS (bench/RESULTS.md).
+// Loaded only when metrics are configured (prom-client: ≈ 1 MiB of heap, bench/RESULTS.md).
 import type { AgentMetrics } from "./metrics.ts";
 import { EventRing } from "./commands/event_ring.ts";
 import { CommandServer } from "./commands/server.ts";
