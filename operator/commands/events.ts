@@ -7,10 +7,10 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type DeviceEvent, EventsReply } from "@drover/contracts";
+import type { DeviceEvent } from "@drover/contracts";
 import { type Command, EXIT, UsageError } from "../cli.ts";
 import { jsonForTerminal, table } from "../render.ts";
-import { askDevice, checkDeviceId, readFleetOnce } from "./_device.ts";
+import { checkDeviceId, readFleetOnce, requestDeviceEvents } from "./_device.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** One device's event, as printed. */
@@ -22,7 +22,7 @@ export async function collectEvents(
   devices: readonly string[],
 ): Promise<{ events: FleetEvent[]; errors: string[] }> {
   const results = await Promise.allSettled(
-    devices.map((d) => askDevice(nc, d, "events", {}, EventsReply)),
+    devices.map((d) => requestDeviceEvents(nc, d)),
   );
   const events: FleetEvent[] = [];
   const errors: string[] = [];

@@ -16,7 +16,6 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type LogCursor,
   type LogLine,
-  LogsReply,
   type LogsRequest,
   MAX_LOG_TAIL,
   nameProblem,
@@ -32,7 +31,7 @@ import {
   UsageError,
 } from "../cli.ts";
 import type { FleetState } from "../fleet_state.ts";
-import { askDevice, checkDeviceId, DEVICE_ANSWER_TIMEOUT_MS, readFleetOnce } from "./_device.ts";
+import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
 import { withNats } from "./_shared.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
@@ -211,15 +210,7 @@ async function followDevice(
   let cursor: LogCursor | undefined;
   let request: LogsRequest = { ...first, wait_ms: 0 };
   while (!io.signal.aborted) {
-    const waitMs = request.wait_ms ?? 0;
-    const reply = await askDevice(
-      nc,
-      device,
-      "logs",
-      request,
-      LogsReply,
-      waitMs + DEVICE_ANSWER_TIMEOUT_MS,
-    );
+    const reply = await requestLogChunk(nc, device, request);
     printLines(reply.lines, io, options.prefix, options.timestamps === true);
     if (reply.cursor !== null) cursor = reply.cursor;
     if (reply.end) return;
