@@ -35,7 +35,7 @@ import {
   type ObservedContainer,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { abortableSleep } from "../abortable_sleep.ts";
+import { abortableSleep } from "@drover/common";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";

@@ -71,14 +71,6 @@ export class GuardedRuntime implements ContainerRuntime {
     return this.#call(`start container ${id}`, signal, (s) => this.#inner.startStopped(id, s));
   }
 
-  stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-    return this.#call(
-      `stop container ${id}`,
-      signal,
-      (s) => this.#inner.stopContainer(id, timeoutSeconds, s),
-    );
-  }
-
   removeContainer(id: string, signal?: AbortSignal): Promise<void> {
     return this.#call(`remove container ${id}`, signal, (s) => this.#inner.removeContainer(id, s));
   }

@@ -39,7 +39,6 @@ export type MemoryRuntimeOperation =
   | "pullImage"
   | "createContainer"
   | "startContainer"
-  | "stopContainer"
   | "removeContainer"
   | "runHealthcheck"
   | "inspectHealth";
@@ -85,7 +84,6 @@ export class InMemoryRuntime implements ContainerRuntime {
     pullImage: 0,
     createContainer: 0,
     startContainer: 0,
-    stopContainer: 0,
     removeContainer: 0,
     runHealthcheck: 0,
     inspectHealth: 0,
@@ -164,16 +162,6 @@ export class InMemoryRuntime implements ContainerRuntime {
     if (c === undefined || !STARTABLE_STATES.has(c.state)) return false;
     await this.startContainer(id, signal);
     return true;
-  }
-
-  /** See {@linkcode ContainerRuntime.stopContainer}. */
-  async stopContainer(id: string, _timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-    await this.#enter("stopContainer", signal);
-    const c = this.#find(id);
-    if (c.state !== "running") return;
-    c.state = "exited";
-    this.#emit(c.id, "died");
-    this.#emit(c.id, "stop");
   }
 
   /** See {@linkcode ContainerRuntime.removeContainer}. */

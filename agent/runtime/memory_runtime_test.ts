@@ -43,7 +43,7 @@ Deno.test("InMemoryRuntime (fake) creates, starts, lists and removes idempotentl
     0,
   ]);
   await assertRejects(() => rt.createContainer(spec("web")), ContainerNameConflictError);
-  await rt.stopContainer(id, 0);
+  rt.stopByHand(id);
   assertEquals((await rt.listManaged())[0].state, "exited");
   await rt.removeContainer(id);
   await rt.removeContainer(id); // already gone

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { abortableSleep } from "../abortable_sleep.ts";
+import { abortableSleep, backoffDelay, type BackoffOptions } from "@drover/common";
 import {
   LABELS,
   MANAGED_LABEL_VALUE,
@@ -50,10 +50,12 @@ import {
 export const HEALTH_OUTPUT_MAX_CHARS = 200;
 /** Default wait before starting a container found stopped, in ms; see `startStopped`. */
 export const DEFAULT_STOPPED_SETTLE_MS = 1_000;
-/** First delay before reconnecting the event stream, in milliseconds. */
-const RECONNECT_BASE_MS = 250;
-/** Longest delay between event stream reconnects, in milliseconds. */
-const RECONNECT_CAP_MS = 5_000;
+/** Delays between event stream reconnects: 250 ms doubling up to 5 s. */
+const EVENTS_RECONNECT_BACKOFF: Readonly<BackoffOptions> = {
+  baseMs: 250,
+  capMs: 5_000,
+  jitter: 0,
+};
 
 /** Container events that can change what the reconciler should do. */
 const RELEVANT_ACTIONS = new Set([
@@ -224,11 +226,6 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
     return true;
   }
 
-  /** See {@linkcode ContainerRuntime.stopContainer}. */
-  stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-    return mapErrors(() => this.#client.stopContainer(id, { timeoutSeconds, signal }));
-  }
-
   /** See {@linkcode ContainerRuntime.removeContainer}; a missing container is success. */
   async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
     try {
@@ -319,7 +316,7 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
       // The stream ended: the service stopped or restarted.
       interrupted = true;
       since ??= openedAt;
-      await abortableSleep(Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt++), signal);
+      await abortableSleep(backoffDelay(attempt++, EVENTS_RECONNECT_BACKOFF), signal);
     }
   }
 

@@ -134,8 +134,6 @@ export interface ContainerRuntime {
    * here (podman 4.3: see `PodmanRuntime.startStopped`).
    */
   startStopped(id: string, signal?: AbortSignal): Promise<boolean>;
-  /** Stops a container; already stopped is success. */
-  stopContainer(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void>;
   /**
    * Force-removes a container, giving it its own stop timeout (`ContainerSpec.stopTimeoutSeconds`)
    * between SIGTERM and SIGKILL; already gone is success.

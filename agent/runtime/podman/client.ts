@@ -68,12 +68,6 @@ export interface PullImageOptions extends CallOptions {
   onProgress?: (line: string) => void;
 }
 
-/** Options of {@linkcode PodmanClient.stopContainer}. */
-export interface StopContainerOptions extends CallOptions {
-  /** Seconds to wait after the stop signal before killing; podman's default is the container's. */
-  timeoutSeconds?: number;
-}
-
 /** Options of {@linkcode PodmanClient.removeContainer}. */
 export interface RemoveContainerOptions extends CallOptions {
   /** Remove even if running (stops it first). */
@@ -287,13 +281,6 @@ export class PodmanClient implements Disposable {
   /** Starts a container; already running counts as success. */
   async startContainer(nameOrId: string, options: CallOptions = {}): Promise<void> {
     await this.#containerAction("POST", nameOrId, "start", "start", {}, options);
-  }
-
-  /** Stops a container; already stopped counts as success. */
-  async stopContainer(nameOrId: string, options: StopContainerOptions = {}): Promise<void> {
-    await this.#containerAction("POST", nameOrId, "stop", "stop", {
-      timeout: options.timeoutSeconds,
-    }, options);
   }
 
   /** Removes a container. @throws {NotFoundError} if it does not exist. */

@@ -83,8 +83,8 @@ Deno.test("podman client against a real podman service", async (t) => {
       [],
     );
 
-    await client.stopContainer(name, { timeoutSeconds: 1 });
-    await client.stopContainer(name, { timeoutSeconds: 1 }); // already stopped: 304 is success
+    // The agent never stops a container (it removes one); stop it from outside.
+    assertEquals((await podman.cli(["stop", "-t", "1", name])).code, 0);
     const stopped = await client.inspectContainer(name);
     assertEquals(stopped.State.Running, false);
     assertEquals(stopped.State.Status, "exited");
@@ -103,7 +103,6 @@ Deno.test("podman client against a real podman service", async (t) => {
     assertEquals(again.resource, "container");
     assertEquals(again.ref, name);
     await assertRejects(() => client.startContainer(name), NotFoundError);
-    await assertRejects(() => client.stopContainer(name), NotFoundError);
   });
 
   await t.step(

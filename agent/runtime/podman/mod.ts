@@ -17,7 +17,6 @@ export {
   PodmanEventStream,
   type PullImageOptions,
   type RemoveContainerOptions,
-  type StopContainerOptions,
 } from "./client.ts";
 export {
   ImageNotFoundError,
