@@ -1,6 +1,16 @@
 /**
- * The operator's HTTP API as a plain `Request → Response` function, so it is
- * tested without a socket. Read-only: the fleet view and a health check.
+ * The operator's HTTP API as a plain `Request → Promise<Response>` function,
+ * so it is tested without a socket. Read-only: the fleet view, a health
+ * check, and two routes that ask a device over NATS (its recent events and
+ * one chunk of a container's log, through {@linkcode DeviceRequests}, the
+ * same functions the CLI uses). A route may answer synchronously or with a
+ * promise; errors of either kind become responses in one place
+ * ({@linkcode errorResponse}).
+ *
+ * A device that does not answer within a few seconds is a **504 Gateway
+ * Timeout** (the operator is the device's gateway and the device, upstream,
+ * did not answer), with `device`, `online` and `last_seen` from its last
+ * status in the JSON body; 503 stays "the operator itself is starting".
  *
  * With a token, every request but the liveness check `/healthz` must carry
  * `Authorization: Bearer TOKEN`; `serve` refuses to listen beyond loopback
@@ -10,8 +20,22 @@
  * @module
  */
 
+import {
+  type CommandErrorCode,
+  type EventsReply,
+  type LogsReply,
+  LogsRequest,
+  MAX_LOG_WAIT_MS,
+  nameProblem,
+} from "@drover/contracts";
 import type { FleetView } from "./aggregate.ts";
-import { CliError, EXIT } from "./cli.ts";
+import { CliError, EXIT, parseDuration } from "./cli.ts";
+import {
+  DeviceRefusedError,
+  DeviceReplyError,
+  type DeviceRequests,
+  DeviceUnreachableError,
+} from "./device_requests.ts";
 
 /** What the API needs from the running service. */
 export interface ApiSource {
@@ -30,6 +54,11 @@ export interface ApiSource {
    * status and revision history (operator/rollout_view.ts); absent: nothing.
    */
   deploymentDetails?: (name: string) => object;
+  /**
+   * Asks devices over NATS for `/api/devices/ID/events` and `/api/devices/ID/logs`
+   * (operator/device_requests.ts); absent: those routes answer 404.
+   */
+  deviceRequests?: DeviceRequests;
 }
 
 /** Content type of the Prometheus text exposition format. */
@@ -131,14 +160,23 @@ export class HttpError extends Error {
   readonly status: number;
   /** Extra response headers (`WWW-Authenticate` of a 401). */
   readonly headers: Record<string, string>;
-  constructor(status: number, message: string, headers: Record<string, string> = {}) {
+  /** Extra fields of the JSON body, next to `error`. */
+  readonly fields: Record<string, unknown>;
+  constructor(
+    status: number,
+    message: string,
+    headers: Record<string, string> = {},
+    fields: Record<string, unknown> = {},
+  ) {
     super(message);
     this.status = status;
     this.headers = headers;
+    this.fields = fields;
   }
 }
 
-type Handler = (params: Record<string, string>) => Response;
+/** A route: synchronous, or a promise when it waits on something (a device). */
+type Handler = (params: Record<string, string>, url: URL) => Response | Promise<Response>;
 
 interface Route {
   pattern: URLPattern;
@@ -153,6 +191,106 @@ function json(body: unknown, status = 200, headers: Record<string, string> = {})
 }
 
 const REALM = 'Bearer realm="drover-operator"';
+
+/** HTTP status of a device's refusal, by the agent's reason code. */
+const REFUSAL_STATUS: Record<CommandErrorCode, number> = {
+  bad_request: 400,
+  not_found: 404,
+  forbidden: 403,
+  unavailable: 503,
+};
+
+/**
+ * The one place errors become responses: an {@linkcode HttpError} as it
+ * says, a device that did not answer 504 (with when it was last seen), a
+ * device's refusal by its code, an invalid reply 502, anything else 500.
+ */
+export function errorResponse(e: unknown): Response {
+  if (e instanceof HttpError) return json({ error: e.message, ...e.fields }, e.status, e.headers);
+  if (e instanceof DeviceUnreachableError) {
+    return json({
+      error: e.message,
+      device: e.device,
+      online: e.lastSeen.online,
+      last_seen: e.lastSeen.last_seen,
+    }, 504);
+  }
+  if (e instanceof DeviceRefusedError) {
+    return json({ error: e.message, code: e.code }, REFUSAL_STATUS[e.code] ?? 502);
+  }
+  if (e instanceof DeviceReplyError) return json({ error: e.message }, 502);
+  return json({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }, 500);
+}
+
+/** A whole number from query parameter `name` within [min, max], or undefined when absent. */
+function intParam(url: URL, name: string, min: number, max: number): number | undefined {
+  const text = url.searchParams.get(name);
+  if (text === null || text === "") return undefined;
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || n < min || n > max) {
+    throw new HttpError(400, `invalid ${name} "${text}": expected a whole number ${min} to ${max}`);
+  }
+  return n;
+}
+
+/**
+ * The device's `logs` request from the query of `/api/devices/ID/logs`:
+ * `deployment`, `service` (both required), `tail`, `since` (RFC 3339 or a
+ * duration such as `10m`), `cursor` (the previous reply's `cursor`, as
+ * JSON), `follow` (`true`/`false`) and `wait_ms` (how long the device may
+ * wait for a new line when following). Pure.
+ *
+ * @throws {HttpError} 400 naming the parameter
+ */
+export function logsRequestFromQuery(url: URL, now: number = Date.now()): LogsRequest {
+  const q = url.searchParams;
+  const request: Record<string, unknown> = {};
+  for (const name of ["deployment", "service"]) {
+    const value = q.get(name);
+    if (value === null || value === "") {
+      throw new HttpError(400, `missing query parameter "${name}"`);
+    }
+    request[name] = value;
+  }
+  const tail = intParam(url, "tail", 0, Number.MAX_SAFE_INTEGER);
+  if (tail !== undefined) request.tail = tail;
+  const since = q.get("since");
+  if (since !== null && since !== "") {
+    let ms: number;
+    try {
+      ms = /^[0-9]{4}-/.test(since) ? Date.parse(since) : now - parseDuration(since);
+    } catch {
+      ms = NaN;
+    }
+    if (Number.isNaN(ms)) {
+      throw new HttpError(400, `invalid since "${since}": expected e.g. "10m" or an RFC 3339 time`);
+    }
+    request.since = new Date(ms).toISOString();
+  }
+  const cursor = q.get("cursor");
+  if (cursor !== null && cursor !== "") {
+    try {
+      request.cursor = JSON.parse(cursor);
+    } catch {
+      throw new HttpError(400, `invalid cursor: expected the previous reply's cursor as JSON`);
+    }
+  }
+  const follow = q.get("follow");
+  if (follow !== null && follow !== "") {
+    if (follow !== "true" && follow !== "false") {
+      throw new HttpError(400, `invalid follow "${follow}": expected true or false`);
+    }
+    request.follow = follow === "true";
+  }
+  const waitMs = intParam(url, "wait_ms", 0, MAX_LOG_WAIT_MS);
+  if (waitMs !== undefined) request.wait_ms = waitMs;
+  const parsed = LogsRequest.safeParse(request);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new HttpError(400, `invalid ${issue.path.join(".") || "query"}: ${issue.message}`);
+  }
+  return parsed.data;
+}
 
 /** Throws a 401 unless `request` carries the token. */
 function authorize(request: Request, expected: Uint8Array): void {
@@ -174,7 +312,7 @@ function authorize(request: Request, expected: Uint8Array): void {
 export function createApi(
   source: ApiSource,
   options: ApiOptions = {},
-): (request: Request) => Response {
+): (request: Request) => Promise<Response> {
   const expected = options.token === undefined ? undefined : encoder.encode(options.token);
   const view = (): FleetView => {
     const v = source.view();
@@ -191,22 +329,10 @@ export function createApi(
       ? json({ status: "ok" })
       : json({ status: "unavailable", message: problem }, 503);
   });
-  get("/metrics", () => {
+  get("/metrics", async () => {
     const render = source.metrics;
     if (render === undefined) throw new HttpError(404, "no route for /metrics");
-    const text = render();
-    // The handler stays synchronous: the body follows once the registry has collected.
-    const body = new ReadableStream<Uint8Array>({
-      async start(controller) {
-        try {
-          controller.enqueue(encoder.encode(await text));
-          controller.close();
-        } catch (e) {
-          controller.error(e);
-        }
-      },
-    });
-    return new Response(body, { headers: { "content-type": METRICS_CONTENT_TYPE } });
+    return new Response(await render(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
   });
   get("/api/devices", () => json(view().devices));
   get("/api/deployments", () => json(view().deployments));
@@ -215,8 +341,36 @@ export function createApi(
     if (found === undefined) throw new HttpError(404, `deployment "${name}" not found`);
     return json({ ...found, ...source.deploymentDetails?.(name) });
   });
+  /** The device's request functions, once the id is valid and the device known. */
+  const askable = (id: string): DeviceRequests => {
+    const requests = source.deviceRequests;
+    if (requests === undefined) throw new HttpError(404, "no device requests on this operator");
+    const problem = nameProblem(id);
+    if (problem) throw new HttpError(400, `invalid device id "${id}": ${problem}`);
+    // A typo answers at once instead of after the device timeout.
+    if (!view().devices.some((d) => d.device_id === id)) {
+      throw new HttpError(404, `device "${id}" is neither registered nor reporting`);
+    }
+    return requests;
+  };
+  // Fresh each time: a cache would show a device's events as they were.
+  const uncached = { "cache-control": "no-store" };
+  get("/api/devices/:id/events", async ({ id }, url) => {
+    const requests = askable(id);
+    const afterSeq = intParam(url, "after_seq", 0, Number.MAX_SAFE_INTEGER);
+    const reply: EventsReply = await requests.events(
+      id,
+      afterSeq === undefined ? {} : { after_seq: afterSeq },
+    );
+    return json(reply, 200, uncached);
+  });
+  get("/api/devices/:id/logs", async ({ id }, url) => {
+    const requests = askable(id);
+    const reply: LogsReply = await requests.logs(id, logsRequestFromQuery(url));
+    return json(reply, 200, uncached);
+  });
 
-  return (request: Request): Response => {
+  return async (request: Request): Promise<Response> => {
     try {
       // Before routing, so an unauthenticated client learns nothing, not even which paths exist.
       if (expected !== undefined && !OPEN_PATHS.has(new URL(request.url).pathname)) {
@@ -232,13 +386,12 @@ export function createApi(
         for (const [k, v] of Object.entries(match.pathname.groups)) {
           if (v !== undefined) params[k] = decodeURIComponent(v);
         }
-        return route.handler(params);
+        // Awaited here, so a route's rejected promise meets the same mapping as a throw.
+        return await route.handler(params, new URL(request.url));
       }
       throw new HttpError(404, `no route for ${new URL(request.url).pathname}`);
     } catch (e) {
-      // The one place errors become responses.
-      if (e instanceof HttpError) return json({ error: e.message }, e.status, e.headers);
-      return json({ error: `internal error: ${(e as Error).message}` }, 500);
+      return errorResponse(e);
     }
   };
 }

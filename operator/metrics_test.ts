@@ -46,15 +46,15 @@ Deno.test("GET /metrics takes the API token like every other path but /healthz",
     unhealthy: () => null,
     metrics: () => metrics.render(),
   }, { token: "0123456789abcdef0123" });
-  const denied = api(new Request("http://x/metrics"));
+  const denied = await api(new Request("http://x/metrics"));
   assertEquals(denied.status, 401);
   await denied.body?.cancel();
-  const ok = api(
+  const ok = await api(
     new Request("http://x/metrics", { headers: { authorization: "Bearer 0123456789abcdef0123" } }),
   );
   assertEquals([ok.status, ok.headers.get("content-type")], [200, METRICS_CONTENT_TYPE]);
   assertStringIncludes(await ok.text(), "# TYPE drover_devices gauge");
-  const none = createApi({ view: () => undefined, unhealthy: () => null })(
+  const none = await createApi({ view: () => undefined, unhealthy: () => null })(
     new Request("http://x/metrics"),
   );
   assertEquals(none.status, 404);

@@ -24,6 +24,7 @@ import { DesiredSnapshotService } from "../desired_snapshots.ts";
 import { ArtifactService } from "../artifacts.ts";
 import { HeartbeatListener } from "../heartbeats.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
+import { natsDeviceRequests } from "../device_requests.ts";
 import { OperatorMetrics } from "../metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../dashboard/mod.ts";
@@ -102,9 +103,11 @@ export const serveCommand: Command = {
   description:
     "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
-    "content changes. HTTP API: GET /api/devices, /api/deployments, /api/deployments/NAME,\n" +
-    "/healthz, and a live fleet dashboard for browsers at /. With a token (--api-token or\n" +
-    "env DROVER_API_TOKEN, at least 16 characters) every request but /healthz needs\n" +
+    "content changes. HTTP API: GET /api/devices, /api/devices/ID/events,\n" +
+    "/api/devices/ID/logs?deployment=D&service=S[&tail=N][&cursor=…], /api/deployments,\n" +
+    "/api/deployments/NAME, /metrics, /healthz, and a live fleet dashboard for browsers\n" +
+    "at /. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
+    "every request but /healthz needs\n" +
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
     "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
@@ -179,6 +182,8 @@ export const serveCommand: Command = {
       },
       metrics: () => metrics.render(),
       deploymentDetails: (name) => rolloutInfo(name, Date.now()),
+      // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
+      deviceRequests: natsDeviceRequests(nc),
     }, { token: apiToken });
     // The browser dashboard at / (its own paths; everything else is the API's).
     // A deployment's rollout and history, from what the reconciler mirrors.
