@@ -203,7 +203,8 @@ export const serveCommand: Command = {
         };
       },
       device: (id) => reconciler?.state.statuses.get(id),
-    }, { token: apiToken });
+      // The device page's panes read /api/devices/ID/events|logs through it, on the session.
+    }, { token: apiToken, api });
     const server = Deno.serve({
       hostname: listen.hostname,
       port: listen.port,

@@ -7,7 +7,8 @@
  */
 
 import APP_JS from "./static/app.js" with { type: "text" };
+import DEVICE_JS from "./static/device.js" with { type: "text" };
 import RENDER_JS from "./static/render.js" with { type: "text" };
 import STYLE_CSS from "./static/style.css" with { type: "text" };
 
-export { APP_JS, RENDER_JS, STYLE_CSS };
+export { APP_JS, DEVICE_JS, RENDER_JS, STYLE_CSS };

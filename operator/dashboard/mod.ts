@@ -6,8 +6,10 @@
  * fetched from anywhere else, at build or run time.
  *
  * Paths: `/` (fleet), `/deployments/NAME`, `/devices/ID`, `/ui/events`
- * (the event stream; `?device=ID` adds that device's detail), `/ui/login`,
- * `/ui/logout`, `/ui/app.js`, `/ui/render.js`, `/ui/style.css`. Read-only.
+ * (the event stream; `?device=ID` adds that device's detail),
+ * `/ui/devices/ID/events` and `/ui/devices/ID/logs` (the device page's
+ * panes), `/ui/login`, `/ui/logout`, `/ui/app.js`, `/ui/device.js`,
+ * `/ui/render.js`, `/ui/style.css`. Read-only.
  *
  * With an API token, a page or the stream needs either the API's
  * `Authorization: Bearer TOKEN` or the session cookie that `/ui/login` sets
@@ -16,6 +18,15 @@
  * never the token, and is HttpOnly and SameSite=Strict. The static assets
  * are open: they are the same in every installation and name nothing.
  *
+ * The device page's panes ask the device through the API's
+ * `/api/devices/ID/events` and `/api/devices/ID/logs`, which want the
+ * header. The page cannot send it (the token stays out of the browser's
+ * script), so the dashboard answers exactly those two reads at
+ * `/ui/devices/ID/events|logs` on its own session and passes them to the API
+ * with the token: the rest of `/api/*` keeps taking the header only, and no
+ * cookie opens anything but two GETs (SameSite=Strict keeps other sites'
+ * pages from sending it at all).
+ *
  * @module
  */
 
@@ -23,8 +34,8 @@ import { createHmac } from "node:crypto";
 import { sameToken } from "../http.ts";
 import { entriesObject, flatten, LiveFeed, type LiveFeedOptions, type LiveSource } from "./live.ts";
 import { deviceDetail } from "./live.ts";
-import { APP_JS, RENDER_JS, STYLE_CSS } from "./_assets.ts";
-import { loginPage, pageShell } from "./page.ts";
+import { APP_JS, DEVICE_JS, RENDER_JS, STYLE_CSS } from "./_assets.ts";
+import { devicePanes, loginPage, logTargets, pageShell } from "./page.ts";
 import {
   buildModel,
   parseQuery,
@@ -48,6 +59,11 @@ export interface DashboardOptions {
   token?: string;
   /** Options of the live feed (tick and coalescing intervals). */
   feed?: LiveFeedOptions;
+  /**
+   * The HTTP API (operator/http.ts `createApi`), which answers the device
+   * panes' reads; absent: `/ui/devices/ID/events|logs` answer 404.
+   */
+  api?: (request: Request) => Response | Promise<Response>;
 }
 
 /** The session cookie's value for `token`: an HMAC, so the cookie never carries the token. */
@@ -106,12 +122,15 @@ function redirect(location: string, headers: Record<string, string> = {}): Respo
 
 const ASSETS: Record<string, () => Response> = {
   "/ui/app.js": () => asset(APP_JS, "text/javascript; charset=utf-8"),
+  "/ui/device.js": () => asset(DEVICE_JS, "text/javascript; charset=utf-8"),
   "/ui/render.js": () => asset(RENDER_JS, "text/javascript; charset=utf-8"),
   "/ui/style.css": () => asset(STYLE_CSS, "text/css; charset=utf-8"),
 };
 
 const DEPLOYMENT_PAGE = new URLPattern({ pathname: "/deployments/:name" });
 const DEVICE_PAGE = new URLPattern({ pathname: "/devices/:id" });
+/** The device panes' reads, answered by the API's routes of the same name under /api. */
+const DEVICE_READ = new URLPattern({ pathname: "/ui/devices/:id/:what(events|logs)" });
 
 /** Serves the dashboard's paths; {@linkcode handle} answers undefined for every other path. */
 export class Dashboard {
@@ -120,10 +139,12 @@ export class Dashboard {
   readonly #source: LiveSource;
   readonly #token: Uint8Array | undefined;
   readonly #session: Uint8Array | undefined;
+  readonly #api: DashboardOptions["api"];
 
   constructor(source: LiveSource, options: DashboardOptions = {}) {
     this.#source = source;
     this.feed = new LiveFeed(source, options.feed);
+    this.#api = options.api;
     const encoder = new TextEncoder();
     this.#token = options.token === undefined ? undefined : encoder.encode(options.token);
     this.#session = options.token === undefined
@@ -163,11 +184,12 @@ export class Dashboard {
     }
     const deployment = DEPLOYMENT_PAGE.exec(url)?.pathname.groups.name;
     const device = DEVICE_PAGE.exec(url)?.pathname.groups.id;
+    const deviceRead = DEVICE_READ.exec(url)?.pathname.groups;
     const isPage = path === "/" || deployment !== undefined || device !== undefined;
-    if (!isPage && path !== "/ui/events") return undefined;
+    if (!isPage && path !== "/ui/events" && deviceRead === undefined) return undefined;
     if (!read) return notAllowed();
     if (!this.authorized(request)) {
-      if (path === "/ui/events") {
+      if (!isPage) {
         return new Response(JSON.stringify({ error: "log in at /ui/login" }) + "\n", {
           status: 401,
           headers: { "content-type": "application/json; charset=utf-8" },
@@ -186,7 +208,30 @@ export class Dashboard {
         },
       });
     }
+    if (deviceRead !== undefined) return this.#deviceRead(request, url, deviceRead);
     return this.#page(url, deployment, device);
+  }
+
+  /** `/ui/devices/ID/events|logs` → the API's `/api/devices/ID/events|logs`, with the token. */
+  #deviceRead(
+    request: Request,
+    url: URL,
+    groups: Record<string, string | undefined>,
+  ): Response | Promise<Response> {
+    if (this.#api === undefined) {
+      return new Response(JSON.stringify({ error: "no device reads on this operator" }) + "\n", {
+        status: 404,
+        headers: { "content-type": "application/json; charset=utf-8" },
+      });
+    }
+    const target = new URL(`/api/devices/${groups.id}/${groups.what}${url.search}`, url);
+    const headers = new Headers();
+    if (this.#token !== undefined) {
+      headers.set("authorization", `Bearer ${new TextDecoder().decode(this.#token)}`);
+    }
+    return this.#api(
+      new Request(target, { method: request.method, headers, signal: request.signal }),
+    );
   }
 
   #page(url: URL, deployment: string | undefined, device: string | undefined): Response {
@@ -223,6 +268,7 @@ export class Dashboard {
         subject: id,
         form: "",
         live: starting + renderDevice(model, id, detail, now),
+        panes: devicePanes(id, logTargets(detail)),
       }));
     }
     return html(pageShell({

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import type { FleetView } from "../aggregate.ts";
-import { cookieValue, Dashboard, safeNext, SESSION_COOKIE } from "./mod.ts";
+import { cookieValue, Dashboard, safeNext, SESSION_COOKIE, sessionValue } from "./mod.ts";
+import { createApi } from "../http.ts";
 
 const TOKEN = "0123456789abcdef0123";
 
@@ -136,4 +137,84 @@ Deno.test("dashboard: a deployment's rollout and history show once the view carr
   assertStringIncludes(html, '<progress id="rollout-progress" max="40" value="10">');
   assertStringIncludes(html, "40 items");
   assertStringIncludes(html, "image web:2");
+});
+
+Deno.test("dashboard: the device page's panes read the API's device routes on the session only", async () => {
+  // The real API in front of a fake device-request function: what the proxy forwards is routed,
+  // authorized and mapped exactly as /api/* is.
+  const asked: string[] = [];
+  const api = createApi({
+    view: () => view,
+    unhealthy: () => null,
+    deviceRequests: {
+      // deno-lint-ignore require-await
+      events: async (device) => {
+        asked.push(`events ${device}`);
+        return { device, events: [], dropped: 0 };
+      },
+      // deno-lint-ignore require-await
+      logs: async (device, request) => {
+        asked.push(`logs ${device} ${request.deployment}/${request.service} ${request.tail}`);
+        return { lines: [], cursor: null, end: true, more: false };
+      },
+    },
+  }, { token: TOKEN });
+  const d = new Dashboard({
+    view: () => view,
+    device: () =>
+      ({
+        status: {
+          device_id: "pi-a",
+          status: "ready",
+          timestamp: new Date().toISOString(),
+          labels: {},
+          deployments: {
+            web: {
+              revision: 1,
+              phase: "running",
+              services: { main: { state: "running", image: "x" } },
+            },
+          },
+        },
+      }) as never,
+  }, { token: TOKEN, api });
+  const cookie = `${SESSION_COOKIE}=${sessionValue(TOKEN)}`;
+  const read = (path: string, headers: Record<string, string> = {}, method = "GET") =>
+    answer(d, new Request(`http://op${path}`, { headers, method }));
+
+  const denied = await read("/ui/devices/pi-a/events");
+  assertEquals(denied.status, 401);
+  assertStringIncludes((await denied.json()).error, "log in");
+  const events = await read("/ui/devices/pi-a/events", { cookie });
+  assertEquals(events.status, 200);
+  assertEquals((await events.json()).device, "pi-a");
+  const logs = await read("/ui/devices/pi-a/logs?deployment=web&service=main&tail=5", { cookie });
+  assertEquals(logs.status, 200);
+  await logs.body?.cancel();
+  assertEquals(asked, ["events pi-a", "logs pi-a web/main 5"]);
+  // The API's own errors come through as they are (here: the query names what is missing).
+  const missing = await read("/ui/devices/pi-a/logs?deployment=web", { cookie });
+  assertEquals(missing.status, 400);
+  assertStringIncludes((await missing.json()).error, '"service"');
+  assertEquals((await read("/ui/devices/pi-a/events", { cookie }, "POST")).status, 405);
+  // Only those two reads: the cookie opens no other API path, and /api keeps wanting the header.
+  assertEquals(d.handle(new Request("http://op/ui/devices/pi-a/ping")), undefined);
+  const apiWithCookie = await api(
+    new Request("http://op/api/devices/pi-a/events", { headers: { cookie } }),
+  );
+  assertEquals(apiWithCookie.status, 401);
+  await apiWithCookie.body?.cancel();
+
+  // The page holds both panes outside #live, with the device's services to choose from.
+  const html = await (await read("/devices/pi-a", { cookie })).text();
+  assertStringIncludes(html, 'data-hook="device-events"');
+  assertStringIncludes(html, '<option value="web/main">web/main</option>');
+  assert(
+    html.indexOf('data-hook="device-logs"') > html.indexOf('<div id="live">'),
+    "the panes follow #live",
+  );
+  const js = await read("/ui/device.js");
+  assertEquals(js.headers.get("content-type"), "text/javascript; charset=utf-8");
+  assertStringIncludes(await js.text(), "textContent");
+  d.close();
 });

@@ -6,6 +6,8 @@
 
 import { esc } from "./static/render.js";
 
+export { logTargets } from "./static/render.js";
+
 /** What one page shows. */
 export interface PageParts {
   /** Title, without the product name. */
@@ -18,6 +20,11 @@ export interface PageParts {
   form: string;
   /** The part the browser re-renders as events arrive. */
   live: string;
+  /**
+   * Interactive parts after `#live` that its re-renders must not wipe (the
+   * device page's events and logs panes, {@linkcode devicePanes}).
+   */
+  panes?: string;
 }
 
 /** A complete page: it works without JavaScript; with it, `/ui/app.js` keeps `#live` current. */
@@ -46,6 +53,7 @@ export function pageShell(parts: PageParts): string {
 <h1>${heading}</h1>
 ${parts.form}
 <div id="live">${parts.live}</div>
+${parts.panes ?? ""}
 </main>
 </body>
 </html>
@@ -78,4 +86,39 @@ ${error === null ? "" : `<p role="alert" class="error">${esc(error)}</p>`}
 </body>
 </html>
 `;
+}
+
+/**
+ * The device page's events and logs panes. `/ui/app.js` fills them from
+ * `/ui/devices/ID/events` and `/ui/devices/ID/logs` (the API's device routes
+ * behind the dashboard's session); without JavaScript they say what they are.
+ */
+export function devicePanes(id: string, targets: readonly string[]): string {
+  const options = targets.map((t) => `<option value="${esc(t)}">${esc(t)}</option>`).join("");
+  return `<section id="events" data-hook="device-events" aria-labelledby="events-h">
+<h2 id="events-h">Recent events</h2>
+<div class="pane-bar"><button type="button" id="events-refresh">Refresh events</button>
+<span id="events-status" role="status" aria-live="polite" class="muted">Events are asked from the
+device by the page's script (also: <code>operator events ${esc(id)}</code>).</span></div>
+<div class="scroll"><table id="device-events"><caption class="sr-only">Recent events of ${
+    esc(id)
+  }, newest first</caption>
+<thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">Deployment</th>
+<th scope="col">Service</th><th scope="col">Revision</th><th scope="col">Message</th></tr></thead>
+<tbody></tbody></table></div>
+</section>
+<section id="logs" data-hook="device-logs" aria-labelledby="logs-h">
+<h2 id="logs-h">Logs</h2>
+<form id="log-form" class="filters" action="#logs">
+<div><label for="log-target">Deployment/service</label><select id="log-target" name="target">${
+    options || `<option value="">(no services reported)</option>`
+  }</select></div>
+<div><label for="log-tail">Last lines</label><input id="log-tail" name="tail" type="number" min="1" max="5000" value="200"></div>
+<button type="submit">Show logs</button>
+<div class="check"><input id="log-follow" name="follow" type="checkbox"><label for="log-follow">Follow</label></div>
+</form>
+<p id="logs-status" role="status" aria-live="polite" class="muted">Logs are read from the device's
+container on request (also: <code>operator logs ${esc(id)} DEPLOYMENT/SERVICE</code>).</p>
+<div id="log-lines" class="log" role="log" aria-labelledby="logs-h" tabindex="0"></div>
+</section>`;
 }

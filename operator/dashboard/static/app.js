@@ -20,6 +20,11 @@ const subject = body.dataset.subject ?? "";
 const live = document.getElementById("live");
 const conn = document.getElementById("conn");
 const form = document.getElementById("filters");
+/**
+ * The device page's events and logs panes (outside `#live`, so re-renders keep them), loaded
+ * only there: the fleet page, the one opened most, stays as small as it was.
+ */
+const panes = page === "device" ? (await import("./device.js")).initDevicePanes(subject) : null;
 
 /** Key → value of the live entries, null until the first snapshot. */
 let entries = null;
@@ -156,5 +161,6 @@ stream.addEventListener("patch", (e) => {
 stream.addEventListener("device", (e) => {
   detail = JSON.parse(e.data);
   stats.events++;
+  panes?.detail(detail);
   schedule();
 });

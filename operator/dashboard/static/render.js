@@ -460,10 +460,19 @@ export function renderDeployment(model, name, query) {
     pager(sel, query, "devices") + table;
 }
 
+/** `deployment/service` pairs a device's status reports, sorted: what its log pane can tail. */
+export function logTargets(detail) {
+  const out = [];
+  for (const [name, dep] of Object.entries(detail?.status?.deployments ?? {})) {
+    for (const service of Object.keys(dep?.services ?? {})) out.push(`${name}/${service}`);
+  }
+  return out.sort(cmp);
+}
+
 /**
  * The device page's live part. `detail` is `{status}` (the agent's report), `{error}` or null.
- * The events and logs panes are hooks (`#events`, `#logs`) for when agents report events and
- * the operator can tail a container through device commands.
+ * The events and logs panes (`#events`, `#logs`) are outside this part (operator/dashboard/page.ts
+ * `devicePanes`): re-rendering it must not wipe a log being followed.
  */
 export function renderDevice(model, id, detail, now) {
   const d = model.devices.find((x) => x.id === id);
@@ -515,9 +524,5 @@ export function renderDevice(model, id, detail, now) {
       rows.join("") ||
       `<tr><td colspan="9" class="muted">No deployments.</td></tr>`
     }</tbody></table></div>`;
-  const hooks = `<section id="events" data-hook="device-events" aria-labelledby="events-h">
-<h2 id="events-h">Recent events</h2><p class="muted">Agents do not report container events yet.</p></section>
-<section id="logs" data-hook="device-logs" aria-labelledby="logs-h"><h2 id="logs-h">Logs</h2>
-<p class="muted">A log tail needs device commands, which this operator does not have yet.</p></section>`;
-  return summary + error + table + hooks;
+  return summary + error + table;
 }
