@@ -9,7 +9,7 @@
  * Screenshots go to $DROVER_SCREENSHOTS, or a fresh temp dir printed at the end.
  */
 
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import {
   type AgentStatus,
   BUCKET_AGENT_STATUS,
@@ -21,30 +21,7 @@ import { forEachBounded } from "../../operator/kv.ts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 import { runOperatorCli, startOperatorService, testKv } from "../support/operator_process.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-
-/**
- * Chromium from apt, headless, kept off the network (it phones home otherwise), with a fresh
- * profile directory (playwright passes it as --user-data-dir).
- */
-async function launchBrowser(profileDir: string): Promise<BrowserContext> {
-  return await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
+import { launchBrowser } from "../support/browser.ts";
 
 /** A stand-in agent's status (what `agent-status/<id>` would hold). */
 function standInStatus(
@@ -223,7 +200,7 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
       for (const text of ["web", "main", "running", "localhost/drover-busybox:1"]) {
         assertStringIncludes(row, text);
       }
-      assert(await page.locator("[data-hook=device-logs]").count() === 1, "the logs hook");
+      assert(await page.locator("[data-hook=device-logs]").count() === 1, "the logs pane");
       await page.setViewportSize({ width: 380, height: 800 });
       await page.screenshot({ path: `${shots}/device-narrow.png`, fullPage: true });
       await page.setViewportSize({ width: 1280, height: 800 });

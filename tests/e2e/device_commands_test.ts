@@ -1,9 +1,12 @@
 /**
  * Seeing into devices without opening a port: `operator logs` (tail, -f, -l),
  * `ping`, `events` (a manual `podman rm -f` and the agent's repair), a
- * missing deployment or service, an offline device answering promptly, and
- * the metrics of both sides checked by Debian's promtool and scraped by a
- * real Prometheus server. Real nats-server with Drover's account layout (the
+ * missing deployment or service, an offline device answering promptly, the
+ * same through the HTTP API (`/api/devices/ID/events|logs`, behind the API
+ * token) and the dashboard's device page in Debian's chromium (its events
+ * pane and a followed log pane, logged in with the token), and the metrics
+ * of both sides checked by Debian's promtool and scraped by a real
+ * Prometheus server. Real nats-server with Drover's account layout (the
  * commands cross from DROVER into DROVER_DEVICES through the reverse service
  * export), real podman, real agents, the real operator CLI and `serve`.
  */
@@ -13,10 +16,14 @@ import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts
 import { type AgentProcess, startAgent } from "../support/agent_process.ts";
 import { collectOutput, operatorTaskArgs, runOperatorCli } from "../support/operator_process.ts";
 import { ADMIN_USER, DEVICE_PASSWORD, startDroverNats } from "../support/drover_nats.ts";
+import { launchBrowser } from "../support/browser.ts";
 
 const IMAGE = "localhost/drover/busybox:cmd";
 const ADMIN_ENV = { NATS_USER: ADMIN_USER.user, NATS_PASSWORD: ADMIN_USER.password };
 const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+/** `serve`'s API token: the device routes and /metrics want it, the dashboard its login. */
+const API_TOKEN = "device-commands-test-token-0123";
+const BEARER = { authorization: `Bearer ${API_TOKEN}` };
 
 /** A container that writes a known log: one stderr line, then five stdout lines. */
 const MANIFEST = JSON.stringify({
@@ -37,8 +44,8 @@ const MANIFEST = JSON.stringify({
   },
 });
 
-async function promtoolCheck(url: string): Promise<void> {
-  const text = await (await fetch(url)).text();
+async function promtoolCheck(url: string, headers: Record<string, string> = {}): Promise<void> {
+  const text = await (await fetch(url, { headers })).text();
   const child = new Deno.Command("promtool", {
     args: ["check", "metrics"],
     stdin: "piped",
@@ -73,7 +80,7 @@ Deno.test({
     // operator serve with the DROVER account's identity (the one that may ask any device).
     const serve = new Deno.Command(Deno.execPath(), {
       args: [...await operatorTaskArgs(), "serve", "--listen", `127.0.0.1:${apiPort}`],
-      env: { NATS_URL: nats.url, ...ADMIN_ENV },
+      env: { NATS_URL: nats.url, DROVER_API_TOKEN: API_TOKEN, ...ADMIN_ENV },
       cwd: REPO_ROOT,
       stdin: "null",
       stdout: "piped",
@@ -209,8 +216,86 @@ Deno.test({
     const table = await cli("events", "pi-a");
     assertStringIncludes(table.stdout, "container_missing");
 
+    // The HTTP API asks the device the same way, behind the token.
+    const api = `http://127.0.0.1:${apiPort}`;
+    const unauthorized = await fetch(`${api}/api/devices/pi-a/events`);
+    assertEquals(unauthorized.status, 401);
+    await unauthorized.body?.cancel();
+    const apiEvents = await fetch(`${api}/api/devices/pi-a/events`, { headers: BEARER });
+    const ring = await apiEvents.json();
+    assertEquals(apiEvents.status, 200, JSON.stringify(ring));
+    assertEquals(ring.device, "pi-a");
+    assert(ring.events.some((e: Ev) => e.kind === "container_missing"), JSON.stringify(ring));
+    // The repaired container writes its lines a second after it starts; then a tail and the
+    // next pull with its cursor (nothing new: no line twice).
+    type Chunk = { lines: { text: string }[]; cursor: unknown; end: boolean };
+    const logsUrl = `${api}/api/devices/pi-a/logs?deployment=talker&service=main`;
+    let chunk: Chunk = { lines: [], cursor: null, end: false };
+    await waitFor(async () => {
+      const res = await fetch(`${logsUrl}&tail=2`, { headers: BEARER });
+      chunk = await res.json();
+      return res.ok && chunk.lines.map((l) => l.text).join(",") === "line-4,line-5";
+    }, {
+      timeoutMs: 20_000,
+      message: `the API tails the repaired container: ${JSON.stringify(chunk)}`,
+    });
+    assert(chunk.cursor !== null && chunk.end, JSON.stringify(chunk));
+    const after = await (await fetch(
+      `${logsUrl}&cursor=${encodeURIComponent(JSON.stringify(chunk.cursor))}`,
+      { headers: BEARER },
+    )).json();
+    assertEquals(after.lines, []);
+
+    // The dashboard's device page: log in, the events pane shows the removal, the log pane
+    // follows the container (its stderr marked) and shows a line written while it is open.
+    await using profile = await tempDir("device-commands-browser-");
+    const browser = await launchBrowser(profile.path);
+    await using _browser = { [Symbol.asyncDispose]: () => browser.close() };
+    const page = await browser.newPage();
+    await page.goto(`${api}/devices/pi-a`);
+    await page.getByLabel("API token").fill(API_TOKEN);
+    await page.keyboard.press("Enter");
+    await page.waitForURL(`${api}/devices/pi-a`);
+    await page.waitForSelector("body[data-live=open]");
+    await page.locator("#device-events tr[data-kind=container_missing]").first().waitFor({
+      timeout: 15_000,
+    });
+    assertEquals(await page.getByLabel("Deployment/service").inputValue(), "talker/main");
+    await page.getByLabel("Follow").focus();
+    await page.keyboard.press("Space"); // shows the last lines, then follows
+    const logPane = page.locator("#log-lines");
+    await waitFor(async () => ((await logPane.textContent()) ?? "").includes("line-5"), {
+      timeoutMs: 15_000,
+      message: "the log pane shows the container's lines",
+    });
+    assertEquals(
+      await page.locator("#log-lines [data-stream=stderr] .log-text").allTextContents(),
+      ["oops"],
+    );
+    await waitFor(
+      async () => (await page.locator("#logs-status").textContent())?.startsWith("Following"),
+      { timeoutMs: 10_000, message: "the pane follows" },
+    );
+    const late = await podA.cli([
+      "exec",
+      "talker_main",
+      "sh",
+      "-c",
+      "echo '<b>dash</b>' > /proc/1/fd/1",
+    ]);
+    assertEquals(late.code, 0, late.stderr);
+    await waitFor(async () => ((await logPane.textContent()) ?? "").includes("<b>dash</b>"), {
+      timeoutMs: 15_000,
+      message: "a line written while the pane follows shows up, as text",
+    });
+    assertEquals(await page.locator("#log-lines b").count(), 0, "device text is never markup");
+    const shots = Deno.env.get("DROVER_SCREENSHOTS");
+    if (shots !== undefined) {
+      await page.screenshot({ path: `${shots}/device-panes.png`, fullPage: true });
+    }
+
     // Metrics: both endpoints pass promtool; a real Prometheus scrapes the operator.
-    await promtoolCheck(`http://127.0.0.1:${apiPort}/metrics`);
+    await promtoolCheck(`http://127.0.0.1:${apiPort}/metrics`, BEARER);
     await promtoolCheck(`http://127.0.0.1:${agentMetricsPort}/metrics`);
     const agentText = await (await fetch(`http://127.0.0.1:${agentMetricsPort}/metrics`)).text();
     assertStringIncludes(agentText, 'drover_agent_containers{state="running"} 1');
@@ -219,6 +304,7 @@ Deno.test({
     await Deno.writeTextFile(
       `${dir.path}/prometheus.yml`,
       `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: drover\n` +
+        `    authorization:\n      credentials: ${API_TOKEN}\n` +
         `    static_configs:\n      - targets: ["127.0.0.1:${apiPort}"]\n`,
     );
     const prometheus = new Deno.Command("prometheus", {
@@ -266,5 +352,22 @@ Deno.test({
     const offlineLogs = await cli("logs", "pi-b", "talker");
     assertEquals(offlineLogs.code, 1);
     assertStringIncludes(offlineLogs.stderr, "last seen");
+    // The API: 504 within a few seconds, saying so and when the device was last seen.
+    const apiStarted = performance.now();
+    const offlineApi = await fetch(`${api}/api/devices/pi-b/events`, { headers: BEARER });
+    const apiTookMs = performance.now() - apiStarted;
+    const offlineBody = await offlineApi.json();
+    assertEquals(offlineApi.status, 504, JSON.stringify(offlineBody));
+    assertStringIncludes(offlineBody.error, "offline, last seen");
+    assertEquals([offlineBody.device, offlineBody.online], ["pi-b", false]);
+    assert(typeof offlineBody.last_seen === "string", JSON.stringify(offlineBody));
+    assert(apiTookMs < 10_000, `the API answered in ${Math.round(apiTookMs)} ms`);
+    // And the device page says the same in its events pane.
+    await page.goto(`${api}/devices/pi-b`);
+    await page.locator("#events-status[data-state=error]").waitFor({ timeout: 15_000 });
+    assertStringIncludes(
+      (await page.locator("#events-status").textContent()) ?? "",
+      "did not answer",
+    );
   },
 });
