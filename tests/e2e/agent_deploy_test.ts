@@ -1,9 +1,9 @@
 /**
  * The agent's basic life cycle against real nats-server and podman: first
  * deploy serving on a published port with env applied, an update that
- * replaces exactly one container, drift undone, deletion, status heartbeat.
+ * replaces exactly one container, drift undone, deletion, heartbeats and the status refresh.
  */
-import { LABELS } from "@drover/contracts";
+import { AgentStatus, Heartbeat, heartbeatSubject, LABELS } from "@drover/contracts";
 import {
   freePort,
   sleepDeployment,
@@ -84,12 +84,24 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
   });
   assertEquals((await env.containersOf("web")).length, 1);
 
-  // Heartbeat: the status keeps being rewritten while nothing changes.
+  // Liveness while nothing changes: core-NATS heartbeats naming the last status revision
+  // (nothing stored), and the full status refreshed every 6 heartbeats (docs/nats-kv.md).
   const kv = await env.statusKv();
-  const r1 = (await kv.get("pi-1"))!.revision;
-  await waitFor(async () => (await kv.get("pi-1"))!.revision >= r1 + 2, {
-    timeoutMs: 10_000,
-    message: "two more heartbeats",
+  const stored = (await kv.get("pi-1"))!;
+  assertEquals(AgentStatus.parse(stored.json()).status_refresh_seconds, 6);
+  const beats = (await env.nc()).subscribe(heartbeatSubject("pi-1"), { max: 2 });
+  const giveUp = setTimeout(() => beats.unsubscribe(), 10_000);
+  const heard: Heartbeat[] = [];
+  for await (const m of beats) heard.push(Heartbeat.parse(m.json()));
+  clearTimeout(giveUp);
+  assertEquals(heard.length, 2, "two heartbeats within 10 s");
+  assert(
+    heard.every((h) => h.status === "ready" && h.status_revision >= stored.revision),
+    JSON.stringify(heard),
+  );
+  await waitFor(async () => (await kv.get("pi-1"))!.revision > stored.revision, {
+    timeoutMs: 15_000,
+    message: "the full status refreshed",
   });
 
   // SIGTERM: exits 0, final status "stopped", containers keep running.
