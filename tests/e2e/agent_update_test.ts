@@ -204,10 +204,17 @@ Deno.test("a release signed by the operator's key verifies; another key or a cha
 
 // --- The whole update under the supervisor ------------------------------------------------------
 
-function agentScript(padBytes = 0): string {
+const REPO = new URL("../../", import.meta.url).pathname;
+
+function agentScript(padBytes = 0, options: { task?: boolean } = {}): string {
   // The padding makes the artifact span several chunks (resumable download).
   const pad = padBytes > 0 ? `# ${"x".repeat(padBytes)}\n` : "";
-  return `#!/bin/sh\n${pad}exec "${Deno.execPath()}" run -A "${AGENT_MAIN}" "$@"\n`;
+  // With `task`: the agent task's narrow Deno permissions (what compile/bundle bake in, plus
+  // what the config names), so the updater is shown to work without -A.
+  const run = options.task
+    ? `cd "${REPO}" && INIT_CWD="${REPO}" exec "${Deno.execPath()}" task agent "$@"`
+    : `exec "${Deno.execPath()}" run -A "${AGENT_MAIN}" "$@"`;
+  return `#!/bin/sh\n${pad}${run}\n`;
 }
 
 Deno.test({
@@ -290,7 +297,10 @@ Deno.test({
       });
 
     await t.step("a good release is downloaded, started on trial and committed", async () => {
-      const manifest = await publish("1.1.0", agentScript(3 * ARTIFACT_CHUNK_BYTES));
+      const manifest = await publish(
+        "1.1.0",
+        agentScript(3 * ARTIFACT_CHUNK_BYTES, { task: true }),
+      );
       assert(manifest.size > 3 * ARTIFACT_CHUNK_BYTES);
       const startsBefore = supervisor.starts;
       await setWantedVersion(updates, env.deviceId, "1.1.0");

@@ -11,7 +11,10 @@
  *   does for a unit with `Restart=always`;
  * - `ExecStart=` is run as given (here: systemd/drover-agent-launch, which
  *   does the boot-counting check itself and then execs the agent, keeping the
- *   PID as the unit's main process).
+ *   PID as the unit's main process);
+ * - `KillMode=control-group`: the service runs in a process group of its own
+ *   (`setsid`), and a kill or stop signals the whole group, so a service that
+ *   forks (e.g. `deno task`) leaves nothing running behind, as with a cgroup.
  *
  * The real unit file is checked with `systemd-analyze verify` separately.
  *
@@ -94,9 +97,10 @@ export class RestartAlwaysSupervisor implements AsyncDisposable {
           continue;
         }
       }
+      // setsid execs in place (same PID) with a new process group: the unit's "cgroup".
       const process = ManagedProcess.spawn({
-        command: execStart.command,
-        args: execStart.args,
+        command: "setsid",
+        args: [execStart.command, ...execStart.args],
         env,
         logPath,
       });
@@ -106,20 +110,44 @@ export class RestartAlwaysSupervisor implements AsyncDisposable {
       const status = await process.exited;
       run.code = status.code;
       run.signal = status.signal;
+      // As systemd does when the main process exits: the rest of the "cgroup" goes too.
+      this.#signalGroup("SIGKILL", process.pid);
       if (this.#stop.signal.aborted) break;
       await abortableSleep(restartMs, this.#stop.signal);
     }
   }
 
-  /** SIGKILLs the running process (a crash or a power cut, as far as it can tell); it restarts. */
-  async killCurrent(): Promise<void> {
-    await this.#current?.kill();
+  /** Signals every process of the running service's group. */
+  #signalGroup(signal: Deno.Signal, pid = this.#current?.pid): void {
+    if (pid === undefined) return;
+    try {
+      Deno.kill(-pid, signal);
+    } catch {
+      // The group is gone.
+    }
   }
 
-  /** Stops supervising: SIGTERM to the service (SIGKILL after `graceMs`), no restart. */
+  /**
+   * SIGKILLs the running service, every process of it (a crash or a power cut,
+   * as far as it can tell); it is started again after `restartMs`.
+   */
+  async killCurrent(): Promise<void> {
+    this.#signalGroup("SIGKILL");
+    await this.#current?.exited;
+  }
+
+  /** Stops supervising: SIGTERM to the service's group (SIGKILL after `graceMs`), no restart. */
   async stop(graceMs = 20_000): Promise<void> {
     this.#stop.abort();
-    await this.#current?.stop(graceMs);
+    const current = this.#current;
+    if (current !== undefined) {
+      this.#signalGroup("SIGTERM");
+      const timer = setTimeout(() => this.#signalGroup("SIGKILL"), graceMs);
+      await current.exited;
+      clearTimeout(timer);
+      // Whatever the main process left behind in its group goes too.
+      this.#signalGroup("SIGKILL");
+    }
     await this.#loop;
   }
 
