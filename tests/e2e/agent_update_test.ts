@@ -611,3 +611,70 @@ function assertMatchLine(text: string, start: string, part: string): void {
   const line = text.split("\n").find((l) => l.startsWith(start)) ?? "";
   assertStringIncludes(line, part);
 }
+
+Deno.test({
+  name:
+    "with real JWT creds a device reaches the artifact service for itself only, and gets only its wanted release",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const { startSecureNats } = await import("./_security_env.ts");
+    const { readReleaseKey } = await import("../../operator/auth/mod.ts");
+    const { ARTIFACT_ERROR_HEADER, ArtifactTargetReply } = await import("@drover/contracts");
+    await using secure = await startSecureNats({ devices: { "pi-a": {}, "pi-b": {} } });
+    const operator = await secure.operator();
+    const service = new ArtifactService(operator);
+    await service.start();
+    const device = await secure.device("pi-a");
+    try {
+      const { releases, updates } = await openReleaseStores(operator);
+      const key = await readReleaseKey(secure.authDir.path);
+      const bytes = new TextEncoder().encode("#!/bin/sh\nexit 0\n");
+      await publishRelease(releases, {
+        bytes,
+        version: "3.0.0",
+        arch: "aarch64",
+        kind: "executable",
+        signingKey: key.privateKey,
+      });
+      await publishRelease(releases, {
+        bytes,
+        version: "3.1.0",
+        arch: "aarch64",
+        kind: "executable",
+        signingKey: key.privateKey,
+      });
+      const ask = (body: unknown, subject = artifactSubject("pi-a")) =>
+        device.request(subject, JSON.stringify(body), { timeout: 5_000 });
+
+      const none = ArtifactTargetReply.parse((await ask({ op: "target", arch: "aarch64" })).json());
+      assertEquals(none, { version: null });
+      await setWantedVersion(updates, "pi-a", "3.0.0");
+      const target = ArtifactTargetReply.parse(
+        (await ask({ op: "target", arch: "aarch64" })).json(),
+      );
+      assert("release" in target);
+      // The manifest verifies with the auth dir's key, as the agent checks it.
+      const manifest = await verifyRelease(key.publicKey, target.release, {
+        version: "3.0.0",
+        arch: "aarch64",
+      });
+      const chunk = await ask({ op: "chunk", version: "3.0.0", arch: "aarch64", offset: 0 });
+      assertEquals(new TextDecoder().decode(chunk.data), new TextDecoder().decode(bytes));
+      assertEquals(manifest.size, bytes.length);
+      // Published, but not the one wanted for this device: refused.
+      const other = await ask({ op: "chunk", version: "3.1.0", arch: "aarch64", offset: 0 });
+      assertStringIncludes(other.headers?.get(ARTIFACT_ERROR_HEADER) ?? "", "not the one wanted");
+      // Another device's subject: the server refuses the publish (no responder can be reached).
+      let refused = "";
+      await ask({ op: "target", arch: "aarch64" }, artifactSubject("pi-b")).catch((e) =>
+        refused = String(e?.message ?? e)
+      );
+      assert(refused !== "", "a request on pi-b's subject must fail");
+    } finally {
+      await device.close();
+      await service[Symbol.asyncDispose]();
+      await operator.close();
+    }
+  },
+});
