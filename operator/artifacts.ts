@@ -42,12 +42,16 @@ const log = getLogger(["drover", "operator", "artifacts"]);
 /** Object metadata key holding the signed release (JSON of {@linkcode SignedRelease}). */
 export const RELEASE_METADATA_KEY = "drover-release";
 
-/** Opens (creating when missing) the release store and the wanted-version bucket. */
+/**
+ * Opens (creating when missing, with `replicas` copies in a cluster) the
+ * release store and the wanted-version bucket.
+ */
 export async function openReleaseStores(
   nc: NatsConnection,
+  replicas = 1,
 ): Promise<{ releases: ObjectStore; updates: KV }> {
-  const releases = await new Objm(nc).create(OBJECT_STORE_AGENT_RELEASES);
-  const updates = await openBucket(nc, BUCKET_AGENT_UPDATES, { history: 1, replicas: 1 });
+  const releases = await new Objm(nc).create(OBJECT_STORE_AGENT_RELEASES, { replicas });
+  const updates = await openBucket(nc, BUCKET_AGENT_UPDATES, { history: 1, replicas });
   return { releases, updates: updates! };
 }
 
@@ -140,6 +144,8 @@ export async function wantedVersion(updates: KV, device: string): Promise<string
 
 /** Options of {@linkcode ArtifactService}. */
 export interface ArtifactServiceOptions {
+  /** Copies of the release store and bucket when they are created (`serve --replicas`). */
+  replicas?: number;
   /** Artifacts kept in memory for chunk requests (a fleet pulls the same one or two). */
   cacheEntries?: number;
   /**
@@ -180,7 +186,7 @@ export class ArtifactService implements AsyncDisposable {
 
   /** Creates the stores if needed and starts answering. */
   async start(): Promise<void> {
-    this.#stores = openReleaseStores(this.#nc);
+    this.#stores = openReleaseStores(this.#nc, this.#options.replicas);
     await this.#stores;
     this.#subscription = this.#nc.subscribe(`${ARTIFACT_PREFIX}.*`, {
       queue: ARTIFACT_QUEUE,

@@ -221,7 +221,7 @@ export const serveCommand: Command = {
       // Agents ask it for their keys after every (re)connect: answer from the start.
       snapshots = new DesiredSnapshotService(nc, buckets.desired);
       // Agent releases for self-update (devices cannot read the Object Store themselves).
-      artifacts = new ArtifactService(nc);
+      artifacts = new ArtifactService(nc, { replicas });
       // Several may run for availability: only the lease holder writes (operator/lease.ts).
       const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
       lease = new Lease(
