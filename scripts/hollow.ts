@@ -437,6 +437,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (args.processes > 1) await runWorkers(args, stop.signal, report);
     else await runDevices(args, stop.signal, report);
+    if (!args.json) {
+      console.log(`hollow: stopped ${args.devices} device(s); each put a last "stopped" status`);
+    }
     return 0;
   } catch (e) {
     console.error(`hollow: ${(e as Error).message}`);
