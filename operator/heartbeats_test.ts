@@ -1,5 +1,5 @@
 import { connect } from "@nats-io/transport-node";
-import { AgentStatus, heartbeatSubject } from "@drover/contracts";
+import { type AgentStatus, heartbeatSubject } from "@drover/contracts";
 import { startNats, waitFor } from "../tests/support/mod.ts";
 import { assertEquals } from "../tests/support/assert.ts";
 import { FleetState } from "./fleet_state.ts";
