@@ -33,7 +33,8 @@ const PortRange = z.union([
   z.number().int().min(1).max(65535),
   z.string().regex(/^[0-9]{1,5}-[0-9]{1,5}$/, 'port ranges are written "low-high"').refine(
     (r) => {
-      const [lo, hi] = r.split("-").map(Number);
+      // The regex above guarantees two numbers around the dash.
+      const [lo = 0, hi = 0] = r.split("-").map(Number);
       return lo >= 1 && hi <= 65535 && lo <= hi;
     },
     { message: "port range must satisfy 1 <= low <= high <= 65535" },

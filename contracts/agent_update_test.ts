@@ -38,7 +38,7 @@ Deno.test("manifests are strict and name the bad field", () => {
   assert(!extra.success);
   const sha = ReleaseManifest.safeParse({ ...good, sha256: "A".repeat(64) });
   assert(!sha.success);
-  assertEquals(sha.error.issues[0].path, ["sha256"]);
+  assertEquals(sha.error.issues[0]?.path, ["sha256"]);
 });
 
 Deno.test("artifact requests: target and chunk only, offsets bounded", () => {
@@ -62,5 +62,5 @@ Deno.test("[update] release_key must be an ed25519 public key", () => {
   assertEquals(ok.update?.trial_seconds, 120);
   const bad = AgentConfig.safeParse({ ...base, update: { release_key: "SU123" } });
   assert(!bad.success);
-  assertEquals(bad.error.issues[0].path, ["update", "release_key"]);
+  assertEquals(bad.error.issues[0]?.path, ["update", "release_key"]);
 });

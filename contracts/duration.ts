@@ -35,7 +35,10 @@ export function parseComposeDuration(text: string): number | undefined {
   if (!DURATION.test(text)) return undefined;
   let total = 0;
   for (const [, value, unit] of text.matchAll(/([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|ns)/g)) {
-    total += Number(value) * DURATION_UNITS_MS[unit];
+    const perUnit = DURATION_UNITS_MS[unit ?? ""];
+    // The pattern's unit alternatives are exactly the table's keys.
+    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
+    total += Number(value) * perUnit;
   }
   return total;
 }

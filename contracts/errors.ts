@@ -125,19 +125,20 @@ export function editDistance(a: string, b: string): number {
   for (let i = 1; i <= a.length; i++) {
     const current = [i];
     for (let j = 1; j <= b.length; j++) {
+      // Every index here is within 0..b.length, which all three rows hold.
       current[j] = Math.min(
-        previous[j] + 1,
-        current[j - 1] + 1,
-        previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+        previous[j]! + 1,
+        current[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
       );
       if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        current[j] = Math.min(current[j], before[j - 2] + 1);
+        current[j] = Math.min(current[j]!, before[j - 2]! + 1);
       }
     }
     before = previous;
     previous = current;
   }
-  return previous[b.length];
+  return previous[b.length]!;
 }
 
 /**
@@ -192,7 +193,8 @@ function childSchemas(s: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType
     case "object": {
       const shape = def.shape as Record<string, z.core.$ZodType>;
       // Own keys only: a path segment "constructor" must not find Object.prototype's.
-      return Object.hasOwn(shape, String(segment)) ? [shape[String(segment)]] : [];
+      const child = Object.hasOwn(shape, String(segment)) ? shape[String(segment)] : undefined;
+      return child !== undefined ? [child] : [];
     }
     case "array":
       return typeof segment === "number" ? [def.element as z.core.$ZodType] : [];
@@ -200,7 +202,8 @@ function childSchemas(s: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType
       return [def.valueType as z.core.$ZodType];
     case "tuple": {
       const items = def.items as z.core.$ZodType[];
-      return typeof segment === "number" && segment < items.length ? [items[segment]] : [];
+      const item = typeof segment === "number" ? items[segment] : undefined;
+      return item !== undefined ? [item] : [];
     }
     default:
       return [];

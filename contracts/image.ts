@@ -75,7 +75,7 @@ export function parseImageReference(ref: string): ImageReference | string {
   }
   const parts = rest.split("/");
   let registry = DEFAULT_REGISTRY;
-  const first = parts[0];
+  const first = parts[0] ?? "";
   if (
     parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost" ||
       first.startsWith("["))

@@ -33,7 +33,7 @@ Deno.test("rollout: the issue's example parses, defaults filled in", () => {
       on_failure: "rollback",
     },
   });
-  assertEquals(parsed.rollout?.batches[1].limit, "25%");
+  assertEquals(parsed.rollout?.batches[1]?.limit, "25%");
   assertEquals(Rollout.parse({ batches: [{ limit: 2 }] }), {
     batches: [{ limit: 2 }],
     success_threshold: "100%",

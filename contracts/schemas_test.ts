@@ -269,7 +269,7 @@ Deno.test("AgentConfig: a single server string becomes a list; registries defaul
     registries: { "registry.example.com:5000": { username: "u", password: "p" } },
   });
   assertEquals(config.nats.servers, ["nats://hub:4222"]);
-  assertEquals(config.registries["registry.example.com:5000"].tls_verify, true);
+  assertEquals(config.registries["registry.example.com:5000"]?.tls_verify, true);
 });
 
 Deno.test("AgentConfig: misspelt and invalid keys are named", () => {
@@ -326,7 +326,7 @@ Deno.test("deployment_revision: optional in desired state and echoed in a deploy
   );
   const status = structuredClone(STATUS);
   Object.assign(status.deployments.hello, { deployment_revision: 27 });
-  assertEquals(AgentStatus.parse(status).deployments.hello.deployment_revision, 27);
+  assertEquals(AgentStatus.parse(status).deployments.hello?.deployment_revision, 27);
   assertStringIncludes(
     problems(AgentStatus, {
       ...STATUS,

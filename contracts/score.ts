@@ -87,7 +87,7 @@ export function parsePortMapping(spec: string): PortMapping | string {
   if (typeof containerPort === "string") return bad(containerPort);
   let hostPort: number | undefined;
   if (parts.length === 1) {
-    const p = parsePortNumber(parts[0], "host port");
+    const p = parsePortNumber(parts[0]!, "host port");
     if (typeof p === "string") return bad(p);
     hostPort = p;
   }
@@ -123,7 +123,8 @@ export function parseVolumeMount(spec: string): VolumeMount | string {
   if (parts.length < 2 || parts.length > 3) {
     return bad('expected "/host/path:/container/path[:ro]" or "name:/container/path[:ro]"');
   }
-  const [source, target, mode = "rw"] = parts;
+  // The length check above leaves two or three parts.
+  const [source = "", target = "", mode = "rw"] = parts;
   if (mode !== "ro" && mode !== "rw") return bad(`mode must be "ro" or "rw", got "${mode}"`);
   const targetProblem = pathProblem(target, "container path");
   if (targetProblem) return bad(targetProblem);
@@ -177,7 +178,7 @@ function healthTestProblem(test: readonly string[]): string | undefined {
       if (rest.length === 0) return '["CMD", …] needs the command after "CMD"';
       return rest[0] === "" ? 'the command after "CMD" must not be empty' : undefined;
     case "CMD-SHELL":
-      if (rest.length !== 1 || rest[0].trim() === "") {
+      if (rest.length !== 1 || rest[0]?.trim() === "") {
         return '["CMD-SHELL", "…"] takes exactly one non-empty shell command';
       }
       return undefined;
