@@ -30,9 +30,9 @@ export const LOG_LEVEL_ENV = "DROVER_LOG_LEVEL";
 /** One problem found in a config file. */
 export interface ConfigProblem {
   /** 1-based line, when it could be located. */
-  line?: number;
+  line?: number | undefined;
   /** Dotted key path (`agent.heartbeat_seconds`), when the problem is about one key. */
-  key?: string;
+  key?: string | undefined;
   /** What is wrong. */
   message: string;
 }
@@ -94,7 +94,7 @@ export function parseConfig(file: string, source: string): AgentConfig {
     raw = parse(source);
   } catch (e) {
     if (e instanceof TomlError) {
-      const first = e.message.split("\n")[0].replace(/^Invalid TOML document:\s*/, "");
+      const first = (e.message.split("\n")[0] ?? "").replace(/^Invalid TOML document:\s*/, "");
       throw new ConfigError(file, [{ line: e.line, message: `invalid TOML: ${first}` }], {
         cause: e,
       });
@@ -152,7 +152,7 @@ function indexKeyLines(source: string): KeyLineIndex {
     if (trimmed === "" || trimmed.startsWith("#")) return;
     const header = /^\[\[?\s*(.*?)\s*\]\]?\s*(#.*)?$/.exec(trimmed);
     if (header) {
-      table = splitKey(header[1]);
+      table = splitKey(header[1] ?? "");
       index.push({ path: table, line });
       return;
     }

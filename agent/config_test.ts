@@ -40,15 +40,15 @@ max_containers = 4
   );
   assertEquals(config.agent.labels, { site: "lab", arch: "arm64" });
   assertEquals(config.nats.servers.length, 2);
-  assertEquals(config.registries["127.0.0.1:5000"].tls_verify, false);
+  assertEquals(config.registries["127.0.0.1:5000"]?.tls_verify, false);
   assertEquals(config.policy.max_containers, 4);
 });
 
 Deno.test("a wrong type names file, line and key", () => {
   const source = '# comment\n[agent]\ndevice_id = "pi-1"\n\nheartbeat_seconds = "ten"\n';
   const e = assertThrows(() => parseConfig(FILE, source), ConfigError);
-  assertEquals(e.problems[0].line, 5);
-  assertEquals(e.problems[0].key, "agent.heartbeat_seconds");
+  assertEquals(e.problems[0]?.line, 5);
+  assertEquals(e.problems[0]?.key, "agent.heartbeat_seconds");
   assert(
     e.message.startsWith(`${FILE}:5: agent.heartbeat_seconds: `),
     `unexpected message: ${e.message}`,
@@ -95,14 +95,14 @@ zzz = 1
 
 Deno.test("a missing required key points at its table", () => {
   const e = assertThrows(() => parseConfig(FILE, "\n[agent]\nlabels = {}\n"), ConfigError);
-  assertEquals(e.problems[0].key, "agent.device_id");
-  assertEquals(e.problems[0].line, 2);
-  assertEquals(e.problems[0].message, "required");
+  assertEquals(e.problems[0]?.key, "agent.device_id");
+  assertEquals(e.problems[0]?.line, 2);
+  assertEquals(e.problems[0]?.message, "required");
 });
 
 Deno.test("an invalid device id is explained", () => {
   const e = assertThrows(() => parseConfig(FILE, '[agent]\ndevice_id = "Pi_1"\n'), ConfigError);
-  assertEquals(e.problems[0].line, 2);
+  assertEquals(e.problems[0]?.line, 2);
   assert(e.message.includes("agent.device_id"), e.message);
 });
 
@@ -111,8 +111,8 @@ Deno.test("a key in a later table is located", () => {
     () => parseConfig(FILE, '[agent]\ndevice_id = "pi-1"\n\n[nats]\ntls_ca = "relative.pem"\n'),
     ConfigError,
   );
-  assertEquals(e.problems[0].key, "nats.tls_ca");
-  assertEquals(e.problems[0].line, 5);
+  assertEquals(e.problems[0]?.key, "nats.tls_ca");
+  assertEquals(e.problems[0]?.line, 5);
   assert(e.message.includes("absolute path"), e.message);
 });
 
@@ -121,7 +121,7 @@ Deno.test("TOML syntax errors carry the line", () => {
     () => parseConfig(FILE, '[agent]\ndevice_id = "pi-1"\nheartbeat_seconds = = 3\n'),
     ConfigError,
   );
-  assertEquals(e.problems[0].line, 3);
+  assertEquals(e.problems[0]?.line, 3);
   assert(e.message.startsWith(`${FILE}:3: invalid TOML`), e.message);
 });
 
@@ -154,8 +154,8 @@ Deno.test("an unreadable creds file is a config error naming the key", async () 
       `[agent]\ndevice_id = "pi-1"\n[nats]\ncreds = "${dir}/missing.creds"\n`,
     );
     const e = await assertRejects(() => loadConfig(path), ConfigError);
-    assertEquals(e.problems[0].key, "nats.creds");
-    assertEquals(e.problems[0].line, 4);
+    assertEquals(e.problems[0]?.key, "nats.creds");
+    assertEquals(e.problems[0]?.line, 4);
     assert(e.message.includes("missing.creds"), e.message);
   } finally {
     await Deno.remove(dir, { recursive: true });

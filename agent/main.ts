@@ -81,7 +81,7 @@ export type CliCommand =
 export function parseArgs(args: readonly string[]): CliCommand {
   let configPath: string | undefined;
   for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
+    const arg = args[i]!;
     if (arg === "-h" || arg === "--help") return { kind: "help" };
     if (arg === "-V" || arg === "--version") return { kind: "version" };
     if (arg === "-c" || arg === "--config") {

@@ -17,9 +17,9 @@ export const NOTIFY_SENDER_SOCKET_NAME = "sd-notify.sock";
 
 /** Environment the notifier reads. */
 export interface NotifyEnv {
-  NOTIFY_SOCKET?: string;
-  WATCHDOG_USEC?: string;
-  WATCHDOG_PID?: string;
+  NOTIFY_SOCKET?: string | undefined;
+  WATCHDOG_USEC?: string | undefined;
+  WATCHDOG_PID?: string | undefined;
 }
 
 /** Reads the variables of {@linkcode NotifyEnv} (needs `--allow-env` for them). */

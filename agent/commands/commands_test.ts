@@ -21,7 +21,7 @@ Deno.test("event ring: numbered, capped by count and bytes, oldest dropped first
   assert(small.list().length >= 1 && small.dropped > 0);
   const long = new EventRing();
   long.record({ kind: "deployment_failed", message: "y".repeat(2000) });
-  assertEquals(long.list()[0].message.length, 500);
+  assertEquals(long.list()[0]?.message.length, 500);
 });
 
 Deno.test("logs: timestamps split off, cursor skips what was delivered, chunks are bounded", () => {
@@ -47,10 +47,12 @@ Deno.test("logs: timestamps split off, cursor skips what was delivered, chunks a
   assert(bounded.more && bounded.lines.length < 100 && bounded.lines.length > 10);
   assert(JSON.stringify(bounded.lines).length < 70 * 1024);
   const rest = afterCursor(big, bounded.cursor!);
-  assertEquals(rest[0].text.split(" ")[0], String(bounded.lines.length));
+  assertEquals(rest[0]?.text.split(" ")[0], String(bounded.lines.length));
 });
 
-function fakeSource(state: { lines: string[]; container?: { id: string; state: string } }) {
+function fakeSource(
+  state: { lines: string[]; container?: { id: string; state: string } | undefined },
+) {
   const source: LogSource = {
     find: () => Promise.resolve(state.container),
     read: (_id, { tail, since }) => {
@@ -125,7 +127,7 @@ Deno.test("command server: ping, events, refusals with codes", async () => {
   assertEquals([ping.device, ping.agent_version, ping.sent_at_ms], ["pi-1", "9.9.9", 42]);
   assert(ping.uptime_seconds >= 4);
   const list = EventsReply.parse(await server.handle("events", new Uint8Array()));
-  assertEquals(list.events[0].exit_code, 137);
+  assertEquals(list.events[0]?.exit_code, 137);
   const refused = CommandError.parse(
     await server.handle("logs", enc({ deployment: "d", service: "s" })),
   );

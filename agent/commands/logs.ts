@@ -38,7 +38,7 @@ export interface LogSource {
   /** Timestamped frames (`<RFC 3339> <text>`), as podman's logs endpoint gives them. */
   read(
     id: string,
-    options: { tail?: number; since?: string; signal?: AbortSignal },
+    options: { tail?: number; since?: string; signal?: AbortSignal | undefined },
   ): Promise<LogFrame[]>;
 }
 
@@ -121,14 +121,19 @@ export function skipAfter(
   const tail = delivered.filter((l) => l.time === time);
   const same = (a: LogLine, b: LogLine) => a.text === b.text && a.stream === b.stream;
   for (let end = atTime.length; end >= tail.length; end--) {
-    if (tail.every((l, i) => same(l, atTime[end - tail.length + i]))) return end;
+    if (
+      tail.every((l, i) => {
+        const at = atTime[end - tail.length + i];
+        return at !== undefined && same(l, at);
+      })
+    ) return end;
   }
   return tail.length;
 }
 
 /** Options of {@linkcode readLogs}. */
 export interface ReadLogsOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Poll interval while waiting (ms). */
   pollMs?: number;
 }
@@ -144,7 +149,8 @@ export async function readLogs(
 ): Promise<LogsReply> {
   const parsed = LogsRequest.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
+    const [issue] = parsed.error.issues;
+    if (issue === undefined) throw new Error("zod reported a failed logs request without an issue");
     throw new CommandFailure(
       "bad_request",
       `Invalid logs request: ${issue.path.join(".") || "(root)"}: ${issue.message}`,

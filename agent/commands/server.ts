@@ -182,7 +182,10 @@ function parseRequest<T>(
 ): T {
   const parsed = schema.safeParse(body);
   if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
+  const [issue] = parsed.error.issues;
+  if (issue === undefined) {
+    throw new Error(`zod reported a failed ${command} request without an issue`);
+  }
   throw new CommandFailure(
     "bad_request",
     `Invalid ${command} request: ${issue.path.join(".") || "(root)"}: ${issue.message}`,

@@ -37,7 +37,11 @@ Deno.test("connectionOptions: identity, reconnect forever, every auth method, TL
       tls_key: "/etc/drover/key.pem",
     },
     reconnectBackoff(),
-    (path) => files[path],
+    (path) => {
+      const file = files[path];
+      if (file === undefined) throw new Deno.errors.NotFound(`no test file ${path}`);
+      return file;
+    },
   );
   assertEquals(o.name, connectionName("pi-1"));
   assertEquals(o.inboxPrefix, inboxPrefix("pi-1"));
@@ -75,7 +79,8 @@ Deno.test("reconnectBackoff grows, is capped at 10 s and resets", () => {
   const b = reconnectBackoff();
   const delays = Array.from({ length: 12 }, () => b.next());
   assert(delays.every((d) => d <= 10_000), delays.join(","));
-  assert(delays[11] > delays[0], delays.join(","));
+  // Array.from above made exactly 12 delays.
+  assert(delays[11]! > delays[0]!, delays.join(","));
   b.reset();
   assert(b.next() <= 250);
 });

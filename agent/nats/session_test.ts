@@ -38,7 +38,7 @@ class Sink {
   }
   image(deployment: string) {
     const e = this.view.get(deployment);
-    return e?.kind === "valid" ? e.state.score.services[0].image : undefined;
+    return e?.kind === "valid" ? e.state.score.services[0]?.image : undefined;
   }
 }
 
@@ -86,7 +86,7 @@ Deno.test("in the devices' account: starts before the server exists, follows, pu
     1,
     "one start line",
   );
-  assertEquals(since(0, /^(Cannot connect to|Lost the connection to) NATS/)[0].level, "warning");
+  assertEquals(since(0, /^(Cannot connect to|Lost the connection to) NATS/)[0]?.level, "warning");
   assert(!session.connected);
   assert(!ended, "the session gave up while NATS was away");
 

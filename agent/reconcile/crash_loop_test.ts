@@ -74,7 +74,7 @@ Deno.test("tallyRestarts: counts only grow, also when the runtime resets them on
   const tallies = new Map<string, RestartTally>();
   const seen = (restarts: number | undefined) =>
     tallyRestarts(tallies, [container({ ...(restarts !== undefined ? { restarts } : {}) })])[0]
-      .restarts;
+      ?.restarts;
   assertEquals(seen(4), 4);
   assertEquals(seen(9), 9);
   // podman set it back to 0 when the agent started the stopped container, then it died twice.

@@ -26,7 +26,7 @@ export interface ExecutionContext {
   /** Logger with the deployment and revision. */
   log: Logger;
   /** Deployment revision being applied, for events. */
-  revision?: number;
+  revision?: number | undefined;
 }
 
 type Handler<A extends Action> = (action: A, context: ExecutionContext) => Promise<void>;

@@ -62,6 +62,7 @@ class ScriptedRuntime implements HealthRuntime {
         );
       }
       const status = this.verdicts[Math.min(this.runs.length - 1, this.verdicts.length - 1)];
+      if (status === undefined) throw new Error("the fake checker was given no verdicts");
       return { status, failingStreak: 0, lastEndedAtMs: this.timers.now() };
     } finally {
       this.inFlight--;

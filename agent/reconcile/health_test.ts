@@ -37,7 +37,7 @@ function container(service: string, extra: Partial<ObservedContainer> = {}): Obs
   };
 }
 
-const hashes = new Map([["web", "h-web"], ["db", "h-db"], ["plain", "h-plain"]].map((
+const hashes = new Map(([["web", "h-web"], ["db", "h-db"], ["plain", "h-plain"]] as const).map((
   [s, h],
 ) => [hashKey("shop", s), h]));
 
@@ -141,14 +141,14 @@ Deno.test("deployment status: running only when every health check passes", () =
   ];
   const starting = status(services, [container("web"), container("plain")]);
   assertEquals(starting.phase, "pending");
-  assertEquals(starting.services.web.health, "starting");
-  assertEquals(starting.services.plain.health, undefined);
+  assertEquals(starting.services.web?.health, "starting");
+  assertEquals(starting.services.plain?.health, undefined);
   assertEquals(starting.message, 'waiting for the health check of service "web" to pass');
 
   const healthy = status(services, [container("web", { health: "healthy" }), container("plain")]);
   assertEquals(healthy.phase, "running");
   assertEquals(healthy.message, undefined);
-  assertEquals(healthy.services.web.health, "healthy");
+  assertEquals(healthy.services.web?.health, "healthy");
 });
 
 Deno.test("deployment status: unhealthy fails it, naming the service and the last output", () => {
@@ -161,7 +161,7 @@ Deno.test("deployment status: unhealthy fails it, naming the service and the las
   }]]);
   const failed = status(services, [container("web", { health: "unhealthy" })], reports);
   assertEquals(failed.phase, "failed");
-  assertEquals(failed.services.web.health, "unhealthy");
+  assertEquals(failed.services.web?.health, "unhealthy");
   assertEquals(
     failed.message,
     'service "web" is unhealthy: 2 failed health checks in a row ' +

@@ -213,9 +213,11 @@ export function pickKeeper(
   const score = (c: ObservedContainer) =>
     (isSatisfied(c, specHash, restart) ? 8 : 0) + (c.specHash === specHash ? 4 : 0) +
     (c.state === "running" ? 2 : 0);
-  return [...containers].sort((a, b) =>
+  const [keeper] = [...containers].sort((a, b) =>
     score(b) - score(a) || b.revision - a.revision || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
-  )[0];
+  );
+  if (keeper === undefined) throw new Error("Cannot pick a keeper among no containers");
+  return keeper;
 }
 
 /** Key of {@linkcode PlanOptions.specHashes}. */

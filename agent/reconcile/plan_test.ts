@@ -28,6 +28,20 @@ async function opts(
 }
 
 let nextId = 0;
+/** The value of a label the planner must have set; a missing one fails the test. */
+function label(labels: Readonly<Record<string, string>>, key: string): string {
+  const value = labels[key];
+  if (value === undefined) throw new Error(`the plan created a container without label ${key}`);
+  return value;
+}
+
+/** The spec hash the planner computed for `key`; a missing one fails the test. */
+function hashOf(hashes: ReadonlyMap<string, string> | undefined, key: string): string {
+  const hash = hashes?.get(key);
+  if (hash === undefined) throw new Error(`no spec hash for ${key}`);
+  return hash;
+}
+
 function observed(
   deployment: string,
   service: string,
@@ -60,10 +74,10 @@ function apply(list: ObservedContainer[], actions: readonly Action[]): ObservedC
         out.push({
           id: `c${++nextId}`,
           name: a.spec.name,
-          deployment: a.spec.labels[LABELS.deployment],
-          service: a.spec.labels[LABELS.service],
+          deployment: label(a.spec.labels, LABELS.deployment),
+          service: label(a.spec.labels, LABELS.service),
           revision: Number(a.spec.labels[LABELS.revision]),
-          specHash: a.spec.labels[LABELS.specHash],
+          specHash: label(a.spec.labels, LABELS.specHash),
           state: "running",
           image: a.spec.image,
           labels: a.spec.labels,
@@ -115,7 +129,9 @@ Deno.test("toContainerSpec names, labels and parses ports and volumes", () => {
     restart: "on-failure",
   }]);
   assert(e.kind === "valid");
-  const spec = toContainerSpec("shop", 7, e.state.score.services[0], "abc");
+  const [service] = e.state.score.services;
+  assert(service !== undefined);
+  const spec = toContainerSpec("shop", 7, service, "abc");
   assertEquals(spec, {
     name: "shop_web",
     image: web.image,
@@ -150,7 +166,9 @@ Deno.test("toContainerSpec: the health check in ms, the stop timeout in seconds"
     stop_timeout: "2s",
   }]);
   assert(e.kind === "valid");
-  const spec = toContainerSpec("shop", 7, e.state.score.services[0], "abc");
+  const [service] = e.state.score.services;
+  assert(service !== undefined);
+  const spec = toContainerSpec("shop", 7, service, "abc");
   assertEquals(spec.healthcheck, {
     test: ["CMD-SHELL", "wget -q -O- localhost"],
     intervalMs: 90_000,
@@ -207,13 +225,16 @@ Deno.test("plan replaces a container whose spec hash differs: pull, remove, crea
   ]);
   const { final } = converge(desired, [old], o);
   assertEquals(final.length, 1);
-  assertEquals(final[0].revision, 5);
+  assertEquals(final[0]?.revision, 5);
 });
 
 Deno.test("plan does not replace on a revision-only change", async () => {
   const desired = desiredOf(entry("shop", 9, [web]));
   const o = await opts(desired);
-  const running = observed("shop", "web", { specHash: o.specHashes.get("shop_web"), revision: 2 });
+  const running = observed("shop", "web", {
+    specHash: hashOf(o.specHashes, "shop_web"),
+    revision: 2,
+  });
   assertEquals(plan(desired, [running], o), []);
 });
 
@@ -247,7 +268,7 @@ Deno.test("plan leaves transitional and paused containers alone", async () => {
   const desired = desiredOf(entry("app", 1, [web]));
   const o = await opts(desired);
   for (const state of ["stopping", "removing", "paused"]) {
-    const c = observed("app", "web", { specHash: o.specHashes.get("app_web"), state });
+    const c = observed("app", "web", { specHash: hashOf(o.specHashes, "app_web"), state });
     assertEquals(plan(desired, [c], o), [], state);
   }
 });
@@ -256,7 +277,7 @@ Deno.test("plan removes deployments that are gone only when removal is allowed",
   const desired = desiredOf(entry("keep", 1, [web]));
   const base = await opts(desired);
   const list = [
-    observed("keep", "web", { specHash: base.specHashes.get("keep_web") }),
+    observed("keep", "web", { specHash: hashOf(base.specHashes, "keep_web") }),
     observed("gone", "a"),
     observed("gone", "b", { state: "exited" }),
     observed("other", "a"),
@@ -331,13 +352,14 @@ Deno.test("plan converges from arbitrary starting states in at most two steps", 
   for (let round = 0; round < 300; round++) {
     const start: ObservedContainer[] = [];
     for (let i = rand(6); i > 0; i--) {
-      const deployment = deployments[rand(3)];
-      const service = services[rand(4)];
+      // rand(n) is below n, and each list is at least that long.
+      const deployment = deployments[rand(3)]!;
+      const service = services[rand(4)]!;
       const real = o.specHashes.get(`${deployment}_${service}`);
       start.push(
         observed(deployment, service, {
           specHash: real && rand(2) ? real : "stale",
-          state: states[rand(4)],
+          state: states[rand(4)]!,
         }),
       );
     }

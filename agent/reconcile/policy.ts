@@ -291,7 +291,8 @@ function segments(path: string): string[] | undefined {
 function portAllowed(port: number, allowed: ReadonlyArray<number | string>): boolean {
   return allowed.some((rule) => {
     if (typeof rule === "number") return rule === port;
-    const [lo, hi] = rule.split("-").map(Number);
+    // Rules are validated as "low-high"; NaN never matches, as a missing bound should not.
+    const [lo = NaN, hi = NaN] = rule.split("-").map(Number);
     return port >= lo && port <= hi;
   });
 }

@@ -164,8 +164,8 @@ Deno.test("max_containers counts containers across deployments, first written fi
   const invalid: DesiredEntry = { kind: "invalid", deployment: "bad", revision: 0, error: "x" };
   const result = policyViolations([e("late", 9, 2), e("early", 2, 2), e("one", 5, 1), invalid], p);
   assertEquals([...result.keys()], ["late"]);
-  assertEquals(result.get("late")![0].rule, "max_containers");
-  assertStringIncludes(result.get("late")![0].message, "3 allowed");
+  assertEquals(result.get("late")![0]?.rule, "max_containers");
+  assertStringIncludes(result.get("late")![0]?.message, "3 allowed");
   const big = e("big", 1, 4);
   if (big.kind !== "valid") throw new Error("unreachable");
   assertEquals(checkPolicy(big.state, p).length, 1);

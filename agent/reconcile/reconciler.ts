@@ -354,7 +354,7 @@ export class Reconciler {
       const actions = plan(entry ? new Map([[key, entry]]) : new Map(), observed, {
         removable: this.store.isRemovable(key),
         specHashes,
-        blocked: blocked ? new Set([key]) : undefined,
+        ...(blocked ? { blocked: new Set([key]) } : {}),
         deviceId: this.#deviceId,
       });
       if (actions.length === 0) {

@@ -73,7 +73,7 @@ async function containers(podman: PodmanService): Promise<Row[]> {
   }>;
   return list.map((c) => ({
     id: c.Id,
-    name: c.Names[0],
+    name: c.Names[0] ?? "",
     state: c.State,
     revision: c.Labels?.["drover.revision"] ?? "",
     device: c.Labels?.["drover.device"] ?? "",
@@ -178,8 +178,8 @@ Deno.test("reconciler on real podman: create", async () => {
   await withLogsOnFailure(async ({ podman, port, reconciler }) => {
     assertEquals(await page(port), "first\n");
     const status = reconciler.deploymentStatuses().site;
-    assertEquals([status.revision, status.phase], [1, "running"]);
-    assertEquals(status.services.web.state, "running");
+    assertEquals([status?.revision, status?.phase], [1, "running"]);
+    assertEquals(status?.services.web?.state, "running");
     assertEquals(reconciler.deviceStatus(), "ready");
     assertEquals(reconciler.deviceMessage(), undefined);
     const list = await containers(podman);
@@ -198,16 +198,16 @@ Deno.test("reconciler on real podman: update replaces exactly the changed servic
       timeoutMs: TIMEOUT_MS,
       message: "updated page",
     });
-    await waitFor(() => reconciler.deploymentStatuses().site.phase === "running", {
+    await waitFor(() => reconciler.deploymentStatuses().site?.phase === "running", {
       timeoutMs: TIMEOUT_MS,
       message: "revision 2 running",
     });
     const after = await containers(podman);
     assertEquals(after.length, 2);
-    assertEquals(after[0].id, before[0].id, "side untouched");
-    assert(after[1].id !== before[1].id, "web replaced");
-    assertEquals(after[1].revision, "2");
-    assertEquals(reconciler.deploymentStatuses().site.revision, 2);
+    assertEquals(after[0]?.id, before[0]?.id, "side untouched");
+    assert(after[1]?.id !== before[1]?.id, "web replaced");
+    assertEquals(after[1]?.revision, "2");
+    assertEquals(reconciler.deploymentStatuses().site?.revision, 2);
   });
 });
 
@@ -219,7 +219,7 @@ Deno.test("reconciler on real podman: drift by hand — removed and stopped cont
     assertEquals(rm.code, 0, rm.stderr);
     const recreated = await waitFor(async () => {
       const c = (await containers(podman)).find((c) => c.name === "site_web");
-      return c && c.id !== web.id && c.state === "running" ? c : undefined;
+      return c && c.id !== web?.id && c.state === "running" ? c : undefined;
     }, { timeoutMs: TIMEOUT_MS, message: "web recreated after rm -f" });
     assertEquals(
       await waitFor(() => page(port), { timeoutMs: TIMEOUT_MS, message: "page after rm" }),

@@ -88,10 +88,12 @@ function start(
     runtime,
     policy: AgentPolicy.parse(options.policy ?? {}),
     registries: options.registries ?? {},
-    resyncIntervalMs: options.resyncIntervalMs,
-    callTimeoutMs: options.callTimeoutMs,
-    retryTimers: options.retryTimers,
-    now: options.now,
+    ...(options.resyncIntervalMs !== undefined
+      ? { resyncIntervalMs: options.resyncIntervalMs }
+      : {}),
+    ...(options.callTimeoutMs !== undefined ? { callTimeoutMs: options.callTimeoutMs } : {}),
+    ...(options.retryTimers !== undefined ? { retryTimers: options.retryTimers } : {}),
+    ...(options.now !== undefined ? { now: options.now } : {}),
     backoff: options.backoff ?? { baseMs: 10, capMs: 80, jitter: 0 },
     onChange: () => changes++,
   });
@@ -123,12 +125,12 @@ Deno.test("reconciler deploys a desired deployment and reports it running", asyn
   await using h = start({ entries: [entry("shop", 7)] });
   await h.reconciler.firstPass;
   const [c] = h.runtime.snapshot();
-  assertEquals([c.name, c.state, c.revision], ["shop_web", "running", 7]);
+  assertEquals([c?.name, c?.state, c?.revision], ["shop_web", "running", 7]);
   const status = h.reconciler.deploymentStatuses().shop;
-  assertEquals(status.phase, "running");
-  assertEquals(status.revision, 7);
-  assertEquals(status.services.web, {
-    container_id: c.id,
+  assertEquals(status?.phase, "running");
+  assertEquals(status?.revision, 7);
+  assertEquals(status?.services.web, {
+    container_id: c?.id,
     state: "running",
     image: IMAGE,
     restarts: 0,
@@ -164,7 +166,7 @@ Deno.test("50 rapid updates of one key end in the last one, without 50 replaceme
   });
   const containers = h.runtime.snapshot();
   assertEquals(containers.length, 1);
-  assertEquals(containers[0].revision, 51);
+  assertEquals(containers[0]?.revision, 51);
   assert(h.runtime.calls.createContainer <= 4, `${h.runtime.calls.createContainer} creates`);
 });
 
@@ -177,7 +179,7 @@ Deno.test("a slow pull of one deployment does not hold up another", async () => 
   });
   await until(
     "slow deployment pulling",
-    () => h.reconciler.deploymentStatuses().slow?.services.big.state === "pulling",
+    () => h.reconciler.deploymentStatuses().slow?.services.big?.state === "pulling",
   );
   h.reconciler.setDesired("fast", entry("fast", 2));
   await until("fast deployment running", () => phase(h, "fast") === "running");
@@ -196,14 +198,14 @@ Deno.test("a failing pull fails the deployment with the registry's message and i
   });
   await until("failed", () => phase(h, "app") === "failed");
   const status = h.reconciler.deploymentStatuses().app;
-  assertStringIncludes(status.message!, "unauthorized: authentication required");
-  assertEquals(status.revision, 3);
+  assertStringIncludes(status?.message!, "unauthorized: authentication required");
+  assertEquals(status?.revision, 3);
   // Retried with backoff (10, 20, 40, 80, 80… ms here), not given up on.
   await until("three pull attempts", () => runtime.pulls.length >= 3);
   assertEquals(runtime.pulls[0], [image, { username: "u", password: "p", tlsVerify: false }]);
   runtime.setPull(image, undefined);
   await until("running after the registry recovers", () => phase(h, "app") === "running");
-  assertEquals(h.reconciler.deploymentStatuses().app.message, undefined);
+  assertEquals(h.reconciler.deploymentStatuses().app?.message, undefined);
 });
 
 Deno.test("an invalid entry fails only its deployment and touches none of its containers", async () => {
@@ -220,9 +222,9 @@ Deno.test("an invalid entry fails only its deployment and touches none of its co
   });
   await until("shop failed", () => phase(h, "shop") === "failed");
   const status = h.reconciler.deploymentStatuses().shop;
-  assertEquals(status.message, 'score.services[0].image: invalid image "NOPE"');
-  assertEquals(status.revision, 3);
-  assertEquals(status.services.web.state, "running");
+  assertEquals(status?.message, 'score.services[0].image: invalid image "NOPE"');
+  assertEquals(status?.revision, 3);
+  assertEquals(status?.services.web?.state, "running");
   assertEquals(phase(h, "blog"), "running");
   assertEquals(h.runtime.snapshot(), before);
   assertEquals(h.runtime.calls.createContainer, calls.createContainer);
@@ -238,8 +240,8 @@ Deno.test("a policy violation fails the deployment, names the rule and creates n
   });
   await h.reconciler.firstPass;
   const status = h.reconciler.deploymentStatuses().evil;
-  assertEquals(status.phase, "failed");
-  assertStringIncludes(status.message!, "policy.allowed_registries");
+  assertEquals(status?.phase, "failed");
+  assertStringIncludes(status?.message!, "policy.allowed_registries");
   assertEquals(h.runtime.snapshot(), []);
   assertEquals(h.runtime.calls.pullImage, 0);
 });
@@ -268,8 +270,8 @@ Deno.test("a non-authoritative snapshot never removes; an authoritative one does
   await h.reconciler.firstPass;
   assertEquals(h.runtime.snapshot().map((c) => c.name).sort(), ["keep_web", "old_web"]);
   const old = h.reconciler.deploymentStatuses().old;
-  assertEquals(old.phase, "running");
-  assertStringIncludes(old.message!, "left untouched");
+  assertEquals(old?.phase, "running");
+  assertStringIncludes(old?.message!, "left untouched");
   // An explicit delete is removal even while the view is partial.
   h.reconciler.setDesired("keep", null);
   await until("keep removed", () => !h.runtime.snapshot().some((c) => c.deployment === "keep"));
@@ -298,7 +300,7 @@ Deno.test("restarts reported by the runtime reach the status", async () => {
   h.runtime.crashAndRestart("shop_web");
   await until(
     "restart counted",
-    () => h.reconciler.deploymentStatuses().shop.services.web.restarts === 1,
+    () => h.reconciler.deploymentStatuses().shop?.services.web?.restarts === 1,
   );
 });
 
@@ -337,7 +339,7 @@ Deno.test("whatever a kill -9 left behind converges without duplicates", async (
   await h.reconciler.firstPass;
   const names = h.runtime.snapshot().map((c) => `${c.name}:${c.state}`).sort();
   assertEquals(names, ["shop_db:running", "shop_web:running"]);
-  assertEquals(h.reconciler.deploymentStatuses().shop.phase, "running");
+  assertEquals(h.reconciler.deploymentStatuses().shop?.phase, "running");
 });
 
 Deno.test("a name held by a container Drover does not manage fails clearly", async () => {
@@ -353,7 +355,7 @@ Deno.test("a name held by a container Drover does not manage fails clearly", asy
   });
   await using h = start({ runtime, entries: [entry("shop", 1)] });
   await until("failed", () => phase(h, "shop") === "failed");
-  assertStringIncludes(h.reconciler.deploymentStatuses().shop.message!, "does not manage");
+  assertStringIncludes(h.reconciler.deploymentStatuses().shop?.message!, "does not manage");
   assertEquals(runtime.snapshot().map((c) => c.labels.owner), ["someone"]);
 });
 
@@ -390,8 +392,8 @@ Deno.test("an unavailable runtime keeps statuses, degrades the device and recove
   // The new deployment cannot progress, and says why instead of being absent.
   await until("blog pending", () => phase(h, "blog") === "pending");
   const blog = h.reconciler.deploymentStatuses().blog;
-  assertEquals(blog.revision, 2);
-  assertStringIncludes(blog.message ?? "", "container runtime unreachable");
+  assertEquals(blog?.revision, 2);
+  assertStringIncludes(blog?.message ?? "", "container runtime unreachable");
   runtime.setAvailable(true);
   await until("blog running", () => phase(h, "blog") === "running");
   await until("ready", () => h.reconciler.deviceStatus() === "ready");
@@ -412,9 +414,9 @@ Deno.test("an update changing only the revision replaces nothing", async () => {
   await h.reconciler.firstPass;
   const [before] = h.runtime.snapshot();
   h.reconciler.setDesired("shop", entry("shop", 9));
-  await until("revision 9 reported", () => h.reconciler.deploymentStatuses().shop.revision === 9);
-  assertEquals(h.reconciler.deploymentStatuses().shop.phase, "running");
-  assertEquals(h.runtime.snapshot()[0].id, before.id);
+  await until("revision 9 reported", () => h.reconciler.deploymentStatuses().shop?.revision === 9);
+  assertEquals(h.reconciler.deploymentStatuses().shop?.phase, "running");
+  assertEquals(h.runtime.snapshot()[0]?.id, before?.id);
 });
 
 Deno.test("round trips: one list per plan round, not per container; one image check per image", async () => {
@@ -461,7 +463,7 @@ Deno.test("a failing deployment waits out its backoff, but a new value is tried 
   runtime.addImage(IMAGE);
   h.reconciler.setDesired("app", entry("app", 2, [{ name: "app", image: IMAGE }]));
   await until("running with the new value", () => phase(h, "app") === "running");
-  assertEquals(h.reconciler.deploymentStatuses().app.revision, 2);
+  assertEquals(h.reconciler.deploymentStatuses().app?.revision, 2);
 });
 
 Deno.test("the failing deployment's retry comes when its time comes, not before", async () => {
@@ -491,14 +493,14 @@ Deno.test("a crash loop fails the deployment with exit code and restarts until i
   h.runtime.crashAndRestart("shop_web", 3);
   await until(
     "one restart seen",
-    () => h.reconciler.deploymentStatuses().shop.services.web.restarts === 1,
+    () => h.reconciler.deploymentStatuses().shop?.services.web?.restarts === 1,
   );
   // One restart is not a loop yet.
   assertEquals(phase(h, "shop"), "running");
   h.runtime.crashAndRestart("shop_web", 3);
   await until("failed", () => phase(h, "shop") === "failed");
   const status = h.reconciler.deploymentStatuses().shop;
-  assertStringIncludes(status.message!, "exit code 3, 2 restarts");
+  assertStringIncludes(status?.message!, "exit code 3, 2 restarts");
   assertEquals(h.reconciler.deviceStatus(), "degraded");
   assertStringIncludes(h.reconciler.deviceMessage()!, 'shop failed: service "web" keeps exiting');
   // 30 s later without another restart (a new value makes it look again): running.
@@ -533,9 +535,9 @@ Deno.test("containers are labelled with the device; another device's are never t
   await using h = start({ runtime, entries: [entry("shop", 1)], deviceId: "pi-1" });
   await h.reconciler.firstPass;
   const byName = Object.fromEntries(runtime.snapshot().map((c) => [c.name, c]));
-  assertEquals(byName.shop_web.labels["drover.device"], "pi-1");
-  assertEquals(byName.blog_web.state, "running");
-  assertEquals(byName.wiki_web.state, "running");
+  assertEquals(byName.shop_web?.labels["drover.device"], "pi-1");
+  assertEquals(byName.blog_web?.state, "running");
+  assertEquals(byName.wiki_web?.state, "running");
   // Not ours: not reported, and an authoritative empty view removes only ours.
   assertEquals(Object.keys(h.reconciler.deploymentStatuses()), ["shop"]);
   h.reconciler.setSnapshot({ entries: new Map(), authoritative: true });
@@ -551,6 +553,7 @@ Deno.test("an unlabelled container of a desired deployment is adopted in place, 
     await h.reconciler.firstPass;
   }
   const [old] = runtime.snapshot();
+  assert(old !== undefined, "the first agent left no container");
   await runtime.removeContainer(old.id);
   const { "drover.device": _, ...unlabelled } = old.labels;
   const id = runtime.inject({

@@ -29,13 +29,13 @@ export interface StatusInput {
   /** Device-policy violations of this deployment. */
   violations?: readonly PolicyViolation[];
   /** Why the last pass failed, if it did (retried with backoff). */
-  error?: string;
+  error?: string | undefined;
   /** True when the deployment, though not desired, may not be removed (partial view). */
   keptForNow?: boolean;
   /** Why the deployment cannot progress now though nothing is wrong with it (runtime away). */
-  waiting?: string;
+  waiting?: string | undefined;
   /** Services currently being pulled for. */
-  pulling?: ReadonlySet<string>;
+  pulling?: ReadonlySet<string> | undefined;
   /** Now, in ms since the epoch (for crash loops); default: never a crash loop. */
   nowMs?: number;
   /** See {@linkcode CRASH_LOOP_HEALTHY_MS}. */
@@ -172,16 +172,17 @@ export function deviceMessage(
         text = input.runtimeProblem;
         break;
       }
-      const names = Object.keys(deployments).sort();
-      const bad = names.filter((n) => deployments[n].phase !== "running");
+      const names = Object.keys(deployments);
+      const bad = Object.entries(deployments)
+        .filter(([, d]) => d.phase !== "running")
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       if (bad.length === 0) {
         text = "degraded";
         break;
       }
-      const parts = bad.map((n) => {
-        const d = deployments[n];
-        return d.message ? `${n} ${d.phase}: ${d.message}` : `${n} ${d.phase}`;
-      });
+      const parts = bad.map(([n, d]) =>
+        d.message ? `${n} ${d.phase}: ${d.message}` : `${n} ${d.phase}`
+      );
       text = `${bad.length} of ${names.length} deployment${names.length === 1 ? "" : "s"} ` +
         `not running: ${parts.join("; ")}`;
     }

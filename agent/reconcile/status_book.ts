@@ -19,7 +19,7 @@ import { deploymentStatus, deviceMessage, summariseDevice } from "./status.ts";
 export interface StatusBookOptions {
   log: Logger;
   /** Called (synchronously) whenever a deployment's status or the device status changes. */
-  onChange?: () => void;
+  onChange?: (() => void) | undefined;
   /** The clock, in ms since the epoch (crash-loop windows). */
   now?: () => number;
   /** See `CRASH_LOOP_HEALTHY_MS`. */
@@ -133,7 +133,7 @@ export class StatusBook {
       entry: facts.entry,
       observed: this.lastObserved(key),
       specHashes: facts.specHashes,
-      violations: facts.violations,
+      ...(facts.violations !== undefined ? { violations: facts.violations } : {}),
       error: this.#errors.get(key),
       keptForNow: facts.keptForNow,
       pulling: this.#pulling.get(key),

@@ -90,7 +90,7 @@ Deno.test("deploymentStatus: a crash loop is failed with the exit code and resta
     specHashes: hashes,
     nowMs: NOW,
   })!;
-  assertEquals([healed.phase, healed.message, healed.services.httpd.restarts], [
+  assertEquals([healed.phase, healed.message, healed.services.httpd?.restarts], [
     "running",
     undefined,
     14,

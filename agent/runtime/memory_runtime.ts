@@ -393,7 +393,9 @@ export class InMemoryRuntime implements ContainerRuntime {
       kind: "container",
       action,
       deployment,
-      service: c.spec.labels[LABELS.service],
+      ...(c.spec.labels[LABELS.service] !== undefined
+        ? { service: c.spec.labels[LABELS.service] }
+        : {}),
       ...(c.spec.labels[LABELS.device] ? { device: c.spec.labels[LABELS.device] } : {}),
       containerId: c.id,
     });

@@ -29,11 +29,19 @@ const spec = (name: string, labels: Record<string, string> = {}): ContainerSpec 
 Deno.test("InMemoryRuntime (fake) creates, starts, lists and removes idempotently", async () => {
   const rt = new InMemoryRuntime({ images: ["x:1"] });
   const id = await rt.createContainer(spec("web"));
-  assertEquals((await rt.listManaged())[0].state, "created");
+  assertEquals((await rt.listManaged())[0]?.state, "created");
   await rt.startContainer(id);
   await rt.startContainer("web"); // by name, already running
   const [c] = await rt.listManaged();
-  assertEquals([c.name, c.deployment, c.service, c.revision, c.specHash, c.state, c.restarts], [
+  assertEquals([
+    c?.name,
+    c?.deployment,
+    c?.service,
+    c?.revision,
+    c?.specHash,
+    c?.state,
+    c?.restarts,
+  ], [
     "web",
     "d",
     "web",
@@ -44,7 +52,7 @@ Deno.test("InMemoryRuntime (fake) creates, starts, lists and removes idempotentl
   ]);
   await assertRejects(() => rt.createContainer(spec("web")), ContainerNameConflictError);
   rt.stopByHand(id);
-  assertEquals((await rt.listManaged())[0].state, "exited");
+  assertEquals((await rt.listManaged())[0]?.state, "exited");
   await rt.removeContainer(id);
   await rt.removeContainer(id); // already gone
   assertEquals(await rt.listManaged(), []);

@@ -146,7 +146,7 @@ Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real
   const foreign = await podman.cli(["create", "--name", "foreign", image, "sleep", "60"]);
   assertEquals(foreign.code, 0, foreign.stderr);
   let [c] = await runtime.listManaged();
-  assertEquals([c.id, c.name, c.deployment, c.service, c.revision, c.specHash, c.state], [
+  assertEquals([c?.id, c?.name, c?.deployment, c?.service, c?.revision, c?.specHash, c?.state], [
     id,
     "rt_web",
     "rt",
@@ -155,8 +155,8 @@ Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real
     "hash-1",
     "created",
   ]);
-  assertEquals(c.restarts, 0);
-  assertEquals(c.labels.team, "qa");
+  assertEquals(c?.restarts, 0);
+  assertEquals(c?.labels.team, "qa");
   await runtime.startContainer(id);
   await runtime.startContainer(id); // already running: fine
   const page = await waitFor(async () => {
@@ -165,7 +165,7 @@ Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real
   }, { timeoutMs: 20_000, message: "container serves the page with env applied" });
   assertEquals(page, "hello from the runtime test\n");
   [c] = await runtime.listManaged();
-  assertEquals(c.state, "running");
+  assertEquals(c?.state, "running");
 
   await assertRejects(
     () => runtime.createContainer(spec("rt_web", image)),
@@ -176,7 +176,7 @@ Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real
     ImageMissingError,
   );
   assertEquals((await podman.cli(["stop", "-t", "0", id])).code, 0); // from outside
-  assertEquals((await runtime.listManaged())[0].state, "exited");
+  assertEquals((await runtime.listManaged())[0]?.state, "exited");
   await runtime.removeContainer(id);
   await runtime.removeContainer(id); // already gone: fine
   assertEquals(await runtime.listManaged(), []);
@@ -266,13 +266,13 @@ Deno.test("PodmanRuntime reports restarts made by podman's restart policy", asyn
     await runtime.startContainer(id);
     const restarts = await waitFor(async () => {
       const [c] = await runtime.listManaged();
-      return (c?.restarts ?? 0) >= 2 ? c.restarts : undefined;
+      return (c?.restarts ?? 0) >= 2 ? c?.restarts : undefined;
     }, { timeoutMs: 30_000, message: "restart count from podman" });
     assert(restarts !== undefined && restarts >= 2);
     // A fresh runtime (agent restart) learns the count by inspecting once.
     using fresh = new PodmanRuntime({ socketPath: podman.socket });
     const [c] = await fresh.listManaged();
-    assert((c.restarts ?? 0) >= 2, `fresh runtime sees ${c.restarts} restarts`);
+    assert((c?.restarts ?? 0) >= 2, `fresh runtime sees ${c?.restarts} restarts`);
     await runtime.removeContainer(id);
   } finally {
     ac.abort();
@@ -291,7 +291,7 @@ Deno.test("startStopped: waits, then starts a stopped container, but not one rem
   const id = await runtime.createContainer({ ...spec("rt_web", image), restart: "no" });
   // Never started ("created") counts as stopped; a running one is left alone.
   assertEquals(await runtime.startStopped(id), true);
-  assertEquals((await runtime.listManaged())[0].state, "running");
+  assertEquals((await runtime.listManaged())[0]?.state, "running");
   assertEquals(await runtime.startStopped(id), false);
 
   // `podman rm -f` by hand while the runtime waits: the start must not slip in between.

@@ -17,16 +17,24 @@ export function assert(condition: unknown, message = "assertion failed"): assert
   nodeAssert.ok(condition, message);
 }
 
-/** Fails unless `text` contains `part`. */
-export function assertStringIncludes(text: string, part: string, message?: string): void {
+/** Fails unless `text` is a string containing `part` (a missing text fails too). */
+export function assertStringIncludes(
+  text: string | undefined,
+  part: string,
+  message?: string,
+): void {
   nodeAssert.ok(
-    text.includes(part),
+    text !== undefined && text.includes(part),
     message ?? `expected ${JSON.stringify(text)} to include ${JSON.stringify(part)}`,
   );
 }
 
-/** Fails unless `text` matches `pattern`. */
-export function assertMatch(text: string, pattern: RegExp, message?: string): void {
+/** Fails unless `text` is a string matching `pattern` (a missing text fails too). */
+export function assertMatch(text: string | undefined, pattern: RegExp, message?: string): void {
+  nodeAssert.ok(
+    text !== undefined,
+    message ?? `expected a text matching ${pattern}, got undefined`,
+  );
   nodeAssert.match(text, pattern, message);
 }
 

@@ -53,7 +53,7 @@ export interface PodmanClientOptions {
 
 /** Options shared by calls that only take a cancellation signal. */
 export interface CallOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of {@linkcode PodmanClient.pullImage}. */
@@ -479,8 +479,8 @@ export class PodmanClient implements Disposable {
       return await fetch(url, {
         method,
         headers,
-        body,
-        signal: options.signal,
+        body: body ?? null,
+        signal: options.signal ?? null,
         client: this.#http,
       });
     } catch (err) {
@@ -504,8 +504,8 @@ export class PodmanClient implements Disposable {
         method,
         path,
         status: res.status,
-        podmanMessage: body.message,
-        podmanCause: body.cause,
+        ...(body.message !== undefined ? { podmanMessage: body.message } : {}),
+        ...(body.cause !== undefined ? { podmanCause: body.cause } : {}),
       },
     };
   }

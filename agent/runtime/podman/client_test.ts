@@ -68,10 +68,10 @@ Deno.test("podman client against a real podman service", async (t) => {
 
     const listed = await client.listContainers({ labels });
     assertEquals(listed.map((c) => c.Id), [created.id]);
-    assertEquals(listed[0].Names, [name]);
-    assertEquals(listed[0].State, "running");
-    assertEquals(listed[0].Labels, labels);
-    assertEquals(listed[0].Image, image);
+    assertEquals(listed[0]?.Names, [name]);
+    assertEquals(listed[0]?.State, "running");
+    assertEquals(listed[0]?.Labels, labels);
+    assertEquals(listed[0]?.Image, image);
     // A label filter another container does not carry matches nothing: filters are applied.
     assertEquals(await client.listContainers({ all: true, labels: uniqueLabel("other") }), []);
     // Array form, ANDed with a second label the container lacks.

@@ -200,8 +200,8 @@ export function parseErrorBody(text: string): PodmanErrorBody {
     if (parsed !== null && typeof parsed === "object") {
       const { message, cause } = parsed as Record<string, unknown>;
       return {
-        message: typeof message === "string" ? message : undefined,
-        cause: typeof cause === "string" ? cause : undefined,
+        ...(typeof message === "string" ? { message } : {}),
+        ...(typeof cause === "string" ? { cause } : {}),
       };
     }
   } catch {

@@ -40,7 +40,8 @@ export class LogFrameDecoder {
     let offset = 0;
     while (this.#buffer.length - offset >= HEADER_BYTES) {
       const header = this.#buffer.subarray(offset, offset + HEADER_BYTES);
-      const stream = STREAM_BY_BYTE[header[0]];
+      // The loop condition guarantees a whole header.
+      const stream = STREAM_BY_BYTE[header[0]!];
       if (stream === undefined) {
         throw new RangeError(
           `Cannot decode log frame at byte ${offset}: stream byte is ${
