@@ -20,7 +20,7 @@
  * @module
  */
 
-import { chromium } from "playwright-core";
+import { launchBrowser } from "../tests/support/browser.ts";
 import { BUCKET_AGENT_STATUS, BUCKET_DEVICES } from "@drover/contracts";
 import { forEachBounded } from "../operator/kv.ts";
 import { FleetState } from "../operator/fleet_state.ts";
@@ -29,12 +29,19 @@ import type { MirrorEntry } from "../operator/kv.ts";
 import { freePort, startNats, tempDir } from "../tests/support/mod.ts";
 import { startOperatorService, testKv } from "../tests/support/operator_process.ts";
 import { REPO_ROOT } from "./process.ts";
+import {
+  sectionMarkers,
+  sectionOf as keptSection,
+  withSection as replaceSection,
+} from "./sections.ts";
 import { round } from "./stats.ts";
 
 /** Markers around the dashboard's section of RESULTS.md. */
-export const SECTION_START = "<!-- dashboard-bench:start -->";
+/** The RESULTS.md section this benchmark writes (bench/sections.ts). */
+const SECTION_NAME = "dashboard-bench";
+export const SECTION_START = sectionMarkers(SECTION_NAME).start;
 /** End marker of the section. */
-export const SECTION_END = "<!-- dashboard-bench:end -->";
+export const SECTION_END = sectionMarkers(SECTION_NAME).end;
 
 /** Everything this bench measures. */
 export interface DashboardBench {
@@ -146,21 +153,7 @@ export async function runDashboardBench(devices: number, loads: number): Promise
   const snapshot = await streamSnapshotBytes(`${operator.apiUrl}/ui/events`);
 
   await using profile = await tempDir("dashboard-bench-profile-");
-  const browser = await chromium.launchPersistentContext(profile.path, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await launchBrowser(profile.path);
   const paints: number[] = [];
   const lives: number[] = [];
   const filters: number[] = [];
@@ -244,20 +237,12 @@ ${SECTION_END}
 
 /** The dashboard section of a RESULTS.md text, or "" (pure). */
 export function sectionOf(markdown: string): string {
-  const start = markdown.indexOf(SECTION_START);
-  const end = markdown.indexOf(SECTION_END);
-  return start >= 0 && end > start ? markdown.slice(start, end + SECTION_END.length) + "\n" : "";
+  return keptSection(markdown, SECTION_NAME);
 }
 
 /** Replaces (or appends) the dashboard section of a RESULTS.md text (pure). */
 export function withSection(markdown: string, section: string): string {
-  const start = markdown.indexOf(SECTION_START);
-  const end = markdown.indexOf(SECTION_END);
-  if (start >= 0 && end > start) {
-    return markdown.slice(0, start) + section.trimEnd() +
-      markdown.slice(end + SECTION_END.length);
-  }
-  return `${markdown.trimEnd()}\n\n${section}`;
+  return replaceSection(markdown, SECTION_NAME, section);
 }
 
 if (import.meta.main) {

@@ -24,6 +24,7 @@ import { round } from "./stats.ts";
 import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
 import { sectionOf, withSection } from "./dashboard.ts";
 import { sectionOf as scaleSectionOf, withSection as withScaleSection } from "./scale.ts";
+import { sectionOf as keptSection } from "./sections.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -225,9 +226,8 @@ async function main(args: string[]): Promise<number> {
   const scale = scaleSectionOf(previous);
   if (scale !== "") markdown = withScaleSection(markdown, scale);
   // The hand-measured footprint breakdown (issue 16) is kept as well, at the end.
-  const breakdown = /<!-- footprint-breakdown:start -->[\s\S]*?<!-- footprint-breakdown:end -->/
-    .exec(previous)?.[0];
-  if (breakdown !== undefined) markdown = `${markdown.trimEnd()}\n\n${breakdown}\n`;
+  const breakdown = keptSection(previous, "footprint-breakdown");
+  if (breakdown !== "") markdown = `${markdown.trimEnd()}\n\n${breakdown}`;
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);

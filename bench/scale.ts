@@ -23,11 +23,18 @@ import { type FleetResult, runFleetBench } from "./fleet.ts";
 import { fleetProcesses } from "./main.ts";
 import { machineInfo } from "./machine.ts";
 import { REPO_ROOT, run } from "./process.ts";
+import {
+  sectionMarkers,
+  sectionOf as keptSection,
+  withSection as replaceSection,
+} from "./sections.ts";
 
 /** Start marker of the section in RESULTS.md. */
-export const SECTION_START = "<!-- scale-bench:start -->";
+/** The RESULTS.md section this benchmark writes (bench/sections.ts). */
+const SECTION_NAME = "scale-bench";
+export const SECTION_START = sectionMarkers(SECTION_NAME).start;
 /** End marker of the section. */
-export const SECTION_END = "<!-- scale-bench:end -->";
+export const SECTION_END = sectionMarkers(SECTION_NAME).end;
 const RESULTS = `${REPO_ROOT}/bench/results-scale.json`;
 
 /** One stored run. */
@@ -153,19 +160,12 @@ ${SECTION_END}
 
 /** The scale section of a RESULTS.md text, or "" (pure). */
 export function sectionOf(markdown: string): string {
-  const start = markdown.indexOf(SECTION_START);
-  const end = markdown.indexOf(SECTION_END);
-  return start >= 0 && end > start ? markdown.slice(start, end + SECTION_END.length) + "\n" : "";
+  return keptSection(markdown, SECTION_NAME);
 }
 
 /** Replaces (or appends) the scale section of a RESULTS.md text (pure). */
 export function withSection(markdown: string, section: string): string {
-  const start = markdown.indexOf(SECTION_START);
-  const end = markdown.indexOf(SECTION_END);
-  if (start >= 0 && end > start) {
-    return markdown.slice(0, start) + section.trimEnd() + markdown.slice(end + SECTION_END.length);
-  }
-  return `${markdown.trimEnd()}\n\n${section}`;
+  return replaceSection(markdown, SECTION_NAME, section);
 }
 
 async function main(args: string[]): Promise<number> {
