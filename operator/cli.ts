@@ -44,7 +44,7 @@ export class UsageError extends CliError {
   readonly command?: string;
   constructor(message: string, command?: string, options?: ErrorOptions) {
     super(message, EXIT.usage, [], options);
-    this.command = command;
+    if (command !== undefined) this.command = command;
   }
 }
 
@@ -100,7 +100,7 @@ export interface CliIo {
    * `deno task` runs in the project root and passes the user's directory as `INIT_CWD`.
    * Relative path options resolve against it; absent, they stay as given.
    */
-  cwd?: string;
+  cwd?: string | undefined;
 }
 
 /** What a command's `run` receives. */
@@ -162,7 +162,7 @@ export function parseOptions(
 
 /** node:util's messages mention its own API; keep only the part about the argument. */
 function cleanParseError(message: string): string {
-  const first = message.split("\n")[0];
+  const first = message.split("\n")[0] ?? "";
   return first.replace(/\. To specify a positional argument.*$/, "").replace(
     /^Unknown option '(.*?)'.*$/,
     "Unknown option $1",
@@ -247,7 +247,7 @@ export function commandHelp(command: Command, shared: OptionSpecs): string {
 
 /** Renders option lines, aligned. */
 export function renderOptions(options: OptionSpecs): string[] {
-  const rows = Object.entries(options).map(([name, spec]) => {
+  const rows = Object.entries(options).map(([name, spec]): [string, string] => {
     const flag = `${spec.short ? `-${spec.short}, ` : "    "}--${name}${
       spec.type === "string" ? ` ${spec.value ?? "VALUE"}` : ""
     }`;
@@ -271,9 +271,12 @@ export function parseDuration(text: string): number {
   const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/gy;
   let total = 0;
   let consumed = 0;
-  for (const match of text.matchAll(re)) {
-    total += Number(match[1]) * units[match[2]];
-    consumed += match[0].length;
+  for (const [whole, amount, unit] of text.matchAll(re)) {
+    const perUnit = units[unit ?? ""];
+    // The pattern's unit alternatives are exactly the table's keys.
+    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
+    total += Number(amount) * perUnit;
+    consumed += whole.length;
   }
   if (text.length === 0 || consumed !== text.length) {
     throw new UsageError(

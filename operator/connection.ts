@@ -80,7 +80,8 @@ export function connectionSettings(
   env: (name: string) => string | undefined,
 ): ConnectionSettings {
   const pick = (name: string) => {
-    const v = stringOption(values, name) ?? env(ENV[name]);
+    const variable = ENV[name];
+    const v = stringOption(values, name) ?? (variable !== undefined ? env(variable) : undefined);
     return v === "" ? undefined : v;
   };
   const servers = (pick("nats") ?? DEFAULT_NATS_SERVER).split(",").map((s) => s.trim())

@@ -32,7 +32,7 @@ Deno.test("a failed connect names the servers without their password or token", 
       // The NATS client quotes an unparsable URL in its own message.
       ["nats://drover:s3cret@bad host:4222", "nats://***@bad host:4222"],
       [`nats://s3cret@127.0.0.1:${closed}`, `nats://***@127.0.0.1:${closed}`],
-    ]
+    ] as const
   ) {
     const { io, err } = captureIo();
     const code = await main(["get", "devices", "--nats", server], io);

@@ -164,7 +164,10 @@ export async function askDevice<S extends z.ZodType>(
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
+    const [issue] = parsed.error.issues;
+    if (issue === undefined) {
+      throw new Error(`zod reported an invalid ${command} reply without an issue`);
+    }
     throw new DeviceReplyError(
       `Device "${device}" answered ${command} with an invalid reply: ` +
         `${issue.path.join(".") || "(root)"}: ${issue.message}`,

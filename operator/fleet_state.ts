@@ -76,7 +76,7 @@ export class FleetState {
       ? { revision: entry.revision, manifest: decoded.value }
       : { revision: entry.revision, error: decoded.error };
     if (decoded.ok && decoded.value.name !== entry.key) {
-      record.manifest = undefined;
+      delete record.manifest;
       record.error = `name "${decoded.value.name}" does not match key "${entry.key}"`;
     }
     this.manifests.set(entry.key, record);
@@ -130,7 +130,8 @@ export class FleetState {
       const error = decoded.ok
         ? `device_id "${decoded.value.device_id}" does not match key "${entry.key}"`
         : decoded.error;
-      record = { error, labels: before?.status?.labels ?? before?.labels, seenAt };
+      const labels = before?.status?.labels ?? before?.labels;
+      record = { error, ...(labels !== undefined ? { labels } : {}), seenAt };
     }
     record.revision = entry.revision;
     if (before?.heartbeatAt !== undefined) record.heartbeatAt = before.heartbeatAt;

@@ -58,7 +58,7 @@ Deno.test("FleetState: a device's own status never changes targeting, whatever l
     score: { type: "PodmanV0", services: [{ name: "db", image: "busybox" }] },
   });
   s.applyDeployment(entry("bank", bank));
-  assertEquals(s.view(Date.now()).deployments[0].targeted, 0);
+  assertEquals(s.view(Date.now()).deployments[0]?.targeted, 0);
   const devices = s.view(Date.now()).devices;
   assertEquals(devices.map((d) => [d.device_id, d.labels, d.reported_labels]), [
     ["pi-1", { site: "x" }, { site: "bank" }],

@@ -67,7 +67,7 @@ export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 /** Options of {@linkcode createApi}. */
 export interface ApiOptions {
   /** The bearer token every request but `/healthz` must carry; none: open API. */
-  token?: string;
+  token?: string | undefined;
 }
 
 /** Environment variable holding the API token (`serve --api-token` wins over it). */
@@ -149,7 +149,7 @@ const encoder = new TextEncoder();
 export function sameToken(given: string, expected: Uint8Array): boolean {
   const bytes = encoder.encode(given);
   let diff = bytes.length ^ expected.length;
-  for (let i = 0; i < expected.length; i++) diff |= (bytes[i] ?? 0) ^ expected[i];
+  for (let i = 0; i < expected.length; i++) diff |= (bytes[i] ?? 0) ^ expected[i]!;
   return diff === 0;
 }
 
@@ -175,8 +175,17 @@ export class HttpError extends Error {
   }
 }
 
+/** The `:name` parameters of a route's pathname, e.g. `"id"` for `/api/devices/:id/logs`. */
+type RouteParams<P extends string> = P extends `${string}:${infer Name}/${infer Rest}`
+  ? Name | RouteParams<`/${Rest}`>
+  : P extends `${string}:${infer Name}` ? Name
+  : never;
+
 /** A route: synchronous, or a promise when it waits on something (a device). */
-type Handler = (params: Record<string, string>, url: URL) => Response | Promise<Response>;
+type Handler<P extends string = string> = (
+  params: Readonly<Record<RouteParams<P>, string>>,
+  url: URL,
+) => Response | Promise<Response>;
 
 interface Route {
   pattern: URLPattern;
@@ -286,7 +295,8 @@ export function logsRequestFromQuery(url: URL, now: number = Date.now()): LogsRe
   if (waitMs !== undefined) request.wait_ms = waitMs;
   const parsed = LogsRequest.safeParse(request);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
+    const [issue] = parsed.error.issues;
+    if (issue === undefined) throw new Error("zod reported a failed logs query without an issue");
     throw new HttpError(400, `invalid ${issue.path.join(".") || "query"}: ${issue.message}`);
   }
   return parsed.data;
@@ -301,7 +311,7 @@ function authorize(request: Request, expected: Uint8Array): void {
     });
   }
   const match = /^Bearer +(\S+) *$/i.exec(header);
-  if (match === null || !sameToken(match[1], expected)) {
+  if (match?.[1] === undefined || !sameToken(match[1], expected)) {
     throw new HttpError(401, "wrong token", {
       "www-authenticate": `${REALM}, error="invalid_token"`,
     });
@@ -320,8 +330,9 @@ export function createApi(
     return v;
   };
   const routes: Route[] = [];
-  const get = (pathname: string, handler: Handler) =>
-    routes.push({ pattern: new URLPattern({ pathname }), handler });
+  const get = <P extends string>(pathname: P, handler: Handler<P>) =>
+    // The pattern is made from the same pathname, so a match has every parameter the type names.
+    routes.push({ pattern: new URLPattern({ pathname }), handler: handler as Handler });
 
   get("/healthz", () => {
     const problem = source.unhealthy();

@@ -53,7 +53,7 @@ function parseYaml(text: string, file: string): { data: unknown; locate: Locate 
       `Invalid manifest ${file}: not valid YAML`,
       doc.errors.slice(0, 5).map((e) => {
         const pos = e.linePos?.[0];
-        const first = e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+        const first = (e.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
         return pos ? `line ${pos.line}, column ${pos.col}: ${first}` : first;
       }),
     );
@@ -150,7 +150,10 @@ export function parseManifest(text: string, file: string): DeploymentManifest {
     return `${formatPath(issue.path)}: ${message}${line !== undefined ? ` (line ${line})` : ""}`;
   });
   if (issues.length > 10) details.push(`… and ${issues.length - 10} more problem(s)`);
-  const first = issues[0];
+  const [first] = issues;
+  if (first === undefined) {
+    throw new Error(`zod reported an invalid manifest ${file} without an issue`);
+  }
   throw new InvalidInputError(
     `Invalid manifest ${file}: ${formatPath(first.path)}: ${formatIssueMessage(first)}`,
     details,

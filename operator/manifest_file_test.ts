@@ -40,7 +40,7 @@ function invalid(text: string, file: string): InvalidInputError {
 Deno.test("parseManifest: YAML, TOML and JSON give the same shape, defaults applied", () => {
   const y = parseManifest(YAML, "web.yaml");
   assertEquals(y.selector, { labels: { site: "lab" } });
-  assertEquals(y.score.services[0].restart, "always");
+  assertEquals(y.score.services[0]?.restart, "always");
   assertEquals(parseManifest(TOML, "web.toml").selector, { devices: ["pi-1"] });
   assertEquals(parseManifest(JSON_TEXT, "web.json").selector, { labels: {} });
 });

@@ -61,7 +61,7 @@ Deno.test("status: a device's message cannot clear the screen, move the cursor o
   // Summary, blank line, header, one row per device: the message's newline made no row.
   assertEquals(lines.length, 5, JSON.stringify(lines));
   assertStringIncludes(lines[3], "boom\\u001b[2J\\r\\nfake row\\u001b]0;pwned\\u0007\\u009b31m");
-  assertEquals(lines[4].startsWith("pi-2"), true, lines[4]);
+  assertEquals(lines[4]?.startsWith("pi-2"), true, lines[4]);
 });
 
 Deno.test("get devices: reported status, labels and deployment names are escaped", () => {
@@ -115,24 +115,27 @@ Deno.test("get devices: a not-ready device's reason is shown, escaped, in MESSAG
     deployments: [],
     reason: "podman away\x1b[2J\nfake row",
   };
-  const ready: DeviceView = { ...device, device_id: "pi-2", status: "ready", reason: undefined };
+  const { reason: _, ...withoutReason } = device;
+  const ready: DeviceView = { ...withoutReason, device_id: "pi-2", status: "ready" };
   const out = devicesTable([device, ready]);
   assertEquals(RAW_CONTROL.test(out), false, JSON.stringify(out));
   const lines = out.trimEnd().split("\n");
   assertEquals(lines.length, 3);
   assertStringIncludes(lines[0], "MESSAGE");
   assertStringIncludes(lines[1], "podman away\\u001b[2J\\nfake row");
-  assertEquals(lines[2].endsWith(" -"), true, lines[2]);
+  assertEquals(lines[2]?.endsWith(" -"), true, lines[2]);
 });
 
 Deno.test("status: the deployment revision heads the report and fills WANTED/APPLIED", () => {
   const view = deployment("x");
-  view.devices[1] = { ...view.devices[1], applied_revision: 6, applied_kv_revision: 31 };
+  const second = view.devices[1];
+  if (second === undefined) throw new Error("the fixture has a second device");
+  view.devices[1] = { ...second, applied_revision: 6, applied_kv_revision: 31 };
   const lines = deploymentStatus(view).split("\n");
   assertEquals(lines[0], "Deployment web (revision 7): 1/2 ready, 1 failed");
   // WANTED/APPLIED are deployment revisions; the KV revisions (40, 31) stay in -o json.
-  assertEquals(lines[3].split(/ +/).slice(0, 4), ["pi-1", "failed", "7", "7"]);
-  assertEquals(lines[4].split(/ +/).slice(0, 4), ["pi-2", "ready", "7", "6"]);
+  assertEquals(lines[3]?.split(/ +/).slice(0, 4), ["pi-1", "failed", "7", "7"]);
+  assertEquals(lines[4]?.split(/ +/).slice(0, 4), ["pi-2", "ready", "7", "6"]);
   assertEquals(/\b(40|31)\b/.test(lines.join("\n")), false);
 });
 

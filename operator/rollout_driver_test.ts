@@ -36,8 +36,11 @@ function simulatedAgents(buckets: Buckets): BucketMirror {
   return new BucketMirror(buckets.desired, (e) => {
     if (e.operation !== "PUT") return;
     const [device, deployment] = e.key.split(".");
+    if (device === undefined || deployment === undefined) {
+      throw new Error(`bad desired key ${e.key}`);
+    }
     const desired = DesiredState.parse(JSON.parse(new TextDecoder().decode(e.value)));
-    const bad = desired.score.services[0].image.includes("bad");
+    const bad = desired.score.services[0]?.image.includes("bad");
     void buckets.status.put(
       device,
       canonicalJson({
@@ -72,7 +75,9 @@ async function keys(b: Buckets): Promise<Map<string, { revision: number; image: 
   const out = new Map<string, { revision: number; image: string }>();
   for (const [k, e] of await readBucket(b.desired)) {
     const v = DesiredState.parse(JSON.parse(new TextDecoder().decode(e.value)));
-    out.set(k, { revision: e.revision, image: v.score.services[0].image });
+    const image = v.score.services[0]?.image;
+    if (image === undefined) throw new Error(`desired ${k} has no service`);
+    out.set(k, { revision: e.revision, image });
   }
   return out;
 }
@@ -119,7 +124,7 @@ Deno.test("reconciler + rollouts on real NATS: batches in order, rollback, histo
     const failed = (await rolloutState(rollouts))!;
     assertEquals([failed.revision, failed.stable_revision, failed.updated], [r2, r1, ["pi-a"]]);
     assertEquals(failed.failures.map((f) => [f.device, f.phase]), [["pi-a", "failed"]]);
-    assert(failed.failures[0].message.includes("keeps exiting"), failed.failures[0].message);
+    assert(failed.failures[0]?.message.includes("keeps exiting"), failed.failures[0]?.message);
     await waitFor(async () => (await keys(buckets)).get("pi-a.web")?.image === "nginx:1", {
       timeoutMs: 10_000,
       message: "pi-a gets revision 1's value back",

@@ -151,8 +151,8 @@ function enterBatch(
 ): { state: RolloutState; event: string } {
   const updated = new Set(state.updated);
   const due = new Set<string>();
-  for (let k = 0; k < batches.length; k++) {
-    for (const id of batches[k]) if (!updated.has(id)) due.add(id);
+  for (const [k, batch] of batches.entries()) {
+    for (const id of batch) if (!updated.has(id)) due.add(id);
     if (k < from || due.size === 0) continue;
     const batchDevices = [...due].sort(compare);
     return {

@@ -122,7 +122,7 @@ Deno.test("a batch that never gets ready fails at its timeout, naming the pendin
   assertEquals(last.failures, [{ device: "pi-d", phase: "pending", message: "pulling image" }]);
   assert(last.message.includes("not within 1m"), last.message);
   assertEquals(
-    Date.parse(last.updated_at) - Date.parse(states[0].batch_started_at),
+    Date.parse(last.updated_at) - Date.parse(states[0]?.batch_started_at ?? "no first state"),
     60_000,
     "fails exactly at the timeout",
   );
@@ -234,7 +234,9 @@ Deno.test("fleetWanted: updated devices get the new revision, the others are hel
     manifestAt: (_: string, r: number) => (r === 6 ? old : undefined),
     storedKeys: stored,
   };
-  const progressing = fleetWanted({ ...input, rollouts: new Map([["web", states[0]]]) });
+  const [first] = states;
+  assert(first !== undefined, "the simulation produced no state");
+  const progressing = fleetWanted({ ...input, rollouts: new Map([["web", first]]) });
   assertEquals([...progressing.wanted.keys()], ["pi-d.web"]);
   assertEquals(progressing.wanted.get("pi-d.web")?.deployment_revision, 7);
   assertEquals([...progressing.held].sort(), ["pi-a.web", "pi-b.web", "pi-c.web", "pi-e.web"]);
@@ -243,7 +245,7 @@ Deno.test("fleetWanted: updated devices get the new revision, the others are hel
   assertEquals(rolledBack.wanted.size, 5);
   for (const value of rolledBack.wanted.values()) {
     assertEquals(value.deployment_revision, 6);
-    assertEquals(value.score.services[0].image, "nginx:1");
+    assertEquals(value.score.services[0]?.image, "nginx:1");
   }
   // Before the state names this revision nothing moves.
   const unstarted = fleetWanted({ ...input, rollouts: new Map() });

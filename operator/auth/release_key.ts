@@ -117,10 +117,13 @@ export async function readReleaseKey(
     });
   }
   // The public half is derived again, so a stale release.pub cannot mislead.
-  const jwk = await crypto.subtle.exportKey("jwk", privateKey);
+  const { kty, crv, x } = await crypto.subtle.exportKey("jwk", privateKey);
+  if (kty === undefined || crv === undefined || x === undefined) {
+    throw new Error("Cannot derive the release public key: the exported JWK lacks kty, crv or x");
+  }
   const publicCrypto = await crypto.subtle.importKey(
     "jwk",
-    { kty: jwk.kty, crv: jwk.crv, x: jwk.x },
+    { kty, crv, x },
     ED25519,
     true,
     ["verify"],

@@ -52,6 +52,18 @@ export function outputFormat(values: OptionValues, command: string): "table" | "
 /** Rejects extra positional arguments. */
 export function expectPositionals(
   positionals: string[],
+  count: 1,
+  command: string,
+  what: string,
+): asserts positionals is [string];
+export function expectPositionals(
+  positionals: string[],
+  count: number,
+  command: string,
+  what: string,
+): void;
+export function expectPositionals(
+  positionals: string[],
   count: number,
   command: string,
   what: string,

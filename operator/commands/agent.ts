@@ -140,10 +140,12 @@ export const agentCommand: Command = {
       return EXIT.ok;
     }
     if (sub === "publish") {
-      if (positionals.length !== 2) {
+      if (positionals.length > 2) {
         throw new UsageError("agent publish needs exactly one FILE", "agent");
       }
-      const file = resolvePath(positionals[1], io.cwd ?? Deno.cwd());
+      const [, path] = positionals;
+      if (path === undefined) throw new UsageError("agent publish needs exactly one FILE", "agent");
+      const file = resolvePath(path, io.cwd ?? Deno.cwd());
       const version = parseChoice(
         AgentReleaseVersion,
         stringOption(values, "version"),

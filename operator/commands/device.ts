@@ -210,9 +210,10 @@ export const deviceCommand: Command = {
     const [sub, ...rest] = positionals;
     const dir = () => authDir(values, io.env, "device");
     const oneId = () => {
-      if (rest.length === 0) throw new UsageError(`Missing device ID: device ${sub} ID`, "device");
+      const [id] = rest;
+      if (id === undefined) throw new UsageError(`Missing device ID: device ${sub} ID`, "device");
       if (rest.length > 1) throw new UsageError(`Unexpected argument "${rest[1]}"`, "device");
-      return rest[0];
+      return id;
     };
     try {
       switch (sub) {
@@ -265,10 +266,11 @@ export const deviceCommand: Command = {
           }
         }
         case "label": {
-          if (rest.length === 0) {
+          const [id, ...pairs] = rest;
+          if (id === undefined) {
             throw new UsageError("Missing device ID: device label ID KEY=VALUE...", "device");
           }
-          return await runLabel(values, io, rest[0], rest.slice(1));
+          return await runLabel(values, io, id, pairs);
         }
         case "unregister": {
           const id = checkDeviceId(oneId());
@@ -337,9 +339,12 @@ export const deviceCommand: Command = {
             d.createdAt,
             d.expiresAt ?? "never",
           ]));
-          const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+          const widths = rows.reduce(
+            (w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)),
+            [] as number[],
+          );
           io.stdout(
-            rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join(
+            rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join(
               "\n",
             ) + "\n",
           );

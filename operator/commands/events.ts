@@ -28,7 +28,8 @@ export async function collectEvents(
   const errors: string[] = [];
   results.forEach((r, i) => {
     if (r.status === "fulfilled") {
-      for (const e of r.value.events) events.push({ ...e, device: devices[i] });
+      // allSettled keeps one result per device, in order.
+      for (const e of r.value.events) events.push({ ...e, device: devices[i]! });
     } else errors.push(r.reason instanceof Error ? r.reason.message : String(r.reason));
   });
   events.sort((a, b) => a.time < b.time ? -1 : a.time > b.time ? 1 : a.seq - b.seq);
@@ -51,7 +52,8 @@ export const eventsCommand: Command = {
     const format = outputFormat(values, "events");
     const { events, errors } = await withNats(values, io, async (nc) => {
       let devices: string[];
-      if (positionals.length === 1) devices = [checkDeviceId(positionals[0])];
+      const [one] = positionals;
+      if (one !== undefined) devices = [checkDeviceId(one)];
       else {
         const view = (await readFleetOnce(nc)).view(Date.now());
         devices = view.devices.filter((d) => d.online).map((d) => d.device_id);

@@ -78,8 +78,9 @@ export const logsCommand: Command = {
     if (positionals.length > expected) {
       throw new UsageError(`Unexpected argument "${positionals[expected]}"`, "logs");
     }
-    const device = selector === undefined ? checkDeviceId(positionals[0]) : undefined;
-    const [deployment, serviceArg] = splitTarget(positionals[expected - 1]);
+    // The count was checked above: both are there.
+    const device = selector === undefined ? checkDeviceId(positionals[0]!) : undefined;
+    const [deployment, serviceArg] = splitTarget(positionals[expected - 1]!);
     const base = firstRequest(values);
     const timestamps = values.timestamps === true;
     return await withNats(values, io, async (nc) => {
@@ -87,8 +88,9 @@ export const logsCommand: Command = {
       const service = resolveService(fleet, deployment, serviceArg);
       const devices = device !== undefined ? [device] : selectDevices(fleet, selector!);
       const request = { ...base, deployment, service };
-      if (devices.length === 1 && selector === undefined) {
-        await followDevice(nc, devices[0], request, io, { prefix: "", timestamps });
+      const [one] = devices;
+      if (one !== undefined && devices.length === 1 && selector === undefined) {
+        await followDevice(nc, one, request, io, { prefix: "", timestamps });
         return EXIT.ok;
       }
       const width = Math.max(...devices.map((d) => d.length));
@@ -111,7 +113,7 @@ export const logsCommand: Command = {
 
 /** `DEPLOYMENT[/SERVICE]`. */
 function splitTarget(text: string): [string, string | undefined] {
-  const [deployment, service, extra] = text.split("/");
+  const [deployment = "", service, extra] = text.split("/");
   if (extra !== undefined) {
     throw new InvalidInputError(
       `Invalid target "${text}": expected DEPLOYMENT or DEPLOYMENT/SERVICE`,
@@ -165,7 +167,11 @@ function firstRequest(
 }
 
 /** The service to read: named, or the deployment's only one. */
-function resolveService(fleet: FleetState, deployment: string, service: string | undefined) {
+function resolveService(
+  fleet: FleetState,
+  deployment: string,
+  service: string | undefined,
+): string {
   const stored = fleet.manifests.get(deployment);
   if (stored === undefined) throw new OperationError(`Deployment "${deployment}" not found`);
   const services = stored.manifest?.score.services.map((s) => s.name) ?? [];
@@ -177,7 +183,8 @@ function resolveService(fleet: FleetState, deployment: string, service: string |
     }
     return service;
   }
-  if (services.length === 1) return services[0];
+  const [only] = services;
+  if (only !== undefined && services.length === 1) return only;
   throw new UsageError(
     `Deployment "${deployment}" has ${services.length} services (${services.join(", ")}): ` +
       `name one as ${deployment}/SERVICE`,

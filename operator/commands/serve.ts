@@ -51,7 +51,8 @@ export function parseListen(text: string): ListenAddress {
       "serve",
     );
   }
-  return { hostname: match[1] ?? match[2], port };
+  // The pattern matched one of the two alternatives; the other group is undefined.
+  return { hostname: match[1] ?? match[2] ?? "", port };
 }
 
 function positiveInt(values: OptionValues, name: string, fallback: number): number {

@@ -65,7 +65,8 @@ async function nextEvent(
     assert(!done, "stream ended");
     const text = dec.decode(value);
     const m = /^event: (\w+)\ndata: (.*)\n\n$/s.exec(text);
-    if (m) return { event: m[1], data: JSON.parse(m[2]) };
+    const [, event, data] = m ?? [];
+    if (event !== undefined && data !== undefined) return { event, data: JSON.parse(data) };
   }
 }
 

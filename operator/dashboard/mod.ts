@@ -56,7 +56,7 @@ export const SESSION_MAX_AGE_SECONDS = 12 * 3600;
 /** Options of {@linkcode Dashboard}. */
 export interface DashboardOptions {
   /** The API token; pages then need it (header or login cookie). */
-  token?: string;
+  token?: string | undefined;
   /** Options of the live feed (tick and coalescing intervals). */
   feed?: LiveFeedOptions;
   /**
@@ -161,7 +161,7 @@ export class Dashboard {
   authorized(request: Request): boolean {
     if (this.#token === undefined || this.#session === undefined) return true;
     const bearer = /^Bearer +(\S+) *$/i.exec(request.headers.get("authorization") ?? "");
-    if (bearer !== null && sameToken(bearer[1], this.#token)) return true;
+    if (bearer?.[1] !== undefined && sameToken(bearer[1], this.#token)) return true;
     const cookie = cookieValue(request.headers.get("cookie"), SESSION_COOKIE);
     return cookie !== null && sameToken(cookie, this.#session);
   }
@@ -171,7 +171,8 @@ export class Dashboard {
     const url = new URL(request.url);
     const path = url.pathname;
     const read = request.method === "GET" || request.method === "HEAD";
-    if (path in ASSETS) return read ? ASSETS[path]() : notAllowed();
+    const asset = Object.hasOwn(ASSETS, path) ? ASSETS[path] : undefined;
+    if (asset !== undefined) return read ? asset() : notAllowed();
     if (path === "/ui/login") {
       if (request.method === "POST") return this.#login(request, url);
       if (!read) return notAllowed();

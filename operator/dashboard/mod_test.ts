@@ -77,7 +77,7 @@ Deno.test("dashboard with a token: login form, HttpOnly session cookie, header a
   assertStringIncludes(setCookie, "HttpOnly");
   assertStringIncludes(setCookie, "SameSite=Strict");
   assert(!setCookie.includes(TOKEN), "the cookie never carries the token");
-  const session = cookieValue(setCookie.split(";")[0], SESSION_COOKIE);
+  const session = cookieValue(setCookie.split(";")[0] ?? null, SESSION_COOKIE);
   assert(session !== null);
 
   const withCookie = new Request("http://op/", {
