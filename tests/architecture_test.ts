@@ -53,7 +53,9 @@ async function loadModules(): Promise<Module[]> {
     for await (const path of walk(member)) {
       const source = await Deno.readTextFile(new URL(path, ROOT));
       // Imports in doc comments (`@example` blocks) are not the module's own.
-      const specifiers = [...withoutComments(source).matchAll(IMPORT)].map((m) => m[1] ?? m[2]);
+      const specifiers = [...withoutComments(source).matchAll(IMPORT)].flatMap((m) =>
+        m[1] ?? m[2] ?? []
+      );
       modules.push({ path, member, source, specifiers });
     }
   }

@@ -94,13 +94,15 @@ export async function commandRefusals(
   // It cannot answer a request it did not receive: b's request's reply subject is b's alone.
   const pending = op.request(deviceCommandSubject("b", "ping"), enc({}), { timeout: 8_000 });
   await waitFor(() => held.length === 1, { timeoutMs: 5_000, message: "b received the request" });
-  const reply = held[0].reply!;
+  const [request] = held;
+  assert(request !== undefined, "b received the request");
+  const reply = request.reply;
   assert(reply !== undefined && reply !== "", "the request carries a reply subject");
   await refusedPublish(a, aErrors, reply, enc({ from: "a, forged" }));
   // Nor any reply-looking subject of its own choosing.
   await refusedPublish(a, aErrors, "_R_.forged.x", enc({ from: "a, forged" }));
   // b answers; the operator gets b's answer, never a's forgery.
-  held[0].respond(enc({ from: "b" }));
+  request.respond(enc({ from: "b" }));
   assertEquals(JSON.parse(dec((await pending).data)), { from: "b" });
   // One answer per request: a second one on the same reply subject is refused.
   await refusedPublish(b, bErrors, reply, enc({ from: "b, again" }));

@@ -33,7 +33,9 @@ export class Rng {
   }
   /** One element of `items`. */
   pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)];
+    const item = items[Math.floor(this.next() * items.length)];
+    if (item === undefined) throw new Error("Cannot pick from an empty list");
+    return item;
   }
 }
 
@@ -255,8 +257,8 @@ function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
       }
       break;
     default: // too many services
-      if (services && services.length > 0) {
-        const s = services[0];
+      const s = services?.[0];
+      if (services && s !== undefined) {
         const image = typeof s.image === "string" ? s.image.slice(0, 100) : "x";
         for (let i = 0; i < rng.int(65, 300); i++) services.push({ name: `s${i}`, image });
       }

@@ -6,7 +6,7 @@
  */
 import { LABELS } from "@drover/contracts";
 import { sleepDeployment, startAgentEnv, waitFor } from "./_agent_harness.ts";
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertExists } from "../support/assert.ts";
 
 const SERVICES = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
 
@@ -53,7 +53,8 @@ Deno.test("agent: podman service restart is survived; changes during the outage 
   const agent = env.startAgent();
   const rev1 = await env.putDesired("steady", sleepDeployment("steady"));
   await env.waitForDeployment("steady", (d) => d.phase === "running" && d.revision === rev1, "s");
-  const steadyId = (await env.containersOf("steady"))[0].Id;
+  const steadyId = (await env.containersOf("steady"))[0]?.Id;
+  assertExists(steadyId, "steady has a container");
 
   await env.podman.stop();
   // Desired state changes while podman is away; the agent keeps running and says it is degraded.
@@ -68,14 +69,14 @@ Deno.test("agent: podman service restart is survived; changes during the outage 
     (d) => d.phase === "running" && d.revision === rev2,
     "later runs once podman is back",
   );
-  assertEquals((await env.containersOf("steady"))[0].Id, steadyId, "steady kept running");
+  assertEquals((await env.containersOf("steady"))[0]?.Id, steadyId, "steady kept running");
 
   // Drift after the restart is still seen (the event stream resumed).
   const rm = await env.podman.cli(["rm", "-f", steadyId]);
   assertEquals(rm.code, 0, rm.stderr);
   await waitFor(async () => {
     const l = await env.containersOf("steady");
-    return l.length === 1 && l[0].Id !== steadyId && l[0].State === "running";
+    return l.length === 1 && l[0]?.Id !== steadyId && l[0]?.State === "running";
   }, { timeoutMs: 30_000, message: "removed container recreated after podman restart" });
   assertEquals(await agent.stop(), 0);
 });

@@ -12,7 +12,7 @@ import {
   waitForPage,
   webDeployment,
 } from "./_agent_harness.ts";
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertExists } from "../support/assert.ts";
 
 Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", async () => {
   await using env = await startAgentEnv({ heartbeatSeconds: 1 });
@@ -27,7 +27,7 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
     (d) => d.phase === "running" && d.revision === rev1,
     "web running at first revision",
   );
-  assertEquals(running.services.web.state, "running");
+  assertEquals(running.services.web?.state, "running");
   const status = (await env.status())!;
   assertEquals(status.device_id, "pi-1");
   assertEquals(status.labels, { site: "lab" });
@@ -41,7 +41,9 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
   const idOf = (list: typeof before, svc: string) =>
     list.find((c) => c.Labels?.[LABELS.service] === svc)!.Id;
   const changed = sleepDeployment("pair", ["a", "b"], "1");
-  changed.score.services[1].env = { MARKER: "2" };
+  const serviceB = changed.score.services[1];
+  assert(serviceB !== undefined, "the pair has a service b");
+  serviceB.env = { MARKER: "2" };
   const revB = await env.putDesired("pair", changed);
   await env.waitForDeployment(
     "pair",
@@ -54,12 +56,13 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
   assert(idOf(after, "b") !== idOf(before, "b"), "service b was replaced");
 
   // Manual `podman rm -f` is undone.
-  const webId = (await env.containersOf("web"))[0].Id;
+  const webId = (await env.containersOf("web"))[0]?.Id;
+  assertExists(webId, "web has a container");
   const rm = await env.podman.cli(["rm", "-f", webId]);
   assertEquals(rm.code, 0, `podman rm -f: ${rm.stderr}`);
   await waitFor(async () => {
     const list = await env.containersOf("web");
-    return list.length === 1 && list[0].Id !== webId && list[0].State === "running";
+    return list.length === 1 && list[0]?.Id !== webId && list[0]?.State === "running";
   }, { timeoutMs: 30_000, message: "removed container recreated" });
   await waitForPage(port, "hello one");
 

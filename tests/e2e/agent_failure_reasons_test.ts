@@ -34,9 +34,9 @@ Deno.test("agent: a crash-looping deployment is failed with exit code and restar
     return s?.deployments.crashy?.phase === "failed" && restartsIn(s) > 0 ? s : undefined;
   }, { timeoutMs: 60_000, message: `crashy failed (logs: ${env.dir.path})` });
   const first = failed.deployments.crashy;
-  assertEquals(first.revision, rev);
-  assertStringIncludes(first.message!, 'service "main" keeps exiting (exit code 3, ');
-  assertStringIncludes(first.message!, "failed until it runs 30 s without a restart");
+  assertEquals(first?.revision, rev);
+  assertStringIncludes(first?.message!, 'service "main" keeps exiting (exit code 3, ');
+  assertStringIncludes(first?.message!, "failed until it runs 30 s without a restart");
   assertEquals(failed.status, "degraded");
   assertStringIncludes(failed.message ?? "", "crashy failed");
 
@@ -45,7 +45,7 @@ Deno.test("agent: a crash-looping deployment is failed with exit code and restar
   await waitFor(async () => {
     const s = (await env.status())!;
     const d = s.deployments.crashy;
-    seen.push(`${s.status}/${d.phase}`);
+    seen.push(`${s.status}/${d?.phase}`);
     return restartsIn(s) >= restartsIn(failed) + 20;
   }, { timeoutMs: 60_000, intervalMs: 100, message: "20 more restarts reported" });
   assertEquals([...new Set(seen)], ["degraded/failed"]);

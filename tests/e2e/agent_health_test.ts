@@ -8,7 +8,7 @@
  */
 import type { AgentStatus, DeploymentStatus } from "@drover/contracts";
 import { podmanDeployment, startAgentEnv, TEST_IMAGE, waitFor } from "./_agent_harness.ts";
-import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { assert, assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 
 /** Every status of `deployment` the agent publishes, as seen by polling its key. */
 function recordStatuses(
@@ -53,14 +53,14 @@ Deno.test("agent: a passing health check makes the service healthy and the deplo
     "deployment with a passing health check runs",
   );
   stop.abort();
-  assertEquals(running.services.main.health, "healthy");
-  assertEquals(running.services.main.state, "running");
+  assertEquals(running.services.main?.health, "healthy");
+  assertEquals(running.services.main?.state, "running");
   assert(
     seen.some((d) => d.services.main?.health === "starting" && d.phase === "pending"),
     `a pending "starting" status came first: ${JSON.stringify(seen)}`,
   );
   for (const d of seen) {
-    if (d.phase === "running") assertEquals(d.services.main.health, "healthy", JSON.stringify(d));
+    if (d.phase === "running") assertEquals(d.services.main?.health, "healthy", JSON.stringify(d));
   }
   assertEquals(await agent.stop(), 0);
 });
@@ -90,7 +90,7 @@ Deno.test("agent: a health check that never passes fails the deployment with its
     "deployment with a failing health check fails",
   );
   stop.abort();
-  assertEquals(failed.services.main.health, "unhealthy");
+  assertEquals(failed.services.main?.health, "unhealthy");
   assertStringIncludes(failed.message ?? "", 'service "main" is unhealthy');
   // Podman 4.3 records any failing check as exit code 1 (docs/podman-api.md).
   assertStringIncludes(failed.message ?? "", "(exit code 1: database unreachable)");
@@ -120,6 +120,7 @@ Deno.test("agent: a container ignoring SIGTERM is killed after its stop_timeout"
     "stubborn runs",
   );
   const [container] = await env.containersOf("stubborn");
+  assertExists(container, "stubborn has a container");
   const inspect = await env.podman.cli([
     "inspect",
     "--format",

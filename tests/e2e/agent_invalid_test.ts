@@ -16,7 +16,7 @@ Deno.test("agent: invalid values fail only their deployment; other devices ignor
     (d) => d.phase === "running" && d.revision === goodRev,
     "good running",
   );
-  const goodId = (await env.containersOf("good"))[0].Id;
+  const goodId = (await env.containersOf("good"))[0]?.Id;
 
   // Invalid JSON.
   const jsonRev = await env.putDesired("broken", '{"deployment": "broken", "score": ');
@@ -52,12 +52,12 @@ Deno.test("agent: invalid values fail only their deployment; other devices ignor
 
   // The healthy deployment was never touched, nothing of the bad ones exists.
   const status = (await env.status())!;
-  assertEquals(status.deployments.good.phase, "running");
+  assertEquals(status.deployments.good?.phase, "running");
   assertEquals(status.status, "degraded");
   assertEquals(status.deployments.foreign, undefined);
   const all = await env.containers();
   assertEquals(all.map((c) => c.Labels?.[LABELS.deployment]), ["good"]);
-  assertEquals(all[0].Id, goodId);
+  assertEquals(all[0]?.Id, goodId);
 
   // Fixing a bad value brings it up.
   const fixedRev = await env.putDesired("broken", sleepDeployment("broken"));
@@ -79,7 +79,7 @@ Deno.test("agent: invalid values fail only their deployment; other devices ignor
   );
   await waitFor(async () => {
     const list = await env.containersOf("burst");
-    return list.length === 1 && list[0].State === "running" ? list : undefined;
+    return list.length === 1 && list[0]?.State === "running" ? list : undefined;
   }, { timeoutMs: 30_000, message: "exactly one burst container" });
   const inspect = await env.podman.cli([
     "inspect",
@@ -88,8 +88,8 @@ Deno.test("agent: invalid values fail only their deployment; other devices ignor
     "{{range .Config.Env}}{{println .}}{{end}}",
   ]);
   assert(inspect.stdout.split("\n").includes("MARKER=50"), `env: ${inspect.stdout}`);
-  assertEquals((await env.containersOf("burst"))[0].Labels?.[LABELS.revision], String(lastRev));
-  assertEquals((await env.containersOf("good"))[0].Id, goodId);
+  assertEquals((await env.containersOf("burst"))[0]?.Labels?.[LABELS.revision], String(lastRev));
+  assertEquals((await env.containersOf("good"))[0]?.Id, goodId);
   // Long after pi-2's key was written, still nothing of it here.
   assertEquals((await env.containersOf("foreign")).length, 0);
   assertEquals((await env.status())?.deployments.foreign, undefined);

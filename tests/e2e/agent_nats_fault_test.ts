@@ -92,7 +92,7 @@ Deno.test("agent: restarted while NATS is down, keeps workloads from cache and c
     message: "deployment deleted while offline is removed",
   });
   await env.waitForDeployment("web", (d) => d.phase === "running" && d.revision === webRev, "w");
-  assertEquals((await env.containersOf("keep"))[0].Id, ids.get("keep_main"), "keep untouched");
+  assertEquals((await env.containersOf("keep"))[0]?.Id, ids.get("keep_main"), "keep untouched");
   assertEquals(await agent.stop(), 0);
 });
 

@@ -46,7 +46,7 @@ tls_verify = false
     (d) => d.phase === "running" && d.revision === goodRev,
     "image pulled with credentials",
   );
-  assertEquals(pulled.services.main.image, goodImage);
+  assertEquals(pulled.services.main?.image, goodImage);
   assertEquals((await env.podman.cli(["image", "exists", goodImage])).code, 0);
 
   const denied = await env.waitForDeployment(

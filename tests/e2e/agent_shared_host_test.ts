@@ -7,7 +7,7 @@
  */
 import { LABELS } from "@drover/contracts";
 import { type PodmanPsEntry, sleepDeployment, startAgentEnv, waitFor } from "./_agent_harness.ts";
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertExists } from "../support/assert.ts";
 
 const A = "pi-a";
 const B = "pi-b";
@@ -25,7 +25,7 @@ Deno.test("agent: two devices on one podman host never touch each other's contai
     "a",
   );
   const alpha = (await env.containersOf("alpha"))[0];
-  assertEquals(alpha.Labels?.[LABELS.device], A);
+  assertEquals(alpha?.Labels?.[LABELS.device], A);
 
   // B's first pass is over once it reports ready: it has looked at every container it owns.
   const agentB = await env.startAgentFor(B);
@@ -34,7 +34,7 @@ Deno.test("agent: two devices on one podman host never touch each other's contai
     return s?.status === "ready" && s.deployments.beta?.revision === revBeta;
   }, { timeoutMs: 60_000, message: `device ${B} ready with beta (logs: ${env.dir.path})` });
   let list = await env.containers();
-  assertEquals(byName(list, "alpha_main")?.Id, alpha.Id, "B left A's container alone");
+  assertEquals(byName(list, "alpha_main")?.Id, alpha?.Id, "B left A's container alone");
   assertEquals(byName(list, "beta_main")?.Labels?.[LABELS.device], B);
   assertEquals(Object.keys((await env.status(B))!.deployments), ["beta"]);
   assertEquals(Object.keys((await env.status(A))!.deployments), ["alpha"]);
@@ -46,7 +46,7 @@ Deno.test("agent: two devices on one podman host never touch each other's contai
     message: "beta removed by B",
   });
   list = await env.containers();
-  assertEquals(byName(list, "alpha_main")?.Id, alpha.Id);
+  assertEquals(byName(list, "alpha_main")?.Id, alpha?.Id);
   assertEquals(byName(list, "alpha_main")?.State, "running");
 
   assertEquals(await agentB.stop(), 0);
@@ -64,6 +64,7 @@ Deno.test("agent: an unlabelled container from an older agent is adopted by its 
 
   // What an agent from before device labels left: the same container without drover.device.
   const [made] = await env.containersOf("legacy");
+  assertExists(made, "the first agent made a container");
   const inspect = await env.podman.cli(["inspect", "--format", "json", made.Id]);
   assertEquals(inspect.code, 0, inspect.stderr);
   const config = JSON.parse(inspect.stdout)[0].Config as { Cmd: string[]; Env: string[] };
@@ -102,8 +103,8 @@ Deno.test("agent: an unlabelled container from an older agent is adopted by its 
     return s?.status === "ready" && s.deployments.legacy?.phase === "running";
   }, { timeoutMs: 60_000, message: `device ${A} ready with legacy (logs: ${env.dir.path})` });
   const [adopted] = await env.containersOf("legacy");
-  assertEquals([adopted.Id, adopted.State], [oldId, "running"], "adopted, not replaced");
-  assertEquals(adopted.Labels?.[LABELS.device], undefined);
+  assertEquals([adopted?.Id, adopted?.State], [oldId, "running"], "adopted, not replaced");
+  assertEquals(adopted?.Labels?.[LABELS.device], undefined);
 
   // It is A's now: deleting the deployment removes it.
   await env.deleteDesired("legacy", A);

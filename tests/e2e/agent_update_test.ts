@@ -16,7 +16,7 @@
 import { connectDevice } from "../support/drover_nats.ts";
 import { runCommand } from "../support/_exec.ts";
 import { tempDir } from "../support/temp_dir.ts";
-import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { assert, assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 import { RestartAlwaysSupervisor } from "../support/supervisor.ts";
 import { AGENT_MAIN } from "../support/agent_process.ts";
 import { sleepDeployment, startAgentEnv, waitFor } from "./_agent_harness.ts";
@@ -279,7 +279,8 @@ Deno.test({
     await env.putDesired("work", sleepDeployment("work"));
     await env.waitForDeployment("work", (d) => d.phase === "running", "workload runs");
     const before = (await env.containersOf("work"))[0];
-    assertEquals(before.State, "running");
+    assertExists(before, "work has a container");
+    assertEquals(before?.State, "running");
     const startedBefore = await startedAt(env, before.Id);
     const firstStatus = await waitUpdate(
       (s) => s.update?.running === "factory" && s.update.phase === "idle",
@@ -434,8 +435,9 @@ Deno.test({
 
     await t.step("the workload ran on throughout: same container, never restarted", async () => {
       const now = (await env.containersOf("work"))[0];
-      assertEquals(now.Id, before.Id);
-      assertEquals(now.State, "running");
+      assertExists(now, "work still has a container");
+      assertEquals(now?.Id, before?.Id);
+      assertEquals(now?.State, "running");
       assertEquals(await startedAt(env, now.Id), startedBefore, "never restarted");
     });
 

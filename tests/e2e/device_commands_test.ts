@@ -341,7 +341,7 @@ Deno.test({
     }
 
     // Offline: an error within a few seconds that says so and when it was last seen.
-    assertEquals(await agents[1].stop(), 0);
+    assertEquals(await agents[1]?.stop(), 0);
     const started = performance.now();
     const offline = await cli("ping", "pi-b");
     const tookMs = performance.now() - started;

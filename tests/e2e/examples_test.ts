@@ -38,7 +38,7 @@ function uncommentSettings(text: string): string {
   return text.split("\n").map((line) => {
     const setting = /^# ([a-z_]+ = .*|\[[^\]]+\])$/.exec(line);
     if (!setting) return line;
-    return setting[1].replace(/\s+#.*$/, "");
+    return setting[1]?.replace(/\s+#.*$/, "");
   }).join("\n");
 }
 
@@ -75,7 +75,7 @@ Deno.test("examples/hello.yaml is a valid DeploymentManifest that selects the ex
     `README registers ${device.device_id} with ${registered}`,
   );
   const [web] = manifest.score.services;
-  assertEquals(parsePortMapping(web.ports![0]), {
+  assertEquals(parsePortMapping(web?.ports?.[0] ?? "(no port)"), {
     hostIp: "127.0.0.1",
     hostPort: 8088,
     containerPort: 8080,

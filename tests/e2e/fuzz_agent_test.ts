@@ -11,7 +11,7 @@ import {
   DesiredState,
   desiredStateKey,
 } from "@drover/contracts";
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertExists } from "../support/assert.ts";
 import { sleepDeployment, startAgentEnv, TEST_IMAGE, waitFor } from "./_agent_harness.ts";
 import { badValue, fuzzSeed, Rng } from "./_fuzz.ts";
 
@@ -88,7 +88,7 @@ Deno.test("fuzz: thousands of bad desired states never crash the agent or touch 
     "healthy running",
   );
   const [healthy] = await env.containersOf("healthy");
-  assertEquals(healthy.State, "running");
+  assertEquals(healthy?.State, "running");
   const rssBefore = rssKb(agent.pid);
 
   const deployments = Array.from({ length: KEYS }, (_, i) => `fuzz-${i}`);
@@ -124,6 +124,7 @@ Deno.test("fuzz: thousands of bad desired states never crash the agent or touch 
     const status = (await env.status())!;
     for (const deployment of deployments) {
       const d = status.deployments[deployment];
+      assertExists(d, `${deployment} reported (round ${rounds}, seed ${seed})`);
       assertEquals(d.phase, "failed", `${deployment} (round ${rounds}, seed ${seed})`);
       assertEquals(Object.keys(d.services), [], `${deployment}: nothing was created`);
       checkMessage(deployment, d);
@@ -141,13 +142,13 @@ Deno.test("fuzz: thousands of bad desired states never crash the agent or touch 
     `RSS grew from ${rssBefore} kB to ${rssAfter} kB`,
   );
   const after = await env.containersOf("healthy");
-  assertEquals(after.map((c) => [c.Id, c.State]), [[healthy.Id, "running"]]);
+  assertEquals(after.map((c) => [c.Id, c.State]), [[healthy?.Id, "running"]]);
   assertEquals(
     (await env.containers()).length,
     1,
     "no container exists but the healthy one",
   );
-  assertEquals((await env.status())?.deployments.healthy.phase, "running");
+  assertEquals((await env.status())?.deployments.healthy?.phase, "running");
   assertEquals(await agent.stop(), 0, "clean exit");
 
   function agentRunning(): boolean {

@@ -95,7 +95,7 @@ Deno.test({
       await using _operator = { [Symbol.asyncDispose]: async () => void await operator.stop() };
       const cli = (...args: string[]) => runOperatorCli(nats.url, args);
       // Selectors match the registry's labels (what the agents report is only shown).
-      for (const [id, site] of [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "home"]]) {
+      for (const [id, site] of [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "home"]] as const) {
         const label = await cli("device", "label", id, `site=${site}`);
         assertEquals(label.code, 0, label.stderr);
       }
@@ -157,7 +157,7 @@ Deno.test({
         deployments.map((d) => [d.name, d.targeted, d.ready, d.failed, d.pending]),
         [["lab", 2, 2, 0, 0], ["pinned", 1, 1, 0, 0]],
       );
-      assertEquals(deployments[0].devices.map((d) => d.device_id), ["pi-a", "pi-b"]);
+      assertEquals(deployments[0]?.devices.map((d) => d.device_id), ["pi-a", "pi-b"]);
       const devices: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
       for (const [id, podman] of [["pi-a", podA], ["pi-b", podB], ["pi-c", podC]] as const) {
         const view = devices.find((d) => d.device_id === id)!;
@@ -226,7 +226,7 @@ Deno.test({
       );
 
       // Offline: a killed agent stops heartbeating and is reported offline after 3 intervals.
-      await agents["pi-b"].kill();
+      await agents["pi-b"]?.kill();
       await waitFor(async () => {
         const list: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
         const b = list.find((d) => d.device_id === "pi-b");

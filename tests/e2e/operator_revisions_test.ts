@@ -92,7 +92,7 @@ Deno.test("one deployment revision: apply prints it, status shows it, a selector
   assertEquals(json.devices[0].wanted_kv_revision, stored.revision);
   assertEquals(json.devices[0].applied_kv_revision, stored.revision);
   const table = (await runOperatorCli(nats.url, ["get", "deployments"])).stdout;
-  assertEquals(table.split("\n")[1].split(/ +/).slice(0, 3), ["web", String(first), "1"]);
+  assertEquals(table.split("\n")[1]?.split(/ +/).slice(0, 3), ["web", String(first), "1"]);
 
   // A selector edit: a new manifest revision, pi-b gets it, pi-a's key is not rewritten.
   await Deno.writeTextFile(file, manifest(["pi-a", "pi-b"]));
@@ -146,11 +146,11 @@ Deno.test("the agent's failure of a bad desired-state value and a device's reaso
 
   const shown = await runOperatorCli(nats.url, ["status", "web"]);
   assertEquals(shown.code, 1);
-  assertEquals(rows(shown.stdout)["pi-a"][0], "failed");
+  assertEquals(rows(shown.stdout)["pi-a"]?.[0], "failed");
   assertStringIncludes(shown.stdout, agentMessage);
   const deployments = (await runOperatorCli(nats.url, ["get", "deployments"])).stdout;
   // NAME REVISION TARGETED READY FAILED PENDING
-  assertEquals(deployments.split("\n")[1].split(/ +/).slice(2, 6), ["1", "0", "1", "0"]);
+  assertEquals(deployments.split("\n")[1]?.split(/ +/).slice(2, 6), ["1", "0", "1", "0"]);
   const devices = (await runOperatorCli(nats.url, ["get", "devices"])).stdout;
   assertStringIncludes(devices, "MESSAGE");
   assertStringIncludes(devices, "1 of 1 deployments not running: web failed");

@@ -12,7 +12,7 @@ import { AgentStatus, BUCKET_AGENT_STATUS } from "@drover/contracts";
 import { deviceRevoke } from "../../operator/auth/mod.ts";
 import { buildBusyboxImage, freePort, startPodman, waitFor } from "../support/mod.ts";
 import { runCommand } from "../support/_exec.ts";
-import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { assert, assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 import { createTestPki, natsTlsBlock } from "../support/tls.ts";
 import { AgentProcess } from "../support/agent_process.ts";
 import { tolerateTransportResets } from "../../agent/nats/connect.ts";
@@ -67,19 +67,23 @@ async function provisionAgent(
     string,
     Record<string, unknown>
   >;
-  assertEquals(config.agent.device_id, id);
-  assertEquals(config.nats.creds, env.path(`${id}.creds`));
-  if (tls) assertEquals(config.nats.tls_ca, tls.ca);
+  // The tables are the same objects as in `config`: changing them changes what is written back.
+  const { agent, nats } = config;
+  assertExists(agent, `${configPath} has an [agent] table`);
+  assertExists(nats, `${configPath} has a [nats] table`);
+  assertEquals(agent.device_id, id);
+  assertEquals(nats.creds, env.path(`${id}.creds`));
+  if (tls) assertEquals(nats.tls_ca, tls.ca);
   // What the device keeps: its own copy of the creds (revoking removes the
   // operator's copy, a stolen device still has this one).
   const deviceDir = env.path(`${id}-device`);
   await Deno.mkdir(deviceDir, { mode: 0o700 });
-  config.nats.creds = `${deviceDir}/${id}.creds`;
-  await Deno.copyFile(env.path(`${id}.creds`), config.nats.creds as string);
-  config.agent.state_dir = `${deviceDir}/state`;
-  config.agent.heartbeat_seconds = 1;
+  nats.creds = `${deviceDir}/${id}.creds`;
+  await Deno.copyFile(env.path(`${id}.creds`), nats.creds as string);
+  agent.state_dir = `${deviceDir}/state`;
+  agent.heartbeat_seconds = 1;
   config.podman = { socket: podmanSocket };
-  if (tls) Object.assign(config.nats, { tls_cert: tls.cert, tls_key: tls.key });
+  if (tls) Object.assign(nats, { tls_cert: tls.cert, tls_key: tls.key });
   await Deno.writeTextFile(configPath, stringify(config));
   return configPath;
 }

@@ -15,7 +15,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE, BUCKET_DEVICES, canonicalJson } from "@drover/contracts";
 import { buildBusyboxImage, freePort, startPodman, waitFor } from "../support/mod.ts";
 import type { PodmanService } from "../support/mod.ts";
-import { assert, assertEquals, assertRejects } from "../support/assert.ts";
+import { assert, assertEquals, assertExists, assertRejects } from "../support/assert.ts";
 import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
 import { readRegistration } from "../../operator/registry.ts";
 import { tolerateTransportResets } from "../../agent/nats/connect.ts";
@@ -37,10 +37,14 @@ async function agentConfig(
 ): Promise<string> {
   const path = env.path(`${id}.toml`);
   const config = parse(await Deno.readTextFile(path)) as Record<string, Record<string, unknown>>;
-  config.agent.labels = labels;
-  config.agent.state_dir = env.path(`${id}-state`);
-  config.agent.heartbeat_seconds = 1;
-  config.nats.servers = [env.nats.url];
+  // The tables are the same objects as in `config`: changing them changes what is written back.
+  const { agent, nats } = config;
+  assertExists(agent, `${path} has an [agent] table`);
+  assertExists(nats, `${path} has a [nats] table`);
+  agent.labels = labels;
+  agent.state_dir = env.path(`${id}-state`);
+  agent.heartbeat_seconds = 1;
+  nats.servers = [env.nats.url];
   config.podman = { socket: podman.socket };
   await Deno.writeTextFile(path, stringify(config));
   return path;

@@ -475,7 +475,8 @@ Deno.test("security CLI: auth init sizes the accounts; device add --expires issu
   assertEquals(init.code, 0, init.stderr);
   const conf = await Deno.readTextFile(`${dir.path}/nats-auth.conf`);
   const limits = [...conf.matchAll(/^ {2}A[A-Z0-9]+: "([^"]+)"$/gm)]
-    .map((m) => decode<{ limits?: Record<string, unknown> }>(m[1]).nats.limits);
+    .flatMap(([, jwt]) => jwt === undefined ? [] : [jwt])
+    .map((jwt) => decode<{ limits?: Record<string, unknown> }>(jwt).nats.limits);
   assert(limits.some((l) => l?.conn === 5), `devices' account limited to 5: ${conf}`);
   assert(limits.some((l) => l?.disk_storage === 1024 ** 3), "storage limited to 1 GiB");
   const bad = await operatorCli(["auth", "init", "--dir", `${dir.path}/x`, "--max-devices", "0"]);

@@ -7,7 +7,7 @@
  * are symlinks below an allowed path.
  */
 import type { DesiredStateInput } from "@drover/contracts";
-import { assertEquals, assertStringIncludes } from "../support/assert.ts";
+import { assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 import { podmanPaths, tempDir } from "../support/mod.ts";
 import {
   freePort,
@@ -40,7 +40,7 @@ Deno.test("security: [policy] refuses registries, bind mounts, ports and too man
   const webRev = await env.putDesired("web", webDeployment("web", allowedPort, "allowed"));
   await waitForPage(allowedPort, "allowed");
   await env.waitForDeployment("web", (d) => d.phase === "running" && d.revision === webRev, "web");
-  const webId = (await env.containersOf("web"))[0].Id;
+  const webId = (await env.containersOf("web"))[0]?.Id;
 
   const refused = async (name: string, value: DesiredStateInput, rule: string) => {
     const rev = await env.putDesired(name, value);
@@ -54,11 +54,15 @@ Deno.test("security: [policy] refuses registries, bind mounts, ports and too man
   };
 
   const foreign = sleepDeployment("foreign");
-  foreign.score.services[0].image = "quay.io/evil/miner:1";
+  const foreignService = foreign.score.services[0];
+  assertExists(foreignService, "foreign has a service");
+  foreignService.image = "quay.io/evil/miner:1";
   await refused("foreign", foreign, "policy.allowed_registries");
 
   const hostMount = sleepDeployment("mount");
-  hostMount.score.services[0].volumes = ["data:/data", "/etc:/host-etc:ro"];
+  const hostMountService = hostMount.score.services[0];
+  assertExists(hostMountService, "hostMount has a service");
+  hostMountService.volumes = ["data:/data", "/etc:/host-etc:ro"];
   await refused("mount", hostMount, "policy.allowed_host_paths");
 
   await refused("port", webDeployment("port", otherPort, "no"), "policy.allowed_host_ports");
@@ -69,7 +73,9 @@ Deno.test("security: [policy] refuses registries, bind mounts, ports and too man
   // What the policy allows still works beside the refusals: a named volume
   // (always allowed), within the container budget.
   const fine = sleepDeployment("fine", ["a", "b"]);
-  fine.score.services[0].volumes = ["data:/data"];
+  const fineService = fine.score.services[0];
+  assertExists(fineService, "fine has a service");
+  fineService.volumes = ["data:/data"];
   const fineRev = await env.putDesired("fine", fine);
   await env.waitForDeployment(
     "fine",

@@ -6,7 +6,13 @@
 
 import { runCommand } from "../support/_exec.ts";
 import { tempDir } from "../support/temp_dir.ts";
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "../support/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertExists,
+  assertMatch,
+  assertStringIncludes,
+} from "../support/assert.ts";
 
 const systemdDir = new URL("../../systemd/", import.meta.url).pathname;
 const repoDir = new URL("../../", import.meta.url).pathname;
@@ -349,7 +355,7 @@ Deno.test({
 /** The unit's command lines with systemd's `%t`/`%n` specifiers filled in, as argv arrays. */
 function unitCommands(unit: string, key: string, specifiers: Record<string, string>): string[][] {
   return directive(unit, key).map((line) =>
-    line.replace(/%([tn])/g, (_, s: string) => specifiers[s]).trim().split(/\s+/)
+    line.replace(/%([tn])/g, (whole, s: string) => specifiers[s] ?? whole).trim().split(/\s+/)
   );
 }
 
@@ -370,7 +376,7 @@ Deno.test({
     // registry is reachable here), exactly as tests/e2e/operator_container_test.ts does.
     const unit = await Deno.readTextFile(`${systemdDir}drover-operator.service`);
     const [execStart] = unitCommands(unit, "ExecStart", { t: dir.path, n: "x.service" });
-    const image = execStart.find((word) => word.startsWith("localhost/drover-operator"))!;
+    const image = execStart?.find((word) => word.startsWith("localhost/drover-operator"))!;
     const build = await buildOperatorImage(podman, dir.path, image);
     assertEquals(build.code, 0, build.stderr);
 
@@ -388,6 +394,9 @@ Deno.test({
     const [start] = unitCommands(unit, "ExecStart", specifiers).map(render);
     const [stop] = unitCommands(unit, "ExecStop", specifiers).map(render);
     const [stopPost] = unitCommands(unit, "ExecStopPost", specifiers).map(render);
+    assertExists(start, "the unit has an ExecStart");
+    assertExists(stop, "the unit has an ExecStop");
+    assertExists(stopPost, "the unit has an ExecStopPost");
     assertEquals(start[0], "/usr/bin/podman");
 
     const started = await podman.cli(start.slice(1));

@@ -19,11 +19,11 @@ export interface CommandResult {
 /** Options of {@linkcode runCommand}. */
 export interface RunOptions {
   /** Extra environment variables (added to the inherited environment). */
-  env?: Record<string, string>;
+  env?: Record<string, string> | undefined;
   /** Working directory. */
-  cwd?: string;
+  cwd?: string | undefined;
   /** Kills the command (SIGTERM) when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 const decoder = new TextDecoder();
@@ -36,9 +36,9 @@ export async function runCommand(
 ): Promise<CommandResult> {
   const output = await new Deno.Command(command, {
     args,
-    env: options.env,
-    cwd: options.cwd,
-    signal: options.signal,
+    ...(options.env !== undefined ? { env: options.env } : {}),
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

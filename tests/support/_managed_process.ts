@@ -34,9 +34,9 @@ export interface SpawnOptions {
   /** Its arguments. */
   args: string[];
   /** Extra environment variables. */
-  env?: Record<string, string>;
+  env?: Record<string, string> | undefined;
   /** Working directory (default: this process's). */
-  cwd?: string;
+  cwd?: string | undefined;
   /** File that receives stdout and stderr (appended, so restarts keep earlier output). */
   logPath: string;
 }
@@ -71,8 +71,8 @@ export class ManagedProcess implements AsyncDisposable {
     try {
       child = new Deno.Command(options.command, {
         args: options.args,
-        cwd: options.cwd,
-        env: options.env,
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        ...(options.env !== undefined ? { env: options.env } : {}),
         stdin: "null",
         stdout: "piped",
         stderr: "piped",

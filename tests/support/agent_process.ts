@@ -42,11 +42,11 @@ export interface AgentProcessOptions {
    * Deno permission flags; default `-A` (most tests are about behaviour; the `agent` task's
    * narrow set is covered by agent_task_test.ts and the smoke run).
    */
-  permissions?: string[];
+  permissions?: string[] | undefined;
   /** Environment over {@linkcode DEFAULT_AGENT_ENV}. */
-  env?: Record<string, string>;
+  env?: Record<string, string> | undefined;
   /** Working directory; default the repository root. */
-  cwd?: string;
+  cwd?: string | undefined;
 }
 
 /** The real agent running as a subprocess. */
@@ -139,7 +139,7 @@ export interface AgentTomlInput {
   /** `[nats] creds` (a file from `operator device add`). */
   natsCreds?: string;
   /** Further TOML appended as is (e.g. `[registries."…"]` or `[policy]` tables). */
-  extraToml?: string;
+  extraToml?: string | undefined;
 }
 
 /** An agent.toml for tests and the smoke run. */

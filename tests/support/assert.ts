@@ -17,6 +17,14 @@ export function assert(condition: unknown, message = "assertion failed"): assert
   nodeAssert.ok(condition, message);
 }
 
+/** Fails when `actual` is undefined or null (std's `assertExists`). */
+export function assertExists<T>(
+  actual: T,
+  message = "expected a value, got undefined or null",
+): asserts actual is NonNullable<T> {
+  nodeAssert.ok(actual !== undefined && actual !== null, message);
+}
+
 /** Fails unless `text` is a string containing `part` (a missing text fails too). */
 export function assertStringIncludes(
   text: string | undefined,

@@ -32,7 +32,7 @@ export async function sharedLibraries(binary: string): Promise<string[]> {
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const match = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
-    if (match) out.push(match[1]);
+    if (match?.[1] !== undefined) out.push(match[1]);
   }
   return out;
 }

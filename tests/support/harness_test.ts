@@ -29,7 +29,9 @@ async function pathExists(path: string): Promise<boolean> {
 Deno.test("freePort: never the same port twice, also when called concurrently", async () => {
   const ports = await Promise.all(Array.from({ length: 200 }, () => freePort()));
   assertEquals(new Set(ports).size, ports.length);
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: ports[0] });
+  const [port] = ports;
+  assert(port !== undefined);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
   listener.close(); // each port was free to bind
 });
 
@@ -222,7 +224,7 @@ Deno.test("startPodman: parallel instances are isolated from each other", async 
   // Removing B's container leaves A's network and container alone.
   assertEquals((await b.cli(["rm", "-f", "-t", "0", "same"])).code, 0, "rm in B");
   const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
-  const firstEvent = JSON.parse((await reader.read()).value!.split("\n")[0]);
+  const firstEvent = JSON.parse((await reader.read()).value?.split("\n")[0] ?? "null");
   assertEquals([firstEvent.Action, firstEvent.Actor.Attributes.name], ["remove", "same"], "event");
   await reader.cancel();
   assertEquals(await fetchText(`http://127.0.0.1:${portA}/`), BUSYBOX_INDEX_HTML, "A still serves");

@@ -26,7 +26,7 @@ export const NATS_START_TIMEOUT_MS = 20_000;
 /** Options of {@linkcode startNats}. */
 export interface StartNatsOptions {
   /** Client port on 127.0.0.1 (default: a free port). */
-  port?: number;
+  port?: number | undefined;
   /**
    * JetStream store directory (default: `jetstream/` inside the server's temp dir). A directory
    * given here belongs to the caller and is not removed on dispose, so a later server can reuse it.
@@ -107,7 +107,7 @@ export interface NatsConfigInput {
   /** JetStream store directory. */
   storeDir: string;
   /** Text appended verbatim. */
-  extraConfig?: string;
+  extraConfig?: string | undefined;
 }
 
 /** Renders the nats-server config used by {@linkcode startNats} (pure; exported for tests). */

@@ -113,7 +113,7 @@ export interface RegistryConfigInput {
   /** Filesystem storage root. */
   storageDir: string;
   /** htpasswd file; auth is off without it. */
-  htpasswdPath?: string;
+  htpasswdPath?: string | undefined;
 }
 
 /** Renders the registry's YAML config (pure; JSON strings are valid YAML scalars). */
