@@ -46,10 +46,11 @@ export function splitAgentCommand(args: readonly string[]): AgentCommand {
     throw new Error(`Expected "deno run …" after the launcher, got: ${args.join(" ")}`);
   }
   const entryIndex = args.findIndex((word, i) => i > 1 && !word.startsWith("-"));
-  if (entryIndex < 0) throw new Error(`No script in the agent command: ${args.join(" ")}`);
+  const entry = args[entryIndex];
+  if (entry === undefined) throw new Error(`No script in the agent command: ${args.join(" ")}`);
   return {
     runArgs: args.slice(1, entryIndex),
-    entry: args[entryIndex],
+    entry,
     agentArgs: args.slice(entryIndex + 1),
   };
 }

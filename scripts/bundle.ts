@@ -89,7 +89,7 @@ async function run(
 ) {
   const output = await new Deno.Command(command, {
     args,
-    env: options.env,
+    ...(options.env !== undefined ? { env: options.env } : {}),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -127,7 +127,7 @@ export async function bundleAgent(task: AgentTask, bundle: string): Promise<void
 export async function checkBundle(
   task: AgentTask,
   bundle: string,
-  runner: string[] = [Deno.execPath()],
+  runner: readonly [string, ...string[]] = [Deno.execPath()],
 ): Promise<string> {
   const denoDir = await Deno.makeTempDir({ prefix: "drover-empty-deno-dir-" });
   try {
@@ -232,14 +232,18 @@ export function parseBundleArgs(args: string[]): BundleOptions | "help" | string
   const options: BundleOptions = { outDir: DIST_DIR, arm64: true, natsHosts: [] };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
+    const value = args[i + 1];
     if (arg === "--help" || arg === "-h") return "help";
     if (arg === "--no-arm64") options.arm64 = false;
-    else if (arg === "--allow-nats" && args[i + 1]) {
-      const hosts = parseNatsHosts(args[++i]);
+    else if (arg === "--allow-nats" && value) {
+      i++;
+      const hosts = parseNatsHosts(value);
       if (typeof hosts === "string") return hosts;
       options.natsHosts.push(...hosts);
-    } else if (arg === "--out-dir" && args[i + 1]) options.outDir = args[++i];
-    else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
+    } else if (arg === "--out-dir" && value) {
+      i++;
+      options.outDir = value;
+    } else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
   }
   return options;
 }

@@ -158,7 +158,8 @@ export function elfTarget(header: Uint8Array): Target | undefined {
   const isElf = header.length >= 20 && header[0] === 0x7f && header[1] === 0x45 &&
     header[2] === 0x4c && header[3] === 0x46;
   if (!isElf) return undefined;
-  const machine = header[18] | (header[19] << 8); // e_machine, little-endian
+  // Checked above: the header holds at least 20 bytes.
+  const machine = header[18]! | (header[19]! << 8); // e_machine, little-endian
   if (machine === 0x3e) return "x86_64-unknown-linux-gnu";
   if (machine === 0xb7) return "aarch64-unknown-linux-gnu";
   return undefined;
@@ -174,7 +175,7 @@ export function isRuntimeDownloadFailure(stderr: string): boolean {
 /** The most specific line of a `deno compile` download failure, for the explanation (pure). */
 export function downloadFailureDetail(stderr: string): string {
   // The "Caused by:" chain numbers its lines; so does the stack backtrace after it.
-  const causes = stderr.split("Stack backtrace:")[0];
+  const [causes = ""] = stderr.split("Stack backtrace:");
   const lines = causes.split("\n").map((l) => l.trim()).filter((l) => /^\d+: /.test(l));
   return lines.at(-1)?.replace(/^\d+: /, "") ?? "download failed";
 }
@@ -249,7 +250,7 @@ export async function executableTarget(path: string): Promise<Target> {
 }
 
 /** The command that runs an executable built for `target` on this machine. */
-export function runnerFor(target: Target, executable: string): string[] {
+export function runnerFor(target: Target, executable: string): [string, ...string[]] {
   return target === hostTarget()
     ? [executable]
     : [`qemu-${target.split("-")[0]}-static`, executable];

@@ -217,7 +217,9 @@ async function registerLabels(args: HollowArgs): Promise<void> {
     });
     if (failures.length > 0) {
       throw new Error(
-        `${failures.length} device(s) not registered: ${(failures[0].error as Error).message}`,
+        `${failures.length} device(s) not registered: ${
+          (failures[0]?.error as Error | undefined)?.message
+        }`,
       );
     }
   } finally {

@@ -89,7 +89,7 @@ interface Env {
   manifestPath?: string;
 }
 
-function operatorCommand(env: Env, args: string[]): string[] {
+function operatorCommand(env: Env, args: string[]): [string, ...string[]] {
   return [Deno.execPath(), "run", ...env.operatorFlags, "operator/main.ts", ...args];
 }
 
@@ -187,12 +187,13 @@ async function container(env: Env): Promise<{ id: string; startedAt: string } | 
     "--no-trunc",
   ]);
   const ids = result.stdout.trim().split("\n").filter((l) => l !== "");
-  if (ids.length === 0) return undefined;
+  const [id] = ids;
+  if (id === undefined) return undefined;
   if (ids.length > 1) {
     throw new SmokeError(`expected one ${DEPLOYMENT} container, found ${ids.length}`);
   }
-  const inspect = await env.podman!.cli(["inspect", ids[0], "--format", "{{.State.StartedAt}}"]);
-  return { id: ids[0], startedAt: inspect.stdout.trim() };
+  const inspect = await env.podman!.cli(["inspect", id, "--format", "{{.State.StartedAt}}"]);
+  return { id, startedAt: inspect.stdout.trim() };
 }
 
 /** The device's status as the agent last wrote it to KV (connects per call: NATS may restart). */

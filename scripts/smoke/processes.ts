@@ -37,7 +37,7 @@ export type CliResult = CommandResult;
 
 /** Runs a command to completion (stdin closed); never throws on a non-zero exit. */
 export function runCli(
-  command: string[],
+  command: readonly [string, ...string[]],
   env?: Record<string, string>,
   signal?: AbortSignal,
 ): Promise<CliResult> {
@@ -51,7 +51,7 @@ export function runCli(
  * @throws {SmokeError} with the command line, exit code and output.
  */
 export async function runCliChecked(
-  command: string[],
+  command: readonly [string, ...string[]],
   env?: Record<string, string>,
   signal?: AbortSignal,
 ): Promise<CliResult> {

@@ -87,7 +87,8 @@ export class Progress {
     } catch (error) {
       const ms = performance.now() - started;
       const message = error instanceof Error ? error.message : String(error);
-      this.#results.push({ title, outcome: "failed", ms, error: message.split("\n")[0] });
+      const [firstLine = ""] = message.split("\n");
+      this.#results.push({ title, outcome: "failed", ms, error: firstLine });
       this.#write(`      FAILED after ${formatDuration(ms)}: ${message}`);
       throw error;
     }
