@@ -60,7 +60,7 @@ export interface DashboardBench {
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 function standIn(id: string, i: number): { registration: string; status: string } {

@@ -448,7 +448,9 @@ async function measureFootprint(
   // A delete marker, not a purge: agent-status refuses rollups (docs/security.md).
   await status.delete(statusKey(DEVICE));
   const t0 = epochMs();
-  await using agent = await LoggedProcess.spawn(command[0], command.slice(1), logPath);
+  const [program, ...programArgs] = command;
+  if (program === undefined) throw new Error("Cannot start the agent: its command line is empty");
+  await using agent = await LoggedProcess.spawn(program, programArgs, logPath);
   const first = await waitForStatus(status, () => true, timeoutMs);
   const ready = await waitForStatus(
     status,

@@ -197,7 +197,7 @@ async function registerFleet(servers: string[], n: number): Promise<void> {
     if (failures.length > 0) {
       throw new Error(
         `Cannot register ${failures.length} bench device(s): ${
-          (failures[0].error as Error).message
+          (failures[0]?.error as Error | undefined)?.message
         }`,
       );
     }
@@ -265,7 +265,8 @@ class StatusRecorder {
     };
     void (async () => {
       for await (const e of desiredWatch) {
-        this.desiredAt.set(e.key.split(".")[0], e.created.getTime());
+        const [device = e.key] = e.key.split(".");
+        this.desiredAt.set(device, e.created.getTime());
       }
     })();
     void (async () => {
@@ -530,8 +531,9 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     );
     await sampleOperator();
 
-    if (options.storm && nodes === 1) {
-      result.storm = await storm(options, servers.nodes[0], api, recorder, tag);
+    const [only] = servers.nodes;
+    if (options.storm && nodes === 1 && only !== undefined) {
+      result.storm = await storm(options, only, api, recorder, tag);
     }
   } catch (e) {
     result.error = (e as Error).message;

@@ -65,7 +65,8 @@ export async function runKvProbe(
       // Consumers spread over a few connections, each filtered to one device's keys.
       for (let c = 0; c < 4; c++) watchers.push(await connect({ servers: nats.url }));
       for (let i = 0; i < consumers; i++) {
-        const js = jetstream(watchers[i % watchers.length]);
+        // Four watchers were connected just above, so the index is in range.
+        const js = jetstream(watchers[i % watchers.length]!);
         const consumer = await js.consumers.getPushConsumer(`KV_${BUCKET_DESIRED_STATE}`, {
           filter_subjects: `$KV.${BUCKET_DESIRED_STATE}.dev-${i}.>`,
           deliver_policy: DeliverPolicy.LastPerSubject,

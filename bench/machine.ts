@@ -44,7 +44,7 @@ async function firstLine(command: string, args: string[]): Promise<string> {
       .output();
     const text = new TextDecoder().decode(out.stdout).trim() ||
       new TextDecoder().decode(out.stderr).trim();
-    return text.split("\n")[0];
+    return text.split("\n")[0] ?? "";
   } catch (e) {
     return `unavailable (${(e as Error).message})`;
   }

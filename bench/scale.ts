@@ -56,7 +56,8 @@ export function parseRun(text: string): { kind: string; storm: boolean; n: numbe
       }`,
     );
   }
-  return { kind: m[1], storm: m[2] !== undefined, n: Number(m[3]) };
+  // Groups 1 and 3 are mandatory in the pattern.
+  return { kind: m[1]!, storm: m[2] !== undefined, n: Number(m[3]) };
 }
 
 async function trixieServer(): Promise<string> {
@@ -202,7 +203,8 @@ async function main(args: string[]): Promise<number> {
     const entries: ScaleEntry[] = JSON.parse(
       await Deno.readTextFile(RESULTS).catch(() => "[]"),
     );
-    const entry = { run: args[i], date: new Date().toISOString().slice(0, 16), result };
+    // runs = args.map(parseRun): the same index names the run's own argument.
+    const entry = { run: args[i]!, date: new Date().toISOString().slice(0, 16), result };
     const at = entries.findIndex((e) => e.run === entry.run);
     if (at >= 0) entries[at] = entry;
     else entries.push(entry);

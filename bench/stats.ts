@@ -22,7 +22,8 @@ export interface Summary {
 export function quantile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return NaN;
   const rank = Math.max(1, Math.ceil(q * sorted.length));
-  return sorted[Math.min(sorted.length, rank) - 1];
+  // 1 <= rank' <= length, so the index is in range.
+  return sorted[Math.min(sorted.length, rank) - 1]!;
 }
 
 /** Summarises samples; every field is NaN when there are none. */
