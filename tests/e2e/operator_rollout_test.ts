@@ -73,7 +73,11 @@ Deno.test({
     await using podA = await startPodman();
     await using podB = await startPodman();
     await using podC = await startPodman();
-    const pods: Record<string, PodmanService> = { "pi-a": podA, "pi-b": podB, "pi-c": podC };
+    const pods: Record<(typeof DEVICES)[number][0], PodmanService> = {
+      "pi-a": podA,
+      "pi-b": podB,
+      "pi-c": podC,
+    };
     await Promise.all(Object.values(pods).map((p) => buildBusyboxImage(p, IMAGE)));
     const agents: AgentProcess[] = [];
     for (const [id] of DEVICES) {
