@@ -256,13 +256,14 @@ function mutateTree(rng: Rng, doc: Record<string, unknown>): void {
         rng.pick(services).restart = rng.pick(NASTY_STRINGS);
       }
       break;
-    default: // too many services
+    default: { // too many services
       const s = services?.[0];
       if (services && s !== undefined) {
         const image = typeof s.image === "string" ? s.image.slice(0, 100) : "x";
         for (let i = 0; i < rng.int(65, 300); i++) services.push({ name: `s${i}`, image });
       }
       break;
+    }
   }
 }
 
