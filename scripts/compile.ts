@@ -133,16 +133,60 @@ export async function lockfileArgs(lockPath = "deno.lock"): Promise<string[]> {
   }
 }
 
+/**
+ * Files `deno compile` must leave out, besides the npm packages the agent never
+ * reaches (`--exclude-unused-npm`; without it the whole lockfile's snapshot,
+ * operator and test dependencies included, is embedded).
+ *
+ * Deno 2.9.6's compile overflows its stack ("thread 'tokio-runtime-worker' has
+ * overflowed its stack") on the test data shipped in the npm package
+ * `bintrees`, which prom-client (the agent's optional metrics) depends on
+ * through tdigest; nothing loads those files. Measured: excluding
+ * `bintrees/<version>/test` is enough. The versions come from deno.lock.
+ */
+export async function compileExcludes(
+  lockPath = "deno.lock",
+  npmCache?: string,
+): Promise<string[]> {
+  let lock: { npm?: Record<string, unknown> };
+  try {
+    lock = JSON.parse(await Deno.readTextFile(lockPath));
+  } catch {
+    return ["--exclude-unused-npm"];
+  }
+  const cache = npmCache ?? await denoNpmCache();
+  const excludes = Object.keys(lock.npm ?? {})
+    .map((id) => /^bintrees@([^_]+)/.exec(id)?.[1])
+    .filter((v): v is string => v !== undefined)
+    .flatMap((v) => ["--exclude", `${cache}/registry.npmjs.org/bintrees/${v}/test`]);
+  return ["--exclude-unused-npm", ...excludes];
+}
+
+/** Where this Deno keeps npm packages (`deno info --json`'s `npmCache`). */
+async function denoNpmCache(): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as { npmCache?: string };
+  if (info.npmCache === undefined) throw new CompileError("`deno info --json` names no npmCache");
+  return info.npmCache;
+}
+
 /** The `deno compile` arguments for one target (pure). */
 export function compileArgs(
   task: AgentTask,
   target: Target,
   output: string,
   lockArgs: string[] = [],
+  excludeArgs: string[] = [],
 ): string[] {
   return [
     "compile",
     ...lockArgs,
+    ...excludeArgs,
     "--no-remote",
     "--target",
     target,
@@ -349,7 +393,7 @@ export async function compileAgent(
   const output = `${outDir}/drover-agent-${target}`;
   await Deno.mkdir(outDir, { recursive: true });
   const result = await new Deno.Command(Deno.execPath(), {
-    args: compileArgs(task, target, output, await lockfileArgs()),
+    args: compileArgs(task, target, output, await lockfileArgs(), await compileExcludes()),
     stdin: "null",
     stdout: "inherit",
     stderr: "piped",

@@ -9,6 +9,7 @@
 import {
   cachedRuntimePath,
   compileArgs,
+  compileExcludes,
   downloadFailureDetail,
   elfTarget,
   executableTarget,
@@ -218,4 +219,24 @@ Deno.test("--allow-nats widens only network access, for both artifacts", async (
   assertStringIncludes(String(parseNatsHosts("nats://x:4222")), "is not host[:port]");
   assertStringIncludes(String(parseNatsHosts("a b")), "is not host[:port]");
   assertEquals(parseNatsHosts("[::1]:4222"), ["[::1]:4222"]);
+});
+
+Deno.test("compile leaves out unused npm packages and the test data Deno 2.9.6 cannot compile", async () => {
+  await using dir = await tempDir("drover-compile-lock-");
+  const lock = `${dir.path}/deno.lock`;
+  await Deno.writeTextFile(
+    lock,
+    JSON.stringify({ version: "5", npm: { "bintrees@1.0.2": {}, "zod@4.6.7": {} } }),
+  );
+  assertEquals(await compileExcludes(lock, "/cache/npm"), [
+    "--exclude-unused-npm",
+    "--exclude",
+    "/cache/npm/registry.npmjs.org/bintrees/1.0.2/test",
+  ]);
+  assertEquals(await compileExcludes(`${dir.path}/missing.lock`, "/cache/npm"), [
+    "--exclude-unused-npm",
+  ]);
+  // The real lock file names the bintrees the agent's metrics pull in.
+  const real = await compileExcludes("deno.lock", "/cache/npm");
+  assert(real.some((a) => /\/bintrees\/[^/]+\/test$/.test(a)), real.join(" "));
 });

@@ -266,9 +266,10 @@ Deno.test("operator targets by registry labels only: reported labels are ignored
     ],
   );
   const table = await cli("get", "devices");
-  assert(/^pi-liar\s+ready\s+\S+\s+\S+\s+site=x\s/m.test(table.stdout), table.stdout);
+  // DEVICE STATUS ONLINE LAST-SEEN AGENT LABELS …: the LABELS column is the registry's.
+  assert(/^pi-liar\s+ready\s+\S+\s+\S+\s+\S+\s+site=x\s/m.test(table.stdout), table.stdout);
   assert(
-    /^pi-new\s+unknown\s+offline\s+never\s+site=lab\s+lab\s+has never reported status$/m
+    /^pi-new\s+unknown\s+offline\s+never\s+-\s+site=lab\s+lab\s+has never reported status$/m
       .test(table.stdout),
     table.stdout,
   );

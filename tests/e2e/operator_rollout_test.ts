@@ -1,7 +1,7 @@
 /**
  * Staged rollouts with real agents, each on its own podman service, and real
- * `operator serve` processes: a canary batch first, then device-id order; a
- * crash-looping update stops in the first batch and rolls back while the
+ * `operator serve` processes: a canary batch first, then device-id order; an
+ * update whose health check never passes stops in the first batch and rolls back while the
  * other devices' containers are never touched; pause and resume; undo;
  * `history`; the operator killed mid-rollout resumes the same rollout; two
  * operators at once, the active one killed, the rollout completes exactly once.
@@ -26,7 +26,7 @@ const IMAGE = "localhost/drover/busybox:e2e";
 /** pi-c carries the canary label: the first batch takes it although it sorts last. */
 const DEVICES = [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "canary"]] as const;
 
-function manifest(version: string, options: { crash?: boolean; rollout?: object } = {}) {
+function manifest(version: string, options: { unhealthy?: boolean; rollout?: object } = {}) {
   return JSON.stringify({
     name: "web",
     selector: { labels: { fleet: "yes" } },
@@ -35,8 +35,19 @@ function manifest(version: string, options: { crash?: boolean; rollout?: object 
       services: [{
         name: "main",
         image: IMAGE,
-        command: options.crash ? ["sh", "-c", "exit 3"] : ["sleep", "3600"],
+        command: ["sleep", "3600"],
         env: { VERSION: version },
+        // The bad update runs fine but its health check never passes.
+        ...(options.unhealthy
+          ? {
+            healthcheck: {
+              test: ["CMD-SHELL", "echo database unreachable; exit 1"],
+              interval: "1s",
+              timeout: "1s",
+              retries: 2,
+            },
+          }
+          : {}),
       }],
     },
     rollout: {
@@ -143,11 +154,12 @@ Deno.test({
       assertEquals(await versions(), { "pi-a": "v2", "pi-b": "v2", "pi-c": "v2" });
       const goodIds = await containerIds(pods);
 
-      // 3. A crash-looping update stops in the canary batch and rolls itself back.
+      // 3. An update whose health check never passes stops in the canary batch and rolls
+      //    itself back.
       const bad = await cli(
         "apply",
         "-f",
-        await file("v3.json", manifest("v3", { crash: true })),
+        await file("v3.json", manifest("v3", { unhealthy: true })),
         "--wait",
       );
       assertEquals(bad.code, 1, bad.stdout + bad.stderr);
@@ -155,7 +167,7 @@ Deno.test({
       assertStringIncludes(bad.stderr, "was rolled back");
       assertStringIncludes(bad.stderr, "rolled back to revision");
       assertStringIncludes(bad.stderr, "pi-c: failed:");
-      assertStringIncludes(bad.stderr, "keeps exiting");
+      assertStringIncludes(bad.stderr, "unhealthy");
       const back = await rollout();
       assertEquals([back.state, back.batch, back.failures.map((f) => f.device)], [
         "rolled_back",
@@ -244,7 +256,7 @@ Deno.test({
       const history = await cli("history", "web");
       assertEquals(history.code, 0, history.stderr);
       assertStringIncludes(history.stdout, "created: main=localhost/drover/busybox:e2e");
-      assertStringIncludes(history.stdout, "main: command, env changed");
+      assertStringIncludes(history.stdout, "main: env, healthcheck changed");
       assertStringIncludes(history.stdout, `undo to revision ${first.revision}: main: env changed`);
       const rows: { revision: number; summary: string; marker: string | null }[] = JSON.parse(
         (await cli("history", "web", "-o", "json")).stdout,

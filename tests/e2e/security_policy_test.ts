@@ -155,7 +155,10 @@ Deno.test("security: short image names cannot leave the allowed registry", async
 
   // Positive control: once docker.io/library/busybox:1 is present, busybox:1 runs from it.
   await cli(["tag", TEST_IMAGE, "docker.io/library/busybox:1"]);
-  const againRev = await env.putDesired("busybox", shellDeployment("busybox", "busybox:1", "#2"));
+  const againRev = await env.putDesired(
+    "busybox",
+    shellDeployment("busybox", "busybox:1", ": again;"),
+  );
   await env.waitForDeployment(
     "busybox",
     (d) => d.revision === againRev && d.phase === "running",
