@@ -27,11 +27,11 @@ import { epochMs, round, summarise, type Summary } from "./stats.ts";
 
 /** How often the operator's API is polled for the totals. */
 export const API_POLL_MS = 250;
-const DEPLOYMENT = "fleet-app";
+export const DEPLOYMENT = "fleet-app";
 /** The image every hollow device already has (so the IfNotPresent pull is skipped, as on a Pi). */
 export const FLEET_IMAGE = HOLLOW_IMAGES[0];
-const PREFIX = "dev";
-const LABELS = { fleet: "bench" };
+export const PREFIX = "dev";
+export const LABELS = { fleet: "bench" };
 
 /** One transition seen in a stored status. */
 export interface FleetRecord {
@@ -187,7 +187,7 @@ interface ApiDevice {
 }
 
 /** Registers devices 0..n-1 of the bench fleet with their labels in the device registry. */
-async function registerFleet(servers: string[], n: number): Promise<void> {
+export async function registerFleet(servers: string[], n: number): Promise<void> {
   const nc = await connect({ servers });
   try {
     const kv = (await ensureBuckets(nc)).devices;
@@ -207,13 +207,13 @@ async function registerFleet(servers: string[], n: number): Promise<void> {
 }
 
 /** The servers a run uses: one nats-server or a cluster, with what the bench needs of them. */
-interface Servers extends AsyncDisposable {
+export interface Servers extends AsyncDisposable {
   urls: string[];
   monitorUrls: string[];
   nodes: NatsServer[];
 }
 
-async function startServers(options: FleetOptions): Promise<Servers> {
+export async function startServers(options: FleetOptions): Promise<Servers> {
   // tests/support starts natsServerCommand(), which reads DROVER_NATS_SERVER.
   const before = Deno.env.get("DROVER_NATS_SERVER");
   if (options.natsServer !== undefined) Deno.env.set("DROVER_NATS_SERVER", options.natsServer);
@@ -241,7 +241,7 @@ async function startServers(options: FleetOptions): Promise<Servers> {
 }
 
 /** Watches `agent-status` and notes each device's transitions at the server's store time. */
-class StatusRecorder {
+export class StatusRecorder {
   readonly records: FleetRecord[] = [];
   /** Device → server time of its last stored status. */
   readonly lastStored = new Map<string, number>();
@@ -642,7 +642,7 @@ async function writeManifest(path: string, version: number): Promise<void> {
   );
 }
 
-async function cli(args: string[], env: Record<string, string>): Promise<void> {
+export async function cli(args: string[], env: Record<string, string>): Promise<void> {
   const out = await run(Deno.execPath(), ["run", "-A", "operator/main.ts", ...args], env);
   if (out.code !== 0) {
     throw new Error(`operator ${args.join(" ")} exited ${out.code}: ${out.stderr.trim()}`);
@@ -863,7 +863,7 @@ function emptySteady(): SteadyState {
   };
 }
 
-async function getJson<T>(url: string): Promise<T> {
+export async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url);
   if (!res.ok) {
     await res.body?.cancel();
@@ -872,7 +872,7 @@ async function getJson<T>(url: string): Promise<T> {
   return await res.json() as T;
 }
 
-async function until(
+export async function until(
   condition: () => Promise<boolean>,
   timeoutMs: number,
   what: string,

@@ -228,6 +228,9 @@ async function main(args: string[]): Promise<number> {
   // The hand-measured footprint breakdown (issue 16) is kept as well, at the end.
   const breakdown = keptSection(previous, "footprint-breakdown");
   if (breakdown !== "") markdown = `${markdown.trimEnd()}\n\n${breakdown}`;
+  // bench/rollout.ts's staged-rollout figures (issue 13) too.
+  const rollout = keptSection(previous, "rollout-bench");
+  if (rollout !== "") markdown = `${markdown.trimEnd()}\n\n${rollout}`;
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);
