@@ -320,32 +320,14 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   // nats-server's defaults allow 64K connections.
   await using servers = await startServers(options);
   const natsUrl = servers.urls.join(",");
-  const apiPort = await freePort();
-  const api = `http://127.0.0.1:${apiPort}`;
-  // Info level: the operator logs each fan-out pass with its duration.
-  const opEnv = { NATS_URL: natsUrl, DROVER_LOG_LEVEL: "info" };
-  await using operator = await LoggedProcess.spawn(
-    Deno.execPath(),
-    [
-      "run",
-      "-A",
-      "operator/main.ts",
-      "serve",
-      "--listen",
-      `127.0.0.1:${apiPort}`,
-      ...(nodes > 1 ? ["--replicas", String(Math.min(nodes, 3))] : []),
-    ],
-    `${dir}/operator.log`,
-    opEnv,
+  await using operator = await startBenchOperator(
+    dir,
+    natsUrl,
+    nodes > 1 ? ["--replicas", String(Math.min(nodes, 3))] : [],
   );
-  await until(
-    async () => (await fetch(`${api}/healthz`).then(async (r) => {
-      await r.body?.cancel();
-      return r.ok;
-    }).catch(() => false)),
-    120_000,
-    "operator /healthz",
-  );
+  const api = operator.api;
+  // The CLI runs against the same servers as the operator.
+  const opEnv = operator.env;
 
   // Label selectors match the operator's device registry: register the fleet as `device add` does.
   await registerFleet(servers.urls, n);
@@ -413,7 +395,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   const consumerPoll = setInterval(() => void consumersNow(), 1000);
   let rssMax = 0;
   const sampleOperator = async () => {
-    const s = await sampleProcess(operator.pid);
+    const s = await sampleProcess(operator.process.pid);
     if (s) rssMax = Math.max(rssMax, s.rssMiB);
     return s;
   };
@@ -435,14 +417,14 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     );
     const parties: Parties = {
       nats: await Promise.all(servers.nodes.map((node) => findPid(node.configPath))),
-      operator: operator.pid,
+      operator: operator.process.pid,
       agents: agents.map((a) => a.pid),
     };
     if (options.steadyOnly) {
       result.steady = await steady(
         options,
         servers.monitorUrls,
-        operator.pid,
+        operator.process.pid,
         parties.nats,
         agents,
         recorder,
@@ -477,7 +459,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     result.steady = await steady(
       options,
       servers.monitorUrls,
-      operator.pid,
+      operator.process.pid,
       parties.nats,
       agents,
       recorder,
@@ -543,7 +525,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
     await recorder.close();
-    result.operatorPasses = await operatorPasses(operator.logPath);
+    result.operatorPasses = await operatorPasses(operator.process.logPath);
   }
   return result;
 }
@@ -890,4 +872,47 @@ export async function until(
   }
   const why = lastError ? ` (last error: ${(lastError as Error).message})` : "";
   throw new Error(`Timed out after ${timeoutMs / 1000} s waiting until ${what}${why}`);
+}
+
+/** A bench's `operator serve`: its API address, and the process (disposed with it). */
+export interface BenchOperator extends AsyncDisposable {
+  api: string;
+  process: LoggedProcess;
+  /** Environment for the operator CLI: the same NATS servers, info-level logs. */
+  env: Record<string, string>;
+}
+
+/**
+ * Starts `operator serve` on a free loopback port for a benchmark (its log in
+ * `dir/operator.log`, info level: it logs each fan-out pass with its duration)
+ * and waits until `/healthz` answers.
+ */
+export async function startBenchOperator(
+  dir: string,
+  natsUrl: string,
+  extraArgs: string[] = [],
+): Promise<BenchOperator> {
+  const apiPort = await freePort();
+  const api = `http://127.0.0.1:${apiPort}`;
+  const env = { NATS_URL: natsUrl, DROVER_LOG_LEVEL: "info" };
+  const process = await LoggedProcess.spawn(
+    Deno.execPath(),
+    ["run", "-A", "operator/main.ts", "serve", "--listen", `127.0.0.1:${apiPort}`, ...extraArgs],
+    `${dir}/operator.log`,
+    env,
+  );
+  try {
+    await until(
+      async () => (await fetch(`${api}/healthz`).then(async (r) => {
+        await r.body?.cancel();
+        return r.ok;
+      }).catch(() => false)),
+      120_000,
+      "operator /healthz",
+    );
+  } catch (e) {
+    await process[Symbol.asyncDispose]();
+    throw e;
+  }
+  return { api, process, env, [Symbol.asyncDispose]: () => process[Symbol.asyncDispose]() };
 }

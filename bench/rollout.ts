@@ -20,7 +20,6 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { BUCKET_ROLLOUTS } from "@drover/contracts";
 import { RolloutState } from "../operator/rollout_state.ts";
-import { freePort } from "../tests/support/ports.ts";
 import {
   cli,
   DEPLOYMENT,
@@ -29,6 +28,7 @@ import {
   LABELS,
   PREFIX,
   registerFleet,
+  startBenchOperator,
   startServers,
   StatusRecorder,
   until,
@@ -170,23 +170,10 @@ export async function runRolloutBench(
     progress,
   });
   const natsUrl = servers.urls.join(",");
-  const apiPort = await freePort();
-  const api = `http://127.0.0.1:${apiPort}`;
-  const opEnv = { NATS_URL: natsUrl, DROVER_LOG_LEVEL: "info" };
-  await using _operator = await LoggedProcess.spawn(
-    Deno.execPath(),
-    ["run", "-A", "operator/main.ts", "serve", "--listen", `127.0.0.1:${apiPort}`],
-    `${dir}/operator.log`,
-    opEnv,
-  );
-  await until(
-    async () => (await fetch(`${api}/healthz`).then(async (r) => {
-      await r.body?.cancel();
-      return r.ok;
-    }).catch(() => false)),
-    120_000,
-    "operator /healthz",
-  );
+  await using operator = await startBenchOperator(dir, natsUrl);
+  const api = operator.api;
+  // The CLI runs against the same servers as the operator.
+  const opEnv = operator.env;
   await registerFleet(servers.urls, n);
   const recorder = new StatusRecorder();
   await recorder.start(servers.urls);
