@@ -102,11 +102,20 @@ export function historyEntry(
 
 /**
  * Stores `entry` unless its revision is already stored (the CLI and the
- * operator may both record it; the first one stays). True when written.
+ * operator may both record it; the first one stays), or, with `replace`,
+ * whatever is stored. True when written.
  */
-export async function recordRevision(kv: KV, entry: HistoryEntry): Promise<boolean> {
+export async function recordRevision(
+  kv: KV,
+  entry: HistoryEntry,
+  options: { replace?: boolean } = {},
+): Promise<boolean> {
   try {
-    await kv.create(historyKey(entry.deployment, entry.revision), canonicalJson(entry));
+    const key = historyKey(entry.deployment, entry.revision);
+    // `replace`: the writer knows more than the operator's fill-in (e.g. that the
+    // revision is an undo) and may land after it.
+    if (options.replace) await kv.put(key, canonicalJson(entry));
+    else await kv.create(key, canonicalJson(entry));
     return true;
   } catch (e) {
     // "wrong last sequence": the key exists, which is all this wants.

@@ -280,6 +280,8 @@ async function undo(
       new Date(),
       `undo to revision ${target}: `,
     ),
+    // `serve` may have recorded this revision a moment ago without knowing it is an undo.
+    { replace: true },
   );
   io.stdout(`deployment "${name}" restored revision ${target} as revision ${revision}\n`);
   if (!values.wait) return EXIT.ok;
