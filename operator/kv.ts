@@ -103,8 +103,8 @@ export function isTransientNatsError(e: unknown): boolean {
   return false;
 }
 
-/** How long {@linkcode retryWhileRecovering} keeps trying. */
-export const DEFAULT_RECOVERY_MS = 30_000;
+/** How long {@linkcode retryWhileRecovering} keeps trying: an election on a loaded machine took over 30 s. */
+export const DEFAULT_RECOVERY_MS = 60_000;
 /** Waits between its attempts: 250 ms doubling up to 2 s. */
 const RECOVERY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 250, capMs: 2_000, jitter: 0 };
 
