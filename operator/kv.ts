@@ -148,11 +148,35 @@ export async function denyRollups(nc: NatsConnection, bucket: string): Promise<v
   await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false });
 }
 
-/** Opens every bucket, creating the missing ones with `settings`. */
+/**
+ * Settings for buckets a command has to create before `operator serve` did:
+ * the replicas of a Drover bucket that exists (a cluster's
+ * `serve --replicas 3`), else the defaults. A CLI run must not leave a
+ * one-replica bucket in a cluster: losing the one node that holds it would
+ * stop every command that touches it until that node returns.
+ */
+export async function inheritedSettings(nc: NatsConnection): Promise<BucketSettings> {
+  const jsm = await retryWhileRecovering(() => jetstreamManager(nc));
+  for (const bucket of [BUCKET_DESIRED_STATE, BUCKET_DEPLOYMENTS]) {
+    try {
+      const info = await retryWhileRecovering(() => jsm.streams.info(`KV_${bucket}`));
+      return { history: DEFAULT_HISTORY, replicas: info.config.num_replicas };
+    } catch (e) {
+      if (!isStreamNotFound(e)) throw e;
+    }
+  }
+  return { history: DEFAULT_HISTORY, replicas: DEFAULT_REPLICAS };
+}
+
+/**
+ * Opens every bucket, creating the missing ones with `given` settings, or
+ * (a CLI command) with {@linkcode inheritedSettings}.
+ */
 export async function ensureBuckets(
   nc: NatsConnection,
-  settings: BucketSettings = { history: DEFAULT_HISTORY, replicas: DEFAULT_REPLICAS },
+  given?: BucketSettings,
 ): Promise<Buckets> {
+  const settings = given ?? await inheritedSettings(nc);
   // Desired state keeps only a short history: agents act on the latest value.
   const [desired, status, deployments, devices] = await Promise.all([
     retryWhileRecovering(() => openBucket(nc, BUCKET_DESIRED_STATE, settings)),

@@ -21,13 +21,7 @@ import {
   isValidName,
   rolloutKey,
 } from "@drover/contracts";
-import {
-  type BucketSettings,
-  DEFAULT_HISTORY,
-  DEFAULT_REPLICAS,
-  openBucket,
-  retryWhileRecovering,
-} from "./kv.ts";
+import { type BucketSettings, inheritedSettings, openBucket, retryWhileRecovering } from "./kv.ts";
 import type { MirrorEntry } from "./kv.ts";
 import { HistoryEntry } from "./history.ts";
 import { RolloutState } from "./rollout_state.ts";
@@ -45,8 +39,10 @@ export interface RolloutBuckets {
 /** Opens the rollout buckets, creating the missing ones. */
 export async function ensureRolloutBuckets(
   nc: NatsConnection,
-  settings: BucketSettings = { history: DEFAULT_HISTORY, replicas: DEFAULT_REPLICAS },
+  given?: BucketSettings,
 ): Promise<RolloutBuckets> {
+  // A CLI command that creates them takes the replicas the operator chose for the others.
+  const settings = given ?? await inheritedSettings(nc);
   // Every revision is its own history key, written once: one value per key is all there is.
   const [rollouts, history, leases] = await Promise.all([
     retryWhileRecovering(() => openBucket(nc, BUCKET_ROLLOUTS, settings)),

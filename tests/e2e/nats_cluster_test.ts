@@ -157,6 +157,12 @@ async function applyDuringNodeKill(pickVictim: (cluster: NatsCluster) => Promise
           timeoutMs: 60_000,
           message: "every device runs web:1",
         });
+        // Every bucket is replicated, whether serve or the CLI's apply created it first: a
+        // one-replica bucket would stop commands while its one node is down.
+        for (const name of await jsm.streams.names().next()) {
+          const replicas = (await jsm.streams.info(name)).config.num_replicas;
+          assertEquals(replicas, 3, `${name} has ${replicas} replica(s)`);
+        }
 
         // The update, with a node killed while it is being applied.
         const victim = cluster.nodes[await pickVictim(cluster)];
