@@ -6,7 +6,7 @@
  * e2e tests run real agents), so it can stop one device's heartbeats at will
  * and add 5 000 devices in a second.
  *
- * Screenshots go to $DROVER_SCREENSHOTS, or a fresh temp dir printed at the end.
+ * Screenshots go to $DROVER_SCREENSHOTS when set (kept), else into the test's temp dir (removed).
  */
 
 import type { Page } from "playwright-core";
@@ -78,8 +78,10 @@ score:
 Deno.test("dashboard: live fleet, deployment and device pages in chromium", async (t) => {
   await using nats = await startNats();
   await using dir = await tempDir("dashboard-");
-  const shots = Deno.env.get("DROVER_SCREENSHOTS") ??
-    await Deno.makeTempDir({ prefix: "drover-dashboard-screenshots-" });
+  // Kept only where asked (DROVER_SCREENSHOTS=DIR): a test run leaves no temp dir behind.
+  const keep = Deno.env.get("DROVER_SCREENSHOTS");
+  const shots = keep ?? `${dir.path}/screenshots`;
+  await Deno.mkdir(shots, { recursive: true });
   const port = await freePort();
   await using operator = await startOperatorService(nats.url, port);
   await using kv = await testKv(nats.url);
@@ -262,6 +264,6 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
   } finally {
     clearInterval(beats);
     await browser.close();
-    console.log(`dashboard screenshots: ${shots}`);
+    if (keep !== undefined) console.log(`dashboard screenshots: ${shots}`);
   }
 });
