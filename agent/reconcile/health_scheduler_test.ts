@@ -1,45 +1,9 @@
 import { getLogger } from "@logtape/logtape";
 import { assertEquals } from "../../tests/support/assert.ts";
+import { ManualTimers } from "../../tests/support/manual_timers.ts";
 import type { HealthReport } from "../runtime/runtime.ts";
 import { type HealthRuntime, HealthScheduler } from "./health_scheduler.ts";
 import type { QueueTimers } from "./queue.ts";
-
-/** Timers that fire only when the test advances them. */
-class ManualTimers implements QueueTimers {
-  #now = 0;
-  #nextId = 1;
-  #timers = new Map<number, { at: number; callback: () => void }>();
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(callback: () => void, ms: number): number {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.#now + ms, callback });
-    return id;
-  }
-  clearTimeout(id: unknown): void {
-    this.#timers.delete(id as number);
-  }
-  async advance(ms: number): Promise<void> {
-    const end = this.#now + ms;
-    while (true) {
-      await settle();
-      const next = [...this.#timers].filter(([, t]) =>
-        t.at <= end
-      ).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!next) break;
-      this.#now = next[1].at;
-      this.#timers.delete(next[0]);
-      next[1].callback();
-    }
-    this.#now = end;
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-}
 
 /** A runtime whose checks are scripted; records when each ran. */
 class ScriptedRuntime implements HealthRuntime {

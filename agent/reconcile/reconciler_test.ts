@@ -12,41 +12,11 @@ import {
 } from "@drover/contracts";
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import { waitFor } from "../../tests/support/wait_for.ts";
+import { ManualTimers } from "../../tests/support/manual_timers.ts";
 import { InMemoryRuntime } from "../runtime/memory_runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import type { QueueTimers } from "./queue.ts";
 import { Reconciler } from "./reconciler.ts";
-
-/** Retry timers that fire only when the test advances them. */
-class ManualTimers implements QueueTimers {
-  #now = 0;
-  #nextId = 1;
-  #timers = new Map<number, { at: number; callback: () => void }>();
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(callback: () => void, ms: number): number {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.#now + ms, callback });
-    return id;
-  }
-  clearTimeout(id: unknown): void {
-    this.#timers.delete(id as number);
-  }
-  /** Delays of the scheduled retries, from now, in ms. */
-  pending(): number[] {
-    return [...this.#timers.values()].map((t) => t.at - this.#now).sort((a, b) => a - b);
-  }
-  advance(ms: number): void {
-    this.#now += ms;
-    for (const [id, t] of [...this.#timers]) {
-      if (t.at <= this.#now) {
-        this.#timers.delete(id);
-        t.callback();
-      }
-    }
-  }
-}
 
 const IMAGE = "127.0.0.1:5000/demo/web:1.0";
 
@@ -479,9 +449,9 @@ Deno.test("the failing deployment's retry comes when its time comes, not before"
   });
   await until("failed", () => phase(h, "app") === "failed");
   assertEquals([retryTimers.pending(), runtime.pulls.length], [[1_000], 1]);
-  retryTimers.advance(999);
+  await retryTimers.advance(999);
   assertEquals(runtime.pulls.length, 1);
-  retryTimers.advance(1);
+  await retryTimers.advance(1);
   await until("second attempt", () => runtime.pulls.length === 2);
   await until("next retry doubled", () => retryTimers.pending()[0] === 2_000);
 });
