@@ -3,7 +3,6 @@ import { assertEquals } from "../../tests/support/assert.ts";
 import { ManualTimers } from "../../tests/support/manual_timers.ts";
 import type { HealthReport } from "../runtime/runtime.ts";
 import { type HealthRuntime, HealthScheduler } from "./health_scheduler.ts";
-import type { QueueTimers } from "./queue.ts";
 
 /** A runtime whose checks are scripted; records when each ran. */
 class ScriptedRuntime implements HealthRuntime {
