@@ -336,38 +336,15 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   progress(`${tag}: starting ${n} hollow devices in ${options.processes} process(es)`);
   const agents: LoggedProcess[] = [];
   const t0 = epochMs();
-  const per = Math.ceil(n / options.processes);
-  for (let p = 0; p < options.processes; p++) {
-    const from = p * per;
-    const count = Math.min(per, n - from);
-    if (count <= 0) break;
-    agents.push(
-      await LoggedProcess.spawn(
-        Deno.execPath(),
-        [
-          "run",
-          "-A",
-          "--v8-flags=--max-old-space-size=4096",
-          `${REPO_ROOT}/scripts/hollow.ts`,
-          "--worker",
-          "--prefix",
-          PREFIX,
-          "--first",
-          String(from),
-          "--devices",
-          String(count),
-          "--heartbeat",
-          String(options.heartbeatSeconds),
-          ...(options.statusRefreshSeconds !== undefined
-            ? ["--status-refresh", String(options.statusRefreshSeconds)]
-            : []),
-          ...Object.entries(LABELS).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
-          ...servers.urls.flatMap((u) => ["--nats", u]),
-        ],
-        `${dir}/agents-${p}.log`,
-      ),
-    );
-  }
+  agents.push(
+    ...(await spawnHollowDevices(n, options.processes, servers.urls, dir, [
+      "--heartbeat",
+      String(options.heartbeatSeconds),
+      ...(options.statusRefreshSeconds !== undefined
+        ? ["--status-refresh", String(options.statusRefreshSeconds)]
+        : []),
+    ])),
+  );
   const versions = await Promise.all(
     servers.monitorUrls.map((u) => varz(u).then((v) => v.version)),
   );
@@ -915,4 +892,45 @@ export async function startBenchOperator(
     throw e;
   }
   return { api, process, env, [Symbol.asyncDispose]: () => process[Symbol.asyncDispose]() };
+}
+
+/**
+ * Starts `n` hollow devices (`scripts/hollow.ts --worker`) split over
+ * `processes` processes, labelled with the bench fleet's {@linkcode LABELS} and
+ * connected to every URL; each process logs to `dir/agents-P.log`.
+ */
+export async function spawnHollowDevices(
+  n: number,
+  processes: number,
+  urls: readonly string[],
+  dir: string,
+  extraArgs: readonly string[] = [],
+): Promise<LoggedProcess[]> {
+  const out: LoggedProcess[] = [];
+  const per = Math.ceil(n / processes);
+  for (let p = 0; p * per < n; p++) {
+    out.push(
+      await LoggedProcess.spawn(
+        Deno.execPath(),
+        [
+          "run",
+          "-A",
+          "--v8-flags=--max-old-space-size=4096",
+          `${REPO_ROOT}/scripts/hollow.ts`,
+          "--worker",
+          "--prefix",
+          PREFIX,
+          "--first",
+          String(p * per),
+          "--devices",
+          String(Math.min(per, n - p * per)),
+          ...extraArgs,
+          ...Object.entries(LABELS).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+          ...urls.flatMap((u) => ["--nats", u]),
+        ],
+        `${dir}/agents-${p}.log`,
+      ),
+    );
+  }
+  return out;
 }

@@ -26,8 +26,8 @@ import {
   FLEET_IMAGE,
   getJson,
   LABELS,
-  PREFIX,
   registerFleet,
+  spawnHollowDevices,
   startBenchOperator,
   startServers,
   StatusRecorder,
@@ -35,7 +35,7 @@ import {
 } from "./fleet.ts";
 import { fleetProcesses } from "./main.ts";
 import { machineInfo } from "./machine.ts";
-import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
+import { REPO_ROOT, run } from "./process.ts";
 import { sectionMarkers, withSection } from "./sections.ts";
 import { epochMs, round } from "./stats.ts";
 
@@ -179,32 +179,8 @@ export async function runRolloutBench(
   await recorder.start(servers.urls);
   const processes = fleetProcesses(n, machine.nproc);
   progress(`rollout N=${n}: starting ${n} hollow devices in ${processes} process(es)`);
-  const agents: LoggedProcess[] = [];
-  const per = Math.ceil(n / processes);
   const tConnect = epochMs();
-  for (let p = 0; p * per < n; p++) {
-    agents.push(
-      await LoggedProcess.spawn(
-        Deno.execPath(),
-        [
-          "run",
-          "-A",
-          "--v8-flags=--max-old-space-size=4096",
-          `${REPO_ROOT}/scripts/hollow.ts`,
-          "--worker",
-          "--prefix",
-          PREFIX,
-          "--first",
-          String(p * per),
-          "--devices",
-          String(Math.min(per, n - p * per)),
-          ...Object.entries(LABELS).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
-          ...servers.urls.flatMap((u) => ["--nats", u]),
-        ],
-        `${dir}/agents-${p}.log`,
-      ),
-    );
-  }
+  const agents = await spawnHollowDevices(n, processes, servers.urls, dir);
   const nc = await connect({ servers: servers.urls, maxReconnectAttempts: -1 });
   const seen: Seen[] = [];
   const result: RolloutResult = {
