@@ -22,10 +22,10 @@
 
 import { launchBrowser } from "../tests/support/browser.ts";
 import { BUCKET_AGENT_STATUS, BUCKET_DEVICES } from "@drover/contracts";
-import { forEachBounded } from "../operator/kv.ts";
-import { FleetState } from "../operator/fleet_state.ts";
-import { diffEntries, flatten } from "../operator/dashboard/live.ts";
-import type { MirrorEntry } from "../operator/kv.ts";
+import { forEachBounded } from "../operator/nats/kv.ts";
+import { FleetState } from "../operator/fleet/state.ts";
+import { diffEntries, flatten } from "../operator/api/dashboard/live.ts";
+import type { MirrorEntry } from "../operator/nats/kv.ts";
 import { freePort, startNats, tempDir } from "../tests/support/mod.ts";
 import { startOperatorService, testKv } from "../tests/support/operator_process.ts";
 import { REPO_ROOT } from "./process.ts";

@@ -32,7 +32,7 @@ import { buildBusyboxImage, startNats, startPodman } from "../tests/support/mod.
 import { PodmanClient } from "../agent/runtime/podman/mod.ts";
 import { toLibpodSpec } from "../agent/runtime/podman_runtime.ts";
 import { toContainerSpec } from "../agent/reconcile/plan.ts";
-import { DesiredSnapshotService } from "../operator/desired_snapshots.ts";
+import { DesiredSnapshotService } from "../operator/devices/snapshots.ts";
 import { EventWatch, type ObservedEvent } from "./podman_events.ts";
 import { LoggedProcess } from "./process.ts";
 import { cpuPercent, sampleProcess } from "./machine.ts";

@@ -19,7 +19,7 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { BUCKET_ROLLOUTS } from "@drover/contracts";
-import { RolloutState } from "../operator/rollout_state.ts";
+import { RolloutState } from "../operator/rollout/state.ts";
 import {
   cli,
   DEPLOYMENT,

@@ -16,8 +16,8 @@ import {
   resolvePathEnv,
   resolvePathOptions,
   UsageError,
-} from "./cli.ts";
-import { CONNECTION_OPTIONS } from "./connection.ts";
+} from "./commands/cli.ts";
+import { CONNECTION_OPTIONS } from "./nats/connection.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";

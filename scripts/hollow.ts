@@ -15,9 +15,9 @@ import { BUCKET_DEVICES } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
 import { tolerateTransportResets } from "../agent/nats/connect.ts";
-import { connectNats } from "../operator/connection.ts";
-import { forEachBounded, openBucket } from "../operator/kv.ts";
-import { registerDevice } from "../operator/registry.ts";
+import { connectNats } from "../operator/nats/connection.ts";
+import { forEachBounded, openBucket } from "../operator/nats/kv.ts";
+import { registerDevice } from "../operator/fleet/registry.ts";
 
 /** The usage text. */
 export const USAGE =

@@ -1,6 +1,6 @@
 import { assertEquals } from "./support/assert.ts";
 import { batchesOf } from "../bench/rollout.ts";
-import type { RolloutState } from "../operator/rollout_state.ts";
+import type { RolloutState } from "../operator/rollout/state.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(T0 + ms).toISOString();

@@ -1,16 +1,16 @@
 /**
  * The CLI's side of device commands: checking a device id from the command
  * line and reading the fleet once. The request itself lives in
- * operator/device_requests.ts, shared with the HTTP API.
+ * operator/devices/requests.ts, shared with the HTTP API.
  *
  * @module
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nameProblem } from "@drover/contracts";
-import { InvalidInputError } from "../cli.ts";
-import { readFleet } from "../fleet_read.ts";
-import type { FleetState } from "../fleet_state.ts";
+import { InvalidInputError } from "./cli.ts";
+import { readFleet } from "../fleet/read.ts";
+import type { FleetState } from "../fleet/state.ts";
 
 export {
   askDevice,
@@ -18,7 +18,7 @@ export {
   lastSeenText,
   requestDeviceEvents,
   requestLogChunk,
-} from "../device_requests.ts";
+} from "../devices/requests.ts";
 
 /** Checks a device id given on the command line. */
 export function checkDeviceId(id: string): string {

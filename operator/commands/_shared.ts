@@ -12,8 +12,8 @@ import {
   type OptionValues,
   stringOption,
   UsageError,
-} from "../cli.ts";
-import { connectionSettings, connectNats } from "../connection.ts";
+} from "./cli.ts";
+import { connectionSettings, connectNats } from "../nats/connection.ts";
 
 /** Runs `fn` with a NATS connection made from the shared options; always closes it. */
 export async function withNats<T>(

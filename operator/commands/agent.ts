@@ -18,16 +18,16 @@ import {
   resolvePath,
   stringOption,
   UsageError,
-} from "../cli.ts";
+} from "./cli.ts";
 import { readReleaseKey } from "../auth/mod.ts";
 import {
   openReleaseStores,
   publishedArches,
   publishRelease,
   setWantedVersion,
-} from "../artifacts.ts";
-import { readFleet } from "../fleet_read.ts";
-import { openBucket } from "../kv.ts";
+} from "../devices/artifacts.ts";
+import { readFleet } from "../fleet/read.ts";
+import { openBucket } from "../nats/kv.ts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 import { parseSelector } from "./logs.ts";
 import { withNats } from "./_shared.ts";

@@ -17,14 +17,14 @@ import {
   parseDuration,
   stringOption,
   UsageError,
-} from "../cli.ts";
-import { loadManifest } from "../manifest_file.ts";
-import { type Buckets, ensureBuckets, retryWhileRecovering } from "../kv.ts";
-import { waitForRollout, type WaitResult } from "../rollout.ts";
-import { escapeControl, summaryCounts } from "../render.ts";
-import { historyEntry, recordRevision } from "../history.ts";
-import { ensureRolloutBuckets } from "../rollout_store.ts";
-import { failureLines } from "../rollout_view.ts";
+} from "./cli.ts";
+import { loadManifest } from "../manifests/file.ts";
+import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { waitForRollout, type WaitResult } from "../rollout/follow.ts";
+import { escapeControl, summaryCounts } from "./render.ts";
+import { historyEntry, recordRevision } from "../rollout/history.ts";
+import { ensureRolloutBuckets } from "../rollout/store.ts";
+import { failureLines } from "../rollout/view.ts";
 import type { KV } from "@nats-io/kv";
 import { expectPositionals, withNats } from "./_shared.ts";
 

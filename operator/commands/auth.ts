@@ -12,7 +12,7 @@ import {
   type OptionValues,
   stringOption,
   UsageError,
-} from "../cli.ts";
+} from "./cli.ts";
 import {
   AuthAlreadyInitializedError,
   AuthError,

@@ -6,8 +6,8 @@
  */
 
 import { BUCKET_DEPLOYMENTS, deploymentKey, nameProblem } from "@drover/contracts";
-import { type Command, EXIT, InvalidInputError, OperationError } from "../cli.ts";
-import { openBucket } from "../kv.ts";
+import { type Command, EXIT, InvalidInputError, OperationError } from "./cli.ts";
+import { openBucket } from "../nats/kv.ts";
 import { expectPositionals, withNats } from "./_shared.ts";
 
 /** The `delete` command. */

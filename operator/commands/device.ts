@@ -5,7 +5,7 @@
  * issued.
  *
  * The files under `--dir` are written offline (operator/auth); the registry
- * lives in NATS KV (operator/registry.ts), so `add`, `label`, `unregister` and
+ * lives in NATS KV (operator/fleet/registry.ts), so `add`, `label`, `unregister` and
  * `revoke` connect to NATS with the usual options.
  *
  * @module
@@ -23,7 +23,7 @@ import {
   parseDuration,
   stringOption,
   UsageError,
-} from "../cli.ts";
+} from "./cli.ts";
 import {
   AUTH_FILES,
   AuthInputError,
@@ -32,8 +32,8 @@ import {
   deviceList,
   deviceRevoke,
 } from "../auth/mod.ts";
-import { type ConnectionSettings, connectionSettings, connectNats } from "../connection.ts";
-import { ensureBuckets } from "../kv.ts";
+import { type ConnectionSettings, connectionSettings, connectNats } from "../nats/connection.ts";
+import { ensureBuckets } from "../nats/kv.ts";
 import {
   InvalidLabelError,
   InvalidRegistrationError,
@@ -42,7 +42,7 @@ import {
   registerDevice,
   RegistryConflictError,
   unregisterDevice,
-} from "../registry.ts";
+} from "../fleet/registry.ts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */

@@ -5,12 +5,12 @@
  * @module
  */
 
-import { type Command, EXIT, OperationError } from "../cli.ts";
-import { ensureBuckets } from "../kv.ts";
-import { readHistory } from "../history.ts";
-import { ensureRolloutBuckets } from "../rollout_store.ts";
-import { historyRows, historyTable } from "../rollout_view.ts";
-import { jsonForTerminal } from "../render.ts";
+import { type Command, EXIT, OperationError } from "./cli.ts";
+import { ensureBuckets } from "../nats/kv.ts";
+import { readHistory } from "../rollout/history.ts";
+import { ensureRolloutBuckets } from "../rollout/store.ts";
+import { historyRows, historyTable } from "../rollout/view.ts";
+import { jsonForTerminal } from "./render.ts";
 import { deploymentKey } from "@drover/contracts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import { deploymentNameArg, readRolloutState } from "./rollout.ts";

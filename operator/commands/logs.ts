@@ -29,8 +29,8 @@ import {
   parseDuration,
   stringOption,
   UsageError,
-} from "../cli.ts";
-import type { FleetState } from "../fleet_state.ts";
+} from "./cli.ts";
+import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
 import { withNats } from "./_shared.ts";
 

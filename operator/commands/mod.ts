@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Command } from "../cli.ts";
+import type { Command } from "./cli.ts";
 import { applyCommand } from "./apply.ts";
 import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";

@@ -29,19 +29,19 @@ import {
   parseDuration,
   stringOption,
   UsageError,
-} from "../cli.ts";
-import { readFleet } from "../fleet_read.ts";
-import { ensureBuckets, retryWhileRecovering } from "../kv.ts";
-import { historyEntry, readHistory, readRevision, recordRevision } from "../history.ts";
+} from "./cli.ts";
+import { readFleet } from "../fleet/read.ts";
+import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
 import {
   ensureRolloutBuckets,
   isWriteConflict,
   type RolloutBuckets,
   saveRolloutState,
-} from "../rollout_store.ts";
-import { RolloutState } from "../rollout_state.ts";
-import { rolloutReport, rolloutStatus } from "../rollout_view.ts";
-import { jsonForTerminal } from "../render.ts";
+} from "../rollout/store.ts";
+import { RolloutState } from "../rollout/state.ts";
+import { rolloutReport, rolloutStatus } from "../rollout/view.ts";
+import { jsonForTerminal } from "./render.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import { DEFAULT_WAIT_TIMEOUT, follow } from "./apply.ts";
 

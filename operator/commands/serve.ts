@@ -7,8 +7,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
-import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "../cli.ts";
-import { connectionSettings, connectNats, serversForDisplay } from "../connection.ts";
+import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
+import { connectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type Buckets,
@@ -16,19 +16,19 @@ import {
   DEFAULT_HISTORY,
   DEFAULT_REPLICAS,
   ensureBuckets,
-} from "../kv.ts";
-import { Reconciler } from "../reconciler.ts";
-import { Lease } from "../lease.ts";
-import { ensureRolloutBuckets } from "../rollout_store.ts";
-import { DesiredSnapshotService } from "../desired_snapshots.ts";
-import { ArtifactService } from "../artifacts.ts";
-import { HeartbeatListener } from "../heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi } from "../http.ts";
-import { natsDeviceRequests } from "../device_requests.ts";
-import { OperatorMetrics } from "../metrics.ts";
+} from "../nats/kv.ts";
+import { Reconciler } from "../desired/fanout_controller.ts";
+import { Lease } from "../nats/lease.ts";
+import { ensureRolloutBuckets } from "../rollout/store.ts";
+import { DesiredSnapshotService } from "../devices/snapshots.ts";
+import { ArtifactService } from "../devices/artifacts.ts";
+import { HeartbeatListener } from "../fleet/heartbeats.ts";
+import { API_TOKEN_ENV, checkApiExposure, createApi } from "../api/http.ts";
+import { natsDeviceRequests } from "../devices/requests.ts";
+import { OperatorMetrics } from "../api/metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
-import { Dashboard } from "../dashboard/mod.ts";
-import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout_view.ts";
+import { Dashboard } from "../api/dashboard/mod.ts";
+import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -223,7 +223,7 @@ export const serveCommand: Command = {
       snapshots = new DesiredSnapshotService(nc, buckets.desired);
       // Agent releases for self-update (devices cannot read the Object Store themselves).
       artifacts = new ArtifactService(nc, { replicas });
-      // Several may run for availability: only the lease holder writes (operator/lease.ts).
+      // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
       const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
       lease = new Lease(
         rollouts.leases,
@@ -234,7 +234,7 @@ export const serveCommand: Command = {
       );
       await lease.start();
       const held = lease;
-      // Desired-state writes are timed for /metrics (operator/metrics.ts).
+      // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
       const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
       reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active });
       reconciler.state.onChange(() => dashboard.feed.notify());

@@ -5,9 +5,9 @@
  */
 
 import { nameProblem } from "@drover/contracts";
-import { type Command, EXIT, InvalidInputError, OperationError } from "../cli.ts";
-import { readFleet } from "../fleet_read.ts";
-import { deploymentStatus, jsonForTerminal } from "../render.ts";
+import { type Command, EXIT, InvalidInputError, OperationError } from "./cli.ts";
+import { readFleet } from "../fleet/read.ts";
+import { deploymentStatus, jsonForTerminal } from "./render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** The `status` command. */

@@ -36,7 +36,7 @@ import {
 
 import { connectAdmin, DEVICE_PASSWORD, startDroverNats } from "../support/drover_nats.ts";
 import { AgentProcess, agentToml } from "../support/agent_process.ts";
-import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
+import { DesiredSnapshotService } from "../../operator/devices/snapshots.ts";
 
 /** Image tag used by the tests: not `:latest`, so the agent does not try to pull it. */
 export const TEST_IMAGE = "localhost/drover/busybox:1";

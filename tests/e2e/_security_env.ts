@@ -15,9 +15,14 @@ import {
 import { type KV, Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
 import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
-import { DEFAULT_HISTORY, DEFAULT_REPLICAS, ensureBuckets, openBucket } from "../../operator/kv.ts";
-import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
-import { registerDevice } from "../../operator/registry.ts";
+import {
+  DEFAULT_HISTORY,
+  DEFAULT_REPLICAS,
+  ensureBuckets,
+  openBucket,
+} from "../../operator/nats/kv.ts";
+import { DesiredSnapshotService } from "../../operator/devices/snapshots.ts";
+import { registerDevice } from "../../operator/fleet/registry.ts";
 import { type NatsServer, startNats, type TempDir, tempDir, waitFor } from "../support/mod.ts";
 
 /**

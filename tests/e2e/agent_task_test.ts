@@ -9,7 +9,7 @@ import { Kvm } from "@nats-io/kv";
 import { BUCKET_AGENT_STATUS, statusKey } from "@drover/contracts";
 import { startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
-import { ensureBuckets } from "../../operator/kv.ts";
+import { ensureBuckets } from "../../operator/nats/kv.ts";
 import { readAgentTask, splitCommandLine } from "../../scripts/compile.ts";
 import { launchPlan, mergeFlags, splitAgentCommand } from "../../scripts/agent_task.ts";
 import { collectOutput } from "../support/operator_process.ts";

@@ -25,7 +25,7 @@ import {
   openReleaseStores,
   publishRelease,
   setWantedVersion,
-} from "../../operator/artifacts.ts";
+} from "../../operator/devices/artifacts.ts";
 import { createReleaseKey } from "../../operator/auth/release_key.ts";
 import { verifyRelease } from "../../agent/update/verify.ts";
 import { type AgentStatus, ARTIFACT_CHUNK_BYTES, artifactSubject } from "@drover/contracts";

@@ -17,7 +17,7 @@ import {
   BUCKET_DEVICES,
   type DeploymentStatus,
 } from "@drover/contracts";
-import { forEachBounded } from "../../operator/kv.ts";
+import { forEachBounded } from "../../operator/nats/kv.ts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 import { runOperatorCli, startOperatorService, testKv } from "../support/operator_process.ts";

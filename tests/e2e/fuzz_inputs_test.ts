@@ -8,8 +8,8 @@
  */
 import { stringify as toYaml } from "yaml";
 import { stringify as toToml } from "smol-toml";
-import { InvalidInputError } from "../../operator/cli.ts";
-import { parseManifest } from "../../operator/manifest_file.ts";
+import { InvalidInputError } from "../../operator/commands/cli.ts";
+import { parseManifest } from "../../operator/manifests/file.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { assert } from "../support/assert.ts";
 import { fuzzSeed, mutate, NASTY_STRINGS, Rng } from "./_fuzz.ts";

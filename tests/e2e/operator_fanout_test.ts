@@ -22,7 +22,7 @@ import {
   startOperatorService,
   testKv,
 } from "../support/operator_process.ts";
-import { registerDevice } from "../../operator/registry.ts";
+import { registerDevice } from "../../operator/fleet/registry.ts";
 
 /** Writes the status an agent with these labels would publish (test stand-in for an agent). */
 async function writeStatus(kv: KV, device: string, labels: Record<string, string>) {

@@ -17,7 +17,7 @@ import { buildBusyboxImage, freePort, startPodman, waitFor } from "../support/mo
 import type { PodmanService } from "../support/mod.ts";
 import { assert, assertEquals, assertExists, assertRejects } from "../support/assert.ts";
 import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
-import { readRegistration } from "../../operator/registry.ts";
+import { readRegistration } from "../../operator/fleet/registry.ts";
 import { tolerateTransportResets } from "../../agent/nats/connect.ts";
 import { AgentProcess } from "../support/agent_process.ts";
 import { type SecureNats, startSecureNats } from "./_security_env.ts";

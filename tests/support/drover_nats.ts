@@ -17,7 +17,7 @@ import {
   deviceInboxPrefix,
   devicePermissions,
 } from "../../operator/auth/permissions.ts";
-import { DesiredSnapshotService } from "../../operator/desired_snapshots.ts";
+import { DesiredSnapshotService } from "../../operator/devices/snapshots.ts";
 import { type NatsServer, startNats, type StartNatsOptions } from "./nats.ts";
 
 /** The `DROVER` account's test user: may do anything there. */

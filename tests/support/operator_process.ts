@@ -1,5 +1,5 @@
 /**
- * The operator in cross-process tests (tests/e2e/operator_*_test.ts, operator/http_test.ts):
+ * The operator in cross-process tests (tests/e2e/operator_*_test.ts, operator/api/http_test.ts):
  * run the real CLI and the real `serve` as subprocesses, with exactly the
  * permissions of the `deno task operator` entry, and read KV revisions. (The agent's
  * counterpart is agent_process.ts.)

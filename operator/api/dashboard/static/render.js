@@ -1,0 +1,528 @@
+// The dashboard's rendering, shared by the server (the first, complete HTML of every page, which
+// works without JavaScript) and the browser (re-rendering as events arrive). Pure functions from
+// the live entries (see operator/api/dashboard/live.ts `flatten`) and the page's query to HTML text.
+// Everything a device reports is escaped here: a device's words are never markup.
+
+/** Rows per table page: the DOM never holds more, whatever the fleet's size. */
+export const PAGE_SIZE = 50;
+
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+/** Text made safe for HTML content and attribute values. */
+export function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
+}
+
+/** The page model from entries (an object or a Map of key → value). */
+export function buildModel(entries) {
+  const pairs = entries instanceof Map ? entries.entries() : Object.entries(entries ?? {});
+  const devices = new Map();
+  const seen = new Map();
+  const deployments = new Map();
+  const rows = new Map();
+  for (const [key, value] of pairs) {
+    const kind = key.slice(0, 2);
+    const rest = key.slice(2);
+    if (kind === "d:") devices.set(rest, { id: rest, ...value });
+    else if (kind === "s:") seen.set(rest, value);
+    else if (kind === "p:") deployments.set(rest, value);
+    else if (kind === "r:") {
+      const slash = rest.indexOf("/");
+      const name = rest.slice(0, slash);
+      let list = rows.get(name);
+      if (list === undefined) rows.set(name, list = []);
+      list.push({ id: rest.slice(slash + 1), ...value });
+    }
+  }
+  for (const [id, device] of devices) device.seen = seen.get(id) ?? null;
+  return {
+    devices: [...devices.values()],
+    deployments: [...deployments.values()].sort((a, b) => cmp(a.name, b.name)),
+    rows,
+  };
+}
+
+function cmp(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A short age: `4s`, `12m`, `3h`, `2d`; `never` without a time. */
+export function age(ms, now) {
+  if (ms === null || ms === undefined) return "never";
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 90) return `${s}s`;
+  if (s < 90 * 60) return `${Math.round(s / 60)}m`;
+  if (s < 36 * 3600) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+function timeCell(ms, now) {
+  if (ms === null || ms === undefined) return "never";
+  return `<time datetime="${new Date(ms).toISOString()}" data-ms="${ms}">${age(ms, now)}</time>`;
+}
+
+/** Parses `site=home, arch` into [key, value|null] pairs; every pair must match. */
+export function parseLabelFilter(text) {
+  return String(text ?? "").split(/[\s,]+/).filter((p) => p !== "").map((part) => {
+    const eq = part.indexOf("=");
+    return eq < 0 ? [part, null] : [part.slice(0, eq), part.slice(eq + 1)];
+  });
+}
+
+const FLEET_SORTS = ["id", "status", "online", "seen", "version"];
+
+/** The page's query from URL search parameters, with defaults. */
+export function parseQuery(params) {
+  const get = (k) => params.get(k) ?? "";
+  const page = Number.parseInt(get("page"), 10);
+  return {
+    q: get("q").trim(),
+    label: get("label").trim(),
+    online: ["online", "offline"].includes(get("online")) ? get("online") : "",
+    status: get("status").trim(),
+    phase: ["ready", "failed", "pending"].includes(get("phase")) ? get("phase") : "",
+    sort: FLEET_SORTS.includes(get("sort")) ? get("sort") : "id",
+    dir: get("dir") === "desc" ? "desc" : "asc",
+    page: Number.isSafeInteger(page) && page > 0 ? page : 1,
+  };
+}
+
+/** `?…` for the query with `changes` applied; default values are left out. */
+export function queryString(query, changes = {}) {
+  const q = { ...query, ...changes };
+  const params = new URLSearchParams();
+  for (const k of ["q", "label", "online", "status", "phase"]) if (q[k]) params.set(k, q[k]);
+  if (q.sort !== "id") params.set("sort", q.sort);
+  if (q.dir !== "asc") params.set("dir", q.dir);
+  if (q.page > 1) params.set("page", String(q.page));
+  const text = params.toString();
+  return text === "" ? "?" : `?${text}`;
+}
+
+function labelsText(labels) {
+  return Object.entries(labels ?? {}).sort(([a], [b]) => cmp(a, b)).map(([k, v]) => `${k}=${v}`)
+    .join(", ");
+}
+
+function deviceMatches(d, query, labels) {
+  if (query.online === "online" && !d.online) return false;
+  if (query.online === "offline" && d.online) return false;
+  if (query.status && d.status !== query.status) return false;
+  for (const [k, v] of labels) {
+    if (!(k in (d.labels ?? {}))) return false;
+    if (v !== null && d.labels[k] !== v) return false;
+  }
+  if (query.q) {
+    const hay = [
+      d.id,
+      d.status,
+      d.agent_version,
+      labelsText(d.labels),
+      d.deployments.join(" "),
+      d.reason,
+      d.message,
+    ].join(" ").toLowerCase();
+    if (!hay.includes(query.q.toLowerCase())) return false;
+  }
+  return true;
+}
+
+const SORT_KEYS = {
+  id: (d) => d.id,
+  status: (d) => d.status,
+  online: (d) => (d.online ? 1 : 0),
+  seen: (d) => d.seen ?? -Infinity,
+  version: (d) => d.agent_version ?? "",
+};
+
+/** Filters, sorts and pages the devices: `{rows, total, matched, page, pages}`. */
+export function selectDevices(devices, query) {
+  const labels = parseLabelFilter(query.label);
+  const matched = devices.filter((d) => deviceMatches(d, query, labels));
+  const key = SORT_KEYS[query.sort] ?? SORT_KEYS.id;
+  const sign = query.dir === "desc" ? -1 : 1;
+  matched.sort((a, b) => sign * (cmp(key(a), key(b)) || cmp(a.id, b.id)));
+  return page(matched, query.page, devices.length);
+}
+
+function page(matched, wanted, total) {
+  const pages = Math.max(1, Math.ceil(matched.length / PAGE_SIZE));
+  const current = Math.min(wanted, pages);
+  const start = (current - 1) * PAGE_SIZE;
+  return {
+    rows: matched.slice(start, start + PAGE_SIZE),
+    total,
+    matched: matched.length,
+    start,
+    page: current,
+    pages,
+  };
+}
+
+/** Fleet-wide counts. */
+export function fleetCounts(model) {
+  const c = {
+    devices: model.devices.length,
+    online: 0,
+    offline: 0,
+    ready: 0,
+    degraded: 0,
+    deployments: model.deployments.length,
+    deploymentsReady: 0,
+    deploymentsFailed: 0,
+    deploymentsPending: 0,
+  };
+  for (const d of model.devices) {
+    if (d.online) c.online++;
+    else c.offline++;
+    if (d.status === "ready") c.ready++;
+    else if (d.status === "degraded") c.degraded++;
+  }
+  for (const p of model.deployments) {
+    const state = deploymentState(p);
+    if (state === "ready") c.deploymentsReady++;
+    else if (state === "failed") c.deploymentsFailed++;
+    else c.deploymentsPending++;
+  }
+  return c;
+}
+
+/** `ready` when every targeted device is, `failed` when any failed, else `pending`. */
+export function deploymentState(p) {
+  if (p.failed > 0) return "failed";
+  if (p.ready === p.targeted) return "ready";
+  return "pending";
+}
+
+const TONES = {
+  ready: "ok",
+  running: "ok",
+  online: "ok",
+  degraded: "bad",
+  failed: "bad",
+  offline: "bad",
+  invalid: "bad",
+  pending: "warn",
+  starting: "warn",
+  unknown: "muted",
+  stopped: "muted",
+};
+
+function badge(text) {
+  return `<span class="badge ${TONES[text] ?? "muted"}">${esc(text)}</span>`;
+}
+
+function stat(label, value, tone = "", id = "") {
+  return `<div class="stat ${tone}"${id ? ` id="${id}"` : ""}><dt>${esc(label)}</dt>` +
+    `<dd>${esc(value)}</dd></div>`;
+}
+
+function sortHeader(label, key, query) {
+  const active = query.sort === key;
+  const dir = active && query.dir === "asc" ? "desc" : "asc";
+  const aria = active ? ` aria-sort="${query.dir === "asc" ? "ascending" : "descending"}"` : "";
+  const arrow = active ? (query.dir === "asc" ? " ▲" : " ▼") : "";
+  return `<th scope="col"${aria}><a href="${
+    esc(queryString(query, { sort: key, dir, page: 1 }))
+  }"` +
+    ` data-nav data-key="sort-${key}">${esc(label)}${arrow}</a></th>`;
+}
+
+function pager(sel, query, what) {
+  const shown = sel.matched === 0
+    ? `No ${what} match`
+    : `${what[0].toUpperCase()}${what.slice(1)} ${sel.start + 1}–${
+      sel.start + sel.rows.length
+    } of ${sel.matched}${sel.matched !== sel.total ? ` (filtered from ${sel.total})` : ""}`;
+  const link = (label, n, rel) =>
+    n < 1 || n > sel.pages || n === sel.page
+      ? `<span class="off" aria-disabled="true">${label}</span>`
+      : `<a href="${
+        esc(queryString(query, { page: n }))
+      }" rel="${rel}" data-nav data-key="page-${rel}">${label}</a>`;
+  return `<nav class="pager" aria-label="${esc(what)} pages"><span id="shown">${
+    esc(shown)
+  }</span>` +
+    link("« First", 1, "first") + link("‹ Previous", sel.page - 1, "prev") +
+    `<span>Page ${sel.page} of ${sel.pages}</span>` + link("Next ›", sel.page + 1, "next") +
+    link("Last »", sel.pages, "last") + `</nav>`;
+}
+
+/** The fleet page's filter form (rendered by the server; the browser keeps it). */
+export function renderFleetForm(query) {
+  const opt = (v, label, current) =>
+    `<option value="${v}"${current === v ? " selected" : ""}>${label}</option>`;
+  return `<form id="filters" class="filters" method="get" action="/" role="search">
+<div><label for="q">Search</label><input id="q" name="q" type="search" value="${
+    esc(query.q)
+  }" placeholder="id, status, deployment, message" autocomplete="off"></div>
+<div><label for="label">Labels</label><input id="label" name="label" value="${
+    esc(query.label)
+  }" placeholder="site=home, arch" autocomplete="off"></div>
+<div><label for="online">Online</label><select id="online" name="online">${
+    opt("", "all", query.online)
+  }${opt("online", "online", query.online)}${opt("offline", "offline", query.online)}</select></div>
+<div><label for="status">Status</label><select id="status" name="status">${
+    ["", "ready", "degraded", "starting", "stopped", "unknown", "invalid"]
+      .map((s) => opt(s, s || "all", query.status)).join("")
+  }</select></div>
+<input type="hidden" name="sort" value="${
+    esc(query.sort)
+  }"><input type="hidden" name="dir" value="${esc(query.dir)}">
+<button type="submit">Apply</button></form>`;
+}
+
+/** The fleet page's live part: counts, deployments, one page of devices. */
+export function renderFleet(model, query, now) {
+  const c = fleetCounts(model);
+  const counts = `<section aria-labelledby="counts-h"><h2 id="counts-h" class="sr-only">Counts</h2>
+<dl class="stats">${stat("Devices", c.devices, "", "count-devices")}${
+    stat("Online", c.online, "ok", "count-online")
+  }${stat("Offline", c.offline, c.offline > 0 ? "bad" : "", "count-offline")}${
+    stat("Ready", c.ready, "ok", "count-ready")
+  }${stat("Degraded", c.degraded, c.degraded > 0 ? "bad" : "", "count-degraded")}${
+    stat("Deployments", c.deployments, "", "count-deployments")
+  }${stat("Deployments ready", c.deploymentsReady, "ok", "count-deployments-ready")}${
+    stat(
+      "Deployments failed",
+      c.deploymentsFailed,
+      c.deploymentsFailed > 0 ? "bad" : "",
+      "count-deployments-failed",
+    )
+  }${
+    stat("Deployments pending", c.deploymentsPending, "", "count-deployments-pending")
+  }</dl></section>`;
+  const deployments = model.deployments.length === 0
+    ? `<p>No deployments yet: <code>operator apply -f FILE</code>.</p>`
+    : `<div class="scroll"><table id="deployments"><caption>Deployments</caption><thead><tr>
+<th scope="col">Name</th><th scope="col">State</th><th scope="col">Revision</th>
+<th scope="col">Targeted</th><th scope="col">Ready</th><th scope="col">Failed</th>
+<th scope="col">Pending</th><th scope="col">Offline</th></tr></thead><tbody>${
+      model.deployments.map((p) =>
+        `<tr><th scope="row"><a href="/deployments/${encodeURIComponent(p.name)}">${
+          esc(p.name)
+        }</a></th><td>${badge(deploymentState(p))}</td><td>${esc(p.revision ?? "-")}</td><td>${
+          esc(p.targeted)
+        }</td><td>${esc(p.ready)}</td><td>${esc(p.failed)}</td><td>${esc(p.pending)}</td><td>${
+          esc(p.offline)
+        }</td></tr>`
+      ).join("")
+    }</tbody></table></div>`;
+  const sel = selectDevices(model.devices, query);
+  const rows = sel.rows.map((d) =>
+    `<tr data-device="${esc(d.id)}"><th scope="row"><a href="/devices/${
+      encodeURIComponent(d.id)
+    }">${esc(d.id)}</a></th><td>${badge(d.status)}</td><td>${
+      badge(d.online ? "online" : "offline")
+    }</td><td>${timeCell(d.seen, now)}</td><td>${esc(d.agent_version ?? "-")}</td><td>${
+      esc(labelsText(d.labels) || "-")
+    }</td><td>${
+      d.deployments.map((n) => `<a href="/deployments/${encodeURIComponent(n)}">${esc(n)}</a>`)
+        .join(", ") || "-"
+    }</td><td class="msg">${esc([d.reason, d.message].filter(Boolean).join("; ") || "-")}</td></tr>`
+  ).join("");
+  const table =
+    `<div class="scroll"><table id="devices" aria-describedby="shown"><caption class="sr-only">Devices</caption><thead><tr>${
+      sortHeader("Device", "id", query)
+    }${sortHeader("Status", "status", query)}${sortHeader("Online", "online", query)}${
+      sortHeader("Last seen", "seen", query)
+    }${
+      sortHeader("Agent", "version", query)
+    }<th scope="col">Labels</th><th scope="col">Deployments</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+  return counts + deployments + `<h2 id="devices-h">Devices</h2>` + pager(sel, query, "devices") +
+    table;
+}
+
+const PHASE_ORDER = { failed: 0, pending: 1, ready: 2 };
+
+function generic(value) {
+  if (value === null || typeof value !== "object") return esc(value ?? "-");
+  if (Array.isArray(value)) {
+    // A rollout's device lists can be as long as the fleet: say how many, not which.
+    if (value.length > 10) return `${value.length} items`;
+    return esc(value.map((v) => (typeof v === "string" ? v : JSON.stringify(v))).join(", "));
+  }
+  return esc(JSON.stringify(value));
+}
+
+/**
+ * A rollout's headline when the value has the shape of the operator's rollout status
+ * (`batch`, `batches`, `state`, `paused_by`, counts): batch n of m, state, progress.
+ */
+function rolloutHeadline(r) {
+  if (typeof r?.batch !== "number" || typeof r?.batches !== "number") return "";
+  const paused = r.paused_by ? ` (paused by ${r.paused_by})` : "";
+  const total = Number(r.targeted) || 0;
+  const ready = Number(r.ready) || 0;
+  return `<p id="rollout-headline"><strong>Batch ${esc(r.batch)} of ${esc(r.batches)}</strong> · ${
+    badge(String(r.state ?? "unknown").replace("_", " "))
+  }${esc(paused)}${r.message ? ` · ${esc(r.message)}` : ""}</p>` +
+    (total > 0
+      ? `<p><label for="rollout-progress">Progress: ${ready} of ${total} ready${
+        r.updated !== undefined ? `, ${esc(r.updated)} updated` : ""
+      }</label> <progress id="rollout-progress" max="${total}" value="${ready}"></progress></p>`
+      : "");
+}
+
+/** A rollout or history value the view may carry one day, shown field by field. */
+function optionalSection(id, title, value, missing) {
+  let body;
+  if (value === undefined || value === null) {
+    body = `<p class="muted">${esc(missing)}</p>`;
+  } else if (Array.isArray(value)) {
+    const keys = [...new Set(value.flatMap((v) => Object.keys(v ?? {})))];
+    body = value.length === 0
+      ? `<p class="muted">None.</p>`
+      : `<div class="scroll"><table><caption>${esc(title)}</caption><thead><tr>${
+        keys.map((k) => `<th scope="col">${esc(k)}</th>`).join("")
+      }</tr></thead><tbody>${
+        value.map((v) => `<tr>${keys.map((k) => `<td>${generic(v?.[k])}</td>`).join("")}</tr>`)
+          .join(
+            "",
+          )
+      }</tbody></table></div>`;
+  } else if (typeof value === "object") {
+    body = (id === "rollout" ? rolloutHeadline(value) : "") +
+      `<dl class="kv">${
+        Object.entries(value).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${generic(v)}</dd>`).join("")
+      }</dl>`;
+  } else {
+    body = `<p>${esc(value)}</p>`;
+  }
+  return `<section id="${id}" aria-labelledby="${id}-h"><h2 id="${id}-h">${
+    esc(title)
+  }</h2>${body}</section>`;
+}
+
+/** The deployment page's filter form. */
+export function renderDeploymentForm(name, query) {
+  const opt = (v, label) =>
+    `<option value="${v}"${query.phase === v ? " selected" : ""}>${label}</option>`;
+  return `<form id="filters" class="filters" method="get" action="/deployments/${
+    encodeURIComponent(name)
+  }" role="search"><div><label for="q">Search</label><input id="q" name="q" type="search" value="${
+    esc(query.q)
+  }" placeholder="device, message" autocomplete="off"></div>
+<div><label for="phase">Phase</label><select id="phase" name="phase">${opt("", "all")}${
+    opt("failed", "failed")
+  }${opt("pending", "pending")}${opt("ready", "ready")}</select></div>
+<button type="submit">Apply</button></form>`;
+}
+
+/** The deployment page's live part: summary, rollout and history, devices by phase. */
+export function renderDeployment(model, name, query) {
+  const p = model.deployments.find((d) => d.name === name);
+  if (p === undefined) {
+    return `<p role="alert">No deployment named <strong>${
+      esc(name)
+    }</strong> (deleted, or not applied yet).</p>`;
+  }
+  const summary = `<dl class="stats">${stat("State", deploymentState(p))}${
+    stat("Revision", p.revision ?? "-")
+  }${stat("Targeted", p.targeted, "", "dep-targeted")}${stat("Ready", p.ready, "ok", "dep-ready")}${
+    stat("Failed", p.failed, p.failed > 0 ? "bad" : "", "dep-failed")
+  }${stat("Pending", p.pending, "", "dep-pending")}${
+    stat("Offline", p.offline, p.offline > 0 ? "bad" : "", "dep-offline")
+  }</dl>`;
+  const rollout = optionalSection(
+    "rollout",
+    "Rollout",
+    p.rollout,
+    "No rollout in progress is reported for this deployment.",
+  );
+  const history = optionalSection(
+    "history",
+    "Revision history",
+    p.history,
+    "This operator does not report a revision history yet.",
+  );
+  const needle = query.q.toLowerCase();
+  const matched = (model.rows.get(name) ?? [])
+    .filter((r) => !query.phase || r.phase === query.phase)
+    .filter((r) => !needle || `${r.id} ${r.message}`.toLowerCase().includes(needle))
+    .sort((a, b) => (PHASE_ORDER[a.phase] - PHASE_ORDER[b.phase]) || cmp(a.id, b.id));
+  const sel = page(matched, query.page, p.targeted);
+  const rows = sel.rows.map((r) =>
+    `<tr data-device="${esc(r.id)}"><th scope="row"><a href="/devices/${
+      encodeURIComponent(r.id)
+    }">${esc(r.id)}</a></th><td>${badge(r.phase)}</td><td>${
+      badge(r.online ? "online" : "offline")
+    }</td><td>${esc(r.wanted_revision ?? "-")}</td><td>${esc(r.applied_revision ?? "-")}</td><td>${
+      esc(r.agent_phase ?? "-")
+    }</td><td class="msg">${esc(r.message || "-")}</td></tr>`
+  ).join("");
+  const table = `<div class="scroll"><table id="deployment-devices"><caption>Devices of ${
+    esc(name)
+  }, failed first</caption><thead><tr><th scope="col">Device</th><th scope="col">Phase</th>
+<th scope="col">Online</th><th scope="col">Wanted</th><th scope="col">Applied</th>
+<th scope="col">Agent phase</th><th scope="col">Message</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+  return summary + rollout + history + `<h2>Devices by phase</h2>` +
+    pager(sel, query, "devices") + table;
+}
+
+/** `deployment/service` pairs a device's status reports, sorted: what its log pane can tail. */
+export function logTargets(detail) {
+  const out = [];
+  for (const [name, dep] of Object.entries(detail?.status?.deployments ?? {})) {
+    for (const service of Object.keys(dep?.services ?? {})) out.push(`${name}/${service}`);
+  }
+  return out.sort(cmp);
+}
+
+/**
+ * The device page's live part. `detail` is `{status}` (the agent's report), `{error}` or null.
+ * The events and logs panes (`#events`, `#logs`) are outside this part (operator/api/dashboard/page.ts
+ * `devicePanes`): re-rendering it must not wipe a log being followed.
+ */
+export function renderDevice(model, id, detail, now) {
+  const d = model.devices.find((x) => x.id === id);
+  if (d === undefined) {
+    return `<p role="alert">No device <strong>${esc(id)}</strong> is registered or reporting.</p>`;
+  }
+  const summary = `<dl class="kv"><dt>Status</dt><dd>${badge(d.status)}</dd><dt>Online</dt><dd>${
+    badge(d.online ? "online" : "offline")
+  }</dd><dt>Last seen</dt><dd>${timeCell(d.seen, now)}</dd><dt>Agent version</dt><dd>${
+    esc(d.agent_version ?? "-")
+  }</dd><dt>Registered</dt><dd>${d.registered ? "yes" : "no"}</dd><dt>Labels</dt><dd>${
+    esc(labelsText(d.labels) || "-")
+  }</dd><dt>Reported labels</dt><dd>${esc(labelsText(d.reported_labels) || "-")}</dd>${
+    d.reason ? `<dt>Reason</dt><dd class="msg">${esc(d.reason)}</dd>` : ""
+  }${d.message ? `<dt>Note</dt><dd class="msg">${esc(d.message)}</dd>` : ""}</dl>`;
+  const reported = detail?.status?.deployments ?? {};
+  const rows = [];
+  const names = [...new Set([...d.deployments, ...Object.keys(reported)])].sort(cmp);
+  for (const name of names) {
+    const dep = reported[name];
+    const target = (model.rows.get(name) ?? []).find((r) => r.id === id);
+    const link = `<a href="/deployments/${encodeURIComponent(name)}">${esc(name)}</a>`;
+    const phase = badge(target?.phase ?? dep?.phase ?? "unknown");
+    const services = Object.entries(dep?.services ?? {}).sort(([a], [b]) => cmp(a, b));
+    const message = esc(target?.message || dep?.message || "-");
+    if (services.length === 0) {
+      rows.push(
+        `<tr><th scope="row">${link}</th><td>${phase}</td><td>${
+          esc(dep?.deployment_revision ?? "-")
+        }</td><td colspan="5" class="muted">no services reported</td><td class="msg">${message}</td></tr>`,
+      );
+    }
+    for (const [svc, s] of services) {
+      rows.push(
+        `<tr><th scope="row">${link}</th><td>${phase}</td><td>${
+          esc(dep.deployment_revision ?? "-")
+        }</td><td>${esc(svc)}</td><td>${badge(s.state)}</td><td>${esc(s.health ?? "-")}</td><td>${
+          esc(s.image)
+        }</td><td>${esc(s.restarts ?? "-")}</td><td class="msg">${message}</td></tr>`,
+      );
+    }
+  }
+  const error = detail?.error ? `<p role="alert">Invalid status: ${esc(detail.error)}</p>` : "";
+  const table =
+    `<div class="scroll"><table id="services"><caption>Deployments and services</caption>
+<thead><tr><th scope="col">Deployment</th><th scope="col">Phase</th><th scope="col">Revision</th>
+<th scope="col">Service</th><th scope="col">State</th><th scope="col">Health</th>
+<th scope="col">Image</th><th scope="col">Restarts</th><th scope="col">Message</th></tr></thead><tbody>${
+      rows.join("") ||
+      `<tr><td colspan="9" class="muted">No deployments.</td></tr>`
+    }</tbody></table></div>`;
+  return summary + error + table;
+}

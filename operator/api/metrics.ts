@@ -1,0 +1,172 @@
+/**
+ * The operator's Prometheus metrics, served at `GET /metrics` on its HTTP
+ * listen: the fleet by status and liveness, each deployment's devices by
+ * phase, desired-state writes and their latency, NATS reconnects, and rollout
+ * progress when a source for it is given. Gauges are computed from the fleet
+ * view at scrape time; prom-client formats the exposition.
+ *
+ * Label values are bounded: statuses and phases are small enums; deployment
+ * names are bounded by the deployments that exist (never a device id).
+ *
+ * @module
+ */
+
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { FleetView } from "../fleet/aggregate.ts";
+
+/** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
+export const WRITE_BUCKETS_SECONDS = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  1,
+];
+
+/** A rollout's position, for the progress gauges (from the rollout book, when there is one). */
+export interface RolloutProgress {
+  deployment: string;
+  /** Batches done (0 before the first completes). */
+  batchesDone: number;
+  batches: number;
+}
+
+/** Options of {@linkcode OperatorMetrics}. */
+export interface OperatorMetricsOptions {
+  /** The fleet view now; undefined while starting (the fleet gauges are then empty). */
+  view: () => FleetView | undefined;
+  /** Rollouts in progress; absent: no rollout gauges. */
+  rollouts?: () => Iterable<RolloutProgress>;
+}
+
+/** The operator's metrics. */
+export class OperatorMetrics {
+  /** The registry `/metrics` renders. */
+  readonly registry: Registry = new Registry();
+  readonly #writes: Counter<"operation" | "outcome">;
+  readonly #writeSeconds: Histogram<"operation">;
+  readonly #reconnects: Counter;
+
+  constructor(options: OperatorMetricsOptions) {
+    const registers = [this.registry];
+    new Gauge({
+      name: "drover_devices",
+      help: "Devices known to the operator, by their agent's status and liveness.",
+      labelNames: ["status", "online"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.devices) {
+          this.inc({ status: d.status, online: d.online ? "true" : "false" });
+        }
+      },
+    });
+    new Gauge({
+      name: "drover_deployment_devices",
+      help: "Devices a deployment targets, by phase (ready, failed, pending).",
+      labelNames: ["deployment", "phase"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.deployments) {
+          this.set({ deployment: d.name, phase: "ready" }, d.ready);
+          this.set({ deployment: d.name, phase: "failed" }, d.failed);
+          this.set({ deployment: d.name, phase: "pending" }, d.pending);
+        }
+      },
+    });
+    if (options.rollouts !== undefined) {
+      const rollouts = options.rollouts;
+      new Gauge({
+        name: "drover_rollout_batches_done",
+        help: "Batches of a deployment's current rollout that are done.",
+        labelNames: ["deployment"],
+        registers,
+        collect() {
+          this.reset();
+          for (const r of rollouts()) this.set({ deployment: r.deployment }, r.batchesDone);
+        },
+      });
+      new Gauge({
+        name: "drover_rollout_batches",
+        help: "Batches of a deployment's current rollout.",
+        labelNames: ["deployment"],
+        registers,
+        collect() {
+          this.reset();
+          for (const r of rollouts()) this.set({ deployment: r.deployment }, r.batches);
+        },
+      });
+    }
+    this.#writes = new Counter({
+      name: "drover_desired_state_writes_total",
+      help: "Desired-state KV writes (put, delete) by outcome.",
+      labelNames: ["operation", "outcome"],
+      registers,
+    });
+    this.#writeSeconds = new Histogram({
+      name: "drover_desired_state_write_duration_seconds",
+      help: "Latency of one desired-state KV write.",
+      labelNames: ["operation"],
+      buckets: WRITE_BUCKETS_SECONDS,
+      registers,
+    });
+    this.#reconnects = new Counter({
+      name: "drover_nats_reconnects_total",
+      help: "Times the operator's NATS connection was re-established after a loss.",
+      registers,
+    });
+    for (const operation of ["put", "delete"]) {
+      this.#writeSeconds.zero({ operation });
+      for (const outcome of ["ok", "error"]) this.#writes.inc({ operation, outcome }, 0);
+    }
+    this.#reconnects.inc(0);
+  }
+
+  /** The NATS connection came back. */
+  reconnected(): void {
+    this.#reconnects.inc();
+  }
+
+  /** Records one desired-state write. */
+  write(operation: "put" | "delete", seconds: number, ok: boolean): void {
+    this.#writes.inc({ operation, outcome: ok ? "ok" : "error" });
+    if (ok) this.#writeSeconds.observe({ operation }, seconds);
+  }
+
+  /** `kv` (the desired-state bucket) with its `put` and `delete` timed. */
+  instrumentDesired<T extends object>(kv: T): T {
+    return new Proxy(kv, {
+      get: (target, property, receiver) => {
+        const value = Reflect.get(target, property, receiver);
+        if (typeof value !== "function") return value;
+        if (property !== "put" && property !== "delete") return value.bind(target);
+        return async (...args: unknown[]) => {
+          const started = performance.now();
+          try {
+            const result = await value.apply(target, args);
+            this.write(property, (performance.now() - started) / 1000, true);
+            return result;
+          } catch (err) {
+            this.write(property, 0, false);
+            throw err;
+          }
+        };
+      },
+    });
+  }
+
+  /** The exposition text. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
