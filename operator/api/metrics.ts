@@ -13,6 +13,7 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FleetView } from "../fleet/aggregate.ts";
+import { RolloutPhase } from "../rollout/state.ts";
 
 /** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
 export const WRITE_BUCKETS_SECONDS = [
@@ -70,7 +71,9 @@ export class OperatorMetrics {
     });
     new Gauge({
       name: "drover_deployment_devices",
-      help: "Devices a deployment targets, by phase (ready, failed, pending).",
+      help: "Devices a deployment targets, by phase (ready, failed, pending, held: not given " +
+        "the revision by a staged rollout yet, offline). Ready counts at the stable revision " +
+        "after a rollback.",
       labelNames: ["deployment", "phase"],
       registers,
       collect() {
@@ -81,6 +84,71 @@ export class OperatorMetrics {
           this.set({ deployment: d.name, phase: "ready" }, d.ready);
           this.set({ deployment: d.name, phase: "failed" }, d.failed);
           this.set({ deployment: d.name, phase: "pending" }, d.pending);
+          this.set({ deployment: d.name, phase: "held" }, d.held);
+          this.set({ deployment: d.name, phase: "offline" }, d.offline);
+        }
+      },
+    });
+    new Gauge({
+      name: "drover_rollout_state",
+      help: "1 for the state of a deployment's latest rollout (progressing, paused, complete, " +
+        "rolled_back, failed), 0 for the others.",
+      labelNames: ["deployment", "state"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.deployments) {
+          if (d.state === null) continue;
+          for (const state of RolloutPhase.options) {
+            this.set({ deployment: d.name, state }, d.state === state ? 1 : 0);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: "drover_rollout_batch",
+      help: "1-based batch a progressing or paused rollout is in (absent otherwise).",
+      labelNames: ["deployment"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.deployments) {
+          if (d.batch !== null) this.set({ deployment: d.name }, d.batch);
+        }
+      },
+    });
+    new Gauge({
+      name: "drover_deployment_revision",
+      help: "A deployment's current revision (what apply printed) and its stable revision.",
+      labelNames: ["deployment", "kind"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.deployments) {
+          if (d.revision !== null) this.set({ deployment: d.name, kind: "current" }, d.revision);
+          if (d.stable_revision !== null) {
+            this.set({ deployment: d.name, kind: "stable" }, d.stable_revision);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: "drover_agent_info",
+      help: "Devices by the agent version they report (1 per device and version).",
+      labelNames: ["version"],
+      registers,
+      collect() {
+        this.reset();
+        const view = options.view();
+        if (view === undefined) return;
+        for (const d of view.devices) {
+          if (d.agent_version !== null) this.inc({ version: d.agent_version });
         }
       },
     });

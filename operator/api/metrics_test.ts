@@ -5,11 +5,36 @@ import { OperatorMetrics } from "./metrics.ts";
 
 const VIEW = {
   devices: [
-    { device_id: "a", status: "ready", online: true },
-    { device_id: "b", status: "ready", online: true },
-    { device_id: "c", status: "degraded", online: false },
+    { device_id: "a", status: "ready", online: true, agent_version: "0.2.0" },
+    { device_id: "b", status: "ready", online: true, agent_version: "0.2.0" },
+    { device_id: "c", status: "degraded", online: false, agent_version: "0.1.0" },
   ],
-  deployments: [{ name: "hello", ready: 2, failed: 1, pending: 0 }],
+  deployments: [
+    {
+      name: "hello",
+      revision: 4,
+      state: "rolled_back",
+      stable_revision: 3,
+      batch: null,
+      ready: 2,
+      failed: 1,
+      pending: 0,
+      held: 0,
+      offline: 1,
+    },
+    {
+      name: "web",
+      revision: 9,
+      state: "paused",
+      stable_revision: 8,
+      batch: 2,
+      ready: 1,
+      failed: 0,
+      pending: 0,
+      held: 2,
+      offline: 0,
+    },
+  ],
 } as unknown as FleetView;
 
 Deno.test("operator metrics: fleet gauges from the view, write latency, reconnects", async () => {
@@ -27,6 +52,14 @@ Deno.test("operator metrics: fleet gauges from the view, write latency, reconnec
   assertStringIncludes(text, 'drover_devices{status="ready",online="true"} 2');
   assertStringIncludes(text, 'drover_devices{status="degraded",online="false"} 1');
   assertStringIncludes(text, 'drover_deployment_devices{deployment="hello",phase="failed"} 1');
+  assertStringIncludes(text, 'drover_deployment_devices{deployment="web",phase="held"} 2');
+  assertStringIncludes(text, 'drover_rollout_state{deployment="hello",state="rolled_back"} 1');
+  assertStringIncludes(text, 'drover_rollout_state{deployment="hello",state="complete"} 0');
+  assertStringIncludes(text, 'drover_rollout_state{deployment="web",state="paused"} 1');
+  assertStringIncludes(text, 'drover_rollout_batch{deployment="web"} 2');
+  assertStringIncludes(text, 'drover_deployment_revision{deployment="hello",kind="stable"} 3');
+  assertStringIncludes(text, 'drover_agent_info{version="0.2.0"} 2');
+  assertStringIncludes(text, 'drover_agent_info{version="0.1.0"} 1');
   assertStringIncludes(text, 'drover_desired_state_writes_total{operation="put",outcome="ok"} 1');
   assertStringIncludes(
     text,

@@ -119,7 +119,7 @@ export function devicesTable(devices: readonly DeviceView[]): string {
 export function deploymentsTable(deployments: readonly DeploymentView[]): string {
   if (deployments.length === 0) return "No deployments.\n";
   return table(
-    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE"],
+    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "HELD", "OFFLINE", "STATE"],
     deployments.map((d) => [
       d.name,
       d.revision === null ? "-" : String(d.revision),
@@ -127,9 +127,26 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
       String(d.ready),
       String(d.failed),
       String(d.pending),
+      String(d.held),
       String(d.offline),
+      stateColumn(d),
     ]),
   );
+}
+
+/** The STATE cell: `complete`, `rolled back to 1`, `paused (batch 1 of 3)`, `-` when unknown. */
+function stateColumn(d: DeploymentView): string {
+  switch (d.state) {
+    case null:
+      return "-";
+    case "rolled_back":
+      return d.stable_revision === null ? "rolled back" : `rolled back to ${d.stable_revision}`;
+    case "progressing":
+    case "paused":
+      return `${d.state} (batch ${d.batch} of ${d.batches})`;
+    default:
+      return d.state;
+  }
 }
 
 /**
@@ -138,7 +155,7 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
  */
 export function deploymentStatus(d: DeploymentView): string {
   const revision = d.revision === null ? "" : ` (revision ${d.revision})`;
-  const head = `Deployment ${escapeControl(d.name)}${revision}: ${summaryCounts(d)}\n`;
+  const head = `Deployment ${escapeControl(d.name)}${revision}: ${deploymentSummary(d)}\n`;
   if (d.devices.length === 0) return head + "No device is targeted.\n";
   return head + "\n" + table(
     ["DEVICE", "PHASE", "WANTED", "APPLIED", "ONLINE", "MESSAGE"],
@@ -153,11 +170,40 @@ export function deploymentStatus(d: DeploymentView): string {
   );
 }
 
-/** `3/5 ready, 1 failed, 1 pending`. */
+/**
+ * Where a deployment stands in one line: `3/3 ready`, `rolled back (revision
+ * 2 → 1): 3/3 ready at revision 1`, `rollout paused at batch 1 of 2: 1/3
+ * ready, 2 held at revision 1`.
+ */
+export function deploymentSummary(d: DeploymentView): string {
+  const counts = summaryCounts(d);
+  switch (d.state) {
+    case "rolled_back":
+      return `rolled back (revision ${d.revision} → ${d.stable_revision ?? "none"}): ${counts}`;
+    case "paused":
+      return `rollout paused at batch ${d.batch} of ${d.batches}: ${counts}`;
+    case "progressing":
+      return `rolling out, batch ${d.batch} of ${d.batches}: ${counts}`;
+    case "failed":
+      return `rollout failed: ${counts}`;
+    default:
+      return counts;
+  }
+}
+
+/** `3/5 ready, 1 failed, 1 pending`; after a rollback, `3/3 ready at revision 1`. */
 export function summaryCounts(d: DeploymentView): string {
-  const parts = [`${d.ready}/${d.targeted} ready`];
+  const at = d.state === "rolled_back" && d.ready_revision !== null
+    ? ` at revision ${d.ready_revision}`
+    : "";
+  const parts = [`${d.ready}/${d.targeted} ready${at}`];
   if (d.failed > 0) parts.push(`${d.failed} failed`);
   if (d.pending > 0) parts.push(`${d.pending} pending`);
+  if (d.held > 0) {
+    parts.push(
+      `${d.held} held` + (d.stable_revision === null ? "" : ` at revision ${d.stable_revision}`),
+    );
+  }
   if (d.offline > 0) parts.push(`${d.offline} offline`);
   return parts.join(", ");
 }

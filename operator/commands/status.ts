@@ -15,7 +15,9 @@ export const statusCommand: Command = {
   name: "status",
   summary: "Show one deployment device by device",
   usage: "status NAME [-o table|json]",
-  description: "Exits 0 when every targeted device runs the current revision, 1 otherwise.",
+  description: "Exits 0 when every targeted device runs the revision the deployment is at (the\n" +
+    "current one; after a rollback, the stable one it went back to), 1 otherwise. A staged\n" +
+    "rollout's devices not given the current revision yet show as held.",
   options: OUTPUT_OPTION,
   connects: true,
   async run({ values, positionals, io }) {

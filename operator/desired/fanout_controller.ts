@@ -81,6 +81,8 @@ export class Reconciler implements AsyncDisposable {
     this.#writeConcurrency = options.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
     this.rollouts = options.rollouts ? new RolloutDriver(options.rollouts) : undefined;
+    // The fleet view judges deployments by their rollouts (a rolled back one at its stable revision).
+    this.state.rollouts = this.rollouts?.book;
     this.#isActive = options.isActive ?? (() => true);
   }
 

@@ -22,6 +22,7 @@ import {
   type KnownDevice,
   targetedDevices,
 } from "../desired/fanout.ts";
+import type { RolloutPhase, RolloutState } from "../rollout/state.ts";
 
 /** A device is offline once its last status is older than this many heartbeat intervals. */
 export const OFFLINE_AFTER_HEARTBEATS = 3;
@@ -114,12 +115,19 @@ export interface DeploymentDeviceView {
   wanted_revision: number | null;
   /** Deployment revision the agent reports running (or failing), or null if unknown. */
   applied_revision: number | null;
+  /** Deployment revision the agent reports as `running` now, or null when it runs none. */
+  running_revision: number | null;
   /** KV revision of the device's desired-state key, or null when there is none. */
   wanted_kv_revision: number | null;
   /** KV revision of the desired state the agent reports about, or null. */
   applied_kv_revision: number | null;
-  /** `ready` (running the wanted revision), `failed` (failed at the wanted revision) or `pending`. */
-  phase: "ready" | "failed" | "pending";
+  /**
+   * `ready` (running the revision the deployment is at: the current one, or
+   * the stable one after a rollback), `failed` (failed at it), `pending`, or
+   * `held` (a staged rollout has not given it the current revision yet: it
+   * keeps the one it has).
+   */
+  phase: "ready" | "failed" | "pending" | "held";
   /** The agent's own phase for the revision it reports, if any. */
   agent_phase: DeploymentPhase | null;
   message: string;
@@ -131,17 +139,51 @@ export interface DeploymentDeviceView {
   services?: Record<string, ServiceStatus>;
 }
 
+/** A device judged against one revision: a `held` device is judged at the one it keeps. */
+export type JudgedDevice = DeploymentDeviceView & { phase: "ready" | "failed" | "pending" };
+
 /** One deployment in the fleet view. */
 export interface DeploymentView {
   name: string;
   /** Revision of the manifest in `deployments` (what `apply` printed), or null if unknown. */
   revision: number | null;
+  /**
+   * Where the latest rollout of `revision` stands (`complete` for one that
+   * went everywhere at once), or null when none is recorded yet (no
+   * `operator serve` has handled this revision).
+   */
+  state: RolloutPhase | null;
+  /**
+   * The last good revision: `revision` once its rollout completed, the one
+   * devices went back to after a rollback, the one held devices keep during
+   * a rollout; null when unknown or there is none.
+   */
+  stable_revision: number | null;
+  /** The revision `ready` counts at: `stable_revision` after a rollback, else `revision`. */
+  ready_revision: number | null;
+  /** 1-based batch of a progressing or paused rollout, and how many there are; else null. */
+  batch: number | null;
+  batches: number | null;
   targeted: number;
   ready: number;
   failed: number;
   pending: number;
+  /** Devices a staged rollout has not given `revision` yet (they keep what they run). */
+  held: number;
   offline: number;
   devices: DeploymentDeviceView[];
+}
+
+/**
+ * What the fleet view needs to know about rollouts: the stored rollout
+ * states and the manifests of earlier revisions (the rollout book of
+ * `operator serve`, or what a CLI command read).
+ */
+export interface RolloutLookup {
+  /** Deployment name → its stored rollout state. */
+  states(): ReadonlyMap<string, RolloutState>;
+  /** The manifest of `revision` of `deployment`, if the history holds it. */
+  manifestAt(deployment: string, revision: number): DeploymentManifest | undefined;
 }
 
 /** Everything `summarise` returns. */
@@ -197,6 +239,8 @@ export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>):
  * @param registry device id → its entry in the operator's device registry
  * @param now ms since epoch
  * @param revisions deployment name → its manifest's revision in `deployments`
+ * @param rollouts rollout states and earlier manifests; without it deployments are judged
+ *   against their current manifest alone
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
@@ -205,6 +249,7 @@ export function summarise(
   registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
   revisions: ReadonlyMap<string, number> = new Map(),
+  rollouts?: RolloutLookup,
 ): FleetView {
   const devicesKnown = knownDevices(registry);
   const deploymentsOf = new Map<string, Set<string>>();
@@ -221,9 +266,19 @@ export function summarise(
     for (const name of Object.keys(record.status?.deployments ?? {})) note(id, name);
   }
 
+  const states = rollouts?.states() ?? new Map<string, RolloutState>();
   const deployments = [...manifests]
     .sort((a, b) => compare(a.name, b.name))
-    .map((m) => deploymentView(m, revisions.get(m.name), devicesKnown, desired, statuses, now));
+    .map((m) => {
+      const revision = revisions.get(m.name);
+      const stored = states.get(m.name);
+      const rollout = stored !== undefined && stored.revision === revision ? stored : undefined;
+      const stable = rollout?.stable_revision === null || rollout === undefined
+        ? undefined
+        : rollouts?.manifestAt(m.name, rollout.stable_revision);
+      const fleet = { devices: devicesKnown, desired, statuses, now };
+      return deploymentView(m, revision, fleet, rollout, stable);
+    });
 
   const ids = new Set<string>([...statuses.keys(), ...registry.keys(), ...deploymentsOf.keys()]);
   const devices = [...ids].sort(compare).map((id) =>
@@ -295,38 +350,128 @@ export function notReadyReason(status: AgentStatus | undefined): string | undefi
   return parts.join("; ");
 }
 
+/** What {@linkcode deploymentView} reads besides the deployment. */
+interface FleetContents {
+  devices: readonly KnownDevice[];
+  desired: ReadonlyMap<string, DesiredEntry>;
+  statuses: ReadonlyMap<string, DeviceRecord>;
+  now: number;
+}
+
+/**
+ * One deployment as it is: judged against what its rollout says each device
+ * should run now. After a rollback every targeted device should run the
+ * stable revision (ready counts there); during a staged rollout the devices
+ * given the new revision are judged at it and the others are `held` at what
+ * they have; otherwise every targeted device should run `revision`.
+ */
 function deploymentView(
   manifest: DeploymentManifest,
   revision: number | undefined,
-  devices: readonly KnownDevice[],
-  desired: ReadonlyMap<string, DesiredEntry>,
-  statuses: ReadonlyMap<string, DeviceRecord>,
-  now: number,
+  fleet: FleetContents,
+  rollout: RolloutState | undefined,
+  stable: DeploymentManifest | undefined,
 ): DeploymentView {
-  const wantedCanonical = desiredContent(desiredStateOf(manifest));
-  const rows = [...targetedDevices(manifest, devices)].sort(compare).map((device) =>
-    deviceInDeployment(
-      manifest.name,
-      device,
-      desired.get(desiredStateKey(device, manifest.name)),
-      wantedCanonical,
-      statuses.get(device),
-      now,
-      revision,
-    )
-  );
+  const judge = (m: DeploymentManifest, judgedRevision: number | undefined) => {
+    const wantedCanonical = desiredContent(desiredStateOf(m));
+    return (device: string) =>
+      deviceInDeployment(
+        m.name,
+        device,
+        fleet.desired.get(desiredStateKey(device, m.name)),
+        wantedCanonical,
+        fleet.statuses.get(device),
+        fleet.now,
+        judgedRevision,
+      );
+  };
+  const targetedOf = (m: DeploymentManifest) =>
+    [...targetedDevices(m, fleet.devices)].sort(compare);
+  const state = rollout?.state ?? null;
+  let stableRevision = rollout === undefined
+    ? null
+    : state === "complete"
+    ? rollout.revision
+    : rollout.stable_revision;
+  let readyRevision = revision ?? null;
+  let rows: DeploymentDeviceView[];
+  if (rollout !== undefined && state === "rolled_back") {
+    if (rollout.stable_revision === null) {
+      // Nothing to go back to: the operator removed it from the devices it had reached.
+      rows = [];
+      readyRevision = null;
+    } else if (stable !== undefined) {
+      rows = targetedOf(stable).map(judge(stable, rollout.stable_revision));
+      readyRevision = rollout.stable_revision;
+    } else {
+      // The stable manifest is not in the history: the devices keep what they have.
+      rows = targetedOf(manifest).map((d) => heldRow(d, fleet, rollout));
+      stableRevision = rollout.stable_revision;
+    }
+  } else if (
+    rollout !== undefined && (state === "progressing" || state === "paused" || state === "failed")
+  ) {
+    const updated = new Set(rollout.updated);
+    const atRevision = judge(manifest, revision);
+    rows = targetedOf(manifest).map((d) =>
+      updated.has(d) ? atRevision(d) : heldRow(d, fleet, rollout)
+    );
+  } else {
+    rows = targetedOf(manifest).map(judge(manifest, revision));
+  }
   const count = (phase: DeploymentDeviceView["phase"]) =>
     rows.filter((r) => r.phase === phase).length;
+  const staged = state === "progressing" || state === "paused";
   return {
     name: manifest.name,
     revision: revision ?? null,
+    state,
+    stable_revision: stableRevision,
+    ready_revision: readyRevision,
+    batch: staged ? rollout!.batch + 1 : null,
+    batches: staged ? rollout!.batches : null,
     targeted: rows.length,
     ready: count("ready"),
     failed: count("failed"),
     pending: count("pending"),
+    held: count("held"),
     offline: rows.filter((r) => !r.online).length,
     devices: rows,
   };
+}
+
+/**
+ * A device a staged rollout has not given the new revision: it keeps its
+ * stored desired state, judged as that (it may still fail at it), and says
+ * why it waits — never that the operator has yet to write something.
+ */
+function heldRow(
+  device: string,
+  fleet: FleetContents,
+  rollout: RolloutState,
+): DeploymentDeviceView {
+  const stored = fleet.desired.get(desiredStateKey(device, rollout.deployment));
+  const row = deviceInDeployment(
+    rollout.deployment,
+    device,
+    stored,
+    stored?.canonical ?? "",
+    fleet.statuses.get(device),
+    fleet.now,
+    stored?.deploymentRevision,
+  );
+  if (row.phase === "failed") return row;
+  const at = stored === undefined
+    ? "not given any revision yet"
+    : `held at revision ${stored.deploymentRevision ?? rollout.stable_revision ?? "?"}`;
+  const batch = `batch ${rollout.batch + 1} of ${rollout.batches}`;
+  const why = rollout.state === "paused"
+    ? `rollout paused at ${batch}`
+    : rollout.state === "failed"
+    ? "rollout stopped (failed)"
+    : `rollout in ${batch}; its batch comes later`;
+  const detail = row.phase === "ready" || stored === undefined ? "" : ` (${row.message})`;
+  return { ...row, phase: "held", message: `${at}: ${why}${detail}` };
 }
 
 /**
@@ -342,7 +487,7 @@ export function deviceInDeployment(
   record: DeviceRecord | undefined,
   now: number,
   revision?: number,
-): DeploymentDeviceView {
+): JudgedDevice {
   const online = isOnline(record, now);
   const reported = record?.status?.deployments[deployment];
   const current = stored !== undefined && reported?.revision === stored.revision;
@@ -352,6 +497,9 @@ export function deviceInDeployment(
     // An agent that predates the echo still runs a known value when it reports its KV revision.
     applied_revision: reported?.deployment_revision ??
       (current ? stored.deploymentRevision : undefined) ?? null,
+    running_revision: reported?.phase === "running"
+      ? reported.deployment_revision ?? (current ? stored.deploymentRevision : undefined) ?? null
+      : null,
     wanted_kv_revision: stored?.revision ?? null,
     applied_kv_revision: reported?.revision ?? null,
     agent_phase: reported?.phase ?? null,
@@ -386,7 +534,7 @@ export function deviceInDeployment(
     };
   }
   const wanted = stored.deploymentRevision ?? null;
-  const pending = (message: string): DeploymentDeviceView => ({
+  const pending = (message: string): JudgedDevice => ({
     ...base,
     wanted_revision: wanted,
     phase: "pending",

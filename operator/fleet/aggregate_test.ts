@@ -14,6 +14,7 @@ import {
   summarise,
 } from "./aggregate.ts";
 import { desiredStateOf } from "../desired/fanout.ts";
+import type { RolloutState } from "../rollout/state.ts";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
 
@@ -353,4 +354,117 @@ Deno.test("summarise: each device row carries the services the agent reported, h
   const [a, b] = view.deployments[0]?.devices ?? [];
   assertEquals(a?.services?.httpd?.health, "healthy");
   assertEquals(b?.services, undefined, "nothing reported, nothing shown");
+});
+
+/** A rollout state of `web` (the fields the fleet view reads, the rest filled in). */
+function rolloutOf(
+  state: RolloutState["state"],
+  revision: number,
+  stable: number | null,
+  updated: string[],
+  batch = 0,
+): RolloutState {
+  const time = new Date(NOW).toISOString();
+  return {
+    deployment: "web",
+    revision,
+    stable_revision: stable,
+    state,
+    batch,
+    batches: 2,
+    batch_devices: updated,
+    batch_started_at: time,
+    batch_ready_at: null,
+    updated,
+    failures: [],
+    message: "",
+    paused_by: state === "paused" ? "user" : null,
+    started_at: time,
+    updated_at: time,
+  };
+}
+
+const web1 = web;
+const web2 = DeploymentManifest.parse({
+  ...web,
+  score: { type: "PodmanV0", services: [{ name: "httpd", image: "busybox:2" }] },
+});
+
+/** Desired-state entries as the operator stores them: content and deployment revision. */
+function storedAt(manifest: DeploymentManifest, revision: number, kv: number): DesiredEntry {
+  return {
+    revision: kv,
+    canonical: canonicalJson(desiredStateOf(manifest)),
+    deploymentRevision: revision,
+  };
+}
+
+const runningAt = (kv: number, deploymentRevision: number): DeploymentStatus => ({
+  ...running(kv),
+  deployment_revision: deploymentRevision,
+});
+
+Deno.test("summarise: after a rollback, ready counts at the stable revision every device runs", () => {
+  const registry = registered({ a: { site: "lab" }, b: { site: "lab" }, c: { site: "lab" } });
+  // Revision 2 was rolled back: every device got revision 1 again (KV revisions 20..22).
+  const desired = new Map([
+    ["a.web", storedAt(web1, 1, 20)],
+    ["b.web", storedAt(web1, 1, 21)],
+    ["c.web", storedAt(web1, 1, 22)],
+  ]);
+  const statuses = new Map([
+    ["a", record("a", {}, { web: runningAt(20, 1) })],
+    ["b", record("b", {}, { web: runningAt(21, 1) })],
+    ["c", record("c", {}, { web: runningAt(22, 1) })],
+  ]);
+  const rollouts = {
+    states: () => new Map([["web", rolloutOf("rolled_back", 2, 1, ["a"])]]),
+    manifestAt: (_: string, r: number) => r === 1 ? web1 : r === 2 ? web2 : undefined,
+  };
+  const [d] = summarise([web2], desired, statuses, registry, NOW, new Map([["web", 2]]), rollouts)
+    .deployments;
+  assertEquals(
+    [d?.state, d?.revision, d?.stable_revision, d?.ready_revision, d?.ready, d?.targeted],
+    ["rolled_back", 2, 1, 1, 3, 3],
+  );
+  assertEquals(d?.devices.map((r) => [r.phase, r.running_revision]), [
+    ["ready", 1],
+    ["ready", 1],
+    ["ready", 1],
+  ]);
+  // The control: without the rollout states the same fleet reads as waiting for revision 2.
+  const [blind] = summarise([web2], desired, statuses, registry, NOW, new Map([["web", 2]]))
+    .deployments;
+  assertEquals([blind?.state, blind?.ready, blind?.pending], [null, 0, 3]);
+  assertStringIncludes(blind?.devices[0]?.message, "waiting for the operator");
+});
+
+Deno.test("summarise: a paused rollout's devices not given the revision are held, not pending", () => {
+  const registry = registered({ a: { site: "lab" }, b: { site: "lab" }, c: { site: "lab" } });
+  const desired = new Map([
+    ["a.web", storedAt(web2, 2, 30)],
+    ["b.web", storedAt(web1, 1, 21)],
+    ["c.web", storedAt(web1, 1, 22)],
+  ]);
+  const statuses = new Map([
+    ["a", record("a", {}, { web: runningAt(30, 2) })],
+    ["b", record("b", {}, { web: runningAt(21, 1) })],
+    ["c", record("c", {}, { web: runningAt(22, 1) })],
+  ]);
+  const rollouts = {
+    states: () => new Map([["web", rolloutOf("paused", 2, 1, ["a"])]]),
+    manifestAt: (_: string, r: number) => r === 1 ? web1 : undefined,
+  };
+  const [d] = summarise([web2], desired, statuses, registry, NOW, new Map([["web", 2]]), rollouts)
+    .deployments;
+  assertEquals(
+    [d?.state, d?.stable_revision, d?.batch, d?.ready, d?.held, d?.pending],
+    ["paused", 1, 1, 1, 2, 0],
+  );
+  assertEquals(d?.devices.map((r) => [r.device_id, r.phase, r.running_revision]), [
+    ["a", "ready", 2],
+    ["b", "held", 1],
+    ["c", "held", 1],
+  ]);
+  assertEquals(d?.devices[1]?.message, "held at revision 1: rollout paused at batch 1 of 2");
 });

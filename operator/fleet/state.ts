@@ -20,7 +20,13 @@ import {
   isValidName,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
-import type { DesiredEntry, DeviceRecord, FleetView, RegistrationRecord } from "./aggregate.ts";
+import type {
+  DesiredEntry,
+  DeviceRecord,
+  FleetView,
+  RegistrationRecord,
+  RolloutLookup,
+} from "./aggregate.ts";
 import { summarise } from "./aggregate.ts";
 import type { MirrorEntry } from "../nats/kv.ts";
 import type { StoredDesired } from "../desired/fanout.ts";
@@ -42,6 +48,12 @@ export class FleetState {
   readonly statuses: Map<string, DeviceRecord> = new Map();
   /** Device id → entry in the operator's device registry (labels that decide targeting). */
   readonly registry: Map<string, RegistrationRecord> = new Map();
+  /**
+   * Rollout states and earlier manifests, when the reader has them (`serve`'s
+   * rollout book, or what a CLI command read): the view then shows a rolled
+   * back deployment at its stable revision and held devices as held.
+   */
+  rollouts: RolloutLookup | undefined = undefined;
   /** Highest desired-state revision accounted for per key; older echoes are ignored. */
   readonly #desiredSeen = new Map<string, number>();
   /** Told after changes (the dashboard's live feed); see {@linkcode onChange}. */
@@ -222,6 +234,7 @@ export class FleetState {
       this.registry,
       now,
       this.manifestRevisions(),
+      this.rollouts,
     );
   }
 }

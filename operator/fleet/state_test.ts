@@ -188,10 +188,16 @@ Deno.test("rolloutOutcome: done, waiting while anything is pending, failed other
   const view = (ready: number, failed: number, pending: number): DeploymentView => ({
     name: "web",
     revision: 3,
+    state: "complete",
+    stable_revision: 3,
+    ready_revision: 3,
+    batch: null,
+    batches: null,
     targeted: ready + failed + pending,
     ready,
     failed,
     pending,
+    held: 0,
     offline: 0,
     devices: [],
   });

@@ -80,7 +80,7 @@ export function parseQuery(params) {
     label: get("label").trim(),
     online: ["online", "offline"].includes(get("online")) ? get("online") : "",
     status: get("status").trim(),
-    phase: ["ready", "failed", "pending"].includes(get("phase")) ? get("phase") : "",
+    phase: ["ready", "failed", "pending", "held"].includes(get("phase")) ? get("phase") : "",
     sort: FLEET_SORTS.includes(get("sort")) ? get("sort") : "id",
     dir: get("dir") === "desc" ? "desc" : "asc",
     page: Number.isSafeInteger(page) && page > 0 ? page : 1,
@@ -187,9 +187,14 @@ export function fleetCounts(model) {
   return c;
 }
 
-/** `ready` when every targeted device is, `failed` when any failed, else `pending`. */
+/**
+ * `failed` when any device failed; `rolled back` or `paused` when its rollout is (devices then
+ * count at the stable revision, or are held); `ready` when every targeted device is; else `pending`.
+ */
 export function deploymentState(p) {
   if (p.failed > 0) return "failed";
+  if (p.state === "rolled_back") return "rolled back";
+  if (p.state === "paused") return "paused";
   if (p.ready === p.targeted) return "ready";
   return "pending";
 }
@@ -204,6 +209,9 @@ const TONES = {
   invalid: "bad",
   pending: "warn",
   starting: "warn",
+  "rolled back": "warn",
+  paused: "warn",
+  held: "muted",
   unknown: "muted",
   stopped: "muted",
 };
@@ -333,7 +341,7 @@ export function renderFleet(model, query, now) {
     table;
 }
 
-const PHASE_ORDER = { failed: 0, pending: 1, ready: 2 };
+const PHASE_ORDER = { failed: 0, pending: 1, held: 2, ready: 3 };
 
 function generic(value) {
   if (value === null || typeof value !== "object") return esc(value ?? "-");
@@ -405,7 +413,7 @@ export function renderDeploymentForm(name, query) {
   }" placeholder="device, message" autocomplete="off"></div>
 <div><label for="phase">Phase</label><select id="phase" name="phase">${opt("", "all")}${
     opt("failed", "failed")
-  }${opt("pending", "pending")}${opt("ready", "ready")}</select></div>
+  }${opt("pending", "pending")}${opt("held", "held")}${opt("ready", "ready")}</select></div>
 <button type="submit">Apply</button></form>`;
 }
 
@@ -419,7 +427,9 @@ export function renderDeployment(model, name, query) {
   }
   const summary = `<dl class="stats">${stat("State", deploymentState(p))}${
     stat("Revision", p.revision ?? "-")
-  }${stat("Targeted", p.targeted, "", "dep-targeted")}${stat("Ready", p.ready, "ok", "dep-ready")}${
+  }${stat("Stable revision", p.stable_revision ?? "-", "", "dep-stable")}${
+    stat("Targeted", p.targeted, "", "dep-targeted")
+  }${stat("Ready", p.ready, "ok", "dep-ready")}${
     stat("Failed", p.failed, p.failed > 0 ? "bad" : "", "dep-failed")
   }${stat("Pending", p.pending, "", "dep-pending")}${
     stat("Offline", p.offline, p.offline > 0 ? "bad" : "", "dep-offline")
