@@ -25,6 +25,7 @@ import { escapeControl, summaryCounts } from "./render.ts";
 import { historyEntry, recordRevision } from "../rollout/history.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { failureLines } from "../rollout/view.ts";
+import { retryLine, retryStoppedRollout } from "../rollout/retry.ts";
 import type { KV } from "@nats-io/kv";
 import { expectPositionals, withNats } from "./_shared.ts";
 
@@ -106,7 +107,16 @@ export const applyCommand: Command = {
           )
         );
       }
-      io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
+      // The same manifest as a revision that was rolled back or failed: a new attempt.
+      const retried = change === "unchanged" && stored !== null
+        ? await retryStoppedRollout(buckets, rollouts, manifest.name, stored)
+        : undefined;
+      if (retried !== undefined) {
+        revision = retried.revision;
+        io.stdout(retryLine(manifest.name, retried));
+      } else {
+        io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
+      }
       if (!values.wait) return EXIT.ok;
       return await follow(buckets, rollouts.rollouts, manifest.name, revision, timeoutMs, io);
     });

@@ -32,6 +32,7 @@ import {
 } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
 import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { retryLine, retryStoppedRollout } from "../rollout/retry.ts";
 import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
 import {
   ensureRolloutBuckets,
@@ -45,7 +46,7 @@ import { jsonForTerminal } from "./render.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import { DEFAULT_WAIT_TIMEOUT, follow } from "./apply.ts";
 
-const ACTIONS = ["status", "pause", "resume", "undo"] as const;
+const ACTIONS = ["status", "pause", "resume", "undo", "retry"] as const;
 
 /** Checks a deployment name argument. @throws {InvalidInputError} */
 export function deploymentNameArg(name: string): string {
@@ -72,14 +73,16 @@ export async function readRolloutState(
 export const rolloutCommand: Command = {
   name: "rollout",
   summary: "Show, pause, resume or undo a deployment's staged rollout",
-  usage: "rollout status|pause|resume|undo NAME [-o json] [--to-revision N] [--wait]",
+  usage: "rollout status|pause|resume|undo|retry NAME [-o json] [--to-revision N] [--wait]",
   description: "status: state (progressing, paused, complete, rolled_back, failed), current\n" +
     "batch, devices updated/ready/failed with the agents' messages; exits 1 when the\n" +
     "latest rollout was rolled back or failed. pause: no further batch starts (devices\n" +
     "keep what they have). resume: continues a paused rollout; its current batch gets\n" +
     "a fresh batch_timeout. undo: stores an earlier revision's manifest as a new revision\n" +
     "(default: the rollout's stable revision, else the one before the current), which then\n" +
-    "rolls out like any other; --wait follows it as apply --wait does.",
+    "rolls out like any other; --wait follows it as apply --wait does. retry: stores the\n" +
+    "current manifest again as a new revision after its rollout was rolled back or failed\n" +
+    "(a new attempt, as re-applying the same manifest does); --wait follows it.",
   options: {
     ...OUTPUT_OPTION,
     "to-revision": { type: "string", value: "N", description: "undo: the revision to restore" },
@@ -107,9 +110,10 @@ export const rolloutCommand: Command = {
     const format = outputFormat(values, "rollout");
     if (action !== "undo") {
       for (const option of ["to-revision", "wait", "timeout"]) {
-        if (values[option] !== undefined) {
-          throw new UsageError(`--${option} only makes sense with undo`, "rollout");
+        if (values[option] === undefined || (action === "retry" && option !== "to-revision")) {
+          continue;
         }
+        throw new UsageError(`--${option} only makes sense with undo`, "rollout");
       }
     }
     return await withNats(values, io, async (nc) => {
@@ -121,6 +125,8 @@ export const rolloutCommand: Command = {
         case "resume":
           io.stdout(await pauseOrResume(buckets, name, action));
           return EXIT.ok;
+        case "retry":
+          return await retry(nc, buckets, name, values, io);
         default:
           return await undo(nc, buckets, name, values, io);
       }
@@ -286,4 +292,31 @@ async function undo(
   io.stdout(`deployment "${name}" restored revision ${target} as revision ${revision}\n`);
   if (!values.wait) return EXIT.ok;
   return await follow(buckets, rollouts.rollouts, name, revision, timeoutMs, io);
+}
+
+async function retry(
+  nc: NatsConnection,
+  rollouts: RolloutBuckets,
+  name: string,
+  values: OptionValues,
+  io: CliIo,
+): Promise<number> {
+  const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
+  const buckets = await ensureBuckets(nc);
+  const stored = await retryWhileRecovering(() => buckets.deployments.get(deploymentKey(name)));
+  if (stored === null || stored.operation !== "PUT") {
+    throw new OperationError(`Deployment "${name}" not found`);
+  }
+  const retried = await retryStoppedRollout(buckets, rollouts, name, stored);
+  if (retried === undefined) {
+    const state = (await readRolloutState(rollouts, name))?.state;
+    throw new OperationError(
+      `Nothing to retry: the rollout of "${name}" revision ${stored.revision} ` +
+        (state?.revision === stored.revision ? `is ${state.state}` : "has not started"),
+      [`retry starts a new attempt only after a rollback or a failure`],
+    );
+  }
+  io.stdout(retryLine(name, retried));
+  if (!values.wait) return EXIT.ok;
+  return await follow(buckets, rollouts.rollouts, name, retried.revision, timeoutMs, io);
 }

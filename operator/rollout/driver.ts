@@ -11,10 +11,10 @@
 
 import { getLogger } from "@logtape/logtape";
 import { type DeploymentManifest, desiredStateKey } from "@drover/contracts";
-import { deviceInDeployment, knownDevices } from "../fleet/aggregate.ts";
+import { deviceInDeployment, knownDevices, lastSeen } from "../fleet/aggregate.ts";
 import { desiredContent, desiredStateOf } from "../desired/fanout.ts";
 import type { FleetState } from "../fleet/state.ts";
-import { historyEntry, recordRevision } from "./history.ts";
+import { historyEntry, recordOutcome, recordRevision } from "./history.ts";
 import { BucketMirror } from "../nats/kv.ts";
 import { type DeviceProgress, type FleetWanted, fleetWanted, nextRolloutStep } from "./plan.ts";
 import { isWriteConflict, RolloutBook, type RolloutBuckets, saveRolloutState } from "./store.ts";
@@ -107,6 +107,15 @@ export class RolloutDriver {
         if (isWriteConflict(e)) continue;
         throw e;
       }
+      const ended = step.state.state;
+      const entry = this.book.history.get(name)?.get(record.revision);
+      if (
+        entry !== undefined && entry.outcome !== ended &&
+        (ended === "complete" || ended === "rolled_back" || ended === "failed")
+      ) {
+        // The history keeps how it ended after newer revisions replace this one's rollout state.
+        this.book.recordHistory(await recordOutcome(this.#buckets.history, entry, ended));
+      }
       log.info("Rollout of {deployment} revision {revision}: {event}", {
         deployment: name,
         revision: record.revision,
@@ -135,6 +144,15 @@ export class RolloutDriver {
   }
 }
 
+/** `device offline (last seen 40s ago); gets the revision when it is back`. */
+function offlineMessage(state: FleetState, device: string, now: number): string {
+  const record = state.statuses.get(device);
+  const seen = record === undefined
+    ? "never reported"
+    : `last seen ${Math.max(0, Math.round((now - lastSeen(record)) / 1000))}s ago`;
+  return `device offline (${seen}); it converges when it is back`;
+}
+
 /** How each of `batch` is doing with `revision` of `manifest`, judged as `status` does. */
 export function progressOf(
   state: FleetState,
@@ -155,7 +173,14 @@ export function progressOf(
       now,
       revision,
     );
-    out.set(device, { phase: view.phase, message: view.message });
+    // Offline is not failure, nor success: a device that has not failed and is not online
+    // waits for its return (a ready one may be gone with the container since).
+    out.set(
+      device,
+      !view.online && view.phase !== "failed"
+        ? { phase: "offline", message: offlineMessage(state, device, now) }
+        : { phase: view.phase, message: view.message },
+    );
   }
   return out;
 }

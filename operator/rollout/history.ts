@@ -30,6 +30,12 @@ export const HistoryEntry = z.object({
   created_at: z.iso.datetime(),
   /** What changed against the revision before it, in one line. */
   summary: z.string(),
+  /**
+   * How this revision's rollout ended (`complete`, `rolled_back`, `failed`),
+   * recorded when it ends, so the history keeps it after newer revisions;
+   * absent while it runs or before it ended.
+   */
+  outcome: z.enum(["complete", "rolled_back", "failed"]).optional(),
 });
 /** One stored revision of a deployment. */
 export type HistoryEntry = z.infer<typeof HistoryEntry>;
@@ -122,6 +128,20 @@ export async function recordRevision(
     if (/wrong last sequence|key exists/i.test((e as Error).message)) return false;
     throw e;
   }
+}
+
+/**
+ * Records how `entry`'s rollout ended on its history entry (an overwrite:
+ * the history keeps one value per key). Returns the entry as stored.
+ */
+export async function recordOutcome(
+  kv: KV,
+  entry: HistoryEntry,
+  outcome: NonNullable<HistoryEntry["outcome"]>,
+): Promise<HistoryEntry> {
+  const next = { ...entry, outcome };
+  await kv.put(historyKey(entry.deployment, entry.revision), canonicalJson(next));
+  return next;
 }
 
 /** Reads one stored revision, or undefined. */

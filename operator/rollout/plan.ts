@@ -13,6 +13,14 @@
  * A batch's percentage is of every targeted device, rounded up (at least 1).
  * Whatever no batch took forms an implicit last batch.
  *
+ * Offline is not failure: a batch device that is offline (when the batch
+ * starts or later) neither passes nor fails it. It is given the revision
+ * like the others and converges when it is back, but the threshold counts
+ * over the batch's online devices only: `success_threshold` of them must be
+ * ready. A first batch whose devices are all offline waits for one to come
+ * back (nothing has shown the revision works yet); a later one passes, as an
+ * earlier batch did show it. Offline devices never make a batch roll back.
+ *
  * @module
  */
 
@@ -30,9 +38,12 @@ import {
 import { desiredStateOf, type KnownDevice, targetedDevices, targets } from "../desired/fanout.ts";
 import type { RolloutFailure, RolloutState } from "./state.ts";
 
-/** How one device is doing with the revision being rolled out. */
+/**
+ * How one device is doing with the revision being rolled out: `offline`
+ * when it is not online and has not failed (it neither passes nor fails).
+ */
 export interface DeviceProgress {
-  phase: "ready" | "failed" | "pending";
+  phase: "ready" | "failed" | "pending" | "offline";
   message: string;
 }
 
@@ -202,14 +213,23 @@ function progressStep(input: RolloutInput, state: RolloutState, rollout: Rollout
   }));
   const ready = progress.filter((p) => p.phase === "ready").length;
   const failed = progress.filter((p) => p.phase === "failed").length;
-  const needed = Math.ceil(percentOf(rollout.success_threshold) * members.length / 100);
+  const offline = progress.filter((p) => p.phase === "offline").length;
+  // Offline devices neither pass nor fail a batch: the threshold is of the online ones.
+  const judged = members.length - offline;
+  const needed = Math.ceil(percentOf(rollout.success_threshold) * judged / 100);
   const timeoutMs = parseComposeDuration(rollout.batch_timeout) ?? 0;
   const minReadyMs = rollout.min_ready === undefined
     ? 0
     : parseComposeDuration(rollout.min_ready) ?? 0;
   const deadline = Date.parse(state.batch_started_at) + timeoutMs;
-  const counts = `${ready}/${members.length} ready, ${needed} needed`;
+  const counts = `${ready}/${judged} ready, ${needed} needed` +
+    (offline > 0 ? `, ${offline} offline not counted` : "");
 
+  if (judged === 0 && members.length > 0 && state.batch === 0) {
+    // Nobody has shown the revision works yet: wait for a device to come back, whatever the
+    // timeout. (A later batch passes: an earlier one showed it.)
+    return { kind: "wait" };
+  }
   if (ready >= needed) {
     if (minReadyMs > 0) {
       if (state.batch_ready_at === null) {
@@ -233,11 +253,11 @@ function progressStep(input: RolloutInput, state: RolloutState, rollout: Rollout
       event: `batch ${state.batch + 1} no longer ready (${counts})`,
     };
   }
-  const hopeless = members.length - failed < needed;
+  const hopeless = judged - failed < needed;
   if (!hopeless && now < deadline) return { kind: "wait", wakeAt: deadline };
 
   const failures: RolloutFailure[] = progress
-    .filter((p) => hopeless ? p.phase === "failed" : p.phase !== "ready")
+    .filter((p) => hopeless ? p.phase === "failed" : p.phase === "failed" || p.phase === "pending")
     .map((p) => ({
       device: p.device,
       phase: p.phase === "failed" ? "failed" : "pending",

@@ -252,3 +252,38 @@ Deno.test("fleetWanted: updated devices get the new revision, the others are hel
   assertEquals(unstarted.wanted.size, 0);
   assertEquals(unstarted.held.size, 5);
 });
+
+Deno.test("offline is not failure: an offline device neither fails nor holds up its batch", () => {
+  // pi-b (batch 2) is offline all along; the threshold is 100% of the online devices.
+  const states = simulate(
+    manifest("nginx:2", { ...ROLLOUT, success_threshold: "100%" }),
+    (d) =>
+      d === "pi-b"
+        ? { phase: "offline", message: "device offline" }
+        : { phase: "ready", message: "" },
+  );
+  const last = states.at(-1)!;
+  assertEquals(last.state, "complete");
+  // It was given the revision like the others: it converges when it is back.
+  assertEquals(last.updated, ["pi-a", "pi-b", "pi-c", "pi-d", "pi-e"]);
+  // The control: the same device failing rolls the batch back.
+  const failing = simulate(
+    manifest("nginx:2", { ...ROLLOUT, success_threshold: "100%" }),
+    (d) => d === "pi-b" ? { phase: "failed", message: "exit 3" } : { phase: "ready", message: "" },
+  );
+  assertEquals(failing.at(-1)!.state, "rolled_back");
+});
+
+Deno.test("offline: a later batch of offline devices passes, a first one waits, never rolls back", () => {
+  const allOfflineLater = simulate(
+    manifest("nginx:2", ROLLOUT),
+    (d) => d === "pi-d" ? { phase: "ready", message: "" } : { phase: "offline", message: "off" },
+  );
+  assertEquals(allOfflineLater.at(-1)!.state, "complete");
+  // The canary offline: nothing shows the revision works, so it waits past its timeout.
+  const canaryOffline = simulate(
+    manifest("nginx:2", ROLLOUT),
+    () => ({ phase: "offline", message: "off" }),
+  );
+  assertEquals(canaryOffline.map((s) => [s.state, s.batch]), [["progressing", 0]]);
+});

@@ -24,7 +24,7 @@ export interface RolloutDeviceView {
    * For an updated device, how it does with the revision it should run now
    * (the new one, or the stable one after a rollback); `waiting` otherwise.
    */
-  phase: "ready" | "failed" | "pending" | "waiting";
+  phase: "ready" | "failed" | "pending" | "offline" | "waiting";
   message: string;
 }
 
@@ -45,6 +45,8 @@ export interface RolloutStatusView {
   ready: number;
   failed: number;
   pending: number;
+  /** Updated devices that are offline: they neither pass nor fail a batch. */
+  offline: number;
   failures: RolloutFailure[];
   devices: RolloutDeviceView[];
   started_at: string;
@@ -93,7 +95,8 @@ export function rolloutStatus(
   return {
     deployment: rollout.deployment,
     revision: rollout.revision,
-    stable_revision: rollout.stable_revision,
+    // A completed revision is the stable one now (what the next rollout's rollback restores).
+    stable_revision: rollout.state === "complete" ? rollout.revision : rollout.stable_revision,
     state: rollout.state,
     batch: rollout.batch + 1,
     batches: rollout.batches,
@@ -105,6 +108,7 @@ export function rolloutStatus(
     ready: count("ready"),
     failed: count("failed"),
     pending: count("pending"),
+    offline: count("offline"),
     failures: rollout.failures,
     devices,
     started_at: rollout.started_at,
@@ -118,7 +122,8 @@ export function rolloutLine(v: RolloutStatusView): string {
     ? `, batch ${v.batch} of ${v.batches}`
     : "";
   const counts = `${v.updated}/${v.targeted} updated, ${v.ready} ready` +
-    (v.failed > 0 ? `, ${v.failed} failed` : "") + (v.pending > 0 ? `, ${v.pending} pending` : "");
+    (v.failed > 0 ? `, ${v.failed} failed` : "") + (v.pending > 0 ? `, ${v.pending} pending` : "") +
+    (v.offline > 0 ? `, ${v.offline} offline` : "");
   const state = v.state === "rolled_back" ? "rolled back" : v.state;
   return escapeControl(`${v.deployment} revision ${v.revision}: ${state}${where}; ${counts}`);
 }
@@ -158,7 +163,12 @@ export interface HistoryRow {
   summary: string;
   /** `current` (in `deployments` now), `stable` (what a rollback restores) or null. */
   marker: "current" | "stable" | null;
-  /** How this revision's rollout ended, when it is the latest rollout. */
+  /** Whether this is the stable revision (also when it is the current one). */
+  stable: boolean;
+  /**
+   * Where this revision's rollout stands (the latest one), or how it ended
+   * (earlier ones, as recorded in the history); null when unknown.
+   */
   rollout: RolloutPhase | null;
   manifest: DeploymentManifest;
 }
@@ -169,16 +179,15 @@ export function historyRows(
   currentRevision: number | undefined,
   rollout: RolloutState | undefined,
 ): HistoryRow[] {
+  // The newest completed revision is the stable one.
+  const stable = rollout?.state === "complete" ? rollout.revision : rollout?.stable_revision;
   return entries.map((e) => ({
     revision: e.revision,
     created_at: e.created_at,
     summary: e.summary,
-    marker: e.revision === currentRevision
-      ? "current"
-      : e.revision === rollout?.stable_revision
-      ? "stable"
-      : null,
-    rollout: rollout?.revision === e.revision ? rollout.state : null,
+    marker: e.revision === currentRevision ? "current" : e.revision === stable ? "stable" : null,
+    stable: e.revision === stable,
+    rollout: rollout?.revision === e.revision ? rollout.state : e.outcome ?? null,
     manifest: e.manifest,
   }));
 }
@@ -189,12 +198,21 @@ export function historyTable(rows: readonly HistoryRow[]): string {
   return table(
     ["REVISION", "CREATED", "ROLLOUT", "SUMMARY"],
     rows.map((r) => [
-      `${r.revision}${r.marker === null ? "" : ` (${r.marker})`}`,
+      `${r.revision}${markers(r)}`,
       r.created_at.replace(/\.[0-9]+Z$/, "Z"),
       r.rollout === null ? "-" : r.rollout.replace("_", " "),
       r.summary,
     ]),
   );
+}
+
+/** ` (current)`, ` (stable)`, ` (current, stable)` or nothing. */
+function markers(r: HistoryRow): string {
+  const names = [
+    ...(r.marker === "current" ? ["current"] : []),
+    ...(r.stable ? ["stable"] : []),
+  ];
+  return names.length === 0 ? "" : ` (${names.join(", ")})`;
 }
 
 /** One revision as the API and the dashboard show it (the manifest stays in `history NAME -o json`). */

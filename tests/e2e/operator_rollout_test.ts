@@ -144,7 +144,8 @@ Deno.test({
         "web revision 1: complete; 3/3 updated, 3 ready",
       ]);
       const first = await rollout();
-      assertEquals([first.state, first.stable_revision], ["complete", null]);
+      // A completed revision is the stable one.
+      assertEquals([first.state, first.stable_revision], ["complete", first.revision]);
       assertEquals(await versions(), { "pi-a": "v1", "pi-b": "v1", "pi-c": "v1" });
 
       // 2. A good update goes the same way, batch after batch, and completes.
