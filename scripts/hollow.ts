@@ -197,7 +197,7 @@ export function progressLine(p: HollowProgress, seconds: number): string {
     (all ? " (FAKE in-memory container runtime; Ctrl-C stops them)" : "");
 }
 
-/** Registers every device's labels in the operator's registry, as `operator device label` would. */
+/** Registers every device's labels in the operator's registry, as `operator device register` would. */
 async function registerLabels(args: HollowArgs): Promise<void> {
   const nc = await connectNats({
     servers: args.servers,
@@ -432,7 +432,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(
         `hollow: cannot register the labels in the device registry (${(e as Error).message}); ` +
           `label selectors will not target these devices until you run ` +
-          `\`operator device label ID k=v\` for each (or pass --operator-creds FILE)`,
+          `\`operator device register ID k=v\` for each (or pass --operator-creds FILE)`,
       );
     }
   }

@@ -62,7 +62,7 @@ const STEPS = {
   podman: "Start podman service with isolated storage",
   image: "Build the demo image locally (busybox httpd)",
   operator: "Start the operator (serve)",
-  register: "Register the device's labels (operator device label)",
+  register: "Register the device's labels (operator device register)",
   agent: "Start the agent",
   apply: `Apply ${EXAMPLE_MANIFEST}`,
   served: "Fetch the page from the container",
@@ -314,8 +314,8 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
   await progress.step(STEPS.register, async (note) => {
     // What a user does: selectors match the operator's registry, not what the agent reports.
     const labels = Object.entries(DEVICE_LABELS).map(([k, v]) => `${k}=${v}`);
-    note(`$ drover-operator device label ${DEVICE_ID} ${labels.join(" ")}`);
-    note(indent(await operator(env, ["device", "label", DEVICE_ID, ...labels])));
+    note(`$ drover-operator device register ${DEVICE_ID} ${labels.join(" ")}`);
+    note(indent(await operator(env, ["device", "register", DEVICE_ID, ...labels])));
   });
 
   await progress.step(STEPS.agent, async (note) => {

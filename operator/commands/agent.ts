@@ -31,6 +31,7 @@ import { openBucket } from "../nats/kv.ts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 import { parseSelector } from "./logs.ts";
 import { withNats } from "./_shared.ts";
+import { knownDeviceIds, noSuchDevice } from "./_device.ts";
 import { BUCKET_AGENT_STATUS } from "@drover/contracts";
 
 /** Where one device stands in an agent rollout (pure). */
@@ -232,6 +233,12 @@ export const agentCommand: Command = {
           );
         }
         const devices = new Set(named);
+        if (named.length > 0) {
+          // A typo answers at once instead of waiting out the update timeout.
+          const known = await knownDeviceIds(nc);
+          const unknown = named.find((id) => !known.has(id));
+          if (unknown !== undefined) throw noSuchDevice(unknown, known);
+        }
         if (selector !== undefined) {
           const fleet = await readFleet(nc);
           for (const [id, record] of fleet.registry) {

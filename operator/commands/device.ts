@@ -41,8 +41,10 @@ import {
   parseLabelEdits,
   registerDevice,
   RegistryConflictError,
+  UnknownDeviceError,
   unregisterDevice,
 } from "../fleet/registry.ts";
+import { noSuchDevice } from "./_device.ts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
@@ -125,20 +127,38 @@ function formatLabels(labels: Record<string, string>): string {
   return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
 }
 
+/**
+ * `device label` (an existing entry only) and `device register` (creates
+ * it): label edits in the registry. A label of an unknown id fails with the
+ * likely intended one, so a typo registers no phantom device.
+ */
 async function runLabel(
   values: OptionValues,
   io: CliIo,
   id: string,
   args: string[],
+  create: boolean,
 ): Promise<number> {
-  if (args.length === 0) {
+  if (args.length === 0 && !create) {
     throw new UsageError("Missing labels: device label ID KEY=VALUE... [KEY-]...", "device");
   }
   checkDeviceId(id);
   const edits = parseLabelEdits(args);
   // Only an explicit --dir: label needs no auth directory (the image may not read DROVER_AUTH_DIR).
   const settings = await registrySettings(values, io.env, stringOption(values, "dir"));
-  const result = await withRegistry(settings, (kv) => labelDevice(kv, id, edits));
+  const result = await withRegistry(settings, async (kv) => {
+    try {
+      return await labelDevice(kv, id, edits, undefined, { create });
+    } catch (e) {
+      if (!(e instanceof UnknownDeviceError)) throw e;
+      const registered = new Set<string>();
+      for await (const key of await kv.keys()) registered.add(key);
+      throw noSuchDevice(id, registered, [
+        `to register a device without creds: device register ${id} ${formatEdits(edits.set)}`
+          .trimEnd(),
+      ]);
+    }
+  });
   const what = result.created ? "registered" : result.changed ? "labelled" : "unchanged";
   io.stdout(`device "${id}" ${what}: ${formatLabels(result.labels)}\n`);
   return EXIT.ok;
@@ -147,9 +167,10 @@ async function runLabel(
 /** The `device` command. */
 export const deviceCommand: Command = {
   name: "device",
-  summary: "Provision, label, revoke and list devices",
+  summary: "Provision, register, label, revoke and list devices",
   usage:
     "device add ID [--label k=v]... [--server URL]... [--tls-ca FILE] [--expires 90d] --dir DIR\n" +
+    "       drover-operator device register ID [KEY=VALUE]...\n" +
     "       drover-operator device label ID KEY=VALUE... [KEY-]...\n" +
     "       drover-operator device unregister ID\n" +
     "       drover-operator device revoke ID --dir DIR\n" +
@@ -169,8 +190,11 @@ export const deviceCommand: Command = {
     "           without it they never expire and only revocation cuts the device off.",
     "           --tls-ca is the CA of the NATS server: used for this connection and written",
     "           into the agent config as [nats] tls_ca.",
-    "label      sets (KEY=VALUE) and removes (KEY-) registry labels, kubectl style; registers",
-    "           the device if it has no entry yet. Deployments follow within a reconcile pass.",
+    "register   registers a device in the registry without creds (e.g. one authenticated",
+    "           otherwise), with these labels; an existing entry gets them as label does.",
+    "label      sets (KEY=VALUE) and removes (KEY-) registry labels, kubectl style, of a",
+    "           registered device; an unknown id fails (with the likely intended one) and",
+    "           changes nothing. Deployments follow within a reconcile pass.",
     "unregister removes the device's registry entry: no label selector targets it any more.",
     "revoke     adds the device's key to the account's revocation list, rewrites",
     "           DIR/nats-auth.conf and removes the registry entry. The server applies the",
@@ -245,7 +269,7 @@ export const deviceCommand: Command = {
               throw new OperationError(
                 `device "${id}" added (creds ${result.credsPath}), but its labels were not ` +
                   `registered: ${(e as Error).message}`,
-                [`register them with: device label ${id} ${formatEdits(labels)}`],
+                [`register them with: device register ${id} ${formatEdits(labels)}`],
                 { cause: e },
               );
             }
@@ -265,12 +289,13 @@ export const deviceCommand: Command = {
             await nc.close();
           }
         }
-        case "label": {
+        case "label":
+        case "register": {
           const [id, ...pairs] = rest;
           if (id === undefined) {
-            throw new UsageError("Missing device ID: device label ID KEY=VALUE...", "device");
+            throw new UsageError(`Missing device ID: device ${sub} ID KEY=VALUE...`, "device");
           }
-          return await runLabel(values, io, id, pairs);
+          return await runLabel(values, io, id, pairs, sub === "register");
         }
         case "unregister": {
           const id = checkDeviceId(oneId());
@@ -352,12 +377,13 @@ export const deviceCommand: Command = {
         }
         case undefined:
           throw new UsageError(
-            "Missing subcommand: device add|label|unregister|revoke|list",
+            "Missing subcommand: device add|register|label|unregister|revoke|list",
             "device",
           );
         default:
           throw new UsageError(
-            `Unknown subcommand "device ${sub}": expected add, label, unregister, revoke or list`,
+            `Unknown subcommand "device ${sub}": expected add, register, label, unregister, ` +
+              "revoke or list",
             "device",
           );
       }

@@ -10,7 +10,12 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { DeviceEvent } from "@drover/contracts";
 import { type Command, EXIT, UsageError } from "./cli.ts";
 import { jsonForTerminal, table } from "./render.ts";
-import { checkDeviceId, readFleetOnce, requestDeviceEvents } from "./_device.ts";
+import {
+  checkDeviceId,
+  readFleetOnce,
+  requestDeviceEvents,
+  requireKnownDevice,
+} from "./_device.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** One device's event, as printed. */
@@ -53,8 +58,10 @@ export const eventsCommand: Command = {
     const { events, errors } = await withNats(values, io, async (nc) => {
       let devices: string[];
       const [one] = positionals;
-      if (one !== undefined) devices = [checkDeviceId(one)];
-      else {
+      if (one !== undefined) {
+        devices = [checkDeviceId(one)];
+        await requireKnownDevice(nc, one);
+      } else {
         const view = (await readFleetOnce(nc)).view(Date.now());
         devices = view.devices.filter((d) => d.online).map((d) => d.device_id);
       }

@@ -31,7 +31,7 @@ import {
   UsageError,
 } from "./cli.ts";
 import type { FleetState } from "../fleet/state.ts";
-import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
+import { checkDeviceId, noSuchDevice, readFleetOnce, requestLogChunk } from "./_device.ts";
 import { withNats } from "./_shared.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
@@ -85,6 +85,9 @@ export const logsCommand: Command = {
     const timestamps = values.timestamps === true;
     return await withNats(values, io, async (nc) => {
       const fleet = await readFleetOnce(nc);
+      if (device !== undefined && !fleet.registry.has(device) && !fleet.statuses.has(device)) {
+        throw noSuchDevice(device, [...fleet.registry.keys(), ...fleet.statuses.keys()]);
+      }
       const service = resolveService(fleet, deployment, serviceArg);
       const devices = device !== undefined ? [device] : selectDevices(fleet, selector!);
       const request = { ...base, deployment, service };

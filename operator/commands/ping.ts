@@ -8,7 +8,7 @@
 import { PingReply } from "@drover/contracts";
 import { type Command, EXIT } from "./cli.ts";
 import { formatAge, jsonForTerminal } from "./render.ts";
-import { askDevice, checkDeviceId } from "./_device.ts";
+import { askDevice, checkDeviceId, requireKnownDevice } from "./_device.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** The `ping` command. */
@@ -25,6 +25,7 @@ export const pingCommand: Command = {
     const device = checkDeviceId(positionals[0]);
     const format = outputFormat(values, "ping");
     const { reply, rttMs } = await withNats(values, io, async (nc) => {
+      await requireKnownDevice(nc, device);
       const sent = performance.now();
       const reply = await askDevice(nc, device, "ping", { sent_at_ms: Date.now() }, PingReply);
       return { reply, rttMs: Math.round((performance.now() - sent) * 100) / 100 };

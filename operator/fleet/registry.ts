@@ -51,6 +51,17 @@ export class InvalidRegistrationError extends Error {
   }
 }
 
+/** `device label` of an id the registry does not hold: nothing was written. */
+export class UnknownDeviceError extends Error {
+  override name = "UnknownDeviceError";
+  /** The id given. */
+  readonly deviceId: string;
+  constructor(deviceId: string) {
+    super(`No such device "${deviceId}" in the device registry`);
+    this.deviceId = deviceId;
+  }
+}
+
 /** Compare-and-set kept losing to concurrent writers. */
 export class RegistryConflictError extends Error {
   override name = "RegistryConflictError";
@@ -172,9 +183,12 @@ function isWrongLastSequence(e: unknown): boolean {
 }
 
 /**
- * Applies `edits` to device `id`'s registry labels, creating the entry when
- * there is none. Writes only when the labels change.
+ * Applies `edits` to device `id`'s registry labels. Writes only when the
+ * labels change. Without `create`, an id the registry does not hold is
+ * refused (a typo must not register a phantom device that batches wait
+ * for); with it, the entry is created (`device register`).
  *
+ * @throws {UnknownDeviceError} when the device has no entry and `create` is not set.
  * @throws {InvalidRegistrationError} when the stored entry is invalid.
  * @throws {RegistryConflictError} when concurrent writers kept winning.
  */
@@ -183,8 +197,12 @@ export async function labelDevice(
   id: string,
   edits: LabelEdits,
   now: () => Date = () => new Date(),
+  options: { create?: boolean } = {},
 ): Promise<LabelResult> {
-  return await compareAndSet(kv, id, (current) => applyLabelEdits(current ?? {}, edits), now);
+  return await compareAndSet(kv, id, (current) => {
+    if (current === undefined && !options.create) throw new UnknownDeviceError(id);
+    return applyLabelEdits(current ?? {}, edits);
+  }, now);
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   parseLabelEdits,
   readRegistration,
   registerDevice,
+  UnknownDeviceError,
   unregisterDevice,
 } from "./registry.ts";
 
@@ -55,8 +56,17 @@ Deno.test("registry: register, label, unregister against a real nats-server", as
     const kv = (await ensureBuckets(nc)).devices;
     const at = () => new Date("2026-12-01T12:00:00Z");
 
-    // label on a device with no entry creates one.
-    const created = await labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"]), at);
+    // label on a device with no entry is refused (a typo registers no phantom device) …
+    await assertRejects(
+      () => labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"]), at),
+      UnknownDeviceError,
+      'No such device "pi-1"',
+    );
+    assertEquals(await kv.get("pi-1"), null, "nothing was written");
+    // … unless it is asked to create it (`device register`).
+    const created = await labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"]), at, {
+      create: true,
+    });
     assertEquals([created.created, created.changed, created.labels], [true, true, {
       site: "lab",
     }]);
@@ -83,11 +93,17 @@ Deno.test("registry: register, label, unregister against a real nats-server", as
     assertEquals(registered.labels, { site: "home" });
     await assertRejects(() => registerDevice(kv, "pi-1", { "-x": "1" }), InvalidLabelError);
 
-    // Unregister; then labelling creates the entry again (over the delete marker).
+    // Unregister; then registering creates the entry again (over the delete marker).
     assertEquals(await unregisterDevice(kv, "pi-1"), true);
     assertEquals(await unregisterDevice(kv, "pi-1"), false);
     assertEquals(await readRegistration(kv, "pi-1"), undefined);
-    const again = await labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"]));
+    await assertRejects(
+      () => labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"])),
+      UnknownDeviceError,
+    );
+    const again = await labelDevice(kv, "pi-1", parseLabelEdits(["site=lab"]), undefined, {
+      create: true,
+    });
     assertEquals([again.created, again.labels], [true, { site: "lab" }]);
 
     // An invalid stored value is not edited blindly; register replaces it.

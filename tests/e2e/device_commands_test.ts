@@ -124,7 +124,7 @@ Deno.test({
       message: "operator serve is ready",
     });
     for (const id of ["pi-a", "pi-b"]) {
-      const label = await cli("device", "label", id, "site=lab");
+      const label = await cli("device", "register", id, "site=lab");
       assertEquals(label.code, 0, label.stderr);
     }
     const manifestPath = `${dir.path}/talker.json`;
@@ -192,6 +192,28 @@ Deno.test({
     const noService = await cli("logs", "pi-a", "talker/db");
     assertEquals(noService.code, 1);
     assertStringIncludes(noService.stderr, 'no service "db"');
+
+    // A typo in a device id: refused at once with the likely intended one, nothing registered.
+    const typo = await cli("device", "label", "pi-aa", "site=lab");
+    assertEquals(typo.code, 1, typo.stdout + typo.stderr);
+    assertStringIncludes(typo.stderr, 'No such device "pi-aa"');
+    assertStringIncludes(typo.stderr, 'did you mean "pi-a"?');
+    assertStringIncludes(typo.stderr, "device register pi-aa site=lab");
+    const ids = JSON.parse((await cli("get", "devices", "-o", "json")).stdout)
+      .map((d: { device_id: string }) => d.device_id);
+    assertEquals(ids, ["pi-a", "pi-b"], "no phantom device");
+    for (const args of [["ping", "pi-aa"], ["events", "pi-aa"], ["logs", "pi-aa", "talker"]]) {
+      const unknown = await cli(...args);
+      assertEquals(unknown.code, 1, `${args.join(" ")}: ${unknown.stdout}${unknown.stderr}`);
+      assertStringIncludes(unknown.stderr, 'No such device "pi-aa"');
+      assertStringIncludes(unknown.stderr, 'did you mean "pi-a"?');
+      // Refused before asking: not the device timeout's "did not answer".
+      assert(!unknown.stderr.includes("did not answer"), unknown.stderr);
+    }
+    // The control: relabelling a registered device works.
+    const relabel = await cli("device", "label", "pi-a", "zone=1");
+    assertEquals(relabel.code, 0, relabel.stderr);
+    assertStringIncludes(relabel.stdout, 'device "pi-a" labelled: site=lab,zone=1');
 
     // ping: version, uptime, last reconcile.
     const ping = await cli("ping", "pi-a", "-o", "json");

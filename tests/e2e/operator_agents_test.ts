@@ -96,7 +96,7 @@ Deno.test({
       const cli = (...args: string[]) => runOperatorCli(nats.url, args);
       // Selectors match the registry's labels (what the agents report is only shown).
       for (const [id, site] of [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "home"]] as const) {
-        const label = await cli("device", "label", id, `site=${site}`);
+        const label = await cli("device", "register", id, `site=${site}`);
         assertEquals(label.code, 0, label.stderr);
       }
       const file = async (name: string, text: string) => {

@@ -139,7 +139,7 @@ score:
 `,
     );
     // Label selectors match the operator's device registry: register the device's role.
-    const label = await cliInContainer("device", "label", "ctr-pi", "role=edge");
+    const label = await cliInContainer("device", "register", "ctr-pi", "role=edge");
     assertEquals(label.code, 0, label.stdout + label.stderr);
     const apply = await cliInContainer(
       "apply",

@@ -232,10 +232,10 @@ Deno.test("operator targets by registry labels only: reported labels are ignored
   // registered at all; pi-new is registered site=lab and has never reported.
   await writeStatus(status, "pi-liar", { site: "lab" });
   await writeStatus(status, "pi-rogue", { site: "lab" });
-  const registered = await cli("device", "label", "pi-liar", "site=x");
+  const registered = await cli("device", "register", "pi-liar", "site=x");
   assertEquals(registered.code, 0, registered.stderr);
   assertStringIncludes(registered.stdout, 'device "pi-liar" registered: site=x');
-  assertEquals((await cli("device", "label", "pi-new", "site=lab")).code, 0);
+  assertEquals((await cli("device", "register", "pi-new", "site=lab")).code, 0);
 
   const labYaml = `${dir.path}/lab.yaml`;
   await Deno.writeTextFile(labYaml, manifest("lab", { labels: { site: "lab" } }));

@@ -130,7 +130,7 @@ Deno.test({
     try {
       let operator = await startOperator();
       for (const [id, site] of DEVICES) {
-        const label = await cli("device", "label", id, `site=${site}`, "fleet=yes");
+        const label = await cli("device", "register", id, `site=${site}`, "fleet=yes");
         assertEquals(label.code, 0, label.stderr);
       }
 
@@ -185,6 +185,56 @@ Deno.test({
       const status = await cli("rollout", "status", "web");
       assertEquals(status.code, 1, "rolled back: rollout status exits 1");
       assertStringIncludes(status.stdout, "rolled back");
+      const v2Revision = revisionIn(v2.stdout);
+      assertStringIncludes(status.stdout, `Stable: revision ${v2Revision}.`);
+
+      // 3b. The fleet picture after the rollback: the stable revision, ready everywhere, the
+      //     same in status, get deployments -o json, the API and /metrics.
+      const v3Revision = revisionIn(bad.stdout);
+      const backLine = `rolled back (revision ${v3Revision} → ${v2Revision}): 3/3 ready at ` +
+        `revision ${v2Revision}`;
+      await waitFor(async () => (await cli("status", "web")).code === 0, {
+        timeoutMs: 60_000,
+        message: "status exits 0 once the stable revision is ready everywhere",
+      });
+      const shown = await cli("status", "web");
+      assertStringIncludes(shown.stdout, backLine);
+      assert(!shown.stdout.includes("waiting for the operator"), shown.stdout);
+      const fromCli = JSON.parse((await cli("get", "deployments", "-o", "json")).stdout)[0];
+      const fromApi = await (await fetch(`${operator.apiUrl}/api/deployments/web`)).json();
+      for (const view of [fromCli, fromApi]) {
+        assertEquals(
+          [view.state, view.revision, view.stable_revision, view.ready, view.targeted],
+          ["rolled_back", v3Revision, v2Revision, 3, 3],
+        );
+        assertEquals(
+          view.devices.map((d: { running_revision: number }) => d.running_revision),
+          [v2Revision, v2Revision, v2Revision],
+        );
+      }
+      const table = (await cli("get", "deployments")).stdout;
+      assertStringIncludes(table, `rolled back to ${v2Revision}`);
+      const metrics = await (await fetch(`${operator.apiUrl}/metrics`)).text();
+      assertStringIncludes(metrics, 'drover_rollout_state{deployment="web",state="rolled_back"} 1');
+      assertStringIncludes(metrics, 'drover_deployment_devices{deployment="web",phase="ready"} 3');
+
+      // 3c. Re-applying the rolled-back manifest is a new attempt (it is rolled back again).
+      const again = await cli(
+        "apply",
+        "-f",
+        await file("v3.json", manifest("v3", { unhealthy: true })),
+      );
+      assertEquals(again.code, 0, again.stderr);
+      assertStringIncludes(
+        again.stdout,
+        `revision ${v3Revision} was rolled back: retrying it as revision`,
+      );
+      const retryRevision = Number(/as revision (\d+)/.exec(again.stdout)?.[1]);
+      assert(retryRevision > v3Revision, again.stdout);
+      await waitFor(async () => {
+        const r = await rollout();
+        return r.revision === retryRevision && r.state === "rolled_back";
+      }, { timeoutMs: 90_000, message: "the retry rolls out, and back again" });
 
       // 4. Pause holds the rollout in its batch; resume continues it.
       const desired = await t.open(BUCKET_DESIRED_STATE);
@@ -228,6 +278,17 @@ Deno.test({
       });
       const held = await rollout();
       assertEquals([held.state, held.batch, held.batch_devices], ["paused", 1, ["pi-c"]]);
+      // The devices the paused rollout holds back say so (not that the operator is late).
+      const pausedStatus = await cli("status", "web");
+      assertStringIncludes(pausedStatus.stdout, "rollout paused at batch 1 of 3: 1/3 ready");
+      assertEquals(
+        (pausedStatus.stdout.match(
+          new RegExp(`held at revision ${v2Revision}: rollout paused at batch 1 of 3`, "g"),
+        ) ?? []).length,
+        2,
+        pausedStatus.stdout,
+      );
+      assert(!pausedStatus.stdout.includes("waiting for the operator"), pausedStatus.stdout);
       assertEquals((await containerIds(pods))["pi-a"], goodIds["pi-a"]);
       const resumed = await cli("rollout", "resume", "web");
       assertEquals(resumed.code, 0, resumed.stderr);
@@ -262,8 +323,16 @@ Deno.test({
       const rows: { revision: number; summary: string; marker: string | null }[] = JSON.parse(
         (await cli("history", "web", "-o", "json")).stdout,
       );
-      assertEquals(rows.length, 5);
+      assertEquals(rows.length, 6);
       assertEquals(rows.at(-1)!.marker, "current");
+      // Newer revisions exist, and the history still says how v3 and its retry ended.
+      const ended = Object.fromEntries(
+        (rows as unknown as { revision: number; rollout: string | null }[]).map((
+          r,
+        ) => [r.revision, r.rollout]),
+      );
+      assertEquals([ended[v3Revision], ended[retryRevision]], ["rolled_back", "rolled_back"]);
+      assertStringIncludes(history.stdout, `retry of revision ${v3Revision}: no change`);
 
       // 7. The operator killed in the middle of a batch: a new one continues the same rollout.
       const slow = { batch_timeout: "120s", min_ready: "4s" };
@@ -313,6 +382,44 @@ Deno.test({
         timeoutMs: 60_000,
         message: "every device runs v6",
       });
+
+      // 9. Offline is not failure: pi-a (the second batch) is killed; the rollout completes
+      //    without a rollback, and pi-a converges once its agent is back.
+      const piA = agents[0]!;
+      await piA.kill();
+      const offline = async () =>
+        JSON.parse((await cli("get", "devices", "-o", "json")).stdout)
+          .find((d: { device_id: string }) => d.device_id === "pi-a")?.online === false;
+      await waitFor(offline, { timeoutMs: 30_000, message: "pi-a reads offline" });
+      const v7 = await cli("apply", "-f", await file("v7.json", manifest("v7")), "--wait");
+      assertEquals(v7.code, 0, v7.stdout + v7.stderr);
+      assertStringIncludes(v7.stdout, "1 offline");
+      assertStringIncludes(v7.stdout, "complete");
+      const afterOffline = await rollout();
+      assertEquals(afterOffline.state, "complete");
+      assertEquals(
+        afterOffline.devices.find((d) => d.device_id === "pi-a")?.phase,
+        "offline",
+      );
+      assertEquals([await versionOn(podB), await versionOn(podC)], ["v7", "v7"]);
+      assertEquals(await versionOn(podA), "v6", "pi-a's podman still runs what it had");
+      agents[0] = await startAgent({
+        deviceId: "pi-a",
+        labels: {},
+        natsUrl: nats.url,
+        podmanSocket: podA.socket,
+        dir: `${dir.path}/pi-a`,
+        heartbeatSeconds: 1,
+        env: { DROVER_LOG_LEVEL: "info" },
+      });
+      await waitFor(async () => (await versionOn(podA)) === "v7", {
+        timeoutMs: 60_000,
+        message: "pi-a converges to v7 when it is back",
+      });
+      await waitFor(async () => (await cli("status", "web")).code === 0, {
+        timeoutMs: 30_000,
+        message: "status: every device ready at v7",
+      });
     } catch (e) {
       console.error("test failed:", e);
       for (const [i, op] of operators.entries()) {
@@ -326,6 +433,13 @@ Deno.test({
     }
   },
 });
+
+/** The revision in `deployment "web" configured (revision 5)`. */
+function revisionIn(stdout: string): number {
+  const revision = Number(/\(revision (\d+)\)/.exec(stdout)?.[1]);
+  assert(Number.isSafeInteger(revision) && revision > 0, `no revision in: ${stdout}`);
+  return revision;
+}
 
 function plainManifest(name: string, devices: string[]) {
   return JSON.stringify({
