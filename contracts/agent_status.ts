@@ -12,8 +12,12 @@ import { Name } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
 import { AgentUpdateStatus } from "./agent_update.ts";
 
-/** Phase of one deployment on one device. */
-export const DeploymentPhase = z.enum(["pending", "running", "failed", "removing"]);
+/**
+ * Phase of one deployment on one device. `unknown`: the agent cannot observe
+ * it now (its container runtime is unreachable); the message says why and
+ * how old the last observation is.
+ */
+export const DeploymentPhase = z.enum(["pending", "running", "failed", "removing", "unknown"]);
 /** Phase of one deployment on one device. */
 export type DeploymentPhase = z.infer<typeof DeploymentPhase>;
 

@@ -130,8 +130,14 @@ export const LABELS = {
   deployment: "drover.deployment",
   /** Service name within the deployment. */
   service: "drover.service",
-  /** The desired-state KV revision the container was created from. */
+  /**
+   * The deployment revision the container was created from (what `apply`
+   * printed, the one `status` and events show), or the desired-state KV
+   * revision when the desired state carries none.
+   */
   revision: "drover.revision",
+  /** The desired-state KV revision the container was created from (the agent's bookkeeping). */
+  kvRevision: "drover.kv-revision",
   /** Hash of the canonical service spec; a different hash means "replace". */
   specHash: "drover.spec-hash",
   /**

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { DeviceEvent } from "@drover/contracts";
+import { type DeviceEvent, LABELS } from "@drover/contracts";
 import type { ObservedContainer } from "../runtime/runtime.ts";
 import { CRASH_LOOP_HEALTHY_MS, crashLoop } from "./crash_loop.ts";
 import type { PolicyViolation } from "./policy.ts";
@@ -28,6 +28,17 @@ export interface ReconcileObserver {
 function health(c: ObservedContainer): string | undefined {
   const h = (c as { health?: unknown }).health;
   return typeof h === "string" ? h : undefined;
+}
+
+/**
+ * The revision people see for a container: its deployment revision
+ * (`drover.revision` of a container that also has `drover.kv-revision`),
+ * else the KV revision an older agent labelled it with. Pure.
+ */
+export function shownRevision(c: ObservedContainer): number {
+  if (c.labels[LABELS.kvRevision] === undefined) return c.revision;
+  const revision = Number(c.labels[LABELS.revision]);
+  return Number.isSafeInteger(revision) && revision > 0 ? revision : c.revision;
 }
 
 /**
@@ -53,7 +64,7 @@ export function observationEvents(
   const base = (c: ObservedContainer) => ({
     deployment,
     service: c.service,
-    revision: c.revision,
+    revision: shownRevision(c),
   });
   for (const old of before) {
     const c = now.get(old.id);

@@ -130,6 +130,8 @@ const NEVER_RAN = new Set(["created", "initialized", "configured"]);
  * (short image name and all), not of the qualified spec. With `deviceId`, the
  * container is labelled as that device's (`drover.device`, see ownership.ts);
  * the label is not part of the spec hash, so adding it replaces nothing.
+ * `drover.revision` is `deploymentRevision` (what people see) when the
+ * desired state has one, `drover.kv-revision` the KV `revision` always.
  *
  * @throws {Error} if an image, port or volume string does not parse —
  * impossible for a `PodmanService` that passed the contract schema.
@@ -140,6 +142,7 @@ export function toContainerSpec(
   service: PodmanService,
   specHash: string,
   deviceId?: string,
+  deploymentRevision?: number,
 ): ContainerSpec {
   const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
   const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
@@ -160,7 +163,9 @@ export function toContainerSpec(
       [LABELS.managed]: MANAGED_LABEL_VALUE,
       [LABELS.deployment]: deployment,
       [LABELS.service]: service.name,
-      [LABELS.revision]: String(revision),
+      // People see the deployment revision; the agent orders containers by the KV one.
+      [LABELS.revision]: String(deploymentRevision ?? revision),
+      [LABELS.kvRevision]: String(revision),
       [LABELS.specHash]: specHash,
       ...(deviceId !== undefined ? { [LABELS.device]: deviceId } : {}),
     },
@@ -301,7 +306,14 @@ function planDeployment(
         ...base,
         reason,
         revision,
-        spec: toContainerSpec(deployment, revision, service, hash, deviceId),
+        spec: toContainerSpec(
+          deployment,
+          revision,
+          service,
+          hash,
+          deviceId,
+          entry.state.deployment_revision,
+        ),
       });
     };
     if (keeper === undefined) {

@@ -153,10 +153,15 @@ Deno.test("toContainerSpec names, labels and parses ports and volumes", () => {
       "drover.deployment": "shop",
       "drover.service": "web",
       "drover.revision": "7",
+      "drover.kv-revision": "7",
       "drover.spec-hash": "abc",
     },
     stopTimeoutSeconds: 10,
   });
+  // With a deployment revision, drover.revision is that one (what apply printed and status
+  // shows); the KV revision keeps its own label.
+  const labelled = toContainerSpec("shop", 7, service, "abc", undefined, 3).labels;
+  assertEquals([labelled["drover.revision"], labelled["drover.kv-revision"]], ["3", "7"]);
 });
 
 Deno.test("toContainerSpec: the health check in ms, the stop timeout in seconds", () => {

@@ -304,10 +304,10 @@ export class Reconciler {
       // Unreachable runtime: the guard said so once for all; keep the last known containers.
       if (!(err instanceof RuntimeUnavailableError)) {
         const message = err instanceof Error ? err.message : String(err);
-        const log = this.#log.with({ deployment: key, revision: this.store.get(key)?.revision });
+        const log = this.#log.with({ deployment: key, revision: this.#shownRevision(key) });
         if (this.#failureEvents.get(key) !== message) {
           this.#failureEvents.set(key, message);
-          const revision = this.store.get(key)?.revision;
+          const revision = this.#shownRevision(key);
           this.#emit({
             kind: "deployment_failed",
             deployment: key,
@@ -363,8 +363,9 @@ export class Reconciler {
         return;
       }
       if (step === 0) await this.#updateStatus(key);
-      const log = this.#log.with({ deployment: key, revision: entry?.revision });
-      await this.#executor.run(actions, { signal, conflicts, log, revision: entry?.revision });
+      const revision = this.#shownRevision(key);
+      const log = this.#log.with({ deployment: key, revision });
+      await this.#executor.run(actions, { signal, conflicts, log, revision });
     }
     throw new NotConvergedError(
       `Cannot converge deployment "${key}": still changing after ` +
@@ -417,7 +418,7 @@ export class Reconciler {
         return v === undefined ? [] : [[k, v] as const];
       }),
     );
-    for (const event of policyEvents(before, violations, (d) => this.store.get(d)?.revision)) {
+    for (const event of policyEvents(before, violations, (d) => this.#shownRevision(d))) {
       this.#emit(event);
     }
     this.#book.setViolations(violations);
@@ -513,6 +514,8 @@ export class Reconciler {
       this.#log.warn("Container runtime is unreachable, retrying: {error}", { error });
       this.#book.setRuntimeProblem(`container runtime unreachable: ${error}`);
     }
+    // Every status changes with it: unknown while nobody can look, observed again after.
+    for (const key of this.#book.keys()) void this.#updateStatus(key);
   }
 
   #emit(event: Parameters<NonNullable<ReconcileObserver["event"]>>[0]): void {
@@ -529,6 +532,19 @@ export class Reconciler {
     } catch (err) {
       this.#log.debug("Pass observer failed: {error}", { error: String(err) });
     }
+  }
+
+  /**
+   * The revision of `key` that logs and events name: the deployment revision
+   * people see (what `apply` printed), or the KV revision of a desired state
+   * that carries none.
+   */
+  #shownRevision(key: string): number | undefined {
+    const entry = this.store.get(key);
+    if (entry === undefined) return undefined;
+    return entry.kind === "valid"
+      ? entry.state.deployment_revision ?? entry.revision
+      : entry.revision;
   }
 
   #resetRetry(key: string): void {

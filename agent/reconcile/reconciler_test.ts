@@ -351,16 +351,20 @@ Deno.test(":latest is pulled when creating, not on quiet passes", async () => {
   assertEquals(runtime.pulls.length, 2);
 });
 
-Deno.test("an unavailable runtime keeps statuses, degrades the device and recovers", async () => {
+Deno.test("an unavailable runtime makes statuses unknown, degrades the device and recovers", async () => {
   const runtime = new InMemoryRuntime({ images: [IMAGE] });
   await using h = start({ runtime, entries: [entry("shop", 1)] });
   await h.reconciler.firstPass;
   runtime.setAvailable(false);
   h.reconciler.setDesired("blog", entry("blog", 2));
   await until("degraded", () => h.reconciler.deviceStatus() === "degraded");
-  assertEquals(phase(h, "shop"), "running");
-  // The new deployment cannot progress, and says why instead of being absent.
-  await until("blog pending", () => phase(h, "blog") === "pending");
+  // What ran is not known to run now: unknown, with the reason and the last observation.
+  await until("shop unknown", () => phase(h, "shop") === "unknown");
+  const shop = h.reconciler.deploymentStatuses().shop;
+  assertStringIncludes(shop?.message ?? "", "container runtime unreachable");
+  assertStringIncludes(shop?.message ?? "", "(running)");
+  // The new deployment cannot progress either, and says why instead of being absent.
+  await until("blog unknown", () => phase(h, "blog") === "unknown");
   const blog = h.reconciler.deploymentStatuses().blog;
   assertEquals(blog?.revision, 2);
   assertStringIncludes(blog?.message ?? "", "container runtime unreachable");

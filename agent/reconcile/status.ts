@@ -32,8 +32,15 @@ export interface StatusInput {
   error?: string | undefined;
   /** True when the deployment, though not desired, may not be removed (partial view). */
   keptForNow?: boolean;
-  /** Why the deployment cannot progress now though nothing is wrong with it (runtime away). */
+  /**
+   * Why the container runtime cannot be reached, while it cannot: `observed`
+   * is then only what was last seen, at `observedAtMs`, so the deployment is
+   * `unknown` (never `running` from stale observations) unless it had
+   * already failed (a crash loop stays failed).
+   */
   waiting?: string | undefined;
+  /** When `observed` was seen, in ms since the epoch (absent: never). */
+  observedAtMs?: number | undefined;
   /** Services currently being pulled for. */
   pulling?: ReadonlySet<string> | undefined;
   /** Now, in ms since the epoch (for crash loops); default: never a crash loop. */
@@ -85,6 +92,10 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
     };
   }
   const services: Record<string, ServiceStatus> = {};
+  // With the runtime away, a crash loop is judged as of the last observation: it cannot heal
+  // by time alone while nobody can see the container.
+  const stale = input.waiting !== undefined;
+  const loopNowMs = stale && input.observedAtMs !== undefined ? input.observedAtMs : input.nowMs;
   const crashes: string[] = [];
   const unhealthy: string[] = [];
   const starting: string[] = [];
@@ -96,8 +107,8 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
     const satisfied = keeper !== undefined && mine.length === 1 &&
       isSatisfied(keeper, hash, service.restart);
     allSatisfied &&= satisfied;
-    const loop = keeper !== undefined && input.nowMs !== undefined
-      ? crashLoop(keeper, input.nowMs, input.healthyMs)
+    const loop = keeper !== undefined && loopNowMs !== undefined
+      ? crashLoop(keeper, loopNowMs, input.healthyMs)
       : undefined;
     if (loop) crashes.push(crashLoopMessage(service.name, loop, input.healthyMs));
     // Running is not enough for a service with a health check: it must pass.
@@ -116,11 +127,19 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   // A crash loop explains more than the pass error it causes ("still changing after …").
   const failures = [...crashes, ...unhealthy];
   const failure = failures.length > 0 ? failures.join("\n") : input.error;
-  const phase = failure ? "failed" : allSatisfied && !extra ? "running" : "pending";
+  const observedPhase = failure ? "failed" : allSatisfied && !extra ? "running" : "pending";
+  if (stale && observedPhase !== "failed") {
+    return {
+      revision: entry.revision,
+      ...named,
+      phase: "unknown",
+      message: staleMessage(input.waiting!, observedPhase, input.observedAtMs, input.nowMs),
+      services,
+    };
+  }
+  const phase = observedPhase;
   const message = failure ??
-    (phase === "pending"
-      ? input.waiting ?? (starting.length > 0 ? startingMessage(starting) : undefined)
-      : undefined);
+    (phase === "pending" && starting.length > 0 ? startingMessage(starting) : undefined);
   return {
     revision: entry.revision,
     ...named,
@@ -128,6 +147,24 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
     ...(message ? { message } : {}),
     services,
   };
+}
+
+/**
+ * `container runtime unreachable: …; last observed 40 s ago (running)`: why
+ * a deployment is `unknown`, how old what is known about it is, and what
+ * that was.
+ */
+export function staleMessage(
+  problem: string,
+  lastPhase: string,
+  observedAtMs: number | undefined,
+  nowMs: number | undefined,
+): string {
+  if (observedAtMs === undefined) return `${problem}; never observed`;
+  const age = nowMs === undefined
+    ? undefined
+    : Math.max(0, Math.round((nowMs - observedAtMs) / 1000));
+  return `${problem}; last observed ${age === undefined ? "" : `${age} s ago `}(${lastPhase})`;
 }
 
 /** `ready` when every deployment runs, `starting` before the first pass, else `degraded`. */

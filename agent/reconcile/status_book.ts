@@ -51,6 +51,8 @@ export class StatusBook {
   #pulling = new Map<string, Set<string>>();
   /** Containers of each key as last observed, for statuses written on errors. */
   #observed = new Map<string, readonly ObservedContainer[]>();
+  /** When each key's containers were last observed (ms since the epoch). */
+  #observedAt = new Map<string, number>();
   /** Why the runtime is unreachable, while it is. */
   #runtimeProblem: string | undefined;
   #firstPassDone = false;
@@ -66,6 +68,7 @@ export class StatusBook {
 
   /** The containers of `key` as just observed. */
   observed(key: string, containers: readonly ObservedContainer[]): void {
+    this.#observedAt.set(key, this.#now());
     if (containers.length === 0) this.#observed.delete(key);
     else this.#observed.set(key, containers);
   }
@@ -138,6 +141,7 @@ export class StatusBook {
       keptForNow: facts.keptForNow,
       pulling: this.#pulling.get(key),
       waiting: this.#runtimeProblem,
+      observedAtMs: this.#observedAt.get(key),
       nowMs: this.#now(),
       ...(facts.health !== undefined ? { health: facts.health } : {}),
       ...(this.#healthyMs !== undefined ? { healthyMs: this.#healthyMs } : {}),
@@ -148,6 +152,7 @@ export class StatusBook {
     if (status === undefined) {
       this.#statuses.delete(key);
       this.#statusJson.delete(key);
+      this.#observedAt.delete(key);
     } else {
       this.#statuses.set(key, status);
       this.#statusJson.set(key, json!);
@@ -196,7 +201,9 @@ export class StatusBook {
     before: DeploymentStatus | undefined,
     after: DeploymentStatus | undefined,
   ): void {
-    const log = this.#log.with({ deployment: key, revision: after?.revision ?? before?.revision });
+    // The revision people see (what `apply` printed), the KV one when the value carries none.
+    const shown = (s: DeploymentStatus | undefined) => s?.deployment_revision ?? s?.revision;
+    const log = this.#log.with({ deployment: key, revision: shown(after) ?? shown(before) });
     if (after === undefined) {
       if (before) log.info("Deployment {deployment} removed");
       return;

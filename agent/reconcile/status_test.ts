@@ -146,3 +146,53 @@ Deno.test("deviceMessage: why a device is not ready, on one bounded line", () =>
     "ready",
   );
 });
+
+Deno.test("deploymentStatus: runtime unreachable — unknown with the age, never running from stale data", () => {
+  const problem = "container runtime unreachable: connect ENOENT /run/podman/podman.sock";
+  const stale = deploymentStatus({
+    deployment: "web",
+    entry: valid(28),
+    observed: [container],
+    specHashes: hashes,
+    waiting: problem,
+    observedAtMs: NOW - 40_000,
+    nowMs: NOW,
+  })!;
+  assertEquals([stale.phase, stale.deployment_revision], ["unknown", 28]);
+  assertEquals(stale.message, `${problem}; last observed 40 s ago (running)`);
+  // The control: the same observation with the runtime there is running.
+  const fresh = deploymentStatus({
+    deployment: "web",
+    entry: valid(28),
+    observed: [container],
+    specHashes: hashes,
+    observedAtMs: NOW - 40_000,
+    nowMs: NOW,
+  })!;
+  assertEquals(fresh.phase, "running");
+  // A crash loop seen before the runtime went away stays failed: time alone cannot heal it
+  // while nobody can see the container (40 s later it would have counted as healthy).
+  const looping = { ...container, restarts: 9, exitCode: 3, startedAtMs: NOW - 41_000 };
+  const loop = deploymentStatus({
+    deployment: "web",
+    entry: valid(28),
+    observed: [looping],
+    specHashes: hashes,
+    waiting: problem,
+    observedAtMs: NOW - 40_000,
+    nowMs: NOW,
+  })!;
+  assertEquals(loop.phase, "failed");
+  assertEquals(
+    deploymentStatus({
+      deployment: "web",
+      entry: valid(28),
+      observed: [looping],
+      specHashes: hashes,
+      observedAtMs: NOW - 40_000,
+      nowMs: NOW,
+    })!.phase,
+    "running",
+    "with the runtime there, the loop has healed by now",
+  );
+});

@@ -371,7 +371,7 @@ export class InMemoryRuntime implements ContainerRuntime {
       name: c.spec.name,
       deployment: labels[LABELS.deployment] ?? "",
       service: labels[LABELS.service] ?? "",
-      revision: Number(labels[LABELS.revision] ?? 0),
+      revision: Number(labels[LABELS.kvRevision] ?? labels[LABELS.revision] ?? 0),
       specHash: labels[LABELS.specHash] ?? "",
       state: c.state,
       image: c.spec.image,

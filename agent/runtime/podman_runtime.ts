@@ -429,7 +429,8 @@ export function toObserved(
   const deployment = labels[LABELS.deployment];
   const service = labels[LABELS.service];
   if (!deployment || !service) return undefined;
-  const revision = Number(labels[LABELS.revision]);
+  // Containers made before the KV revision had its own label carry it in drover.revision.
+  const revision = Number(labels[LABELS.kvRevision] ?? labels[LABELS.revision]);
   const device = labels[LABELS.device];
   const exitCode = c.Exited && c.State !== "running" ? c.ExitCode : lastExitCode;
   return {
