@@ -58,6 +58,11 @@ export const DeploymentStatus = z.object({
   deployment_revision: z.number().int().positive().optional(),
   phase: DeploymentPhase,
   message: z.string().optional(),
+  /**
+   * While the phase is `unknown`: when the agent last observed the
+   * deployment's containers (RFC 3339); absent when it never did.
+   */
+  observed_at: z.iso.datetime().optional(),
   services: z.record(z.string(), ServiceStatus),
 });
 /** State of one deployment on one device. */

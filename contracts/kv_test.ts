@@ -52,6 +52,7 @@ Deno.test("container labels and name format are locked", () => {
     deployment: "drover.deployment",
     service: "drover.service",
     revision: "drover.revision",
+    kvRevision: "drover.kv-revision",
     specHash: "drover.spec-hash",
     device: "drover.device",
   });

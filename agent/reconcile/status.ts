@@ -133,7 +133,10 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
       revision: entry.revision,
       ...named,
       phase: "unknown",
-      message: staleMessage(input.waiting!, observedPhase, input.observedAtMs, input.nowMs),
+      message: staleMessage(input.waiting!, observedPhase, input.observedAtMs),
+      ...(input.observedAtMs !== undefined
+        ? { observed_at: new Date(input.observedAtMs).toISOString() }
+        : {}),
       services,
     };
   }
@@ -150,21 +153,18 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
 }
 
 /**
- * `container runtime unreachable: …; last observed 40 s ago (running)`: why
- * a deployment is `unknown`, how old what is known about it is, and what
- * that was.
+ * `container runtime unreachable: …; last observed 2026-12-06T12:40:03Z
+ * (running)`: why a deployment is `unknown`, when what is known about it was
+ * seen, and what that was. A time rather than an age, so the status does not
+ * change every second (readers show the age: `status`, the API).
  */
 export function staleMessage(
   problem: string,
   lastPhase: string,
   observedAtMs: number | undefined,
-  nowMs: number | undefined,
 ): string {
   if (observedAtMs === undefined) return `${problem}; never observed`;
-  const age = nowMs === undefined
-    ? undefined
-    : Math.max(0, Math.round((nowMs - observedAtMs) / 1000));
-  return `${problem}; last observed ${age === undefined ? "" : `${age} s ago `}(${lastPhase})`;
+  return `${problem}; last observed ${new Date(observedAtMs).toISOString()} (${lastPhase})`;
 }
 
 /** `ready` when every deployment runs, `starting` before the first pass, else `degraded`. */

@@ -159,7 +159,9 @@ Deno.test("deploymentStatus: runtime unreachable — unknown with the age, never
     nowMs: NOW,
   })!;
   assertEquals([stale.phase, stale.deployment_revision], ["unknown", 28]);
-  assertEquals(stale.message, `${problem}; last observed 40 s ago (running)`);
+  const at = new Date(NOW - 40_000).toISOString();
+  assertEquals(stale.message, `${problem}; last observed ${at} (running)`);
+  assertEquals(stale.observed_at, at);
   // The control: the same observation with the runtime there is running.
   const fresh = deploymentStatus({
     deployment: "web",

@@ -552,11 +552,18 @@ export function deviceInDeployment(
           `waiting for KV revision ${stored.revision}`,
     );
   }
-  const agentMessage = reported.message ?? "";
+  const agentMessage = (reported.message ?? "") + observedAge(reported.observed_at, now);
   if (reported.phase === "running") {
     return { ...base, wanted_revision: wanted, phase: "ready", message: agentMessage };
   }
   return pending(agentMessage || reported.phase);
+}
+
+/** ` (40 s ago)`: the age of an `unknown` deployment's last observation, or "". */
+function observedAge(observedAt: string | undefined, now: number): string {
+  const at = observedAt === undefined ? NaN : Date.parse(observedAt);
+  if (!Number.isFinite(at)) return "";
+  return ` (${Math.max(0, Math.round((now - at) / 1000))} s ago)`;
 }
 
 function tryParseKey(key: string) {

@@ -468,3 +468,24 @@ Deno.test("summarise: a paused rollout's devices not given the revision are held
   ]);
   assertEquals(d?.devices[1]?.message, "held at revision 1: rollout paused at batch 1 of 2");
 });
+
+Deno.test("summarise: a deployment its agent cannot observe is pending with the observation's age", () => {
+  const registry = registered({ a: { site: "lab" } });
+  const desired = new Map([["a.web", storedAt(web1, 1, 20)]]);
+  const unknown: DeploymentStatus = {
+    revision: 20,
+    deployment_revision: 1,
+    phase: "unknown",
+    message:
+      "container runtime unreachable: ENOENT; last observed 2025-01-01T11:59:20.000Z (running)",
+    observed_at: "2025-01-01T11:59:20.000Z",
+    services: {},
+  };
+  const [d] =
+    summarise([web1], desired, new Map([["a", record("a", {}, { web: unknown })]]), registry, NOW)
+      .deployments;
+  assertEquals([d?.ready, d?.pending, d?.devices[0]?.agent_phase], [0, 1, "unknown"]);
+  assertEquals(d?.devices[0]?.running_revision, null);
+  assertStringIncludes(d?.devices[0]?.message, "container runtime unreachable");
+  assertStringIncludes(d?.devices[0]?.message, "(running) (40 s ago)");
+});

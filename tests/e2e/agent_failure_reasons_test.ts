@@ -81,3 +81,56 @@ Deno.test("agent: with the podman socket wrong the device is degraded and says w
     await agent.kill();
   }
 });
+
+Deno.test("agent: podman stopped under a crash loop — the loop stays failed, the rest is unknown", async () => {
+  await using env = await startAgentEnv({ heartbeatSeconds: 1 });
+  const agent = env.startAgent();
+  // The operator writes the deployment revision into each value: the container label shows it.
+  const steadyKv = await env.putDesired("steady", {
+    ...sleepDeployment("steady"),
+    deployment_revision: 4,
+  });
+  await env.waitForDeployment("steady", (d) => d.phase === "running", "steady runs");
+  const [steadyContainer] = await env.containersOf("steady");
+  assertEquals(
+    [steadyContainer?.Labels?.["drover.revision"], steadyContainer?.Labels?.["drover.kv-revision"]],
+    ["4", String(steadyKv)],
+  );
+  await env.putDesired(
+    "crashy",
+    podmanDeployment("crashy", [{
+      name: "main",
+      image: TEST_IMAGE,
+      command: ["sh", "-c", "exit 3"],
+      restart: "always",
+    }]),
+  );
+  await env.waitForDeployment("crashy", (d) => d.phase === "failed", "crashy fails");
+
+  await env.podman.stop();
+  const down = await waitFor(async () => {
+    const s = await env.status();
+    return s?.deployments.steady?.phase === "unknown" ? s : undefined;
+  }, { timeoutMs: 60_000, message: `steady turns unknown (logs: ${env.dir.path})` });
+  assertStringIncludes(down.deployments.steady?.message ?? "", "container runtime unreachable");
+  assertStringIncludes(down.deployments.steady?.message ?? "", "last observed");
+  assertStringIncludes(down.deployments.steady?.message ?? "", "(running)");
+  const observedAt = Date.parse(down.deployments.steady?.observed_at ?? "");
+  assert(Number.isFinite(observedAt), JSON.stringify(down.deployments.steady));
+  assertEquals(down.deployments.crashy?.phase, "failed");
+  // Past the crash loop's 30 s healing window: nobody saw it heal, so it is still failed,
+  // and what ran is still not reported as running.
+  await new Promise((resolve) => setTimeout(resolve, 32_000));
+  const later = (await env.status())!;
+  assertEquals(
+    [later.deployments.crashy?.phase, later.deployments.steady?.phase],
+    ["failed", "unknown"],
+  );
+  // The same last observation: from before podman stopped, not refreshed from nothing.
+  assertEquals(Date.parse(later.deployments.steady?.observed_at ?? ""), observedAt);
+
+  await env.podman.start();
+  await env.waitForDeployment("steady", (d) => d.phase === "running", "steady seen running again");
+  assertEquals((await env.status())?.deployments.crashy?.phase, "failed");
+  assertEquals(await agent.stop(), 0);
+});
