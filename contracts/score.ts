@@ -161,6 +161,13 @@ export const DEFAULT_STOP_TIMEOUT = "10s";
 /** Longest `stop_timeout` accepted. */
 export const MAX_STOP_TIMEOUT = "1h";
 
+/**
+ * How long a service without a health check must run before it counts as
+ * ready, when its `min_ready` does not say (a service that dies after 2 s
+ * must not pass as ready).
+ */
+export const DEFAULT_MIN_READY = "10s";
+
 /** Health-check defaults, as in compose. */
 export const HEALTHCHECK_DEFAULTS = {
   interval: "30s",
@@ -260,6 +267,13 @@ export const PodmanService = z.strictObject({
    * on an agent upgrade.
    */
   stop_timeout: composeDuration({ minMs: 0, maxMs: 3_600_000, wholeSeconds: true }).optional(),
+  /**
+   * How long the container must run (without a restart) before the service
+   * counts as ready; a passing health check counts at once. Default
+   * {@linkcode DEFAULT_MIN_READY}, applied by the agent (no schema default, as
+   * for `stop_timeout`). The same name as the rollout section's batch setting.
+   */
+  min_ready: composeDuration({ minMs: 0, maxMs: 3_600_000 }).optional(),
 });
 /** One container of a deployment (after defaults are applied). */
 export type PodmanService = z.infer<typeof PodmanService>;

@@ -12,6 +12,7 @@
  */
 
 import {
+  DEFAULT_MIN_READY,
   DEFAULT_STOP_TIMEOUT,
   type HealthCheck,
   healthCheckRuns,
@@ -37,6 +38,16 @@ export function healthCheckSpec(check: HealthCheck | undefined): HealthCheckSpec
     retries: check.retries,
     startPeriodMs: durationMs(check.start_period),
   };
+}
+
+/**
+ * How long a container of `service` must have run to count as ready, in ms:
+ * its `min_ready` (default `DEFAULT_MIN_READY`); 0 with a health check that
+ * runs (passing it is the proof).
+ */
+export function minReadyMs(service: PodmanService): number {
+  if (healthCheckRuns(service.healthcheck)) return 0;
+  return durationMs(service.min_ready ?? DEFAULT_MIN_READY);
 }
 
 /** The service's stop timeout in whole seconds (default `DEFAULT_STOP_TIMEOUT`). */

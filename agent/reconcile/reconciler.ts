@@ -53,7 +53,7 @@ import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
 import { GuardedRuntime } from "./runtime_guard.ts";
 import { serviceHashes } from "./spec_hashes.ts";
-import { crashLoopRecheckMs } from "./status.ts";
+import { crashLoopRecheckMs, minReadyRecheckMs } from "./status.ts";
 import { StatusBook } from "./status_book.ts";
 
 export { DEFAULT_CALL_TIMEOUT_MS } from "./runtime_guard.ts";
@@ -335,6 +335,13 @@ export class Reconciler {
       this.#healthyMs,
     );
     if (recheckMs !== undefined) this.#queue.addAfter(key, recheckMs + 50);
+    // So does a service's min_ready: report it ready once it has run that long.
+    const settleMs = minReadyRecheckMs(
+      this.store.get(key),
+      this.#book.lastObserved(key),
+      this.#now(),
+    );
+    if (settleMs !== undefined) this.#queue.addAfter(key, settleMs + 50);
   }
 
   /** Observe → plan → execute until the plan is empty. */

@@ -7,7 +7,7 @@
 
 import { configure, getTextFormatter, reset } from "@logtape/logtape";
 import { AgentPolicy, DesiredState } from "@drover/contracts";
-import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import {
   buildBusyboxImage,
   fetchPublishedPort,
@@ -177,6 +177,14 @@ async function withLogsOnFailure(body: (s: Setup) => Promise<void>): Promise<voi
 Deno.test("reconciler on real podman: create", async () => {
   await withLogsOnFailure(async ({ podman, port, reconciler }) => {
     assertEquals(await page(port), "first\n");
+    // Up, but not for the default min_ready (10 s) yet: pending, saying so; then running.
+    const early = reconciler.deploymentStatuses().site;
+    assertEquals(early?.phase, "pending");
+    assertStringIncludes(early?.message ?? "", "ready after 10 s");
+    await waitFor(() => reconciler.deploymentStatuses().site?.phase === "running", {
+      timeoutMs: TIMEOUT_MS,
+      message: "running once it has run its min_ready",
+    });
     const status = reconciler.deploymentStatuses().site;
     assertEquals([status?.revision, status?.phase], [1, "running"]);
     assertEquals(status?.services.web?.state, "running");

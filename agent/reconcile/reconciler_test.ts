@@ -25,7 +25,13 @@ function entry(
   revision: number,
   services: DesiredStateInput["score"]["services"] = [{ name: "web", image: IMAGE }],
 ): DesiredEntry {
-  const state = DesiredState.parse({ deployment, score: { type: "PodmanV0", services } });
+  // Ready as soon as it runs: these tests are about convergence (min_ready: status_test.ts and
+  // the real-podman test).
+  const settled = services.map((s) => ({ min_ready: "0s", ...s }));
+  const state = DesiredState.parse({
+    deployment,
+    score: { type: "PodmanV0", services: settled },
+  });
   return { kind: "valid", deployment, revision, state };
 }
 

@@ -10,12 +10,13 @@ import {
   type DeploymentStatus,
   DEVICE_MESSAGE_MAX_LENGTH,
   type DeviceStatus,
+  type PodmanService,
   type ServiceStatus,
 } from "@drover/contracts";
 import type { HealthReport, ObservedContainer } from "../runtime/runtime.ts";
 import { CRASH_LOOP_HEALTHY_MS, crashLoop, crashLoopMessage } from "./crash_loop.ts";
 import type { DesiredEntry } from "./desired.ts";
-import { serviceHealth, startingMessage, unhealthyMessage } from "./health.ts";
+import { minReadyMs, serviceHealth, startingMessage, unhealthyMessage } from "./health.ts";
 import { hashKey, isSatisfied, pickKeeper } from "./plan.ts";
 import type { PolicyViolation } from "./policy.ts";
 
@@ -99,6 +100,8 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   const crashes: string[] = [];
   const unhealthy: string[] = [];
   const starting: string[] = [];
+  /** Services running, but not for their `min_ready` yet. */
+  const settling: string[] = [];
   let allSatisfied = true;
   for (const service of entry.state.score.services) {
     const hash = input.specHashes.get(hashKey(entry.deployment, service.name)) ?? "";
@@ -118,6 +121,17 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
         unhealthy.push(unhealthyMessage(service.name, input.health?.get(keeper.id)));
       } else if (health === "starting") starting.push(service.name);
       allSatisfied &&= health === "healthy";
+    }
+    // Running is not enough without one either: it must have stayed up for min_ready.
+    const settleMs = keeper !== undefined && satisfied && keeper.state === "running" && !loop
+      ? settlingMs(service, keeper, input.nowMs)
+      : undefined;
+    if (settleMs !== undefined) {
+      settling.push(
+        `service "${service.name}" runs for ${Math.round(settleMs.up / 1000)} s; ` +
+          `ready after ${Math.round(settleMs.min / 1000)} s`,
+      );
+      allSatisfied = false;
     }
     services[service.name] = keeper === undefined
       ? { state: input.pulling?.has(service.name) ? "pulling" : "missing", image: service.image }
@@ -142,7 +156,13 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   }
   const phase = observedPhase;
   const message = failure ??
-    (phase === "pending" && starting.length > 0 ? startingMessage(starting) : undefined);
+    (phase === "pending"
+      ? starting.length > 0
+        ? startingMessage(starting)
+        : settling.length > 0
+        ? settling.join("; ")
+        : undefined
+      : undefined);
   return {
     revision: entry.revision,
     ...named,
@@ -245,6 +265,39 @@ export function crashLoopRecheckMs(
 ): number | undefined {
   const waits = observed.map((c) => crashLoop(c, nowMs, healthyMs)?.healthyInMs)
     .filter((ms): ms is number => ms !== undefined);
+  return waits.length > 0 ? Math.min(...waits) : undefined;
+}
+
+/** How long `container` has run and must run, while it has not run `min_ready` yet. */
+function settlingMs(
+  service: PodmanService,
+  container: ObservedContainer,
+  nowMs: number | undefined,
+): { up: number; min: number } | undefined {
+  const min = minReadyMs(service);
+  if (min === 0 || nowMs === undefined || container.startedAtMs === undefined) return undefined;
+  const up = Math.max(0, nowMs - container.startedAtMs);
+  return up < min ? { up, min } : undefined;
+}
+
+/**
+ * In how many ms a running service of `entry` will have run its `min_ready`
+ * (the reconciler looks again then, to report it ready), or undefined.
+ */
+export function minReadyRecheckMs(
+  entry: DesiredEntry | undefined,
+  observed: readonly ObservedContainer[],
+  nowMs: number,
+): number | undefined {
+  if (entry?.kind !== "valid") return undefined;
+  const waits: number[] = [];
+  for (const service of entry.state.score.services) {
+    for (const c of observed) {
+      if (c.service !== service.name || c.state !== "running") continue;
+      const s = settlingMs(service, c, nowMs);
+      if (s !== undefined) waits.push(s.min - s.up);
+    }
+  }
   return waits.length > 0 ? Math.min(...waits) : undefined;
 }
 

@@ -3,7 +3,13 @@ import { assertEquals } from "../../tests/support/assert.ts";
 import type { ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
-import { crashLoopRecheckMs, deploymentStatus, deviceMessage, summariseDevice } from "./status.ts";
+import {
+  crashLoopRecheckMs,
+  deploymentStatus,
+  deviceMessage,
+  minReadyRecheckMs,
+  summariseDevice,
+} from "./status.ts";
 
 const state = (deploymentRevision?: number) =>
   DesiredState.parse({
@@ -196,5 +202,56 @@ Deno.test("deploymentStatus: runtime unreachable — unknown with the age, never
     })!.phase,
     "running",
     "with the runtime there, the loop has healed by now",
+  );
+});
+
+Deno.test("deploymentStatus: running counts as ready only after min_ready (default 10 s) or a passed check", () => {
+  const at = (upMs: number, services: DesiredEntry = valid()) =>
+    deploymentStatus({
+      deployment: "web",
+      entry: services,
+      observed: [{ ...container, startedAtMs: NOW - upMs }],
+      specHashes: hashes,
+      nowMs: NOW,
+    })!;
+  const early = at(2_000);
+  assertEquals(early.phase, "pending");
+  assertEquals(early.message, 'service "httpd" runs for 2 s; ready after 10 s');
+  assertEquals(at(10_000).phase, "running");
+  // min_ready overrides the default.
+  const quick = DesiredState.parse({
+    deployment: "web",
+    score: {
+      type: "PodmanV0",
+      services: [{ name: "httpd", image: "busybox:1", min_ready: "1s" }],
+    },
+  });
+  assertEquals(
+    at(2_000, { kind: "valid", deployment: "web", revision: 45, state: quick }).phase,
+    "running",
+  );
+  // A passing health check is the proof: no waiting.
+  const checked = DesiredState.parse({
+    deployment: "web",
+    score: {
+      type: "PodmanV0",
+      services: [{ name: "httpd", image: "busybox:1", healthcheck: { test: ["CMD", "true"] } }],
+    },
+  });
+  const healthy = deploymentStatus({
+    deployment: "web",
+    entry: { kind: "valid", deployment: "web", revision: 45, state: checked },
+    observed: [{ ...container, startedAtMs: NOW - 2_000, health: "healthy" }],
+    specHashes: hashes,
+    nowMs: NOW,
+  })!;
+  assertEquals(healthy.phase, "running");
+  assertEquals(
+    minReadyRecheckMs(valid(), [{ ...container, startedAtMs: NOW - 2_000 }], NOW),
+    8_000,
+  );
+  assertEquals(
+    minReadyRecheckMs(valid(), [{ ...container, startedAtMs: NOW - 20_000 }], NOW),
+    undefined,
   );
 });

@@ -202,6 +202,24 @@ Deno.test({
       assertEquals(failedStatus.code, 1);
       assertEquals(JSON.parse(failedStatus.stdout).failed, 1);
 
+      // Success means it stays up: a service that exits 2 s after starting never counts as
+      // ready (min_ready, 10 s by default), and --wait fails with its exit code.
+      const dying = JSON.parse(manifest("dying", { devices: ["pi-c"] }));
+      dying.score.services[0].command = ["sh", "-c", "sleep 2; exit 3"];
+      const died = await cli(
+        "apply",
+        "-f",
+        await file("dying.json", JSON.stringify(dying)),
+        "--wait",
+        "--timeout",
+        "90s",
+      );
+      assertEquals(died.code, 1, died.stdout + died.stderr);
+      assertStringIncludes(died.stderr, "pi-c: failed");
+      assertStringIncludes(died.stderr, "exit code 3");
+      assert(!died.stdout.includes("dying: 1/1 ready"), died.stdout);
+      assertEquals((await cli("delete", "dying")).code, 0);
+
       // Relabel in the registry: pi-c joins the lab deployment, whatever its agent reports.
       const relabel = await cli("device", "label", "pi-c", "site=lab");
       assertEquals(relabel.code, 0, relabel.stderr);
