@@ -145,5 +145,23 @@ export const Heartbeat = z.object({
 /** A heartbeat. */
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
+/**
+ * Subject `operator serve` answers on with how long ago it heard each
+ * device: readers of KV alone (the CLI's `get`, `status`, `ping`, `logs`)
+ * then judge liveness by the same heartbeats as the API and the dashboard.
+ * In the operator's account only; devices cannot reach it.
+ */
+export const LIVENESS_SUBJECT = "drover.operator.liveness";
+
+/**
+ * The answer on {@linkcode LIVENESS_SUBJECT}: device id → ms since its last
+ * heartbeat was heard (an age, not a time: the asker's clock may differ).
+ */
+export const LivenessReply = z.object({
+  heard_ms_ago: z.record(z.string(), z.number().int().nonnegative()),
+});
+/** The answer on {@linkcode LIVENESS_SUBJECT}. */
+export type LivenessReply = z.infer<typeof LivenessReply>;
+
 /** Largest heartbeat a reader decodes; a real one is about 40 bytes. */
 export const MAX_HEARTBEAT_BYTES = 1024;

@@ -27,6 +27,9 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { failureLines } from "../rollout/view.ts";
 import { retryLine, retryStoppedRollout } from "../rollout/retry.ts";
 import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { FleetState } from "../fleet/state.ts";
+import { hearLiveness } from "../fleet/read.ts";
 import { expectPositionals, withNats } from "./_shared.ts";
 
 /** Default for `--timeout`. */
@@ -118,7 +121,7 @@ export const applyCommand: Command = {
         io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
       }
       if (!values.wait) return EXIT.ok;
-      return await follow(buckets, rollouts.rollouts, manifest.name, revision, timeoutMs, io);
+      return await follow(buckets, rollouts.rollouts, manifest.name, revision, timeoutMs, io, nc);
     });
   },
 };
@@ -131,11 +134,14 @@ export async function follow(
   revision: number,
   timeoutMs: number,
   io: CliIo,
+  /** Asks `operator serve` which devices are alive, as `get devices` does. */
+  nc?: NatsConnection,
 ): Promise<number> {
   let lastPrint = 0;
   const result = await waitForRollout(buckets, name, revision, {
     timeoutMs,
     signal: io.signal,
+    ...(nc !== undefined ? { hear: (state: FleetState) => hearLiveness(nc, state) } : {}),
     onProgress(line, changed) {
       if (io.isTerminal) {
         if (changed) io.stdout(`\r\x1b[2K${line}`);

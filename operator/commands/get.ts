@@ -17,7 +17,9 @@ export const getCommand: Command = {
   name: "get",
   summary: "List devices or deployments",
   usage: "get devices|deployments [-o table|json]",
-  description: "Devices: id, status, online/offline (no status for 3 heartbeat intervals),\n" +
+  description:
+    "Devices: id, status, online/offline (3 heartbeats missed, as operator serve heard\n" +
+    "them; without a serve answering, judged from the stored status alone),\n" +
     "last heartbeat age, labels, deployments. Deployments: targeted, ready (running the\n" +
     "current revision), failed and pending device counts; -o json adds per-device detail.",
   options: OUTPUT_OPTION,

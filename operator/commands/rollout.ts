@@ -291,7 +291,7 @@ async function undo(
   );
   io.stdout(`deployment "${name}" restored revision ${target} as revision ${revision}\n`);
   if (!values.wait) return EXIT.ok;
-  return await follow(buckets, rollouts.rollouts, name, revision, timeoutMs, io);
+  return await follow(buckets, rollouts.rollouts, name, revision, timeoutMs, io, nc);
 }
 
 async function retry(
@@ -318,5 +318,5 @@ async function retry(
   }
   io.stdout(retryLine(name, retried));
   if (!values.wait) return EXIT.ok;
-  return await follow(buckets, rollouts.rollouts, name, retried.revision, timeoutMs, io);
+  return await follow(buckets, rollouts.rollouts, name, retried.revision, timeoutMs, io, nc);
 }

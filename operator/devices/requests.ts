@@ -35,6 +35,7 @@ import { OperationError } from "../commands/cli.ts";
 import { openBucket } from "../nats/kv.ts";
 import { formatAge } from "../commands/render.ts";
 import { FleetState } from "../fleet/state.ts";
+import { hearLiveness } from "../fleet/read.ts";
 
 /** How long a device has to answer a command that does not wait on its side, in ms. */
 export const DEVICE_ANSWER_TIMEOUT_MS = 3_000;
@@ -94,6 +95,8 @@ export async function lastSeen(nc: NatsConnection, device: string): Promise<Last
       operation: "PUT",
       created: entry.created,
     });
+    // The heartbeats `operator serve` heard: the same liveness as `get devices` and the API.
+    await hearLiveness(nc, state);
     const view = state.view(Date.now()).devices.find((d) => d.device_id === device);
     if (view === undefined || view.last_seen === null) return never;
     const age = formatAge(view.heartbeat_age_seconds);

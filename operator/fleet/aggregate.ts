@@ -202,7 +202,9 @@ export function lastSeen(record: DeviceRecord): number {
  *
  * Whoever hears heartbeats (`operator serve`) counts a device offline after
  * {@linkcode OFFLINE_AFTER_HEARTBEATS} missed ones, from the later of its last
- * status and its last heartbeat. A reader of KV alone (the CLI's `get`) only
+ * status and its last heartbeat; the CLI asks it what it heard
+ * (`hearLiveness` in read.ts) and so applies the same rule. A reader of KV
+ * alone (the CLI when no `serve` answers) only
  * has the status, which agents refresh every `status_refresh_seconds`: it
  * allows that period plus the same three heartbeats (docs/nats-kv.md). Statuses
  * without `status_refresh_seconds` (older agents put every heartbeat) get

@@ -14,7 +14,15 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
-import { decodeJson, Heartbeat, HEARTBEAT_PREFIX, MAX_HEARTBEAT_BYTES } from "@drover/contracts";
+import {
+  canonicalJson,
+  decodeJson,
+  Heartbeat,
+  HEARTBEAT_PREFIX,
+  LIVENESS_SUBJECT,
+  type LivenessReply,
+  MAX_HEARTBEAT_BYTES,
+} from "@drover/contracts";
 import type { FleetState } from "./state.ts";
 
 const log = getLogger(["drover", "operator", "heartbeats"]);
@@ -30,6 +38,8 @@ export class HeartbeatListener implements AsyncDisposable {
   readonly #now: () => number;
   #sub: Subscription | undefined;
   #loop: Promise<void> | undefined;
+  #livenessSub: Subscription | undefined;
+  #livenessLoop: Promise<void> | undefined;
   /** Devices whose status is being re-read, and those waiting for a slot. */
   readonly #rereading = new Set<string>();
   readonly #queued = new Set<string>();
@@ -81,6 +91,15 @@ export class HeartbeatListener implements AsyncDisposable {
         }
       }
     })();
+    // What it heard, for readers of KV alone (the CLI): one liveness rule everywhere.
+    const liveness = this.#nc.subscribe(LIVENESS_SUBJECT);
+    this.#livenessSub = liveness;
+    this.#livenessLoop = (async () => {
+      for await (const m of liveness) {
+        const reply: LivenessReply = { heard_ms_ago: this.#state.heardAgo(this.#now()) };
+        m.respond(canonicalJson(reply));
+      }
+    })();
     await this.#nc.flush();
   }
 
@@ -122,6 +141,8 @@ export class HeartbeatListener implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.#sub?.unsubscribe();
+    this.#livenessSub?.unsubscribe();
     await this.#loop;
+    await this.#livenessLoop;
   }
 }

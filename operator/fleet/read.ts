@@ -13,6 +13,9 @@ import {
   BUCKET_DESIRED_STATE,
   BUCKET_DEVICES,
   BUCKET_ROLLOUTS,
+  decodeJson,
+  LIVENESS_SUBJECT,
+  LivenessReply,
 } from "@drover/contracts";
 import { FleetState } from "./state.ts";
 import { openBucket, readBucket } from "../nats/kv.ts";
@@ -20,7 +23,8 @@ import { RolloutBook } from "../rollout/store.ts";
 import { readRevision } from "../rollout/history.ts";
 
 /**
- * Reads every bucket; a bucket that does not exist yet reads as empty. The
+ * Reads every bucket; a bucket that does not exist yet reads as empty, and
+ * hears from `operator serve` what heartbeats it heard. The
  * rollout states come along, with the manifests of their stable revisions,
  * so the view shows a rolled back or paused deployment as it is.
  */
@@ -55,5 +59,32 @@ export async function readFleet(nc: NatsConnection): Promise<FleetState> {
     for (const entry of entries) if (entry !== undefined) book.recordHistory(entry);
   }
   state.rollouts = book;
+  await hearLiveness(nc, state);
   return state;
+}
+
+/** How long the CLI waits for `operator serve` to say what it heard. */
+export const LIVENESS_TIMEOUT_MS = 1_000;
+
+/**
+ * Asks `operator serve` when it last heard each device and records it in
+ * `state`, so the CLI judges online/offline by the same heartbeats as the API
+ * and the dashboard. Without an answer (no `serve` running) liveness comes
+ * from the stored statuses alone, as `isOnline` (aggregate.ts) describes. Returns
+ * whether an answer came.
+ */
+export async function hearLiveness(nc: NatsConnection, state: FleetState): Promise<boolean> {
+  let data: Uint8Array;
+  try {
+    data = (await nc.request(LIVENESS_SUBJECT, undefined, { timeout: LIVENESS_TIMEOUT_MS })).data;
+  } catch {
+    return false; // no operator serve (no responders), or a slow one: KV alone
+  }
+  const decoded = decodeJson(LivenessReply, data);
+  if (!decoded.ok) return false;
+  const now = Date.now();
+  for (const [device, ago] of Object.entries(decoded.value.heard_ms_ago)) {
+    state.heardAt(device, now - ago);
+  }
+  return true;
 }

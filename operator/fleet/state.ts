@@ -165,6 +165,27 @@ export class FleetState {
   }
 
   /**
+   * Records that `device`'s last heartbeat was heard at `at` (ms), as another
+   * process (`operator serve`) heard it; a device with no status is skipped.
+   */
+  heardAt(device: string, at: number): void {
+    const record = this.statuses.get(device);
+    if (record === undefined) return;
+    record.heartbeatAt = Math.max(at, record.heartbeatAt ?? 0);
+  }
+
+  /** Device id → ms since its last heartbeat was heard, at `now` (what `serve` tells the CLI). */
+  heardAgo(now: number): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [id, record] of this.statuses) {
+      if (record.heartbeatAt !== undefined) {
+        out[id] = Math.max(0, Math.round(now - record.heartbeatAt));
+      }
+    }
+    return out;
+  }
+
+  /**
    * Applies a `desired-state` entry seen on the watch; true when it is news
    * (not the echo of a write this process already recorded).
    */

@@ -207,3 +207,37 @@ Deno.test("rolloutOutcome: done, waiting while anything is pending, failed other
   assertEquals(rolloutOutcome(view(1, 1, 1)).kind, "waiting");
   assertEquals(rolloutOutcome(view(1, 1, 0)).kind, "failed");
 });
+
+Deno.test("heardAgo/heardAt: what serve heard travels as ages and lands on the CLI's picture", () => {
+  const serve = new FleetState();
+  const cli = new FleetState();
+  const status = (at: number) => ({
+    key: "pi-1",
+    revision: 3,
+    operation: "PUT" as const,
+    created: new Date(at),
+    value: new TextEncoder().encode(JSON.stringify({
+      device_id: "pi-1",
+      status: "ready",
+      timestamp: new Date(at).toISOString(),
+      agent_version: "0.1.0",
+      labels: {},
+      heartbeat_seconds: 1,
+      status_refresh_seconds: 60,
+      deployments: {},
+    })),
+  });
+  const t0 = Date.parse("2026-12-01T12:00:00Z");
+  serve.applyStatus(status(t0));
+  cli.applyStatus(status(t0));
+  serve.applyHeartbeat("pi-1", { status: "ready", status_revision: 3 }, t0 + 5_000);
+  // 9 s after its last heartbeat (3 missed at 1 s): offline for serve; KV alone says online.
+  const ago = serve.heardAgo(t0 + 14_000);
+  assertEquals(ago, { "pi-1": 9_000 });
+  assertEquals(cli.view(t0 + 14_000).devices[0]?.online, true, "the status refresh allows 63 s");
+  for (const [id, ms] of Object.entries(ago)) cli.heardAt(id, t0 + 14_000 - ms);
+  assertEquals(
+    [serve.view(t0 + 14_000).devices[0]?.online, cli.view(t0 + 14_000).devices[0]?.online],
+    [false, false],
+  );
+});

@@ -50,6 +50,12 @@ export interface WaitOptions {
   /** Called with the current line whenever progress changes, and at least every `tickMs`. */
   onProgress: (line: string, changed: boolean) => void;
   tickMs?: number;
+  /**
+   * Called with the followed state once per tick before judging it: hears
+   * from `operator serve` which devices are alive (`hearLiveness`), so
+   * offline devices read as offline as in `get devices`.
+   */
+  hear?: (state: FleetState) => Promise<unknown>;
   /** Recompute at most this often: thousands of heartbeats must not each cost a full view. */
   minIntervalMs?: number;
   signal?: AbortSignal;
@@ -111,10 +117,15 @@ export async function waitForRollout(
   const tickMs = options.tickMs ?? 1000;
   let lastLine = "";
   let view: DeploymentView | undefined;
+  let heardAt = -Infinity;
   try {
     await Promise.all(mirrors.map((m) => m.ready));
     while (true) {
       dirty = false;
+      if (options.hear !== undefined && Date.now() - heardAt >= tickMs) {
+        heardAt = Date.now();
+        await options.hear(state);
+      }
       const stored = state.manifests.get(name);
       if (stored !== undefined && stored.revision > revision) {
         return { kind: "superseded", revision: stored.revision };

@@ -244,7 +244,20 @@ Deno.test({
       );
 
       // Offline: a killed agent stops heartbeating and is reported offline after 3 intervals.
+      // One liveness rule: once the API (operator serve's heartbeats) says offline, so does the
+      // CLI at once (it asks serve what it heard; from KV alone it would allow the 60 s refresh).
+      const apiDevices = async (): Promise<DeviceJson[]> =>
+        await (await fetch(`${operator.apiUrl}/api/devices`)).json();
+      assertEquals((await apiDevices()).find((d) => d.device_id === "pi-b")?.online, true);
       await agents["pi-b"]?.kill();
+      await waitFor(
+        async () => (await apiDevices()).find((d) => d.device_id === "pi-b")?.online === false,
+        { timeoutMs: 30_000, message: "the API says pi-b is offline" },
+      );
+      const cliDevices: DeviceJson[] = JSON.parse(
+        (await cli("get", "devices", "-o", "json")).stdout,
+      );
+      assertEquals(cliDevices.find((d) => d.device_id === "pi-b")?.online, false);
       await waitFor(async () => {
         const list: DeviceJson[] = JSON.parse((await cli("get", "devices", "-o", "json")).stdout);
         const b = list.find((d) => d.device_id === "pi-b");
