@@ -128,6 +128,8 @@ export const LogsReply = z.object({
   more: z.boolean().default(false),
   /** The container's runtime state, e.g. `running`, `exited`, or `gone`. */
   state: z.string().max(32).optional(),
+  /** The container's exit code, when it has stopped and the runtime says. */
+  exit_code: z.number().int().optional(),
 });
 /** `logs` reply. */
 export type LogsReply = z.infer<typeof LogsReply>;

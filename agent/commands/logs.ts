@@ -34,7 +34,10 @@ export interface LogSource {
    * The container of `deployment`/`service` owned by this device, or
    * undefined when there is none.
    */
-  find(deployment: string, service: string): Promise<{ id: string; state: string } | undefined>;
+  find(
+    deployment: string,
+    service: string,
+  ): Promise<{ id: string; state: string; exitCode?: number } | undefined>;
   /** Timestamped frames (`<RFC 3339> <text>`), as podman's logs endpoint gives them. */
   read(
     id: string,
@@ -203,6 +206,7 @@ export async function readLogs(
         end: caughtUp && (!request.follow || !running),
         more: chunk.more,
         state: container.state,
+        ...(!running && container.exitCode !== undefined ? { exit_code: container.exitCode } : {}),
       };
     }
     await abortableSleep(

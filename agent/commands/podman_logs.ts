@@ -30,7 +30,11 @@ export function podmanLogSource(options: PodmanLogSourceOptions): LogSource {
         .filter((c) => c.deployment === deployment && c.service === service);
       // During a replacement two may exist for a moment: the running one speaks.
       const chosen = mine.find((c) => c.state === "running") ?? mine[0];
-      return chosen === undefined ? undefined : { id: chosen.id, state: chosen.state };
+      return chosen === undefined ? undefined : {
+        id: chosen.id,
+        state: chosen.state,
+        ...(chosen.exitCode !== undefined ? { exitCode: chosen.exitCode } : {}),
+      };
     },
     async read(id, { tail, since, signal }) {
       try {

@@ -33,6 +33,7 @@ import {
 import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, noSuchDevice, readFleetOnce, requestLogChunk } from "./_device.ts";
 import { withNats } from "./_shared.ts";
+import { escapeControl } from "./render.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
 export const FOLLOW_WAIT_MS = 5_000;
@@ -223,6 +224,10 @@ async function followDevice(
     const reply = await requestLogChunk(nc, device, request);
     printLines(reply.lines, io, options.prefix, options.timestamps === true);
     if (reply.cursor !== null) cursor = reply.cursor;
+    if (reply.end && first.follow && reply.state !== "running") {
+      // The container stopped under the reader: say so, and fail (a script must notice).
+      throw new OperationError(`${options.prefix}${followEnded(reply.state, reply.exit_code)}`);
+    }
     if (reply.end) return;
     if (!first.follow && !reply.more) return;
     request = {
@@ -235,6 +240,16 @@ async function followDevice(
     };
     if (cursor === undefined && !first.follow) return;
   }
+}
+
+/** `container exited with code 3; following stopped`. Pure. */
+export function followEnded(state: string | undefined, exitCode: number | undefined): string {
+  const what = state === undefined || state === "gone"
+    ? "container is gone"
+    : exitCode !== undefined
+    ? `container ${state} with code ${exitCode}`
+    : `container ${state}`;
+  return escapeControl(`${what}; following stopped`);
 }
 
 function printLines(

@@ -179,6 +179,35 @@ Deno.test({
       await followOutput.done;
     }
 
+    // logs -f on a container that exits says so and fails (a script following it notices).
+    const jobPath = `${dir.path}/job.json`;
+    await Deno.writeTextFile(
+      jobPath,
+      JSON.stringify({
+        name: "job",
+        selector: { devices: ["pi-a"] },
+        score: {
+          type: "PodmanV0",
+          services: [{
+            name: "main",
+            image: IMAGE,
+            command: ["sh", "-c", "echo bye; sleep 6; exit 3"],
+            restart: "no",
+          }],
+        },
+      }),
+    );
+    assertEquals((await cli("apply", "-f", jobPath)).code, 0);
+    await waitFor(async () => (await cli("logs", "pi-a", "job")).stdout.includes("bye"), {
+      timeoutMs: 60_000,
+      message: "the job wrote its line",
+    });
+    const followedJob = await cli("logs", "pi-a", "job", "-f");
+    assertEquals(followedJob.code, 1, followedJob.stdout + followedJob.stderr);
+    assertStringIncludes(followedJob.stdout, "bye");
+    assertStringIncludes(followedJob.stderr, "container exited with code 3; following stopped");
+    assertEquals((await cli("delete", "job")).code, 0);
+
     // -l: both devices at once, each line prefixed with its device.
     const merged = await cli("logs", "-l", "site=lab", "talker", "--tail", "1");
     assertEquals(merged.code, 0, merged.stderr);
