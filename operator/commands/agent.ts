@@ -13,6 +13,7 @@ import { abortableSleep } from "@drover/common";
 import {
   type Command,
   EXIT,
+  InvalidInputError,
   OperationError,
   parseDuration,
   resolvePath,
@@ -32,6 +33,7 @@ import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
 import { parseSelector } from "./logs.ts";
 import { withNats } from "./_shared.ts";
 import { knownDeviceIds, noSuchDevice } from "./_device.ts";
+import { artifactVersionProblem } from "../devices/artifact_version.ts";
 import { BUCKET_AGENT_STATUS } from "@drover/contracts";
 
 /** Where one device stands in an agent rollout (pure). */
@@ -165,6 +167,20 @@ export const agentCommand: Command = {
         "kind",
         "executable or bundle",
       );
+      let bytes: Uint8Array<ArrayBuffer>;
+      try {
+        bytes = await Deno.readFile(file);
+      } catch (e) {
+        throw new OperationError(`Cannot read ${file}: ${(e as Error).message}`);
+      }
+      // The release's name is what its agents will report: the artifact must say the same.
+      const mismatch = artifactVersionProblem(bytes, version);
+      if (mismatch !== undefined) {
+        throw new InvalidInputError(`Cannot publish ${file} as agent ${version}: ${mismatch}`, [
+          "set the version in agent/deno.json and agent/version.ts, build it " +
+          "(deno task compile or bundle), then publish it with that --version",
+        ]);
+      }
       let key;
       try {
         key = await readReleaseKey(authDir(values, io.env, "agent"), {
@@ -178,12 +194,6 @@ export const agentCommand: Command = {
           `created the release key; put this into every agent's [update] release_key:\n` +
             `  ${key.publicKey}\n`,
         );
-      }
-      let bytes: Uint8Array<ArrayBuffer>;
-      try {
-        bytes = await Deno.readFile(file);
-      } catch (e) {
-        throw new OperationError(`Cannot read ${file}: ${(e as Error).message}`);
       }
       const manifest = await withNats(values, io, async (nc) => {
         const { releases } = await openReleaseStores(nc);

@@ -540,7 +540,23 @@ Deno.test({
     });
     const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
 
-    await Deno.writeTextFile(`${env.dir.path}/good.sh`, agentScript());
+    // `agent publish` checks that the artifact says the version it is published as (the
+    // AGENT_VERSION literal a real build carries): these fake artifacts carry it in a comment.
+    const stamp = (version: string) => `# AGENT_VERSION = "${version}" (fake artifact)\n`;
+    await Deno.writeTextFile(`${env.dir.path}/good.sh`, agentScript() + stamp("2.0.0"));
+    const mislabelled = await cli([
+      "agent",
+      "publish",
+      `${env.dir.path}/good.sh`,
+      "--version",
+      "2.0.1",
+      "--arch",
+      arch,
+      "--dir",
+      keys.path,
+    ]);
+    assertEquals(mislabelled.code, 3, mislabelled.stderr);
+    assertStringIncludes(mislabelled.stderr, "it reports agent version 2.0.0, not 2.0.1");
     const published = await cli([
       "agent",
       "publish",
@@ -573,7 +589,7 @@ Deno.test({
     assertStringIncludes(devices.stdout, "AGENT");
     assertMatchLine(devices.stdout, env.deviceId, " 2.0.0 ");
 
-    await Deno.writeTextFile(`${env.dir.path}/crash.sh`, "#!/bin/sh\nexit 3\n");
+    await Deno.writeTextFile(`${env.dir.path}/crash.sh`, `#!/bin/sh\n${stamp("2.1.0")}exit 3\n`);
     const crash = await cli([
       "agent",
       "publish",
