@@ -12,6 +12,7 @@ import type { z } from "zod";
 import {
   AgentConfig,
   clipLine,
+  credsIdentity,
   explainIssues,
   formatIssueMessage,
   formatPath,
@@ -272,5 +273,37 @@ async function checkReferencedFiles(
       });
     }
   }
+  if (problems.length === 0 && config.nats.creds !== undefined) {
+    const problem = credsOwnerProblem(
+      config.agent.device_id,
+      await Deno.readTextFile(config.nats.creds).catch(() => ""),
+    );
+    if (problem !== undefined) {
+      problems.push({
+        line: findLine(index, ["nats", "creds"]),
+        key: "nats.creds",
+        message: `${config.nats.creds}: ${problem}`,
+      });
+    }
+  }
   if (problems.length > 0) throw new ConfigError(file, problems);
+}
+
+/**
+ * Why the creds in `text` cannot be this device's (another device's, or the
+ * operator's), or undefined: starting with them would only loop on the
+ * server's permission violations. Pure.
+ */
+export function credsOwnerProblem(deviceId: string, text: string): string | undefined {
+  const identity = credsIdentity(text);
+  if (identity?.kind === "device" && identity.device !== deviceId) {
+    return `these are device "${identity.device}"'s credentials, but agent.device_id is ` +
+      `"${deviceId}": use "${deviceId}"'s (operator device add ${deviceId} --dir DIR) or fix ` +
+      "device_id";
+  }
+  if (identity?.kind === "operator") {
+    return "these are the operator's credentials; a device needs its own " +
+      `(operator device add ${deviceId} --dir DIR)`;
+  }
+  return undefined;
 }

@@ -26,3 +26,4 @@ export * from "./spec_hash.ts";
 export * from "./errors.ts";
 export * from "./decode.ts";
 export * from "./redact.ts";
+export * from "./creds.ts";

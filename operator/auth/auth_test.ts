@@ -1,6 +1,9 @@
 import { decode, parseCreds } from "@nats-io/jwt";
 import { parse as parseToml } from "smol-toml";
-import { AgentConfig } from "@drover/contracts";
+import { AgentConfig, credsIdentity } from "@drover/contracts";
+import { ConfigError, loadConfig } from "../../agent/config.ts";
+import { connectNats } from "../nats/connection.ts";
+import { OperationError } from "../commands/cli.ts";
 import {
   assert,
   assertEquals,
@@ -295,4 +298,31 @@ Deno.test("an auth directory from before the devices' account is refused with wh
   const state = JSON.parse(await Deno.readTextFile(`${dir.path}/auth.json`));
   await Deno.writeTextFile(`${dir.path}/auth.json`, JSON.stringify({ ...state, version: 1 }));
   await assertRejects(() => deviceAdd(dir.path, "pi-1"), AuthFileInvalidError, "--force");
+});
+
+Deno.test("creds say whose they are: an agent with another device's creds, the CLI with a device's", async () => {
+  await using dir = await tempDir("drover-auth-test-");
+  await authInit(dir.path);
+  const one = await deviceAdd(dir.path, "pi-1");
+  await deviceAdd(dir.path, "pi-2");
+  const text = (path: string) => Deno.readTextFile(path);
+  assertEquals(credsIdentity(await text(one.credsPath)), { kind: "device", device: "pi-1" });
+  assertEquals(credsIdentity(await text(`${dir.path}/operator.creds`)), { kind: "operator" });
+  // The agent's config as device add wrote it is accepted (the control) …
+  assertEquals((await loadConfig(one.configPath)).agent.device_id, "pi-1");
+  // … and with pi-2's creds it is refused at start, naming whose they are.
+  const swapped = `${dir.path}/swapped.toml`;
+  await Deno.writeTextFile(
+    swapped,
+    (await text(one.configPath)).replace(one.credsPath, `${dir.path}/pi-2.creds`),
+  );
+  const e = await assertRejects(() => loadConfig(swapped), ConfigError);
+  assertEquals(e.problems[0]?.key, "nats.creds");
+  assertStringIncludes(e.message, `device "pi-2"'s credentials, but agent.device_id is "pi-1"`);
+  // An operator command with a device's creds is refused before it connects.
+  const cli = await assertRejects(
+    () => connectNats({ servers: ["nats://127.0.0.1:1"], creds: one.credsPath }, { name: "t" }),
+    OperationError,
+  );
+  assertStringIncludes(cli.message, `holds device "pi-1"'s credentials`);
 });

@@ -18,6 +18,7 @@ import {
   type Import,
   type KeyPair,
 } from "@nats-io/jwt";
+import { DEVICE_USER_PREFIX, OPERATOR_USER_NAME } from "@drover/contracts";
 import { DEVICE_BRIDGES, DEVICE_EXPORTS, devicePermissions } from "./permissions.ts";
 
 /** Name of the NATS account of the operator service and the KV buckets. */
@@ -226,7 +227,7 @@ export async function encodeDevicesAccountJwt(
 
 /** JWT of the operator service's user: unrestricted within the `DROVER` account. */
 export function encodeOperatorUserJwt(keys: SigningKeys, user: KeyPair): Promise<string> {
-  return encodeUser("drover-operator", user, keys.account.getPublicKey(), {}, {
+  return encodeUser(OPERATOR_USER_NAME, user, keys.account.getPublicKey(), {}, {
     signer: keys.accountSigning,
   });
 }
@@ -245,7 +246,7 @@ export function encodeDeviceUserJwt(
   options: DeviceJwtOptions = {},
 ): Promise<string> {
   const { pub, sub, resp } = devicePermissions(deviceId);
-  return encodeUser(`device-${deviceId}`, user, keys.devicesAccount.getPublicKey(), {
+  return encodeUser(`${DEVICE_USER_PREFIX}${deviceId}`, user, keys.devicesAccount.getPublicKey(), {
     pub,
     sub,
     // The JWT's ttl is a Go duration: nanoseconds.

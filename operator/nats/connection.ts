@@ -6,7 +6,7 @@
  */
 
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { DEFAULT_NATS_SERVER, redactUrl } from "@drover/contracts";
+import { credsIdentity, DEFAULT_NATS_SERVER, redactUrl } from "@drover/contracts";
 import {
   OperationError,
   type OptionSpecs,
@@ -125,6 +125,18 @@ export async function connectNats(
         { cause: e },
       );
     }
+    // A device's creds reach the server but none of the operator's buckets: say so now.
+    const identity = credsIdentity(new TextDecoder().decode(bytes));
+    if (identity?.kind === "device") {
+      throw new OperationError(
+        `${settings.creds} holds device "${identity.device}"'s credentials: operator commands ` +
+          "need the operator's",
+        [
+          'use the auth directory\'s operator.creds ("operator auth init --dir DIR" made it): ' +
+          "--creds DIR/operator.creds or NATS_CREDS",
+        ],
+      );
+    }
     authenticator = credsAuthenticator(bytes);
   }
   // The NATS client reads these only during the TLS handshake, and its error then names
@@ -164,14 +176,33 @@ export async function connectNats(
   } catch (e) {
     // Neither the URLs nor the client's message (an unparsable URL is quoted in it) may show
     // a password or token given in a URL.
+    const message = redactUrl((e as Error).message);
     throw new OperationError(
-      `Cannot connect to NATS at ${serversForDisplay(settings.servers)}: ${
-        redactUrl((e as Error).message)
-      }`,
-      [],
+      `Cannot connect to NATS at ${serversForDisplay(settings.servers)}: ${message}`,
+      authorizationHint(message, settings),
       { cause: e },
     );
   }
+}
+
+/**
+ * What to do about a refused login: with no credentials given, how to give
+ * them; with some, that the server did not accept these. Empty for other
+ * errors. Pure.
+ */
+export function authorizationHint(message: string, settings: ConnectionSettings): string[] {
+  if (!/authoriz|authentication/i.test(message)) return [];
+  const given = settings.creds !== undefined || settings.user !== undefined ||
+    settings.token !== undefined;
+  if (!given) {
+    return ["the server requires credentials: pass --creds FILE or set NATS_CREDS"];
+  }
+  return [
+    settings.creds !== undefined
+      ? `the server refused the credentials in ${settings.creds} (revoked, expired, or ` +
+        "made for another server?)"
+      : "the server refused the user/password or token given",
+  ];
 }
 
 /** The servers as they may be logged or printed: comma-separated, credentials redacted. Pure. */

@@ -1,5 +1,6 @@
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import { freePort } from "../../tests/support/ports.ts";
+import { startNats } from "../../tests/support/mod.ts";
 import type { CliIo } from "../commands/cli.ts";
 import { EXIT } from "../commands/cli.ts";
 import { serversForDisplay } from "./connection.ts";
@@ -40,4 +41,27 @@ Deno.test("a failed connect names the servers without their password or token", 
     assertStringIncludes(err(), `Cannot connect to NATS at ${shown}`);
     assertEquals(err().includes("s3cret"), false, err());
   }
+});
+
+Deno.test("a server that wants credentials: none given says how; wrong ones say they were refused", async () => {
+  await using nats = await startNats({ extraConfig: `authorization { token: "s3cret-token" }` });
+  const none = captureIo();
+  assertEquals(await main(["get", "devices", "--nats", nats.url], none.io), EXIT.failed);
+  assertStringIncludes(
+    none.err(),
+    "the server requires credentials: pass --creds FILE or set NATS_CREDS",
+  );
+  const wrong = captureIo();
+  assertEquals(
+    await main(["get", "devices", "--nats", nats.url, "--token", "nope"], wrong.io),
+    EXIT.failed,
+  );
+  assertStringIncludes(wrong.err(), "the server refused the user/password or token given");
+  // The control: the right token gets in.
+  const right = captureIo();
+  assertEquals(
+    await main(["get", "devices", "--nats", nats.url, "--token", "s3cret-token"], right.io),
+    EXIT.ok,
+    right.err(),
+  );
 });
