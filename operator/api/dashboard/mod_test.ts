@@ -218,3 +218,46 @@ Deno.test("dashboard: the device page's panes read the API's device routes on th
   assertStringIncludes(await js.text(), "textContent");
   d.close();
 });
+
+Deno.test("dashboard: a rolled-back deployment reads as such, ready at its stable revision", async () => {
+  const row = (device_id: string) => ({
+    device_id,
+    online: true,
+    wanted_revision: 4,
+    applied_revision: 4,
+    running_revision: 4,
+    phase: "ready",
+    agent_phase: "running",
+    message: "",
+  });
+  const view = {
+    devices: [],
+    deployments: [{
+      name: "web",
+      revision: 5,
+      state: "rolled_back",
+      stable_revision: 4,
+      ready_revision: 4,
+      batch: null,
+      batches: null,
+      targeted: 2,
+      ready: 2,
+      failed: 0,
+      pending: 0,
+      held: 0,
+      offline: 0,
+      devices: [row("pi-1"), row("pi-2")],
+    }],
+  } as unknown as FleetView;
+  const d = new Dashboard({ view: () => view, device: () => undefined });
+  const page = await (await answer(d, new Request("http://op/deployments/web"))).text();
+  assertStringIncludes(page, "rolled back");
+  assertStringIncludes(page, 'id="dep-stable"');
+  const overview = await (await answer(d, new Request("http://op/"))).text();
+  assertStringIncludes(overview, '<span class="badge warn">rolled back</span>');
+  // The control: the same deployment complete reads ready.
+  const done = { ...view, deployments: [{ ...view.deployments[0], state: "complete" }] };
+  const d2 = new Dashboard({ view: () => done as FleetView, device: () => undefined });
+  const overview2 = await (await answer(d2, new Request("http://op/"))).text();
+  assertStringIncludes(overview2, '<span class="badge ok">ready</span>');
+});
