@@ -25,20 +25,24 @@ export type FleetEvent = DeviceEvent & { device: string };
 export async function collectEvents(
   nc: NatsConnection,
   devices: readonly string[],
-): Promise<{ events: FleetEvent[]; errors: string[] }> {
+): Promise<{ events: FleetEvent[]; errors: string[]; unanswered: string[] }> {
   const results = await Promise.allSettled(
     devices.map((d) => requestDeviceEvents(nc, d)),
   );
   const events: FleetEvent[] = [];
   const errors: string[] = [];
+  const unanswered: string[] = [];
   results.forEach((r, i) => {
     if (r.status === "fulfilled") {
       // allSettled keeps one result per device, in order.
       for (const e of r.value.events) events.push({ ...e, device: devices[i]! });
-    } else errors.push(r.reason instanceof Error ? r.reason.message : String(r.reason));
+    } else {
+      errors.push(r.reason instanceof Error ? r.reason.message : String(r.reason));
+      unanswered.push(devices[i]!);
+    }
   });
   events.sort((a, b) => a.time < b.time ? -1 : a.time > b.time ? 1 : a.seq - b.seq);
-  return { events, errors };
+  return { events, errors, unanswered };
 }
 
 /** The `events` command. */
@@ -55,7 +59,7 @@ export const eventsCommand: Command = {
       throw new UsageError(`Unexpected argument "${positionals[1]}"`, "events");
     }
     const format = outputFormat(values, "events");
-    const { events, errors } = await withNats(values, io, async (nc) => {
+    const { events, errors, unanswered } = await withNats(values, io, async (nc) => {
       let devices: string[];
       const [one] = positionals;
       if (one !== undefined) {
@@ -83,6 +87,9 @@ export const eventsCommand: Command = {
       ));
     }
     for (const e of errors) io.stderr(`${e}\n`);
+    if (positionals[0] === undefined && unanswered.length > 0) {
+      io.stderr(`${unanswered.length} device(s) did not answer: ${unanswered.join(", ")}\n`);
+    }
     return errors.length === 0 ? EXIT.ok : EXIT.failed;
   },
 };
