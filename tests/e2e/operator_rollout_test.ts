@@ -37,6 +37,8 @@ function manifest(version: string, options: { unhealthy?: boolean; rollout?: obj
         image: IMAGE,
         command: ["sleep", "3600"],
         env: { VERSION: version },
+        // Short: this test is about batches (apply --wait of a dying service: operator_agents).
+        min_ready: "2s",
         // The bad update runs fine but its health check never passes.
         ...(options.unhealthy
           ? {
