@@ -1,6 +1,13 @@
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import type { DeploymentView, DeviceView } from "../fleet/aggregate.ts";
-import { deploymentStatus, devicesTable, escapeControl, jsonForTerminal, table } from "./render.ts";
+import {
+  deploymentsTable,
+  deploymentStatus,
+  devicesTable,
+  escapeControl,
+  jsonForTerminal,
+  table,
+} from "./render.ts";
 
 /** Any character a terminal would act on rather than print. */
 // deno-lint-ignore no-control-regex -- finding control characters is the point
@@ -199,4 +206,39 @@ Deno.test("get devices: AGENT shows the release a device runs and where its upda
   assertEquals(RAW_CONTROL.test(out), false, JSON.stringify(out));
   assertStringIncludes(out, "1.1.0 (1.2.0 failed)");
   assertStringIncludes(out, "agent update: release 1.2.0 was rolled back: crashed\\u001b[2J");
+});
+
+Deno.test("status and get deployments say a rollback and a pause as they are", () => {
+  const back: DeploymentView = {
+    ...deployment(""),
+    revision: 8,
+    state: "rolled_back",
+    stable_revision: 7,
+    ready_revision: 7,
+    ready: 2,
+    failed: 0,
+  };
+  assertEquals(
+    deploymentStatus(back).split("\n")[0],
+    "Deployment web (revision 8): rolled back (revision 8 → 7): 2/2 ready at revision 7",
+  );
+  const paused: DeploymentView = {
+    ...deployment(""),
+    revision: 8,
+    state: "paused",
+    stable_revision: 7,
+    batch: 1,
+    batches: 3,
+    ready: 1,
+    failed: 0,
+    held: 1,
+  };
+  assertEquals(
+    deploymentStatus(paused).split("\n")[0],
+    "Deployment web (revision 8): rollout paused at batch 1 of 3: 1/2 ready, 1 held at revision 7",
+  );
+  const rows = deploymentsTable([back, paused]).split("\n");
+  assertEquals(rows[0]?.split(/ {2,}/).at(-1), "STATE");
+  assertStringIncludes(rows[1] ?? "", "rolled back to 7");
+  assertStringIncludes(rows[2] ?? "", "paused (batch 1 of 3)");
 });
