@@ -13,6 +13,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
+import { abortableSleep } from "@drover/common";
 import {
   type LogCursor,
   type LogLine,
@@ -48,7 +49,9 @@ export const logsCommand: Command = {
     "device whose registry labels match is read at once and each line is prefixed with the " +
     "device id. The container's stderr goes to stderr. A device that does not answer within " +
     "a few seconds is reported with when it was last seen (exit 1). A device whose " +
-    "[policy] allow_logs = false refuses.",
+    "[policy] allow_logs = false refuses. With -f, a container its restart policy restarts is " +
+    "followed across restarts (a note on stderr); one that stays stopped for 5 s, or has " +
+    "restart: no, ends the command with its exit code (exit 1).",
   options: {
     tail: { type: "string", value: "N", description: "Only the last N lines" },
     since: {
@@ -90,17 +93,24 @@ export const logsCommand: Command = {
         throw noSuchDevice(device, [...fleet.registry.keys(), ...fleet.statuses.keys()]);
       }
       const service = resolveService(fleet, deployment, serviceArg);
+      // A service its runtime restarts is followed across restarts; one that runs once is not.
+      const restarts = fleet.manifests.get(deployment)?.manifest?.score.services
+        .find((s) => s.name === service)?.restart !== "no";
       const devices = device !== undefined ? [device] : selectDevices(fleet, selector!);
       const request = { ...base, deployment, service };
       const [one] = devices;
       if (one !== undefined && devices.length === 1 && selector === undefined) {
-        await followDevice(nc, one, request, io, { prefix: "", timestamps });
+        await followDevice(nc, one, request, io, { prefix: "", timestamps, restarts });
         return EXIT.ok;
       }
       const width = Math.max(...devices.map((d) => d.length));
       const results = await Promise.allSettled(
         devices.map((d) =>
-          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps })
+          followDevice(nc, d, request, io, {
+            prefix: `${d.padEnd(width)} | `,
+            timestamps,
+            restarts,
+          })
         ),
       );
       let failed = 0;
@@ -216,16 +226,41 @@ async function followDevice(
   device: string,
   first: LogsRequest,
   io: CliIo,
-  options: { prefix: string; timestamps?: boolean },
+  options: { prefix: string; timestamps?: boolean; restarts?: boolean },
 ): Promise<void> {
   let cursor: LogCursor | undefined;
   let request: LogsRequest = { ...first, wait_ms: 0 };
+  /** Since when the followed container has been seen stopped (ms), while its restart is awaited. */
+  let stoppedSince: number | undefined;
   while (!io.signal.aborted) {
     const reply = await requestLogChunk(nc, device, request);
     printLines(reply.lines, io, options.prefix, options.timestamps === true);
     if (reply.cursor !== null) cursor = reply.cursor;
+    if (reply.state === "running") stoppedSince = undefined;
     if (reply.end && first.follow && reply.state !== "running") {
-      // The container stopped under the reader: say so, and fail (a script must notice).
+      const gone = reply.state === undefined || reply.state === "gone";
+      const now = Date.now();
+      if (options.restarts && !gone && now - (stoppedSince ?? now) < RESTART_WAIT_MS) {
+        // Its restart policy brings it back (a crash loop does, again and again): go on.
+        if (stoppedSince === undefined) {
+          stoppedSince = now;
+          io.stderr(
+            `${options.prefix}${
+              escapeControl(followRestart(reply.state ?? "stopped", reply.exit_code))
+            }\n`,
+          );
+        }
+        await abortableSleep(RESTART_POLL_MS, io.signal);
+        request = {
+          deployment: first.deployment,
+          service: first.service,
+          follow: true,
+          ...(cursor !== undefined ? { cursor } : {}),
+          wait_ms: 0,
+        };
+        continue;
+      }
+      // The container stopped under the reader for good: say so, and fail (a script notices).
       throw new OperationError(`${options.prefix}${followEnded(reply.state, reply.exit_code)}`);
     }
     if (reply.end) return;
@@ -240,6 +275,16 @@ async function followDevice(
     };
     if (cursor === undefined && !first.follow) return;
   }
+}
+
+/** How long `logs -f` waits for a stopped container its restart policy should bring back. */
+export const RESTART_WAIT_MS = 5_000;
+const RESTART_POLL_MS = 250;
+
+/** `container exited with code 3; following it across its restart`. Pure. */
+function followRestart(state: string, exitCode: number | undefined): string {
+  const code = exitCode === undefined ? "" : ` with code ${exitCode}`;
+  return `container ${state}${code}; following it across its restart`;
 }
 
 /** `container exited with code 3; following stopped`. Pure. */

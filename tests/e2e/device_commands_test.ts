@@ -208,6 +208,55 @@ Deno.test({
     assertStringIncludes(followedJob.stderr, "container exited with code 3; following stopped");
     assertEquals((await cli("delete", "job")).code, 0);
 
+    // A crash-looping service is followed across its restarts (each run's line shows up).
+    const flappyPath = `${dir.path}/flappy.json`;
+    await Deno.writeTextFile(
+      flappyPath,
+      JSON.stringify({
+        name: "flappy",
+        selector: { devices: ["pi-a"] },
+        score: {
+          type: "PodmanV0",
+          services: [{
+            name: "main",
+            image: IMAGE,
+            command: ["sh", "-c", "echo run-started; sleep 2; exit 3"],
+          }],
+        },
+      }),
+    );
+    assertEquals((await cli("apply", "-f", flappyPath)).code, 0);
+    await waitFor(
+      async () => (await cli("logs", "pi-a", "flappy")).stdout.includes("run-started"),
+      {
+        timeoutMs: 60_000,
+        message: "flappy started once",
+      },
+    );
+    const flappy = new Deno.Command(Deno.execPath(), {
+      args: [...await operatorTaskArgs(), "logs", "pi-a", "flappy", "-f", "--tail", "1"],
+      env: { NATS_URL: nats.url, INIT_CWD: REPO_ROOT, ...ADMIN_ENV },
+      cwd: REPO_ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const flappyOutput = collectOutput(flappy);
+    try {
+      await waitFor(
+        () => (flappyOutput.text().match(/run-started/g) ?? []).length >= 3,
+        {
+          timeoutMs: 60_000,
+          message: `logs -f follows flappy across restarts:\n${flappyOutput.text()}`,
+        },
+      );
+    } finally {
+      flappy.kill("SIGINT");
+      await flappy.status;
+      await flappyOutput.done;
+    }
+    assertEquals((await cli("delete", "flappy")).code, 0);
+
     // -l: both devices at once, each line prefixed with its device.
     const merged = await cli("logs", "-l", "site=lab", "talker", "--tail", "1");
     assertEquals(merged.code, 0, merged.stderr);
