@@ -269,6 +269,7 @@ export function summarise(
   }
 
   const states = rollouts?.states() ?? new Map<string, RolloutState>();
+  const fleet = { devices: devicesKnown, desired, statuses, now };
   const deployments = [...manifests]
     .sort((a, b) => compare(a.name, b.name))
     .map((m) => {
@@ -278,7 +279,6 @@ export function summarise(
       const stable = rollout?.stable_revision === null || rollout === undefined
         ? undefined
         : rollouts?.manifestAt(m.name, rollout.stable_revision);
-      const fleet = { devices: devicesKnown, desired, statuses, now };
       return deploymentView(m, revision, fleet, rollout, stable);
     });
 
