@@ -71,7 +71,7 @@ Deno.test("examples/hello.yaml is a valid DeploymentManifest that selects the ex
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const registered = Object.entries(device.labels).map(([k, v]) => `${k}=${v}`).join(" ");
   assert(
-    readme.includes(`device label ${device.device_id} ${registered}`),
+    readme.includes(`device register ${device.device_id} ${registered}`),
     `README registers ${device.device_id} with ${registered}`,
   );
   const [web] = manifest.score.services;
