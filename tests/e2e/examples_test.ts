@@ -2,7 +2,7 @@
  * The shipped examples (examples/agent.toml, examples/hello.yaml) are what people copy first:
  * they must validate against the contracts' schemas, including every optional setting shown only
  * as a comment, and the example device — registered with the labels its config reports, as the
- * README's `device label pi-kitchen site=home arch=arm64` does — must be selected by the example
+ * README's `device register pi-kitchen site=home arch=arm64` does — must be selected by the example
  * deployment.
  */
 
