@@ -108,13 +108,10 @@ export class RolloutDriver {
         throw e;
       }
       const ended = step.state.state;
-      const entry = this.book.history.get(name)?.get(record.revision);
-      if (
-        entry !== undefined && entry.outcome !== ended &&
-        (ended === "complete" || ended === "rolled_back" || ended === "failed")
-      ) {
+      if (ended === "complete" || ended === "rolled_back" || ended === "failed") {
         // The history keeps how it ended after newer revisions replace this one's rollout state.
-        this.book.recordHistory(await recordOutcome(this.#buckets.history, entry, ended));
+        const entry = await recordOutcome(this.#buckets.history, name, record.revision, ended);
+        if (entry !== undefined) this.book.recordHistory(entry);
       }
       log.info("Rollout of {deployment} revision {revision}: {event}", {
         deployment: name,

@@ -131,17 +131,33 @@ export async function recordRevision(
 }
 
 /**
- * Records how `entry`'s rollout ended on its history entry (an overwrite:
- * the history keeps one value per key). Returns the entry as stored.
+ * Records how the rollout of `revision` ended on its stored history entry:
+ * read and compare-and-set, so a summary written meanwhile (an undo or a
+ * retry says what it is) is kept. Returns the entry as stored, or undefined
+ * when there is none (or it kept changing).
  */
 export async function recordOutcome(
   kv: KV,
-  entry: HistoryEntry,
+  deployment: string,
+  revision: number,
   outcome: NonNullable<HistoryEntry["outcome"]>,
-): Promise<HistoryEntry> {
-  const next = { ...entry, outcome };
-  await kv.put(historyKey(entry.deployment, entry.revision), canonicalJson(next));
-  return next;
+): Promise<HistoryEntry | undefined> {
+  const key = historyKey(deployment, revision);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const stored = await kv.get(key);
+    if (stored === null || stored.operation !== "PUT") return undefined;
+    const decoded = decodeJson(HistoryEntry, stored.value);
+    if (!decoded.ok) return undefined;
+    if (decoded.value.outcome === outcome) return decoded.value;
+    const next = { ...decoded.value, outcome };
+    try {
+      await kv.update(key, canonicalJson(next), stored.revision);
+      return next;
+    } catch (e) {
+      if (!/wrong last sequence/i.test((e as Error).message)) throw e;
+    }
+  }
+  return undefined;
 }
 
 /** Reads one stored revision, or undefined. */

@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import { BUCKET_DEPLOYMENT_HISTORY, DeploymentManifest } from "@drover/contracts";
 import { startNats } from "../../tests/support/mod.ts";
 import { assertEquals } from "../../tests/support/assert.ts";
-import { historyEntry, readRevision, recordRevision } from "./history.ts";
+import { historyEntry, readRevision, recordOutcome, recordRevision } from "./history.ts";
 
 const manifest = DeploymentManifest.parse({
   name: "web",
@@ -24,6 +24,14 @@ Deno.test("recordRevision: the first record stays, unless the writer replaces it
     assertEquals((await readRevision(kv, "web", 5))?.summary, "no change");
     assertEquals(await recordRevision(kv, undo, { replace: true }), true);
     assertEquals((await readRevision(kv, "web", 5))?.summary, "undo to revision 1: no change");
+    // How its rollout ended is added to what is stored now (the undo's summary stays).
+    const ended = await recordOutcome(kv, "web", 5, "rolled_back");
+    assertEquals([ended?.summary, ended?.outcome], [
+      "undo to revision 1: no change",
+      "rolled_back",
+    ]);
+    assertEquals((await readRevision(kv, "web", 5))?.outcome, "rolled_back");
+    assertEquals(await recordOutcome(kv, "web", 99, "complete"), undefined, "no such revision");
   } finally {
     await nc.close();
   }
