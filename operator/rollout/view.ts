@@ -84,7 +84,10 @@ export function rolloutStatus(
           device_id: id,
           updated: false,
           phase: "waiting",
-          message: rollout.stable_revision === null
+          message: rollout.state === "paused"
+            ? `held at revision ${rollout.stable_revision ?? "none"}: rollout paused at batch ` +
+              `${rollout.batch + 1}`
+            : rollout.stable_revision === null
             ? "not updated yet"
             : `keeps revision ${rollout.stable_revision} until its batch`,
         };
