@@ -97,7 +97,15 @@ export class HeartbeatListener implements AsyncDisposable {
     this.#livenessLoop = (async () => {
       for await (const m of liveness) {
         const reply: LivenessReply = { heard_ms_ago: this.#state.heardAgo(this.#now()) };
-        m.respond(canonicalJson(reply));
+        try {
+          m.respond(canonicalJson(reply));
+        } catch (error) {
+          // Beyond the server's max_payload (some 40 000 devices at 1 MiB): the CLI then
+          // judges by the stored statuses alone, as without a serve.
+          log.warn("Cannot answer a liveness request: {error}", {
+            error: (error as Error).message,
+          });
+        }
       }
     })();
     await this.#nc.flush();
