@@ -20,9 +20,11 @@ export const historyCommand: Command = {
   name: "history",
   summary: "List a deployment's revisions (what changed, how each rollout went)",
   usage: "history NAME [-o table|json]",
-  description: "Every revision apply or rollout undo stored, oldest first: when, a one-line\n" +
-    "summary of what changed, and the latest rollout's outcome. (current) is the revision\n" +
-    "in deployments now; (stable) what a rollback restores. -o json adds each manifest.\n" +
+  description: "Every revision apply, rollout undo or retry stored, oldest first: when, a\n" +
+    "one-line summary of what changed, and how its rollout went (where the latest stands;\n" +
+    "how earlier ones ended, e.g. rolled back). (current) is the revision in deployments\n" +
+    "now; (stable) the newest completed one, what a rollback restores. -o json adds each\n" +
+    "manifest.\n" +
     "Any listed revision can be restored with rollout undo NAME --to-revision N.",
   options: OUTPUT_OPTION,
   connects: true,
