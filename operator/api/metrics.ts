@@ -55,103 +55,95 @@ export class OperatorMetrics {
 
   constructor(options: OperatorMetricsOptions) {
     const registers = [this.registry];
-    new Gauge({
-      name: "drover_devices",
-      help: "Devices known to the operator, by their agent's status and liveness.",
-      labelNames: ["status", "online"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+    /** A gauge filled from the fleet view at scrape time (empty while starting). */
+    const fromView = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      fill: (gauge: Gauge<L>, view: FleetView) => void,
+    ) =>
+      new Gauge<L>({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          const view = options.view();
+          if (view !== undefined) fill(this, view);
+        },
+      });
+    fromView(
+      "drover_devices",
+      "Devices known to the operator, by their agent's status and liveness.",
+      ["status", "online"],
+      (g, view) => {
         for (const d of view.devices) {
-          this.inc({ status: d.status, online: d.online ? "true" : "false" });
+          g.inc({ status: d.status, online: d.online ? "true" : "false" });
         }
       },
-    });
-    new Gauge({
-      name: "drover_deployment_devices",
-      help: "Devices a deployment targets, by phase (ready, failed, pending, held: not given " +
+    );
+    fromView(
+      "drover_deployment_devices",
+      "Devices a deployment targets, by phase (ready, failed, pending, held: not given " +
         "the revision by a staged rollout yet, offline). Ready counts at the stable revision " +
         "after a rollback.",
-      labelNames: ["deployment", "phase"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+      ["deployment", "phase"],
+      (g, view) => {
         for (const d of view.deployments) {
-          this.set({ deployment: d.name, phase: "ready" }, d.ready);
-          this.set({ deployment: d.name, phase: "failed" }, d.failed);
-          this.set({ deployment: d.name, phase: "pending" }, d.pending);
-          this.set({ deployment: d.name, phase: "held" }, d.held);
-          this.set({ deployment: d.name, phase: "offline" }, d.offline);
+          for (const phase of ["ready", "failed", "pending", "held", "offline"] as const) {
+            g.set({ deployment: d.name, phase }, d[phase]);
+          }
         }
       },
-    });
-    new Gauge({
-      name: "drover_rollout_state",
-      help: "1 for the state of a deployment's latest rollout (progressing, paused, complete, " +
+    );
+    fromView(
+      "drover_rollout_state",
+      "1 for the state of a deployment's latest rollout (progressing, paused, complete, " +
         "rolled_back, failed), 0 for the others.",
-      labelNames: ["deployment", "state"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+      ["deployment", "state"],
+      (g, view) => {
         for (const d of view.deployments) {
           if (d.state === null) continue;
           for (const state of RolloutPhase.options) {
-            this.set({ deployment: d.name, state }, d.state === state ? 1 : 0);
+            g.set({ deployment: d.name, state }, d.state === state ? 1 : 0);
           }
         }
       },
-    });
-    new Gauge({
-      name: "drover_rollout_batch",
-      help: "1-based batch a progressing or paused rollout is in (absent otherwise).",
-      labelNames: ["deployment"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+    );
+    fromView(
+      "drover_rollout_batch",
+      "1-based batch a progressing or paused rollout is in (absent otherwise).",
+      ["deployment"],
+      (g, view) => {
         for (const d of view.deployments) {
-          if (d.batch !== null) this.set({ deployment: d.name }, d.batch);
+          if (d.batch !== null) g.set({ deployment: d.name }, d.batch);
         }
       },
-    });
-    new Gauge({
-      name: "drover_deployment_revision",
-      help: "A deployment's current revision (what apply printed) and its stable revision.",
-      labelNames: ["deployment", "kind"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+    );
+    fromView(
+      "drover_deployment_revision",
+      "A deployment's current revision (what apply printed) and its stable revision.",
+      ["deployment", "kind"],
+      (g, view) => {
         for (const d of view.deployments) {
-          if (d.revision !== null) this.set({ deployment: d.name, kind: "current" }, d.revision);
+          if (d.revision !== null) g.set({ deployment: d.name, kind: "current" }, d.revision);
           if (d.stable_revision !== null) {
-            this.set({ deployment: d.name, kind: "stable" }, d.stable_revision);
+            g.set({ deployment: d.name, kind: "stable" }, d.stable_revision);
           }
         }
       },
-    });
-    new Gauge({
-      name: "drover_agent_info",
-      help: "Devices by the agent version they report (1 per device and version).",
-      labelNames: ["version"],
-      registers,
-      collect() {
-        this.reset();
-        const view = options.view();
-        if (view === undefined) return;
+    );
+    fromView(
+      "drover_agent_info",
+      "Devices by the agent version they report (1 per device and version).",
+      ["version"],
+      (g, view) => {
         for (const d of view.devices) {
-          if (d.agent_version !== null) this.inc({ version: d.agent_version });
+          if (d.agent_version !== null) g.inc({ version: d.agent_version });
         }
       },
-    });
+    );
     if (options.rollouts !== undefined) {
       const rollouts = options.rollouts;
       new Gauge({

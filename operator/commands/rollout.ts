@@ -31,7 +31,8 @@ import {
   UsageError,
 } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import type { KvEntry } from "@nats-io/kv";
 import { retryLine, retryStoppedRollout } from "../rollout/retry.ts";
 import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
 import {
@@ -223,6 +224,19 @@ async function pauseOrResume(
   throw new OperationError(`Cannot ${action} the rollout of "${name}": it keeps changing`);
 }
 
+/** The deployment buckets and `name`'s stored manifest entry. @throws {OperationError} */
+async function storedDeployment(
+  nc: NatsConnection,
+  name: string,
+): Promise<{ buckets: Buckets; stored: KvEntry }> {
+  const buckets = await ensureBuckets(nc);
+  const stored = await retryWhileRecovering(() => buckets.deployments.get(deploymentKey(name)));
+  if (stored === null || stored.operation !== "PUT") {
+    throw new OperationError(`Deployment "${name}" not found`);
+  }
+  return { buckets, stored };
+}
+
 async function undo(
   nc: NatsConnection,
   rollouts: RolloutBuckets,
@@ -242,12 +256,8 @@ async function undo(
     target = Number(text);
   }
   const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
-  const buckets = await ensureBuckets(nc);
+  const { buckets, stored } = await storedDeployment(nc, name);
   const key = deploymentKey(name);
-  const stored = await retryWhileRecovering(() => buckets.deployments.get(key));
-  if (stored === null || stored.operation !== "PUT") {
-    throw new OperationError(`Deployment "${name}" not found`);
-  }
   const current = decodeJson(DeploymentManifest, stored.value);
   if (target === undefined) {
     const state = (await readRolloutState(rollouts, name))?.state;
@@ -302,11 +312,7 @@ async function retry(
   io: CliIo,
 ): Promise<number> {
   const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
-  const buckets = await ensureBuckets(nc);
-  const stored = await retryWhileRecovering(() => buckets.deployments.get(deploymentKey(name)));
-  if (stored === null || stored.operation !== "PUT") {
-    throw new OperationError(`Deployment "${name}" not found`);
-  }
+  const { buckets, stored } = await storedDeployment(nc, name);
   const retried = await retryStoppedRollout(buckets, rollouts, name, stored);
   if (retried === undefined) {
     const state = (await readRolloutState(rollouts, name))?.state;

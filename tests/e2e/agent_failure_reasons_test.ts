@@ -15,18 +15,20 @@ import {
 import { AgentProcess } from "../support/agent_process.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 
+/** A service that exits at once with code 3, restarted by podman again and again. */
+function crashyDeployment() {
+  return podmanDeployment("crashy", [{
+    name: "main",
+    image: TEST_IMAGE,
+    command: ["sh", "-c", "exit 3"],
+    restart: "always",
+  }]);
+}
+
 Deno.test("agent: a crash-looping deployment is failed with exit code and restarts, and stays so", async () => {
   await using env = await startAgentEnv({ heartbeatSeconds: 1 });
   const agent = env.startAgent();
-  const rev = await env.putDesired(
-    "crashy",
-    podmanDeployment("crashy", [{
-      name: "main",
-      image: TEST_IMAGE,
-      command: ["sh", "-c", "exit 3"],
-      restart: "always",
-    }]),
-  );
+  const rev = await env.putDesired("crashy", crashyDeployment());
   const restartsIn = (s: AgentStatus) =>
     Number(/, (\d+) restarts\)/.exec(s.deployments.crashy?.message ?? "")?.[1]);
   const failed = await waitFor(async () => {
@@ -96,15 +98,7 @@ Deno.test("agent: podman stopped under a crash loop — the loop stays failed, t
     [steadyContainer?.Labels?.["drover.revision"], steadyContainer?.Labels?.["drover.kv-revision"]],
     ["4", String(steadyKv)],
   );
-  await env.putDesired(
-    "crashy",
-    podmanDeployment("crashy", [{
-      name: "main",
-      image: TEST_IMAGE,
-      command: ["sh", "-c", "exit 3"],
-      restart: "always",
-    }]),
-  );
+  await env.putDesired("crashy", crashyDeployment());
   await env.waitForDeployment("crashy", (d) => d.phase === "failed", "crashy fails");
 
   await env.podman.stop();

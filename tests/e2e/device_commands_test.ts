@@ -146,14 +146,17 @@ Deno.test({
     assertStringIncludes(all.stderr, "oops");
 
     // -f: a line written after it started shows up; Ctrl-C ends it cleanly.
-    const follow = new Deno.Command(Deno.execPath(), {
-      args: [...await operatorTaskArgs(), "logs", "pi-a", "talker", "-f", "--tail", "1"],
-      env: { NATS_URL: nats.url, INIT_CWD: REPO_ROOT, ...ADMIN_ENV },
-      cwd: REPO_ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    /** `operator logs … -f` as a process the test stops (Ctrl-C) when it has seen enough. */
+    const spawnCli = async (...args: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [...await operatorTaskArgs(), ...args],
+        env: { NATS_URL: nats.url, INIT_CWD: REPO_ROOT, ...ADMIN_ENV },
+        cwd: REPO_ROOT,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    const follow = await spawnCli("logs", "pi-a", "talker", "-f", "--tail", "1");
     const followOutput = collectOutput(follow);
     try {
       await waitFor(() => followOutput.text().includes("line-5"), {
@@ -180,24 +183,22 @@ Deno.test({
     }
 
     // logs -f on a container that exits says so and fails (a script following it notices).
-    const jobPath = `${dir.path}/job.json`;
-    await Deno.writeTextFile(
-      jobPath,
-      JSON.stringify({
-        name: "job",
-        selector: { devices: ["pi-a"] },
-        score: {
-          type: "PodmanV0",
-          services: [{
-            name: "main",
-            image: IMAGE,
-            command: ["sh", "-c", "echo bye; sleep 6; exit 3"],
-            restart: "no",
-          }],
-        },
-      }),
-    );
-    assertEquals((await cli("apply", "-f", jobPath)).code, 0);
+    /** Applies deployment `name` on pi-a: one service running `script`. */
+    const applyOnPiA = async (name: string, script: string, restart?: string) => {
+      const path = `${dir.path}/${name}.json`;
+      const service = { name: "main", image: IMAGE, command: ["sh", "-c", script] };
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({
+          name,
+          selector: { devices: ["pi-a"] },
+          score: { type: "PodmanV0", services: [{ ...service, ...(restart ? { restart } : {}) }] },
+        }),
+      );
+      const applied = await cli("apply", "-f", path);
+      assertEquals(applied.code, 0, applied.stderr);
+    };
+    await applyOnPiA("job", "echo bye; sleep 6; exit 3", "no");
     await waitFor(async () => (await cli("logs", "pi-a", "job")).stdout.includes("bye"), {
       timeoutMs: 60_000,
       message: "the job wrote its line",
@@ -209,23 +210,7 @@ Deno.test({
     assertEquals((await cli("delete", "job")).code, 0);
 
     // A crash-looping service is followed across its restarts (each run's line shows up).
-    const flappyPath = `${dir.path}/flappy.json`;
-    await Deno.writeTextFile(
-      flappyPath,
-      JSON.stringify({
-        name: "flappy",
-        selector: { devices: ["pi-a"] },
-        score: {
-          type: "PodmanV0",
-          services: [{
-            name: "main",
-            image: IMAGE,
-            command: ["sh", "-c", "echo run-started; sleep 2; exit 3"],
-          }],
-        },
-      }),
-    );
-    assertEquals((await cli("apply", "-f", flappyPath)).code, 0);
+    await applyOnPiA("flappy", "echo run-started; sleep 2; exit 3");
     await waitFor(
       async () => (await cli("logs", "pi-a", "flappy")).stdout.includes("run-started"),
       {
@@ -233,14 +218,7 @@ Deno.test({
         message: "flappy started once",
       },
     );
-    const flappy = new Deno.Command(Deno.execPath(), {
-      args: [...await operatorTaskArgs(), "logs", "pi-a", "flappy", "-f", "--tail", "1"],
-      env: { NATS_URL: nats.url, INIT_CWD: REPO_ROOT, ...ADMIN_ENV },
-      cwd: REPO_ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const flappy = await spawnCli("logs", "pi-a", "flappy", "-f", "--tail", "1");
     const flappyOutput = collectOutput(flappy);
     try {
       await waitFor(
