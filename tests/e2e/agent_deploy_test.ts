@@ -89,6 +89,11 @@ Deno.test("agent: deploy, update one service, undo drift, delete, heartbeat", as
 
   // Liveness while nothing changes: core-NATS heartbeats naming the last status revision
   // (nothing stored), and the full status refreshed every 6 heartbeats (docs/nats-kv.md).
+  // Nothing changes once the recreated web container has run its min_ready (10 s).
+  await waitFor(async () => (await env.status())?.status === "ready", {
+    timeoutMs: 30_000,
+    message: "ready once every container has run its min_ready",
+  });
   const kv = await env.statusKv();
   const stored = (await kv.get("pi-1"))!;
   assertEquals(AgentStatus.parse(stored.json()).status_refresh_seconds, 6);
