@@ -73,3 +73,13 @@ Deno.test("compose durations: parts add up; anything else is undefined", () => {
   assertEquals(parseComposeDuration("-1s"), undefined);
   assertEquals(percentOf("25%"), 25);
 });
+
+Deno.test("source: an optional name stored with the manifest; absent stays absent", () => {
+  assertEquals("source" in DeploymentManifest.parse(MANIFEST), false);
+  assertEquals(
+    DeploymentManifest.parse({ ...MANIFEST, source: "fleet-repo" }).source,
+    "fleet-repo",
+  );
+  assertStringIncludes(problems({ ...MANIFEST, source: "Fleet Repo" }), "source: invalid name");
+  assertStringIncludes(problems({ ...MANIFEST, source: 3 }), "source");
+});

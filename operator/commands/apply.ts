@@ -1,6 +1,8 @@
 /**
- * `apply -f FILE [--wait]`: validate a manifest, store it in `deployments`
- * (only when its content changed), and optionally follow the rollout.
+ * `apply -f PATH… [--source NAME] [--prune] [--dry-run] [--wait]`: validate
+ * every manifest of the set, plan it against what is stored, store what
+ * changed (with its history entry), delete what `--prune` removes, and
+ * optionally follow every rollout.
  *
  * Missing buckets are created with default settings so that `apply` works
  * before `serve` ever ran; `serve --replicas N` should run first on a cluster.
@@ -8,8 +10,9 @@
  * @module
  */
 
-import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
+import { canonicalJson, deploymentKey } from "@drover/contracts";
 import {
+  CliError,
   type CliIo,
   type Command,
   EXIT,
@@ -18,7 +21,6 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { loadManifest } from "../manifests/file.ts";
 import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
 import { waitForRollout, type WaitResult } from "../rollout/follow.ts";
 import { escapeControl, summaryCounts } from "./render.ts";
@@ -27,44 +29,46 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { failureLines } from "../rollout/view.ts";
 import type { KV } from "@nats-io/kv";
 import { expectPositionals, withNats } from "./_shared.ts";
+import { loadSet, planSet, planTable, readStoredFleet, SET_OPTIONS, setArgs } from "./_plan.ts";
+import type { PlanEntry } from "../manifests/plan.ts";
 
 /** Default for `--timeout`. */
 export const DEFAULT_WAIT_TIMEOUT = "120s";
 
-/** What `apply` did to the stored manifest. */
-export type ApplyChange = "created" | "configured" | "unchanged";
-
-/** Decides the change from the stored value (or null) and the new manifest. Pure. */
-export function applyChange(
-  stored: Uint8Array | null,
-  manifest: DeploymentManifest,
-): ApplyChange {
-  if (stored === null) return "created";
-  const decoded = decodeJson(DeploymentManifest, stored);
-  if (!decoded.ok) return "configured";
-  return canonicalJson(decoded.value) === canonicalJson(manifest) ? "unchanged" : "configured";
-}
+/** How `apply` reports each action (kubectl's words). */
+const APPLIED: Record<PlanEntry["action"], string> = {
+  created: "created",
+  changed: "configured",
+  unchanged: "unchanged",
+  deleted: "deleted",
+};
 
 /** The `apply` command. */
 export const applyCommand: Command = {
   name: "apply",
-  summary: "Create or update a deployment from a manifest file",
-  usage: "apply -f FILE [--wait] [--timeout DURATION]",
-  description: "FILE is YAML (.yaml/.yml), TOML (.toml) or JSON (.json); other names are\n" +
-    'detected from the content; "-" reads standard input. An invalid manifest exits 3\n' +
-    "naming the file and the field, and nothing is stored. --wait follows the rollout\n" +
-    "until every targeted device runs the new revision (exit 1 on failure or timeout);\n" +
-    "with a rollout section, batch by batch until it completes (exit 1 when it is rolled\n" +
-    "back, fails or pauses after a failed batch, naming the devices and their reasons).\n" +
-    "Every revision is kept in the history (see history NAME, rollout undo NAME).",
+  summary: "Create or update deployments from manifest files or directories",
+  usage: "apply -f PATH... [--source NAME [--prune]] [--dry-run] [--wait] [--timeout DURATION]",
+  description: "PATH is a manifest file or a directory, read recursively (.yaml, .yml, .json,\n" +
+    'and .toml files; hidden entries skipped); -f repeats; "-" reads standard input. A\n' +
+    "file is YAML, TOML or JSON by extension, else by content; a YAML file may hold\n" +
+    "several manifests separated by ---. Every manifest is validated before anything is\n" +
+    "stored: any invalid one exits 3 naming every problem (file, document, field, line),\n" +
+    "as does a deployment name defined twice, and nothing is stored.\n" +
+    "\n" +
+    "A fleet kept in git: --source NAME (e.g. the repository) is stored with each\n" +
+    "deployment (get deployments shows it); --prune then also deletes the deployments of\n" +
+    "that source whose manifest is gone from the set, never another source's or those\n" +
+    "applied by hand. A set may not take over another source's deployment. --dry-run\n" +
+    "prints the plan (what diff prints) and stores nothing; run diff -f PATH in review.\n" +
+    "\n" +
+    "--wait follows every rollout of the set in parallel until each targeted device\n" +
+    "runs the new revision; with a rollout section, batch by batch until it completes.\n" +
+    "It exits 1 if any rollout fails, is rolled back, pauses after a failed batch or\n" +
+    "times out, naming each one, its devices and their reasons. Every revision is kept\n" +
+    "in the history (see history NAME, rollout undo NAME).",
   options: {
-    file: {
-      type: "string",
-      short: "f",
-      value: "FILE",
-      description: "Manifest to apply",
-      path: {},
-    },
+    ...SET_OPTIONS,
+    "dry-run": { type: "boolean", description: "Print the plan; store nothing" },
     wait: { type: "boolean", description: "Wait until every targeted device runs it" },
     timeout: {
       type: "string",
@@ -75,43 +79,119 @@ export const applyCommand: Command = {
   connects: true,
   async run({ values, positionals, io }) {
     expectPositionals(positionals, 0, "apply", "");
-    const file = stringOption(values, "file");
-    if (file === undefined) throw new UsageError("Missing -f FILE", "apply");
+    const args = setArgs(values, "apply");
     const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
     if (values.timeout !== undefined && !values.wait) {
       throw new UsageError("--timeout only makes sense with --wait", "apply");
     }
+    const dryRun = values["dry-run"] === true;
+    if (dryRun && values.wait) throw new UsageError("--dry-run cannot --wait", "apply");
     // Validate before connecting: an invalid file never touches NATS.
-    const manifest = await loadManifest(file);
+    const set = await loadSet(args.paths, io);
+    if (dryRun) {
+      // Buckets are only opened: a dry run creates nothing either.
+      const plan = await withNats(
+        values,
+        io,
+        async (nc) => planSet(set, await readStoredFleet(nc), args, io),
+      );
+      io.stdout(planTable(plan) + "Dry run: nothing was stored.\n");
+      return EXIT.ok;
+    }
     return await withNats(values, io, async (nc) => {
       const buckets = await ensureBuckets(nc);
       const rollouts = await ensureRolloutBuckets(nc);
-      const key = deploymentKey(manifest.name);
       // Idempotent reads and writes survive a cluster node lost mid-command.
-      const stored = await retryWhileRecovering(() => buckets.deployments.get(key));
-      const change = applyChange(stored?.operation === "PUT" ? stored.value : null, manifest);
-      let revision = stored?.revision ?? 0;
-      if (change !== "unchanged") {
-        revision = await retryWhileRecovering(() =>
-          buckets.deployments.put(key, canonicalJson(manifest))
+      const fleet = await retryWhileRecovering(() => readStoredFleet(nc, buckets));
+      const plan = planSet(set, fleet, args, io);
+      const followed: { name: string; revision: number }[] = [];
+      // Stores first, deletions last: a deployment moving between files is never absent.
+      const ordered = [
+        ...plan.entries.filter((e) => e.action !== "deleted"),
+        ...plan.entries.filter((e) => e.action === "deleted"),
+      ];
+      for (const entry of ordered) {
+        const revision = await store(buckets, rollouts.history, entry, fleet.deployments);
+        io.stdout(
+          `deployment "${entry.name}" ${APPLIED[entry.action]}` +
+            (entry.action === "deleted"
+              ? ` (not in source "${entry.source}" any more)\n`
+              : ` (revision ${revision})\n`),
         );
-        // With its summary against what it replaces (the operator records it too if this fails).
-        const previous = stored?.operation === "PUT"
-          ? decodeJson(DeploymentManifest, stored.value)
-          : undefined;
-        await retryWhileRecovering(() =>
-          recordRevision(
-            rollouts.history,
-            historyEntry(manifest, revision, previous?.ok ? previous.value : undefined, new Date()),
-          )
-        );
+        if (entry.action !== "deleted") followed.push({ name: entry.name, revision });
       }
-      io.stdout(`deployment "${manifest.name}" ${change} (revision ${revision})\n`);
       if (!values.wait) return EXIT.ok;
-      return await follow(buckets, rollouts.rollouts, manifest.name, revision, timeoutMs, io);
+      return await followAll(buckets, rollouts.rollouts, followed, timeoutMs, io);
     });
   },
 };
+
+/** Carries out one plan entry; the deployment's revision afterwards. */
+async function store(
+  buckets: Buckets,
+  history: KV,
+  entry: PlanEntry,
+  stored: ReadonlyMap<string, { revision: number; manifest?: PlanEntry["manifest"] }>,
+): Promise<number> {
+  const key = deploymentKey(entry.name);
+  const current = stored.get(entry.name);
+  if (entry.action === "deleted") {
+    await retryWhileRecovering(() => buckets.deployments.delete(key));
+    return current?.revision ?? 0;
+  }
+  const manifest = entry.manifest;
+  if (manifest === undefined) throw new Error(`plan entry "${entry.name}" has no manifest`);
+  if (entry.action === "unchanged") return current?.revision ?? 0;
+  const revision = await retryWhileRecovering(() =>
+    buckets.deployments.put(key, canonicalJson(manifest))
+  );
+  // With its summary against what it replaces (the operator records it too if this fails).
+  await retryWhileRecovering(() =>
+    recordRevision(history, historyEntry(manifest, revision, current?.manifest, new Date()))
+  );
+  return revision;
+}
+
+/**
+ * `--wait` over several deployments: follows every rollout in parallel, then
+ * reports each; exit 1 naming every one that did not succeed. One deployment
+ * is followed as before, its progress line rewritten in place on a terminal.
+ */
+export async function followAll(
+  buckets: Buckets,
+  rollouts: KV,
+  targets: readonly { name: string; revision: number }[],
+  timeoutMs: number,
+  io: CliIo,
+): Promise<number> {
+  const [only] = targets;
+  if (only === undefined) return EXIT.ok;
+  if (targets.length === 1) {
+    return await follow(buckets, rollouts, only.name, only.revision, timeoutMs, io);
+  }
+  const results = await Promise.all(targets.map(async ({ name, revision }) => {
+    const result = await followRollout(buckets, rollouts, name, revision, timeoutMs, io, false);
+    try {
+      reportWait(result, name, timeoutMs);
+      return { name, result, error: undefined };
+    } catch (e) {
+      if (!(e instanceof CliError)) throw e;
+      return { name, result, error: e };
+    }
+  }));
+  const failed = results.filter((r) => r.error !== undefined);
+  for (const { name, result, error } of results) {
+    if (error === undefined && "view" in result && result.view !== undefined) {
+      io.stdout(`${name}: rolled out, ${summaryCounts(result.view)}\n`);
+    }
+  }
+  if (failed.length === 0) return EXIT.ok;
+  throw new OperationError(
+    `${failed.length} of ${targets.length} rollouts did not succeed: ` +
+      failed.map((f) => f.name).join(", "),
+    failed.flatMap((f) => [f.error!.message, ...f.error!.details.map((d) => `  ${d}`)]),
+  );
+}
 
 /** Follows the rollout of `revision` (`--wait`), printing progress; the exit code. */
 export async function follow(
@@ -122,12 +202,32 @@ export async function follow(
   timeoutMs: number,
   io: CliIo,
 ): Promise<number> {
+  return reportWait(
+    await followRollout(buckets, rollouts, name, revision, timeoutMs, io, io.isTerminal),
+    name,
+    timeoutMs,
+  );
+}
+
+/**
+ * Follows one rollout, printing its progress: rewritten in place (`inPlace`,
+ * one rollout on a terminal), else a line when it changes and every 10 s.
+ */
+async function followRollout(
+  buckets: Buckets,
+  rollouts: KV,
+  name: string,
+  revision: number,
+  timeoutMs: number,
+  io: CliIo,
+  inPlace: boolean,
+): Promise<WaitResult> {
   let lastPrint = 0;
   const result = await waitForRollout(buckets, name, revision, {
     timeoutMs,
     signal: io.signal,
     onProgress(line, changed) {
-      if (io.isTerminal) {
+      if (inPlace) {
         if (changed) io.stdout(`\r\x1b[2K${line}`);
       } else if (changed || Date.now() - lastPrint >= 10_000) {
         io.stdout(`${line}\n`);
@@ -135,11 +235,11 @@ export async function follow(
       }
     },
   }, rollouts);
-  if (io.isTerminal) io.stdout("\n");
+  if (inPlace) io.stdout("\n");
   if (result.kind === "done" && result.view.targeted === 0) {
     io.stderr(`warning: deployment "${name}" targets no device yet\n`);
   }
-  return reportWait(result, name, timeoutMs);
+  return result;
 }
 
 function deviceLines(result: WaitResult, onlyFailed: boolean): string[] {

@@ -21,7 +21,16 @@ export const EXIT = {
   usage: 2,
   /** Input (a manifest file, a name) is invalid; nothing was changed. */
   invalid: 3,
+  /**
+   * `diff` only, whose 1 means "something would change" (kubectl's convention):
+   * the comparison itself failed (NATS unreachable…).
+   */
+  diffFailed: 4,
 } as const;
+
+/** What the exit codes of most commands mean, for help texts. */
+export const EXIT_CODES_HELP =
+  "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.";
 
 /** Base of errors that carry their exit code and optional detail lines. */
 export class CliError extends Error {
@@ -123,6 +132,8 @@ export interface Command {
   options: OptionSpecs;
   /** Whether the shared NATS connection options apply. */
   connects: boolean;
+  /** The help's exit-code line, when the command's codes differ from {@linkcode EXIT_CODES_HELP}. */
+  exitCodes?: string;
   /** Runs the command; returns the exit code. Throws {@linkcode CliError}s. */
   run(input: CommandInput): Promise<number>;
 }
@@ -238,10 +249,7 @@ export function commandHelp(command: Command, shared: OptionSpecs): string {
   const own = { ...command.options, ...HELP_OPTION };
   lines.push("", "Options:", ...renderOptions(own));
   if (command.connects) lines.push("", "Connection options:", ...renderOptions(shared));
-  lines.push(
-    "",
-    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
-  );
+  lines.push("", command.exitCodes ?? EXIT_CODES_HELP);
   return lines.join("\n") + "\n";
 }
 

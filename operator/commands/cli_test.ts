@@ -119,7 +119,7 @@ Deno.test("main: every command has --help with the connection options where it c
 
 Deno.test("main: usage errors exit 2 before any connection is tried", async () => {
   const cases: [string[], string][] = [
-    [["apply"], "Missing -f FILE"],
+    [["apply"], "Missing -f PATH"],
     [["apply", "-f", "x.yaml", "--timeout", "1m"], "--timeout only makes sense with --wait"],
     [["get"], "Missing what to get"],
     [["get", "pods"], 'Cannot get "pods"'],
@@ -162,7 +162,8 @@ Deno.test("main resolves every path option and its environment variable against 
   const { io, err } = captureIo({ NATS_CREDS: "env.creds", NATS_URL: "nats://127.0.0.1:1" });
   io.cwd = "/nonexistent/user-dir";
   assertEquals(await main(["apply", "-f", "hello.yaml"], io), EXIT.invalid);
-  assertStringIncludes(err(), "Cannot read manifest /nonexistent/user-dir/hello.yaml:");
+  assertStringIncludes(err(), "Cannot read manifest hello.yaml:");
+  assertStringIncludes(err(), "/nonexistent/user-dir/hello.yaml");
   // The connection options fail when connecting, after the (valid) manifest was read.
   const manifest = new URL("../../examples/hello.yaml", import.meta.url).pathname;
   const creds = captureIo({ NATS_CREDS: "env.creds" });

@@ -7,6 +7,7 @@
 
 import type { Command } from "./cli.ts";
 import { applyCommand } from "./apply.ts";
+import { diffCommand } from "./diff.ts";
 import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";
 import { statusCommand } from "./status.ts";
@@ -23,6 +24,7 @@ import { agentCommand } from "./agent.ts";
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
   applyCommand,
+  diffCommand,
   deleteCommand,
   getCommand,
   statusCommand,

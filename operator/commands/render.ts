@@ -119,7 +119,7 @@ export function devicesTable(devices: readonly DeviceView[]): string {
 export function deploymentsTable(deployments: readonly DeploymentView[]): string {
   if (deployments.length === 0) return "No deployments.\n";
   return table(
-    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE"],
+    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE", "SOURCE"],
     deployments.map((d) => [
       d.name,
       d.revision === null ? "-" : String(d.revision),
@@ -128,6 +128,7 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
       String(d.failed),
       String(d.pending),
       String(d.offline),
+      d.source ?? "-",
     ]),
   );
 }

@@ -142,6 +142,8 @@ export interface DeploymentView {
   pending: number;
   offline: number;
   devices: DeploymentDeviceView[];
+  /** The set it was applied from (`apply --source`); absent when applied by hand. */
+  source?: string;
 }
 
 /** Everything `summarise` returns. */
@@ -326,6 +328,7 @@ function deploymentView(
     pending: count("pending"),
     offline: rows.filter((r) => !r.online).length,
     devices: rows,
+    ...(manifest.source !== undefined ? { source: manifest.source } : {}),
   };
 }
 
