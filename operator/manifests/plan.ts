@@ -160,7 +160,7 @@ export function planApply(
       plan.entries.push({
         name,
         action: "deleted",
-        summary: `deleted (its manifest is not in source "${pruned}" any more)`,
+        summary: `its manifest is not in source "${pruned}" any more`,
         devices: targetedDevices(manifest, devices).size,
         source: pruned,
         revision: current.revision,
