@@ -63,8 +63,9 @@ export async function readManifestTexts(
   show: (path: string) => string = (p) => p,
 ): Promise<ReadTexts> {
   const out: ReadTexts = { texts: [], problems: [] };
+  // The whole path: where it was looked for is the point of the message.
   const problem = (file: string, summary: string) =>
-    out.problems.push({ file: show(file), summary, details: [], unreadable: true });
+    out.problems.push({ file, summary, details: [], unreadable: true });
   const readFile = async (path: string) => {
     try {
       out.texts.push({ file: show(path), text: await Deno.readTextFile(path) });

@@ -97,7 +97,8 @@ Deno.test("readManifestTexts: directories recursively by extension, hidden entri
     "named.txt",
     "(stdin)",
   ]);
-  assertEquals(read.problems.map((p) => p.file), ["missing", "empty"]);
+  // An unreadable path is named whole (where it was looked for), the others as shown.
+  assertEquals(read.problems.map((p) => p.file), [`${dir.path}/missing`, "empty"]);
   assertStringIncludes(read.problems[1]!.summary, "no .yaml, .yml, .json, .toml file");
   const failing = await readManifestTexts(["-"], noStdin);
   assertStringIncludes(failing.problems[0]!.summary, "no stdin in this test");
