@@ -59,7 +59,9 @@ export const applyCommand: Command = {
     "deployment (get deployments shows it); --prune then also deletes the deployments of\n" +
     "that source whose manifest is gone from the set, never another source's or those\n" +
     "applied by hand. A set may not take over another source's deployment. --dry-run\n" +
-    "prints the plan (what diff prints) and stores nothing; run diff -f PATH in review.\n" +
+    "prints the plan (what diff prints) and stores nothing. The workflow: a fleet/\n" +
+    "folder in git, diff -f fleet/ --source REPO --prune in review, and from CI\n" +
+    "apply -f fleet/ --source REPO --prune --wait.\n" +
     "\n" +
     "--wait follows every rollout of the set in parallel until each targeted device\n" +
     "runs the new revision; with a rollout section, batch by batch until it completes.\n" +

@@ -128,6 +128,10 @@ Deno.test("main: usage errors exit 2 before any connection is tried", async () =
     [["status", "a", "b"], 'Unexpected argument "b"'],
     [["serve", "--listen", "nope"], "Invalid --listen"],
     [["serve", "--replicas", "0"], "Invalid --replicas"],
+    [["diff"], "Missing -f PATH"],
+    [["apply", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
+    [["diff", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
+    [["apply", "-f", "fleet", "--dry-run", "--wait"], "--dry-run cannot --wait"],
   ];
   for (const [args, message] of cases) {
     // An unreachable server: reaching it would fail with exit 1, not 2.
@@ -190,4 +194,23 @@ Deno.test("main resolves every path option and its environment variable against 
       file: "-",
     },
   );
+});
+
+Deno.test("diff: 1 means changes, so a failed diff exits 4; invalid input stays 3", async () => {
+  const manifest = new URL("../../examples/hello.yaml", import.meta.url).pathname;
+  const unreachable = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["diff", "-f", manifest], unreachable.io), EXIT.diffFailed);
+  assertStringIncludes(unreachable.err(), "error: ");
+  // The same failure is exit 1 for apply.
+  const applied = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["apply", "-f", manifest, "--dry-run"], applied.io), EXIT.failed);
+  const source = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(
+    await main(["diff", "-f", manifest, "--source", "My Repo"], source.io),
+    EXIT.invalid,
+  );
+  assertStringIncludes(source.err(), 'Invalid --source "My Repo"');
+  const missing = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["diff", "-f", "/nonexistent/fleet"], missing.io), EXIT.invalid);
+  assertStringIncludes(missing.err(), "Cannot read manifest /nonexistent/fleet:");
 });
