@@ -275,13 +275,16 @@ Deno.test("apply --wait over two deployments follows both rollouts and names the
   try {
     await Deno.mkdir(`${dir.path}/fleet`);
     const selector = "{ devices: [hw-a, hw-b] }";
-    await Deno.writeTextFile(
-      `${dir.path}/fleet/apps.yaml`,
-      `${yaml("alpha", selector, "docker.io/library/busybox:latest")}---\n${
-        yaml("beta", selector, "docker.io/library/busybox:latest")
-      }`,
-    );
-    const ok = await cli("apply", "-f", "fleet", "--source", "w", "--wait", "--timeout", "60s");
+    const held = "docker.io/library/busybox:latest";
+    /** Both deployments in one file, then `apply --wait` of the folder. */
+    const applyAndWait = async (alphaEnv: string, betaImage: string) => {
+      await Deno.writeTextFile(
+        `${dir.path}/fleet/apps.yaml`,
+        `${yaml("alpha", selector, held, alphaEnv)}---\n${yaml("beta", selector, betaImage)}`,
+      );
+      return await cli("apply", "-f", "fleet", "--source", "w", "--wait", "--timeout", "60s");
+    };
+    const ok = await applyAndWait("{ MODE: a }", held);
     assertEquals(ok.code, 0, ok.stdout + ok.stderr);
     assertStringIncludes(ok.stdout, "alpha: rolled out, 2/2 ready");
     assertStringIncludes(ok.stdout, "beta: rolled out, 2/2 ready");
@@ -290,13 +293,7 @@ Deno.test("apply --wait over two deployments follows both rollouts and names the
     for (const d of devices) {
       d.runtime.setPull("registry.invalid/beta:2", { error: "manifest unknown (planted)" });
     }
-    await Deno.writeTextFile(
-      `${dir.path}/fleet/apps.yaml`,
-      `${yaml("alpha", selector, "docker.io/library/busybox:latest", "{ MODE: b }")}---\n${
-        yaml("beta", selector, "registry.invalid/beta:2")
-      }`,
-    );
-    const bad = await cli("apply", "-f", "fleet", "--source", "w", "--wait", "--timeout", "30s");
+    const bad = await applyAndWait("{ MODE: b }", "registry.invalid/beta:2");
     assertEquals(bad.code, 1, bad.stdout + bad.stderr);
     assertStringIncludes(bad.stdout, "alpha: rolled out, 2/2 ready");
     assertStringIncludes(bad.stderr, "1 of 2 rollouts did not succeed: beta");
