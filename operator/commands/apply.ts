@@ -138,7 +138,7 @@ async function store(
   const key = deploymentKey(entry.name);
   const current = stored.get(entry.name);
   if (entry.action === "deleted") {
-    await retryWhileRecovering(() => buckets.deployments.delete(key));
+    await pruneDeployment(buckets.deployments, entry.name, current?.revision ?? 0);
     return current?.revision ?? 0;
   }
   const manifest = entry.manifest;
@@ -152,6 +152,28 @@ async function store(
     recordRevision(history, historyEntry(manifest, revision, current?.manifest, new Date()))
   );
   return revision;
+}
+
+/**
+ * Deletes `name` only if it is still the revision the plan saw: a deployment
+ * edited or taken over by someone else since is not pruned (exit 1, nothing
+ * of it lost). A retried delete that already landed is success.
+ */
+export async function pruneDeployment(kv: KV, name: string, revision: number): Promise<void> {
+  const key = deploymentKey(name);
+  try {
+    await retryWhileRecovering(() => kv.delete(key, { previousSeq: revision }));
+  } catch (e) {
+    if (!/wrong last sequence/i.test((e as Error).message)) throw e;
+    const now = await retryWhileRecovering(() => kv.get(key));
+    if (now === null || now.operation !== "PUT") return;
+    throw new OperationError(
+      `Deployment "${name}" was not pruned: it changed since the plan was made ` +
+        `(revision ${revision}, now ${now.revision}); run apply again`,
+      [],
+      { cause: e },
+    );
+  }
 }
 
 /**
