@@ -41,7 +41,7 @@ export function mainHelp(): string {
     `  --version  Print the version (${OPERATOR_VERSION})`,
     "  --help     Show this help",
     "",
-    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
+    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input (diff: 1 means changes, 4 failed).",
   ].join("\n") + "\n";
 }
 
