@@ -31,6 +31,7 @@ import {
 import type { FleetView } from "../fleet/aggregate.ts";
 import { CliError, EXIT, parseDuration } from "../commands/cli.ts";
 import {
+  DeviceBusyError,
   DeviceRefusedError,
   DeviceReplyError,
   type DeviceRequests,
@@ -228,6 +229,7 @@ export function errorResponse(e: unknown): Response {
     return json({ error: e.message, code: e.code }, REFUSAL_STATUS[e.code] ?? 502);
   }
   if (e instanceof DeviceReplyError) return json({ error: e.message }, 502);
+  if (e instanceof DeviceBusyError) return json({ error: e.message }, 429, { "retry-after": "1" });
   return json({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }, 500);
 }
 
