@@ -33,7 +33,7 @@ import {
 } from "@drover/contracts";
 import { OperationError } from "../commands/cli.ts";
 import { openBucket } from "../nats/kv.ts";
-import { formatAge } from "../commands/render.ts";
+import { escapeControl, formatAge } from "../commands/render.ts";
 import { FleetState } from "../fleet/state.ts";
 import type { DeviceGate } from "./gate.ts";
 
@@ -161,7 +161,11 @@ export async function askDevice<S extends z.ZodType>(
   }
   const refused = CommandError.safeParse(json);
   if (refused.success) {
-    throw new DeviceRefusedError(`Device "${device}": ${refused.data.error}`, refused.data.code);
+    // The device's words, escaped: they end up on a terminal.
+    throw new DeviceRefusedError(
+      `Device "${device}": ${escapeControl(refused.data.error)}`,
+      refused.data.code,
+    );
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
@@ -171,7 +175,7 @@ export async function askDevice<S extends z.ZodType>(
     }
     throw new DeviceReplyError(
       `Device "${device}" answered ${command} with an invalid reply: ` +
-        `${issue.path.join(".") || "(root)"}: ${issue.message}`,
+        escapeControl(`${issue.path.join(".") || "(root)"}: ${issue.message}`),
     );
   }
   return parsed.data;
