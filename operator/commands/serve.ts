@@ -23,7 +23,7 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
 import { ArtifactService } from "../devices/artifacts.ts";
 import { HeartbeatListener } from "../fleet/heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi } from "../api/http.ts";
+import { API_TOKEN_ENV, checkApiExposure, createApi, foreignHostRefusal } from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
 import { DeviceGate, FloodReport } from "../devices/gate.ts";
@@ -111,7 +111,8 @@ export const serveCommand: Command = {
     "at /. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
     "every request but /healthz needs\n" +
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
-    "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "loopback is refused without one (exit code 2), and without one only requests naming a\n" +
+    "loopback Host (localhost, 127.0.0.1, [::1]) are answered (DNS rebinding). Stops cleanly on SIGINT/SIGTERM.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
@@ -221,16 +222,20 @@ export const serveCommand: Command = {
       device: (id) => reconciler?.state.statuses.get(id),
       // The device page's panes read /api/devices/ID/events|logs through it, on the session.
     }, { token: apiToken, api });
-    const server = Deno.serve({
-      hostname: listen.hostname,
-      port: listen.port,
-      signal: io.signal,
-      onListen: (addr) =>
-        log.info("HTTP API on {address} ({auth})", {
-          address: `${addr.hostname}:${addr.port}`,
-          auth: apiToken === undefined ? "no token" : "bearer token required",
-        }),
-    }, (request) => dashboard.handle(request) ?? api(request));
+    const server = Deno.serve(
+      {
+        hostname: listen.hostname,
+        port: listen.port,
+        signal: io.signal,
+        onListen: (addr) =>
+          log.info("HTTP API on {address} ({auth})", {
+            address: `${addr.hostname}:${addr.port}`,
+            auth: apiToken === undefined ? "no token" : "bearer token required",
+          }),
+      },
+      (request) =>
+        foreignHostRefusal(request, apiToken) ?? dashboard.handle(request) ?? api(request),
+    );
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
