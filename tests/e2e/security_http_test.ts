@@ -47,3 +47,34 @@ Deno.test("http: without a token only loopback Host names are answered (DNS rebi
   const dashboard = await getWithHost(port, "/", "rebind.attacker.example");
   assertEquals(dashboard.status, 403, "the dashboard too");
 });
+
+Deno.test("http: a dashboard session ends on logout, also for a copy of its cookie", async () => {
+  await using nats = await startNats();
+  const token = "a-test-token-of-32-characters-xx";
+  await using operator = await startOperatorService(nats.url, await freePort(), [
+    "--api-token",
+    token,
+  ]);
+  const login = await fetch(`${operator.apiUrl}/ui/login`, {
+    method: "POST",
+    body: new URLSearchParams({ token, next: "/" }),
+    redirect: "manual",
+  });
+  await login.body?.cancel();
+  assertEquals(login.status, 303);
+  const cookie = (login.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+  const page = async () => {
+    const res = await fetch(`${operator.apiUrl}/`, { headers: { cookie }, redirect: "manual" });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assertEquals(await page(), 200, "the session opens the dashboard");
+  const logout = await fetch(`${operator.apiUrl}/ui/logout`, {
+    method: "POST",
+    headers: { cookie },
+    redirect: "manual",
+  });
+  await logout.body?.cancel();
+  assertEquals(logout.status, 303);
+  assertEquals(await page(), 303, "the same cookie, replayed after logout, is sent to the login");
+});
