@@ -32,7 +32,7 @@ import {
 } from "@drover/contracts";
 import { abortableSleep } from "@drover/common";
 import { type Chunk, downloadRelease } from "./download.ts";
-import { planUpdate } from "./plan.ts";
+import { downgradeRefusal, planUpdate } from "./plan.ts";
 import {
   FACTORY_RELEASE,
   formatTrial,
@@ -48,6 +48,7 @@ import {
   writeDurable,
 } from "./slots.ts";
 import { ReleaseRefusedError, verifyRelease } from "./verify.ts";
+import { AGENT_VERSION } from "../version.ts";
 
 /** Environment variable the launcher sets to the release it started (`factory` for the installed one). */
 export const RELEASE_ENV = "DROVER_AGENT_RELEASE";
@@ -264,6 +265,10 @@ export class Updater {
           version: step.version,
           arch: this.#arch,
         });
+        // The installed agent ("factory") runs the version it was built as.
+        const running = this.#o.release === "factory" ? AGENT_VERSION : this.#o.release;
+        const downgrade = running === undefined ? undefined : downgradeRefusal(manifest, running);
+        if (downgrade !== undefined) throw new ReleaseRefusedError(downgrade);
         await this.#fetch(nc, manifest, signal);
       } catch (e) {
         if (!(e instanceof ReleaseRefusedError)) throw e;

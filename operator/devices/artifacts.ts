@@ -69,6 +69,8 @@ export interface PublishInput {
   arch: AgentArch;
   kind: AgentArtifactKind;
   signingKey: CryptoKey;
+  /** Sign it as a rollback: agents running a newer version accept it (they refuse it otherwise). */
+  rollback?: boolean;
 }
 
 /** Answers `msg` with an error header only (the requester may be gone: then nothing). */
@@ -100,6 +102,7 @@ export async function publishRelease(
     size: input.bytes.length,
     sha256: await sha256Hex(input.bytes),
     published_at: new Date().toISOString(),
+    ...(input.rollback === true ? { rollback: true as const } : {}),
   };
   const signed = await signRelease(input.signingKey, manifest);
   await releases.putBlob({
