@@ -183,6 +183,12 @@ export const ARTIFACT_OFFSET_HEADER = "Drover-Offset";
 export const ARTIFACT_SIZE_HEADER = "Drover-Size";
 /** Why the service cannot answer (unknown release, operator not ready, bad request). */
 export const ARTIFACT_ERROR_HEADER = "Drover-Error";
+/**
+ * Set with {@linkcode ARTIFACT_ERROR_HEADER} when the refusal is only for now
+ * (the device is over its rate, or the service is at its limit): milliseconds
+ * to wait before asking again.
+ */
+export const ARTIFACT_RETRY_AFTER_HEADER = "Drover-Retry-After-Ms";
 
 /** Where an agent is in updating itself. */
 export const AgentUpdatePhase = z.enum([

@@ -23,6 +23,7 @@ import {
   ARTIFACT_OFFSET_HEADER,
   ARTIFACT_PREFIX,
   ARTIFACT_QUEUE,
+  ARTIFACT_RETRY_AFTER_HEADER,
   ARTIFACT_SIZE_HEADER,
   ArtifactRequest,
   type ArtifactTargetReply,
@@ -73,10 +74,17 @@ export interface PublishInput {
   rollback?: boolean;
 }
 
-/** Answers `msg` with an error header only (the requester may be gone: then nothing). */
-function respondError(msg: Msg, error: string): void {
+/** How long a device refused for now is told to wait before asking again. */
+const RETRY_AFTER_MS = 1_000;
+
+/**
+ * Answers `msg` with an error header only (the requester may be gone: then
+ * nothing); `retry`: the refusal is only for now.
+ */
+function respondError(msg: Msg, error: string, retry = false): void {
   const h = headers();
   h.set(ARTIFACT_ERROR_HEADER, error.slice(0, 300));
+  if (retry) h.set(ARTIFACT_RETRY_AFTER_HEADER, String(RETRY_AFTER_MS));
   try {
     msg.respond(new Uint8Array(), { headers: h });
   } catch {
@@ -317,7 +325,8 @@ export class ArtifactService implements AsyncDisposable {
     const device = msg.subject.slice(ARTIFACT_PREFIX.length + 1);
     const ticket = this.#gate.admit(device);
     if (!ticket.ok) {
-      respondError(msg, ticket.reason === "rate" ? "too many requests: slow down" : "busy: retry");
+      const why = ticket.reason === "rate" ? "too many requests: slow down" : "busy: retry";
+      respondError(msg, why, true);
       return;
     }
     void this.#answer(msg, device).finally(ticket.release);
@@ -366,7 +375,7 @@ export class ArtifactService implements AsyncDisposable {
       msg.respond(bytes.subarray(offset, offset + ARTIFACT_CHUNK_BYTES), { headers: h });
       this.#chunks++;
     } catch (e) {
-      if (e instanceof ArtifactCacheBusyError) return fail("busy: retry");
+      if (e instanceof ArtifactCacheBusyError) return respondError(msg, "busy: retry", true);
       log.warn("Cannot answer artifact request of {device}: {error}", {
         device,
         error: (e as Error).message,

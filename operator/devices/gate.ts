@@ -35,7 +35,7 @@ export type DeviceHandler = "artifact" | "snapshot" | "heartbeat" | "status" | "
  */
 export const DEVICE_LIMITS: Readonly<Record<DeviceHandler, Readonly<AdmissionLimits>>> = {
   // 50 chunks/s is 6.4 MiB/s for one device's download.
-  artifact: { ratePerSecond: 50, burst: 100, maxInFlight: 16 },
+  artifact: { ratePerSecond: 50, burst: 100, maxInFlight: 64 },
   snapshot: { ratePerSecond: 5, burst: 20, maxInFlight: 64 },
   heartbeat: { ratePerSecond: 2, burst: 10, maxInFlight: 256 },
   status: { ratePerSecond: 5, burst: 20, maxInFlight: 256 },

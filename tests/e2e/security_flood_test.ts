@@ -22,6 +22,8 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   AgentStatus,
+  ARTIFACT_ERROR_HEADER,
+  ARTIFACT_RETRY_AFTER_HEADER,
   BUCKET_AGENT_STATUS,
   BUCKET_OPERATOR_LEASES,
   decodeJson,
@@ -333,6 +335,37 @@ Deno.test({
       );
       assert(after - before < 10, `the victim grew by ${after - before} MiB`);
       assert(landedMs < 20_000, `the change landed ${landedMs} ms after apply`);
+    });
+  },
+});
+
+Deno.test({
+  name: "flood: a device over its artifact rate is told when to ask again, and then answered",
+  sanitizeResources: false,
+  async fn() {
+    await withFleet(async ({ env }) => {
+      const device = await env.device(ATTACKER);
+      try {
+        const ask = () =>
+          device.request(`drover.artifact.${ATTACKER}`, enc({ op: "target", arch: "x86_64" }), {
+            timeout: 10_000,
+          });
+        const replies = await Promise.all(Array.from({ length: 300 }, ask));
+        const refused = replies.filter((m) => m.headers?.get(ARTIFACT_ERROR_HEADER));
+        const answered = replies.length - refused.length;
+        assert(refused.length > 0, "300 requests at once exceed the device's burst");
+        assert(answered > 0, "those within it are answered");
+        for (const m of refused) {
+          assertEquals(m.headers?.get(ARTIFACT_RETRY_AFTER_HEADER), "1000", "told when to retry");
+        }
+        await new Promise((r) => setTimeout(r, 1_000));
+        // Positive control: after the wait it is answered again (no release wanted: null).
+        const again = await ask();
+        assertEquals(again.headers?.get(ARTIFACT_ERROR_HEADER) ?? "", "");
+        assertEquals(again.json(), { version: null });
+      } finally {
+        await device.close();
+      }
     });
   },
 });
