@@ -1,7 +1,8 @@
 /**
  * Small async helpers shared by the agent, the operator, the tests and the scripts: a sleep
- * that ends when its signal aborts, a timeout race, and capped exponential backoff with
- * jitter. Depends on nothing and uses no `Deno` API, so every member may import it without
+ * that ends when its signal aborts, a timeout race, capped exponential backoff with
+ * jitter, and admission control (per-key token buckets, a cap on work in progress, throttled
+ * log lines). Depends on nothing and uses no `Deno` API, so every member may import it without
  * the agent and the operator depending on each other.
  *
  * @example
@@ -16,6 +17,7 @@
  * @module
  */
 
+export * from "./admission.ts";
 export * from "./backoff.ts";
 export * from "./sleep.ts";
 export * from "./within.ts";

@@ -21,6 +21,7 @@ import { CONNECTION_OPTIONS } from "./nats/connection.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
+import { escapeControl } from "./commands/render.ts";
 import { redactUrl } from "@drover/contracts";
 
 /** The top-level help. */
@@ -94,12 +95,21 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   }
 }
 
+/**
+ * `text` with the control characters of each line escaped, its line breaks
+ * kept: a message may quote what a device or a server said (the device's own
+ * words are escaped where they are quoted, operator/devices/requests.ts).
+ */
+function escapeLines(text: string): string {
+  return text.split("\n").map(escapeControl).join("\n");
+}
+
 /** Prints an error as one line plus indented details; returns its exit code. */
 export function reportError(e: unknown, io: CliIo): number {
   if (e instanceof CliError) {
     const lines = [
-      `error: ${e.message}`,
-      ...e.details.filter((d) => d !== "").map((d) => `  ${d}`),
+      `error: ${escapeLines(e.message)}`,
+      ...e.details.filter((d) => d !== "").map((d) => `  ${escapeLines(d)}`),
     ];
     if (e instanceof UsageError) {
       lines.push(
@@ -115,9 +125,10 @@ export function reportError(e: unknown, io: CliIo): number {
   const error = e as Error;
   const causes: string[] = [];
   for (let c = error?.cause; c instanceof Error && causes.length < 3; c = c.cause) {
-    causes.push(`  caused by: ${c.message}`);
+    causes.push(`  caused by: ${escapeLines(c.message)}`);
   }
-  io.stderr(redactUrl([`error: ${error?.message ?? String(e)}`, ...causes].join("\n") + "\n"));
+  const message = escapeLines(error?.message ?? String(e));
+  io.stderr(redactUrl([`error: ${message}`, ...causes].join("\n") + "\n"));
   return EXIT.failed;
 }
 

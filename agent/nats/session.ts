@@ -196,6 +196,12 @@ export class NatsSession {
           deployment,
           error: errorText(error),
         }),
+      onHintFlood: (count, pauseMs) =>
+        log.warn(
+          "{count} change hints for keys this device does not hold within a second (forged by " +
+            "another device?): not listening to hints for {pauseMs} ms, polling snapshots instead",
+          { count, pauseMs },
+        ),
       onBadKey: (key, problem) =>
         log.warn("Ignoring desired-state key {key}: {problem}", { key, problem }),
       onSnapshot: (count, asOfRevision) =>

@@ -15,7 +15,10 @@
  * With a token, every request but the liveness check `/healthz` must carry
  * `Authorization: Bearer TOKEN`; `serve` refuses to listen beyond loopback
  * without one ({@linkcode checkApiExposure}), because the fleet view names
- * every device and deployment.
+ * every device and deployment. Without a token only requests naming a
+ * loopback `Host` are answered ({@linkcode foreignHostRefusal}): a web page
+ * whose name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its
+ * own name and is refused.
  *
  * @module
  */
@@ -31,6 +34,7 @@ import {
 import type { FleetView } from "../fleet/aggregate.ts";
 import { CliError, EXIT, parseDuration } from "../commands/cli.ts";
 import {
+  DeviceBusyError,
   DeviceRefusedError,
   DeviceReplyError,
   type DeviceRequests,
@@ -104,6 +108,30 @@ export function isLoopbackHost(hostname: string): boolean {
   }
   const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
   return v4 !== null && Number(v4[1]) === 127 && v4.slice(2).every((o) => Number(o) <= 255);
+}
+
+/**
+ * Without a token, the refusal of a request whose `Host` is not a loopback
+ * name (or is missing); undefined when it may proceed. With a token the
+ * token decides. Pure.
+ */
+export function foreignHostRefusal(
+  request: Request,
+  token: string | undefined,
+): Response | undefined {
+  if (token !== undefined) return undefined;
+  const host = request.headers.get("host");
+  let hostname: string | undefined;
+  try {
+    hostname = host === null ? undefined : new URL(`http://${host}`).hostname;
+  } catch {
+    hostname = undefined;
+  }
+  if (hostname !== undefined && isLoopbackHost(hostname)) return undefined;
+  return json({
+    error: `Host ${JSON.stringify(host)} refused: without an API token only loopback names ` +
+      "(localhost, 127.0.0.1, [::1]) are answered; set an API token to serve other names",
+  }, 403);
 }
 
 /**
@@ -228,6 +256,7 @@ export function errorResponse(e: unknown): Response {
     return json({ error: e.message, code: e.code }, REFUSAL_STATUS[e.code] ?? 502);
   }
   if (e instanceof DeviceReplyError) return json({ error: e.message }, 502);
+  if (e instanceof DeviceBusyError) return json({ error: e.message }, 429, { "retry-after": "1" });
   return json({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }, 500);
 }
 

@@ -17,6 +17,7 @@ import {
 } from "./http.ts";
 import type { FleetView } from "../fleet/aggregate.ts";
 import {
+  DeviceBusyError,
   DeviceRefusedError,
   DeviceReplyError,
   type DeviceRequests,
@@ -462,6 +463,13 @@ Deno.test("http: device errors map to statuses in one place", async () => {
       },
       502,
       "invalid reply",
+    ],
+    [
+      () => {
+        throw new DeviceBusyError('Too many requests to device "pi-1" in progress; retry');
+      },
+      429,
+      "Too many requests",
     ],
     [
       () => {

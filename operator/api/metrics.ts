@@ -6,13 +6,15 @@
  * view at scrape time; prom-client formats the exposition.
  *
  * Label values are bounded: statuses and phases are small enums; deployment
- * names are bounded by the deployments that exist (never a device id).
+ * names are bounded by the deployments that exist; the only device ids are
+ * those of devices flooding the operator now (`drover_device_flooding`).
  *
  * @module
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FleetView } from "../fleet/aggregate.ts";
+import type { FloodReport } from "../devices/gate.ts";
 
 /** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
 export const WRITE_BUCKETS_SECONDS = [
@@ -42,6 +44,8 @@ export interface OperatorMetricsOptions {
   view: () => FleetView | undefined;
   /** Rollouts in progress; absent: no rollout gauges. */
   rollouts?: () => Iterable<RolloutProgress>;
+  /** Refusals of device requests beyond their limits, and the devices flooding now. */
+  floods?: FloodReport;
 }
 
 /** The operator's metrics. */
@@ -104,6 +108,37 @@ export class OperatorMetrics {
         collect() {
           this.reset();
           for (const r of rollouts()) this.set({ deployment: r.deployment }, r.batches);
+        },
+      });
+    }
+    if (options.floods !== undefined) {
+      const floods = options.floods;
+      new Counter({
+        name: "drover_device_requests_refused_total",
+        help: "Device messages refused before any work, by handler (artifact, snapshot, " +
+          "heartbeat, status, command) and reason (rate: the device's; busy: the cap on work " +
+          "in progress).",
+        labelNames: ["handler", "reason"],
+        registers,
+        collect() {
+          this.reset();
+          for (const [handler, reasons] of Object.entries(floods.counts)) {
+            for (const [reason, n] of Object.entries(reasons)) this.inc({ handler, reason }, n);
+          }
+        },
+      });
+      // Label values are device ids, bounded by the devices flooding now (few; capped).
+      new Gauge({
+        name: "drover_device_flooding",
+        help: "Devices refused beyond the flooding threshold in the last window (value: " +
+          "refusals in it). Cut one off with `operator device revoke ID`.",
+        labelNames: ["device", "handler"],
+        registers,
+        collect() {
+          this.reset();
+          for (const f of floods.flooding()) {
+            this.set({ device: f.device, handler: f.handler }, f.refused);
+          }
         },
       });
     }

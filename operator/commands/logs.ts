@@ -33,6 +33,7 @@ import {
 import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
 import { withNats } from "./_shared.ts";
+import { escapeLogLine } from "./render.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
 export const FOLLOW_WAIT_MS = 5_000;
@@ -47,7 +48,9 @@ export const logsCommand: Command = {
     "device whose registry labels match is read at once and each line is prefixed with the " +
     "device id. The container's stderr goes to stderr. A device that does not answer within " +
     "a few seconds is reported with when it was last seen (exit 1). A device whose " +
-    "[policy] allow_logs = false refuses.",
+    "[policy] allow_logs = false refuses. Control characters in a line (escape sequences, " +
+    "carriage returns) are printed escaped (\\u001b, \\r), TAB as it is; --raw prints the " +
+    "bytes the container wrote.",
   options: {
     tail: { type: "string", value: "N", description: "Only the last N lines" },
     since: {
@@ -64,6 +67,10 @@ export const logsCommand: Command = {
       description: "Every device whose registry labels match (repeatable, or k=v,k2=v2)",
     },
     timestamps: { type: "boolean", description: "Prefix each line with its time" },
+    raw: {
+      type: "boolean",
+      description: "Print lines as the container wrote them (control characters unescaped)",
+    },
   },
   connects: true,
   async run({ values, positionals, io }) {
@@ -83,6 +90,7 @@ export const logsCommand: Command = {
     const [deployment, serviceArg] = splitTarget(positionals[expected - 1]!);
     const base = firstRequest(values);
     const timestamps = values.timestamps === true;
+    const raw = values.raw === true;
     return await withNats(values, io, async (nc) => {
       const fleet = await readFleetOnce(nc);
       const service = resolveService(fleet, deployment, serviceArg);
@@ -90,20 +98,21 @@ export const logsCommand: Command = {
       const request = { ...base, deployment, service };
       const [one] = devices;
       if (one !== undefined && devices.length === 1 && selector === undefined) {
-        await followDevice(nc, one, request, io, { prefix: "", timestamps });
+        await followDevice(nc, one, request, io, { prefix: "", timestamps, raw });
         return EXIT.ok;
       }
       const width = Math.max(...devices.map((d) => d.length));
       const results = await Promise.allSettled(
         devices.map((d) =>
-          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps })
+          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps, raw })
         ),
       );
       let failed = 0;
       for (const r of results) {
         if (r.status === "rejected") {
           failed++;
-          io.stderr(`${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n`);
+          const message = r.reason instanceof Error ? r.reason.message : String(r.reason);
+          io.stderr(`${escapeLogLine(message)}\n`);
         }
       }
       return failed === 0 ? EXIT.ok : EXIT.failed;
@@ -212,13 +221,13 @@ async function followDevice(
   device: string,
   first: LogsRequest,
   io: CliIo,
-  options: { prefix: string; timestamps?: boolean },
+  options: { prefix: string; timestamps?: boolean; raw?: boolean },
 ): Promise<void> {
   let cursor: LogCursor | undefined;
   let request: LogsRequest = { ...first, wait_ms: 0 };
   while (!io.signal.aborted) {
     const reply = await requestLogChunk(nc, device, request);
-    printLines(reply.lines, io, options.prefix, options.timestamps === true);
+    printLines(reply.lines, io, options.prefix, options.timestamps === true, options.raw === true);
     if (reply.cursor !== null) cursor = reply.cursor;
     if (reply.end) return;
     if (!first.follow && !reply.more) return;
@@ -239,11 +248,15 @@ function printLines(
   io: CliIo,
   prefix: string,
   timestamps: boolean,
+  raw: boolean,
 ): void {
   let out = "";
   let err = "";
   for (const line of lines) {
-    const text = `${prefix}${timestamps ? `${line.time} ` : ""}${line.text}\n`;
+    // Escaped, a line stays one line after its prefix: no \r or cursor movement can
+    // overwrite it or fake another device's prefix.
+    const body = raw ? line.text : escapeLogLine(line.text);
+    const text = `${prefix}${timestamps ? `${escapeLogLine(line.time)} ` : ""}${body}\n`;
     if (line.stream === "stderr") err += text;
     else out += text;
   }

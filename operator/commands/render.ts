@@ -39,6 +39,15 @@ export function escapeControl(text: string): string {
 }
 
 /**
+ * A log line a device sent, for the terminal: {@linkcode escapeControl} but
+ * TAB kept (logs align with it, and a TAB cannot move the cursor back or off
+ * the line). Pure.
+ */
+export function escapeLogLine(text: string): string {
+  return text.replace(CONTROL, (c) => c === "\t" ? c : SHORT_ESCAPES[c] ?? unicodeEscape(c));
+}
+
+/**
  * `JSON.stringify(value, null, 2)` plus a newline, with DEL, C1 and the other
  * characters {@linkcode escapeControl} handles that JSON leaves raw written as
  * `\uXXXX` too: the same JSON value, safe to print on a terminal. Pure.

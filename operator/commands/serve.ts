@@ -23,9 +23,10 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
 import { ArtifactService } from "../devices/artifacts.ts";
 import { HeartbeatListener } from "../fleet/heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi } from "../api/http.ts";
+import { API_TOKEN_ENV, checkApiExposure, createApi, foreignHostRefusal } from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
+import { DeviceGate, FloodReport } from "../devices/gate.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
@@ -110,7 +111,8 @@ export const serveCommand: Command = {
     "at /. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
     "every request but /healthz needs\n" +
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
-    "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "loopback is refused without one (exit code 2), and without one only requests naming a\n" +
+    "loopback Host (localhost, 127.0.0.1, [::1]) are answered (DNS rebinding). Stops cleanly on SIGINT/SIGTERM.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
@@ -155,6 +157,17 @@ export const serveCommand: Command = {
       servers: serversForDisplay(settings.servers),
     });
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
+    // The lease and the desired-state writes on a connection of their own: devices
+    // flooding what they may publish (answered on `nc`) cannot stall them.
+    const writer = await connectNats(settings, {
+      name: "drover-operator-writer",
+      reconnectForever: true,
+    }).catch(async (e) => {
+      await nc.close();
+      throw e;
+    });
+    // Refusals of device messages beyond their limits, for the log and /metrics.
+    const floods = new FloodReport();
     let reconciler: Reconciler | undefined;
     let snapshots: DesiredSnapshotService | undefined;
     let artifacts: ArtifactService | undefined;
@@ -162,29 +175,32 @@ export const serveCommand: Command = {
     let lease: Lease | undefined;
     const metrics = new OperatorMetrics({
       view: () => reconciler?.ready ? reconciler.state.view(Date.now()) : undefined,
+      floods,
     });
-    (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
-        if (s.type === "reconnect") {
-          log.info("NATS reconnected; resuming watches");
-          metrics.reconnected();
-          reconciler?.rewatch();
-          snapshots?.rewatch();
+    for (const conn of [nc, writer]) {
+      (async () => {
+        for await (const s of conn.status()) {
+          if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
+          if (s.type === "reconnect") {
+            log.info("NATS reconnected; resuming watches");
+            metrics.reconnected();
+            reconciler?.rewatch();
+            snapshots?.rewatch();
+          }
         }
-      }
-    })().catch(() => {});
+      })().catch(() => {});
+    }
     const api = createApi({
       view: () => reconciler?.state.view(Date.now()),
       unhealthy: () => {
-        if (nc.isClosed()) return "NATS connection closed";
+        if (nc.isClosed() || writer.isClosed()) return "NATS connection closed";
         if (reconciler === undefined || !reconciler.ready) return "starting";
         return null;
       },
       metrics: () => metrics.render(),
       deploymentDetails: (name) => rolloutInfo(name, Date.now()),
       // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
-      deviceRequests: natsDeviceRequests(nc),
+      deviceRequests: natsDeviceRequests(nc, new DeviceGate("command", floods)),
     }, { token: apiToken });
     // The browser dashboard at / (its own paths; everything else is the API's).
     // A deployment's rollout and history, from what the reconciler mirrors.
@@ -206,25 +222,31 @@ export const serveCommand: Command = {
       device: (id) => reconciler?.state.statuses.get(id),
       // The device page's panes read /api/devices/ID/events|logs through it, on the session.
     }, { token: apiToken, api });
-    const server = Deno.serve({
-      hostname: listen.hostname,
-      port: listen.port,
-      signal: io.signal,
-      onListen: (addr) =>
-        log.info("HTTP API on {address} ({auth})", {
-          address: `${addr.hostname}:${addr.port}`,
-          auth: apiToken === undefined ? "no token" : "bearer token required",
-        }),
-    }, (request) => dashboard.handle(request) ?? api(request));
+    const server = Deno.serve(
+      {
+        hostname: listen.hostname,
+        port: listen.port,
+        signal: io.signal,
+        onListen: (addr) =>
+          log.info("HTTP API on {address} ({auth})", {
+            address: `${addr.hostname}:${addr.port}`,
+            auth: apiToken === undefined ? "no token" : "bearer token required",
+          }),
+      },
+      (request) =>
+        foreignHostRefusal(request, apiToken) ?? dashboard.handle(request) ?? api(request),
+    );
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
+      // The same buckets on the writer's connection (all but the devices' statuses).
+      const written = await ensureBuckets(writer, { history, replicas });
       // Agents ask it for their keys after every (re)connect: answer from the start.
-      snapshots = new DesiredSnapshotService(nc, buckets.desired);
+      snapshots = new DesiredSnapshotService(nc, buckets.desired, floods);
       // Agent releases for self-update (devices cannot read the Object Store themselves).
-      artifacts = new ArtifactService(nc, { replicas });
+      artifacts = new ArtifactService(nc, { replicas, floods });
       // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
-      const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
+      const rollouts = await ensureRolloutBuckets(writer, { history, replicas });
       lease = new Lease(
         rollouts.leases,
         `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
@@ -235,11 +257,22 @@ export const serveCommand: Command = {
       await lease.start();
       const held = lease;
       // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
-      const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
-      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active });
+      // Device statuses are followed on the device-facing connection.
+      const timed = {
+        ...written,
+        status: buckets.status,
+        desired: metrics.instrumentDesired(written.desired),
+      };
+      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active, floods });
       reconciler.state.onChange(() => dashboard.feed.notify());
       // Devices' liveness between their (rarer) full status puts.
-      heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);
+      heartbeats = new HeartbeatListener(
+        nc,
+        reconciler.state,
+        buckets.status,
+        undefined,
+        floods,
+      );
       await Promise.all([
         snapshots.start(),
         reconciler.start(),
@@ -269,6 +302,7 @@ export const serveCommand: Command = {
       await artifacts?.[Symbol.asyncDispose]();
       await server.shutdown().catch(() => {});
       await nc.drain().catch(() => nc.close());
+      await writer.drain().catch(() => writer.close());
     }
     return EXIT.ok;
   },

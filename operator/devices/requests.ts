@@ -33,8 +33,9 @@ import {
 } from "@drover/contracts";
 import { OperationError } from "../commands/cli.ts";
 import { openBucket } from "../nats/kv.ts";
-import { formatAge } from "../commands/render.ts";
+import { escapeControl, formatAge } from "../commands/render.ts";
 import { FleetState } from "../fleet/state.ts";
+import type { DeviceGate } from "./gate.ts";
 
 /** How long a device has to answer a command that does not wait on its side, in ms. */
 export const DEVICE_ANSWER_TIMEOUT_MS = 3_000;
@@ -160,7 +161,11 @@ export async function askDevice<S extends z.ZodType>(
   }
   const refused = CommandError.safeParse(json);
   if (refused.success) {
-    throw new DeviceRefusedError(`Device "${device}": ${refused.data.error}`, refused.data.code);
+    // The device's words, escaped: they end up on a terminal.
+    throw new DeviceRefusedError(
+      `Device "${device}": ${escapeControl(refused.data.error)}`,
+      refused.data.code,
+    );
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
@@ -170,7 +175,7 @@ export async function askDevice<S extends z.ZodType>(
     }
     throw new DeviceReplyError(
       `Device "${device}" answered ${command} with an invalid reply: ` +
-        `${issue.path.join(".") || "(root)"}: ${issue.message}`,
+        escapeControl(`${issue.path.join(".") || "(root)"}: ${issue.message}`),
     );
   }
   return parsed.data;
@@ -206,10 +211,32 @@ export interface DeviceRequests {
   logs(device: string, request: LogsRequest): Promise<LogsReply>;
 }
 
-/** {@linkcode DeviceRequests} over the operator's NATS connection. */
-export function natsDeviceRequests(nc: NatsConnection): DeviceRequests {
+/** Too many questions to this device (or to all devices) are in progress. */
+export class DeviceBusyError extends OperationError {
+  override name = "DeviceBusyError";
+}
+
+/**
+ * {@linkcode DeviceRequests} over the operator's NATS connection. With a
+ * `gate`, each question (and so each answer the device can send) is admitted
+ * first: at the device's rate, within the cap on questions in progress.
+ */
+export function natsDeviceRequests(nc: NatsConnection, gate?: DeviceGate): DeviceRequests {
+  const gated = async <T>(device: string, ask: () => Promise<T>): Promise<T> => {
+    const ticket = gate?.admit(device) ?? { ok: true as const, release: () => {} };
+    if (!ticket.ok) {
+      throw new DeviceBusyError(
+        `Too many requests to device "${device}" in progress or in the last seconds; retry`,
+      );
+    }
+    try {
+      return await ask();
+    } finally {
+      ticket.release();
+    }
+  };
   return {
-    events: (device, request) => requestDeviceEvents(nc, device, request),
-    logs: (device, request) => requestLogChunk(nc, device, request),
+    events: (device, request) => gated(device, () => requestDeviceEvents(nc, device, request)),
+    logs: (device, request) => gated(device, () => requestLogChunk(nc, device, request)),
   };
 }

@@ -288,13 +288,19 @@ Deno.test({
     );
     assertEquals(firstStatus.update?.wanted, undefined);
 
-    const publish = async (version: string, script: string, signingKey = key.privateKey) =>
+    const publish = async (
+      version: string,
+      script: string,
+      signingKey = key.privateKey,
+      rollback = false,
+    ) =>
       await publishRelease(releases, {
         bytes: new TextEncoder().encode(script),
         version,
         arch: Deno.build.arch === "aarch64" ? "aarch64" : "x86_64",
         kind: "executable",
         signingKey,
+        rollback,
       });
 
     await t.step("a good release is downloaded, started on trial and committed", async () => {
@@ -430,6 +436,32 @@ Deno.test({
         // Into 1.5.0 once (it gives up itself), then straight back: no counted retries.
         assertEquals(supervisor.starts, startsBefore + 2);
         assertEquals((await Deno.readTextFile(`${update}/current`)).trim(), "1.4.0");
+      },
+    );
+
+    await t.step(
+      "an older release is refused unless signed as a rollback (the positive control)",
+      async () => {
+        // Validly signed, but older than the running 1.4.0: what a stolen operator identity
+        // could put back to reopen a fixed hole.
+        await publish("1.1.5", agentScript());
+        await setWantedVersion(updates, env.deviceId, "1.1.5");
+        const s = await waitUpdate(
+          (s) => s.update?.phase === "failed" && s.update.wanted === "1.1.5",
+          "the downgrade is refused",
+        );
+        assertEquals(s.update?.running, "1.4.0");
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "release 1.1.5 refused: it is older than the running 1.4.0 and not signed as a rollback",
+        );
+        await assertMissing(`${update}/versions/1.1.5`);
+        await publish("1.1.6", agentScript(), key.privateKey, true);
+        await setWantedVersion(updates, env.deviceId, "1.1.6");
+        await waitUpdate(
+          (s) => s.update?.running === "1.1.6" && s.update.phase === "idle",
+          "a release signed as a rollback is run",
+        );
       },
     );
 

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertStringIncludes } from "../../../tests/support/assert.ts";
 import type { FleetView } from "../../fleet/aggregate.ts";
-import { cookieValue, Dashboard, safeNext, SESSION_COOKIE, sessionValue } from "./mod.ts";
+import { cookieValue, Dashboard, safeNext, SESSION_COOKIE, Sessions } from "./mod.ts";
 import { createApi } from "../http.ts";
 
 const TOKEN = "0123456789abcdef0123";
@@ -22,8 +22,26 @@ const view: FleetView = {
   deployments: [],
 };
 
-function dashboard(token?: string) {
-  return new Dashboard({ view: () => view, device: () => undefined }, token ? { token } : {});
+function dashboard(token?: string, sessions?: Sessions) {
+  return new Dashboard(
+    { view: () => view, device: () => undefined },
+    token ? { token, ...(sessions ? { sessions } : {}) } : {},
+  );
+}
+
+/** Logs in with `token`; returns the session cookie (`name=value`). */
+async function loginCookie(d: Dashboard, token: string): Promise<string> {
+  const res = await answer(
+    d,
+    new Request("http://op/ui/login", { method: "POST", body: new URLSearchParams({ token }) }),
+  );
+  assertEquals(res.status, 303);
+  const session = cookieValue(
+    (res.headers.get("set-cookie") ?? "").split(";")[0] ?? null,
+    SESSION_COOKIE,
+  );
+  assert(session !== null && session !== "");
+  return `${SESSION_COOKIE}=${session}`;
 }
 
 async function answer(d: Dashboard, request: Request): Promise<Response> {
@@ -91,6 +109,30 @@ Deno.test("dashboard with a token: login form, HttpOnly session cookie, header a
   const events = await answer(d, new Request("http://op/ui/events", withCookie));
   assertEquals(events.headers.get("content-type"), "text/event-stream; charset=utf-8");
   await events.body?.cancel();
+  d.close();
+});
+
+Deno.test("dashboard sessions: each login its own, ended by logout (every copy) and by expiry", async () => {
+  let now = 0;
+  const d = dashboard(TOKEN, new Sessions(() => now, 60));
+  const page = (cookie: string) => answer(d, new Request("http://op/", { headers: { cookie } }));
+  const first = await loginCookie(d, TOKEN);
+  const second = await loginCookie(d, TOKEN);
+  assert(first !== second, "two logins, two sessions");
+  assertEquals((await page(first)).status, 200);
+  // Logout ends the session itself: the same cookie, kept elsewhere, opens nothing.
+  const out = await answer(
+    d,
+    new Request("http://op/ui/logout", { method: "POST", headers: { cookie: first } }),
+  );
+  assertEquals(out.status, 303);
+  assertStringIncludes(out.headers.get("set-cookie") ?? "", "Max-Age=0");
+  assertEquals((await page(first)).status, 303, "ended by logout");
+  assertEquals((await page(second)).status, 200, "positive control: the other login lives on");
+  now += 59_000;
+  assertEquals((await page(second)).status, 200);
+  now += 1_000;
+  assertEquals((await page(second)).status, 303, "ended by expiry");
   d.close();
 });
 
@@ -178,7 +220,7 @@ Deno.test("dashboard: the device page's panes read the API's device routes on th
         },
       }) as never,
   }, { token: TOKEN, api });
-  const cookie = `${SESSION_COOKIE}=${sessionValue(TOKEN)}`;
+  const cookie = await loginCookie(d, TOKEN);
   const read = (path: string, headers: Record<string, string> = {}, method = "GET") =>
     answer(d, new Request(`http://op${path}`, { headers, method }));
 
