@@ -1,8 +1,9 @@
 /**
  * Small async helpers shared by the agent, the operator, the tests and the scripts: a sleep
- * that ends when its signal aborts, a timeout race, and capped exponential backoff with
- * jitter. Depends on nothing and uses no `Deno` API, so every member may import it without
- * the agent and the operator depending on each other.
+ * that ends when its signal aborts, a timeout race, capped exponential backoff with
+ * jitter, and the lifecycle of a process's parts (start in order, stop in reverse). Depends
+ * on nothing and uses no `Deno` API, so every member may import it without the agent and
+ * the operator depending on each other.
  *
  * @example
  * ```ts
@@ -17,5 +18,6 @@
  */
 
 export * from "./backoff.ts";
+export * from "./lifecycle.ts";
 export * from "./sleep.ts";
 export * from "./within.ts";
