@@ -6,7 +6,15 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
+import {
+  abortableSleep,
+  Backoff,
+  type BackoffOptions,
+  Lifecycle,
+  Listeners,
+  type Runnable,
+  untilAborted,
+} from "@drover/common";
 import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
 import { connectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -17,7 +25,7 @@ import {
   DEFAULT_REPLICAS,
   ensureBuckets,
 } from "../nats/kv.ts";
-import { Reconciler } from "../desired/fanout_controller.ts";
+import { FanoutController } from "../desired/fanout_controller.ts";
 import { Lease } from "../nats/lease.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
@@ -154,122 +162,169 @@ export const serveCommand: Command = {
       version: OPERATOR_VERSION,
       servers: serversForDisplay(settings.servers),
     });
-    const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
-    let reconciler: Reconciler | undefined;
-    let snapshots: DesiredSnapshotService | undefined;
-    let artifacts: ArtifactService | undefined;
-    let heartbeats: HeartbeatListener | undefined;
-    let lease: Lease | undefined;
-    const metrics = new OperatorMetrics({
-      view: () => reconciler?.ready ? reconciler.state.view(Date.now()) : undefined,
+    // Built in the order they depend on each other; started in that order, stopped in reverse.
+    const life = new Lifecycle({
+      onStopTimeout: (part, ms) => log.warn("{part} did not stop within {ms} ms", { part, ms }),
+      onStopError: (part, e) => log.warn("Stopping {part} failed: {error}", { part, error: e }),
     });
-    (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
-        if (s.type === "reconnect") {
-          log.info("NATS reconnected; resuming watches");
-          metrics.reconnected();
-          reconciler?.rewatch();
-          snapshots?.rewatch();
-        }
-      }
-    })().catch(() => {});
-    const api = createApi({
-      view: () => reconciler?.state.view(Date.now()),
-      unhealthy: () => {
-        if (nc.isClosed()) return "NATS connection closed";
-        if (reconciler === undefined || !reconciler.ready) return "starting";
-        return null;
+    life.follow(io.signal);
+    const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
+    life.add({ name: "NATS connection", stop: () => nc.drain().catch(() => nc.close()) });
+    const buckets = await openBucketsPatiently(nc, { history, replicas }, life.signal);
+    if (buckets === undefined) {
+      await life.stop(); // stopped while waiting for JetStream
+      return EXIT.ok;
+    }
+    const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
+    // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
+    const leaseChanged = new Listeners<boolean>();
+    const lease = new Lease(
+      rollouts.leases,
+      `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+      {
+        onChange: (active) => leaseChanged.emit(active),
       },
+    );
+    // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
+    const metrics = new OperatorMetrics();
+    const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
+    const controller = new FanoutController(timed, { rollouts, isActive: () => lease.active });
+    leaseChanged.add((active) => active && controller.markDirty());
+    const fleetView = (now: number) => controller.ready ? controller.state.view(now) : undefined;
+    metrics.readFleetFrom(() => fleetView(Date.now()));
+    // Agents ask it for their keys after every (re)connect: answer from the start.
+    const snapshots = new DesiredSnapshotService(nc, buckets.desired);
+    // Agent releases for self-update (devices cannot read the Object Store themselves).
+    const artifacts = new ArtifactService(nc, { replicas });
+    // Devices' liveness between their (rarer) full status puts.
+    const heartbeats = new HeartbeatListener(nc, controller.state, buckets.status);
+    // A deployment's rollout and history, from what the controller mirrors.
+    const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
+      const book = controller.rollouts?.book;
+      return book === undefined ? {} : deploymentRolloutInfo(name, book, controller.state, now);
+    };
+    const api = createApi({
+      view: () => controller.state.view(Date.now()),
+      unhealthy: () =>
+        nc.isClosed() ? "NATS connection closed" : controller.ready ? null : "starting",
       metrics: () => metrics.render(),
       deploymentDetails: (name) => rolloutInfo(name, Date.now()),
       // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
       deviceRequests: natsDeviceRequests(nc),
     }, { token: apiToken });
     // The browser dashboard at / (its own paths; everything else is the API's).
-    // A deployment's rollout and history, from what the reconciler mirrors.
-    const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
-      const book = reconciler?.rollouts?.book;
-      return book === undefined || reconciler === undefined
-        ? {}
-        : deploymentRolloutInfo(name, book, reconciler.state, now);
-    };
     const dashboard = new Dashboard({
       view: (now) => {
-        if (!reconciler?.ready) return undefined;
-        const view = reconciler.state.view(now);
-        return {
+        const view = fleetView(now);
+        return view && {
           ...view,
           deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
         };
       },
-      device: (id) => reconciler?.state.statuses.get(id),
+      device: (id) => controller.state.statuses.get(id),
       // The device page's panes read /api/devices/ID/events|logs through it, on the session.
     }, { token: apiToken, api });
-    const server = Deno.serve({
-      hostname: listen.hostname,
-      port: listen.port,
-      signal: io.signal,
-      onListen: (addr) =>
-        log.info("HTTP API on {address} ({auth})", {
-          address: `${addr.hostname}:${addr.port}`,
-          auth: apiToken === undefined ? "no token" : "bearer token required",
-        }),
-    }, (request) => dashboard.handle(request) ?? api(request));
-    try {
-      const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
-      if (buckets === undefined) return EXIT.ok;
-      // Agents ask it for their keys after every (re)connect: answer from the start.
-      snapshots = new DesiredSnapshotService(nc, buckets.desired);
-      // Agent releases for self-update (devices cannot read the Object Store themselves).
-      artifacts = new ArtifactService(nc, { replicas });
-      // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
-      const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
-      lease = new Lease(
-        rollouts.leases,
-        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
-        {
-          onChange: (active) => active && reconciler?.markDirty(),
-        },
-      );
-      await lease.start();
-      const held = lease;
-      // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
-      const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
-      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active });
-      reconciler.state.onChange(() => dashboard.feed.notify());
-      // Devices' liveness between their (rarer) full status puts.
-      heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);
-      await Promise.all([
-        snapshots.start(),
-        reconciler.start(),
-        heartbeats.start(),
-        artifacts.start(),
-      ]);
-      dashboard.feed.notify();
-      log.info(
-        "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
-        {
-          deployments: reconciler.state.manifests.size,
-          devices: reconciler.state.statuses.size,
-          keys: reconciler.state.desired.size,
-        },
-      );
-      await new Promise<void>((resolve) => {
-        if (io.signal.aborted) return resolve();
-        io.signal.addEventListener("abort", () => resolve(), { once: true });
-      });
-      log.info("Stopping");
-    } finally {
-      dashboard.close();
-      await heartbeats?.[Symbol.asyncDispose]();
-      await reconciler?.stop();
-      await lease?.stop();
-      await snapshots?.[Symbol.asyncDispose]();
-      await artifacts?.[Symbol.asyncDispose]();
-      await server.shutdown().catch(() => {});
-      await nc.drain().catch(() => nc.close());
-    }
+    controller.state.onChange(() => dashboard.feed.notify());
+
+    life.add({ name: "operator lease", start: () => lease.start(), stop: () => lease.stop() });
+    life.add(disposable("snapshot service", snapshots));
+    life.add(disposable("artifact service", artifacts));
+    life.add(
+      httpServer(
+        listen,
+        apiToken,
+        (request) => dashboard.handle(request) ?? api(request),
+        () => dashboard.close(),
+      ),
+    );
+    life.add({
+      name: "fan-out controller",
+      start: () => controller.start(),
+      stop: () => controller.stop(),
+    });
+    life.add(disposable("heartbeat listener", heartbeats));
+    life.add({
+      name: "connection watch",
+      run: (signal) =>
+        watchConnection(nc, () => {
+          metrics.reconnected();
+          controller.rewatch();
+          snapshots.rewatch();
+        }, signal),
+    });
+    life.add({
+      name: "readiness",
+      start: () => {
+        dashboard.feed.notify();
+        log.info(
+          "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
+          {
+            deployments: controller.state.manifests.size,
+            devices: controller.state.statuses.size,
+            keys: controller.state.desired.size,
+          },
+        );
+      },
+      stop: () => log.info("Stopping"),
+    });
+    await life.start();
+    await life.stopped();
+    await life.stop();
     return EXIT.ok;
   },
 };
+
+/** A part whose start is `start()` and whose stop is its async disposal. */
+function disposable(
+  name: string,
+  part: { start(): Promise<void>; [Symbol.asyncDispose](): Promise<void> },
+): Runnable {
+  return { name, start: () => part.start(), stop: () => part[Symbol.asyncDispose]() };
+}
+
+/** The HTTP server of the API and the dashboard, listening from its start. */
+function httpServer(
+  listen: ListenAddress,
+  apiToken: string | undefined,
+  handler: (request: Request) => Response | Promise<Response>,
+  closing: () => void,
+): Runnable {
+  let server: Deno.HttpServer | undefined;
+  return {
+    name: "HTTP server",
+    start: () => {
+      server = Deno.serve({
+        hostname: listen.hostname,
+        port: listen.port,
+        onListen: (addr) =>
+          log.info("HTTP API on {address} ({auth})", {
+            address: `${addr.hostname}:${addr.port}`,
+            auth: apiToken === undefined ? "no token" : "bearer token required",
+          }),
+      }, handler);
+    },
+    stop: async () => {
+      closing(); // ends the dashboard's live streams, which would hold the shutdown
+      await server?.shutdown();
+    },
+  };
+}
+
+/** Logs the connection's state changes and re-establishes watches after a reconnect. */
+async function watchConnection(
+  nc: NatsConnection,
+  onReconnect: () => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const following = (async () => {
+    for await (const s of nc.status()) {
+      if (signal.aborted) return;
+      if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
+      if (s.type === "reconnect") {
+        log.info("NATS reconnected; resuming watches");
+        onReconnect();
+      }
+    }
+  })().catch(() => {});
+  await Promise.race([following, untilAborted(signal)]);
+}

@@ -25,8 +25,8 @@ export const DEFAULT_RESYNC_MS = 30_000;
 /** Waits before retrying a pass whose writes failed: 500 ms doubling up to 30 s. */
 const RETRY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 30_000, jitter: 0 };
 
-/** Options of {@linkcode Reconciler}. */
-export interface ReconcilerOptions {
+/** Options of {@linkcode FanoutController}. */
+export interface FanoutControllerOptions {
   writeConcurrency?: number;
   resyncMs?: number;
   /**
@@ -56,7 +56,7 @@ export interface PassResult {
  * Follows the buckets and keeps `desired-state` equal to the fan-out of
  * `deployments` over the devices in the `devices` registry.
  */
-export class Reconciler implements AsyncDisposable {
+export class FanoutController implements AsyncDisposable {
   /** The decoded bucket contents; read it for the fleet view. */
   readonly state: FleetState = new FleetState();
   #buckets: Buckets;
@@ -76,7 +76,7 @@ export class Reconciler implements AsyncDisposable {
   #rolloutWakeAt: number | undefined;
   #statusPass: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(buckets: Buckets, options: ReconcilerOptions = {}) {
+  constructor(buckets: Buckets, options: FanoutControllerOptions = {}) {
     this.#buckets = buckets;
     this.#writeConcurrency = options.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;

@@ -27,7 +27,7 @@ import {
 export const OFFLINE_AFTER_HEARTBEATS = 3;
 
 /** One desired-state key as stored now. */
-export interface DesiredEntry {
+export interface DesiredKeyRecord {
   /** KV revision of the stored value. */
   revision: number;
   /**
@@ -200,7 +200,7 @@ export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>):
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
-  desired: ReadonlyMap<string, DesiredEntry>,
+  desired: ReadonlyMap<string, DesiredKeyRecord>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
@@ -299,7 +299,7 @@ function deploymentView(
   manifest: DeploymentManifest,
   revision: number | undefined,
   devices: readonly KnownDevice[],
-  desired: ReadonlyMap<string, DesiredEntry>,
+  desired: ReadonlyMap<string, DesiredKeyRecord>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   now: number,
 ): DeploymentView {
@@ -337,7 +337,7 @@ function deploymentView(
 export function deviceInDeployment(
   deployment: string,
   device: string,
-  stored: DesiredEntry | undefined,
+  stored: DesiredKeyRecord | undefined,
   wantedCanonical: string,
   record: DeviceRecord | undefined,
   now: number,

@@ -6,7 +6,7 @@ import {
 } from "@drover/contracts";
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import {
-  type DesiredEntry,
+  type DesiredKeyRecord,
   type DeviceRecord,
   isOnline,
   knownDevices,
@@ -55,7 +55,7 @@ function registered(entries: Record<string, Record<string, string>>) {
   );
 }
 
-function desiredFor(keys: Record<string, number>, manifest = web): Map<string, DesiredEntry> {
+function desiredFor(keys: Record<string, number>, manifest = web): Map<string, DesiredKeyRecord> {
   const canonical = canonicalJson(desiredStateOf(manifest));
   return new Map(Object.entries(keys).map(([k, revision]) => [k, { revision, canonical }]));
 }
@@ -295,7 +295,7 @@ Deno.test("summarise: a device that is not ready says why", () => {
 
 Deno.test("summarise: WANTED/APPLIED are deployment revisions; KV revisions kept apart", () => {
   const canonical = canonicalJson(desiredStateOf(web));
-  const desired = new Map<string, DesiredEntry>([
+  const desired = new Map<string, DesiredKeyRecord>([
     ["a.web", { revision: 45, canonical, deploymentRevision: 28 }],
     ["b.web", { revision: 46, canonical, deploymentRevision: 28 }],
     ["c.web", { revision: 47, canonical, deploymentRevision: 28 }],
