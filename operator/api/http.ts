@@ -209,6 +209,15 @@ const REFUSAL_STATUS: Record<CommandErrorCode, number> = {
   unavailable: 503,
 };
 
+/** A path segment's `%`-escapes decoded; a malformed one is the client's mistake (400). */
+function decodePathPart(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new HttpError(400, `malformed %-escape in the path segment "${text}"`);
+  }
+}
+
 /**
  * The one place errors become responses: an {@linkcode HttpError} as it
  * says, a device that did not answer 504 (with when it was last seen), a
@@ -395,7 +404,7 @@ export function createApi(
         }
         const params: Record<string, string> = {};
         for (const [k, v] of Object.entries(match.pathname.groups)) {
-          if (v !== undefined) params[k] = decodeURIComponent(v);
+          if (v !== undefined) params[k] = decodePathPart(v);
         }
         // Awaited here, so a route's rejected promise meets the same mapping as a throw.
         return await route.handler(params, new URL(request.url));

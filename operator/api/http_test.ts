@@ -69,6 +69,19 @@ Deno.test("http: errors are JSON with the right status", async () => {
   await post.body?.cancel();
 });
 
+Deno.test("http: a malformed %-escape in the path is the client's mistake (400), a valid one decodes", async () => {
+  for (
+    const path of ["/api/deployments/%E0%A4%A", "/api/deployments/%zz", "/api/devices/a%2/events"]
+  ) {
+    const res = await api()(get(path));
+    assertEquals(res.status, 400, path);
+    assertStringIncludes((await res.json()).error, "malformed %-escape", path);
+  }
+  const escaped = await api()(get("/api/deployments/we%62"));
+  assertEquals(escaped.status, 200);
+  assertEquals((await escaped.json()).name, "web");
+});
+
 Deno.test("http: /healthz reports readiness", async () => {
   assertEquals((await (await api()(get("/healthz"))).json()).status, "ok");
   const starting = await api("starting")(get("/healthz"));
