@@ -456,6 +456,32 @@ Deno.test("the failing deployment's retry comes when its time comes, not before"
   await until("next retry doubled", () => retryTimers.pending()[0] === 2_000);
 });
 
+Deno.test("a success starts the backoff over: the next failure waits the base delay again", async () => {
+  const runtime = new InMemoryRuntime();
+  const image = "127.0.0.1:5000/app:1";
+  runtime.setPull(image, { error: "manifest unknown" });
+  const retryTimers = new ManualTimers();
+  await using h = start({
+    runtime,
+    entries: [entry("app", 1, [{ name: "app", image }])],
+    backoff: { baseMs: 1_000, capMs: 60_000, jitter: 0 },
+    retryTimers,
+  });
+  await until("failed", () => phase(h, "app") === "failed");
+  await retryTimers.advance(1_000);
+  await until("the retry after that doubled", () => retryTimers.pending()[0] === 2_000);
+  runtime.setPull(image, undefined); // the registry is back
+  await retryTimers.advance(2_000);
+  await until("running", () => phase(h, "app") === "running");
+  assertEquals(retryTimers.pending(), []);
+  // The same value fails again (the image and the container gone, the registry down again).
+  runtime.setPull(image, { error: "manifest unknown" });
+  runtime.removeImage(image);
+  runtime.removeByHand("app_app");
+  await until("failed again", () => phase(h, "app") === "failed");
+  assertEquals(retryTimers.pending(), [1_000], "not 4 000: the success reset the count");
+});
+
 Deno.test("a crash loop fails the deployment with exit code and restarts until it runs a while", async () => {
   let now = Date.now(); // the in-memory runtime stamps starts with the real clock
   await using h = start({ entries: [entry("shop", 1)], now: () => now });
