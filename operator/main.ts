@@ -17,8 +17,9 @@ import {
   resolvePathOptions,
   UsageError,
 } from "./commands/cli.ts";
-import { CONNECTION_OPTIONS } from "./nats/connection.ts";
+import { CONNECTION_OPTIONS } from "./commands/connection_options.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
+import { asCliError } from "./commands/errors.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
 import { redactUrl } from "@drover/contracts";
@@ -95,7 +96,8 @@ export async function main(args: string[], io: CliIo): Promise<number> {
 }
 
 /** Prints an error as one line plus indented details; returns its exit code. */
-export function reportError(e: unknown, io: CliIo): number {
+export function reportError(thrown: unknown, io: CliIo): number {
+  const e = asCliError(thrown) ?? thrown;
   if (e instanceof CliError) {
     const lines = [
       `error: ${e.message}`,

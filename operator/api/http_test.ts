@@ -7,8 +7,10 @@ import {
 } from "../../tests/support/assert.ts";
 import { freePort, startNats, waitFor } from "../../tests/support/mod.ts";
 import { summarise } from "../fleet/aggregate.ts";
-import { CliError, EXIT } from "../commands/cli.ts";
+import { EXIT } from "../commands/cli.ts";
+import { asCliError } from "../commands/errors.ts";
 import {
+  ApiExposureError,
   apiTokenProblem,
   checkApiExposure,
   createApi,
@@ -206,24 +208,27 @@ Deno.test("http: checkApiExposure picks the token and refuses an open API beyond
   assertEquals(checkApiExposure(everywhere, TOKEN, "other-token-1234567"), TOKEN);
   assertEquals(checkApiExposure(everywhere, "", TOKEN), TOKEN);
 
-  const open = assertThrows(() => checkApiExposure(everywhere, undefined, ""), CliError);
-  assertEquals(open.exitCode, EXIT.usage);
+  const open = assertThrows(() => checkApiExposure(everywhere, undefined, ""), ApiExposureError);
+  assertEquals(asCliError(open)?.exitCode, EXIT.usage, "the CLI's usage error");
   assertStringIncludes(open.message, "on 0.0.0.0:8080 without a token");
   assertStringIncludes(open.details.join("\n"), "DROVER_API_TOKEN");
   assertStringIncludes(open.details.join("\n"), "--listen 127.0.0.1:8080");
   const v6 = assertThrows(
     () => checkApiExposure({ hostname: "::", port: 1 }, undefined, undefined),
-    CliError,
+    ApiExposureError,
   );
   assertStringIncludes(v6.message, "on [::]:1 without");
 
   // A weak token is refused wherever it listens, naming where it came from.
-  const short = assertThrows(() => checkApiExposure(loopback, "short", undefined), CliError);
-  assertEquals(short.exitCode, EXIT.usage);
+  const short = assertThrows(
+    () => checkApiExposure(loopback, "short", undefined),
+    ApiExposureError,
+  );
+  assertEquals(asCliError(short)?.exitCode, EXIT.usage);
   assertStringIncludes(short.message, "Invalid --api-token: it has 5 character(s)");
   const spaced = assertThrows(
     () => checkApiExposure(loopback, undefined, "a token with spaces in it"),
-    CliError,
+    ApiExposureError,
   );
   assertStringIncludes(spaced.message, "Invalid DROVER_API_TOKEN: it may hold only");
   assertEquals(apiTokenProblem("A-z0.9_~+/AAAAAAAAAAAA=="), null);

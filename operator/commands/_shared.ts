@@ -13,7 +13,8 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { connectionSettings, connectNats } from "../nats/connection.ts";
+import { connectNats } from "../nats/connection.ts";
+import { connectionSettings } from "./connection_options.ts";
 
 /** Runs `fn` with a NATS connection made from the shared options; always closes it. */
 export async function withNats<T>(

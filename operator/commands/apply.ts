@@ -21,7 +21,7 @@ import {
 import { loadManifest } from "../manifests/file.ts";
 import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
 import { waitForRollout, type WaitResult } from "../rollout/follow.ts";
-import { escapeControl, summaryCounts } from "./render.ts";
+import { escapeControl, summaryCounts } from "../views/render.ts";
 import { historyEntry, recordRevision } from "../rollout/history.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { failureLines } from "../rollout/view.ts";

@@ -32,7 +32,8 @@ import {
   deviceList,
   deviceRevoke,
 } from "../auth/mod.ts";
-import { type ConnectionSettings, connectionSettings, connectNats } from "../nats/connection.ts";
+import { type ConnectionSettings, connectNats } from "../nats/connection.ts";
+import { connectionSettings } from "./connection_options.ts";
 import { ensureBuckets } from "../nats/kv.ts";
 import {
   InvalidLabelError,

@@ -10,7 +10,7 @@ import { ensureBuckets } from "../nats/kv.ts";
 import { readHistory } from "../rollout/history.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { historyRows, historyTable } from "../rollout/view.ts";
-import { jsonForTerminal } from "./render.ts";
+import { jsonForTerminal } from "../views/render.ts";
 import { deploymentKey } from "@drover/contracts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import { deploymentNameArg, readRolloutState } from "./rollout.ts";

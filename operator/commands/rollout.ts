@@ -41,7 +41,7 @@ import {
 } from "../rollout/store.ts";
 import { RolloutState } from "../rollout/state.ts";
 import { rolloutReport, rolloutStatus } from "../rollout/view.ts";
-import { jsonForTerminal } from "./render.ts";
+import { jsonForTerminal } from "../views/render.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import { DEFAULT_WAIT_TIMEOUT, follow } from "./apply.ts";
 

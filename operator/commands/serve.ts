@@ -16,7 +16,8 @@ import {
   untilAborted,
 } from "@drover/common";
 import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
-import { connectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
+import { connectNats, serversForDisplay } from "../nats/connection.ts";
+import { connectionSettings } from "./connection_options.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type Buckets,

@@ -15,7 +15,20 @@ import {
   formatPath,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
-import { InvalidInputError } from "../commands/cli.ts";
+
+/**
+ * A manifest that cannot be read or is invalid; nothing was stored. The message names the
+ * file, each detail line a field (and, for YAML, its line).
+ */
+export class ManifestError extends Error {
+  override name = "ManifestError";
+  /** One line per problem found. */
+  readonly details: string[];
+  constructor(message: string, details: string[] = [], options?: ErrorOptions) {
+    super(message, options);
+    this.details = details;
+  }
+}
 
 /** A manifest file format. */
 export type ManifestFormat = "yaml" | "toml" | "json";
@@ -49,7 +62,7 @@ function parseYaml(text: string, file: string): { data: unknown; locate: Locate 
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter });
   if (doc.errors.length > 0) {
-    throw new InvalidInputError(
+    throw new ManifestError(
       `Invalid manifest ${file}: not valid YAML`,
       doc.errors.slice(0, 5).map((e) => {
         const pos = e.linePos?.[0];
@@ -85,7 +98,7 @@ function parseYaml(text: string, file: string): { data: unknown; locate: Locate 
     data = doc.toJS();
   } catch (e) {
     // The yaml library refuses alias bombs ("billion laughs") here, not in parsing.
-    throw new InvalidInputError(`Invalid manifest ${file}: not valid YAML`, [
+    throw new ManifestError(`Invalid manifest ${file}: not valid YAML`, [
       (e as Error).message,
     ], { cause: e });
   }
@@ -98,7 +111,7 @@ function parseTomlText(text: string, file: string): unknown {
   } catch (e) {
     if (e instanceof TomlError) {
       const first = e.message.split("\n")[0];
-      throw new InvalidInputError(`Invalid manifest ${file}: not valid TOML`, [
+      throw new ManifestError(`Invalid manifest ${file}: not valid TOML`, [
         `line ${e.line}, column ${e.column}: ${first}`,
       ], { cause: e });
     }
@@ -110,7 +123,7 @@ function parseJsonText(text: string, file: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new InvalidInputError(`Invalid manifest ${file}: not valid JSON`, [
+    throw new ManifestError(`Invalid manifest ${file}: not valid JSON`, [
       (e as Error).message,
     ], { cause: e });
   }
@@ -119,17 +132,17 @@ function parseJsonText(text: string, file: string): unknown {
 /**
  * Parses and validates manifest text.
  *
- * @throws {InvalidInputError} naming `file`, each bad field and (YAML) its line.
+ * @throws {ManifestError} naming `file`, each bad field and (YAML) its line.
  */
 export function parseManifest(text: string, file: string): DeploymentManifest {
   if (text.length > MAX_VALUE_BYTES) {
-    throw new InvalidInputError(
+    throw new ManifestError(
       `Invalid manifest ${file}: ${text.length} bytes, more than the ${MAX_VALUE_BYTES} allowed`,
     );
   }
   const format = detectFormat(file, text);
   if (format === "yaml" && text.length > MAX_YAML_MANIFEST_BYTES) {
-    throw new InvalidInputError(
+    throw new ManifestError(
       `Invalid manifest ${file}: ${text.length} bytes of YAML, more than the ` +
         `${MAX_YAML_MANIFEST_BYTES} allowed; write larger manifests as JSON`,
     );
@@ -154,7 +167,7 @@ export function parseManifest(text: string, file: string): DeploymentManifest {
   if (first === undefined) {
     throw new Error(`zod reported an invalid manifest ${file} without an issue`);
   }
-  throw new InvalidInputError(
+  throw new ManifestError(
     `Invalid manifest ${file}: ${formatPath(first.path)}: ${formatIssueMessage(first)}`,
     details,
   );
@@ -168,7 +181,7 @@ export async function loadManifest(file: string): Promise<DeploymentManifest> {
       ? await new Response(Deno.stdin.readable).text()
       : await Deno.readTextFile(file);
   } catch (e) {
-    throw new InvalidInputError(`Cannot read manifest ${file}: ${(e as Error).message}`, [], {
+    throw new ManifestError(`Cannot read manifest ${file}: ${(e as Error).message}`, [], {
       cause: e,
     });
   }

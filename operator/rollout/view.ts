@@ -13,7 +13,7 @@ import type { HistoryEntry } from "./history.ts";
 import type { RolloutBook } from "./store.ts";
 import { progressOf } from "./driver.ts";
 import type { RolloutFailure, RolloutPhase, RolloutState } from "./state.ts";
-import { escapeControl, table } from "../commands/render.ts";
+import { escapeControl, table } from "../views/render.ts";
 
 /** One device in a rollout. */
 export interface RolloutDeviceView {
