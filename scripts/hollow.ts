@@ -11,7 +11,7 @@
 
 import { parseArgs as parseFlags } from "node:util";
 import { abortableSleep, withinMs } from "@drover/common";
-import { BUCKET_DEVICES } from "@drover/contracts";
+import { BUCKET_DEVICES, parseLabels } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
 import { tolerateTransportResets } from "../agent/nats/connect.ts";
@@ -128,12 +128,9 @@ export function parseHollowArgs(
       }`,
     );
   }
-  const labels: Record<string, string> = {};
-  for (const l of v.label!) {
-    const eq = l.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--label takes key=value, not ${JSON.stringify(l)}`);
-    labels[l.slice(0, eq)] = l.slice(eq + 1);
-  }
+  const labelArgs = parseLabels(v.label!);
+  if (!labelArgs.ok) throw new UsageError(`--label: ${labelArgs.problem}`);
+  const labels = labelArgs.labels;
   const heartbeatSeconds = Number(v.heartbeat);
   if (!(heartbeatSeconds > 0 && heartbeatSeconds <= 3600)) {
     throw new UsageError(

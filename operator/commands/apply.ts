@@ -9,27 +9,13 @@
  */
 
 import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
-import {
-  type CliIo,
-  type Command,
-  EXIT,
-  OperationError,
-  parseDuration,
-  stringOption,
-  UsageError,
-} from "./cli.ts";
+import { type Command, EXIT, stringOption, UsageError } from "./cli.ts";
 import { loadManifest } from "../manifests/file.ts";
-import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
-import { waitForRollout, type WaitResult } from "../rollout/follow.ts";
-import { escapeControl, summaryCounts } from "../views/render.ts";
+import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
 import { historyEntry, recordRevision } from "../rollout/history.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
-import { failureLines } from "../rollout/view.ts";
-import type { KV } from "@nats-io/kv";
 import { expectPositionals, withNats } from "./_shared.ts";
-
-/** Default for `--timeout`. */
-export const DEFAULT_WAIT_TIMEOUT = "120s";
+import { follow, waitOptions, waitTimeoutMs } from "./_wait.ts";
 
 /** What `apply` did to the stored manifest. */
 export type ApplyChange = "created" | "configured" | "unchanged";
@@ -65,22 +51,14 @@ export const applyCommand: Command = {
       description: "Manifest to apply",
       path: {},
     },
-    wait: { type: "boolean", description: "Wait until every targeted device runs it" },
-    timeout: {
-      type: "string",
-      value: "DURATION",
-      description: `How long --wait waits (default ${DEFAULT_WAIT_TIMEOUT})`,
-    },
+    ...waitOptions("Wait until every targeted device runs it"),
   },
   connects: true,
   async run({ values, positionals, io }) {
     expectPositionals(positionals, 0, "apply", "");
     const file = stringOption(values, "file");
     if (file === undefined) throw new UsageError("Missing -f FILE", "apply");
-    const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
-    if (values.timeout !== undefined && !values.wait) {
-      throw new UsageError("--timeout only makes sense with --wait", "apply");
-    }
+    const timeoutMs = waitTimeoutMs(values, "apply");
     // Validate before connecting: an invalid file never touches NATS.
     const manifest = await loadManifest(file);
     return await withNats(values, io, async (nc) => {
@@ -112,89 +90,3 @@ export const applyCommand: Command = {
     });
   },
 };
-
-/** Follows the rollout of `revision` (`--wait`), printing progress; the exit code. */
-export async function follow(
-  buckets: Buckets,
-  rollouts: KV,
-  name: string,
-  revision: number,
-  timeoutMs: number,
-  io: CliIo,
-): Promise<number> {
-  let lastPrint = 0;
-  const result = await waitForRollout(buckets, name, revision, {
-    timeoutMs,
-    signal: io.signal,
-    onProgress(line, changed) {
-      if (io.isTerminal) {
-        if (changed) io.stdout(`\r\x1b[2K${line}`);
-      } else if (changed || Date.now() - lastPrint >= 10_000) {
-        io.stdout(`${line}\n`);
-        lastPrint = Date.now();
-      }
-    },
-  }, rollouts);
-  if (io.isTerminal) io.stdout("\n");
-  if (result.kind === "done" && result.view.targeted === 0) {
-    io.stderr(`warning: deployment "${name}" targets no device yet\n`);
-  }
-  return reportWait(result, name, timeoutMs);
-}
-
-function deviceLines(result: WaitResult, onlyFailed: boolean): string[] {
-  if (!("view" in result) || result.view === undefined) return [];
-  return result.view.devices
-    .filter((d) => (onlyFailed ? d.phase === "failed" : d.phase !== "ready"))
-    .slice(0, 20)
-    // The message is the device's own text: escaped, it cannot drive the terminal.
-    .map((d) => escapeControl(`${d.device_id}: ${d.phase}: ${d.message}`));
-}
-
-function reportWait(result: WaitResult, name: string, timeoutMs: number): number {
-  switch (result.kind) {
-    case "done":
-      return EXIT.ok;
-    case "failed":
-      throw new OperationError(
-        `Rollout of "${name}" failed: ${summaryCounts(result.view)}`,
-        deviceLines(result, true),
-      );
-    case "rollout_failed": {
-      const r = result.rollout;
-      const how = r.state === "rolled_back"
-        ? "was rolled back"
-        : r.state === "paused"
-        ? `paused in batch ${r.batch} of ${r.batches}`
-        : "failed";
-      throw new OperationError(
-        escapeControl(`Rollout of "${name}" revision ${r.revision} ${how}: ${r.message}`),
-        [
-          ...failureLines(r.failures),
-          ...(r.state === "paused"
-            ? [`"rollout resume ${name}" continues, "rollout undo ${name}" goes back`]
-            : []),
-        ],
-      );
-    }
-    case "superseded":
-      throw new OperationError(
-        `Rollout of "${name}" superseded: the deployment was changed again (revision ${result.revision})`,
-      );
-    case "interrupted":
-      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`);
-    case "timeout": {
-      const details = deviceLines(result, false);
-      if (
-        result.view === undefined || result.view.devices.every((d) => d.wanted_revision === null)
-      ) {
-        details.push('no desired state was written: is "drover-operator serve" running?');
-      }
-      throw new OperationError(
-        `Rollout of "${name}" did not finish within ${timeoutMs / 1000}s` +
-          (result.view ? `: ${summaryCounts(result.view)}` : ""),
-        details,
-      );
-    }
-  }
-}
