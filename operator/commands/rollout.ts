@@ -22,14 +22,9 @@ import {
   UsageError,
 } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { ensureBuckets, isWriteConflict, retryWhileRecovering } from "../nats/kv.ts";
 import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
-import {
-  ensureRolloutBuckets,
-  isWriteConflict,
-  type RolloutBuckets,
-  saveRolloutState,
-} from "../rollout/store.ts";
+import { ensureRolloutBuckets, type RolloutBuckets, saveRolloutState } from "../rollout/store.ts";
 import type { RolloutState } from "../rollout/state.ts";
 import { rolloutReport, rolloutStatus } from "../rollout/view.ts";
 import { jsonForTerminal } from "../views/render.ts";

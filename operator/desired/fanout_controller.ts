@@ -10,7 +10,7 @@
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 import { diff, type FanoutDiff, targets } from "./fanout.ts";
-import { knownDevices } from "../fleet/aggregate.ts";
+import { knownDevices } from "./targeting.ts";
 import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "../nats/kv.ts";
 import { RolloutDriver } from "../rollout/driver.ts";

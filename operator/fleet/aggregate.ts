@@ -16,12 +16,8 @@ import {
   parseDesiredStateKey,
   type ServiceStatus,
 } from "@drover/contracts";
-import {
-  desiredContent,
-  desiredStateOf,
-  type KnownDevice,
-  targetedDevices,
-} from "../desired/fanout.ts";
+import { desiredContent, desiredStateOf } from "../desired/fanout.ts";
+import { type KnownDevice, knownDevices, targetedDevices } from "../desired/targeting.ts";
 
 /** A device is offline once its last status is older than this many heartbeat intervals. */
 export const OFFLINE_AFTER_HEARTBEATS = 3;
@@ -174,18 +170,6 @@ export function isOnline(record: DeviceRecord | undefined, now: number): boolean
   if (record.heartbeatAt !== undefined) return now - lastSeen(record) <= grace;
   const refresh = (record.status?.status_refresh_seconds ?? 0) * 1000;
   return now - record.seenAt <= refresh + grace;
-}
-
-/**
- * Devices eligible for label selection: every device in the operator's
- * registry with valid labels. What devices report never counts here.
- */
-export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>): KnownDevice[] {
-  const out: KnownDevice[] = [];
-  for (const [id, record] of registry) {
-    if (record.labels !== undefined) out.push({ id, labels: record.labels });
-  }
-  return out;
 }
 
 /**

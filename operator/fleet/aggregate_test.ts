@@ -9,10 +9,10 @@ import {
   type DesiredKeyRecord,
   type DeviceRecord,
   isOnline,
-  knownDevices,
   type RegistrationRecord,
   summarise,
 } from "./aggregate.ts";
+import { knownDevices } from "../desired/targeting.ts";
 import { desiredStateOf } from "../desired/fanout.ts";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");

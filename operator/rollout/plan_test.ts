@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { type DeploymentManifest, DeploymentManifest as Manifest } from "@drover/contracts";
-import type { KnownDevice } from "../desired/fanout.ts";
+import type { KnownDevice } from "../desired/targeting.ts";
 import {
   type DeviceProgress,
   fleetWanted,

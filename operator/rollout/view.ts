@@ -6,8 +6,7 @@
  */
 
 import type { DeploymentManifest } from "@drover/contracts";
-import { knownDevices } from "../fleet/aggregate.ts";
-import { targetedDevices } from "../desired/fanout.ts";
+import { knownDevices, targetedDevices } from "../desired/targeting.ts";
 import type { FleetState } from "../fleet/state.ts";
 import type { HistoryEntry } from "./history.ts";
 import type { RolloutBook } from "./store.ts";
