@@ -225,10 +225,10 @@ async function main(args: string[]): Promise<number> {
     : withSection(renderMarkdown(results), dashboard);
   const scale = scaleSectionOf(previous);
   if (scale !== "") markdown = withScaleSection(markdown, scale);
-  // The hand-measured footprint breakdown (issue 16) is kept as well, at the end.
+  // The hand-measured footprint breakdown is kept as well, at the end (no run rewrites it).
   const breakdown = keptSection(previous, "footprint-breakdown");
   if (breakdown !== "") markdown = `${markdown.trimEnd()}\n\n${breakdown}`;
-  // bench/rollout.ts's staged-rollout figures (issue 13) too.
+  // bench/rollout.ts's staged-rollout figures too (that benchmark writes its own section).
   const rollout = keptSection(previous, "rollout-bench");
   if (rollout !== "") markdown = `${markdown.trimEnd()}\n\n${rollout}`;
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);

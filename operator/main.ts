@@ -1,6 +1,8 @@
 /**
- * `drover-operator`: the operator service (`serve`) and the CLI people use
- * (`apply`, `delete`, `get`, `status`). Run with `deno task operator …`.
+ * `drover-operator`: the operator service (`serve`) and the CLI people use; the commands are
+ * listed in commands/mod.ts (`drover-operator --help` prints them). Run with
+ * `deno task operator …`. Parses the command line, sets up logging, runs the command and
+ * turns what it throws into an exit code (commands/errors.ts).
  *
  * @module
  */

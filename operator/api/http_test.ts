@@ -155,7 +155,7 @@ Deno.test("http: with a token every request but /healthz needs it", async () => 
   const head = await guarded(withToken("/api/devices", undefined, "HEAD"));
   assertEquals(head.status, 401);
   await head.body?.cancel();
-  // Behind the token, routing answers as before.
+  // Behind the token, routing answers as without one: an unknown path is 404.
   const nowhere = await guarded(withToken("/nowhere", `Bearer ${TOKEN}`));
   assertEquals(nowhere.status, 404);
   await nowhere.body?.cancel();

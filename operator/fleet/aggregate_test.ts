@@ -156,7 +156,7 @@ Deno.test("isOnline: heartbeats keep a device online between rarer full statuses
   const view = summarise([], new Map(), new Map([["a", r]]), new Map(), NOW);
   assertEquals(view.devices[0]?.last_seen, new Date(NOW - 5_000).toISOString());
   assertEquals(view.devices[0]?.heartbeat_age_seconds, 5);
-  // Older agents (no refresh field) are judged as before: three heartbeats.
+  // Agents that send no refresh field are judged by three heartbeats alone.
   const old = record("b", {}, {}, 31, 10);
   assertEquals(isOnline(old, NOW), false);
 });
