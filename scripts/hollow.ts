@@ -10,7 +10,7 @@
  */
 
 import { parseArgs as parseFlags } from "node:util";
-import { abortableSleep, withinMs } from "@drover/common";
+import { abortableSleep, untilAborted, withinMs } from "@drover/common";
 import { BUCKET_DEVICES, parseLabels } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
@@ -268,10 +268,7 @@ async function runDevices(
       // Spread connection set-up so the event loop (and the server) keep breathing.
       if (i % 50 === 49) await abortableSleep(5, signal);
     }
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    await untilAborted(signal);
     // Each device publishes a last `stopped` status, as a real agent does.
     await withinMs(Promise.allSettled(runs), 10_000);
   } finally {

@@ -44,6 +44,7 @@ import {
   runCliChecked,
   SmokeError,
 } from "./smoke/processes.ts";
+import { untilAborted } from "@drover/common";
 
 const DEVICE_ID = "smoke-pi";
 const DEVICE_LABELS = { site: "home", arch: Deno.build.arch };
@@ -518,7 +519,7 @@ async function main(): Promise<number> {
       await Deno.writeTextFile(env.manifestPath!, await smokeManifest(env, FIRST_GREETING));
       console.log(await operator(env, ["apply", "-f", env.manifestPath!]));
       console.log(pokeAround(env));
-      await new Promise((resolve) => interrupt.signal.addEventListener("abort", resolve));
+      await untilAborted(interrupt.signal);
     }
     console.log("Cleaning up…");
   }

@@ -35,7 +35,7 @@ import {
   type ObservedContainer,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { abortableSleep } from "@drover/common";
+import { abortableSleep, untilAborted } from "@drover/common";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
@@ -253,10 +253,7 @@ export class Reconciler {
     if (this.#running) throw new Error("Cannot run the reconciler twice: it is already running");
     this.#running = true;
     this.#runSignal = signal;
-    const stopped = new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const stopped = untilAborted(signal);
     try {
       // Know every key of the first pass before any worker starts on one.
       await this.#resync(signal, { first: true });

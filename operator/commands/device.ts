@@ -46,6 +46,7 @@ import {
 } from "../fleet/registry.ts";
 import { formatLabels, parseLabels } from "@drover/contracts";
 import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./_shared.ts";
+import { table } from "../views/render.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
 export function parseLabelArgs(args: string[]): Record<string, string> {
@@ -321,22 +322,16 @@ export const deviceCommand: Command = {
               : d.expiresAt !== undefined && Date.parse(d.expiresAt) <= now
               ? "expired"
               : "active";
-          const rows = [["ID", "STATE", "LABELS", "CREATED", "EXPIRES"]].concat(devices.map((d) => [
-            d.id,
-            stateOf(d),
-            formatLabels(d.labels) || "-",
-            d.createdAt,
-            d.expiresAt ?? "never",
-          ]));
-          const widths = rows.reduce(
-            (w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)),
-            [] as number[],
-          );
-          io.stdout(
-            rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join(
-              "\n",
-            ) + "\n",
-          );
+          io.stdout(table(
+            ["ID", "STATE", "LABELS", "CREATED", "EXPIRES"],
+            devices.map((d) => [
+              d.id,
+              stateOf(d),
+              formatLabels(d.labels) || "-",
+              d.createdAt,
+              d.expiresAt ?? "never",
+            ]),
+          ));
           return EXIT.ok;
         }
         case undefined:
