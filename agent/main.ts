@@ -9,6 +9,7 @@
  * @module
  */
 
+import { parseArgs as parseCommandLine } from "node:util";
 import { type AgentConfig, redactUrl } from "@drover/contracts";
 import { Lifecycle, Listeners, untilAborted } from "@drover/common";
 import type { Logger } from "@logtape/logtape";
@@ -81,26 +82,33 @@ export type CliCommand =
 
 /** Parses the command line. Pure. */
 export function parseArgs(args: readonly string[]): CliCommand {
-  let configPath: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "-h" || arg === "--help") return { kind: "help" };
-    if (arg === "-V" || arg === "--version") return { kind: "version" };
-    if (arg === "-c" || arg === "--config") {
-      const value = args[i + 1];
-      if (value === undefined || value === "") {
-        return { kind: "usage-error", message: `${arg} needs a file path` };
-      }
-      configPath = value;
-      i++;
-    } else if (arg.startsWith("--config=")) {
-      configPath = arg.slice("--config=".length);
-      if (configPath === "") return { kind: "usage-error", message: "--config needs a file path" };
-    } else {
-      return { kind: "usage-error", message: `unknown argument ${JSON.stringify(arg)}` };
-    }
+  let values;
+  try {
+    ({ values } = parseCommandLine({
+      args: [...args],
+      options: {
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+        config: { type: "string", short: "c" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    // node:util names the argument in single quotes; say it the way the rest of our errors do.
+    const argument = /'([^']+)'/.exec((e as Error).message)?.[1];
+    const missing = /argument missing/.test((e as Error).message);
+    return {
+      kind: "usage-error",
+      message: missing
+        ? `${argument?.replace(/ <value>$/, "") ?? "an option"} needs a file path`
+        : `unknown argument ${JSON.stringify(argument ?? args.join(" "))}`,
+    };
   }
-  return { kind: "run", configPath: configPath ?? DEFAULT_CONFIG_PATH };
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  if (values.config === "") return { kind: "usage-error", message: "--config needs a file path" };
+  return { kind: "run", configPath: values.config ?? DEFAULT_CONFIG_PATH };
 }
 
 /**

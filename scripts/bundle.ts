@@ -22,10 +22,12 @@ import {
   elfTarget,
   lockfileArgs,
   natsAccessNote,
-  parseNatsHosts,
+  natsHostsOf,
+  parseScriptArgs,
   readAgentTask,
   withNatsHosts,
 } from "./compile.ts";
+import { exists } from "../tests/support/files.ts";
 
 /** Default output directory. */
 export const DIST_DIR = "dist";
@@ -203,16 +205,6 @@ function dirname(path: string): string {
   return slash <= 0 ? (slash === 0 ? "/" : ".") : path.slice(0, slash);
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** Command-line options. */
 export interface BundleOptions {
   outDir: string;
@@ -229,23 +221,17 @@ const USAGE =
 
 /** Parses the command line (pure): the options, "help", or a usage error message. */
 export function parseBundleArgs(args: string[]): BundleOptions | "help" | string {
-  const options: BundleOptions = { outDir: DIST_DIR, arm64: true, natsHosts: [] };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const value = args[i + 1];
-    if (arg === "--help" || arg === "-h") return "help";
-    if (arg === "--no-arm64") options.arm64 = false;
-    else if (arg === "--allow-nats" && value) {
-      i++;
-      const hosts = parseNatsHosts(value);
-      if (typeof hosts === "string") return hosts;
-      options.natsHosts.push(...hosts);
-    } else if (arg === "--out-dir" && value) {
-      i++;
-      options.outDir = value;
-    } else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
-  }
-  return options;
+  const values = parseScriptArgs(args, {
+    help: { type: "boolean", short: "h" },
+    "no-arm64": { type: "boolean" },
+    "allow-nats": { type: "string", multiple: true },
+    "out-dir": { type: "string" },
+  });
+  if (typeof values === "string") return values;
+  if (values.help) return "help";
+  const natsHosts = natsHostsOf(values["allow-nats"]);
+  if (typeof natsHosts === "string") return natsHosts;
+  return { outDir: values["out-dir"] ?? DIST_DIR, arm64: !values["no-arm64"], natsHosts };
 }
 
 function seconds(since: number): string {
