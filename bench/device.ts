@@ -37,6 +37,7 @@ import { EventWatch, type ObservedEvent } from "./podman_events.ts";
 import { LoggedProcess } from "./process.ts";
 import { cpuPercent, sampleProcess } from "./machine.ts";
 import { epochMs, rounded, summarise, type Summary } from "./stats.ts";
+import { NOTHING_FETCHED_FLAGS } from "../scripts/bundle.ts";
 
 /** The test image under a fixed, non-`latest` tag: present locally, so never pulled (IfNotPresent). */
 export const BENCH_IMAGE = "localhost/drover/busybox:bench";
@@ -132,11 +133,7 @@ export function agentRunArgs(): string[] {
     const bundle = new URL("../dist/drover-agent.bundle.js", import.meta.url).pathname;
     return [
       "run",
-      "--no-config",
-      "--no-lock",
-      "--no-remote",
-      "--no-npm",
-      "--no-prompt",
+      ...NOTHING_FETCHED_FLAGS,
       "--unstable-net",
       "-A",
       ...agentV8Flags(),

@@ -27,6 +27,7 @@ import { sectionOf, withSection } from "./dashboard.ts";
 import { sectionOf as scaleSectionOf, withSection as withScaleSection } from "./scale.ts";
 import { sectionOf as keptSection } from "./sections.ts";
 import { exists } from "../tests/support/files.ts";
+import { NOTHING_FETCHED_FLAGS } from "../scripts/bundle.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -113,11 +114,7 @@ async function aarch64Command(): Promise<string[] | string> {
     qemu,
     `${REPO_ROOT}/${DIST.arm64Deno}`,
     "run",
-    "--no-config",
-    "--no-lock",
-    "--no-remote",
-    "--no-npm",
-    "--no-prompt",
+    ...NOTHING_FETCHED_FLAGS,
     "--unstable-net",
     "-A",
     `${REPO_ROOT}/${DIST.bundle}`,

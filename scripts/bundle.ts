@@ -46,16 +46,18 @@ export function artifactPaths(outDir = DIST_DIR) {
 /** npm package that ships the aarch64 (glibc) Deno executable. */
 export const ARM64_DENO_PACKAGE = "@deno/linux-arm64-glibc";
 
-/** Flags every run of the bundle uses: nothing is fetched or resolved at run time (pure). */
+/** The `deno run` flags under which nothing is fetched or resolved at run time. */
+export const NOTHING_FETCHED_FLAGS: readonly string[] = [
+  "--no-config",
+  "--no-lock",
+  "--no-remote",
+  "--no-npm",
+  "--no-prompt",
+];
+
+/** Flags every run of the bundle uses: nothing fetched, the agent task's permissions (pure). */
 export function bundleRunFlags(task: AgentTask): string[] {
-  return [
-    "--no-config",
-    "--no-lock",
-    "--no-remote",
-    "--no-npm",
-    "--no-prompt",
-    ...task.runtimeFlags,
-  ];
+  return [...NOTHING_FETCHED_FLAGS, ...task.runtimeFlags];
 }
 
 /** The launcher script's text (pure); paths can be overridden with DROVER_DENO/DROVER_BUNDLE. */
