@@ -11,7 +11,7 @@
 
 import { parseArgs as parseCommandLine } from "node:util";
 import { type AgentConfig, redactUrl } from "@drover/contracts";
-import { Lifecycle, Listeners, untilAborted } from "@drover/common";
+import { Lifecycle, Listeners, type Runnable, untilAborted } from "@drover/common";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
@@ -31,7 +31,6 @@ import { DesiredStore } from "./reconcile/desired_store.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";
 import { PodmanClient } from "./runtime/podman/client.ts";
-// Loaded only when metrics are configured (prom-client: ≈ 1 MiB of heap, bench/RESULTS.md).
 import type { AgentMetrics } from "./metrics.ts";
 import { EventRing } from "./commands/event_ring.ts";
 import { CommandServer } from "./commands/server.ts";
@@ -166,25 +165,8 @@ export async function runAgent(
     send().catch((e) =>
       log.warn("sd_notify {what} failed: {error}", { what, error: errorText(e) })
     );
-  // The logs command reads through the same podman client as the runtime.
-  const podman = parts.runtime === undefined
-    ? new PodmanClient({ socketPath: config.podman.socket })
-    : undefined;
-  const metrics = config.metrics?.listen !== undefined
-    ? { module: await import("./metrics.ts"), listen: config.metrics.listen }
-    : undefined;
-  const counters = metrics && new metrics.module.AgentMetrics(deviceId);
-  const bareRuntime: ContainerRuntime & Partial<Disposable> = parts.runtime ??
-    new PodmanRuntime({ client: podman! });
-  const runtime = counters?.instrument(bareRuntime) ?? bareRuntime;
-  const store = new DesiredStore({
-    ...(useCache
-      ? { persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) } }
-      : {}),
-    log,
-  });
-  if (useCache) await loadCache(store, stateDir, deviceId, log);
-  else store.replace(new Map(), false); // nothing known yet: leave what runs alone until KV answers
+  const { podman, runtime, metrics, counters } = await openRuntime(config, parts);
+  const store = await openStore(config, useCache, log);
   // Recent events for `operator events`; bounded, never part of the status.
   const events = new EventRing();
   let lastReconcileAtMs: number | undefined;
@@ -225,6 +207,7 @@ export async function runAgent(
     startedAtMs: Date.now(),
     lastReconcileAtMs: () => lastReconcileAtMs,
     events,
+    // The logs command reads through the same podman client as the runtime.
     logs: podman !== undefined
       ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
       : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) },
@@ -273,24 +256,9 @@ export async function runAgent(
       run: (signal) => serveMetricsLogged(metrics, counters, signal, log),
     });
   }
-  let firstPassDone = false;
-  // A release on trial must reconcile once and store a status before its deadline (from now).
-  if (updater !== undefined) {
-    life.add({
-      name: "update trial",
-      run: (signal) => updater.watchTrial(() => firstPassDone && publisher.published > 0, signal),
-    });
+  for (const part of readinessParts(reconciler, publisher, updater, notifier, notify, log)) {
+    life.add(part);
   }
-  life.add({
-    name: "readiness",
-    run: async (signal) => {
-      await Promise.race([reconciler.firstPass, untilAborted(signal)]);
-      if (signal.aborted) return;
-      firstPassDone = true;
-      if (updater?.onTrial) publisher.changed();
-      ready(log, notifier, notify, reconciler, signal);
-    },
-  });
   life.add({
     name: "shutdown notice",
     stop: () => {
@@ -307,6 +275,36 @@ export async function runAgent(
   await life.start();
   await life.stopped();
   await life.stop();
+}
+
+/** The container runtime (podman, unless `parts` brings one), metered when metrics are on. */
+async function openRuntime(config: AgentConfig, parts: AgentParts) {
+  const podman = parts.runtime === undefined
+    ? new PodmanClient({ socketPath: config.podman.socket })
+    : undefined;
+  // Loaded only when configured (prom-client: ≈ 1 MiB of heap, bench/RESULTS.md).
+  const metrics = config.metrics?.listen !== undefined
+    ? { module: await import("./metrics.ts"), listen: config.metrics.listen }
+    : undefined;
+  const counters = metrics && new metrics.module.AgentMetrics(config.agent.device_id);
+  const bare: ContainerRuntime & Partial<Disposable> = parts.runtime ??
+    new PodmanRuntime({ client: podman! });
+  const runtime: ContainerRuntime & Partial<Disposable> = counters?.instrument(bare) ?? bare;
+  return { podman, runtime, metrics, counters };
+}
+
+/** The desired-state store, filled from the offline cache when there is one. */
+async function openStore(config: AgentConfig, useCache: boolean, log: Logger) {
+  const { device_id: deviceId, state_dir: stateDir } = config.agent;
+  const store = new DesiredStore({
+    ...(useCache
+      ? { persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) } }
+      : {}),
+    log,
+  });
+  if (useCache) await loadCache(store, stateDir, deviceId, log);
+  else store.replace(new Map(), false); // nothing known yet: leave what runs alone until KV answers
+  return store;
 }
 
 /** The reason of a shutdown the updater asked for: a restart into another release. */
@@ -397,26 +395,46 @@ function systemdStatus(
   };
 }
 
-/** The first pass is over: tell systemd READY and start the watchdog. */
-function ready(
-  log: Logger,
+/**
+ * After the first pass: systemd hears READY and the watchdog starts; a release on trial
+ * commits once it has reconciled and stored a status (`updater.watchTrial`, from now).
+ */
+function readinessParts(
+  reconciler: Reconciler,
+  publisher: StatusPublisher,
+  updater: Updater | undefined,
   notifier: SystemdNotifier,
   notify: (what: string, send: () => Promise<void>) => Promise<void>,
-  reconciler: Reconciler,
-  signal: AbortSignal,
-): void {
-  log.info("First reconcile pass done: device is {status}", { status: reconciler.deviceStatus() });
-  const line = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
-  void notify("READY", () => notifier.ready(line));
-  let watchdogFailures = 0;
-  notifier.startWatchdog(
-    () => !signal.aborted,
-    (e) => {
-      // Once is news; every ping after that would flood the journal.
-      const level = watchdogFailures++ === 0 ? "warn" : "debug";
-      log[level]("sd_notify WATCHDOG failed: {error}", { error: errorText(e) });
+  log: Logger,
+): Runnable[] {
+  let firstPassDone = false;
+  const trial: Runnable[] = updater === undefined ? [] : [{
+    name: "update trial",
+    run: (signal) => updater.watchTrial(() => firstPassDone && publisher.published > 0, signal),
+  }];
+  return [...trial, {
+    name: "readiness",
+    run: async (signal) => {
+      await Promise.race([reconciler.firstPass, untilAborted(signal)]);
+      if (signal.aborted) return;
+      firstPassDone = true;
+      if (updater?.onTrial) publisher.changed();
+      log.info("First reconcile pass done: device is {status}", {
+        status: reconciler.deviceStatus(),
+      });
+      const line = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
+      void notify("READY", () => notifier.ready(line));
+      let watchdogFailures = 0;
+      notifier.startWatchdog(
+        () => !signal.aborted,
+        (e) => {
+          // Once is news; every ping after that would flood the journal.
+          const level = watchdogFailures++ === 0 ? "warn" : "debug";
+          log[level]("sd_notify WATCHDOG failed: {error}", { error: errorText(e) });
+        },
+      );
     },
-  );
+  }];
 }
 
 /** Serves /metrics until `signal` aborts; a port that cannot be bound is logged, not fatal. */
