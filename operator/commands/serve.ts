@@ -191,40 +191,14 @@ export const serveCommand: Command = {
     const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
     const controller = new FanoutController(timed, { rollouts, isActive: () => lease.active });
     leaseChanged.add((active) => active && controller.markDirty());
-    const fleetView = (now: number) => controller.ready ? controller.state.view(now) : undefined;
-    metrics.readFleetFrom(() => fleetView(Date.now()));
+    metrics.readFleetFrom(() => fleetView(controller, Date.now()));
     // Agents ask it for their keys after every (re)connect: answer from the start.
     const snapshots = new DesiredSnapshotService(nc, buckets.desired);
     // Agent releases for self-update (devices cannot read the Object Store themselves).
     const artifacts = new ArtifactService(nc, { replicas });
     // Devices' liveness between their (rarer) full status puts.
     const heartbeats = new HeartbeatListener(nc, controller.state, buckets.status);
-    // A deployment's rollout and history, from what the controller mirrors.
-    const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
-      const book = controller.rollouts?.book;
-      return book === undefined ? {} : deploymentRolloutInfo(name, book, controller.state, now);
-    };
-    const api = createApi({
-      view: () => controller.state.view(Date.now()),
-      unhealthy: () =>
-        nc.isClosed() ? "NATS connection closed" : controller.ready ? null : "starting",
-      metrics: () => metrics.render(),
-      deploymentDetails: (name) => rolloutInfo(name, Date.now()),
-      // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
-      deviceRequests: natsDeviceRequests(nc),
-    }, { token: apiToken });
-    // The browser dashboard at / (its own paths; everything else is the API's).
-    const dashboard = new Dashboard({
-      view: (now) => {
-        const view = fleetView(now);
-        return view && {
-          ...view,
-          deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
-        };
-      },
-      device: (id) => controller.state.statuses.get(id),
-      // The device page's panes read /api/devices/ID/events|logs through it, on the session.
-    }, { token: apiToken, api });
+    const { api, dashboard } = httpViews(controller, metrics, nc, apiToken);
     controller.state.onChange(() => dashboard.feed.notify());
 
     life.add({ name: "operator lease", start: () => lease.start(), stop: () => lease.stop() });
@@ -328,4 +302,45 @@ async function watchConnection(
     }
   })().catch(() => {});
   await Promise.race([following, untilAborted(signal)]);
+}
+
+/** The fleet view once the controller has its first complete picture, else undefined. */
+function fleetView(controller: FanoutController, now: number) {
+  return controller.ready ? controller.state.view(now) : undefined;
+}
+
+/** The HTTP API and the dashboard, reading what the fan-out controller mirrors. */
+function httpViews(
+  controller: FanoutController,
+  metrics: OperatorMetrics,
+  nc: NatsConnection,
+  apiToken: string | undefined,
+) {
+  // A deployment's rollout and history, from what the controller mirrors.
+  const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
+    const book = controller.rollouts?.book;
+    return book === undefined ? {} : deploymentRolloutInfo(name, book, controller.state, now);
+  };
+  const api = createApi({
+    view: () => controller.state.view(Date.now()),
+    unhealthy: () =>
+      nc.isClosed() ? "NATS connection closed" : controller.ready ? null : "starting",
+    metrics: () => metrics.render(),
+    deploymentDetails: (name) => rolloutInfo(name, Date.now()),
+    // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
+    deviceRequests: natsDeviceRequests(nc),
+  }, { token: apiToken });
+  // The browser dashboard at / (its own paths; everything else is the API's).
+  const dashboard = new Dashboard({
+    view: (now) => {
+      const view = fleetView(controller, now);
+      return view && {
+        ...view,
+        deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
+      };
+    },
+    device: (id) => controller.state.statuses.get(id),
+    // The device page's panes read /api/devices/ID/events|logs through it, on the session.
+  }, { token: apiToken, api });
+  return { api, dashboard };
 }
