@@ -11,7 +11,7 @@
 
 import { parseArgs as parseFlags } from "node:util";
 import { abortableSleep, untilAborted, withinMs } from "@drover/common";
-import { BUCKET_DEVICES, parseLabels } from "@drover/contracts";
+import { BUCKET_DEVICES, labelPairs, parseLabels } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
 import { tolerateTransportResets } from "../agent/nats/connect.ts";
@@ -310,7 +310,7 @@ async function runWorkers(
         "--heartbeat",
         String(args.heartbeatSeconds),
         ...args.servers.flatMap((s) => ["--nats", s]),
-        ...Object.entries(args.labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+        ...labelPairs(args.labels).flatMap((pair) => ["--label", pair]),
         ...(args.credsDir !== undefined ? ["--creds-dir", args.credsDir] : []),
         ...(args.statusRefreshSeconds !== undefined
           ? ["--status-refresh", String(args.statusRefreshSeconds)]

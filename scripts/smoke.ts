@@ -22,6 +22,7 @@ import {
   decodeJson,
   DeploymentManifest,
   formatZodIssues,
+  labelPairs,
   statusKey,
 } from "@drover/contracts";
 import {
@@ -314,7 +315,7 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
 
   await progress.step(STEPS.register, async (note) => {
     // What a user does: selectors match the operator's registry, not what the agent reports.
-    const labels = Object.entries(DEVICE_LABELS).map(([k, v]) => `${k}=${v}`);
+    const labels = labelPairs(DEVICE_LABELS);
     note(`$ drover-operator device label ${DEVICE_ID} ${labels.join(" ")}`);
     note(indent(await operator(env, ["device", "label", DEVICE_ID, ...labels])));
   });
