@@ -188,17 +188,7 @@ export async function runAgent(
   const updater = config.update !== undefined && useCache
     ? await startUpdater(config.update, deviceId, stateDir, statusChanged, life, log)
     : undefined;
-  const publisher = new StatusPublisher({
-    deviceId,
-    labels: config.agent.labels,
-    heartbeatSeconds: config.agent.heartbeat_seconds,
-    ...(parts.statusRefreshSeconds !== undefined
-      ? { refreshSeconds: parts.statusRefreshSeconds }
-      : {}),
-    source: reconciler,
-    ...(updater !== undefined ? { update: () => updater.status() } : {}),
-    log: logger("status").with({ device: deviceId }),
-  });
+  const publisher = newPublisher(config, parts, reconciler, updater);
   statusChanged.add(() => publisher.changed());
   statusChanged.add(systemdStatus(notifier, reconciler, notify));
   const commands = new CommandServer({
@@ -207,10 +197,7 @@ export async function runAgent(
     startedAtMs: Date.now(),
     lastReconcileAtMs: () => lastReconcileAtMs,
     events,
-    // The logs command reads through the same podman client as the runtime.
-    logs: podman !== undefined
-      ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
-      : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) },
+    logs: logSource(deviceId, runtime, podman, store),
     allowLogs: config.policy.allow_logs !== false,
     log: logger("commands").with({ device: deviceId }),
   });
@@ -305,6 +292,39 @@ async function openStore(config: AgentConfig, useCache: boolean, log: Logger) {
   if (useCache) await loadCache(store, stateDir, deviceId, log);
   else store.replace(new Map(), false); // nothing known yet: leave what runs alone until KV answers
   return store;
+}
+
+/** Puts the device's status (from the reconciler and the updater) into `agent-status`. */
+function newPublisher(
+  config: AgentConfig,
+  parts: AgentParts,
+  reconciler: Reconciler,
+  updater: Updater | undefined,
+): StatusPublisher {
+  const deviceId = config.agent.device_id;
+  return new StatusPublisher({
+    deviceId,
+    labels: config.agent.labels,
+    heartbeatSeconds: config.agent.heartbeat_seconds,
+    ...(parts.statusRefreshSeconds !== undefined
+      ? { refreshSeconds: parts.statusRefreshSeconds }
+      : {}),
+    source: reconciler,
+    ...(updater !== undefined ? { update: () => updater.status() } : {}),
+    log: logger("status").with({ device: deviceId }),
+  });
+}
+
+/** What `operator logs` reads: podman's logs through the runtime's client; none without podman. */
+function logSource(
+  deviceId: string,
+  runtime: ContainerRuntime,
+  podman: PodmanClient | undefined,
+  store: DesiredStore,
+) {
+  return podman !== undefined
+    ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
+    : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) };
 }
 
 /** The reason of a shutdown the updater asked for: a restart into another release. */
