@@ -60,6 +60,8 @@ export class Lifecycle {
   readonly #options: LifecycleOptions;
   readonly #parts: Runnable[] = [];
   readonly #started: Started[] = [];
+  /** Index in #parts of the next part to start. */
+  #next = 0;
   readonly #shutdown = new AbortController();
   #stopping: Promise<void> | undefined;
 
@@ -95,16 +97,18 @@ export class Lifecycle {
 
   /** Adds a part; it starts after the ones added before it and stops before them. */
   add(part: Runnable): void {
-    if (this.#started.length > 0) throw new Error(`Cannot add ${part.name} after start`);
     this.#parts.push(part);
   }
 
   /**
-   * Starts every part in order. If one fails to start, the started ones are stopped in
-   * reverse and the error is rethrown. Parts after a declared shutdown are not started.
+   * Starts, in order, every part added since the last call (a root may start what it has built
+   * so far, e.g. a connection, before it builds what needs it). If one fails to start, every
+   * started part is stopped in reverse and the error is rethrown. After a declared shutdown
+   * nothing more is started.
    */
   async start(): Promise<void> {
-    for (const part of this.#parts) {
+    while (this.#next < this.#parts.length) {
+      const part = this.#parts[this.#next++]!;
       if (this.signal.aborted) return;
       try {
         await part.start?.();

@@ -100,3 +100,30 @@ Deno.test("Listeners: emit reaches listeners added so far, in order; removal wor
   news.emit(2);
   assertEquals(seen, ["a1", "b1", "b2"]);
 });
+
+Deno.test("Lifecycle: parts added after a start start with the next start; stop takes them all, last first", async () => {
+  const seen: string[] = [];
+  const life = new Lifecycle();
+  const part = (name: string) => ({
+    name,
+    start: () => void seen.push(`start ${name}`),
+    stop: () => void seen.push(`stop ${name}`),
+  });
+  life.add(part("connection"));
+  await life.start();
+  life.add(part("controller"));
+  life.add(part("server"));
+  await life.start();
+  await life.start(); // nothing new
+  await life.stop();
+  life.add(part("late"));
+  await life.start(); // shutdown was declared: not started
+  assertEquals(seen, [
+    "start connection",
+    "start controller",
+    "start server",
+    "stop server",
+    "stop controller",
+    "stop connection",
+  ]);
+});

@@ -171,80 +171,83 @@ export const serveCommand: Command = {
     life.follow(io.signal);
     const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
     life.add({ name: "NATS connection", stop: () => nc.drain().catch(() => nc.close()) });
-    const buckets = await openBucketsPatiently(nc, { history, replicas }, life.signal);
-    if (buckets === undefined) {
-      await life.stop(); // stopped while waiting for JetStream
-      return EXIT.ok;
-    }
-    const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
-    // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
-    const leaseChanged = new Listeners<boolean>();
-    const lease = new Lease(
-      rollouts.leases,
-      `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
-      {
-        onChange: (active) => leaseChanged.emit(active),
-      },
-    );
-    // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
-    const metrics = new OperatorMetrics();
-    const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
-    const controller = new FanoutController(timed, { rollouts, isActive: () => lease.active });
-    leaseChanged.add((active) => active && controller.markDirty());
-    metrics.readFleetFrom(() => fleetView(controller, Date.now()));
-    // Agents ask it for their keys after every (re)connect: answer from the start.
-    const snapshots = new DesiredSnapshotService(nc, buckets.desired);
-    // Agent releases for self-update (devices cannot read the Object Store themselves).
-    const artifacts = new ArtifactService(nc, { replicas });
-    // Devices' liveness between their (rarer) full status puts.
-    const heartbeats = new HeartbeatListener(nc, controller.state, buckets.status);
-    const { api, dashboard } = httpViews(controller, metrics, nc, apiToken);
-    controller.state.onChange(() => dashboard.feed.notify());
-
-    life.add({ name: "operator lease", start: () => lease.start(), stop: () => lease.stop() });
-    life.add(disposable("snapshot service", snapshots));
-    life.add(disposable("artifact service", artifacts));
-    life.add(
-      httpServer(
-        listen,
-        apiToken,
-        (request) => dashboard.handle(request) ?? api(request),
-        () => dashboard.close(),
-      ),
-    );
-    life.add({
-      name: "fan-out controller",
-      start: () => controller.start(),
-      stop: () => controller.stop(),
-    });
-    life.add(disposable("heartbeat listener", heartbeats));
-    life.add({
-      name: "connection watch",
-      run: (signal) =>
-        watchConnection(nc, () => {
-          metrics.reconnected();
-          controller.rewatch();
-          snapshots.rewatch();
-        }, signal),
-    });
-    life.add({
-      name: "readiness",
-      start: () => {
-        dashboard.feed.notify();
-        log.info(
-          "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
-          {
-            deployments: controller.state.manifests.size,
-            devices: controller.state.statuses.size,
-            keys: controller.state.desired.size,
-          },
-        );
-      },
-      stop: () => log.info("Stopping"),
-    });
     await life.start();
-    await life.stopped();
-    await life.stop();
+    // Whatever happens from here on (a bucket that cannot be created, a port in use), the parts
+    // started so far, the connection first among them, are stopped in reverse.
+    try {
+      const buckets = await openBucketsPatiently(nc, { history, replicas }, life.signal);
+      if (buckets === undefined) return EXIT.ok; // stopped while waiting for JetStream
+      const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
+      // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
+      const leaseChanged = new Listeners<boolean>();
+      const lease = new Lease(
+        rollouts.leases,
+        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        {
+          onChange: (active) => leaseChanged.emit(active),
+        },
+      );
+      // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
+      const metrics = new OperatorMetrics();
+      const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
+      const controller = new FanoutController(timed, { rollouts, isActive: () => lease.active });
+      leaseChanged.add((active) => active && controller.markDirty());
+      metrics.readFleetFrom(() => fleetView(controller, Date.now()));
+      // Agents ask it for their keys after every (re)connect: answer from the start.
+      const snapshots = new DesiredSnapshotService(nc, buckets.desired);
+      // Agent releases for self-update (devices cannot read the Object Store themselves).
+      const artifacts = new ArtifactService(nc, { replicas });
+      // Devices' liveness between their (rarer) full status puts.
+      const heartbeats = new HeartbeatListener(nc, controller.state, buckets.status);
+      const { api, dashboard } = httpViews(controller, metrics, nc, apiToken);
+      controller.state.onChange(() => dashboard.feed.notify());
+
+      life.add({ name: "operator lease", start: () => lease.start(), stop: () => lease.stop() });
+      life.add(disposable("snapshot service", snapshots));
+      life.add(disposable("artifact service", artifacts));
+      life.add(
+        httpServer(
+          listen,
+          apiToken,
+          (request) => dashboard.handle(request) ?? api(request),
+          () => dashboard.close(),
+        ),
+      );
+      life.add({
+        name: "fan-out controller",
+        start: () => controller.start(),
+        stop: () => controller.stop(),
+      });
+      life.add(disposable("heartbeat listener", heartbeats));
+      life.add({
+        name: "connection watch",
+        run: (signal) =>
+          watchConnection(nc, () => {
+            metrics.reconnected();
+            controller.rewatch();
+            snapshots.rewatch();
+          }, signal),
+      });
+      life.add({
+        name: "readiness",
+        start: () => {
+          dashboard.feed.notify();
+          log.info(
+            "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
+            {
+              deployments: controller.state.manifests.size,
+              devices: controller.state.statuses.size,
+              keys: controller.state.desired.size,
+            },
+          );
+        },
+        stop: () => log.info("Stopping"),
+      });
+      await life.start();
+      await life.stopped();
+    } finally {
+      await life.stop();
+    }
     return EXIT.ok;
   },
 };

@@ -7,7 +7,7 @@
 import { freePort, sleepDeployment, startAgentEnv } from "./_agent_harness.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startNats } from "../support/nats.ts";
-import { startOperatorService } from "../support/operator_process.ts";
+import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
 import { tempDir } from "../support/temp_dir.ts";
 import { createReleaseKey } from "../../operator/auth/release_key.ts";
 
@@ -53,4 +53,17 @@ Deno.test("operator serve: starts, answers /healthz and stops without an ERROR l
   assert(logs.includes("Ready:"), logs);
   assert(logs.includes("Stopping"), logs);
   assertEquals(errorLines(logs), [], logs);
+});
+
+Deno.test("operator serve: a port in use fails the start, stops what started and exits 1", async () => {
+  await using nats = await startNats();
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: await freePort() });
+  // runOperatorCli waits for the process to exit: a connection left open would hang it.
+  const r = await runOperatorCli(nats.url, ["serve", "--listen", `127.0.0.1:${taken.addr.port}`], {
+    DROVER_LOG_LEVEL: "info",
+  });
+  assertEquals(r.code, 1, r.stderr);
+  assert(/address already in use|AddrInUse/i.test(r.stderr), r.stderr);
+  // Positive control: it got as far as NATS before the HTTP part failed.
+  assert(r.stderr.includes("connecting to"), r.stderr);
 });
