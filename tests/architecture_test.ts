@@ -122,8 +122,8 @@ Deno.test("members import only the members they may, by name, and never agent↔
 });
 
 /**
- * The operator's folders and the other folders each may import. Data flows down the list:
- * the bottom knows nothing of the top. `commands/` (the CLI and `serve`, the composition
+ * The operator's folders and the other folders each may import: only folders listed above it
+ * (docs/architecture.md lists them in this order). `commands/` (the CLI and `serve`, the composition
  * root) may use everything; nothing below it uses the CLI, and command modules never import
  * each other (shared pieces live in `_shared.ts`, `_wait.ts`, `_device.ts`, …).
  */
@@ -139,12 +139,12 @@ const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
   desired: ["nats"],
   // The fleet picture: decoded buckets, per-device and per-deployment views.
   fleet: ["nats", "desired"],
+  // Text for people: tables, ages, escaping.
+  views: ["fleet"],
   // Staged rollouts: plan (pure), driver, store, history, views.
   rollout: ["nats", "desired", "fleet", "views"],
   // What devices ask of the operator and it of them.
   devices: ["nats", "auth", "fleet", "views"],
-  // Text for people: tables, ages, escaping.
-  views: ["fleet"],
   // HTTP API, metrics, dashboard.
   api: ["fleet", "devices"],
   commands: ["nats", "auth", "manifests", "desired", "fleet", "rollout", "devices", "views", "api"],
