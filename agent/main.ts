@@ -166,102 +166,107 @@ export async function runAgent(
       log.warn("sd_notify {what} failed: {error}", { what, error: errorText(e) })
     );
   const { podman, runtime, metrics, counters } = await openRuntime(config, parts);
-  const store = await openStore(config, useCache, log);
-  // Recent events for `operator events`; bounded, never part of the status.
-  const events = new EventRing();
-  let lastReconcileAtMs: number | undefined;
-  const reconciler = new Reconciler({
-    deviceId,
-    runtime,
-    store,
-    policy: config.policy,
-    registries: config.registries,
-    onChange: () => statusChanged.emit(),
-    observer: {
-      event: (event) => events.record(event),
-      pass: (_deployment, durationMs, ok) => {
-        if (ok) lastReconcileAtMs = Date.now();
-        counters?.pass(durationMs, ok);
-      },
-    },
-  });
-  const updater = config.update !== undefined && useCache
-    ? await startUpdater(config.update, deviceId, stateDir, statusChanged, life, log)
-    : undefined;
-  const publisher = newPublisher(config, parts, reconciler, updater);
-  statusChanged.add(() => publisher.changed());
-  statusChanged.add(systemdStatus(notifier, reconciler, notify));
-  const commands = new CommandServer({
-    deviceId,
-    agentVersion: AGENT_VERSION,
-    startedAtMs: Date.now(),
-    lastReconcileAtMs: () => lastReconcileAtMs,
-    events,
-    logs: logSource(deviceId, runtime, podman, store),
-    allowLogs: config.policy.allow_logs !== false,
-    log: logger("commands").with({ device: deviceId }),
-  });
-  const session = new NatsSession({
-    deviceId,
-    nats: config.nats,
-    sink: store,
-    setStatusStore: (statusStore) => publisher.setStore(statusStore),
-    log: logger("nats").with({ device: deviceId }),
-    onConnection: (nc, signal) =>
-      Promise.all([commands.serve(nc, signal), updater?.serve(nc, signal)]).then(() => {}),
-    onReconnect: () => counters?.reconnected(),
-  });
-  parts.onStarted?.({ session, publisher });
-
-  // Started in this order, stopped in reverse: the reconciler stops before the last status is
-  // published, which happens while the session still holds the connection.
+  // Started in the order added, stopped in reverse; these two hold sockets from here on.
   life.add({ name: "systemd notifier", stop: () => notifier.close() });
   life.add({
     name: "container runtime",
     stop: () => (runtime[Symbol.dispose]?.(), podman?.close()),
   });
-  life.add({ name: "desired-state store", stop: () => store.close(), stopWithinMs: 1_000 });
-  life.add({
-    name: "NATS session",
-    run: (signal) => session.run(signal),
-    stop: () => session.close(1_500),
-    stopWithinMs: 1_500,
-  });
-  life.add({
-    name: "status publisher",
-    start: () => publisher.start(),
-    stop: async () => {
-      const published = await publisher.publishFinal("stopped", 2_000);
-      log.info(published ? "Published final status" : "Could not publish a final status");
-    },
-    stopWithinMs: 2_500,
-  });
-  life.add({ name: "reconciler", run: (signal) => reconciler.run(signal), stopWithinMs: 3_000 });
-  if (metrics !== undefined && counters !== undefined) {
-    life.add({
-      name: "metrics endpoint",
-      run: (signal) => serveMetricsLogged(metrics, counters, signal, log),
-    });
-  }
-  for (const part of readinessParts(reconciler, publisher, updater, notifier, notify, log)) {
-    life.add(part);
-  }
-  life.add({
-    name: "shutdown notice",
-    stop: () => {
-      const reason = life.signal.reason;
-      log.info(
-        reason instanceof RestartRequest
-          ? `Restarting (${reason.message}); containers keep running`
-          : "Stopping; containers keep running",
-      );
-      return notify("STOPPING", () => notifier.stopping());
-    },
-  });
-
   await life.start();
-  await life.stopped();
-  await life.stop();
+  try {
+    const store = await openStore(config, useCache, log);
+    // Recent events for `operator events`; bounded, never part of the status.
+    const events = new EventRing();
+    let lastReconcileAtMs: number | undefined;
+    const reconciler = new Reconciler({
+      deviceId,
+      runtime,
+      store,
+      policy: config.policy,
+      registries: config.registries,
+      onChange: () => statusChanged.emit(),
+      observer: {
+        event: (event) => events.record(event),
+        pass: (_deployment, durationMs, ok) => {
+          if (ok) lastReconcileAtMs = Date.now();
+          counters?.pass(durationMs, ok);
+        },
+      },
+    });
+    const updater = config.update !== undefined && useCache
+      ? await startUpdater(config.update, deviceId, stateDir, statusChanged, life, log)
+      : undefined;
+    const publisher = newPublisher(config, parts, reconciler, updater);
+    statusChanged.add(() => publisher.changed());
+    statusChanged.add(systemdStatus(notifier, reconciler, notify));
+    const commands = new CommandServer({
+      deviceId,
+      agentVersion: AGENT_VERSION,
+      startedAtMs: Date.now(),
+      lastReconcileAtMs: () => lastReconcileAtMs,
+      events,
+      logs: logSource(deviceId, runtime, podman, store),
+      allowLogs: config.policy.allow_logs !== false,
+      log: logger("commands").with({ device: deviceId }),
+    });
+    const session = new NatsSession({
+      deviceId,
+      nats: config.nats,
+      sink: store,
+      setStatusStore: (statusStore) => publisher.setStore(statusStore),
+      log: logger("nats").with({ device: deviceId }),
+      onConnection: (nc, signal) =>
+        Promise.all([commands.serve(nc, signal), updater?.serve(nc, signal)]).then(() => {}),
+      onReconnect: () => counters?.reconnected(),
+    });
+    parts.onStarted?.({ session, publisher });
+
+    // The reconciler stops before the last status is published, which happens while the session
+    // still holds the connection.
+    life.add({ name: "desired-state store", stop: () => store.close(), stopWithinMs: 1_000 });
+    life.add({
+      name: "NATS session",
+      run: (signal) => session.run(signal),
+      stop: () => session.close(1_500),
+      stopWithinMs: 1_500,
+    });
+    life.add({
+      name: "status publisher",
+      start: () => publisher.start(),
+      stop: async () => {
+        const published = await publisher.publishFinal("stopped", 2_000);
+        log.info(published ? "Published final status" : "Could not publish a final status");
+      },
+      stopWithinMs: 2_500,
+    });
+    life.add({ name: "reconciler", run: (signal) => reconciler.run(signal), stopWithinMs: 3_000 });
+    if (metrics !== undefined && counters !== undefined) {
+      life.add({
+        name: "metrics endpoint",
+        run: (signal) => serveMetricsLogged(metrics, counters, signal, log),
+      });
+    }
+    for (const part of readinessParts(reconciler, publisher, updater, notifier, notify, log)) {
+      life.add(part);
+    }
+    life.add({
+      name: "shutdown notice",
+      stop: () => {
+        const reason = life.signal.reason;
+        log.info(
+          reason instanceof RestartRequest
+            ? `Restarting (${reason.message}); containers keep running`
+            : "Stopping; containers keep running",
+        );
+        return notify("STOPPING", () => notifier.stopping());
+      },
+    });
+
+    await life.start();
+    await life.stopped();
+  } finally {
+    await life.stop();
+  }
 }
 
 /** The container runtime (podman, unless `parts` brings one), metered when metrics are on. */
