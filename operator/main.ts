@@ -1,6 +1,8 @@
 /**
- * `drover-operator`: the operator service (`serve`) and the CLI people use
- * (`apply`, `delete`, `get`, `status`). Run with `deno task operator …`.
+ * `drover-operator`: the operator service (`serve`) and the CLI people use; the commands are
+ * listed in commands/mod.ts (`drover-operator --help` prints them). Run with
+ * `deno task operator …`. Parses the command line, sets up logging, runs the command and
+ * turns what it throws into an exit code (commands/errors.ts).
  *
  * @module
  */
@@ -17,11 +19,12 @@ import {
   resolvePathOptions,
   UsageError,
 } from "./commands/cli.ts";
-import { CONNECTION_OPTIONS } from "./nats/connection.ts";
+import { CONNECTION_OPTIONS } from "./commands/connection_options.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
+import { asCliError } from "./commands/errors.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
-import { escapeControl } from "./commands/render.ts";
+import { escapeControl } from "./views/render.ts";
 import { redactUrl } from "@drover/contracts";
 
 /** The top-level help. */
@@ -105,7 +108,8 @@ function escapeLines(text: string): string {
 }
 
 /** Prints an error as one line plus indented details; returns its exit code. */
-export function reportError(e: unknown, io: CliIo): number {
+export function reportError(thrown: unknown, io: CliIo): number {
+  const e = asCliError(thrown) ?? thrown;
   if (e instanceof CliError) {
     const lines = [
       `error: ${escapeLines(e.message)}`,

@@ -20,7 +20,7 @@ import {
   type PingReply,
   PingRequest,
 } from "@drover/contracts";
-import { withinMs } from "@drover/common";
+import { untilAborted, withinMs } from "@drover/common";
 import { CommandFailure } from "./errors.ts";
 import type { EventRing } from "./event_ring.ts";
 import { type LogSource, readLogs } from "./logs.ts";
@@ -65,11 +65,7 @@ export class CommandServer {
         void this.#answer(nc, msg, signal);
       },
     });
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-      void nc.closed().then(() => resolve());
-    });
+    await Promise.race([untilAborted(signal), nc.closed()]);
     if (!nc.isClosed()) sub.unsubscribe();
   }
 

@@ -35,7 +35,7 @@ import {
   type ObservedContainer,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { abortableSleep } from "@drover/common";
+import { abortableSleep, untilAborted } from "@drover/common";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
@@ -146,7 +146,6 @@ export class Reconciler {
   /** Last failure message per key, reported as an event once. */
   #failureEvents = new Map<string, string>();
 
-  #failures = new Map<string, number>();
   /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
   #restarts = new Map<string, RestartTally>();
   /**
@@ -160,7 +159,11 @@ export class Reconciler {
 
   constructor(options: ReconcilerOptions) {
     this.#deviceId = options.deviceId;
-    this.#queue = new WorkQueue(options.retryTimers);
+    this.#queue = new WorkQueue({
+      timers: options.retryTimers,
+      backoff: options.backoff,
+      random: options.random,
+    });
     this.#policy = options.policy;
     this.#resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
@@ -250,10 +253,7 @@ export class Reconciler {
     if (this.#running) throw new Error("Cannot run the reconciler twice: it is already running");
     this.#running = true;
     this.#runSignal = signal;
-    const stopped = new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const stopped = untilAborted(signal);
     try {
       // Know every key of the first pass before any worker starts on one.
       await this.#resync(signal, { first: true });
@@ -290,17 +290,14 @@ export class Reconciler {
     const started = performance.now();
     try {
       await this.#reconcileKey(key, signal);
-      this.#failures.delete(key);
+      this.#queue.forget(key);
       this.#failureEvents.delete(key);
       this.#queue.cancelDelayed(key);
       this.#pass(key, started, true);
     } catch (err) {
       if (signal.aborted) return;
       this.#pass(key, started, false);
-      const attempt = this.#failures.get(key) ?? 0;
-      this.#failures.set(key, attempt + 1);
-      const delayMs = backoffDelay(attempt, this.#backoff, this.#random);
-      this.#queue.addAfter(key, delayMs);
+      const delayMs = this.#queue.addRateLimited(key);
       // Unreachable runtime: the guard said so once for all; keep the last known containers.
       if (!(err instanceof RuntimeUnavailableError)) {
         const message = err instanceof Error ? err.message : String(err);
@@ -505,7 +502,7 @@ export class Reconciler {
     this.#runtimeAvailable = available;
     if (available) {
       // Backoff earned while the runtime was away says nothing about the deployments.
-      this.#failures.clear();
+      this.#queue.forgetAll();
       this.#log.info("Container runtime is reachable again");
       this.#book.setRuntimeProblem(undefined);
     } else {
@@ -532,7 +529,7 @@ export class Reconciler {
   }
 
   #resetRetry(key: string): void {
-    this.#failures.delete(key);
+    this.#queue.forget(key);
     this.#book.clearError(key);
     this.#queue.cancelDelayed(key);
   }

@@ -414,18 +414,33 @@ Deno.test("a runtime that never answers counts as unavailable, not as a stuck de
   assertEquals(h.reconciler.deviceStatus(), "ready");
 });
 
-Deno.test("a failing deployment waits out its backoff, but a new value is tried at once", async () => {
+/**
+ * A deployment whose image pull fails ("manifest unknown"), retried with backoff from
+ * `baseMs` (doubling up to a minute, no jitter) on a manual clock; returned once it failed.
+ */
+async function failingPull(baseMs: number) {
   const runtime = new InMemoryRuntime();
   const image = "127.0.0.1:5000/app:1";
   runtime.setPull(image, { error: "manifest unknown" });
   const retryTimers = new ManualTimers();
-  await using h = start({
+  const h = start({
     runtime,
     entries: [entry("app", 1, [{ name: "app", image }])],
-    backoff: { baseMs: 60_000, capMs: 60_000, jitter: 0 },
+    backoff: { baseMs, capMs: 60_000, jitter: 0 },
     retryTimers,
   });
-  await until("failed", () => phase(h, "app") === "failed");
+  try {
+    await until("failed", () => phase(h, "app") === "failed");
+  } catch (e) {
+    await h[Symbol.asyncDispose]();
+    throw e;
+  }
+  return { runtime, image, retryTimers, h };
+}
+
+Deno.test("a failing deployment waits out its backoff, but a new value is tried at once", async () => {
+  const { runtime, retryTimers, h: harness } = await failingPull(60_000);
+  await using h = harness;
   // The one retry is a minute away, and the clock does not move until the test says so.
   assertEquals(retryTimers.pending(), [60_000]);
   assertEquals(runtime.pulls.length, 1);
@@ -437,23 +452,31 @@ Deno.test("a failing deployment waits out its backoff, but a new value is tried 
 });
 
 Deno.test("the failing deployment's retry comes when its time comes, not before", async () => {
-  const runtime = new InMemoryRuntime();
-  const image = "127.0.0.1:5000/app:1";
-  runtime.setPull(image, { error: "manifest unknown" });
-  const retryTimers = new ManualTimers();
-  await using h = start({
-    runtime,
-    entries: [entry("app", 1, [{ name: "app", image }])],
-    backoff: { baseMs: 1_000, capMs: 60_000, jitter: 0 },
-    retryTimers,
-  });
-  await until("failed", () => phase(h, "app") === "failed");
+  const { runtime, retryTimers, h: harness } = await failingPull(1_000);
+  await using _h = harness;
   assertEquals([retryTimers.pending(), runtime.pulls.length], [[1_000], 1]);
   await retryTimers.advance(999);
   assertEquals(runtime.pulls.length, 1);
   await retryTimers.advance(1);
   await until("second attempt", () => runtime.pulls.length === 2);
   await until("next retry doubled", () => retryTimers.pending()[0] === 2_000);
+});
+
+Deno.test("a success starts the backoff over: the next failure waits the base delay again", async () => {
+  const { runtime, image, retryTimers, h: harness } = await failingPull(1_000);
+  await using h = harness;
+  await retryTimers.advance(1_000);
+  await until("the retry after that doubled", () => retryTimers.pending()[0] === 2_000);
+  runtime.setPull(image, undefined); // the registry is back
+  await retryTimers.advance(2_000);
+  await until("running", () => phase(h, "app") === "running");
+  assertEquals(retryTimers.pending(), []);
+  // The same value fails again (the image and the container gone, the registry down again).
+  runtime.setPull(image, { error: "manifest unknown" });
+  runtime.removeImage(image);
+  runtime.removeByHand("app_app");
+  await until("failed again", () => phase(h, "app") === "failed");
+  assertEquals(retryTimers.pending(), [1_000], "not 4 000: the success reset the count");
 });
 
 Deno.test("a crash loop fails the deployment with exit code and restarts until it runs a while", async () => {

@@ -1,7 +1,7 @@
 /**
  * `InMemoryRuntime` — a FAKE container runtime that keeps containers in a
  * map. It exists for two jobs the real one cannot do: the fleet benchmark,
- * where thousands of agents run in one process (issue 7), and fast,
+ * where thousands of agents run in one process, and fast,
  * deterministic reconciler tests that inject latency, failed pulls and an
  * unavailable runtime on demand. The real path is `PodmanRuntime`, covered by
  * tests against a real podman service.

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
 import {
   type AgentArch,
@@ -347,18 +347,11 @@ export class Updater {
   }
 
   async #ask(nc: NatsConnection, request: ArtifactRequest): Promise<unknown> {
-    const msg = await nc.request(
-      artifactSubject(this.#o.deviceId),
-      new TextEncoder().encode(JSON.stringify(request)),
-      { timeout: ARTIFACT_REQUEST_TIMEOUT_MS },
-    );
-    const error = msg.headers?.get(ARTIFACT_ERROR_HEADER);
-    if (error) throw new Error(`the operator says: ${error}`);
-    return msg.json();
+    return (await this.#request(nc, request)).json();
   }
 
-  async #chunk(nc: NatsConnection, version: string, offset: number): Promise<Chunk> {
-    const request: ArtifactRequest = { op: "chunk", version, arch: this.#arch, offset };
+  /** One artifact request; the operator's refusal (its error header) is thrown. */
+  async #request(nc: NatsConnection, request: ArtifactRequest): Promise<Msg> {
     for (let attempt = 1;; attempt++) {
       const msg = await nc.request(
         artifactSubject(this.#o.deviceId),
@@ -373,9 +366,15 @@ export class Updater {
         continue;
       }
       if (error) throw new Error(`the operator says: ${error}`);
-      const size = Number(msg.headers?.get(ARTIFACT_SIZE_HEADER));
-      if (!Number.isSafeInteger(size)) throw new Error("chunk reply without a size");
-      return { bytes: msg.data, size };
+      return msg;
     }
+  }
+
+  async #chunk(nc: NatsConnection, version: string, offset: number): Promise<Chunk> {
+    const request: ArtifactRequest = { op: "chunk", version, arch: this.#arch, offset };
+    const msg = await this.#request(nc, request);
+    const size = Number(msg.headers?.get(ARTIFACT_SIZE_HEADER));
+    if (!Number.isSafeInteger(size)) throw new Error("chunk reply without a size");
+    return { bytes: msg.data, size };
   }
 }

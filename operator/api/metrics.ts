@@ -40,8 +40,12 @@ export interface RolloutProgress {
 
 /** Options of {@linkcode OperatorMetrics}. */
 export interface OperatorMetricsOptions {
-  /** The fleet view now; undefined while starting (the fleet gauges are then empty). */
-  view: () => FleetView | undefined;
+  /**
+   * The fleet view now; undefined while starting (the fleet gauges are then empty). Also
+   * settable later ({@linkcode OperatorMetrics.readFleetFrom}): the fan-out controller that
+   * holds the view is built after the metrics that time its writes.
+   */
+  view?: () => FleetView | undefined;
   /** Rollouts in progress; absent: no rollout gauges. */
   rollouts?: () => Iterable<RolloutProgress>;
   /** Refusals of device requests beyond their limits, and the devices flooding now. */
@@ -55,8 +59,11 @@ export class OperatorMetrics {
   readonly #writes: Counter<"operation" | "outcome">;
   readonly #writeSeconds: Histogram<"operation">;
   readonly #reconnects: Counter;
+  #view: () => FleetView | undefined;
 
-  constructor(options: OperatorMetricsOptions) {
+  constructor(options: OperatorMetricsOptions = {}) {
+    this.#view = options.view ?? (() => undefined);
+    const readView = () => this.#view();
     const registers = [this.registry];
     new Gauge({
       name: "drover_devices",
@@ -65,7 +72,7 @@ export class OperatorMetrics {
       registers,
       collect() {
         this.reset();
-        const view = options.view();
+        const view = readView();
         if (view === undefined) return;
         for (const d of view.devices) {
           this.inc({ status: d.status, online: d.online ? "true" : "false" });
@@ -79,7 +86,7 @@ export class OperatorMetrics {
       registers,
       collect() {
         this.reset();
-        const view = options.view();
+        const view = readView();
         if (view === undefined) return;
         for (const d of view.deployments) {
           this.set({ deployment: d.name, phase: "ready" }, d.ready);
@@ -165,6 +172,11 @@ export class OperatorMetrics {
       for (const outcome of ["ok", "error"]) this.#writes.inc({ operation, outcome }, 0);
     }
     this.#reconnects.inc(0);
+  }
+
+  /** Where the fleet gauges read the fleet view from at scrape time. */
+  readFleetFrom(view: () => FleetView | undefined): void {
+    this.#view = view;
   }
 
   /** The NATS connection came back. */

@@ -20,10 +20,10 @@ import { documentLabel, problemsError } from "../manifests/file.ts";
 import { displayPath, type ManifestSet, manifestSet, readManifestTexts } from "../manifests/set.ts";
 import { type ApplyPlan, planApply, planCounts, type StoredDeployment } from "../manifests/plan.ts";
 import { FleetState } from "../fleet/state.ts";
-import { knownDevices } from "../fleet/aggregate.ts";
+import { knownDevices } from "../desired/targeting.ts";
 import { openBucket, readBucket } from "../nats/kv.ts";
 import type { KV } from "@nats-io/kv";
-import { table } from "./render.ts";
+import { table } from "../views/render.ts";
 
 /** `-f PATH…`, `--source NAME`, `--prune`. */
 export const SET_OPTIONS: OptionSpecs = {
@@ -76,7 +76,7 @@ export function setArgs(values: OptionValues, command: string): SetArgs {
 /**
  * Reads and validates every manifest of the set.
  *
- * @throws {InvalidInputError} naming every problem of every file; nothing is changed.
+ * @throws {ManifestError} naming every problem of every file; nothing is changed.
  */
 export async function loadSet(paths: readonly string[], io: CliIo): Promise<ManifestSet> {
   const read = await readManifestTexts(
@@ -125,7 +125,7 @@ export async function readStoredFleet(
 /**
  * Plans the set over what is stored; prints its warnings.
  *
- * @throws {InvalidInputError} when the set cannot be applied (another source's deployment…).
+ * @throws {ManifestError} when the set cannot be applied (another source's deployment…).
  */
 export function planSet(set: ManifestSet, fleet: StoredFleet, args: SetArgs, io: CliIo): ApplyPlan {
   const plan = planApply(set.manifests, fleet.deployments, fleet.devices, {

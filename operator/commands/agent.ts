@@ -28,9 +28,7 @@ import {
 } from "../devices/artifacts.ts";
 import { readFleet } from "../fleet/read.ts";
 import { openBucket } from "../nats/kv.ts";
-import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
-import { parseSelector } from "./logs.ts";
-import { withNats } from "./_shared.ts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError, labelSelector, withNats } from "./_shared.ts";
 import { BUCKET_AGENT_STATUS } from "@drover/contracts";
 
 /** Where one device stands in an agent rollout (pure). */
@@ -221,7 +219,7 @@ export const agentCommand: Command = {
         "1-64 of A-Z a-z 0-9 . + _ -",
       );
       const named = (values.device as string[] | undefined) ?? [];
-      const selector = parseSelector(values.selector);
+      const selector = labelSelector(values.selector, "agent");
       if (named.length === 0 && selector === undefined) {
         throw new UsageError("Name the devices: --device ID (repeatable) or -l k=v", "agent");
       }

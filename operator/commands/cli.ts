@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { parseDuration as parseDurationText } from "@drover/contracts";
 
 /** Program name shown in help and errors. */
 export const PROGRAM = "drover-operator";
@@ -265,33 +266,20 @@ export function renderOptions(options: OptionSpecs): string[] {
   return rows.map(([flag, description]) => `  ${flag.padEnd(width)}  ${description}`);
 }
 
-/** Parses a duration such as `120s`, `2m`, `1h30m`, `500ms` or a bare number of seconds. */
+/**
+ * Parses a command-line duration such as `120s`, `2m`, `1h30m`, `90d`, `500ms` or a bare
+ * number of seconds (contracts/duration.ts, with days and bare seconds).
+ *
+ * @throws {UsageError} naming the value and what is expected.
+ */
 export function parseDuration(text: string): number {
-  const bare = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) * 1000 : undefined;
-  if (bare !== undefined) return bare;
-  const units: Record<string, number> = {
-    ms: 1,
-    s: 1000,
-    m: 60_000,
-    h: 3_600_000,
-    d: 86_400_000,
-  };
-  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/gy;
-  let total = 0;
-  let consumed = 0;
-  for (const [whole, amount, unit] of text.matchAll(re)) {
-    const perUnit = units[unit ?? ""];
-    // The pattern's unit alternatives are exactly the table's keys.
-    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
-    total += Number(amount) * perUnit;
-    consumed += whole.length;
-  }
-  if (text.length === 0 || consumed !== text.length) {
+  const ms = parseDurationText(text, { days: true, bareSeconds: true });
+  if (ms === undefined) {
     throw new UsageError(
       `Invalid duration ${
         JSON.stringify(text)
       }: expected e.g. "120s", "2m", "1h30m", "90d" or "500ms"`,
     );
   }
-  return total;
+  return ms;
 }

@@ -7,7 +7,7 @@ import {
   resolvePathOptions,
   UsageError,
 } from "./cli.ts";
-import { CONNECTION_OPTIONS, connectionSettings } from "../nats/connection.ts";
+import { CONNECTION_OPTIONS, connectionSettings } from "./connection_options.ts";
 import { main } from "../main.ts";
 import { parseListen } from "./serve.ts";
 import type { CliIo } from "./cli.ts";
@@ -213,4 +213,25 @@ Deno.test("diff: 1 means changes, so a failed diff exits 4; invalid input stays 
   const missing = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
   assertEquals(await main(["diff", "-f", "/nonexistent/fleet"], missing.io), EXIT.invalid);
   assertStringIncludes(missing.err(), "Cannot read manifest /nonexistent/fleet:");
+});
+
+Deno.test("asCliError: each domain error gets its exit code; an unexpected one none", async () => {
+  const { asCliError } = await import("./errors.ts");
+  const { ManifestError } = await import("../manifests/file.ts");
+  const { DeviceUnreachableError } = await import("../devices/requests.ts");
+  const { ApiExposureError } = await import("../api/http.ts");
+  const { NatsConnectionError } = await import("../nats/connection.ts");
+  const seen = { text: "never", last_seen: null, online: null };
+  const cases: [Error, number][] = [
+    [new ManifestError("Invalid manifest a.yaml", ["name: required"]), EXIT.invalid],
+    [new DeviceUnreachableError('Device "pi-1" did not answer', "pi-1", seen), EXIT.failed],
+    [new ApiExposureError("Refusing to serve", ["set a token"]), EXIT.usage],
+    [new NatsConnectionError("Cannot connect to NATS"), EXIT.failed],
+  ];
+  for (const [error, code] of cases) {
+    const cli = asCliError(error);
+    assertEquals([cli?.exitCode, cli?.message], [code, error.message], error.name);
+  }
+  assertEquals(asCliError(new ManifestError("m", ["d1"]))?.details, ["d1"]);
+  assertEquals(asCliError(new TypeError("bug")), undefined);
 });

@@ -32,7 +32,8 @@ import {
   deviceList,
   deviceRevoke,
 } from "../auth/mod.ts";
-import { type ConnectionSettings, connectionSettings, connectNats } from "../nats/connection.ts";
+import { type ConnectionSettings, connectNats } from "../nats/connection.ts";
+import { connectionSettings } from "./connection_options.ts";
 import { ensureBuckets } from "../nats/kv.ts";
 import {
   InvalidLabelError,
@@ -43,26 +44,15 @@ import {
   RegistryConflictError,
   unregisterDevice,
 } from "../fleet/registry.ts";
-import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
+import { formatLabels, parseLabels } from "@drover/contracts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./_shared.ts";
+import { table } from "../views/render.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
 export function parseLabelArgs(args: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const arg of args) {
-    const eq = arg.indexOf("=");
-    if (eq <= 0) {
-      throw new UsageError(`Invalid --label ${JSON.stringify(arg)}: expected key=value`, "device");
-    }
-    const key = arg.slice(0, eq);
-    if (Object.hasOwn(labels, key)) {
-      throw new UsageError(
-        `Invalid --label ${JSON.stringify(arg)}: "${key}" given twice`,
-        "device",
-      );
-    }
-    labels[key] = arg.slice(eq + 1);
-  }
-  return labels;
+  const parsed = parseLabels(args);
+  if (!parsed.ok) throw new UsageError(`Invalid --label: ${parsed.problem}`, "device");
+  return parsed.labels;
 }
 
 function asList(value: unknown): string[] {
@@ -118,11 +108,11 @@ async function withRegistry<T>(
 
 /** `k=v k2=v2`: labels as `device label` arguments. */
 function formatEdits(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(" ");
+  return formatLabels(labels, " ");
 }
 
-function formatLabels(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
+function labelsOrNone(labels: Record<string, string>): string {
+  return formatLabels(labels) || "(none)";
 }
 
 async function runLabel(
@@ -140,7 +130,7 @@ async function runLabel(
   const settings = await registrySettings(values, io.env, stringOption(values, "dir"));
   const result = await withRegistry(settings, (kv) => labelDevice(kv, id, edits));
   const what = result.created ? "registered" : result.changed ? "labelled" : "unchanged";
-  io.stdout(`device "${id}" ${what}: ${formatLabels(result.labels)}\n`);
+  io.stdout(`device "${id}" ${what}: ${labelsOrNone(result.labels)}\n`);
   return EXIT.ok;
 }
 
@@ -254,7 +244,7 @@ export const deviceCommand: Command = {
                 `device "${id}" added`,
                 `  creds:  ${result.credsPath}`,
                 `  config: ${result.configPath}`,
-                `  labels: ${formatLabels(registered)} (device registry)`,
+                `  labels: ${labelsOrNone(registered)} (device registry)`,
                 `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
                 "copy both to the device (fix the creds path in the config if it differs there)",
                 "",
@@ -332,22 +322,16 @@ export const deviceCommand: Command = {
               : d.expiresAt !== undefined && Date.parse(d.expiresAt) <= now
               ? "expired"
               : "active";
-          const rows = [["ID", "STATE", "LABELS", "CREATED", "EXPIRES"]].concat(devices.map((d) => [
-            d.id,
-            stateOf(d),
-            Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
-            d.createdAt,
-            d.expiresAt ?? "never",
-          ]));
-          const widths = rows.reduce(
-            (w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)),
-            [] as number[],
-          );
-          io.stdout(
-            rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join(
-              "\n",
-            ) + "\n",
-          );
+          io.stdout(table(
+            ["ID", "STATE", "LABELS", "CREATED", "EXPIRES"],
+            devices.map((d) => [
+              d.id,
+              stateOf(d),
+              formatLabels(d.labels) || "-",
+              d.createdAt,
+              d.expiresAt ?? "never",
+            ]),
+          ));
           return EXIT.ok;
         }
         case undefined:

@@ -8,7 +8,7 @@
  */
 
 import { CliError, type Command, EXIT } from "./cli.ts";
-import { jsonForTerminal } from "./render.ts";
+import { jsonForTerminal } from "../views/render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 import {
   loadSet,

@@ -9,7 +9,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { DeviceEvent } from "@drover/contracts";
 import { type Command, EXIT, UsageError } from "./cli.ts";
-import { escapeControl, jsonForTerminal, table } from "./render.ts";
+import { escapeControl, jsonForTerminal, table } from "../views/render.ts";
 import { checkDeviceId, readFleetOnce, requestDeviceEvents } from "./_device.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 

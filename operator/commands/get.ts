@@ -7,7 +7,7 @@
 
 import { type Command, EXIT, UsageError } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { deploymentsTable, devicesTable, jsonForTerminal } from "./render.ts";
+import { deploymentsTable, devicesTable, jsonForTerminal } from "../views/render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 const KINDS = ["devices", "deployments"] as const;

@@ -14,6 +14,7 @@
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  formatLabels,
   type LogCursor,
   type LogLine,
   type LogsRequest,
@@ -32,8 +33,8 @@ import {
 } from "./cli.ts";
 import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
-import { withNats } from "./_shared.ts";
-import { escapeLogLine } from "./render.ts";
+import { labelSelector, withNats } from "./_shared.ts";
+import { escapeLogLine } from "../views/render.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
 export const FOLLOW_WAIT_MS = 5_000;
@@ -74,7 +75,7 @@ export const logsCommand: Command = {
   },
   connects: true,
   async run({ values, positionals, io }) {
-    const selector = parseSelector(values.selector);
+    const selector = labelSelector(values.selector, "logs");
     const expected = selector === undefined ? 2 : 1;
     if (positionals.length < expected) {
       throw new UsageError(
@@ -136,20 +137,6 @@ function splitTarget(text: string): [string, string | undefined] {
   return [deployment, service];
 }
 
-/** `-l k=v,k2=v2` (repeatable) as a label map, or undefined without `-l`. */
-export function parseSelector(
-  value: string | boolean | string[] | undefined,
-): Record<string, string> | undefined {
-  if (value === undefined || typeof value === "boolean") return undefined;
-  const out: Record<string, string> = {};
-  for (const part of (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(","))) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new UsageError(`Invalid selector "${part}": expected k=v`, "logs");
-    out[part.slice(0, eq)] = part.slice(eq + 1);
-  }
-  return out;
-}
-
 function firstRequest(
   values: Record<string, unknown>,
 ): Omit<LogsRequest, "deployment" | "service"> {
@@ -209,7 +196,7 @@ function selectDevices(fleet: FleetState, selector: Record<string, string>): str
     if (Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push(id);
   }
   if (out.length === 0) {
-    const text = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+    const text = formatLabels(selector);
     throw new OperationError(`No registered device matches ${text}`);
   }
   return out.sort();

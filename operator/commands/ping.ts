@@ -7,7 +7,7 @@
 
 import { PingReply } from "@drover/contracts";
 import { type Command, EXIT } from "./cli.ts";
-import { escapeControl, formatAge, jsonForTerminal } from "./render.ts";
+import { escapeControl, formatAge, jsonForTerminal } from "../views/render.ts";
 import { askDevice, checkDeviceId } from "./_device.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 

@@ -10,7 +10,7 @@
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 import { diff, type FanoutDiff, targets } from "./fanout.ts";
-import { knownDevices } from "../fleet/aggregate.ts";
+import { knownDevices } from "./targeting.ts";
 import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "../nats/kv.ts";
 import { RolloutDriver } from "../rollout/driver.ts";
@@ -27,8 +27,8 @@ export const DEFAULT_RESYNC_MS = 30_000;
 /** Waits before retrying a pass whose writes failed: 500 ms doubling up to 30 s. */
 const RETRY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 30_000, jitter: 0 };
 
-/** Options of {@linkcode Reconciler}. */
-export interface ReconcilerOptions {
+/** Options of {@linkcode FanoutController}. */
+export interface FanoutControllerOptions {
   writeConcurrency?: number;
   resyncMs?: number;
   /**
@@ -60,7 +60,7 @@ export interface PassResult {
  * Follows the buckets and keeps `desired-state` equal to the fan-out of
  * `deployments` over the devices in the `devices` registry.
  */
-export class Reconciler implements AsyncDisposable {
+export class FanoutController implements AsyncDisposable {
   /** The decoded bucket contents; read it for the fleet view. */
   readonly state: FleetState = new FleetState();
   #buckets: Buckets;
@@ -81,7 +81,7 @@ export class Reconciler implements AsyncDisposable {
   #statusPass: ReturnType<typeof setTimeout> | undefined;
   readonly #statusIntake: StatusIntake;
 
-  constructor(buckets: Buckets, options: ReconcilerOptions = {}) {
+  constructor(buckets: Buckets, options: FanoutControllerOptions = {}) {
     this.#statusIntake = new StatusIntake((e) => {
       this.state.applyStatus(e);
       if (this.rollouts?.watchesStatuses) this.#markDirtySoon();

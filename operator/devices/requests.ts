@@ -31,9 +31,8 @@ import {
   LogsReply,
   type LogsRequest,
 } from "@drover/contracts";
-import { OperationError } from "../commands/cli.ts";
 import { openBucket } from "../nats/kv.ts";
-import { escapeControl, formatAge } from "../commands/render.ts";
+import { escapeControl, formatAge } from "../views/render.ts";
 import { FleetState } from "../fleet/state.ts";
 import type { DeviceGate } from "./gate.ts";
 
@@ -50,22 +49,30 @@ export interface LastSeen {
   online: boolean | null;
 }
 
-/** The device did not answer in time (or no agent is connected for it). Exit 1 in the CLI. */
-export class DeviceUnreachableError extends OperationError {
+/**
+ * A request to a device that did not get a usable answer: the CLI exits 1, the HTTP API
+ * answers by the subclass.
+ */
+export class DeviceRequestError extends Error {
+  override name = "DeviceRequestError";
+}
+
+/** The device did not answer in time (or no agent is connected for it). */
+export class DeviceUnreachableError extends DeviceRequestError {
   override name = "DeviceUnreachableError";
   /** The device asked. */
   readonly device: string;
   /** What its last status says. */
   readonly lastSeen: LastSeen;
   constructor(message: string, device: string, lastSeen: LastSeen, options?: ErrorOptions) {
-    super(message, [], options);
+    super(message, options);
     this.device = device;
     this.lastSeen = lastSeen;
   }
 }
 
 /** The device answered with a refusal (policy, missing deployment or service, bad request). */
-export class DeviceRefusedError extends OperationError {
+export class DeviceRefusedError extends DeviceRequestError {
   override name = "DeviceRefusedError";
   /** The agent's reason code. */
   readonly code: CommandErrorCode;
@@ -76,7 +83,7 @@ export class DeviceRefusedError extends OperationError {
 }
 
 /** The device answered with something that is not a valid reply. */
-export class DeviceReplyError extends OperationError {
+export class DeviceReplyError extends DeviceRequestError {
   override name = "DeviceReplyError";
 }
 
@@ -212,7 +219,7 @@ export interface DeviceRequests {
 }
 
 /** Too many questions to this device (or to all devices) are in progress. */
-export class DeviceBusyError extends OperationError {
+export class DeviceBusyError extends DeviceRequestError {
   override name = "DeviceBusyError";
 }
 

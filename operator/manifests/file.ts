@@ -17,7 +17,20 @@ import {
   formatPath,
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
-import { InvalidInputError } from "../commands/cli.ts";
+
+/**
+ * A manifest that cannot be read or is invalid; nothing was stored. The message names the
+ * file, each detail line a field (and, for YAML, its line).
+ */
+export class ManifestError extends Error {
+  override name = "ManifestError";
+  /** One line per problem found. */
+  readonly details: string[];
+  constructor(message: string, details: string[] = [], options?: ErrorOptions) {
+    super(message, options);
+    this.details = details;
+  }
+}
 
 /** A manifest file format. */
 export type ManifestFormat = "yaml" | "toml" | "json";
@@ -224,17 +237,17 @@ export function parseManifestFile(text: string, file: string): ParsedFile {
  * multi-file sets (`Invalid manifest FILE: field: problem` and its details);
  * several name every file and document, each with its details.
  */
-export function problemsError(problems: readonly DocumentProblem[]): InvalidInputError {
+export function problemsError(problems: readonly DocumentProblem[]): ManifestError {
   const [first] = problems;
   if (first === undefined) throw new Error("problemsError needs at least one problem");
   if (problems.length === 1) {
     const what = first.unreadable ? "Cannot read manifest" : "Invalid manifest";
-    return new InvalidInputError(`${what} ${documentLabel(first)}: ${first.summary}`, [
+    return new ManifestError(`${what} ${documentLabel(first)}: ${first.summary}`, [
       ...first.details,
     ]);
   }
   const files = new Set(problems.map((p) => p.file)).size;
-  return new InvalidInputError(
+  return new ManifestError(
     `${problems.length} invalid manifests in ${files} file(s); nothing was changed`,
     problems.flatMap((p) => [
       // A field problem's first detail repeats the summary, with its line.
@@ -249,7 +262,7 @@ export function problemsError(problems: readonly DocumentProblem[]): InvalidInpu
 /**
  * Parses and validates a file holding exactly one manifest.
  *
- * @throws {InvalidInputError} naming `file`, each bad field and (YAML) its line.
+ * @throws {ManifestError} naming `file`, each bad field and (YAML) its line.
  */
 export function parseManifest(text: string, file: string): DeploymentManifest {
   const parsed = parseManifestFile(text, file);

@@ -14,7 +14,7 @@
  */
 
 import { canonicalJson, type DeploymentManifest } from "@drover/contracts";
-import { type KnownDevice, targetedDevices } from "../desired/fanout.ts";
+import { type KnownDevice, targetedDevices } from "../desired/targeting.ts";
 import { changeSummary } from "../rollout/history.ts";
 import type { DocumentProblem, FileManifest } from "./file.ts";
 

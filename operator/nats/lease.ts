@@ -20,7 +20,7 @@ import { z } from "zod";
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep } from "@drover/common";
 import { canonicalJson, decodeJson, SERVE_LEASE_KEY } from "@drover/contracts";
-import { isWriteConflict } from "../rollout/store.ts";
+import { isWriteConflict } from "./kv.ts";
 
 const log = getLogger(["drover", "operator", "lease"]);
 

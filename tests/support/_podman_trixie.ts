@@ -35,6 +35,7 @@ import { ManagedProcess } from "./_managed_process.ts";
 import { tempRoot } from "./_owned_dir.ts";
 import { HarnessError } from "./errors.ts";
 import { waitFor } from "./wait_for.ts";
+import { exists } from "./files.ts";
 
 /** Bump when the root's package list or files change, so an old cached root is not reused. */
 export const TRIXIE_ROOT_VERSION = 1;
@@ -299,15 +300,5 @@ export async function isTrixieInstance(dir: string): Promise<boolean> {
 export async function deleteRuncContainers(dir: string, ids: string[]): Promise<void> {
   for (const id of ids) {
     await runCommand("runc", ["--root", `${dir}/runc`, "delete", "--force", id]);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }

@@ -39,6 +39,7 @@ import type {
   PullResult,
   RegistryAuth,
 } from "./types.ts";
+import { labelPairs } from "@drover/contracts";
 
 /** The libpod API version Drover speaks: podman 4.0 and later answer it. */
 export const DEFAULT_API_VERSION = "v4.0.0";
@@ -313,9 +314,7 @@ export class PodmanClient implements Disposable {
   async listContainers(options: ListContainersOptions = {}): Promise<ContainerSummary[]> {
     const filters = { ...options.filters };
     if (options.labels !== undefined) {
-      const labels = Array.isArray(options.labels)
-        ? options.labels
-        : Object.entries(options.labels).map(([k, v]) => `${k}=${v}`);
+      const labels = Array.isArray(options.labels) ? options.labels : labelPairs(options.labels);
       filters.label = [...(filters.label ?? []), ...labels];
     }
     const query: Query = { all: options.all };

@@ -1,37 +1,74 @@
+// @ts-check
 // The dashboard's rendering, shared by the server (the first, complete HTML of every page, which
 // works without JavaScript) and the browser (re-rendering as events arrive). Pure functions from
 // the live entries (see operator/api/dashboard/live.ts `flatten`) and the page's query to HTML text.
 // Everything a device reports is escaped here: a device's words are never markup.
+// Type-checked (`deno check`, through mod.ts) against the entry types of live.ts.
+
+/** @typedef {import("../live.ts").DeviceEntry} DeviceEntry */
+/** @typedef {import("../live.ts").DeploymentEntry} DeploymentEntry */
+/** @typedef {import("../live.ts").DeploymentDeviceEntry} DeploymentDeviceEntry */
+/** @typedef {import("../live.ts").SeenEntry} SeenEntry */
+/** @typedef {import("../live.ts").DeviceDetail} DeviceDetail */
+/** @typedef {DeviceEntry & { id: string, seen: SeenEntry }} DeviceRow */
+/** @typedef {DeploymentDeviceEntry & { id: string }} DeploymentDeviceRow */
+/**
+ * @typedef {{ devices: DeviceRow[], deployments: DeploymentEntry[],
+ *   rows: Map<string, DeploymentDeviceRow[]> }} Model
+ */
+/**
+ * @typedef {{ q: string, label: string, online: string, status: string, phase: string,
+ *   sort: string, dir: string, page: number }} Query
+ */
+/**
+ * @template T
+ * @typedef {{ rows: T[], total: number, matched: number, start: number, page: number,
+ *   pages: number }} Selection
+ */
 
 /** Rows per table page: the DOM never holds more, whatever the fleet's size. */
 export const PAGE_SIZE = 50;
 
+/** @type {Record<string, string>} */
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 
-/** Text made safe for HTML content and attribute values. */
+/**
+ * Text made safe for HTML content and attribute values.
+ * @param {unknown} value
+ * @returns {string}
+ */
 export function esc(value) {
-  return String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
 }
 
-/** The page model from entries (an object or a Map of key → value). */
+/**
+ * The page model from entries (an object or a Map of key → value).
+ * @param {Map<string, unknown> | Record<string, unknown> | null | undefined} entries
+ * @returns {Model}
+ */
 export function buildModel(entries) {
   const pairs = entries instanceof Map ? entries.entries() : Object.entries(entries ?? {});
+  /** @type {Map<string, DeviceRow>} */
   const devices = new Map();
+  /** @type {Map<string, SeenEntry>} */
   const seen = new Map();
+  /** @type {Map<string, DeploymentEntry>} */
   const deployments = new Map();
+  /** @type {Map<string, DeploymentDeviceRow[]>} */
   const rows = new Map();
   for (const [key, value] of pairs) {
     const kind = key.slice(0, 2);
     const rest = key.slice(2);
-    if (kind === "d:") devices.set(rest, { id: rest, ...value });
-    else if (kind === "s:") seen.set(rest, value);
-    else if (kind === "p:") deployments.set(rest, value);
+    if (kind === "d:") {
+      devices.set(rest, { id: rest, seen: null, .../** @type {DeviceEntry} */ (value) });
+    } else if (kind === "s:") seen.set(rest, /** @type {SeenEntry} */ (value));
+    else if (kind === "p:") deployments.set(rest, /** @type {DeploymentEntry} */ (value));
     else if (kind === "r:") {
       const slash = rest.indexOf("/");
       const name = rest.slice(0, slash);
       let list = rows.get(name);
       if (list === undefined) rows.set(name, list = []);
-      list.push({ id: rest.slice(slash + 1), ...value });
+      list.push({ id: rest.slice(slash + 1), .../** @type {DeploymentDeviceEntry} */ (value) });
     }
   }
   for (const [id, device] of devices) device.seen = seen.get(id) ?? null;
@@ -42,11 +79,19 @@ export function buildModel(entries) {
   };
 }
 
+/**
+ * @param {string | number} a
+ * @param {string | number} b
+ */
 function cmp(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** A short age: `4s`, `12m`, `3h`, `2d`; `never` without a time. */
+/**
+ * A short age: `4s`, `12m`, `3h`, `2d`; `never` without a time.
+ * @param {number | null | undefined} ms
+ * @param {number} now
+ */
 export function age(ms, now) {
   if (ms === null || ms === undefined) return "never";
   const s = Math.max(0, Math.round((now - ms) / 1000));
@@ -56,12 +101,20 @@ export function age(ms, now) {
   return `${Math.round(s / 86400)}d`;
 }
 
+/**
+ * @param {number | null | undefined} ms
+ * @param {number} now
+ */
 function timeCell(ms, now) {
   if (ms === null || ms === undefined) return "never";
   return `<time datetime="${new Date(ms).toISOString()}" data-ms="${ms}">${age(ms, now)}</time>`;
 }
 
-/** Parses `site=home, arch` into [key, value|null] pairs; every pair must match. */
+/**
+ * Parses `site=home, arch` into [key, value|null] pairs; every pair must match.
+ * @param {string | null | undefined} text
+ * @returns {[string, string | null][]}
+ */
 export function parseLabelFilter(text) {
   return String(text ?? "").split(/[\s,]+/).filter((p) => p !== "").map((part) => {
     const eq = part.indexOf("=");
@@ -71,8 +124,13 @@ export function parseLabelFilter(text) {
 
 const FLEET_SORTS = ["id", "status", "online", "seen", "version"];
 
-/** The page's query from URL search parameters, with defaults. */
+/**
+ * The page's query from URL search parameters, with defaults.
+ * @param {URLSearchParams} params
+ * @returns {Query}
+ */
 export function parseQuery(params) {
+  /** @param {string} k */
   const get = (k) => params.get(k) ?? "";
   const page = Number.parseInt(get("page"), 10);
   return {
@@ -87,11 +145,17 @@ export function parseQuery(params) {
   };
 }
 
-/** `?…` for the query with `changes` applied; default values are left out. */
+/**
+ * `?…` for the query with `changes` applied; default values are left out.
+ * @param {Query} query
+ * @param {Partial<Query>} [changes]
+ */
 export function queryString(query, changes = {}) {
   const q = { ...query, ...changes };
   const params = new URLSearchParams();
-  for (const k of ["q", "label", "online", "status", "phase"]) if (q[k]) params.set(k, q[k]);
+  for (const k of /** @type {const} */ (["q", "label", "online", "status", "phase"])) {
+    if (q[k]) params.set(k, q[k]);
+  }
   if (q.sort !== "id") params.set("sort", q.sort);
   if (q.dir !== "asc") params.set("dir", q.dir);
   if (q.page > 1) params.set("page", String(q.page));
@@ -99,11 +163,17 @@ export function queryString(query, changes = {}) {
   return text === "" ? "?" : `?${text}`;
 }
 
+/** @param {Record<string, string> | null | undefined} labels */
 function labelsText(labels) {
   return Object.entries(labels ?? {}).sort(([a], [b]) => cmp(a, b)).map(([k, v]) => `${k}=${v}`)
     .join(", ");
 }
 
+/**
+ * @param {DeviceRow} d
+ * @param {Query} query
+ * @param {[string, string | null][]} labels
+ */
 function deviceMatches(d, query, labels) {
   if (query.online === "online" && !d.online) return false;
   if (query.online === "offline" && d.online) return false;
@@ -127,24 +197,40 @@ function deviceMatches(d, query, labels) {
   return true;
 }
 
+/** @param {DeviceRow} d */
+const SORT_KEYS_BY_ID = (d) => d.id;
+
+/** @type {Record<string, (d: DeviceRow) => string | number>} */
 const SORT_KEYS = {
-  id: (d) => d.id,
+  id: SORT_KEYS_BY_ID,
   status: (d) => d.status,
   online: (d) => (d.online ? 1 : 0),
   seen: (d) => d.seen ?? -Infinity,
   version: (d) => d.agent_version ?? "",
 };
 
-/** Filters, sorts and pages the devices: `{rows, total, matched, page, pages}`. */
+/**
+ * Filters, sorts and pages the devices: `{rows, total, matched, page, pages}`.
+ * @param {DeviceRow[]} devices
+ * @param {Query} query
+ * @returns {Selection<DeviceRow>}
+ */
 export function selectDevices(devices, query) {
   const labels = parseLabelFilter(query.label);
   const matched = devices.filter((d) => deviceMatches(d, query, labels));
-  const key = SORT_KEYS[query.sort] ?? SORT_KEYS.id;
+  const key = SORT_KEYS[query.sort] ?? SORT_KEYS_BY_ID;
   const sign = query.dir === "desc" ? -1 : 1;
   matched.sort((a, b) => sign * (cmp(key(a), key(b)) || cmp(a.id, b.id)));
   return page(matched, query.page, devices.length);
 }
 
+/**
+ * @template T
+ * @param {T[]} matched
+ * @param {number} wanted
+ * @param {number} total
+ * @returns {Selection<T>}
+ */
 function page(matched, wanted, total) {
   const pages = Math.max(1, Math.ceil(matched.length / PAGE_SIZE));
   const current = Math.min(wanted, pages);
@@ -159,7 +245,10 @@ function page(matched, wanted, total) {
   };
 }
 
-/** Fleet-wide counts. */
+/**
+ * Fleet-wide counts.
+ * @param {Model} model
+ */
 export function fleetCounts(model) {
   const c = {
     devices: model.devices.length,
@@ -187,13 +276,17 @@ export function fleetCounts(model) {
   return c;
 }
 
-/** `ready` when every targeted device is, `failed` when any failed, else `pending`. */
+/**
+ * `ready` when every targeted device is, `failed` when any failed, else `pending`.
+ * @param {DeploymentEntry} p
+ */
 export function deploymentState(p) {
   if (p.failed > 0) return "failed";
   if (p.ready === p.targeted) return "ready";
   return "pending";
 }
 
+/** @type {Record<string, string>} */
 const TONES = {
   ready: "ok",
   running: "ok",
@@ -208,15 +301,25 @@ const TONES = {
   stopped: "muted",
 };
 
+/** @param {string} text */
 function badge(text) {
   return `<span class="badge ${TONES[text] ?? "muted"}">${esc(text)}</span>`;
 }
 
+/**
+ * @param {string} label
+ * @param {unknown} value
+ */
 function stat(label, value, tone = "", id = "") {
   return `<div class="stat ${tone}"${id ? ` id="${id}"` : ""}><dt>${esc(label)}</dt>` +
     `<dd>${esc(value)}</dd></div>`;
 }
 
+/**
+ * @param {string} label
+ * @param {string} key
+ * @param {Query} query
+ */
 function sortHeader(label, key, query) {
   const active = query.sort === key;
   const dir = active && query.dir === "asc" ? "desc" : "asc";
@@ -228,12 +331,22 @@ function sortHeader(label, key, query) {
     ` data-nav data-key="sort-${key}">${esc(label)}${arrow}</a></th>`;
 }
 
+/**
+ * @param {Selection<unknown>} sel
+ * @param {Query} query
+ * @param {string} what
+ */
 function pager(sel, query, what) {
   const shown = sel.matched === 0
     ? `No ${what} match`
-    : `${what[0].toUpperCase()}${what.slice(1)} ${sel.start + 1}–${
+    : `${what.slice(0, 1).toUpperCase()}${what.slice(1)} ${sel.start + 1}–${
       sel.start + sel.rows.length
     } of ${sel.matched}${sel.matched !== sel.total ? ` (filtered from ${sel.total})` : ""}`;
+  /**
+   * @param {string} label
+   * @param {number} n
+   * @param {string} rel
+   */
   const link = (label, n, rel) =>
     n < 1 || n > sel.pages || n === sel.page
       ? `<span class="off" aria-disabled="true">${label}</span>`
@@ -248,8 +361,16 @@ function pager(sel, query, what) {
     link("Last »", sel.pages, "last") + `</nav>`;
 }
 
-/** The fleet page's filter form (rendered by the server; the browser keeps it). */
+/**
+ * The fleet page's filter form (rendered by the server; the browser keeps it).
+ * @param {Query} query
+ */
 export function renderFleetForm(query) {
+  /**
+   * @param {string} v
+   * @param {string} label
+   * @param {string} current
+   */
   const opt = (v, label, current) =>
     `<option value="${v}"${current === v ? " selected" : ""}>${label}</option>`;
   return `<form id="filters" class="filters" method="get" action="/" role="search">
@@ -272,7 +393,12 @@ export function renderFleetForm(query) {
 <button type="submit">Apply</button></form>`;
 }
 
-/** The fleet page's live part: counts, deployments, one page of devices. */
+/**
+ * The fleet page's live part: counts, deployments, one page of devices.
+ * @param {Model} model
+ * @param {Query} query
+ * @param {number} now
+ */
 export function renderFleet(model, query, now) {
   const c = fleetCounts(model);
   const counts = `<section aria-labelledby="counts-h"><h2 id="counts-h" class="sr-only">Counts</h2>
@@ -333,8 +459,10 @@ export function renderFleet(model, query, now) {
     table;
 }
 
+/** @type {Record<string, number>} */
 const PHASE_ORDER = { failed: 0, pending: 1, ready: 2 };
 
+/** @param {unknown} value */
 function generic(value) {
   if (value === null || typeof value !== "object") return esc(value ?? "-");
   if (Array.isArray(value)) {
@@ -349,6 +477,7 @@ function generic(value) {
  * A rollout's headline when the value has the shape of the operator's rollout status
  * (`batch`, `batches`, `state`, `paused_by`, counts): batch n of m, state, progress.
  */
+/** @param {Record<string, unknown>} r */
 function rolloutHeadline(r) {
   if (typeof r?.batch !== "number" || typeof r?.batches !== "number") return "";
   const paused = r.paused_by ? ` (paused by ${r.paused_by})` : "";
@@ -364,25 +493,34 @@ function rolloutHeadline(r) {
       : "");
 }
 
-/** A rollout or history value the view may carry one day, shown field by field. */
+/**
+ * A rollout or history value the view may carry one day, shown field by field.
+ * @param {string} id
+ * @param {string} title
+ * @param {unknown} value
+ * @param {string} missing
+ */
 function optionalSection(id, title, value, missing) {
   let body;
   if (value === undefined || value === null) {
     body = `<p class="muted">${esc(missing)}</p>`;
   } else if (Array.isArray(value)) {
-    const keys = [...new Set(value.flatMap((v) => Object.keys(v ?? {})))];
+    /** @type {Record<string, unknown>[]} */
+    const items = value;
+    const keys = [...new Set(items.flatMap((v) => Object.keys(v ?? {})))];
     body = value.length === 0
       ? `<p class="muted">None.</p>`
       : `<div class="scroll"><table><caption>${esc(title)}</caption><thead><tr>${
         keys.map((k) => `<th scope="col">${esc(k)}</th>`).join("")
       }</tr></thead><tbody>${
-        value.map((v) => `<tr>${keys.map((k) => `<td>${generic(v?.[k])}</td>`).join("")}</tr>`)
+        items.map((v) => `<tr>${keys.map((k) => `<td>${generic(v?.[k])}</td>`).join("")}</tr>`)
           .join(
             "",
           )
       }</tbody></table></div>`;
   } else if (typeof value === "object") {
-    body = (id === "rollout" ? rolloutHeadline(value) : "") +
+    body =
+      (id === "rollout" ? rolloutHeadline(/** @type {Record<string, unknown>} */ (value)) : "") +
       `<dl class="kv">${
         Object.entries(value).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${generic(v)}</dd>`).join("")
       }</dl>`;
@@ -394,8 +532,16 @@ function optionalSection(id, title, value, missing) {
   }</h2>${body}</section>`;
 }
 
-/** The deployment page's filter form. */
+/**
+ * The deployment page's filter form.
+ * @param {string} name
+ * @param {Query} query
+ */
 export function renderDeploymentForm(name, query) {
+  /**
+   * @param {string} v
+   * @param {string} label
+   */
   const opt = (v, label) =>
     `<option value="${v}"${query.phase === v ? " selected" : ""}>${label}</option>`;
   return `<form id="filters" class="filters" method="get" action="/deployments/${
@@ -409,7 +555,12 @@ export function renderDeploymentForm(name, query) {
 <button type="submit">Apply</button></form>`;
 }
 
-/** The deployment page's live part: summary, rollout and history, devices by phase. */
+/**
+ * The deployment page's live part: summary, rollout and history, devices by phase.
+ * @param {Model} model
+ * @param {string} name
+ * @param {Query} query
+ */
 export function renderDeployment(model, name, query) {
   const p = model.deployments.find((d) => d.name === name);
   if (p === undefined) {
@@ -440,7 +591,7 @@ export function renderDeployment(model, name, query) {
   const matched = (model.rows.get(name) ?? [])
     .filter((r) => !query.phase || r.phase === query.phase)
     .filter((r) => !needle || `${r.id} ${r.message}`.toLowerCase().includes(needle))
-    .sort((a, b) => (PHASE_ORDER[a.phase] - PHASE_ORDER[b.phase]) || cmp(a.id, b.id));
+    .sort((a, b) => ((PHASE_ORDER[a.phase] ?? 0) - (PHASE_ORDER[b.phase] ?? 0)) || cmp(a.id, b.id));
   const sel = page(matched, query.page, p.targeted);
   const rows = sel.rows.map((r) =>
     `<tr data-device="${esc(r.id)}"><th scope="row"><a href="/devices/${
@@ -460,7 +611,11 @@ export function renderDeployment(model, name, query) {
     pager(sel, query, "devices") + table;
 }
 
-/** `deployment/service` pairs a device's status reports, sorted: what its log pane can tail. */
+/**
+ * `deployment/service` pairs a device's status reports, sorted: what its log pane can tail.
+ * @param {DeviceDetail | undefined} detail
+ * @returns {string[]}
+ */
 export function logTargets(detail) {
   const out = [];
   for (const [name, dep] of Object.entries(detail?.status?.deployments ?? {})) {
@@ -473,6 +628,12 @@ export function logTargets(detail) {
  * The device page's live part. `detail` is `{status}` (the agent's report), `{error}` or null.
  * The events and logs panes (`#events`, `#logs`) are outside this part (operator/api/dashboard/page.ts
  * `devicePanes`): re-rendering it must not wipe a log being followed.
+ */
+/**
+ * @param {Model} model
+ * @param {string} id
+ * @param {DeviceDetail | undefined} detail
+ * @param {number} now
  */
 export function renderDevice(model, id, detail, now) {
   const d = model.devices.find((x) => x.id === id);
@@ -489,6 +650,7 @@ export function renderDevice(model, id, detail, now) {
     d.reason ? `<dt>Reason</dt><dd class="msg">${esc(d.reason)}</dd>` : ""
   }${d.message ? `<dt>Note</dt><dd class="msg">${esc(d.message)}</dd>` : ""}</dl>`;
   const reported = detail?.status?.deployments ?? {};
+  /** @type {string[]} */
   const rows = [];
   const names = [...new Set([...d.deployments, ...Object.keys(reported)])].sort(cmp);
   for (const name of names) {
@@ -508,7 +670,7 @@ export function renderDevice(model, id, detail, now) {
     for (const [svc, s] of services) {
       rows.push(
         `<tr><th scope="row">${link}</th><td>${phase}</td><td>${
-          esc(dep.deployment_revision ?? "-")
+          esc(dep?.deployment_revision ?? "-")
         }</td><td>${esc(svc)}</td><td>${badge(s.state)}</td><td>${esc(s.health ?? "-")}</td><td>${
           esc(s.image)
         }</td><td>${esc(s.restarts ?? "-")}</td><td class="msg">${message}</td></tr>`,

@@ -12,6 +12,7 @@
  */
 
 import type { DeploymentView, DeviceView } from "../fleet/aggregate.ts";
+import { formatLabels } from "@drover/contracts";
 
 /**
  * C0 controls, DEL, C1 controls (U+0080–U+009F: U+009B is an 8-bit CSI some
@@ -77,9 +78,10 @@ export function formatAge(seconds: number | null): string {
   return `${Math.round(seconds / 86400)}d`;
 }
 
-function formatLabels(labels: Record<string, string>): string {
-  const pairs = Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1));
-  return pairs.length === 0 ? "-" : pairs.map(([k, v]) => `${k}=${v}`).join(",");
+/** `k=v,…` sorted by key, `-` for none. */
+function labelsCell(labels: Record<string, string>): string {
+  const sorted = Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return formatLabels(sorted) || "-";
 }
 
 /**
@@ -112,7 +114,7 @@ export function devicesTable(devices: readonly DeviceView[]): string {
       d.online ? "online" : "offline",
       formatAge(d.heartbeat_age_seconds),
       agentColumn(d),
-      formatLabels(d.labels),
+      labelsCell(d.labels),
       d.deployments.length === 0 ? "-" : d.deployments.join(","),
       // Why it is not ready (the device's words), then the operator's notes about it.
       [
