@@ -15,6 +15,7 @@ import {
   type HealthReport,
   type ObservedContainer,
   type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -114,6 +115,14 @@ export class GuardedRuntime implements ContainerRuntime {
       signal,
       (s) => this.#inner.ensureVolume(name, labels, s),
     );
+  }
+
+  listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    return this.#call("list volumes", signal, (s) => this.#inner.listManagedVolumes(s));
+  }
+
+  removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    return this.#call(`remove volume ${name}`, signal, (s) => this.#inner.removeVolume(name, s));
   }
 
   logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]> {

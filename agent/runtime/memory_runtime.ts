@@ -27,6 +27,7 @@ import {
   ImagePullError,
   type ObservedContainer,
   type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -251,6 +252,25 @@ export class InMemoryRuntime implements ContainerRuntime {
   async ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal) {
     await this.#enter("volumes", signal);
     if (!this.volumes.has(name)) this.volumes.set(name, { ...labels });
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedVolumes}. */
+  async listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    await this.#enter("volumes", signal);
+    return [...this.volumes].filter(([, labels]) => labels[LABELS.managed] === MANAGED_LABEL_VALUE)
+      .map(([name, labels]) => ({ name, labels: { ...labels } }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeVolume}. */
+  async removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    await this.#enter("volumes", signal);
+    if (!this.volumes.has(name)) return "gone";
+    const used = [...this.#containers.values()].some((c) =>
+      c.spec.volumes.some((v) => v.type === "volume" && v.source === name)
+    );
+    if (used) return "in-use";
+    this.volumes.delete(name);
+    return "removed";
   }
 
   /** See {@linkcode ContainerRuntime.logTail}: what {@linkcode exitByItself} said. */

@@ -41,6 +41,7 @@ import {
   ImagePullError,
   type ObservedContainer,
   type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -315,6 +316,26 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
         await this.#client.createVolume(name, labels, { signal });
       }
     });
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedVolumes}. */
+  async listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    const list = await mapErrors(() =>
+      this.#client.listVolumes({ [LABELS.managed]: MANAGED_LABEL_VALUE }, { signal })
+    );
+    return list.map((v) => ({ name: v.Name, labels: v.Labels }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeVolume}. */
+  async removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    try {
+      await this.#client.removeVolume(name, { signal });
+      return "removed";
+    } catch (err) {
+      if (isNotFoundError(err)) return "gone";
+      if (isPodmanError(err) && err.status === 409) return "in-use";
+      throw translate(err);
+    }
   }
 
   /** See {@linkcode ContainerRuntime.logTail}; a container gone meanwhile has none. */

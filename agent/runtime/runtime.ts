@@ -87,6 +87,12 @@ export interface ObservedNetwork {
   labels: Record<string, string>;
 }
 
+/** A named volume Drover created, as the runtime lists it. */
+export interface ObservedVolume {
+  name: string;
+  labels: Record<string, string>;
+}
+
 /** A container Drover manages, as the runtime reports it now. */
 export interface ObservedContainer {
   id: string;
@@ -201,6 +207,10 @@ export interface ContainerRuntime {
   listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]>;
   /** Creates a named volume with `labels` unless one of that name exists (its data is kept). */
   ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Every named volume labelled `drover.managed=true`. */
+  listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]>;
+  /** Removes a named volume with its data: `removed`, `in-use` (kept), or `gone` already. */
+  removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone">;
   /** The last `lines` lines a container wrote (stdout and stderr), oldest first. */
   logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]>;
   /**

@@ -39,6 +39,7 @@ import type {
   PullPolicy,
   PullResult,
   RegistryAuth,
+  VolumeSummary,
 } from "./types.ts";
 
 /** The libpod API version Drover speaks: podman 4.0 and later answer it. */
@@ -470,7 +471,25 @@ export class PodmanClient implements Disposable {
     throw this.#classify(failed);
   }
 
-  /** Removes a named volume. @throws {NotFoundError} if it does not exist. */
+  /** Lists named volumes whose labels include every `key=value` of `labels`. */
+  async listVolumes(
+    labels: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<VolumeSummary[]> {
+    const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+    const list = await this.#getJson<VolumeSummary[] | null>(
+      "/libpod/volumes/json",
+      "list volumes",
+      { signal: options.signal, query: { filters: JSON.stringify({ label }) } },
+    );
+    return (list ?? []).map((v) => ({ ...v, Labels: v.Labels ?? {} }));
+  }
+
+  /**
+   * Removes a named volume (never one in use: podman answers 409, a {@linkcode PodmanError}).
+   *
+   * @throws {NotFoundError} if it does not exist.
+   */
   async removeVolume(name: string, options: CallOptions = {}): Promise<void> {
     const path = `/libpod/volumes/${segment(name, "volume name")}`;
     const action = `remove volume ${JSON.stringify(name)}`;

@@ -102,6 +102,13 @@ export interface LibpodCreateSpec {
   log_configuration?: { driver?: string; size?: number; options?: Record<string, string> };
 }
 
+/** One entry of `GET /libpod/volumes/json`. */
+export interface VolumeSummary {
+  Name: string;
+  /** Never null here: the client turns podman's `null` into `{}`. */
+  Labels: Record<string, string>;
+}
+
 /** One entry of `GET /libpod/networks/json` (netavark). */
 export interface NetworkSummary {
   name: string;
