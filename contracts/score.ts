@@ -13,7 +13,7 @@ import { z } from "zod";
 import { nameProblem } from "./names.ts";
 import { parseImageReference } from "./image.ts";
 import { composeDuration } from "./duration.ts";
-import { dependenciesOf, WORKLOAD_FIELDS } from "./workload.ts";
+import { dependenciesOf, parsedString, WORKLOAD_FIELDS } from "./workload.ts";
 
 /** Schema for a device id, deployment name or service name. */
 export const Name = z.string().superRefine((value, ctx) => {
@@ -141,14 +141,6 @@ export function parseVolumeMount(spec: string): VolumeMount | string {
     );
   }
   return { type: "volume", source, target, readOnly };
-}
-
-/** Refines a string with a parser that returns a message on error. */
-function parsedString(parse: (s: string) => unknown, max = 1024) {
-  return z.string().max(max).superRefine((value, ctx) => {
-    const result = parse(value);
-    if (typeof result === "string") ctx.addIssue({ code: "custom", message: result });
-  });
 }
 
 /** Label prefix reserved for Drover's own labels. */

@@ -217,7 +217,7 @@ export function parseTmpfsMount(spec: string): TmpfsMount | string {
 }
 
 /** Refines a string with a parser that returns a message on error. */
-function parsed(parse: (s: string) => unknown, max: number) {
+export function parsedString(parse: (s: string) => unknown, max = 1024) {
   return z.string().max(max).superRefine((value, ctx) => {
     const result = parse(value);
     if (typeof result === "string") ctx.addIssue({ code: "custom", message: result });
@@ -281,14 +281,17 @@ export const WORKLOAD_FIELDS = {
   /** Mounts the image's file system read-only. */
   read_only: z.boolean().optional(),
   /** tmpfs mounts: `"/path"` or `"/path:size=64m,mode=1777"`, one string or a list. */
-  tmpfs: z.union([parsed(parseTmpfsMount, 1024), z.array(parsed(parseTmpfsMount, 1024)).max(64)])
+  tmpfs: z.union([
+    parsedString(parseTmpfsMount, 1024),
+    z.array(parsedString(parseTmpfsMount, 1024)).max(64),
+  ])
     .optional(),
   /** Capabilities added to podman's default set (device policy `allowed_capabilities`). */
   cap_add: capabilityList(false).optional(),
   /** Capabilities taken away; `ALL` drops every one. */
   cap_drop: capabilityList(true).optional(),
   /** Host devices, `HOST[:CONTAINER[:PERMISSIONS]]` (device policy `allowed_devices`). */
-  devices: z.array(parsed(parseDeviceMapping, 4096)).max(64).optional(),
+  devices: z.array(parsedString(parseDeviceMapping, 4096)).max(64).optional(),
   /** Log driver and rotation; without it logs are capped at {@linkcode DEFAULT_LOG_MAX_SIZE}. */
   logging: z.strictObject({
     driver: LogDriver.optional(),

@@ -363,7 +363,8 @@ export class Reconciler {
         key,
         healthTargets(entry, observed, (service) => specHashes.get(hashKey(key, service))),
       );
-      const networks = await this.#networksOf(key, signal);
+      // Only a deployment being removed has a network to remove: no extra call otherwise.
+      const networks = entry === undefined ? await this.#networksOf(key, signal) : [];
       const actions = plan(entry ? new Map([[key, entry]]) : new Map(), observed, {
         removable: this.store.isRemovable(key),
         specHashes,
