@@ -37,7 +37,10 @@ async function convertedScore(example: string, variables: Record<string, string>
 
 Deno.test("workloads: DNS by service name, a job before the app, limits in inspect, networks and volumes", async () => {
   const webPort = await freePort();
+  // A device id of its own: podman test instances share netavark's run directory (aardvark-dns
+  // configs are per network name), so no other test may have a network of the same name.
   await using env = await startAgentEnv({
+    deviceId: "pi-workloads",
     heartbeatSeconds: 1,
     extraToml: ["[policy]", 'allowed_devices = ["/dev/null"]', ""].join("\n"),
   });
@@ -75,7 +78,7 @@ Deno.test("workloads: DNS by service name, a job before the app, limits in inspe
   assertEquals(await inspect("shop_db", "{{.HostConfig.LogConfig.Size}}"), "10.49MB");
   assertEquals(await inspect("shop_db", "{{.HostConfig.Memory}}"), String(64 * 1024 * 1024));
   // The deployment's own network, with the service name as alias; the volume is Drover's.
-  assert(await exists("network", "drover-pi-1_shop"), "the deployment's network exists");
+  assert(await exists("network", "drover-pi-workloads_shop"), "the deployment's network exists");
   assertStringIncludes(
     await inspect("shop_db", "{{json .NetworkSettings.Networks}}"),
     '"Aliases":["db"',
@@ -172,10 +175,16 @@ Deno.test("workloads: DNS by service name, a job before the app, limits in inspe
     timeoutMs: 60_000,
     message: "shop's containers removed",
   });
-  await waitFor(async () => (await exists("network", "drover-pi-1_shop")) ? undefined : true, {
-    timeoutMs: 30_000,
-    message: "shop's network removed",
-  });
+  await waitFor(
+    async () => (await exists("network", "drover-pi-workloads_shop")) ? undefined : true,
+    {
+      timeoutMs: 30_000,
+      message: "shop's network removed",
+    },
+  );
   assert(await exists("volume", "dbdata"), "the named volume is kept");
-  assert(await exists("network", "drover-pi-1_sensor"), "another deployment's network stays");
+  assert(
+    await exists("network", "drover-pi-workloads_sensor"),
+    "another deployment's network stays",
+  );
 });

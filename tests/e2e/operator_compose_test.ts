@@ -27,19 +27,21 @@ Deno.test({
     await using podman = await startPodman();
     await buildBusyboxImage(podman, IMAGE);
     const webPort = await freePort();
+    // A device id of its own: podman test instances share netavark's run directory (aardvark-dns
+    // configs are per network name), so no other test may have a network of the same name.
     await using _agent = await startAgent({
-      deviceId: "pi-a",
+      deviceId: "pi-compose",
       labels: { site: "lab" },
       natsUrl: nats.url,
       podmanSocket: podman.socket,
-      dir: `${dir.path}/pi-a`,
+      dir: `${dir.path}/pi-compose`,
       heartbeatSeconds: 1,
     });
     const operator = await startOperatorService(nats.url, await freePort());
     await using _operator = { [Symbol.asyncDispose]: async () => void await operator.stop() };
     // `deno task operator` runs in the project root; INIT_CWD is where the user typed it.
     const cli = (...args: string[]) => runOperatorCli(nats.url, args, { INIT_CWD: dir.path });
-    assertEquals((await cli("device", "label", "pi-a", "site=lab")).code, 0);
+    assertEquals((await cli("device", "label", "pi-compose", "site=lab")).code, 0);
 
     // The compose file with a .env beside it, as a user has them.
     await Deno.mkdir(`${dir.path}/shop`);
@@ -103,7 +105,7 @@ Deno.test({
 
     const purged = await cli("delete", "shop", "--purge-volumes", "--timeout", "90s");
     assertEquals(purged.code, 0, `${purged.stdout}\n${purged.stderr}`);
-    assertStringIncludes(purged.stdout, "pi-a: removed dbdata");
+    assertStringIncludes(purged.stdout, "pi-compose: removed dbdata");
     assertEquals(await volumeExists(), false, "--purge-volumes removed the volume");
   },
 });
