@@ -140,8 +140,12 @@ function environment(env: (name: string) => string | undefined, name: string) {
   }
 }
 
+/** Largest `.env` or config file read; a larger one is treated as unreadable. */
+const MAX_SIDE_FILE_BYTES = 1024 * 1024;
+
 async function readOptional(path: string): Promise<string | undefined> {
   try {
+    if ((await Deno.stat(path)).size > MAX_SIDE_FILE_BYTES) return undefined;
     return await Deno.readTextFile(path);
   } catch {
     return undefined;
