@@ -169,6 +169,17 @@ Deno.test("workloads: DNS by service name, a job before the app, limits in inspe
   assertEquals(after, before, "no container was replaced, rerun or added");
   await waitForPage(webPort, "v1");
 
+  // Drift repair: the network removed by hand (with its container) comes back with it.
+  const sensorBefore = await inspect("sensor_reader", "{{.Id}}");
+  const removed = await env.podman.cli(["network", "rm", "-f", "drover-pi-workloads_sensor"]);
+  assertEquals(removed.code, 0, removed.stderr);
+  await waitFor(async () => {
+    const id = (await env.podman.cli(["inspect", "sensor_reader", "--format", "{{.Id}}"])).stdout;
+    return id.trim() !== "" && id.trim() !== sensorBefore ? true : undefined;
+  }, { timeoutMs: 60_000, message: "sensor_reader re-created after its network was removed" });
+  assert(await exists("network", "drover-pi-workloads_sensor"), "the network is back");
+  await env.waitForDeployment("sensor", (d) => d.phase === "running", "sensor running again");
+
   // Delete: containers and network go, the named volume (and its data) stays.
   await env.deleteDesired("shop");
   await waitFor(async () => (await env.containersOf("shop")).length === 0 ? true : undefined, {
