@@ -1,4 +1,5 @@
 import { parse } from "yaml";
+import { z } from "zod";
 import { DeploymentManifest, PodmanService } from "@drover/contracts";
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import {
@@ -249,4 +250,25 @@ Deno.test("examples/compose/dashboard: configs from a file, long-form ports, log
     warningOf(result.warnings, "score.services[0].configs");
   }
   DeploymentManifest.parse(result.manifest);
+});
+
+Deno.test("every example's manifest validates against the published JSON Schema", async () => {
+  const schemaFile = new URL(
+    "../../contracts/schema/deployment-manifest.schema.json",
+    import.meta.url,
+  );
+  // zod reads the JSON Schema file itself: the check is against what clients in other languages get.
+  const published = z.fromJSONSchema(JSON.parse(await Deno.readTextFile(schemaFile)));
+  for (const example of ["shop", "sensor", "dashboard"]) {
+    const text = await Deno.readTextFile(new URL(`${example}/docker-compose.yml`, examples));
+    const { manifest } = convert(text, { fallbackName: example, selector: { site: "lab" } });
+    const result = published.safeParse(manifest);
+    assert(result.success, `${example}: ${JSON.stringify(result.error?.issues)}`);
+  }
+  // Negative control: the schema does refuse what a manifest may not say.
+  const text = await Deno.readTextFile(new URL("shop/docker-compose.yml", examples));
+  const { manifest } = convert(text, { fallbackName: "shop" });
+  const broken = structuredClone(manifest) as { score: { services: Record<string, unknown>[] } };
+  broken.score.services[0]!.privileged = true;
+  assertEquals(published.safeParse(broken).success, false);
 });
