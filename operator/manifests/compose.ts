@@ -22,6 +22,7 @@ import {
   formatIssueMessage,
   formatPath,
   nameProblem,
+  suggestKey,
 } from "@drover/contracts";
 
 /** What {@linkcode convertCompose} needs besides the parsed compose document. */
@@ -105,6 +106,38 @@ const REFUSED_SERVICE_KEYS: Record<string, string> = {
   runtime: "not supported",
 };
 
+/** Every service key this converter knows (mapped or refused), for did-you-mean. */
+const COMPOSE_SERVICE_KEYS: readonly string[] = [
+  "image",
+  ...SAME_KEYS,
+  ...Object.keys(REFUSED_SERVICE_KEYS),
+  "command",
+  "entrypoint",
+  "environment",
+  "labels",
+  "ports",
+  "volumes",
+  "devices",
+  "restart",
+  "healthcheck",
+  "stop_grace_period",
+  "logging",
+  "depends_on",
+  "network_mode",
+  "networks",
+  "deploy",
+  "configs",
+  "secrets",
+];
+
+/** `unknown key, ignored`, with `; did you mean "x"?` when a known key is close. Pure. */
+function unknownKeyWarning(key: string, known: readonly string[]): string {
+  const suggestion = suggestKey(key, known);
+  return `unknown key, ignored${
+    suggestion === undefined ? "" : `; did you mean ${JSON.stringify(suggestion)}?`
+  }`;
+}
+
 /** Top-level keys besides services, networks, volumes, configs and secrets. */
 const TOP_LEVEL_REFUSED: Record<string, string> = {
   include: "include is not supported; merge the files first",
@@ -133,7 +166,10 @@ export function convertCompose(doc: unknown, options: ConvertOptions): ConvertRe
     if (
       !["version", "name", "services", "networks", "volumes", "configs", "secrets"].includes(key) &&
       !(key in TOP_LEVEL_REFUSED) && !key.startsWith("x-")
-    ) warn(key, "unknown top-level key, ignored");
+    ) {
+      const known = ["version", "name", "services", "networks", "volumes", "configs", "secrets"];
+      warn(key, unknownKeyWarning(key, known));
+    }
   }
   const rawServices = interpolated.services;
   if (!isDict(rawServices) || Object.keys(rawServices).length === 0) {
@@ -369,7 +405,7 @@ function convertService(
         break;
       }
       default:
-        warn(at, "unknown to Drover; ignored");
+        warn(at, unknownKeyWarning(field, COMPOSE_SERVICE_KEYS));
     }
   }
   return out;

@@ -272,3 +272,15 @@ Deno.test("every example's manifest validates against the published JSON Schema"
   broken.score.services[0]!.privileged = true;
   assertEquals(published.safeParse(broken).success, false);
 });
+
+Deno.test("an unknown key is named with a did-you-mean", () => {
+  const result = convert(
+    "servces: {}\nservices:\n  web:\n    image: busybox:1\n    enviroment: [A=1]\n",
+  );
+  assertEquals(
+    warningOf(result.warnings, "services.web.enviroment"),
+    'services.web.enviroment: unknown key, ignored; did you mean "environment"?',
+  );
+  assertStringIncludes(warningOf(result.warnings, "servces"), 'did you mean "services"?');
+  assertEquals(result.manifest?.score.services[0]?.env, undefined);
+});
