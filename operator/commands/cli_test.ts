@@ -240,6 +240,7 @@ Deno.test("convert: exit 3 when nothing usable remains, 2 without -f, 3 on bad Y
   assertEquals(nothing.out, "");
   assertStringIncludes(nothing.err, "nothing usable remains");
   assertEquals((await run([])).code, 2);
+  assertEquals((await run(["-f", "build.yml", "-o", "toml"])).code, 2);
   assertEquals((await run(["-f", "bad.yml"])).code, 3);
   assertEquals((await run(["-f", "missing.yml"])).code, 3);
 });

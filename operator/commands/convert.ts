@@ -25,7 +25,7 @@ import { MAX_YAML_MANIFEST_BYTES } from "../manifests/file.ts";
 export const convertCommand: Command = {
   name: "convert",
   summary: "Print a Drover manifest for a docker-compose file",
-  usage: "convert -f FILE [--name NAME] [--selector KEY=VALUE]...",
+  usage: "convert -f FILE [--name NAME] [--selector KEY=VALUE]... [-o yaml|json]",
   description: "Maps every compose key Drover has (docs/workloads.md lists them) and warns on\n" +
     "stderr, naming the key and why, for each one it cannot carry (build, extends,\n" +
     "network_mode: service:x, static addresses, relative bind mounts, …). ${VAR} and\n" +
@@ -45,6 +45,12 @@ export const convertCommand: Command = {
       value: "NAME",
       description: "Deployment name (default: the file's name:, else its directory's name)",
     },
+    output: {
+      type: "string",
+      short: "o",
+      value: "FORMAT",
+      description: '"yaml" (default) or "json"',
+    },
     selector: {
       type: "string",
       multiple: true,
@@ -60,6 +66,13 @@ export const convertCommand: Command = {
     const file = stringOption(values, "file");
     if (file === undefined) throw new UsageError("Missing -f FILE", "convert");
     const selector = parseSelector(values.selector);
+    const format = stringOption(values, "output") ?? "yaml";
+    if (format !== "yaml" && format !== "json") {
+      throw new UsageError(
+        `Invalid output format "${format}": expected "yaml" or "json"`,
+        "convert",
+      );
+    }
     const text = await readText(file);
     if (new TextEncoder().encode(text).length > MAX_YAML_MANIFEST_BYTES) {
       throw new InvalidInputError(
@@ -98,6 +111,10 @@ export const convertCommand: Command = {
     if (result.manifest === undefined) {
       io.stderr(`error: nothing usable remains of ${escapeControl(file)}\n`);
       return EXIT.invalid;
+    }
+    if (format === "json") {
+      io.stdout(`${JSON.stringify(result.manifest, null, 2)}\n`);
+      return EXIT.ok;
     }
     // YAML 1.1 quoting: `restart: "no"` and `user: "0:20"` stay strings for YAML 1.1 readers.
     const yaml = stringify(result.manifest, { version: "1.1", lineWidth: 0 });
