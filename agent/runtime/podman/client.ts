@@ -429,13 +429,8 @@ export class PodmanClient implements Disposable {
     labels: Record<string, string>,
     options: CallOptions = {},
   ): Promise<NetworkSummary[]> {
-    const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
-    const list = await this.#getJson<NetworkSummary[] | null>(
-      "/libpod/networks/json",
-      "list networks",
-      { signal: options.signal, query: { filters: JSON.stringify({ label }) } },
-    );
-    return (list ?? []).map((n) => ({ ...n, labels: n.labels ?? {} }));
+    const list = await this.#listByLabels<NetworkSummary>("networks", labels, options);
+    return list.map((n) => ({ ...n, labels: n.labels ?? {} }));
   }
 
   /** Whether a named volume exists. */
@@ -476,13 +471,8 @@ export class PodmanClient implements Disposable {
     labels: Record<string, string>,
     options: CallOptions = {},
   ): Promise<VolumeSummary[]> {
-    const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
-    const list = await this.#getJson<VolumeSummary[] | null>(
-      "/libpod/volumes/json",
-      "list volumes",
-      { signal: options.signal, query: { filters: JSON.stringify({ label }) } },
-    );
-    return (list ?? []).map((v) => ({ ...v, Labels: v.Labels ?? {} }));
+    const list = await this.#listByLabels<VolumeSummary>("volumes", labels, options);
+    return list.map((v) => ({ ...v, Labels: v.Labels ?? {} }));
   }
 
   /**
@@ -528,6 +518,20 @@ export class PodmanClient implements Disposable {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /** `GET /libpod/<kind>/json` filtered by labels (every `key=value`, ANDed); null is []. */
+  async #listByLabels<T>(
+    kind: "networks" | "volumes",
+    labels: Record<string, string>,
+    options: CallOptions,
+  ): Promise<T[]> {
+    const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+    const list = await this.#getJson<T[] | null>(`/libpod/${kind}/json`, `list ${kind}`, {
+      signal: options.signal,
+      query: { filters: JSON.stringify({ label }) },
+    });
+    return list ?? [];
+  }
 
   async #containerAction(
     method: string,
