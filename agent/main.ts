@@ -35,6 +35,7 @@ import type { AgentMetrics } from "./metrics.ts";
 import { EventRing } from "./commands/event_ring.ts";
 import { CommandServer } from "./commands/server.ts";
 import { podmanLogSource } from "./commands/podman_logs.ts";
+import { purgeVolumes } from "./commands/volumes.ts";
 import type { ContainerRuntime } from "./runtime/runtime.ts";
 import { RELEASE_ENV, Updater } from "./update/updater.ts";
 
@@ -207,6 +208,17 @@ export async function runAgent(
       events,
       logs: logSource(deviceId, runtime, podman, store),
       allowLogs: config.policy.allow_logs !== false,
+      purgeVolumes: (deployment, signal) =>
+        purgeVolumes(
+          {
+            deviceId,
+            runtime,
+            // A partial view (just started, NATS away, no cache) may not know it is desired.
+            desired: (d) => store.get(d) !== undefined || !store.isRemovable(d),
+          },
+          deployment,
+          signal,
+        ),
       log: logger("commands").with({ device: deviceId }),
     });
     const session = new NatsSession({

@@ -50,6 +50,18 @@ function rawIssueMessage(issue: z.core.$ZodIssue): string {
     const what = issue.code === "invalid_key" ? "invalid key" : "invalid value";
     return `${what}: ${issue.issues.map((i) => i.message).join("; ")}`;
   }
+  if (issue.code === "invalid_union") {
+    // zod says "Invalid input"; the one alternative whose shape fits the value says why.
+    const fitting = issue.errors.filter((branch) =>
+      !branch.some((i) => i.code === "invalid_type" && i.path.length === 0)
+    );
+    const [branch] = fitting;
+    if (fitting.length === 1 && branch !== undefined && branch.length > 0) {
+      return branch.map((i) =>
+        i.path.length === 0 ? rawIssueMessage(i) : `${formatPath(i.path)}: ${rawIssueMessage(i)}`
+      ).join("; ");
+    }
+  }
   return issue.message;
 }
 

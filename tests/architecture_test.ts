@@ -132,8 +132,6 @@ const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
   nats: [],
   // Signing keys and device credentials.
   auth: [],
-  // Reading a manifest file.
-  manifests: [],
   // Fan-out and targeting (pure); the fan-out loop keeps the fleet picture and drives rollouts
   // (MODULE_MAY_IMPORT).
   desired: ["nats"],
@@ -143,6 +141,9 @@ const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
   views: ["fleet"],
   // Staged rollouts: plan (pure), driver, store, history, views.
   rollout: ["nats", "desired", "fleet", "views"],
+  // Reading manifest files and sets, and planning a set against what is stored (which devices
+  // each targets, the history's change summaries).
+  manifests: ["desired", "rollout"],
   // What devices ask of the operator and it of them.
   devices: ["nats", "auth", "fleet", "views"],
   // HTTP API, metrics, dashboard.

@@ -24,11 +24,12 @@
  */
 
 import { getLogger, type Logger } from "@logtape/logtape";
-import type {
-  AgentPolicy,
-  DeploymentStatus,
-  DeviceStatus,
-  RegistryConfig,
+import {
+  type AgentPolicy,
+  type DeploymentStatus,
+  type DeviceStatus,
+  LABELS,
+  type RegistryConfig,
 } from "@drover/contracts";
 import {
   type ContainerRuntime,
@@ -48,6 +49,7 @@ import { HealthScheduler } from "./health_scheduler.ts";
 import { ImageManager } from "./image_manager.ts";
 import { concernsDevice, ownContainers } from "./ownership.ts";
 import { hashKey, plan } from "./plan.ts";
+import { currentContainer, failedJobs, jobServices } from "./ordering.ts";
 import { type HostPathFacts, hostPathsToResolve, policyViolations } from "./policy.ts";
 import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
@@ -102,6 +104,16 @@ export interface ReconcilerOptions {
   healthTimers?: QueueTimers;
   /** Told of events (the device's event ring) and pass durations (metrics). */
   observer?: ReconcileObserver;
+}
+
+/** Last log lines of a failed job shown in the deployment's status. */
+export const JOB_LOG_LINES = 5;
+/** Longest log line of a failed job shown, in characters. */
+const JOB_LOG_LINE_MAX_CHARS = 200;
+
+/** A job of the current revision exited with a code other than 0 (see ordering.ts). */
+export class JobFailedError extends Error {
+  override name = "JobFailedError";
 }
 
 /**
@@ -348,13 +360,19 @@ export class Reconciler {
         key,
         healthTargets(entry, observed, (service) => specHashes.get(hashKey(key, service))),
       );
+      // Only a deployment being removed has a network to remove: no extra call otherwise.
+      const networks = entry === undefined ? await this.#networksOf(key, signal) : [];
       const actions = plan(entry ? new Map([[key, entry]]) : new Map(), observed, {
         removable: this.store.isRemovable(key),
         specHashes,
         ...(blocked ? { blocked: new Set([key]) } : {}),
         deviceId: this.#deviceId,
+        ...(networks.length > 0 ? { networks: new Map([[key, networks]]) } : {}),
       });
       if (actions.length === 0) {
+        if (entry?.kind === "valid" && !blocked) {
+          await this.#checkJobs(entry, observed, specHashes, signal);
+        }
         this.#book.clearError(key);
         await this.#updateStatus(key);
         return;
@@ -367,6 +385,45 @@ export class Reconciler {
       `Cannot converge deployment "${key}": still changing after ` +
         `${DEFAULT_MAX_STEPS_PER_PASS} rounds (does a container exit right after it starts?)`,
     );
+  }
+
+  /** Names of the networks this device's agent created for `key`. */
+  async #networksOf(key: string, signal: AbortSignal): Promise<string[]> {
+    return (await this.#runtime.listManagedNetworks(signal))
+      .filter((n) => n.labels[LABELS.device] === this.#deviceId)
+      .filter((n) => n.labels[LABELS.deployment] === key)
+      .map((n) => n.name);
+  }
+
+  /**
+   * Fails the pass when a job of this revision exited with a code other than 0, with
+   * its exit code and last log lines; the job is not run again until the revision
+   * changes (ordering.ts), so the retries only look again.
+   */
+  async #checkJobs(
+    entry: Extract<DesiredEntry, { kind: "valid" }>,
+    observed: readonly ObservedContainer[],
+    specHashes: ReadonlyMap<string, string>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const services = entry.state.score.services;
+    const jobs = jobServices(services);
+    const failed = failedJobs(services, (name) => {
+      const hash = specHashes.get(hashKey(entry.deployment, name));
+      const mine = observed.filter((c) => c.service === name);
+      return hash === undefined
+        ? undefined
+        : currentContainer(mine, hash, jobs.has(name), entry.revision);
+    });
+    if (failed.length === 0) return;
+    const parts = await Promise.all(failed.map(async (job) => {
+      const lines = await this.#runtime.logTail(job.containerId, JOB_LOG_LINES, signal)
+        .catch(() => []);
+      const tail = lines.map((l) => `  ${l.slice(0, JOB_LOG_LINE_MAX_CHARS)}`).join("\n");
+      return `job "${job.service}" exited with code ${job.exitCode}; it runs again only ` +
+        `for a new revision` + (tail ? `; last log lines:\n${tail}` : " (it wrote nothing)");
+    }));
+    throw new JobFailedError(parts.join("\n"));
   }
 
   /** This device's containers of `key`, recorded in the book; queues others found. */
@@ -483,6 +540,11 @@ export class Reconciler {
     const keys = new Set([...this.store.keys(), ...this.#book.keys()]);
     try {
       for (const c of this.#own(await this.#runtime.listManaged(signal))) keys.add(c.deployment);
+      // A network whose containers are gone (a crash between the removals) is removed too.
+      for (const n of await this.#runtime.listManagedNetworks(signal)) {
+        const deployment = n.labels[LABELS.deployment];
+        if (n.labels[LABELS.device] === this.#deviceId && deployment) keys.add(deployment);
+      }
     } catch (err) {
       // An unreachable runtime was reported by the guard.
       if (!(err instanceof RuntimeUnavailableError) && !signal.aborted) {

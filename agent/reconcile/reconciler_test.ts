@@ -566,3 +566,51 @@ Deno.test("an unlabelled container of a desired deployment is adopted in place, 
   h.reconciler.setDesired("shop", null);
   await until("removed", () => runtime.snapshot().length === 0);
 });
+
+Deno.test("a job runs first; the app waits, then starts; a failed job fails with code and output", async () => {
+  const services: DesiredStateInput["score"]["services"] = [
+    { name: "migrate", image: IMAGE, restart: "no" },
+    {
+      name: "web",
+      image: IMAGE,
+      depends_on: { migrate: { condition: "service_completed_successfully" } },
+    },
+  ];
+  await using h = start({ entries: [entry("shop", 1, services)] });
+  await h.reconciler.firstPass;
+  assertEquals(h.runtime.snapshot().map((c) => c.name), ["shop_migrate"]);
+  const waiting = h.reconciler.deploymentStatuses().shop;
+  assertEquals(waiting?.phase, "pending");
+  assertEquals(waiting?.message, "web waits for migrate (service_completed_successfully)");
+  assertEquals(waiting?.services.web?.state, "missing");
+  h.runtime.exitByItself("shop_migrate", 0, ["migrated"]);
+  await until("web created after the job", () => phase(h, "shop") === "running");
+  assertEquals(h.runtime.snapshot().map((c) => c.name).sort(), ["shop_migrate", "shop_web"]);
+  assertEquals(h.reconciler.deploymentStatuses().shop?.services.migrate?.exit_code, 0);
+  // A network for the deployment, named for the device; the job is not run again.
+  assertEquals([...h.runtime.networks.keys()], ["drover-pi-1_shop"]);
+  assertEquals(h.runtime.calls.createContainer, 2);
+
+  // Revision 2: the job runs again (same spec) and fails; web keeps running, is not replaced.
+  h.reconciler.setDesired("shop", entry("shop", 2, services));
+  await until("job rerun", () => h.runtime.snapshot().some((c) => c.revision === 2));
+  h.runtime.exitByItself("shop_migrate", 3, ["ERROR: relation users does not exist"]);
+  await until("failed", () => phase(h, "shop") === "failed");
+  const failed = h.reconciler.deploymentStatuses().shop;
+  assertStringIncludes(failed?.message ?? "", 'job "migrate" exited with code 3');
+  assertStringIncludes(failed?.message ?? "", "ERROR: relation users does not exist");
+  assertEquals(failed?.services.migrate?.exit_code, 3);
+  assertEquals(h.runtime.snapshot().find((c) => c.name === "shop_web")?.state, "running");
+  const creates = h.runtime.calls.createContainer;
+  await new Promise((resolve) => setTimeout(resolve, 200)); // retries only look again
+  assertEquals(h.runtime.calls.createContainer, creates, "the failed job is not rerun");
+});
+
+Deno.test("a removed deployment's network goes after its containers", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  assertEquals([...h.runtime.networks.keys()], ["drover-pi-1_shop"]);
+  h.reconciler.setDesired("shop", null);
+  await until("network removed", () => h.runtime.networks.size === 0);
+  assertEquals(h.runtime.snapshot(), []);
+});

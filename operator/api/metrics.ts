@@ -14,7 +14,7 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FleetView } from "../fleet/aggregate.ts";
-import type { FloodReport } from "../devices/gate.ts";
+import type { FloodReport } from "../fleet/device_gate.ts";
 
 /** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
 export const WRITE_BUCKETS_SECONDS = [

@@ -19,6 +19,7 @@ import {
   SET_OPTIONS,
   setArgs,
 } from "./_plan.ts";
+import { asCliError } from "./errors.ts";
 import { planChangesSomething } from "../manifests/plan.ts";
 
 /**
@@ -26,10 +27,12 @@ import { planChangesSomething } from "../manifests/plan.ts";
  * {@linkcode EXIT.diffFailed}; other errors keep their code.
  */
 export function diffError(e: unknown): CliError {
-  if (e instanceof CliError) {
-    return e.exitCode === EXIT.failed
-      ? new CliError(e.message, EXIT.diffFailed, e.details, { cause: e })
-      : e;
+  // Domain errors (an invalid manifest, an unreachable server) get their exit code first.
+  const cli = asCliError(e);
+  if (cli !== undefined) {
+    return cli.exitCode === EXIT.failed
+      ? new CliError(cli.message, EXIT.diffFailed, cli.details, { cause: e })
+      : cli;
   }
   const error = e as Error;
   const causes: string[] = [];

@@ -20,6 +20,7 @@ import { logsCommand } from "./logs.ts";
 import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
 import { agentCommand } from "./agent.ts";
+import { convertCommand } from "./convert.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -37,6 +38,7 @@ export const COMMANDS: readonly Command[] = [
   authCommand,
   deviceCommand,
   agentCommand,
+  convertCommand,
 ];
 
 /** Finds a command by name. */

@@ -35,7 +35,7 @@ import { HeartbeatListener } from "../fleet/heartbeats.ts";
 import { API_TOKEN_ENV, checkApiExposure, createApi, foreignHostRefusal } from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
-import { DeviceGate, FloodReport } from "../devices/gate.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";

@@ -15,7 +15,7 @@ import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "../nats/kv.ts";
 import { RolloutDriver } from "../rollout/driver.ts";
 import type { RolloutBuckets } from "../rollout/store.ts";
-import { DeviceGate, FloodReport } from "../devices/gate.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 import { StatusIntake } from "../fleet/status_intake.ts";
 
 const log = getLogger(["drover", "operator", "reconcile"]);

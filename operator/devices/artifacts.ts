@@ -37,7 +37,7 @@ import {
 } from "@drover/contracts";
 import { signRelease } from "../auth/release_key.ts";
 import { openBucket } from "../nats/kv.ts";
-import { DeviceGate, FloodReport } from "./gate.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 
 const log = getLogger(["drover", "operator", "artifacts"]);
 

@@ -34,7 +34,7 @@ import {
 import { openBucket } from "../nats/kv.ts";
 import { escapeControl, formatAge } from "../views/render.ts";
 import { FleetState } from "../fleet/state.ts";
-import type { DeviceGate } from "./gate.ts";
+import type { DeviceGate } from "../fleet/device_gate.ts";
 
 /** How long a device has to answer a command that does not wait on its side, in ms. */
 export const DEVICE_ANSWER_TIMEOUT_MS = 3_000;

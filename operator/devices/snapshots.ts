@@ -24,7 +24,7 @@ import {
   parseDesiredStateKey,
 } from "@drover/contracts";
 import { BucketMirror, type MirrorEntry } from "../nats/kv.ts";
-import { DeviceGate, FloodReport } from "./gate.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 
 const log = getLogger(["drover", "operator", "snapshots"]);
 

@@ -16,7 +16,7 @@ import type { KV } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
 import { decodeJson, Heartbeat, HEARTBEAT_PREFIX, MAX_HEARTBEAT_BYTES } from "@drover/contracts";
 import type { FleetState } from "./state.ts";
-import { DeviceGate, FloodReport } from "../devices/gate.ts";
+import { DeviceGate, FloodReport } from "./device_gate.ts";
 
 const log = getLogger(["drover", "operator", "heartbeats"]);
 

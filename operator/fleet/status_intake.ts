@@ -10,7 +10,7 @@
  */
 
 import type { MirrorEntry } from "../nats/kv.ts";
-import type { DeviceGate } from "../devices/gate.ts";
+import type { DeviceGate } from "./device_gate.ts";
 
 /** How often held-back statuses are offered again. */
 export const HELD_STATUS_RETRY_MS = 1_000;

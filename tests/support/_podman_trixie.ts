@@ -38,10 +38,16 @@ import { waitFor } from "./wait_for.ts";
 import { exists } from "./files.ts";
 
 /** Bump when the root's package list or files change, so an old cached root is not reused. */
-export const TRIXIE_ROOT_VERSION = 1;
-/** Packages of the trixie root (without nftables published ports fail: "unable to execute nft"). */
+export const TRIXIE_ROOT_VERSION = 2;
+/**
+ * Packages of the trixie root (without nftables published ports fail: "unable to execute nft";
+ * netavark only recommends aardvark-dns, which debootstrap leaves out unless named, and without
+ * it containers on a deployment's network cannot resolve each other's names).
+ */
 export const TRIXIE_PACKAGES = [
   "podman",
+  "netavark",
+  "aardvark-dns",
   "runc",
   "crun",
   "conmon",

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import { DeviceGate, FLOODING_REFUSALS, FLOODING_WINDOW_MS, FloodReport } from "./gate.ts";
+import { DeviceGate, FLOODING_REFUSALS, FLOODING_WINDOW_MS, FloodReport } from "./device_gate.ts";
 
 Deno.test("DeviceGate: a flooding device is refused, counted and reported; others pass", () => {
   let now = 0;
