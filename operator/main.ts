@@ -21,7 +21,7 @@ import { CONNECTION_OPTIONS } from "./nats/connection.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
-import { redactUrl } from "@drover/contracts";
+import { redactUrl, suggestKey } from "@drover/contracts";
 
 /** The top-level help. */
 export function mainHelp(): string {
@@ -67,7 +67,10 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   const command = findCommand(name);
   try {
     if (command === undefined) {
-      throw new UsageError(`Unknown command "${name}"`);
+      const guess = suggestKey(name, COMMANDS.map((c) => c.name));
+      throw new UsageError(
+        `Unknown command "${name}"${guess === undefined ? "" : `; did you mean "${guess}"?`}`,
+      );
     }
     const options = {
       ...command.options,
