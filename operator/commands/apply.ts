@@ -18,6 +18,7 @@ import {
   EXIT,
   OperationError,
   parseDuration,
+  PROGRAM,
   stringOption,
   UsageError,
 } from "./cli.ts";
@@ -306,7 +307,11 @@ function reportWait(result: WaitResult, name: string, timeoutMs: number): number
         `Rollout of "${name}" superseded: the deployment was changed again (revision ${result.revision})`,
       );
     case "interrupted":
-      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`);
+      // Ctrl-C stops this command only: the operator keeps driving the rollout.
+      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`, [
+        "the rollout carries on in the operator without this command",
+        `follow it with: ${PROGRAM} rollout status ${name}`,
+      ]);
     case "timeout": {
       const details = deviceLines(result, false);
       if (
