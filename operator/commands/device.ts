@@ -40,6 +40,7 @@ import {
   InvalidRegistrationError,
   labelDevice,
   parseLabelEdits,
+  readRegistration,
   registerDevice,
   RegistryConflictError,
   unregisterDevice,
@@ -122,6 +123,40 @@ function formatEdits(labels: Record<string, string>): string {
   return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(" ");
 }
 
+/** `k=v,k2=v2`, or `-` for none. */
+function formatLabelList(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "-";
+}
+
+/**
+ * The registry's current labels of `ids` (absent: not registered), or `undefined` with a
+ * warning when the registry cannot be read: `device list` still works offline.
+ */
+async function registryLabels(
+  values: OptionValues,
+  io: CliIo,
+  dir: string,
+  ids: readonly string[],
+): Promise<Map<string, Record<string, string>> | undefined> {
+  try {
+    const settings = await registrySettings(values, io.env, dir);
+    return await withRegistry(settings, async (kv) => {
+      const out = new Map<string, Record<string, string>>();
+      for (const id of ids) {
+        const stored = await readRegistration(kv, id);
+        if (stored !== undefined) out.set(id, stored.registration.labels);
+      }
+      return out;
+    });
+  } catch (e) {
+    io.stderr(
+      `warning: the device registry could not be read (${(e as Error).message}); ` +
+        "LABELS are those given at device add\n",
+    );
+    return undefined;
+  }
+}
+
 function formatLabels(labels: Record<string, string>): string {
   return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
 }
@@ -179,7 +214,8 @@ export const deviceCommand: Command = {
     "           DIR/nats-auth.conf and removes the registry entry. The server applies the",
     "           revocation on reload: `nats-server --signal reload` (or SIGHUP); the device's",
     "           connections are then closed and refused.",
-    "list       shows every device issued from DIR (no NATS needed).",
+    "list       shows every device issued from DIR with its current registry labels (without",
+    "           NATS: the labels given at add, with a warning).",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
@@ -325,11 +361,35 @@ export const deviceCommand: Command = {
           if (format !== "table" && format !== "json") {
             throw new UsageError(`Invalid output format "${format}"`, "device");
           }
-          const devices = await deviceList(dir());
+          const authDirPath = dir();
+          const devices = await deviceList(authDirPath);
+          // Targeting uses the registry's labels, which `device label` changes after `add`:
+          // those are shown; the labels given at `add` only when NATS cannot be reached.
+          const current = await registryLabels(
+            values,
+            io,
+            authDirPath,
+            devices.filter((d) => !d.revokedAt).map((d) => d.id),
+          );
           if (format === "json") {
-            io.stdout(JSON.stringify(devices, null, 2) + "\n");
+            io.stdout(
+              JSON.stringify(
+                devices.map((d) => ({
+                  ...d,
+                  ...(current === undefined ? {} : { registryLabels: current.get(d.id) ?? null }),
+                })),
+                null,
+                2,
+              ) + "\n",
+            );
             return EXIT.ok;
           }
+          const labelsOf = (d: (typeof devices)[number]) => {
+            if (current === undefined) return formatLabelList(d.labels);
+            if (d.revokedAt) return "-";
+            const registered = current.get(d.id);
+            return registered === undefined ? "(not registered)" : formatLabelList(registered);
+          };
           const now = Date.now();
           const stateOf = (d: (typeof devices)[number]) =>
             d.revokedAt
@@ -340,7 +400,7 @@ export const deviceCommand: Command = {
           const rows = [["ID", "STATE", "LABELS", "CREATED", "EXPIRES"]].concat(devices.map((d) => [
             d.id,
             stateOf(d),
-            Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
+            labelsOf(d),
             d.createdAt,
             d.expiresAt ?? "never",
           ]));
