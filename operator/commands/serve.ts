@@ -7,7 +7,14 @@
 
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
-import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
+import {
+  type Command,
+  EXIT,
+  OperationError,
+  type OptionValues,
+  stringOption,
+  UsageError,
+} from "./cli.ts";
 import { connectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -53,6 +60,29 @@ export function parseListen(text: string): ListenAddress {
   }
   // The pattern matched one of the two alternatives; the other group is undefined.
   return { hostname: match[1] ?? match[2] ?? "", port };
+}
+
+/** `HOST:PORT`, IPv6 in brackets, as `--listen` takes it. Pure. */
+export function formatListen(listen: ListenAddress): string {
+  return listen.hostname.includes(":")
+    ? `[${listen.hostname}]:${listen.port}`
+    : `${listen.hostname}:${listen.port}`;
+}
+
+/** The error for an address `serve` cannot listen on, naming it. */
+function listenError(e: unknown, listen: ListenAddress): unknown {
+  const address = formatListen(listen);
+  if (e instanceof Deno.errors.AddrInUse) {
+    return new OperationError(`Cannot listen on ${address}: the address is already in use`, [
+      "another process (another serve?) has it: stop it or pass --listen HOST:PORT",
+    ], { cause: e });
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+    return new OperationError(`Cannot listen on ${address}: ${(e as Error).message}`, [], {
+      cause: e,
+    });
+  }
+  return e;
 }
 
 function positiveInt(values: OptionValues, name: string, fallback: number): number {
@@ -206,16 +236,23 @@ export const serveCommand: Command = {
       device: (id) => reconciler?.state.statuses.get(id),
       // The device page's panes read /api/devices/ID/events|logs through it, on the session.
     }, { token: apiToken, api });
-    const server = Deno.serve({
-      hostname: listen.hostname,
-      port: listen.port,
-      signal: io.signal,
-      onListen: (addr) =>
-        log.info("HTTP API on {address} ({auth})", {
-          address: `${addr.hostname}:${addr.port}`,
-          auth: apiToken === undefined ? "no token" : "bearer token required",
-        }),
-    }, (request) => dashboard.handle(request) ?? api(request));
+    let server: Deno.HttpServer;
+    try {
+      server = Deno.serve({
+        hostname: listen.hostname,
+        port: listen.port,
+        signal: io.signal,
+        onListen: (addr) =>
+          log.info("HTTP API on {address} ({auth})", {
+            address: `${addr.hostname}:${addr.port}`,
+            auth: apiToken === undefined ? "no token" : "bearer token required",
+          }),
+      }, (request) => dashboard.handle(request) ?? api(request));
+    } catch (e) {
+      dashboard.close();
+      await nc.close();
+      throw listenError(e, listen);
+    }
     try {
       const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
       if (buckets === undefined) return EXIT.ok;
@@ -227,7 +264,8 @@ export const serveCommand: Command = {
       const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
       lease = new Lease(
         rollouts.leases,
-        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        // Named by its API address too: the standby's log line says which `serve` is acting.
+        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)} (API ${formatListen(listen)})`,
         {
           onChange: (active) => active && reconciler?.markDirty(),
         },
@@ -248,11 +286,15 @@ export const serveCommand: Command = {
       ]);
       dashboard.feed.notify();
       log.info(
-        "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
+        "Ready: {deployments} deployment(s), {devices} device(s) registered ({reporting} " +
+          "reporting), {keys} desired-state key(s); " +
+          (lease.active ? "acting (lease holder)" : "standby (the lease is held by {holder})"),
         {
           deployments: reconciler.state.manifests.size,
-          devices: reconciler.state.statuses.size,
+          devices: reconciler.state.registry.size,
+          reporting: reconciler.state.statuses.size,
           keys: reconciler.state.desired.size,
+          holder: lease.heldBy,
         },
       );
       await new Promise<void>((resolve) => {
