@@ -78,14 +78,15 @@ export function entriesObject(entries: Entries): Record<string, unknown> {
 
 /**
  * One device as its page shows it: the agent's full status (services,
- * images, restarts, messages) without the per-heartbeat timestamp, or why
- * it cannot be read. Null when the device never reported (pure).
+ * images, restarts, messages) without the per-heartbeat timestamp, and when
+ * the status was stored (`reported_at`, ms: every observation in it is that
+ * old), or why it cannot be read. Null when the device never reported (pure).
  */
 export function deviceDetail(record: DeviceRecord | undefined): unknown {
   if (record === undefined) return null;
   if (record.status === undefined) return { error: record.error ?? "invalid status" };
   const { timestamp: _t, ...status } = record.status;
-  return { status };
+  return { status, reported_at: record.seenAt };
 }
 
 /** What the feed reads from the running service. */
