@@ -229,14 +229,6 @@ export function problemsError(problems: readonly DocumentProblem[]): InvalidInpu
   if (first === undefined) throw new Error("problemsError needs at least one problem");
   if (problems.length === 1) {
     const what = first.unreadable ? "Cannot read manifest" : "Invalid manifest";
-    // A field problem's first detail is the summary with its line: with more details below,
-    // the first line counts them rather than repeating one of them.
-    if (first.details.length > 1 && first.details[0]?.startsWith(first.summary)) {
-      return new InvalidInputError(
-        `${what} ${documentLabel(first)}: ${first.details.length} problems`,
-        [...first.details],
-      );
-    }
     return new InvalidInputError(`${what} ${documentLabel(first)}: ${first.summary}`, [
       ...first.details,
     ]);
