@@ -106,6 +106,13 @@ export function isLoopbackHost(hostname: string): boolean {
   return v4 !== null && Number(v4[1]) === 127 && v4.slice(2).every((o) => Number(o) <= 255);
 }
 
+/** `HOST:PORT` as `--listen` takes it, an IPv6 host in brackets. Pure. */
+export function formatListen(listen: { hostname: string; port: number }): string {
+  return listen.hostname.includes(":")
+    ? `[${listen.hostname}]:${listen.port}`
+    : `${listen.hostname}:${listen.port}`;
+}
+
 /**
  * The token `serve` uses: `--api-token` if given, else `DROVER_API_TOKEN`
  * (empty counts as unset). Refuses a weak token, and no token on an address
@@ -128,9 +135,7 @@ export function checkApiExposure(
     ]);
   }
   if (isLoopbackHost(listen.hostname)) return undefined;
-  const address = listen.hostname.includes(":")
-    ? `[${listen.hostname}]:${listen.port}`
-    : `${listen.hostname}:${listen.port}`;
+  const address = formatListen(listen);
   throw new CliError(
     `Refusing to serve the HTTP API on ${address} without a token: anyone who can reach that ` +
       "address could read the whole fleet's state",

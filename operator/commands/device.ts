@@ -123,11 +123,6 @@ function formatEdits(labels: Record<string, string>): string {
   return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(" ");
 }
 
-/** `k=v,k2=v2`, or `-` for none. */
-function formatLabelList(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "-";
-}
-
 /**
  * The registry's current labels of `ids` (absent: not registered), or `undefined` with a
  * warning when the registry cannot be read: `device list` still works offline.
@@ -157,8 +152,9 @@ async function registryLabels(
   }
 }
 
-function formatLabels(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
+/** `k=v,k2=v2`, or `none` when there are none. */
+function formatLabels(labels: Record<string, string>, none = "(none)"): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || none;
 }
 
 async function runLabel(
@@ -385,10 +381,10 @@ export const deviceCommand: Command = {
             return EXIT.ok;
           }
           const labelsOf = (d: (typeof devices)[number]) => {
-            if (current === undefined) return formatLabelList(d.labels);
+            if (current === undefined) return formatLabels(d.labels, "-");
             if (d.revokedAt) return "-";
             const registered = current.get(d.id);
-            return registered === undefined ? "(not registered)" : formatLabelList(registered);
+            return registered === undefined ? "(not registered)" : formatLabels(registered, "-");
           };
           const now = Date.now();
           const stateOf = (d: (typeof devices)[number]) =>

@@ -30,7 +30,7 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
 import { ArtifactService } from "../devices/artifacts.ts";
 import { HeartbeatListener } from "../fleet/heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi } from "../api/http.ts";
+import { API_TOKEN_ENV, checkApiExposure, createApi, formatListen } from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
@@ -60,13 +60,6 @@ export function parseListen(text: string): ListenAddress {
   }
   // The pattern matched one of the two alternatives; the other group is undefined.
   return { hostname: match[1] ?? match[2] ?? "", port };
-}
-
-/** `HOST:PORT`, IPv6 in brackets, as `--listen` takes it. Pure. */
-export function formatListen(listen: ListenAddress): string {
-  return listen.hostname.includes(":")
-    ? `[${listen.hostname}]:${listen.port}`
-    : `${listen.hostname}:${listen.port}`;
 }
 
 /** The error for an address `serve` cannot listen on, naming it. */

@@ -10,6 +10,7 @@
  */
 
 import type { Page } from "playwright-core";
+import type { KvEntry } from "@nats-io/kv";
 import {
   type AgentStatus,
   BUCKET_AGENT_STATUS,
@@ -41,6 +42,27 @@ function standInStatus(
     labels: {},
     heartbeat_seconds: heartbeatSeconds,
     deployments,
+  };
+}
+
+/** What a stand-in reports for the desired state `entry`: running it, or not (with `message`). */
+function standInDeployment(
+  entry: KvEntry,
+  phase: "running" | "failed" | "pending",
+  message?: string,
+): DeploymentStatus {
+  const revision = entry.json<{ deployment_revision?: number }>().deployment_revision;
+  return {
+    revision: entry.revision,
+    ...(revision !== undefined ? { deployment_revision: revision } : {}),
+    phase,
+    ...(message !== undefined ? { message } : {}),
+    services: {
+      main: {
+        state: phase === "running" ? "running" : "missing",
+        image: "localhost/drover-busybox:1",
+      },
+    },
   };
 }
 
@@ -78,22 +100,10 @@ score:
 `;
 
 /** A staged rollout over the two site=lab devices: one per batch, paused on a failure. */
-const STAGED = `name: api
-selector:
-  labels:
-    site: lab
-rollout:
-  batches:
-    - limit: 1
-  batch_timeout: 10m
-  on_failure: pause
-score:
-  type: PodmanV0
-  services:
-    - name: main
-      image: localhost/drover-busybox:1
-      command: ["sleep", "3600"]
-`;
+const STAGED = MANIFEST.replace("name: web", "name: api").replace(
+  "score:",
+  "rollout:\n  batches:\n    - limit: 1\n  batch_timeout: 10m\n  on_failure: pause\nscore:",
+);
 
 Deno.test("dashboard: live fleet, deployment and device pages in chromium", async (t) => {
   await using nats = await startNats();
@@ -123,34 +133,18 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
     if (id === "pi-c") return standInStatus(id, 1, {}, "container runtime unreachable: test");
     const entry = await desired.get(`${id}.web`);
     assert(entry !== null && entry.operation === "PUT", `desired state of ${id}`);
-    const revision = entry.json<{ deployment_revision?: number }>().deployment_revision;
-    const dep: DeploymentStatus = {
-      revision: entry.revision,
-      ...(revision !== undefined ? { deployment_revision: revision } : {}),
-      phase: id === "pi-a" ? "running" : "failed",
-      ...(id === "pi-b" ? { message: "pull localhost/drover-busybox:1: 401 Unauthorized" } : {}),
-      services: {
-        main: { state: id === "pi-a" ? "running" : "missing", image: "localhost/drover-busybox:1" },
-      },
+    const deployments: Record<string, DeploymentStatus> = {
+      web: id === "pi-a"
+        ? standInDeployment(entry, "running")
+        : standInDeployment(entry, "failed", "pull localhost/drover-busybox:1: 401 Unauthorized"),
     };
-    const deployments: Record<string, DeploymentStatus> = { web: dep };
     // The staged deployment: the first device given it runs it, the next is still pulling.
     const api = await desired.get(`${id}.api`);
     if (api !== null && api.operation === "PUT") {
       apiFirst ??= id;
-      const apiRevision = api.json<{ deployment_revision?: number }>().deployment_revision;
-      deployments.api = {
-        revision: api.revision,
-        ...(apiRevision !== undefined ? { deployment_revision: apiRevision } : {}),
-        phase: apiFirst === id ? "running" : "pending",
-        ...(apiFirst === id ? {} : { message: "pulling localhost/drover-busybox:1" }),
-        services: {
-          main: {
-            state: apiFirst === id ? "running" : "missing",
-            image: "localhost/drover-busybox:1",
-          },
-        },
-      };
+      deployments.api = apiFirst === id
+        ? standInDeployment(api, "running")
+        : standInDeployment(api, "pending", "pulling localhost/drover-busybox:1");
     }
     return standInStatus(id, 1, deployments);
   };
