@@ -359,6 +359,11 @@ Deno.test({
         assertEquals(s.update?.running, "1.1.0");
         assertStringIncludes(s.update?.message ?? "", "release 1.2.0 was rolled back");
         assertStringIncludes(s.update?.message ?? "", "did not start successfully in 3 attempts");
+        // What the release said before dying, kept by the launcher, reaches the operator.
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "its last stderr line: 1.2.0: crashing at start",
+        );
         // Restart into 1.2.0, its 3 counted starts, the rollback start: 1.1.0 again.
         assert(
           supervisor.starts >= startsBefore + 4,
