@@ -61,17 +61,15 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   }
   if (name === "help") {
     const target = rest[0] === undefined ? undefined : findCommand(rest[0]);
+    if (rest[0] !== undefined && target === undefined) {
+      return reportError(unknownCommand(rest[0]), io);
+    }
     io.stdout(target ? commandHelp(target, CONNECTION_OPTIONS) : mainHelp());
     return EXIT.ok;
   }
   const command = findCommand(name);
   try {
-    if (command === undefined) {
-      const guess = suggestKey(name, COMMANDS.map((c) => c.name));
-      throw new UsageError(
-        `Unknown command "${name}"${guess === undefined ? "" : `; did you mean "${guess}"?`}`,
-      );
-    }
+    if (command === undefined) throw unknownCommand(name);
     const options = {
       ...command.options,
       ...(command.connects ? CONNECTION_OPTIONS : {}),
@@ -95,6 +93,14 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   } catch (e) {
     return reportError(e, io);
   }
+}
+
+/** The error for a command name that is none, with the likely intended one. */
+function unknownCommand(name: string): UsageError {
+  const guess = suggestKey(name, COMMANDS.map((c) => c.name));
+  return new UsageError(
+    `Unknown command "${name}"${guess === undefined ? "" : `; did you mean "${guess}"?`}`,
+  );
 }
 
 /** Prints an error as one line plus indented details; returns its exit code. */

@@ -120,6 +120,9 @@ Deno.test("main: help, version and exit codes", async () => {
   c = captureIo();
   assertEquals(await main(["aply", "-f", "x.yaml"], c.io), EXIT.usage);
   assertStringIncludes(c.err(), 'error: Unknown command "aply"; did you mean "apply"?');
+  c = captureIo();
+  assertEquals(await main(["help", "rolout"], c.io), EXIT.usage);
+  assertStringIncludes(c.err(), 'error: Unknown command "rolout"; did you mean "rollout"?');
 });
 
 Deno.test("main: every command has --help with the connection options where it connects", async () => {

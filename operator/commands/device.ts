@@ -12,6 +12,7 @@
  */
 
 import { join } from "node:path";
+import { redactUrl } from "@drover/contracts";
 import type { KV } from "@nats-io/kv";
 import {
   type CliIo,
@@ -144,10 +145,11 @@ async function registryLabels(
       return out;
     });
   } catch (e) {
-    io.stderr(
+    // The message may quote a server URL given with a password or token.
+    io.stderr(redactUrl(
       `warning: the device registry could not be read (${(e as Error).message}); ` +
         "LABELS are those given at device add\n",
-    );
+    ));
     return undefined;
   }
 }
