@@ -131,6 +131,7 @@ export function composeDuration(bounds: DurationBounds = {}): z.ZodString {
 
 /** A compose-style duration such as `"5m"` or `"1m30s"`, at least 1 ms. */
 export const ComposeDuration = z.string().regex(DURATION, EXPECTED).refine(
-  (text) => (parseComposeDuration(text) ?? 0) >= 1,
+  // A text the pattern already refused gets that one message, not a second one.
+  (text) => (parseComposeDuration(text) ?? 1) >= 1,
   { message: `${EXPECTED}, at least 1ms` },
 );

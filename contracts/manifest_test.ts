@@ -83,3 +83,12 @@ Deno.test("source: an optional name stored with the manifest; absent stays absen
   assertStringIncludes(problems({ ...MANIFEST, source: "Fleet Repo" }), "source: invalid name");
   assertStringIncludes(problems({ ...MANIFEST, source: 3 }), "source");
 });
+
+Deno.test("rollout: a malformed batch_timeout is one problem, not two", () => {
+  const text = problems({
+    ...MANIFEST,
+    rollout: { batches: [{ limit: 1 }], batch_timeout: "5 minutes" },
+  });
+  assertEquals(text.split("\n").filter((l) => l.startsWith("rollout.batch_timeout")).length, 1);
+  assertStringIncludes(text, 'expected a duration such as "30s"');
+});

@@ -25,7 +25,7 @@ import { asCliError } from "./commands/errors.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
 import { escapeControl } from "./views/render.ts";
-import { redactUrl } from "@drover/contracts";
+import { redactUrl, suggestKey } from "@drover/contracts";
 
 /** The top-level help. */
 export function mainHelp(): string {
@@ -65,14 +65,15 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   }
   if (name === "help") {
     const target = rest[0] === undefined ? undefined : findCommand(rest[0]);
+    if (rest[0] !== undefined && target === undefined) {
+      return reportError(unknownCommand(rest[0]), io);
+    }
     io.stdout(target ? commandHelp(target, CONNECTION_OPTIONS) : mainHelp());
     return EXIT.ok;
   }
   const command = findCommand(name);
   try {
-    if (command === undefined) {
-      throw new UsageError(`Unknown command "${name}"`);
-    }
+    if (command === undefined) throw unknownCommand(name);
     const options = {
       ...command.options,
       ...(command.connects ? CONNECTION_OPTIONS : {}),
@@ -105,6 +106,14 @@ export async function main(args: string[], io: CliIo): Promise<number> {
  */
 function escapeLines(text: string): string {
   return text.split("\n").map(escapeControl).join("\n");
+}
+
+/** The error for a command name that is none, with the likely intended one. */
+function unknownCommand(name: string): UsageError {
+  const guess = suggestKey(name, COMMANDS.map((c) => c.name));
+  return new UsageError(
+    `Unknown command "${name}"${guess === undefined ? "" : `; did you mean "${guess}"?`}`,
+  );
 }
 
 /** Prints an error as one line plus indented details; returns its exit code. */

@@ -145,6 +145,13 @@ export function foreignHostRefusal(
   }, 403);
 }
 
+/** `HOST:PORT` as `--listen` takes it, an IPv6 host in brackets. Pure. */
+export function formatListen(listen: { hostname: string; port: number }): string {
+  return listen.hostname.includes(":")
+    ? `[${listen.hostname}]:${listen.port}`
+    : `${listen.hostname}:${listen.port}`;
+}
+
 /**
  * The token `serve` uses: `--api-token` if given, else `DROVER_API_TOKEN`
  * (empty counts as unset). Refuses a weak token, and no token on an address
@@ -167,9 +174,7 @@ export function checkApiExposure(
     ]);
   }
   if (isLoopbackHost(listen.hostname)) return undefined;
-  const address = listen.hostname.includes(":")
-    ? `[${listen.hostname}]:${listen.port}`
-    : `${listen.hostname}:${listen.port}`;
+  const address = formatListen(listen);
   throw new ApiExposureError(
     `Refusing to serve the HTTP API on ${address} without a token: anyone who can reach that ` +
       "address could read the whole fleet's state",

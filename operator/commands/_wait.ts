@@ -14,6 +14,7 @@ import {
   type OptionSpecs,
   type OptionValues,
   parseDuration,
+  PROGRAM,
   stringOption,
   UsageError,
 } from "./cli.ts";
@@ -175,7 +176,11 @@ function reportWait(result: WaitResult, name: string, timeoutMs: number): number
         `Rollout of "${name}" superseded: the deployment was changed again (revision ${result.revision})`,
       );
     case "interrupted":
-      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`);
+      // Ctrl-C stops this command only: the operator keeps driving the rollout.
+      throw new OperationError(`Stopped waiting for "${name}" (interrupted)`, [
+        "the rollout carries on in the operator without this command",
+        `follow it with: ${PROGRAM} rollout status ${name}`,
+      ]);
     case "timeout": {
       const details = deviceLines(result, false);
       if (

@@ -161,7 +161,7 @@ export function parseOptions(
   }
   try {
     const { values, positionals } = parseArgs({
-      args,
+      args: attachNegativeValues(args, options),
       options: config,
       allowPositionals: true,
       strict: true,
@@ -170,6 +170,35 @@ export function parseOptions(
   } catch (e) {
     throw new UsageError(cleanParseError((e as Error).message), command, { cause: e });
   }
+}
+
+/**
+ * `--tail -5` as `--tail=-5`: node:util calls a value that starts with `-` "ambiguous", and a
+ * negative number after an option that takes a value can only be that value (the command
+ * then says whether it accepts it). Pure.
+ */
+export function attachNegativeValues(args: readonly string[], options: OptionSpecs): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") ? arg.slice(2) : Object.keys(options).find((n) => {
+      const short = options[n]?.short;
+      return short !== undefined && arg === `-${short}`;
+    });
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-[0-9]+(\.[0-9]+)?$/.test(next)
+    ) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
 }
 
 /** node:util's messages mention its own API; keep only the part about the argument. */

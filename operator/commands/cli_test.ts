@@ -50,6 +50,18 @@ Deno.test("parseOptions: unknown option and missing value are usage errors", () 
   );
 });
 
+Deno.test("parseOptions: a negative number after an option is its value, not an option", () => {
+  const options = {
+    tail: { type: "string" as const, short: "n", description: "" },
+    follow: { type: "boolean" as const, short: "f", description: "" },
+  };
+  assertEquals(parseOptions("logs", ["--tail", "-5", "a"], options).values.tail, "-5");
+  assertEquals(parseOptions("logs", ["-n", "-1"], options).values.tail, "-1");
+  assertEquals(parseOptions("logs", ["--", "-5"], options).positionals, ["-5"]);
+  // A boolean takes no value: the number stays an (unknown) option.
+  assertThrows(() => parseOptions("logs", ["-f", "-5"], options), UsageError);
+});
+
 Deno.test("parseDuration: units, combinations and bare seconds", () => {
   assertEquals(parseDuration("120s"), 120_000);
   assertEquals(parseDuration("2m"), 120_000);
@@ -108,7 +120,13 @@ Deno.test("main: help, version and exit codes", async () => {
   assertStringIncludes(c.out(), "drover-operator 0.");
   c = captureIo();
   assertEquals(await main(["frobnicate"], c.io), EXIT.usage);
-  assertStringIncludes(c.err(), 'error: Unknown command "frobnicate"');
+  assertStringIncludes(c.err(), 'error: Unknown command "frobnicate"\n');
+  c = captureIo();
+  assertEquals(await main(["aply", "-f", "x.yaml"], c.io), EXIT.usage);
+  assertStringIncludes(c.err(), 'error: Unknown command "aply"; did you mean "apply"?');
+  c = captureIo();
+  assertEquals(await main(["help", "rolout"], c.io), EXIT.usage);
+  assertStringIncludes(c.err(), 'error: Unknown command "rolout"; did you mean "rollout"?');
 });
 
 Deno.test("main: every command has --help with the connection options where it connects", async () => {
@@ -136,6 +154,11 @@ Deno.test("main: usage errors exit 2 before any connection is tried", async () =
     [["apply", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
     [["diff", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
     [["apply", "-f", "fleet", "--dry-run", "--wait"], "--dry-run cannot --wait"],
+    [["logs"], "Missing DEVICE and DEPLOYMENT"],
+    [["logs", "pi-a1"], 'Missing DEPLOYMENT (device "pi-a1" given): logs pi-a1 DEPLOYMENT'],
+    [["logs", "-l", "site=home"], "Missing DEPLOYMENT (the devices by -l given)"],
+    [["logs", "pi-a1", "web", "--tail", "-5"], "for the last 5 lines use --tail 5"],
+    [["logs", "pi-a1", "web", "--tail", "five"], 'Invalid --tail "five"'],
   ];
   for (const [args, message] of cases) {
     // An unreachable server: reaching it would fail with exit 1, not 2.

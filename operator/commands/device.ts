@@ -12,6 +12,7 @@
  */
 
 import { join } from "node:path";
+import { redactUrl } from "@drover/contracts";
 import type { KV } from "@nats-io/kv";
 import {
   type CliIo,
@@ -28,6 +29,7 @@ import {
   AUTH_FILES,
   AuthInputError,
   checkDeviceId,
+  DEVICE_CREDS_PATH,
   deviceAdd,
   deviceList,
   deviceRevoke,
@@ -40,6 +42,7 @@ import {
   InvalidRegistrationError,
   labelDevice,
   parseLabelEdits,
+  readRegistration,
   registerDevice,
   RegistryConflictError,
   unregisterDevice,
@@ -115,6 +118,36 @@ function labelsOrNone(labels: Record<string, string>): string {
   return formatLabels(labels) || "(none)";
 }
 
+/**
+ * The registry's current labels of `ids` (absent: not registered), or `undefined` with a
+ * warning when the registry cannot be read: `device list` still works offline.
+ */
+async function registryLabels(
+  values: OptionValues,
+  io: CliIo,
+  dir: string,
+  ids: readonly string[],
+): Promise<Map<string, Record<string, string>> | undefined> {
+  try {
+    const settings = await registrySettings(values, io.env, dir);
+    return await withRegistry(settings, async (kv) => {
+      const out = new Map<string, Record<string, string>>();
+      for (const id of ids) {
+        const stored = await readRegistration(kv, id);
+        if (stored !== undefined) out.set(id, stored.registration.labels);
+      }
+      return out;
+    });
+  } catch (e) {
+    // The message may quote a server URL given with a password or token.
+    io.stderr(redactUrl(
+      `warning: the device registry could not be read (${(e as Error).message}); ` +
+        "LABELS are those given at device add\n",
+    ));
+    return undefined;
+  }
+}
+
 async function runLabel(
   values: OptionValues,
   io: CliIo,
@@ -151,8 +184,10 @@ export const deviceCommand: Command = {
     "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists",
     "(label and unregister: only with an explicit --dir).",
     "",
-    "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it),",
-    "           then registers the device with its --label set in the registry.",
+    "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config with the",
+    `           device's paths: creds ${DEVICE_CREDS_PATH}, state_dir /var/lib/drover; install`,
+    "           both with systemd/install.sh --config ID.toml --creds ID.creds), then",
+    "           registers the device with its --label set in the registry.",
     "           The device lives in the DROVER_DEVICES account: it may only read its own",
     "           desired-state keys ID.*, ask for their list, and write agent-status/ID.",
     "           --expires DURATION makes the creds stop working after that long (e.g. 90d);",
@@ -166,7 +201,8 @@ export const deviceCommand: Command = {
     "           DIR/nats-auth.conf and removes the registry entry. The server applies the",
     "           revocation on reload: `nats-server --signal reload` (or SIGHUP); the device's",
     "           connections are then closed and refused.",
-    "list       shows every device issued from DIR (no NATS needed).",
+    "list       shows every device issued from DIR with its current registry labels (without",
+    "           NATS: the labels given at add, with a warning).",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
@@ -246,7 +282,9 @@ export const deviceCommand: Command = {
                 `  config: ${result.configPath}`,
                 `  labels: ${labelsOrNone(registered)} (device registry)`,
                 `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
-                "copy both to the device (fix the creds path in the config if it differs there)",
+                "copy both to the device and install them there with",
+                `  systemd/install.sh --config ${id}.toml --creds ${id}.creds`,
+                `  (the config expects its creds at ${DEVICE_CREDS_PATH})`,
                 "",
               ].join("\n"),
             );
@@ -310,11 +348,35 @@ export const deviceCommand: Command = {
           if (format !== "table" && format !== "json") {
             throw new UsageError(`Invalid output format "${format}"`, "device");
           }
-          const devices = await deviceList(dir());
+          const authDirPath = dir();
+          const devices = await deviceList(authDirPath);
+          // Targeting uses the registry's labels, which `device label` changes after `add`:
+          // those are shown; the labels given at `add` only when NATS cannot be reached.
+          const current = await registryLabels(
+            values,
+            io,
+            authDirPath,
+            devices.filter((d) => !d.revokedAt).map((d) => d.id),
+          );
           if (format === "json") {
-            io.stdout(JSON.stringify(devices, null, 2) + "\n");
+            io.stdout(
+              JSON.stringify(
+                devices.map((d) => ({
+                  ...d,
+                  ...(current === undefined ? {} : { registryLabels: current.get(d.id) ?? null }),
+                })),
+                null,
+                2,
+              ) + "\n",
+            );
             return EXIT.ok;
           }
+          const labelsOf = (d: (typeof devices)[number]) => {
+            if (current === undefined) return formatLabels(d.labels) || "-";
+            if (d.revokedAt) return "-";
+            const registered = current.get(d.id);
+            return registered === undefined ? "(not registered)" : formatLabels(registered) || "-";
+          };
           const now = Date.now();
           const stateOf = (d: (typeof devices)[number]) =>
             d.revokedAt
@@ -327,7 +389,7 @@ export const deviceCommand: Command = {
             devices.map((d) => [
               d.id,
               stateOf(d),
-              formatLabels(d.labels) || "-",
+              labelsOf(d),
               d.createdAt,
               d.expiresAt ?? "never",
             ]),

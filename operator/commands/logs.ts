@@ -53,7 +53,11 @@ export const logsCommand: Command = {
     "carriage returns) are printed escaped (\\u001b, \\r), TAB as it is; --raw prints the " +
     "bytes the container wrote.",
   options: {
-    tail: { type: "string", value: "N", description: "Only the last N lines" },
+    tail: {
+      type: "string",
+      value: "N",
+      description: "Only the last N lines (-1, as kubectl: every line)",
+    },
     since: {
       type: "string",
       value: "DURATION|TIME",
@@ -78,10 +82,7 @@ export const logsCommand: Command = {
     const selector = labelSelector(values.selector, "logs");
     const expected = selector === undefined ? 2 : 1;
     if (positionals.length < expected) {
-      throw new UsageError(
-        selector === undefined ? "Missing DEVICE and DEPLOYMENT" : "Missing DEPLOYMENT",
-        "logs",
-      );
+      throw new UsageError(missingTargetMessage(positionals, selector !== undefined), "logs");
     }
     if (positionals.length > expected) {
       throw new UsageError(`Unexpected argument "${positionals[expected]}"`, "logs");
@@ -121,6 +122,18 @@ export const logsCommand: Command = {
   },
 };
 
+/** Which of DEVICE and DEPLOYMENT the command line lacks, naming what was given. Pure. */
+export function missingTargetMessage(positionals: readonly string[], selected: boolean): string {
+  const [first] = positionals;
+  if (selected || first !== undefined) {
+    const given = selected ? "the devices by -l" : `device "${first}"`;
+    return `Missing DEPLOYMENT (${given} given): logs ${
+      selected ? "-l k=v" : first
+    } DEPLOYMENT[/SERVICE]`;
+  }
+  return "Missing DEVICE and DEPLOYMENT: logs DEVICE DEPLOYMENT[/SERVICE]";
+}
+
 /** `DEPLOYMENT[/SERVICE]`. */
 function splitTarget(text: string): [string, string | undefined] {
   const [deployment = "", service, extra] = text.split("/");
@@ -144,9 +157,18 @@ function firstRequest(
   const sinceText = stringOption(values as never, "since");
   const follow = values.follow === true;
   const request: Omit<LogsRequest, "deployment" | "service"> = { follow };
-  if (tailText !== undefined) {
+  // kubectl's --tail -1 means every line, as no --tail does.
+  if (tailText !== undefined && Number(tailText) !== -1) {
     const tail = Number(tailText);
-    if (!Number.isInteger(tail) || tail < 0 || tail > MAX_LOG_TAIL) {
+    if (Number.isInteger(tail) && tail < 0) {
+      // `tail -5` habit: say what was meant rather than read it as "all".
+      throw new UsageError(
+        `Invalid --tail ${tailText}: a count of lines is not negative; for the last ` +
+          `${-tail} lines use --tail ${-tail} (--tail -1, or no --tail, prints every line)`,
+        "logs",
+      );
+    }
+    if (!Number.isInteger(tail) || tail > MAX_LOG_TAIL) {
       throw new UsageError(`Invalid --tail "${tailText}": expected 0 to ${MAX_LOG_TAIL}`, "logs");
     }
     request.tail = tail;

@@ -15,7 +15,14 @@ import {
   type Runnable,
   untilAborted,
 } from "@drover/common";
-import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
+import {
+  type Command,
+  EXIT,
+  OperationError,
+  type OptionValues,
+  stringOption,
+  UsageError,
+} from "./cli.ts";
 import { connectNats, serversForDisplay } from "../nats/connection.ts";
 import { connectionSettings } from "./connection_options.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -32,7 +39,13 @@ import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
 import { ArtifactService } from "../devices/artifacts.ts";
 import { HeartbeatListener } from "../fleet/heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi, foreignHostRefusal } from "../api/http.ts";
+import {
+  API_TOKEN_ENV,
+  checkApiExposure,
+  createApi,
+  foreignHostRefusal,
+  formatListen,
+} from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
 import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
@@ -63,6 +76,22 @@ export function parseListen(text: string): ListenAddress {
   }
   // The pattern matched one of the two alternatives; the other group is undefined.
   return { hostname: match[1] ?? match[2] ?? "", port };
+}
+
+/** The error for an address `serve` cannot listen on, naming it. */
+function listenError(e: unknown, listen: ListenAddress): unknown {
+  const address = formatListen(listen);
+  if (e instanceof Deno.errors.AddrInUse) {
+    return new OperationError(`Cannot listen on ${address}: the address is already in use`, [
+      "another process (another serve?) has it: stop it or pass --listen HOST:PORT",
+    ], { cause: e });
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+    return new OperationError(`Cannot listen on ${address}: ${(e as Error).message}`, [], {
+      cause: e,
+    });
+  }
+  return e;
 }
 
 function positiveInt(values: OptionValues, name: string, fallback: number): number {
@@ -199,7 +228,8 @@ export const serveCommand: Command = {
       const leaseChanged = new Listeners<boolean>();
       const lease = new Lease(
         rollouts.leases,
-        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        // Named by its API address too: the standby's log line says which `serve` is acting.
+        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)} (API ${formatListen(listen)})`,
         {
           onChange: (active) => leaseChanged.emit(active),
         },
@@ -269,11 +299,15 @@ export const serveCommand: Command = {
         start: () => {
           dashboard.feed.notify();
           log.info(
-            "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
+            "Ready: {deployments} deployment(s), {devices} device(s) registered ({reporting} " +
+              "reporting), {keys} desired-state key(s); " +
+              (lease.active ? "acting (lease holder)" : "standby (the lease is held by {holder})"),
             {
               deployments: controller.state.manifests.size,
-              devices: controller.state.statuses.size,
+              devices: controller.state.registry.size,
+              reporting: controller.state.statuses.size,
               keys: controller.state.desired.size,
+              holder: lease.heldBy,
             },
           );
         },
@@ -307,15 +341,19 @@ function httpServer(
   return {
     name: "HTTP server",
     start: () => {
-      server = Deno.serve({
-        hostname: listen.hostname,
-        port: listen.port,
-        onListen: (addr) =>
-          log.info("HTTP API on {address} ({auth})", {
-            address: `${addr.hostname}:${addr.port}`,
-            auth: apiToken === undefined ? "no token" : "bearer token required",
-          }),
-      }, handler);
+      try {
+        server = Deno.serve({
+          hostname: listen.hostname,
+          port: listen.port,
+          onListen: (addr) =>
+            log.info("HTTP API on {address} ({auth})", {
+              address: `${addr.hostname}:${addr.port}`,
+              auth: apiToken === undefined ? "no token" : "bearer token required",
+            }),
+        }, handler);
+      } catch (e) {
+        throw listenError(e, listen);
+      }
     },
     stop: async () => {
       closing(); // ends the dashboard's live streams, which would hold the shutdown

@@ -112,6 +112,35 @@ Deno.test("launcher: a release on trial gets 3 counted starts, then the previous
   assertStringIncludes((await f.read("rolled-back"))!, "2.0.0 did not start successfully in 3");
 });
 
+Deno.test("launcher: a release that crashes on trial is rolled back with its last stderr line", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await Deno.mkdir(`${f.update}/versions/2.0.0`, { recursive: true });
+  await Deno.writeTextFile(
+    `${f.update}/versions/2.0.0/drover-agent`,
+    '#!/bin/sh\necho "starting" >&2\necho "error: Cannot find module config.ts" >&2\nexit 1\n',
+    { mode: 0o755 },
+  );
+  await f.write("trial", "2.0.0 1.0.0 0\n");
+  await f.write("current", "2.0.0\n");
+  for (let start = 1; start <= 3; start++) {
+    const crashed = await runCommand("sh", [LAUNCHER], {
+      env: { DROVER_UPDATE_DIR: f.update, DROVER_FACTORY_AGENT: "/nonexistent" },
+    });
+    assertEquals(crashed.code, 1);
+    // The release's stderr still reaches the journal, line by line.
+    assertStringIncludes(crashed.stderr, "starting\nerror: Cannot find module config.ts\n");
+  }
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  assertEquals(
+    await f.read("rolled-back"),
+    "2.0.0 did not start successfully in 3 attempts (crashed, or exited before it committed); " +
+      "its last stderr line: error: Cannot find module config.ts",
+  );
+  assertEquals(await f.read("trial-stderr"), undefined);
+});
+
 Deno.test("launcher: a trial that gave up is rolled back at once, with the agent's reason", async () => {
   await using dir = await tempDir("drover-launch-");
   const f = await launcherFixture(dir.path);
@@ -336,6 +365,11 @@ Deno.test({
         assertEquals(s.update?.running, "1.1.0");
         assertStringIncludes(s.update?.message ?? "", "release 1.2.0 was rolled back");
         assertStringIncludes(s.update?.message ?? "", "did not start successfully in 3 attempts");
+        // What the release said before dying, kept by the launcher, reaches the operator.
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "its last stderr line: 1.2.0: crashing at start",
+        );
         // Restart into 1.2.0, its 3 counted starts, the rollback start: 1.1.0 again.
         assert(
           supervisor.starts >= startsBefore + 4,

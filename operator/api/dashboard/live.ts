@@ -46,7 +46,7 @@ export type DeploymentDeviceEntry = Omit<
 >;
 /** A device page's detail: the agent's status without its timestamp, why it is unreadable, or null. */
 export type DeviceDetail =
-  | { status: Omit<AgentStatus, "timestamp">; error?: undefined }
+  | { status: Omit<AgentStatus, "timestamp">; reported_at: number; error?: undefined }
   | { error: string; status?: undefined }
   | null;
 
@@ -115,14 +115,15 @@ export function entriesObject(entries: Entries): Record<string, unknown> {
 
 /**
  * One device as its page shows it: the agent's full status (services,
- * images, restarts, messages) without the per-heartbeat timestamp, or why
- * it cannot be read. Null when the device never reported (pure).
+ * images, restarts, messages) without the per-heartbeat timestamp, and when
+ * the status was stored (`reported_at`, ms: every observation in it is that
+ * old), or why it cannot be read. Null when the device never reported (pure).
  */
 export function deviceDetail(record: DeviceRecord | undefined): DeviceDetail {
   if (record === undefined) return null;
   if (record.status === undefined) return { error: record.error ?? "invalid status" };
   const { timestamp: _t, ...status } = record.status;
-  return { status };
+  return { status, reported_at: record.seenAt };
 }
 
 /** What the feed reads from the running service. */

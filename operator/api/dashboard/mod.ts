@@ -9,7 +9,7 @@
  * (the event stream; `?device=ID` adds that device's detail),
  * `/ui/devices/ID/events` and `/ui/devices/ID/logs` (the device page's
  * panes), `/ui/login`, `/ui/logout`, `/ui/app.js`, `/ui/device.js`,
- * `/ui/render.js`, `/ui/style.css`. Read-only.
+ * `/ui/render.js`, `/ui/style.css`, `/favicon.ico`. Read-only.
  *
  * With an API token, a page or the stream needs either the API's
  * `Authorization: Bearer TOKEN` or the session cookie that `/ui/login` sets
@@ -36,6 +36,7 @@ import { SESSION_MAX_AGE_SECONDS, Sessions } from "./sessions.ts";
 import { entriesObject, flatten, LiveFeed, type LiveFeedOptions, type LiveSource } from "./live.ts";
 import { deviceDetail } from "./live.ts";
 import { APP_JS, DEVICE_JS, RENDER_JS, STYLE_CSS } from "./_assets.ts";
+import { FAVICON_ICO } from "./favicon.ts";
 import { devicePanes, loginPage, logTargets, pageShell } from "./page.ts";
 import {
   buildModel,
@@ -102,7 +103,7 @@ function html(body: string, status = 200, headers: Record<string, string> = {}):
   });
 }
 
-function asset(body: string, type: string): Response {
+function asset(body: string | Uint8Array<ArrayBuffer>, type: string): Response {
   return new Response(body, {
     headers: {
       "content-type": type,
@@ -122,6 +123,8 @@ const ASSETS: Record<string, () => Response> = {
   "/ui/device.js": () => asset(DEVICE_JS, "text/javascript; charset=utf-8"),
   "/ui/render.js": () => asset(RENDER_JS, "text/javascript; charset=utf-8"),
   "/ui/style.css": () => asset(STYLE_CSS, "text/css; charset=utf-8"),
+  // Browsers ask for it on their own, before any login: open, like the other assets.
+  "/favicon.ico": () => asset(FAVICON_ICO, "image/x-icon"),
 };
 
 const DEPLOYMENT_PAGE = new URLPattern({ pathname: "/deployments/:name" });
@@ -254,7 +257,7 @@ export class Dashboard {
         page: "deployment",
         subject: name,
         form: renderDeploymentForm(name, query),
-        live: starting + renderDeployment(model, name, query),
+        live: starting + renderDeployment(model, name, query, now),
       }));
     }
     if (device !== undefined) {

@@ -10,6 +10,9 @@
 /** @typedef {import("../live.ts").DeploymentDeviceEntry} DeploymentDeviceEntry */
 /** @typedef {import("../live.ts").SeenEntry} SeenEntry */
 /** @typedef {import("../live.ts").DeviceDetail} DeviceDetail */
+/** @typedef {import("../../../rollout/view.ts").RolloutStatusView} RolloutStatusView */
+/** @typedef {import("../../../rollout/view.ts").RolloutDeviceView} RolloutDeviceView */
+/** @typedef {import("../../../rollout/view.ts").HistoryItem} HistoryItem */
 /** @typedef {DeviceEntry & { id: string, seen: SeenEntry }} DeviceRow */
 /** @typedef {DeploymentDeviceEntry & { id: string }} DeploymentDeviceRow */
 /**
@@ -101,13 +104,31 @@ export function age(ms, now) {
   return `${Math.round(s / 86400)}d`;
 }
 
+/** The exact time a relative one stands for, as the hover text says it: `2026-05-04 10:42:07 UTC`. */
+/** @param {number} ms */
+export function exactTime(ms) {
+  return new Date(ms).toISOString().replace("T", " ").replace(/\.[0-9]+Z$/, " UTC");
+}
+
 /**
  * @param {number | null | undefined} ms
  * @param {number} now
  */
 function timeCell(ms, now) {
   if (ms === null || ms === undefined) return "never";
-  return `<time datetime="${new Date(ms).toISOString()}" data-ms="${ms}">${age(ms, now)}</time>`;
+  return `<time datetime="${new Date(ms).toISOString()}" data-ms="${ms}" title="${exactTime(ms)}">${
+    age(ms, now)
+  }</time>`;
+}
+
+/** `12m ago`, live (app.js moves the age), with the exact time on hover. */
+/**
+ * @param {number | null | undefined} ms
+ * @param {number} now
+ */
+function agoCell(ms, now) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "never";
+  return `${timeCell(ms, now)} ago`;
 }
 
 /**
@@ -421,17 +442,17 @@ export function renderFleet(model, query, now) {
   const deployments = model.deployments.length === 0
     ? `<p>No deployments yet: <code>operator apply -f FILE</code>.</p>`
     : `<div class="scroll"><table id="deployments"><caption>Deployments</caption><thead><tr>
-<th scope="col">Name</th><th scope="col">State</th><th scope="col">Revision</th>
-<th scope="col">Targeted</th><th scope="col">Ready</th><th scope="col">Failed</th>
+<th scope="col">Name</th><th scope="col">State</th><th scope="col">Rollout</th>
+<th scope="col">Revision</th><th scope="col">Targeted</th><th scope="col">Ready</th><th scope="col">Failed</th>
 <th scope="col">Pending</th><th scope="col">Offline</th></tr></thead><tbody>${
       model.deployments.map((p) =>
         `<tr><th scope="row"><a href="/deployments/${encodeURIComponent(p.name)}">${
           esc(p.name)
-        }</a></th><td>${badge(deploymentState(p))}</td><td>${esc(p.revision ?? "-")}</td><td>${
-          esc(p.targeted)
-        }</td><td>${esc(p.ready)}</td><td>${esc(p.failed)}</td><td>${esc(p.pending)}</td><td>${
-          esc(p.offline)
-        }</td></tr>`
+        }</a></th><td>${badge(deploymentState(p))}</td><td class="rollout-cell">${
+          rolloutCell(/** @type {RolloutStatusView | undefined} */ (p.rollout))
+        }</td><td>${esc(p.revision ?? "-")}</td><td>${esc(p.targeted)}</td><td>${
+          esc(p.ready)
+        }</td><td>${esc(p.failed)}</td><td>${esc(p.pending)}</td><td>${esc(p.offline)}</td></tr>`
       ).join("")
     }</tbody></table></div>`;
   const sel = selectDevices(model.devices, query);
@@ -462,74 +483,177 @@ export function renderFleet(model, query, now) {
 /** @type {Record<string, number>} */
 const PHASE_ORDER = { failed: 0, pending: 1, ready: 2 };
 
-/** @param {unknown} value */
-function generic(value) {
-  if (value === null || typeof value !== "object") return esc(value ?? "-");
-  if (Array.isArray(value)) {
-    // A rollout's device lists can be as long as the fleet: say how many, not which.
-    if (value.length > 10) return `${value.length} items`;
-    return esc(value.map((v) => (typeof v === "string" ? v : JSON.stringify(v))).join(", "));
-  }
-  return esc(JSON.stringify(value));
+/** How a rollout's state reads: `rolled_back` → `rolled back`. */
+/** @type {Record<string, string>} */
+const ROLLOUT_WORDS = {
+  progressing: "rolling out",
+  paused: "paused",
+  complete: "complete",
+  rolled_back: "rolled back",
+  failed: "failed",
+};
+/** @type {Record<string, string>} */
+const ROLLOUT_TONES = {
+  progressing: "warn",
+  paused: "warn",
+  complete: "ok",
+  rolled_back: "bad",
+  failed: "bad",
+};
+
+/** @param {string | undefined} state */
+function rolloutBadge(state) {
+  const word = ROLLOUT_WORDS[state ?? ""] ?? String(state ?? "unknown");
+  return `<span class="badge ${ROLLOUT_TONES[state ?? ""] ?? "muted"}">${esc(word)}</span>`;
 }
 
+/** The fleet page's word on a deployment's latest rollout: running, paused, rolled back… */
+/** @param {Partial<RolloutStatusView> | undefined} r */
+export function rolloutCell(r) {
+  if (typeof r?.state !== "string") return `<span class="muted">-</span>`;
+  const where = r.state === "progressing" || r.state === "paused"
+    ? ` batch ${esc(r.batch)} of ${esc(r.batches)}`
+    : r.state === "rolled_back" && r.stable_revision !== null && r.stable_revision !== undefined
+    ? ` to revision ${esc(r.stable_revision)}`
+    : "";
+  return `${rolloutBadge(r.state)}<span class="muted">${where}</span>`;
+}
+
+/** The batch a rollout device is in, as far as the rollout state tells. */
 /**
- * A rollout's headline when the value has the shape of the operator's rollout status
- * (`batch`, `batches`, `state`, `paused_by`, counts): batch n of m, state, progress.
+ * @param {RolloutStatusView} r
+ * @param {RolloutDeviceView} device
  */
-/** @param {Record<string, unknown>} r */
-function rolloutHeadline(r) {
-  if (typeof r?.batch !== "number" || typeof r?.batches !== "number") return "";
-  const paused = r.paused_by ? ` (paused by ${r.paused_by})` : "";
-  const total = Number(r.targeted) || 0;
+function deviceBatch(r, device) {
+  if ((r.batch_devices ?? []).includes(device.device_id)) return `${r.batch} (current)`;
+  // An earlier batch; which one the rollout state does not keep.
+  if (device.updated) return r.batch > 2 ? `1–${r.batch - 1}` : "1";
+  return r.state === "progressing" || r.state === "paused" ? "later" : "-";
+}
+
+/** @type {Record<string, number>} */
+const ROLLOUT_DEVICE_ORDER = { failed: 0, pending: 1, waiting: 2, ready: 3 };
+
+/**
+ * The deployment page's rollout view: the state, the batches as a stepper, progress, the
+ * devices that stopped it with their messages, and one row per device (batch, phase, the
+ * revision it reports, message). `rows` are the deployment's device rows (what each device
+ * runs), `now` the server's time.
+ * @param {RolloutStatusView | undefined} r
+ * @param {DeploymentDeviceRow[]} rows
+ * @param {number} now
+ */
+export function renderRollout(r, rows, now) {
+  const head = `<section id="rollout" aria-labelledby="rollout-h"><h2 id="rollout-h">Rollout</h2>`;
+  if (typeof r?.state !== "string" || typeof r?.batches !== "number") {
+    return head +
+      `<p class="muted">No staged rollout is recorded for this deployment: every targeted device ` +
+      `gets a new revision at once.</p></section>`;
+  }
+  const total = Math.max(r.batches, 1);
+  const finished = r.state === "complete";
+  const steps = Array.from({ length: total }, (_, i) => {
+    const n = i + 1;
+    const state = finished || n < r.batch
+      ? "done"
+      : n === r.batch
+      ? (r.state === "progressing" ? "current" : r.state === "paused" ? "paused" : "stopped")
+      : "todo";
+    const word = {
+      done: "done",
+      current: "in progress",
+      paused: "paused",
+      stopped: "stopped",
+      todo: "to do",
+    }[state];
+    return `<li class="step ${state}"${n === r.batch ? ' aria-current="step"' : ""}>` +
+      `<span class="step-n">Batch ${n}</span> <span class="step-state">${word}</span></li>`;
+  }).join("");
+  const from = r.stable_revision === null || r.stable_revision === undefined
+    ? "no earlier revision"
+    : `revision ${esc(r.stable_revision)}`;
+  const paused = r.paused_by === "user"
+    ? " by a person (<code>operator rollout resume NAME</code> continues)"
+    : r.paused_by === "failure"
+    ? " by a failed batch"
+    : "";
+  const headline = `<p id="rollout-headline">${rolloutBadge(r.state)}${paused} · ` +
+    `<strong>revision ${esc(r.revision)}</strong>, batch ${esc(r.batch)} of ${esc(r.batches)} · ` +
+    `stable: ${from}</p>` +
+    (r.message ? `<p id="rollout-message" class="msg">${esc(r.message)}</p>` : "");
+  const times = `<p class="muted">Started ${agoCell(Date.parse(r.started_at), now)}, ` +
+    `last change ${agoCell(Date.parse(r.updated_at), now)}.</p>`;
+  const targeted = Number(r.targeted) || 0;
   const ready = Number(r.ready) || 0;
-  return `<p id="rollout-headline"><strong>Batch ${esc(r.batch)} of ${esc(r.batches)}</strong> · ${
-    badge(String(r.state ?? "unknown").replace("_", " "))
-  }${esc(paused)}${r.message ? ` · ${esc(r.message)}` : ""}</p>` +
-    (total > 0
-      ? `<p><label for="rollout-progress">Progress: ${ready} of ${total} ready${
-        r.updated !== undefined ? `, ${esc(r.updated)} updated` : ""
-      }</label> <progress id="rollout-progress" max="${total}" value="${ready}"></progress></p>`
-      : "");
+  const progress = targeted > 0
+    ? `<p><label for="rollout-progress">${ready} of ${targeted} ready, ${esc(r.updated)} updated${
+      r.failed > 0 ? `, ${esc(r.failed)} failed` : ""
+    }</label> <progress id="rollout-progress" max="${targeted}" value="${ready}"></progress></p>`
+    : "";
+  const failures = (r.failures ?? []).length === 0
+    ? ""
+    : `<h3 id="rollout-failures-h">Stopped by</h3><ul id="rollout-failures">${
+      r.failures.slice(0, 20).map((f) =>
+        `<li><a href="/devices/${encodeURIComponent(f.device)}">${esc(f.device)}</a> ${
+          badge(f.phase)
+        } <span class="msg">${esc(f.message || "(no message)")}</span></li>`
+      ).join("")
+    }${r.failures.length > 20 ? `<li>… and ${r.failures.length - 20} more</li>` : ""}</ul>`;
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const devices = [...(r.devices ?? [])].sort((a, b) =>
+    (ROLLOUT_DEVICE_ORDER[a.phase] ?? 9) - (ROLLOUT_DEVICE_ORDER[b.phase] ?? 9) ||
+    cmp(a.device_id, b.device_id)
+  );
+  const shown = devices.slice(0, PAGE_SIZE);
+  const deviceRows = shown.map((d) => {
+    const row = byId.get(d.device_id);
+    // `running_revision`: what the device runs after a rollback (newer operators); else applied.
+    const running = /** @type {{ running_revision?: number | null } | undefined} */ (row);
+    const revision = running?.running_revision ?? row?.applied_revision ?? null;
+    return `<tr data-device="${esc(d.device_id)}"><th scope="row"><a href="/devices/${
+      encodeURIComponent(d.device_id)
+    }">${esc(d.device_id)}</a></th><td>${esc(deviceBatch(r, d))}</td><td>${
+      badge(d.phase)
+    }</td><td>${esc(revision ?? "-")}</td><td class="msg">${esc(d.message || "-")}</td></tr>`;
+  }).join("");
+  const more = devices.length > shown.length
+    ? `<p class="muted">${
+      devices.length - shown.length
+    } more device(s): see "Devices by phase".</p>`
+    : "";
+  const table =
+    `<div class="scroll"><table id="rollout-devices"><caption class="sr-only">Devices of ` +
+    `the rollout, failed first</caption><thead><tr><th scope="col">Device</th>` +
+    `<th scope="col">Batch</th><th scope="col">Phase</th><th scope="col">Revision</th>` +
+    `<th scope="col">Message</th></tr></thead><tbody>${deviceRows}</tbody></table></div>${more}`;
+  return head + headline + `<ol class="stepper" aria-label="Batches">${steps}</ol>` + progress +
+    times + failures + table + `</section>`;
 }
 
+/** The deployment's revisions, newest first, each with when and how its rollout ended. */
 /**
- * A rollout or history value the view may carry one day, shown field by field.
- * @param {string} id
- * @param {string} title
- * @param {unknown} value
- * @param {string} missing
+ * @param {HistoryItem[] | undefined} history
+ * @param {number} now
  */
-function optionalSection(id, title, value, missing) {
-  let body;
-  if (value === undefined || value === null) {
-    body = `<p class="muted">${esc(missing)}</p>`;
-  } else if (Array.isArray(value)) {
-    /** @type {Record<string, unknown>[]} */
-    const items = value;
-    const keys = [...new Set(items.flatMap((v) => Object.keys(v ?? {})))];
-    body = value.length === 0
-      ? `<p class="muted">None.</p>`
-      : `<div class="scroll"><table><caption>${esc(title)}</caption><thead><tr>${
-        keys.map((k) => `<th scope="col">${esc(k)}</th>`).join("")
-      }</tr></thead><tbody>${
-        items.map((v) => `<tr>${keys.map((k) => `<td>${generic(v?.[k])}</td>`).join("")}</tr>`)
-          .join(
-            "",
-          )
-      }</tbody></table></div>`;
-  } else if (typeof value === "object") {
-    body =
-      (id === "rollout" ? rolloutHeadline(/** @type {Record<string, unknown>} */ (value)) : "") +
-      `<dl class="kv">${
-        Object.entries(value).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${generic(v)}</dd>`).join("")
-      }</dl>`;
-  } else {
-    body = `<p>${esc(value)}</p>`;
+export function renderHistory(history, now) {
+  const head = `<section id="history" aria-labelledby="history-h"><h2 id="history-h">` +
+    `Revision history</h2>`;
+  if (!Array.isArray(history) || history.length === 0) {
+    return head + `<p class="muted">No revisions recorded.</p></section>`;
   }
-  return `<section id="${id}" aria-labelledby="${id}-h"><h2 id="${id}-h">${
-    esc(title)
-  }</h2>${body}</section>`;
+  const rows = [...history].sort((a, b) => b.revision - a.revision).slice(0, 20).map((h) =>
+    `<tr><th scope="row">${esc(h.revision)}${
+      h.marker
+        ? ` <span class="badge ${h.marker === "current" ? "ok" : "muted"}">${esc(h.marker)}</span>`
+        : ""
+    }</th><td>${agoCell(Date.parse(h.created_at), now)}</td><td>${
+      h.rollout ? rolloutBadge(h.rollout) : "-"
+    }</td><td class="msg">${esc(h.summary || "-")}</td></tr>`
+  ).join("");
+  return head + `<div class="scroll"><table id="history-table"><caption class="sr-only">` +
+    `Revisions, newest first</caption><thead><tr><th scope="col">Revision</th>` +
+    `<th scope="col">Created</th><th scope="col">Rollout</th><th scope="col">Change</th></tr>` +
+    `</thead><tbody>${rows}</tbody></table></div></section>`;
 }
 
 /**
@@ -556,12 +680,13 @@ export function renderDeploymentForm(name, query) {
 }
 
 /**
- * The deployment page's live part: summary, rollout and history, devices by phase.
+ * The deployment page's live part: summary, rollout view and history, devices by phase.
  * @param {Model} model
  * @param {string} name
  * @param {Query} query
+ * @param {number} now
  */
-export function renderDeployment(model, name, query) {
+export function renderDeployment(model, name, query, now) {
   const p = model.deployments.find((d) => d.name === name);
   if (p === undefined) {
     return `<p role="alert">No deployment named <strong>${
@@ -575,18 +700,12 @@ export function renderDeployment(model, name, query) {
   }${stat("Pending", p.pending, "", "dep-pending")}${
     stat("Offline", p.offline, p.offline > 0 ? "bad" : "", "dep-offline")
   }</dl>`;
-  const rollout = optionalSection(
-    "rollout",
-    "Rollout",
-    p.rollout,
-    "No rollout in progress is reported for this deployment.",
+  const rollout = renderRollout(
+    /** @type {RolloutStatusView | undefined} */ (p.rollout),
+    model.rows.get(name) ?? [],
+    now,
   );
-  const history = optionalSection(
-    "history",
-    "Revision history",
-    p.history,
-    "This operator does not report a revision history yet.",
-  );
+  const history = renderHistory(/** @type {HistoryItem[] | undefined} */ (p.history), now);
   const needle = query.q.toLowerCase();
   const matched = (model.rows.get(name) ?? [])
     .filter((r) => !query.phase || r.phase === query.phase)
@@ -612,6 +731,32 @@ export function renderDeployment(model, name, query) {
 }
 
 /**
+ * A device's events grouped by kind, deployment and service, newest group first: a crash loop's
+ * 84 `container_died` events are one row (`count` 84, `first` and `last` times, the newest
+ * event's message), so the log pane below stays in reach. `events` are oldest first, as the
+ * agent sends them.
+ * @template {{ kind: string, deployment?: string, service?: string, time: string, seq: number }} E
+ * @param {E[] | undefined} events
+ */
+export function groupEvents(events) {
+  const groups = new Map();
+  for (const e of events ?? []) {
+    const key = JSON.stringify([e.kind, e.deployment ?? null, e.service ?? null]);
+    const group = groups.get(key);
+    if (group === undefined) groups.set(key, { count: 1, first: e.time, last: e.time, event: e });
+    else {
+      group.count++;
+      if (e.time >= group.last) {
+        group.last = e.time;
+        group.event = e;
+      }
+      if (e.time < group.first) group.first = e.time;
+    }
+  }
+  return [...groups.values()].sort((a, b) => cmp(b.last, a.last) || cmp(b.event.seq, a.event.seq));
+}
+
+/**
  * `deployment/service` pairs a device's status reports, sorted: what its log pane can tail.
  * @param {DeviceDetail | undefined} detail
  * @returns {string[]}
@@ -625,7 +770,8 @@ export function logTargets(detail) {
 }
 
 /**
- * The device page's live part. `detail` is `{status}` (the agent's report), `{error}` or null.
+ * The device page's live part. `detail` is `{status, reported_at}` (the agent's report and when
+ * it was stored, ms), `{error}` or null.
  * The events and logs panes (`#events`, `#logs`) are outside this part (operator/api/dashboard/page.ts
  * `devicePanes`): re-rendering it must not wipe a log being followed.
  */
@@ -640,15 +786,36 @@ export function renderDevice(model, id, detail, now) {
   if (d === undefined) {
     return `<p role="alert">No device <strong>${esc(id)}</strong> is registered or reporting.</p>`;
   }
-  const summary = `<dl class="kv"><dt>Status</dt><dd>${badge(d.status)}</dd><dt>Online</dt><dd>${
-    badge(d.online ? "online" : "offline")
-  }</dd><dt>Last seen</dt><dd>${timeCell(d.seen, now)}</dd><dt>Agent version</dt><dd>${
-    esc(d.agent_version ?? "-")
-  }</dd><dt>Registered</dt><dd>${d.registered ? "yes" : "no"}</dd><dt>Labels</dt><dd>${
-    esc(labelsText(d.labels) || "-")
-  }</dd><dt>Reported labels</dt><dd>${esc(labelsText(d.reported_labels) || "-")}</dd>${
-    d.reason ? `<dt>Reason</dt><dd class="msg">${esc(d.reason)}</dd>` : ""
-  }${d.message ? `<dt>Note</dt><dd class="msg">${esc(d.message)}</dd>` : ""}</dl>`;
+  // What the agent reported is true as of its report: on an offline device it is history, so
+  // every observation carries its age and is greyed out.
+  const reportedAt = detail?.status !== undefined ? detail.reported_at : d.seen;
+  const stale = !d.online;
+  const asOf = reportedAt === null || reportedAt === undefined
+    ? ""
+    : ` <span class="as-of">as of ${agoCell(reportedAt, now)}</span>`;
+  const observed = (/** @type {string} */ html) =>
+    `<span class="${stale ? "stale" : ""}">${html}</span>${asOf}`;
+  const note = stale
+    ? `<p id="stale-note" class="stale-note" role="note">This device is offline (last contact ${
+      agoCell(d.seen, now)
+    }): what it reported then is shown greyed out and may no longer be true.</p>`
+    : "";
+  const summary = note +
+    `<dl class="kv"><dt>Status</dt><dd id="device-status">${
+      observed(badge(d.status))
+    }</dd><dt>Online</dt><dd>${
+      badge(d.online ? "online" : "offline")
+    }</dd><dt>Last contact</dt><dd>${agoCell(d.seen, now)}</dd><dt>Status reported</dt><dd>${
+      agoCell(reportedAt, now)
+    }</dd><dt>Agent version</dt><dd>${esc(d.agent_version ?? "-")}</dd><dt>Registered</dt><dd>${
+      d.registered ? "yes" : "no"
+    }</dd><dt>Labels</dt><dd>${esc(labelsText(d.labels) || "-")}</dd><dt>Reported labels</dt><dd>${
+      esc(labelsText(d.reported_labels) || "-")
+    }</dd>${d.reason ? `<dt>Reason</dt><dd class="msg">${esc(d.reason)}</dd>` : ""}${
+      d.message ? `<dt>Note</dt><dd class="msg">${esc(d.message)}</dd>` : ""
+    }</dl>`;
+  const rowClass = stale ? ' class="stale"' : "";
+  const seenCell = `<td>${agoCell(reportedAt, now)}</td>`;
   const reported = detail?.status?.deployments ?? {};
   /** @type {string[]} */
   const rows = [];
@@ -662,18 +829,18 @@ export function renderDevice(model, id, detail, now) {
     const message = esc(target?.message || dep?.message || "-");
     if (services.length === 0) {
       rows.push(
-        `<tr><th scope="row">${link}</th><td>${phase}</td><td>${
+        `<tr${rowClass}><th scope="row">${link}</th><td>${phase}</td><td>${
           esc(dep?.deployment_revision ?? "-")
-        }</td><td colspan="5" class="muted">no services reported</td><td class="msg">${message}</td></tr>`,
+        }</td><td colspan="5" class="muted">no services reported</td>${seenCell}<td class="msg">${message}</td></tr>`,
       );
     }
     for (const [svc, s] of services) {
       rows.push(
-        `<tr><th scope="row">${link}</th><td>${phase}</td><td>${
+        `<tr${rowClass}><th scope="row">${link}</th><td>${phase}</td><td>${
           esc(dep?.deployment_revision ?? "-")
         }</td><td>${esc(svc)}</td><td>${badge(s.state)}</td><td>${esc(s.health ?? "-")}</td><td>${
           esc(s.image)
-        }</td><td>${esc(s.restarts ?? "-")}</td><td class="msg">${message}</td></tr>`,
+        }</td><td>${esc(s.restarts ?? "-")}</td>${seenCell}<td class="msg">${message}</td></tr>`,
       );
     }
   }
@@ -682,9 +849,10 @@ export function renderDevice(model, id, detail, now) {
     `<div class="scroll"><table id="services"><caption>Deployments and services</caption>
 <thead><tr><th scope="col">Deployment</th><th scope="col">Phase</th><th scope="col">Revision</th>
 <th scope="col">Service</th><th scope="col">State</th><th scope="col">Health</th>
-<th scope="col">Image</th><th scope="col">Restarts</th><th scope="col">Message</th></tr></thead><tbody>${
+<th scope="col">Image</th><th scope="col">Restarts</th><th scope="col">Observed</th>
+<th scope="col">Message</th></tr></thead><tbody>${
       rows.join("") ||
-      `<tr><td colspan="9" class="muted">No deployments.</td></tr>`
+      `<tr><td colspan="10" class="muted">No deployments.</td></tr>`
     }</tbody></table></div>`;
   return summary + error + table;
 }
