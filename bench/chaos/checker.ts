@@ -169,11 +169,19 @@ export function check(history: ChaosHistory, options: CheckOptions): CheckResult
   }
   const rss = rssTrends(history, options.rssMinMs ?? 10 * 60_000, violations);
 
-  // Recovery after each fault: the first moment the fleet was in sync again.
+  // Recovery after each fault: the first moment its device (a device fault) or every device
+  // no other fault holds down (a NATS or operator fault) was in sync again.
+  const deviceIds = new Set(history.devices.map((d) => d.id));
+  const underFault = (t: number) =>
+    new Set(
+      history.faults.filter((f) =>
+        deviceIds.has(f.target) && !f.skipped && f.startedAt <= t && t < (f.healedAt ?? Infinity)
+      ).map((f) => f.target),
+    );
   const recoveries = history.faults.filter((f) => f.healedAt !== undefined && !f.skipped).map(
     (f) => {
-      const device = /^agent-(\d+)$/.exec(f.target) ? f.target : undefined;
-      const at = sync.firstLooseSyncAfter(f.healedAt!, device);
+      const device = deviceIds.has(f.target) ? f.target : undefined;
+      const at = sync.firstLooseSyncAfter(f.healedAt!, device, underFault);
       return { faultId: f.id, kind: f.kind, ms: at === undefined ? null : at - f.healedAt! };
     },
   );
@@ -207,8 +215,6 @@ function replaySync(history: ChaosHistory, kv: KvRecord[]) {
     }
     return out;
   };
-  // Moments when the loose (revision) and strict (running) predicates hold.
-  const looseTimes: number[] = [];
   let strictSince = NaN;
   let strictNow = false;
   const out = new Set<string>();
@@ -221,7 +227,9 @@ function replaySync(history: ChaosHistory, kv: KvRecord[]) {
     else strictOut.delete(device);
   };
   for (const d of devices) update(d);
-  const seen: { t: number; loose: boolean }[] = [];
+  /** After each event: its time and the devices out of (loose) sync then. */
+  const seen: { t: number; out: ReadonlySet<string> }[] = [];
+  let outNow: ReadonlySet<string> = new Set();
   for (const r of kv) {
     if (r.bucket === "desired-state") {
       const device = r.key.slice(0, r.key.indexOf("."));
@@ -232,11 +240,11 @@ function replaySync(history: ChaosHistory, kv: KvRecord[]) {
       status.set(r.key, r.value.deployments);
       update(r.key);
     } else continue;
-    seen.push({ t: r.t, loose: out.size === 0 });
+    if (out.size !== outNow.size || [...out].some((d) => !outNow.has(d))) outNow = new Set(out);
+    seen.push({ t: r.t, out: outNow });
     const strict = strictOut.size === 0;
     if (strict && !strictNow) strictSince = r.t;
     strictNow = strict;
-    if (out.size === 0) looseTimes.push(r.t);
   }
   const finalProblems = devices.flatMap((d) => problems(d, true));
   /** Whether `device` was heard (status or heartbeat) at or after `t`. */
@@ -251,21 +259,35 @@ function replaySync(history: ChaosHistory, kv: KvRecord[]) {
     finalStrict: strictNow && finalProblems.length === 0,
     strictSince: Number.isNaN(strictSince) ? history.windowStart : strictSince,
     finalProblems,
-    firstLooseSyncAfter(t: number, device?: string): number | undefined {
+    /**
+     * The first moment at or after `t` when `device` (heard from since `t`) is in sync, or,
+     * without a device, every device `excluded` does not name at that moment.
+     */
+    firstLooseSyncAfter(
+      t: number,
+      device: string | undefined,
+      excluded: (t: number) => ReadonlySet<string>,
+    ): number | undefined {
       let from = t;
       if (device !== undefined) {
         const heard = heardAfter(device, t);
         if (heard === undefined) return undefined;
         from = heard;
       }
-      // In sync at `from` already (the last event before it left the fleet in sync)?
-      let before: { t: number; loose: boolean } | undefined;
-      for (const s of seen) {
-        if (s.t > from) break;
-        before = s;
+      const inSync = (at: number, out: ReadonlySet<string>) => {
+        if (device !== undefined) return !out.has(device);
+        const skip = excluded(at);
+        return [...out].every((d) => skip.has(d));
+      };
+      // The state at `from` is the one left by the last event before it.
+      let state: ReadonlySet<string> = new Set();
+      let i = 0;
+      for (; i < seen.length && seen[i]!.t <= from; i++) state = seen[i]!.out;
+      if (inSync(from, state)) return from;
+      for (; i < seen.length; i++) {
+        if (inSync(seen[i]!.t, seen[i]!.out)) return seen[i]!.t;
       }
-      if (before?.loose ?? (seen.length === 0)) return from;
-      return looseTimes.find((x) => x >= from);
+      return undefined;
     },
   };
 }

@@ -345,15 +345,19 @@ async function operatorCli(
   urls: string[],
   args: string[],
   attempts = CLI_ATTEMPTS,
-): Promise<{ code: number; output: string; attempts: number }> {
-  let last = { code: -1, output: "" };
+): Promise<{ code: number; output: string; stdout: string; attempts: number }> {
+  let last = { code: -1, output: "", stdout: "" };
   for (let i = 1; i <= attempts; i++) {
     const r = await runCommand(Deno.execPath(), [...await operatorTaskArgs(), ...args], {
       env: { NATS_URL: urls.join(","), INIT_CWD: REPO_ROOT, NO_COLOR: "1" },
       cwd: REPO_ROOT,
       signal: AbortSignal.timeout(CLI_TIMEOUT_MS),
     }).catch((e) => ({ code: -1, stdout: "", stderr: (e as Error).message }));
-    last = { code: r.code, output: `${r.stdout}${r.stderr}`.trim().slice(0, 2_000) };
+    last = {
+      code: r.code,
+      output: `${r.stdout}${r.stderr}`.trim().slice(0, 2_000),
+      stdout: r.stdout,
+    };
     if (r.code === 0 || r.code === 2 || r.code === 3) return { ...last, attempts: i };
     await abortableSleep(2_000);
   }
@@ -456,6 +460,7 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
     if (!host.netns) {
       netns = `drover-chaos-${crypto.randomUUID().slice(0, 8)}-${i}`;
       await Deno.writeTextFile(`${dir}/netns`, `${netns}\n`, { append: true });
+      progress(`${id} runs in network namespace ${netns}`);
       await runCommand("ip", ["netns", "add", netns]);
       await runCommand("ip", ["-n", netns, "link", "set", "lo", "up"]);
       // Inside: 127.0.0.1:4222+j → a unix socket here → the node's port outside.
@@ -822,7 +827,7 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
       continue;
     }
     try {
-      const rows = JSON.parse(r.output) as { revision: number }[];
+      const rows = JSON.parse(r.stdout) as { revision: number }[];
       historyListings.push({ deployment: d.name, revisions: rows.map((x) => x.revision) });
     } catch {
       historyListings.push({
