@@ -325,7 +325,7 @@ function containerViolations(history: ChaosHistory, kv: KvRecord[]) {
       r.t >= from - 1_000 && r.t <= to
     );
   const constant = new Set(history.constantServices.map((c) => `${c.deployment}/${c.service}`));
-  const last = new Map<string, { id: string; t: number }>();
+  const last = new Map<string, { id: string; t: number; created: number | undefined }>();
   for (const s of samples) {
     for (const c of s.containers) {
       const key = `${c.deployment}/${c.service}`;
@@ -336,15 +336,21 @@ function containerViolations(history: ChaosHistory, kv: KvRecord[]) {
       if (!constant.has(key) || same.length > 1) continue;
       const k = `${s.device} ${key}`;
       const prev = last.get(k);
-      if (prev && prev.id !== c.id && !left(s.device, c.deployment, prev.t, s.t)) {
+      // The deployment may have left the device any time after the old container was made.
+      if (
+        prev && prev.id !== c.id && !left(s.device, c.deployment, prev.created ?? prev.t, s.t)
+      ) {
         once(`replaced ${k} ${c.id}`, {
           invariant: "container-replaced",
           t: s.t,
           message: `${s.device}: ${key} (spec unchanged) went from container ` +
-            `${prev.id.slice(0, 12)} to ${c.id.slice(0, 12)}`,
+            `${prev.id.slice(0, 12)} (seen ${new Date(prev.t).toISOString()}) to ` +
+            `${c.id.slice(0, 12)} (seen ${new Date(s.t).toISOString()}) while its ` +
+            `desired-state key stayed`,
         });
       }
-      last.set(k, { id: c.id, t: s.t });
+      if (prev?.id !== c.id) last.set(k, { id: c.id, t: s.t, created: c.created });
+      else prev.t = s.t;
     }
   }
   // After convergence: nothing untargeted, and one container per service of each deployment.

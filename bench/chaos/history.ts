@@ -60,6 +60,8 @@ export interface ContainerInfo {
   deployment: string;
   service: string;
   state: string;
+  /** When podman created it (epoch ms), if it said. */
+  created?: number;
 }
 
 /** Podman's containers of one real device at one moment (this process's clock). */

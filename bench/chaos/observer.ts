@@ -45,6 +45,8 @@ export class Observer {
   readonly schemaFailures: SchemaFailure[] = [];
   /** Latest rollout state per deployment. */
   readonly rollouts = new Map<string, { revision: number; state: string }>();
+  /** Latest change of each deployment's manifest (`deployments` bucket). */
+  readonly manifests = new Map<string, { revision: number; op: string }>();
   /** Lease holder now, if any. */
   leaseHolder: string | undefined;
   readonly desired = new Map<string, number>();
@@ -177,6 +179,8 @@ export class Observer {
       this.statuses.set(r.key, r.value.deployments);
     } else if (r.bucket === BUCKET_ROLLOUTS && r.value?.kind === "rollout") {
       this.rollouts.set(r.key, { revision: r.value.revision, state: r.value.state });
+    } else if (r.bucket === BUCKET_DEPLOYMENTS) {
+      this.manifests.set(r.key, { revision: r.revision, op: r.op });
     } else if (r.bucket === BUCKET_OPERATOR_LEASES) {
       this.leaseHolder = r.value?.kind === "lease" ? r.value.holder : undefined;
     }
@@ -197,6 +201,29 @@ export class Observer {
       }
       for (const dep of Object.keys(reported)) {
         if (!this.desired.has(`${device}.${dep}`)) out.push(`${device}: still reports ${dep}`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Why the settle step is not done: each manifest's latest revision has not completed its
+   * rollout, or a deleted deployment still has desired-state keys; [] when done.
+   */
+  settleProblems(): string[] {
+    const out: string[] = [];
+    for (const [name, last] of this.manifests) {
+      if (last.op === "PUT") {
+        const r = this.rollouts.get(name);
+        if (r?.revision !== last.revision || r.state !== "complete") {
+          out.push(
+            `${name}: revision ${last.revision} not complete (rollout ${
+              r ? `${r.revision} ${r.state}` : "not seen"
+            })`,
+          );
+        }
+      } else if ([...this.desired.keys()].some((k) => k.endsWith(`.${name}`))) {
+        out.push(`${name}: deleted, but desired-state keys remain`);
       }
     }
     return out;

@@ -323,6 +323,7 @@ async function listContainers(slot: AgentSlot): Promise<ContainerSample | undefi
     const list = await res.json() as {
       Id: string;
       State: string;
+      Created?: string | number;
       Labels?: Record<string, string>;
     }[];
     return {
@@ -333,11 +334,18 @@ async function listContainers(slot: AgentSlot): Promise<ContainerSample | undefi
         deployment: c.Labels?.[LABELS.deployment] ?? "?",
         service: c.Labels?.[LABELS.service] ?? "?",
         state: c.State,
+        ...createdAt(c.Created),
       })),
     };
   } catch {
     return undefined;
   }
+}
+
+/** Podman's `Created` (RFC 3339, or seconds since the epoch) as epoch ms. */
+function createdAt(created: string | number | undefined): { created?: number } {
+  const ms = typeof created === "number" ? created * 1000 : Date.parse(created ?? "");
+  return Number.isFinite(ms) ? { created: ms } : {};
 }
 
 /** Runs the operator CLI (bounded in time and attempts: a user retries a failed command). */
@@ -640,12 +648,44 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
         `exit ${r.code}${r.attempts > 1 ? ` after ${r.attempts} attempts` : ""}`,
     );
   };
+  /** What the operators' APIs say is not ready (targeted ≠ ready); [] when all is. */
+  const viewProblems = async (): Promise<string[]> => {
+    const out: string[] = [];
+    for (const o of operators) {
+      try {
+        const res = await fetch(`${o.api}/api/deployments`, {
+          signal: AbortSignal.timeout(5_000),
+        });
+        const deps = await res.json() as { name: string; targeted: number; ready: number }[];
+        for (const d of deps) {
+          if (d.ready !== d.targeted) {
+            out.push(`${o.name}: ${d.name} ${d.ready}/${d.targeted} ready`);
+          }
+        }
+      } catch (e) {
+        out.push(`${o.name}: ${(e as Error).message}`);
+      }
+    }
+    return out;
+  };
+  /**
+   * Waits (bounded) until every manifest's latest revision completed, every device reports
+   * it running, and both operators' APIs agree — for 3 s in a row, so a snapshot taken
+   * between a write and its echo does not count.
+   */
   const untilConverged = async (timeoutMs: number): Promise<string[]> => {
     const deadline = Date.now() + timeoutMs;
     let problems: string[] = ["not looked yet"];
+    let since: number | undefined;
     while (Date.now() < deadline && !signal.aborted) {
-      problems = observer.syncProblems(allIds, true);
-      if (problems.length === 0) return [];
+      problems = [
+        ...observer.settleProblems(),
+        ...observer.syncProblems(allIds, true),
+        ...await viewProblems(),
+      ];
+      if (problems.length > 0) since = undefined;
+      else if (since === undefined) since = Date.now();
+      else if (Date.now() - since >= 3_000) return [];
       await abortableSleep(500, signal);
     }
     return problems;
@@ -782,7 +822,6 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
   const left = await untilConverged(boundMs + 30_000);
   if (left.length > 0) progress(`not converged: ${left.slice(0, 5).join("; ")}`);
   else progress("converged");
-  await abortableSleep(2_000);
   const finalContainers: ContainerSample[] = [];
   for (const s of slots) {
     const sample = await listContainers(s);
