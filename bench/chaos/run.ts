@@ -355,6 +355,7 @@ async function operatorCli(
   attempts = CLI_ATTEMPTS,
 ): Promise<{ code: number; output: string; stdout: string; attempts: number }> {
   let last = { code: -1, output: "", stdout: "" };
+  const failures: string[] = [];
   for (let i = 1; i <= attempts; i++) {
     const r = await runCommand(Deno.execPath(), [...await operatorTaskArgs(), ...args], {
       env: { NATS_URL: urls.join(","), INIT_CWD: REPO_ROOT, NO_COLOR: "1" },
@@ -366,10 +367,14 @@ async function operatorCli(
       output: `${r.stdout}${r.stderr}`.trim().slice(0, 2_000),
       stdout: r.stdout,
     };
-    if (r.code === 0 || r.code === 2 || r.code === 3) return { ...last, attempts: i };
+    const earlier = failures.length > 0 ? `${failures.join("\n")}\n` : "";
+    if (r.code === 0 || r.code === 2 || r.code === 3) {
+      return { ...last, output: `${earlier}${last.output}`, attempts: i };
+    }
+    failures.push(`attempt ${i} (exit ${r.code}): ${last.output.slice(0, 500)}`);
     await abortableSleep(2_000);
   }
-  return { ...last, attempts };
+  return { ...last, output: failures.join("\n"), attempts };
 }
 
 /** Load average now, for the report's honesty about noise. */
