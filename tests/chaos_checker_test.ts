@@ -11,6 +11,7 @@ import {
   parseOperatorLog,
   reduceValue,
 } from "../bench/chaos/history.ts";
+import { renderChaosSection, summariseRun } from "../bench/chaos/report.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 
 const T0 = Date.parse("2026-12-06T12:00:00Z");
@@ -282,4 +283,26 @@ Deno.test("chaos history: values are reduced to what the checker reads; operator
     { t: at(1), pid: 7, kind: "acting" },
     { t: at(2), pid: 7, kind: "pass", put: 3, deleted: 1, ms: 12 },
   ]);
+});
+
+Deno.test("chaos report: the summary counts faults and recoveries; the section shows violations", () => {
+  const h = cleanHistory();
+  h.schemaFailures.push({ t: at(5), subject: "agent-status/agent-0", error: "status: a|b" });
+  const result = check(h, BOUND);
+  const report = summariseRun(h, result, [{ kind: "agent-kill" }, { kind: "nats-kill" }], [
+    "agent-kill",
+    "nats-kill",
+  ], "2026-12-06T12:00");
+  assertEquals(report.faults, {
+    "agent-kill": { planned: 1, injected: 1, skipped: 0 },
+    "nats-kill": { planned: 1, injected: 0, skipped: 0 },
+  });
+  assertEquals(report.recovery.n, 1);
+  assertEquals(report.recovery.p50, 5);
+  assertEquals(report.violationCount, 1);
+  const md = renderChaosSection([report]);
+  assert(md.startsWith("<!-- chaos:start -->") && md.trimEnd().endsWith("<!-- chaos:end -->"));
+  assert(md.includes("**1 invariant violation(s).**"), md);
+  assert(md.includes("| schema | 5 | agent-status/agent-0: status: a\\|b |"), md);
+  assert(md.includes("--seed 1"), "the section says how to reproduce");
 });

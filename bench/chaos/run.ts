@@ -103,9 +103,29 @@ const RSS_SAMPLE_MS = 10_000;
 /** The chaos window's first seconds have no fault (the fleet is up; the workload starts). */
 const WARMUP_MS = 15_000;
 
+/**
+ * Notes a child whose command line does not name the run's directory (the operators, the
+ * hollow processes) in `DIR/pids`, so that a run killed hard can still be cleaned up: the
+ * sweep kills such a pid only while its command line is still exactly the one noted.
+ */
+async function notePid(dir: string, process: ManagedProcess): Promise<void> {
+  const cmdline = await Deno.readTextFile(`/proc/${process.pid}/cmdline`).catch(() => "");
+  await Deno.writeTextFile(
+    `${dir}/pids`,
+    JSON.stringify({ pid: process.pid, cmdline }) + "\n",
+    { append: true },
+  );
+}
+
 /** Removes what a chaos run killed hard left behind: processes, mounts, namespaces. */
 async function cleanUpAbandoned(dir: string): Promise<void> {
   killAll((await processesReferencing(dir)).map((p) => p.pid));
+  const noted = await Deno.readTextFile(`${dir}/pids`).catch(() => "");
+  for (const line of noted.split("\n").filter((l) => l)) {
+    const { pid, cmdline } = JSON.parse(line) as { pid: number; cmdline: string };
+    const now = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+    if (cmdline !== "" && now === cmdline) killAll([pid]);
+  }
   await unmountAllUnder(dir);
   const names = await Deno.readTextFile(`${dir}/netns`).catch(() => "");
   for (const name of names.split("\n").filter((n) => n)) {
@@ -178,6 +198,7 @@ class OperatorSlot {
       cwd: REPO_ROOT,
       logPath,
     });
+    await notePid(this.dir, this.process);
     this.incarnations.push({
       pid: this.process.pid,
       logPath,
@@ -548,37 +569,31 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
   stack.defer(async () => {
     for (const h of hollow) await h.process.stop(15_000);
   });
-  for (
-    const [prefix, n, extra] of [["chaos-ha", hollowA, ["group=g1"]], [
-      "chaos-hb",
-      hollowB,
-      [],
-    ]] as const
-  ) {
-    if (n === 0) continue;
-    hollow.push({
-      name: prefix,
-      process: ManagedProcess.spawn({
-        command: Deno.execPath(),
-        args: [
-          "run",
-          "-A",
-          `${REPO_ROOT}/scripts/hollow.ts`,
-          "--devices",
-          String(n),
-          "--prefix",
-          prefix,
-          "--heartbeat",
-          String(options.heartbeatSeconds),
-          ...[...Object.entries(FLEET_LABELS).map(([k, v]) => `${k}=${v}`), ...extra].flatMap((
-            l,
-          ) => ["--label", l]),
-          ...urls.flatMap((u) => ["--nats", u]),
-        ],
-        cwd: REPO_ROOT,
-        logPath: `${dir}/${prefix}.log`,
-      }),
+  const hollowGroups = [
+    { prefix: "chaos-ha", n: hollowA, labels: { ...FLEET_LABELS, group: "g1" } },
+    { prefix: "chaos-hb", n: hollowB, labels: { ...FLEET_LABELS } },
+  ];
+  for (const { prefix, n, labels } of hollowGroups.filter((g) => g.n > 0)) {
+    const process = ManagedProcess.spawn({
+      command: Deno.execPath(),
+      args: [
+        "run",
+        "-A",
+        `${REPO_ROOT}/scripts/hollow.ts`,
+        "--devices",
+        String(n),
+        "--prefix",
+        prefix,
+        "--heartbeat",
+        String(options.heartbeatSeconds),
+        ...Object.entries(labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+        ...urls.flatMap((u) => ["--nats", u]),
+      ],
+      cwd: REPO_ROOT,
+      logPath: `${dir}/${prefix}.log`,
     });
+    await notePid(dir, process);
+    hollow.push({ name: prefix, process });
   }
   const allIds = devices.map((d) => d.id);
 
