@@ -467,7 +467,6 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
   const slots: AgentSlot[] = [];
   const relays: Deno.Listener[] = [];
   stack.defer(async () => {
-    for (const s of slots) await s.stop().catch(() => {});
     for (const r of relays) {
       try {
         r.close();
@@ -564,6 +563,11 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
   const observer = new Observer(new Set(slots.map((s) => s.id)));
   await observer.start(urls);
   stack.defer(() => observer.close());
+  // Disposed before the podman services (registered after them): no agent is left to
+  // recreate a container while its podman is cleaned up.
+  stack.defer(async () => {
+    for (const s of slots) await s.stop().catch(() => {});
+  });
   for (const s of slots) s.start();
   const hollow: { name: string; process: ManagedProcess }[] = [];
   stack.defer(async () => {
