@@ -4,6 +4,7 @@
  * their rules.
  */
 import { Rng } from "../bench/chaos/rng.ts";
+import { parseChaosArgs } from "../bench/chaos/main.ts";
 import {
   conflicts,
   FAULT_KINDS,
@@ -109,4 +110,38 @@ Deno.test("chaos workload: reproducible, valid manifests, every kind used, a kno
     const parsed = DeploymentManifest.safeParse(manifestFor(d, op));
     assert(parsed.success, `manifest of op ${op.seq}: ${parsed.error?.message}`);
   }
+});
+
+Deno.test("chaos command line: defaults, a given seed, and errors that name the option", () => {
+  const args = parseChaosArgs([], () => 77);
+  assert(args !== "help");
+  assertEquals(
+    { minutes: args.minutes, seed: args.seed, devices: args.devices, agents: args.agents },
+    { minutes: 30, seed: 77, devices: 20, agents: 3 },
+  );
+  assertEquals(args.results, true);
+  const given = parseChaosArgs(
+    ["--minutes", "2.5", "--seed", "27", "--without", "partition", "--no-results"],
+    () => 1,
+  );
+  assert(given !== "help");
+  assertEquals([given.minutes, given.seed, given.without, given.results], [
+    2.5,
+    27,
+    ["partition"],
+    false,
+  ]);
+  assertEquals(parseChaosArgs(["-h"], () => 1), "help");
+  const error = (argv: string[]) => {
+    try {
+      parseChaosArgs(argv, () => 1);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "no error";
+  };
+  assertEquals(error(["--seed", "x"]), '--seed must be a whole number ≥ 0, not "x"');
+  assertEquals(error(["--agents", "0"]), '--agents must be a whole number ≥ 1, not "0"');
+  assert(error(["--without", "meteor"]).includes('unknown fault kind "meteor"'));
+  assert(error(["--minuets", "3"]).includes("minuets"), error(["--minuets", "3"]));
 });

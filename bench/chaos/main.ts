@@ -10,7 +10,7 @@
 
 import { parseArgs } from "node:util";
 import { FAULT_KINDS, type FaultKind } from "./nemesis_plan.ts";
-import { runChaos } from "./run.ts";
+import { type ChaosOptions, runChaos } from "./run.ts";
 import { CHAOS_SECTION, type ChaosReport, renderChaosSection, summariseRun } from "./report.ts";
 import { REPO_ROOT, run } from "../process.ts";
 import { withSection } from "../sections.ts";
@@ -42,14 +42,8 @@ Options:
 Exit status: 0 no violation, 1 violations (or the run could not be set up), 2 usage.
 `;
 
-/** The parsed command line. */
-export interface ChaosArgs {
-  minutes: number;
-  seed: number;
-  devices: number;
-  agents: number;
-  boundSeconds: number;
-  heartbeatSeconds: number;
+/** The parsed command line: the run's options, and what to do with its results. */
+export interface ChaosArgs extends Omit<ChaosOptions, "progress" | "signal" | "without"> {
   without: FaultKind[];
   results: boolean;
   keep: boolean;
