@@ -130,7 +130,7 @@ Deno.test("chaos checker: a clean history has no violation and measures recovery
   // (its heartbeat at 44 s says it is back; the fleet is in sync at 45 s).
   assertEquals(result.recoveries, [{ faultId: 1, kind: "agent-kill", ms: 5_000 }]);
   assertEquals(result.rollouts.complete, 2);
-  assertEquals(result.writes, { kv: 4, logged: 4 });
+  assertEquals(result.writes, { kv: 4, logged: 4, handovers: 0 });
   // Settled at the last heal (40 s); strictly converged at 45 s.
   assertEquals(result.convergenceMs, 5_000);
 });

@@ -93,8 +93,11 @@ export interface CheckResult {
   settleAt: number;
   rollouts: RolloutOutcomes;
   rss: RssTrend[];
-  /** Desired-state writes in KV, and those the operators' logs account for. */
-  writes: { kv: number; logged: number };
+  /**
+   * Desired-state writes in KV, those the operators' logs account for, and how many times the
+   * lease changed hands.
+   */
+  writes: { kv: number; logged: number; handovers: number };
 }
 
 const TERMINAL = new Set(["complete", "rolled_back"]);
@@ -500,7 +503,7 @@ function writerViolations(
   kv: KvRecord[],
   slack: number,
   violations: Violation[],
-): { kv: number; logged: number } {
+): { kv: number; logged: number; handovers: number } {
   const terms: Term[] = [];
   let current: (Term & { last: number; ttl: number }) | undefined;
   const close = (at: number) => {
@@ -574,6 +577,7 @@ function writerViolations(
   return {
     kv: writes.length,
     logged: passes.reduce((s, p) => s + (p.put ?? 0) + (p.deleted ?? 0), 0),
+    handovers: Math.max(0, terms.length - 1),
   };
 }
 

@@ -29,7 +29,7 @@ export interface ChaosReport {
   convergenceSeconds: number | null;
   ops: Record<string, { runs: number; failed: number }>;
   rollouts: RolloutOutcomes;
-  writes: { kv: number; logged: number };
+  writes: { kv: number; logged: number; handovers?: number };
   violations: { invariant: string; atSeconds: number; message: string }[];
   violationCount: number;
   rss: RssTrend[];
@@ -121,8 +121,9 @@ export function renderChaosSection(entries: ChaosReport[]): string {
       "drops a device's traffic and fills its state file system. The checker judges the " +
       "recorded history (bench/chaos/checker.ts lists the invariants). Recovery = a fault's " +
       "heal → every device's status at the desired revision of every key again (workload " +
-      "changes keep coming meanwhile, so this includes their own roll-out time). On a shared " +
-      "2-core machine: times carry that load's noise.",
+      "changes keep coming meanwhile, so this includes their own roll-out time; 0 means it was " +
+      "in sync the moment the fault healed). On a shared 2-core machine: times carry that " +
+      "load's noise.",
     "",
   );
   if (latest === undefined) return [...out, "No run recorded yet.", end, ""].join("\n");
@@ -163,7 +164,7 @@ export function renderChaosSection(entries: ChaosReport[]): string {
     }. Rollouts ended: ${
       Object.entries(r.rollouts).map(([k, v]) => `${k} ${v}`).join(", ")
     }. Desired-state writes: ${r.writes.kv} in KV, ${r.writes.logged} accounted for by the ` +
-      "lease holder's logged passes.",
+      `lease holder's logged passes; the lease changed hands ${f(r.writes.handovers)} time(s).`,
     "",
   );
   if (r.violations.length > 0) {
