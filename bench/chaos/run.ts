@@ -314,6 +314,11 @@ class AgentSlot {
       this.filled = false;
       return;
     }
+    // Only ever a tmpfs of its own: filling the host's disk is not the experiment.
+    const mounts = await Deno.readTextFile("/proc/self/mounts");
+    if (!mounts.split("\n").some((l) => l.split(" ")[1] === this.stateDir)) {
+      throw new Error(`${this.stateDir} is not a mount point of its own`);
+    }
     this.filled = true;
     const file = await Deno.open(path, { create: true, write: true });
     const chunk = new Uint8Array(64 * 1024);
@@ -483,7 +488,15 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
     const stateDir = `${agentDir}/state`;
     await Deno.mkdir(stateDir, { recursive: true });
     if (!host.tmpfs) {
-      await runCommand("mount", ["-t", "tmpfs", "-o", `size=${STATE_TMPFS}`, "tmpfs", stateDir]);
+      const mount = await runCommand("mount", [
+        "-t",
+        "tmpfs",
+        "-o",
+        `size=${STATE_TMPFS}`,
+        "tmpfs",
+        stateDir,
+      ]);
+      if (mount.code !== 0) throw new Error(`cannot mount ${stateDir}: ${mount.stderr.trim()}`);
     }
     const podman = await startPodman();
     stack.defer(() => podman[Symbol.asyncDispose]());
