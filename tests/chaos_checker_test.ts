@@ -63,6 +63,8 @@ function cleanHistory(): ChaosHistory {
     devices: [{ id: "agent-0", real: true }, { id: "h-0", real: false }],
     services: { web: ["app"] },
     constantServices: [{ deployment: "web", service: "app" }],
+    selectors: { web: { fleet: "yes" } },
+    deviceLabels: { "agent-0": { fleet: "yes" }, "h-0": { fleet: "yes", extra: "1" } },
     kv: [
       ...leases,
       { t: at(1), bucket: "deployments", key: "web", revision: 5, op: "PUT" },
@@ -148,6 +150,14 @@ Deno.test("chaos checker: a device that never reports the desired revision break
   assert(
     check(late, BOUND).violations.some((v) =>
       v.invariant === "convergence" && v.message.includes("bound")
+    ),
+  );
+  // A device the selector picks must hold the key, and one it does not must not.
+  const unselected = cleanHistory();
+  unselected.deviceLabels["h-0"] = { fleet: "no" };
+  assert(
+    check(unselected, BOUND).violations.some((v) =>
+      v.message === "h-0 is not selected by web but holds its desired-state key at the end"
     ),
   );
   const offline = cleanHistory();

@@ -145,6 +145,28 @@ export function check(history: ChaosHistory, options: CheckOptions): CheckResult
     }
   }
 
+  // Every device a live deployment selects (by the labels the run gave it) holds its key, and
+  // no other device does.
+  const live = new Map<string, boolean>();
+  for (const r of kv) if (r.bucket === "deployments") live.set(r.key, r.op === "PUT");
+  for (const [deployment, selector] of Object.entries(history.selectors ?? {})) {
+    if (!live.has(deployment)) continue;
+    for (const d of history.devices) {
+      const labels = history.deviceLabels?.[d.id] ?? {};
+      const selected = live.get(deployment)! &&
+        Object.entries(selector).every(([k, v]) => labels[k] === v);
+      const holds = sync.desired.has(`${d.id}.${deployment}`);
+      if (selected !== holds) {
+        violations.push({
+          invariant: "convergence",
+          t: history.endedAt,
+          message: `${d.id} ${selected ? "is selected by" : "is not selected by"} ${deployment} ` +
+            `but ${holds ? "holds" : "lacks"} its desired-state key at the end`,
+        });
+      }
+    }
+  }
+
   // The operators' views.
   const finalKeys = new Map<string, number>();
   for (const key of sync.desired.keys()) {

@@ -130,6 +130,9 @@ export interface ChaosHistory {
   services: Record<string, string[]>;
   /** (deployment, service) pairs whose spec never changes. */
   constantServices: { deployment: string; service: string }[];
+  /** Each deployment's selector labels, and each device's registry labels (what targets what). */
+  selectors: Record<string, Record<string, string>>;
+  deviceLabels: Record<string, Record<string, string>>;
   kv: KvRecord[];
   /** A heartbeat of a real device was heard (this process's clock). */
   heartbeats: { t: number; device: string }[];

@@ -409,6 +409,11 @@ async function loadAverage(): Promise<string> {
     .join(" ");
 }
 
+/** The registry labels of real agent `i` (the first is the canary). */
+function realLabels(i: number): Record<string, string> {
+  return { ...FLEET_LABELS, kind: "real", group: "g1", ...(i === 0 ? { role: "canary" } : {}) };
+}
+
 /** Runs one chaos experiment; see the module doc. */
 export async function runChaos(options: ChaosOptions, keepDir = false): Promise<ChaosRun> {
   const { progress } = options;
@@ -547,12 +552,7 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
         labels: { kind: "real" },
       }),
     );
-    const labels = {
-      ...FLEET_LABELS,
-      kind: "real",
-      group: "g1",
-      ...(i === 0 ? { role: "canary" } : {}),
-    };
+    const labels = realLabels(i);
     const label = await operatorCli(urls, [
       "device",
       "label",
@@ -613,6 +613,11 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
     hollow.push({ name: prefix, process });
   }
   const allIds = devices.map((d) => d.id);
+  const deviceLabels: Record<string, Record<string, string>> = {};
+  slots.forEach((s, i) => deviceLabels[s.id] = realLabels(i));
+  for (const { prefix, n, labels } of hollowGroups) {
+    for (const id of hollowIds(prefix, n)) deviceLabels[id] = labels;
+  }
 
   // Samplers.
   const containers: ContainerSample[] = [];
@@ -941,6 +946,8 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
         d.name === "steady" ? ["keep"] : ["web", ...d.constantServices],
       ]),
     ),
+    selectors: Object.fromEntries(DEPLOYMENTS.map((d) => [d.name, d.selector])),
+    deviceLabels,
     constantServices: DEPLOYMENTS.flatMap((d) =>
       d.constantServices.map((service) => ({ deployment: d.name, service }))
     ),
