@@ -11,7 +11,7 @@ import {
   parseOperatorLog,
   reduceValue,
 } from "../bench/chaos/history.ts";
-import { renderChaosSection, summariseRun } from "../bench/chaos/report.ts";
+import { renderChaosSection, rssFamilies, summariseRun } from "../bench/chaos/report.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 
 const T0 = Date.parse("2026-12-06T12:00:00Z");
@@ -315,4 +315,29 @@ Deno.test("chaos report: the summary counts faults and recoveries; the section s
   assert(md.includes("**1 invariant violation(s).**"), md);
   assert(md.includes("| schema | 5 | agent-status/agent-0: status: a\\|b |"), md);
   assert(md.includes("--seed 1"), "the section says how to reproduce");
+});
+
+Deno.test("chaos report: RSS grouped by process, incarnations together, the longest shown", () => {
+  const trend = (process: string, minutes: number, judged = false) => ({
+    process,
+    samples: 10,
+    firstMiB: 80,
+    lastMiB: 82,
+    maxMiB: 90 + minutes,
+    minutes,
+    judged,
+    grew: false,
+  });
+  const families = rssFamilies([
+    trend("agent-0#2", 12, true),
+    trend("agent-0#10", 3),
+    trend("operator-a#1", 1),
+  ]);
+  assertEquals(
+    families.map((f) => [f.name, f.incarnations, f.longest.minutes, f.maxMiB, f.judged]),
+    [
+      ["agent-0", 2, 12, 102, 1],
+      ["operator-a", 1, 1, 91, 0],
+    ],
+  );
 });

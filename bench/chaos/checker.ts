@@ -75,7 +75,9 @@ export interface RssTrend {
   lastMiB: number;
   maxMiB: number;
   minutes: number;
+  /** Long enough to be judged; and if so, whether it grew past the bound. */
   judged: boolean;
+  grew?: boolean;
 }
 
 /** How rollouts ended, by outcome. */
@@ -620,7 +622,8 @@ function rssTrends(history: ChaosHistory, minMs: number, violations: Violation[]
     const first = median(samples.slice(0, quarter).map((s) => s.rssMiB));
     const last = median(samples.slice(-quarter).map((s) => s.rssMiB));
     const judged = span >= minMs && samples.length >= 8;
-    if (judged && last > first * 1.5 && last - first > 30) {
+    const grew = judged && last > first * 1.5 && last - first > 30;
+    if (grew) {
       violations.push({
         invariant: "rss",
         t: samples.at(-1)!.t,
@@ -636,6 +639,7 @@ function rssTrends(history: ChaosHistory, minMs: number, violations: Violation[]
       maxMiB: Math.round(Math.max(...samples.map((s) => s.rssMiB))),
       minutes: Math.round(span / 6_000) / 10,
       judged,
+      grew,
     });
   }
   return out.sort((a, b) => a.process.localeCompare(b.process));

@@ -102,6 +102,30 @@ export function summariseRun(
 const f = (x: number | null | undefined) =>
   x === null || x === undefined || Number.isNaN(x) ? "–" : String(x);
 
+/** RSS trends grouped by process (incarnations `name#N` together), in name order. */
+export function rssFamilies(trends: readonly RssTrend[]): {
+  name: string;
+  incarnations: number;
+  longest: RssTrend;
+  maxMiB: number;
+  judged: number;
+  grew: number;
+}[] {
+  const byName = new Map<string, RssTrend[]>();
+  for (const t of trends) {
+    const name = t.process.replace(/#\d+$/, "");
+    byName.set(name, [...(byName.get(name) ?? []), t]);
+  }
+  return [...byName.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, list]) => ({
+    name,
+    incarnations: list.length,
+    longest: list.reduce((a, b) => (b.minutes > a.minutes ? b : a)),
+    maxMiB: Math.max(...list.map((t) => t.maxMiB)),
+    judged: list.filter((t) => t.judged).length,
+    grew: list.filter((t) => t.grew).length,
+  }));
+}
+
 /** The RESULTS.md section: the newest run in full, earlier ones in one line each. */
 export function renderChaosSection(entries: ChaosReport[]): string {
   const { start, end } = sectionMarkers(CHAOS_SECTION);
@@ -175,13 +199,17 @@ export function renderChaosSection(entries: ChaosReport[]): string {
     out.push("");
   }
   out.push(
-    "| process (incarnation) | minutes | RSS first quarter MiB | last quarter MiB | max MiB | judged |",
+    "RSS per process (a restarted process is a new incarnation; incarnations of 10 minutes or " +
+      "more are judged for growth, shorter ones only reported):",
+    "",
+    "| process | incarnations | longest (min) | longest: first quarter → last quarter MiB | max MiB (all) | judged |",
     "|---|---|---|---|---|---|",
   );
-  for (const p of r.rss) {
+  for (const family of rssFamilies(r.rss)) {
+    const l = family.longest;
     out.push(
-      `| ${p.process} | ${p.minutes} | ${p.firstMiB} | ${p.lastMiB} | ${p.maxMiB} | ${
-        p.judged ? "yes" : "no (too short)"
+      `| ${family.name} | ${family.incarnations} | ${l.minutes} | ${l.firstMiB} → ${l.lastMiB} | ${family.maxMiB} | ${
+        family.judged > 0 ? `${family.judged}, ${family.grew} grew` : "no (too short)"
       } |`,
     );
   }
