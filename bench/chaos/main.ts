@@ -39,7 +39,8 @@ Options:
   --json             print the run's summary as JSON on stdout at the end
   -h, --help         this text
 
-Exit status: 0 no violation, 1 violations (or the run could not be set up), 2 usage.
+Exit status: 0 no violation, 1 violations (or the run could not be set up), 2 usage,
+130 interrupted (SIGINT/SIGTERM: every fault is healed and everything removed first).
 `;
 
 /** The parsed command line: the run's options, and what to do with its results. */
@@ -166,6 +167,10 @@ async function main(argv: string[]): Promise<number> {
     if (args.json) console.log(JSON.stringify(report));
     return result.violations.length === 0 ? 0 : 1;
   } catch (e) {
+    if (stop.signal.aborted) {
+      progress(`interrupted (seed ${args.seed}): everything it started is stopped and removed`);
+      return 130;
+    }
     progress(`chaos run failed (seed ${args.seed}): ${(e as Error).stack ?? e}`);
     return 1;
   } finally {

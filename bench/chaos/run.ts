@@ -118,7 +118,7 @@ async function notePid(dir: string, process: ManagedProcess): Promise<void> {
 }
 
 /** Removes what a chaos run killed hard left behind: processes, mounts, namespaces. */
-async function cleanUpAbandoned(dir: string): Promise<void> {
+export async function cleanUpAbandoned(dir: string): Promise<void> {
   killAll((await processesReferencing(dir)).map((p) => p.pid));
   const noted = await Deno.readTextFile(`${dir}/pids`).catch(() => "");
   for (const line of noted.split("\n").filter((l) => l)) {
@@ -623,7 +623,6 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
   const containers: ContainerSample[] = [];
   const rss: RssSample[] = [];
   const sampling = new AbortController();
-  stack.defer(() => sampling.abort());
   const sampleLoop = async (everyMs: number, body: () => Promise<void>) => {
     while (!sampling.signal.aborted) {
       await body().catch(() => {});
@@ -655,7 +654,10 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
       }
     }),
   ];
-  stack.defer(async () => void await Promise.allSettled(samplers));
+  stack.defer(async () => {
+    sampling.abort();
+    await Promise.allSettled(samplers);
+  });
 
   // Initial deployments, and a converged fleet before the first fault.
   const opRecords: OpRecord[] = [];
