@@ -81,6 +81,12 @@ export const DeploymentManifest = z.strictObject({
   score: Score,
   /** Staged rollout of new revisions; absent: every device at once. */
   rollout: Rollout.optional(),
+  /**
+   * The set of manifests this deployment belongs to (`apply --source NAME`,
+   * e.g. a git repository's `fleet/` folder): `apply --prune` of that source
+   * deletes it once its file is gone. Absent: applied by hand, never pruned.
+   */
+  source: Name.optional(),
 });
 /** A deployment manifest (after defaults are applied). */
 export type DeploymentManifest = z.infer<typeof DeploymentManifest>;

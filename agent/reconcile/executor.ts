@@ -79,6 +79,15 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
 
     async create(action, { signal, conflicts, log, revision }) {
       const { spec } = action;
+      // Idempotent: the network and named volumes exist before the container that needs them.
+      if (spec.network?.mode === "bridge") {
+        await runtime.ensureNetwork(spec.network.name, spec.network.labels, signal);
+      }
+      for (const volume of spec.volumes) {
+        if (volume.type === "volume") {
+          await runtime.ensureVolume(volume.source, spec.volumeLabels ?? {}, signal);
+        }
+      }
       let id: string;
       try {
         id = await runtime.createContainer(spec, signal);
@@ -141,6 +150,14 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
       }, action.containerId);
       log.info("Removed container {container} ({reason})", {
         container: action.name,
+        reason: action.reason,
+      });
+    },
+
+    async "remove-network"(action, { signal, log }) {
+      await runtime.removeNetwork(action.network, signal);
+      log.info("Removed network {network} ({reason})", {
+        network: action.network,
         reason: action.reason,
       });
     },

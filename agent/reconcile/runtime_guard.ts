@@ -14,6 +14,8 @@ import {
   type ContainerSpec,
   type HealthReport,
   type ObservedContainer,
+  type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -88,6 +90,46 @@ export class GuardedRuntime implements ContainerRuntime {
       `inspect the health of container ${id}`,
       signal,
       (s) => this.#inner.inspectHealth(id, s),
+    );
+  }
+
+  ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    return this.#call(
+      `create network ${name}`,
+      signal,
+      (s) => this.#inner.ensureNetwork(name, labels, s),
+    );
+  }
+
+  removeNetwork(name: string, signal?: AbortSignal): Promise<void> {
+    return this.#call(`remove network ${name}`, signal, (s) => this.#inner.removeNetwork(name, s));
+  }
+
+  listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]> {
+    return this.#call("list networks", signal, (s) => this.#inner.listManagedNetworks(s));
+  }
+
+  ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    return this.#call(
+      `create volume ${name}`,
+      signal,
+      (s) => this.#inner.ensureVolume(name, labels, s),
+    );
+  }
+
+  listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    return this.#call("list volumes", signal, (s) => this.#inner.listManagedVolumes(s));
+  }
+
+  removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    return this.#call(`remove volume ${name}`, signal, (s) => this.#inner.removeVolume(name, s));
+  }
+
+  logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]> {
+    return this.#call(
+      `read the logs of container ${id}`,
+      signal,
+      (s) => this.#inner.logTail(id, lines, s),
     );
   }
 

@@ -37,7 +37,9 @@ export async function serviceHashes(
     if (hashes === undefined) {
       hashes = new Map();
       for (const service of entry.state.score.services) {
-        hashes.set(service.name, await specHash(service));
+        // Start order is not part of the container: changing it replaces nothing.
+        const { depends_on: _order, ...container } = service;
+        hashes.set(service.name, await specHash(container));
       }
       cache.set(entry.state, hashes);
     }

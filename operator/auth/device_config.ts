@@ -5,8 +5,19 @@
  */
 
 import { stringify } from "smol-toml";
-import { AgentConfig, type AgentConfigInput, formatZodIssues } from "@drover/contracts";
+import {
+  AgentConfig,
+  type AgentConfigInput,
+  DEFAULT_STATE_DIR,
+  formatZodIssues,
+} from "@drover/contracts";
 import { AuthInputError } from "./errors.ts";
+
+/**
+ * Where the device keeps its creds: the path written into its config, and where
+ * `systemd/install.sh --creds FILE` installs them (beside the config, 0600).
+ */
+export const DEVICE_CREDS_PATH = "/etc/drover/nats.creds";
 
 /** What a device's generated config contains. */
 export interface DeviceConfigInput {
@@ -14,8 +25,6 @@ export interface DeviceConfigInput {
   labels: Record<string, string>;
   /** NATS server URLs the agent connects to. */
   servers: string[];
-  /** Absolute path of the device's creds file on the device. */
-  credsPath: string;
   /** Absolute path of the CA that signed the server certificate, when the server uses TLS. */
   tlsCa?: string;
   /** The release key's public half: agents trust only releases it signed (self-update). */
@@ -30,10 +39,10 @@ export interface DeviceConfigInput {
  */
 export function renderDeviceToml(input: DeviceConfigInput): string {
   const config: AgentConfigInput = {
-    agent: { device_id: input.deviceId, labels: input.labels },
+    agent: { device_id: input.deviceId, labels: input.labels, state_dir: DEFAULT_STATE_DIR },
     nats: {
       servers: input.servers,
-      creds: input.credsPath,
+      creds: DEVICE_CREDS_PATH,
       ...(input.tlsCa !== undefined ? { tls_ca: input.tlsCa } : {}),
     },
     ...(input.releaseKey !== undefined ? { update: { release_key: input.releaseKey } } : {}),
@@ -48,9 +57,11 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
   }
   return [
     `# Drover agent config for device "${input.deviceId}", written by "operator device add".`,
-    "# Copy it with the creds file to the device (e.g. /etc/drover/agent.toml) and fix the",
-    '# paths if they differ there. Add a [podman] socket = "…" section if the podman',
-    "# socket is not /run/podman/podman.sock, and a [policy] section to restrict what runs.",
+    "# The paths are the device's: install both files there with",
+    `#   systemd/install.sh --config ${input.deviceId}.toml --creds ${input.deviceId}.creds`,
+    `# (to /etc/drover/agent.toml and ${DEVICE_CREDS_PATH}, 0600). Add a [podman]`,
+    '# socket = "…" section if the podman socket is not /run/podman/podman.sock, and a',
+    "# [policy] section to restrict what runs.",
     "",
     stringify(config),
     "",

@@ -140,7 +140,6 @@ export async function deviceAdd(
     deviceId,
     labels,
     servers,
-    credsPath,
     ...(releaseKey !== undefined ? { releaseKey } : {}),
     ...(options.tlsCa !== undefined ? { tlsCa: resolve(options.tlsCa) } : {}),
   });

@@ -9,7 +9,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { DeviceEvent } from "@drover/contracts";
 import { type Command, EXIT, UsageError } from "./cli.ts";
-import { jsonForTerminal, table } from "./render.ts";
+import { escapeControl, jsonForTerminal, table } from "../views/render.ts";
 import {
   checkDeviceId,
   readFleetOnce,
@@ -86,7 +86,7 @@ export const eventsCommand: Command = {
         ]),
       ));
     }
-    for (const e of errors) io.stderr(`${e}\n`);
+    for (const e of errors) io.stderr(`${escapeControl(String(e))}\n`);
     if (positionals[0] === undefined && unanswered.length > 0) {
       io.stderr(`${unanswered.length} device(s) did not answer: ${unanswered.join(", ")}\n`);
     }

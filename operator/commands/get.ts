@@ -7,7 +7,7 @@
 
 import { type Command, EXIT, UsageError } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { deploymentsTable, devicesTable, jsonForTerminal } from "./render.ts";
+import { deploymentsTable, devicesTable, jsonForTerminal } from "../views/render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 const KINDS = ["devices", "deployments"] as const;
@@ -21,7 +21,8 @@ export const getCommand: Command = {
     "Devices: id, status, online/offline (3 heartbeats missed, as operator serve heard\n" +
     "them; without a serve answering, judged from the stored status alone),\n" +
     "last heartbeat age, labels, deployments. Deployments: targeted, ready (running the\n" +
-    "current revision), failed and pending device counts; -o json adds per-device detail.",
+    "current revision), failed and pending device counts, and the source it was applied\n" +
+    "from (apply --source; - when applied by hand); -o json adds per-device detail.",
   options: OUTPUT_OPTION,
   connects: true,
   async run({ values, positionals, io }) {

@@ -15,6 +15,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { abortableSleep } from "@drover/common";
 import {
+  formatLabels,
   type LogCursor,
   type LogLine,
   type LogsRequest,
@@ -33,8 +34,8 @@ import {
 } from "./cli.ts";
 import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, noSuchDevice, readFleetOnce, requestLogChunk } from "./_device.ts";
-import { withNats } from "./_shared.ts";
-import { escapeControl } from "./render.ts";
+import { labelSelector, withNats } from "./_shared.ts";
+import { escapeControl, escapeLogLine } from "../views/render.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
 export const FOLLOW_WAIT_MS = 5_000;
@@ -51,9 +52,15 @@ export const logsCommand: Command = {
     "a few seconds is reported with when it was last seen (exit 1). A device whose " +
     "[policy] allow_logs = false refuses. With -f, a container its restart policy restarts is " +
     "followed across restarts (a note on stderr); one that stays stopped for 5 s, or has " +
-    "restart: no, ends the command with its exit code (exit 1).",
+    "restart: no, ends the command with its exit code (exit 1). Control characters in a line " +
+    "(escape sequences, carriage returns) are printed escaped (\\u001b, \\r), TAB as it is; " +
+    "--raw prints the bytes the container wrote.",
   options: {
-    tail: { type: "string", value: "N", description: "Only the last N lines" },
+    tail: {
+      type: "string",
+      value: "N",
+      description: "Only the last N lines (-1, as kubectl: every line)",
+    },
     since: {
       type: "string",
       value: "DURATION|TIME",
@@ -68,16 +75,17 @@ export const logsCommand: Command = {
       description: "Every device whose registry labels match (repeatable, or k=v,k2=v2)",
     },
     timestamps: { type: "boolean", description: "Prefix each line with its time" },
+    raw: {
+      type: "boolean",
+      description: "Print lines as the container wrote them (control characters unescaped)",
+    },
   },
   connects: true,
   async run({ values, positionals, io }) {
-    const selector = parseSelector(values.selector);
+    const selector = labelSelector(values.selector, "logs");
     const expected = selector === undefined ? 2 : 1;
     if (positionals.length < expected) {
-      throw new UsageError(
-        selector === undefined ? "Missing DEVICE and DEPLOYMENT" : "Missing DEPLOYMENT",
-        "logs",
-      );
+      throw new UsageError(missingTargetMessage(positionals, selector !== undefined), "logs");
     }
     if (positionals.length > expected) {
       throw new UsageError(`Unexpected argument "${positionals[expected]}"`, "logs");
@@ -87,6 +95,7 @@ export const logsCommand: Command = {
     const [deployment, serviceArg] = splitTarget(positionals[expected - 1]!);
     const base = firstRequest(values);
     const timestamps = values.timestamps === true;
+    const raw = values.raw === true;
     return await withNats(values, io, async (nc) => {
       const fleet = await readFleetOnce(nc);
       if (device !== undefined && !fleet.registry.has(device) && !fleet.statuses.has(device)) {
@@ -100,7 +109,7 @@ export const logsCommand: Command = {
       const request = { ...base, deployment, service };
       const [one] = devices;
       if (one !== undefined && devices.length === 1 && selector === undefined) {
-        await followDevice(nc, one, request, io, { prefix: "", timestamps, restarts });
+        await followDevice(nc, one, request, io, { prefix: "", timestamps, restarts, raw });
         return EXIT.ok;
       }
       const width = Math.max(...devices.map((d) => d.length));
@@ -110,6 +119,7 @@ export const logsCommand: Command = {
             prefix: `${d.padEnd(width)} | `,
             timestamps,
             restarts,
+            raw,
           })
         ),
       );
@@ -117,13 +127,26 @@ export const logsCommand: Command = {
       for (const r of results) {
         if (r.status === "rejected") {
           failed++;
-          io.stderr(`${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n`);
+          const message = r.reason instanceof Error ? r.reason.message : String(r.reason);
+          io.stderr(`${escapeLogLine(message)}\n`);
         }
       }
       return failed === 0 ? EXIT.ok : EXIT.failed;
     });
   },
 };
+
+/** Which of DEVICE and DEPLOYMENT the command line lacks, naming what was given. Pure. */
+export function missingTargetMessage(positionals: readonly string[], selected: boolean): string {
+  const [first] = positionals;
+  if (selected || first !== undefined) {
+    const given = selected ? "the devices by -l" : `device "${first}"`;
+    return `Missing DEPLOYMENT (${given} given): logs ${
+      selected ? "-l k=v" : first
+    } DEPLOYMENT[/SERVICE]`;
+  }
+  return "Missing DEVICE and DEPLOYMENT: logs DEVICE DEPLOYMENT[/SERVICE]";
+}
 
 /** `DEPLOYMENT[/SERVICE]`. */
 function splitTarget(text: string): [string, string | undefined] {
@@ -141,20 +164,6 @@ function splitTarget(text: string): [string, string | undefined] {
   return [deployment, service];
 }
 
-/** `-l k=v,k2=v2` (repeatable) as a label map, or undefined without `-l`. */
-export function parseSelector(
-  value: string | boolean | string[] | undefined,
-): Record<string, string> | undefined {
-  if (value === undefined || typeof value === "boolean") return undefined;
-  const out: Record<string, string> = {};
-  for (const part of (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(","))) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new UsageError(`Invalid selector "${part}": expected k=v`, "logs");
-    out[part.slice(0, eq)] = part.slice(eq + 1);
-  }
-  return out;
-}
-
 function firstRequest(
   values: Record<string, unknown>,
 ): Omit<LogsRequest, "deployment" | "service"> {
@@ -162,9 +171,18 @@ function firstRequest(
   const sinceText = stringOption(values as never, "since");
   const follow = values.follow === true;
   const request: Omit<LogsRequest, "deployment" | "service"> = { follow };
-  if (tailText !== undefined) {
+  // kubectl's --tail -1 means every line, as no --tail does.
+  if (tailText !== undefined && Number(tailText) !== -1) {
     const tail = Number(tailText);
-    if (!Number.isInteger(tail) || tail < 0 || tail > MAX_LOG_TAIL) {
+    if (Number.isInteger(tail) && tail < 0) {
+      // `tail -5` habit: say what was meant rather than read it as "all".
+      throw new UsageError(
+        `Invalid --tail ${tailText}: a count of lines is not negative; for the last ` +
+          `${-tail} lines use --tail ${-tail} (--tail -1, or no --tail, prints every line)`,
+        "logs",
+      );
+    }
+    if (!Number.isInteger(tail) || tail > MAX_LOG_TAIL) {
       throw new UsageError(`Invalid --tail "${tailText}": expected 0 to ${MAX_LOG_TAIL}`, "logs");
     }
     request.tail = tail;
@@ -214,7 +232,7 @@ function selectDevices(fleet: FleetState, selector: Record<string, string>): str
     if (Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push(id);
   }
   if (out.length === 0) {
-    const text = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+    const text = formatLabels(selector);
     throw new OperationError(`No registered device matches ${text}`);
   }
   return out.sort();
@@ -226,7 +244,7 @@ async function followDevice(
   device: string,
   first: LogsRequest,
   io: CliIo,
-  options: { prefix: string; timestamps?: boolean; restarts?: boolean },
+  options: { prefix: string; timestamps?: boolean; restarts?: boolean; raw?: boolean },
 ): Promise<void> {
   let cursor: LogCursor | undefined;
   let request: LogsRequest = { ...first, wait_ms: 0 };
@@ -234,7 +252,7 @@ async function followDevice(
   let stoppedSince: number | undefined;
   while (!io.signal.aborted) {
     const reply = await requestLogChunk(nc, device, request);
-    printLines(reply.lines, io, options.prefix, options.timestamps === true);
+    printLines(reply.lines, io, options.prefix, options.timestamps === true, options.raw === true);
     if (reply.cursor !== null) cursor = reply.cursor;
     if (reply.state === "running") stoppedSince = undefined;
     if (reply.end && first.follow && reply.state !== "running") {
@@ -302,11 +320,15 @@ function printLines(
   io: CliIo,
   prefix: string,
   timestamps: boolean,
+  raw: boolean,
 ): void {
   let out = "";
   let err = "";
   for (const line of lines) {
-    const text = `${prefix}${timestamps ? `${line.time} ` : ""}${line.text}\n`;
+    // Escaped, a line stays one line after its prefix: no \r or cursor movement can
+    // overwrite it or fake another device's prefix.
+    const body = raw ? line.text : escapeLogLine(line.text);
+    const text = `${prefix}${timestamps ? `${escapeLogLine(line.time)} ` : ""}${body}\n`;
     if (line.stream === "stderr") err += text;
     else out += text;
   }

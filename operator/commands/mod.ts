@@ -7,6 +7,7 @@
 
 import type { Command } from "./cli.ts";
 import { applyCommand } from "./apply.ts";
+import { diffCommand } from "./diff.ts";
 import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";
 import { statusCommand } from "./status.ts";
@@ -19,10 +20,12 @@ import { logsCommand } from "./logs.ts";
 import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
 import { agentCommand } from "./agent.ts";
+import { convertCommand } from "./convert.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
   applyCommand,
+  diffCommand,
   deleteCommand,
   getCommand,
   statusCommand,
@@ -35,6 +38,7 @@ export const COMMANDS: readonly Command[] = [
   authCommand,
   deviceCommand,
   agentCommand,
+  convertCommand,
 ];
 
 /** Finds a command by name. */

@@ -11,64 +11,35 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  canonicalJson,
-  decodeJson,
-  deploymentKey,
-  DeploymentManifest,
-  nameProblem,
-  rolloutKey,
-} from "@drover/contracts";
+import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
 import {
   type CliIo,
   type Command,
   EXIT,
-  InvalidInputError,
   OperationError,
   type OptionValues,
-  parseDuration,
   stringOption,
   UsageError,
 } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { type Buckets, ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { type Buckets, ensureBuckets, isWriteConflict, retryWhileRecovering } from "../nats/kv.ts";
 import type { KvEntry } from "@nats-io/kv";
 import { retryLine, retryStoppedRollout } from "../rollout/retry.ts";
 import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
-import {
-  ensureRolloutBuckets,
-  isWriteConflict,
-  type RolloutBuckets,
-  saveRolloutState,
-} from "../rollout/store.ts";
-import { RolloutState } from "../rollout/state.ts";
+import { ensureRolloutBuckets, type RolloutBuckets, saveRolloutState } from "../rollout/store.ts";
+import type { RolloutState } from "../rollout/state.ts";
 import { rolloutReport, rolloutStatus } from "../rollout/view.ts";
-import { jsonForTerminal } from "./render.ts";
-import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
-import { DEFAULT_WAIT_TIMEOUT, follow } from "./apply.ts";
+import { jsonForTerminal } from "../views/render.ts";
+import {
+  deploymentNameArg,
+  OUTPUT_OPTION,
+  outputFormat,
+  readRolloutState,
+  withNats,
+} from "./_shared.ts";
+import { follow, waitOptions, waitTimeoutMs } from "./_wait.ts";
 
 const ACTIONS = ["status", "pause", "resume", "undo", "retry"] as const;
-
-/** Checks a deployment name argument. @throws {InvalidInputError} */
-export function deploymentNameArg(name: string): string {
-  const problem = nameProblem(name);
-  if (problem) throw new InvalidInputError(`Invalid deployment name "${name}": ${problem}`);
-  return name;
-}
-
-/** The stored rollout state of `name` with its KV revision, or undefined. */
-export async function readRolloutState(
-  buckets: RolloutBuckets,
-  name: string,
-): Promise<{ state: RolloutState; kvRevision: number } | undefined> {
-  const entry = await buckets.rollouts.get(rolloutKey(name));
-  if (entry === null || entry.operation !== "PUT") return undefined;
-  const decoded = decodeJson(RolloutState, entry.value);
-  if (!decoded.ok) {
-    throw new OperationError(`The stored rollout state of "${name}" is invalid`, [decoded.error]);
-  }
-  return { state: decoded.value, kvRevision: entry.revision };
-}
 
 /** The `rollout` command. */
 export const rolloutCommand: Command = {
@@ -87,12 +58,7 @@ export const rolloutCommand: Command = {
   options: {
     ...OUTPUT_OPTION,
     "to-revision": { type: "string", value: "N", description: "undo: the revision to restore" },
-    wait: { type: "boolean", description: "undo: wait until the restored revision is rolled out" },
-    timeout: {
-      type: "string",
-      value: "DURATION",
-      description: `How long --wait waits (default ${DEFAULT_WAIT_TIMEOUT})`,
-    },
+    ...waitOptions("undo: wait until the restored revision is rolled out"),
   },
   connects: true,
   async run({ values, positionals, io }) {
@@ -255,7 +221,7 @@ async function undo(
     }
     target = Number(text);
   }
-  const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
+  const timeoutMs = waitTimeoutMs(values, "rollout");
   const { buckets, stored } = await storedDeployment(nc, name);
   const key = deploymentKey(name);
   const current = decodeJson(DeploymentManifest, stored.value);
@@ -311,9 +277,12 @@ async function retry(
   values: OptionValues,
   io: CliIo,
 ): Promise<number> {
-  const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
+  const timeoutMs = waitTimeoutMs(values, "rollout");
   const { buckets, stored } = await storedDeployment(nc, name);
-  const retried = await retryStoppedRollout(buckets, rollouts, name, stored);
+  const current = decodeJson(DeploymentManifest, stored.value);
+  const retried = current.ok
+    ? await retryStoppedRollout(buckets, rollouts, name, stored.revision, current.value)
+    : undefined;
   if (retried === undefined) {
     const state = (await readRolloutState(rollouts, name))?.state;
     throw new OperationError(

@@ -16,19 +16,15 @@ import {
   parseDesiredStateKey,
   type ServiceStatus,
 } from "@drover/contracts";
-import {
-  desiredContent,
-  desiredStateOf,
-  type KnownDevice,
-  targetedDevices,
-} from "../desired/fanout.ts";
+import { desiredContent, desiredStateOf } from "../desired/fanout.ts";
+import { type KnownDevice, knownDevices, targetedDevices } from "../desired/targeting.ts";
 import type { RolloutPhase, RolloutState } from "../rollout/state.ts";
 
 /** A device is offline once its last status is older than this many heartbeat intervals. */
 export const OFFLINE_AFTER_HEARTBEATS = 3;
 
 /** One desired-state key as stored now. */
-export interface DesiredEntry {
+export interface DesiredKeyRecord {
   /** KV revision of the stored value. */
   revision: number;
   /**
@@ -172,6 +168,8 @@ export interface DeploymentView {
   held: number;
   offline: number;
   devices: DeploymentDeviceView[];
+  /** The set it was applied from (`apply --source`); absent when applied by hand. */
+  source?: string;
 }
 
 /**
@@ -221,18 +219,6 @@ export function isOnline(record: DeviceRecord | undefined, now: number): boolean
 }
 
 /**
- * Devices eligible for label selection: every device in the operator's
- * registry with valid labels. What devices report never counts here.
- */
-export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>): KnownDevice[] {
-  const out: KnownDevice[] = [];
-  for (const [id, record] of registry) {
-    if (record.labels !== undefined) out.push({ id, labels: record.labels });
-  }
-  return out;
-}
-
-/**
  * Builds the fleet view.
  *
  * @param manifests valid manifests
@@ -246,7 +232,7 @@ export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>):
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
-  desired: ReadonlyMap<string, DesiredEntry>,
+  desired: ReadonlyMap<string, DesiredKeyRecord>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
@@ -355,7 +341,7 @@ export function notReadyReason(status: AgentStatus | undefined): string | undefi
 /** What {@linkcode deploymentView} reads besides the deployment. */
 interface FleetContents {
   devices: readonly KnownDevice[];
-  desired: ReadonlyMap<string, DesiredEntry>;
+  desired: ReadonlyMap<string, DesiredKeyRecord>;
   statuses: ReadonlyMap<string, DeviceRecord>;
   now: number;
 }
@@ -439,6 +425,7 @@ function deploymentView(
     held: count("held"),
     offline: rows.filter((r) => !r.online).length,
     devices: rows,
+    ...(manifest.source !== undefined ? { source: manifest.source } : {}),
   };
 }
 
@@ -484,7 +471,7 @@ function heldRow(
 export function deviceInDeployment(
   deployment: string,
   device: string,
-  stored: DesiredEntry | undefined,
+  stored: DesiredKeyRecord | undefined,
   wantedCanonical: string,
   record: DeviceRecord | undefined,
   now: number,

@@ -21,7 +21,7 @@ import {
   MAX_VALUE_BYTES,
 } from "@drover/contracts";
 import type {
-  DesiredEntry,
+  DesiredKeyRecord,
   DeviceRecord,
   FleetView,
   RegistrationRecord,
@@ -43,7 +43,7 @@ export class FleetState {
   /** Deployment name → stored manifest. */
   readonly manifests: Map<string, ManifestRecord> = new Map();
   /** Desired-state key → stored revision and canonical value. */
-  readonly desired: Map<string, DesiredEntry> = new Map();
+  readonly desired: Map<string, DesiredKeyRecord> = new Map();
   /** Device id → status record (what the device says; shown, never used for targeting). */
   readonly statuses: Map<string, DeviceRecord> = new Map();
   /** Device id → entry in the operator's device registry (labels that decide targeting). */

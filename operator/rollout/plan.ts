@@ -35,7 +35,8 @@ import {
   type Rollout,
   type Selector,
 } from "@drover/contracts";
-import { desiredStateOf, type KnownDevice, targetedDevices, targets } from "../desired/fanout.ts";
+import { desiredStateOf, targets } from "../desired/fanout.ts";
+import { type KnownDevice, targetedDevices } from "../desired/targeting.ts";
 import type { RolloutFailure, RolloutState } from "./state.ts";
 
 /**

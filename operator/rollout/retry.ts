@@ -6,18 +6,17 @@
  * @module
  */
 
-import type { KvEntry } from "@nats-io/kv";
 import {
   canonicalJson,
   decodeJson,
   deploymentKey,
-  DeploymentManifest,
+  type DeploymentManifest,
   rolloutKey,
 } from "@drover/contracts";
-import type { Buckets } from "../nats/kv.ts";
+import { type Buckets, isWriteConflict } from "../nats/kv.ts";
 import { historyEntry, recordRevision } from "./history.ts";
 import { RolloutState } from "./state.ts";
-import { isWriteConflict, type RolloutBuckets } from "./store.ts";
+import type { RolloutBuckets } from "./store.ts";
 
 /** The deployment changed between the read and the write: nothing was stored. */
 export class RetryConflictError extends Error {
@@ -33,31 +32,30 @@ export interface RetriedRollout {
 }
 
 /**
- * Stores the manifest of `stored` (the deployment's current entry) again as
- * a new revision when the rollout of that revision was rolled back or
+ * Stores `manifest` (the deployment's current one, at `storedRevision`) again
+ * as a new revision when the rollout of that revision was rolled back or
  * failed: the operator then starts a new attempt, from the same stable
  * revision. Undefined when that rollout did not stop (nothing to retry).
- * Compare-and-set on `stored`: an apply in between is never replaced.
+ * Compare-and-set on `storedRevision`: an apply in between is never replaced.
  */
 export async function retryStoppedRollout(
   buckets: Buckets,
   rollouts: RolloutBuckets,
   name: string,
-  stored: KvEntry,
+  storedRevision: number,
+  manifest: DeploymentManifest,
 ): Promise<RetriedRollout | undefined> {
   const entry = await rollouts.rollouts.get(rolloutKey(name));
   const decoded = entry?.operation === "PUT" ? decodeJson(RolloutState, entry.value) : undefined;
   const state = decoded?.ok ? decoded.value : undefined;
-  if (state?.revision !== stored.revision) return undefined;
+  if (state?.revision !== storedRevision) return undefined;
   if (state.state !== "rolled_back" && state.state !== "failed") return undefined;
-  const current = decodeJson(DeploymentManifest, stored.value);
-  if (!current.ok) return undefined;
   let revision: number;
   try {
     revision = await buckets.deployments.update(
       deploymentKey(name),
-      canonicalJson(current.value),
-      stored.revision,
+      canonicalJson(manifest),
+      storedRevision,
     );
   } catch (e) {
     if (!isWriteConflict(e)) throw e;
@@ -65,16 +63,10 @@ export async function retryStoppedRollout(
   }
   await recordRevision(
     rollouts.history,
-    historyEntry(
-      current.value,
-      revision,
-      current.value,
-      new Date(),
-      `retry of revision ${stored.revision}: `,
-    ),
+    historyEntry(manifest, revision, manifest, new Date(), `retry of revision ${storedRevision}: `),
     { replace: true },
   );
-  return { from: stored.revision, revision, ended: state.state };
+  return { from: storedRevision, revision, ended: state.state };
 }
 
 /** `deployment "web" revision 4 was rolled back: retrying it as revision 5`. */

@@ -48,11 +48,20 @@ Deno.test("retry: a rolled-back revision is stored again as a new one; anything 
     const kv = await saveRolloutState(rollouts.rollouts, state(revision, "progressing"), undefined);
     const stored = async () => (await buckets.deployments.get("web"))!;
     // Still progressing: nothing to retry, nothing written.
-    assertEquals(await retryStoppedRollout(buckets, rollouts, "web", await stored()), undefined);
+    assertEquals(
+      await retryStoppedRollout(buckets, rollouts, "web", (await stored()).revision, manifest),
+      undefined,
+    );
     assertEquals((await stored()).revision, revision);
 
     await saveRolloutState(rollouts.rollouts, state(revision, "rolled_back"), kv);
-    const retried = await retryStoppedRollout(buckets, rollouts, "web", await stored());
+    const retried = await retryStoppedRollout(
+      buckets,
+      rollouts,
+      "web",
+      (await stored()).revision,
+      manifest,
+    );
     assertEquals([retried?.from, retried?.ended], [revision, "rolled_back"]);
     const again = await stored();
     assertEquals(again.revision, retried?.revision);
