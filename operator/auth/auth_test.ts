@@ -2,8 +2,8 @@ import { decode, parseCreds } from "@nats-io/jwt";
 import { parse as parseToml } from "smol-toml";
 import { AgentConfig, credsIdentity } from "@drover/contracts";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
-import { connectNats } from "../nats/connection.ts";
-import { OperationError } from "../commands/cli.ts";
+import { connectNats, NatsConnectionError } from "../nats/connection.ts";
+import { DEVICE_CREDS_PATH } from "./device_config.ts";
 import {
   assert,
   assertEquals,
@@ -310,21 +310,26 @@ Deno.test("creds say whose they are: an agent with another device's creds, the C
   const text = (path: string) => Deno.readTextFile(path);
   assertEquals(credsIdentity(await text(one.credsPath)), { kind: "device", device: "pi-1" });
   assertEquals(credsIdentity(await text(`${dir.path}/operator.creds`)), { kind: "operator" });
-  // The agent's config as device add wrote it is accepted (the control) …
-  assertEquals((await loadConfig(one.configPath)).agent.device_id, "pi-1");
+  // The agent's config as device add wrote it, with its creds where the device keeps them, is
+  // accepted (the control) …
+  const withCreds = async (path: string, creds: string) => {
+    await Deno.writeTextFile(
+      path,
+      (await text(one.configPath)).replaceAll(DEVICE_CREDS_PATH, creds),
+    );
+    return path;
+  };
+  const own = await withCreds(`${dir.path}/own.toml`, one.credsPath);
+  assertEquals((await loadConfig(own)).agent.device_id, "pi-1");
   // … and with pi-2's creds it is refused at start, naming whose they are.
-  const swapped = `${dir.path}/swapped.toml`;
-  await Deno.writeTextFile(
-    swapped,
-    (await text(one.configPath)).replace(one.credsPath, `${dir.path}/pi-2.creds`),
-  );
+  const swapped = await withCreds(`${dir.path}/swapped.toml`, `${dir.path}/pi-2.creds`);
   const e = await assertRejects(() => loadConfig(swapped), ConfigError);
   assertEquals(e.problems[0]?.key, "nats.creds");
   assertStringIncludes(e.message, `device "pi-2"'s credentials, but agent.device_id is "pi-1"`);
   // An operator command with a device's creds is refused before it connects.
   const cli = await assertRejects(
     () => connectNats({ servers: ["nats://127.0.0.1:1"], creds: one.credsPath }, { name: "t" }),
-    OperationError,
+    NatsConnectionError,
   );
   assertStringIncludes(cli.message, `holds device "pi-1"'s credentials`);
 });

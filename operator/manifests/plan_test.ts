@@ -47,6 +47,28 @@ Deno.test("storedChange: created, unchanged by canonical content, changed (also 
   assertEquals(storedChange({ revision: 1 }, m), "changed");
 });
 
+Deno.test("storedChange: the same manifest as a rolled-back or failed revision is retried", () => {
+  const m = manifest("web");
+  assertEquals(storedChange({ revision: 4, manifest: m, stopped: "rolled_back" }, m), "retried");
+  assertEquals(storedChange({ revision: 4, manifest: m, stopped: "failed" }, m), "retried");
+  // A changed manifest is a change, stopped or not; the same one whose rollout did not stop is not.
+  const edited = manifest("web", {}, "busybox:2");
+  assertEquals(
+    storedChange({ revision: 4, manifest: m, stopped: "rolled_back" }, edited),
+    "changed",
+  );
+  assertEquals(storedChange({ revision: 4, manifest: m }, m), "unchanged");
+  const plan = planApply(
+    [inFile(m)],
+    new Map([["web", { revision: 4, manifest: m, stopped: "rolled_back" as const }]]),
+    DEVICES,
+  );
+  assertEquals(plan.entries.map((e) => [e.action, e.summary]), [
+    ["retried", "retries revision 4 (rolled back)"],
+  ]);
+  assertEquals(planCounts(plan).retried, 1);
+});
+
 Deno.test("planApply: created, changed with history's summary, unchanged; devices counted from the registry", () => {
   const api = manifest("api", { source: "fleet" });
   const web = manifest("web", { source: "fleet" });
@@ -75,7 +97,13 @@ Deno.test("planApply: created, changed with history's summary, unchanged; device
   assertEquals(plan.entries[2]?.summary, "main: image busybox:1 → busybox:2; selector changed");
   // What is stored carries the source.
   assertEquals(plan.entries[1]?.manifest?.source, "fleet");
-  assertEquals(planCounts(plan), { created: 1, changed: 1, unchanged: 1, deleted: 0 });
+  assertEquals(planCounts(plan), {
+    created: 1,
+    changed: 1,
+    unchanged: 1,
+    retried: 0,
+    deleted: 0,
+  });
   assertEquals(planChangesSomething(plan), true);
 });
 

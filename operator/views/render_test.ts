@@ -238,7 +238,7 @@ Deno.test("status and get deployments say a rollback and a pause as they are", (
     "Deployment web (revision 8): rollout paused at batch 1 of 3: 1/2 ready, 1 held at revision 7",
   );
   const rows = deploymentsTable([back, paused]).split("\n");
-  assertEquals(rows[0]?.split(/ {2,}/).at(-1), "STATE");
+  assertEquals(rows[0]?.split(/ {2,}/).slice(-2), ["STATE", "SOURCE"]);
   assertStringIncludes(rows[1] ?? "", "rolled back to 7");
   assertStringIncludes(rows[2] ?? "", "paused (batch 1 of 3)");
 });
