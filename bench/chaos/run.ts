@@ -555,11 +555,11 @@ export async function runChaos(options: ChaosOptions, keepDir = false): Promise<
     const labels = realLabels(i);
     const label = await operatorCli(urls, [
       "device",
-      "label",
+      "register",
       id,
       ...Object.entries(labels).map(([k, v]) => `${k}=${v}`),
     ]);
-    if (label.code !== 0) throw new Error(`device label ${id}: ${label.output}`);
+    if (label.code !== 0) throw new Error(`device register ${id}: ${label.output}`);
     slots.push(new AgentSlot(id, agentDir, podman, stateDir, configPath, netns));
   }
 

@@ -150,6 +150,8 @@ export function manifestFor(deployment: WorkloadDeployment, op: PlannedOp): unkn
     env,
     restart: "always",
     stop_timeout: "2s",
+    // Ready after 1 s up, as the rollout's own min_ready: the run is about faults, not settling.
+    min_ready: "1s",
   });
   const failing = op.kind === "staged-failing";
   const services = deployment.name === "steady" ? [service("keep", SLEEPER, { ROLE: "steady" })] : [

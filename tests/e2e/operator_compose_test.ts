@@ -41,7 +41,7 @@ Deno.test({
     await using _operator = { [Symbol.asyncDispose]: async () => void await operator.stop() };
     // `deno task operator` runs in the project root; INIT_CWD is where the user typed it.
     const cli = (...args: string[]) => runOperatorCli(nats.url, args, { INIT_CWD: dir.path });
-    assertEquals((await cli("device", "label", "pi-compose", "site=lab")).code, 0);
+    assertEquals((await cli("device", "register", "pi-compose", "site=lab")).code, 0);
 
     // The compose file with a .env beside it, as a user has them.
     await Deno.mkdir(`${dir.path}/shop`);
@@ -61,7 +61,11 @@ Deno.test({
     assertEquals(converted.stderr.includes("warning:"), false, converted.stderr);
     const manifest = DeploymentManifest.parse(parse(converted.stdout));
     assertEquals(manifest.name, "shop");
-    await Deno.writeTextFile(`${dir.path}/shop.yaml`, converted.stdout);
+    // Applied as converted, but ready after 1 s up instead of the default min_ready (this test is
+    // about conversion); JSON is YAML.
+    const raw = parse(converted.stdout) as { score: { services: Record<string, unknown>[] } };
+    raw.score.services = raw.score.services.map((s) => ({ ...s, min_ready: "1s" }));
+    await Deno.writeTextFile(`${dir.path}/shop.yaml`, JSON.stringify(raw));
 
     const applied = await cli("apply", "-f", "shop.yaml", "--wait", "--timeout", "120s");
     assertEquals(applied.code, 0, `${applied.stdout}\n${applied.stderr}`);

@@ -81,7 +81,7 @@ Deno.test("fleet in git: apply -f DIR, broken sets store nothing, diff, --dry-ru
 
   // Three registered devices decide the label selectors' device counts.
   for (const [id, site] of [["pi-a", "lab"], ["pi-b", "lab"], ["pi-c", "shop"]]) {
-    const labelled = await cli("device", "label", id!, `site=${site}`);
+    const labelled = await cli("device", "register", id!, `site=${site}`);
     assertEquals(labelled.code, 0, labelled.stderr);
   }
 

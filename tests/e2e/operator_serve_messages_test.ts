@@ -11,7 +11,7 @@ import { runOperatorCli, startOperatorService } from "../support/operator_proces
 Deno.test("serve: Ready counts registered devices; a busy port is named; a standby says who acts", async () => {
   await using nats = await startNats();
   for (const id of ["pi-a1", "pi-a2", "pi-a3"]) {
-    const label = await runOperatorCli(nats.url, ["device", "label", id, "site=lab"]);
+    const label = await runOperatorCli(nats.url, ["device", "register", id, "site=lab"]);
     assertEquals(label.code, 0, label.stderr);
   }
   const port = await freePort();

@@ -24,7 +24,10 @@ Deno.test("agent: starts (metrics, self-update, a deployment) and stops without 
     extraToml: `[metrics]\nlisten = "127.0.0.1:${metricsPort}"\n\n` +
       `[update]\nrelease_key = "${key.publicKey}"\n`,
   });
-  await env.putDesired("idle", sleepDeployment("idle"));
+  const idle = sleepDeployment("idle");
+  // Ready after 1 s up instead of the default min_ready: this test is about start-up.
+  idle.score.services = idle.score.services.map((s) => ({ ...s, min_ready: "1s" }));
+  await env.putDesired("idle", idle);
   const agent = env.startAgent();
   await env.waitForDeployment("idle", (d) => d.phase === "running", "idle deployment runs");
   const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
