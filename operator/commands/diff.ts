@@ -50,8 +50,9 @@ export const diffCommand: Command = {
   description: "Reads and validates the manifests as apply does (same -f, --source and\n" +
     "--prune), compares them with the stored deployments and lists each one: created,\n" +
     "changed (what changed, as history shows it: image, env keys, services added or\n" +
-    "removed, selector, rollout policy, source), unchanged, or deleted (with --prune),\n" +
-    "and how many registered devices each targets. Nothing is changed, no bucket is\n" +
+    "removed, selector, rollout policy, source), unchanged, retried (the same manifest as\n" +
+    "a revision whose rollout was rolled back or failed: apply tries it again), or deleted\n" +
+    "(with --prune), and how many registered devices each targets. Nothing is changed, no bucket is\n" +
     "created. In review: diff -f fleet/ --source NAME --prune shows what merging would do.",
   exitCodes: "Exit codes: 0 nothing would change, 1 something would, 2 usage error, " +
     "3 invalid input, 4 the diff failed (NATS unreachable…).",

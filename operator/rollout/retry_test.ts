@@ -8,6 +8,7 @@ import { readRevision } from "./history.ts";
 import { retryLine, retryStoppedRollout } from "./retry.ts";
 import type { RolloutState } from "./state.ts";
 import { main } from "../main.ts";
+import { tempDir } from "../../tests/support/temp_dir.ts";
 import type { CliIo } from "../commands/cli.ts";
 
 const manifest = DeploymentManifest.parse({
@@ -102,6 +103,52 @@ Deno.test("retry: a rolled-back revision is stored again as a new one; anything 
       out.join(""),
       `revision ${retried!.revision} failed: retrying it as revision`,
     );
+  } finally {
+    await nc.close();
+  }
+});
+
+Deno.test("retry through a set: diff plans a rolled-back manifest as retried, apply -f stores a new attempt", async () => {
+  await using nats = await startNats();
+  await using dir = await tempDir("drover-retry-test-");
+  const nc = await connect({ servers: nats.url });
+  try {
+    const buckets = await ensureBuckets(nc);
+    const rollouts = await ensureRolloutBuckets(nc);
+    const revision = await buckets.deployments.put("web", canonicalJson(manifest));
+    await saveRolloutState(rollouts.rollouts, state(revision, "rolled_back"), undefined);
+    const path = `${dir.path}/web.json`;
+    await Deno.writeTextFile(path, JSON.stringify(manifest));
+    const run = async (...args: string[]) => {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await main([...args, "--nats", nats.url], {
+        stdout: (t) => void out.push(t),
+        stderr: (t) => void err.push(t),
+        env: () => undefined,
+        isTerminal: false,
+        signal: new AbortController().signal,
+      });
+      return { code, stdout: out.join(""), stderr: err.join("") };
+    };
+    const diff = await run("diff", "-f", path);
+    assertEquals(diff.code, 1, diff.stderr);
+    assertStringIncludes(diff.stdout, `retried`);
+    assertStringIncludes(diff.stdout, `retries revision ${revision} (rolled back)`);
+    assertStringIncludes(diff.stdout, "1 to retry");
+    assertEquals((await buckets.deployments.get("web"))?.revision, revision, "diff stores nothing");
+    const applied = await run("apply", "-f", path);
+    assertEquals(applied.code, 0, applied.stderr);
+    const now = (await buckets.deployments.get("web"))!;
+    assertEquals(
+      applied.stdout,
+      `deployment "web" revision ${revision} was rolled back: retrying it as revision ` +
+        `${now.revision}\n`,
+    );
+    assertEquals(now.string(), canonicalJson(manifest), "the same manifest, a new revision");
+    // The new revision's rollout has not stopped: applying it again changes nothing (the control).
+    const again = await run("apply", "-f", path);
+    assertEquals(again.stdout, `deployment "web" unchanged (revision ${now.revision})\n`);
   } finally {
     await nc.close();
   }
