@@ -1,8 +1,9 @@
 /**
  * Small async helpers shared by the agent, the operator, the tests and the scripts: a sleep
  * that ends when its signal aborts, a timeout race, and capped exponential backoff with
- * jitter. Depends on nothing and uses no `Deno` API, so every member may import it without
- * the agent and the operator depending on each other.
+ * jitter; and sealing secrets to one device's xkey (sealing.ts, nkeys only). Uses no `Deno`
+ * API, so every member may import it without the agent and the operator depending on each
+ * other.
  *
  * @example
  * ```ts
@@ -19,3 +20,4 @@
 export * from "./backoff.ts";
 export * from "./sleep.ts";
 export * from "./within.ts";
+export * from "./sealing.ts";
