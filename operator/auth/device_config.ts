@@ -20,6 +20,8 @@ export interface DeviceConfigInput {
   tlsCa?: string;
   /** The release key's public half: agents trust only releases it signed (self-update). */
   releaseKey?: string;
+  /** Absolute path of the device's sealing key (xkey seed) on the device. */
+  sealingKeyPath?: string;
 }
 
 /**
@@ -37,6 +39,7 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
       ...(input.tlsCa !== undefined ? { tls_ca: input.tlsCa } : {}),
     },
     ...(input.releaseKey !== undefined ? { update: { release_key: input.releaseKey } } : {}),
+    ...(input.sealingKeyPath !== undefined ? { secrets: { key: input.sealingKeyPath } } : {}),
   };
   const checked = AgentConfig.safeParse(config);
   if (!checked.success) {
@@ -48,7 +51,7 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
   }
   return [
     `# Drover agent config for device "${input.deviceId}", written by "operator device add".`,
-    "# Copy it with the creds file to the device (e.g. /etc/drover/agent.toml) and fix the",
+    "# Copy it with the creds and sealing key (.xk) files to the device (e.g. /etc/drover/agent.toml) and fix the",
     '# paths if they differ there. Add a [podman] socket = "…" section if the podman',
     "# socket is not /run/podman/podman.sock, and a [policy] section to restrict what runs.",
     "",

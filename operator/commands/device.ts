@@ -161,8 +161,10 @@ export const deviceCommand: Command = {
     "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists",
     "(label and unregister: only with an explicit --dir).",
     "",
-    "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config using it),",
-    "           then registers the device with its --label set in the registry.",
+    "add        writes DIR/ID.creds (secret, 0600), DIR/ID.xk (the device's sealing key:",
+    "           secrets are sealed to it; secret, 0600) and DIR/ID.toml (agent config using",
+    "           both), then registers the device with its --label set and the sealing key's",
+    "           public half in the registry. Adding a revoked id again rotates both keys.",
     "           The device lives in the DROVER_DEVICES account: it may only read its own",
     "           desired-state keys ID.*, ask for their list, and write agent-status/ID.",
     "           --expires DURATION makes the creds stop working after that long (e.g. 90d);",
@@ -239,8 +241,13 @@ export const deviceCommand: Command = {
             });
             let registered: Record<string, string>;
             try {
-              registered = (await registerDevice((await ensureBuckets(nc)).devices, id, labels))
-                .labels;
+              registered = (await registerDevice(
+                (await ensureBuckets(nc)).devices,
+                id,
+                labels,
+                undefined,
+                result.sealingPublicKey,
+              )).labels;
             } catch (e) {
               throw new OperationError(
                 `device "${id}" added (creds ${result.credsPath}), but its labels were not ` +
@@ -254,9 +261,10 @@ export const deviceCommand: Command = {
                 `device "${id}" added`,
                 `  creds:  ${result.credsPath}`,
                 `  config: ${result.configPath}`,
+                `  sealing key: ${result.sealingKeyPath} (secrets are sealed to it)`,
                 `  labels: ${formatLabels(registered)} (device registry)`,
                 `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
-                "copy both to the device (fix the creds path in the config if it differs there)",
+                "copy all three to the device (fix the paths in the config if they differ there)",
                 "",
               ].join("\n"),
             );

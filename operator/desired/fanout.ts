@@ -26,6 +26,8 @@ import {
 export interface KnownDevice {
   id: string;
   labels: Record<string, string>;
+  /** The device's xkey public key from the registry: its secrets are sealed to it. */
+  sealingKey?: string;
 }
 
 /**

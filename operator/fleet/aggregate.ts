@@ -67,6 +67,8 @@ export interface RegistrationRecord {
   error?: string;
   /** RFC 3339 time of the entry's last change, from the last valid value. */
   updatedAt?: string;
+  /** The device's xkey public key, secrets are sealed to; absent: it has none. */
+  sealingKey?: string;
 }
 
 /** One device in the fleet view. */
@@ -183,7 +185,13 @@ export function isOnline(record: DeviceRecord | undefined, now: number): boolean
 export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>): KnownDevice[] {
   const out: KnownDevice[] = [];
   for (const [id, record] of registry) {
-    if (record.labels !== undefined) out.push({ id, labels: record.labels });
+    if (record.labels !== undefined) {
+      out.push({
+        id,
+        labels: record.labels,
+        ...(record.sealingKey !== undefined ? { sealingKey: record.sealingKey } : {}),
+      });
+    }
   }
   return out;
 }

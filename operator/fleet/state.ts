@@ -96,14 +96,22 @@ export class FleetState {
     if (entry.operation !== "PUT") return this.registry.delete(entry.key);
     const decoded = decodeJson(DeviceRegistration, entry.value);
     const record: RegistrationRecord = decoded.ok
-      ? { labels: decoded.value.labels, updatedAt: decoded.value.updated_at }
+      ? {
+        labels: decoded.value.labels,
+        updatedAt: decoded.value.updated_at,
+        ...(decoded.value.sealing_key !== undefined
+          ? { sealingKey: decoded.value.sealing_key }
+          : {}),
+      }
       : {
         error: decoded.error,
         ...(before?.labels !== undefined ? { labels: before.labels } : {}),
         ...(before?.updatedAt !== undefined ? { updatedAt: before.updatedAt } : {}),
+        ...(before?.sealingKey !== undefined ? { sealingKey: before.sealingKey } : {}),
       };
     this.registry.set(entry.key, record);
-    return before === undefined || !sameLabels(before.labels, record.labels);
+    return before === undefined || !sameLabels(before.labels, record.labels) ||
+      before.sealingKey !== record.sealingKey;
   }
 
   /**
