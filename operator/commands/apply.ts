@@ -8,7 +8,16 @@
  * @module
  */
 
-import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
+import {
+  canonicalJson,
+  decodeJson,
+  deploymentKey,
+  DeploymentManifest,
+  secretNamesOf,
+} from "@drover/contracts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { latestVersion, openSecretsBucket, readSecret } from "../secrets/store.ts";
+import { pinSecretVersions } from "../secrets/usage.ts";
 import {
   type CliIo,
   type Command,
@@ -82,8 +91,10 @@ export const applyCommand: Command = {
       throw new UsageError("--timeout only makes sense with --wait", "apply");
     }
     // Validate before connecting: an invalid file never touches NATS.
-    const manifest = await loadManifest(file);
+    const loaded = await loadManifest(file);
     return await withNats(values, io, async (nc) => {
+      // Pins the current version of every secret it uses; a missing one is refused here.
+      const manifest = await withSecretVersions(nc, loaded, file);
       const buckets = await ensureBuckets(nc);
       const rollouts = await ensureRolloutBuckets(nc);
       const key = deploymentKey(manifest.name);
@@ -112,6 +123,36 @@ export const applyCommand: Command = {
     });
   },
 };
+
+/**
+ * `manifest` with the current version of each secret it references pinned
+ * (`secret_versions`, whatever the file said). @throws {OperationError}
+ * naming each secret the store does not hold and the command that adds it.
+ */
+async function withSecretVersions(
+  nc: NatsConnection,
+  manifest: DeploymentManifest,
+  file: string,
+): Promise<DeploymentManifest> {
+  const names = secretNamesOf(manifest.score);
+  if (names.length === 0) return pinSecretVersions(manifest, new Map());
+  const kv = await openSecretsBucket(nc);
+  const versions = new Map<string, number>();
+  const missing: string[] = [];
+  for (const name of names) {
+    const stored = await readSecret(kv, name);
+    if (stored === undefined) missing.push(name);
+    else versions.set(name, latestVersion(stored.record));
+  }
+  if (missing.length > 0) {
+    throw new OperationError(
+      `Cannot apply ${file}: deployment "${manifest.name}" uses secret(s) the operator does ` +
+        `not have: ${missing.join(", ")}`,
+      missing.map((name) => `store it first: operator secret set ${name} --from-file FILE`),
+    );
+  }
+  return pinSecretVersions(manifest, versions);
+}
 
 /** Follows the rollout of `revision` (`--wait`), printing progress; the exit code. */
 export async function follow(

@@ -19,6 +19,7 @@ import { logsCommand } from "./logs.ts";
 import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
 import { agentCommand } from "./agent.ts";
+import { secretCommand } from "./secret.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
@@ -34,6 +35,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   authCommand,
   deviceCommand,
+  secretCommand,
   agentCommand,
 ];
 

@@ -29,6 +29,7 @@ import { OperatorMetrics } from "../api/metrics.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
+import { ensureSecretsKey, openSecretsBucket } from "../secrets/store.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -100,7 +101,7 @@ async function openBucketsPatiently(
 export const serveCommand: Command = {
   name: "serve",
   summary: "Run the operator service (fan-out loop and HTTP API)",
-  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N]",
+  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N] [--dir DIR]",
   description:
     "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
@@ -111,6 +112,9 @@ export const serveCommand: Command = {
     "every request but /healthz needs\n" +
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
     "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "With --dir (or env DROVER_AUTH_DIR), the auth directory whose secrets.xk opens the\n" +
+    "secret store, it seals each secret a deployment uses to every device that runs it;\n" +
+    "without, such deployments are refused by their devices with the reason.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
@@ -134,6 +138,13 @@ export const serveCommand: Command = {
       value: "N",
       description: `Values kept per key in buckets it creates (default ${DEFAULT_HISTORY})`,
     },
+    dir: {
+      type: "string",
+      value: "DIR",
+      description: "Auth directory holding secrets.xk, the secret store's key " +
+        "(env DROVER_AUTH_DIR)",
+      path: { env: "DROVER_AUTH_DIR" },
+    },
   },
   connects: true,
   async run({ values, positionals, io }) {
@@ -149,6 +160,9 @@ export const serveCommand: Command = {
     const replicas = positiveInt(values, "replicas", DEFAULT_REPLICAS);
     const history = positiveInt(values, "history", DEFAULT_HISTORY);
     const settings = connectionSettings(values, io.env);
+    const secretsDir = stringOption(values, "dir") ?? io.env("DROVER_AUTH_DIR");
+    // Read (created on first use) before connecting: a broken key file is a start-up error.
+    const secretsKey = secretsDir ? await ensureSecretsKey(secretsDir) : undefined;
 
     log.info("Drover operator {version} connecting to {servers}", {
       version: OPERATOR_VERSION,
@@ -236,7 +250,8 @@ export const serveCommand: Command = {
       const held = lease;
       // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
       const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
-      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active });
+      const secrets = { kv: await openSecretsBucket(nc, { history, replicas }), key: secretsKey };
+      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active, secrets });
       reconciler.state.onChange(() => dashboard.feed.notify());
       // Devices' liveness between their (rarer) full status puts.
       heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);

@@ -37,6 +37,8 @@ export interface DesiredEntry {
   canonical: string;
   /** The value's `deployment_revision`: the manifest revision its content came from. */
   deploymentRevision?: number;
+  /** How its secrets were sealed (see `sealingOf`), when it has any. */
+  sealing?: string;
 }
 
 /** What `agent-status/<device>` holds for one device. */
