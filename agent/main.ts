@@ -11,6 +11,8 @@
 
 import { type AgentConfig, redactUrl } from "@drover/contracts";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
+import { sealingKeyFromSeed } from "@drover/common";
+import type { KeyPair } from "@nats-io/nkeys";
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
@@ -119,6 +121,11 @@ export interface AgentParts {
   onStarted?: (parts: { session: NatsSession; publisher: StatusPublisher }) => void;
 }
 
+/** The xkey pair in the seed file `path` (`[secrets] key`). */
+async function readSealingKey(path: string): Promise<KeyPair> {
+  return sealingKeyFromSeed(await Deno.readTextFile(path));
+}
+
 /**
  * Runs the agent with a loaded config until `signal` aborts, then shuts down:
  * stops reconciling (containers keep running), saves the cache, publishes a
@@ -179,12 +186,23 @@ export async function runAgent(
       : {}),
     log,
   });
+  // The device's sealing key: secrets arrive sealed to it and are opened only in memory.
+  const sealingKey = config.secrets === undefined
+    ? undefined
+    : await readSealingKey(config.secrets.key).catch((e) => {
+      log.error(
+        "Cannot read the sealing key {path}; deployments that use secrets are refused: {error}",
+        { path: config.secrets?.key, error: errorText(e) },
+      );
+      return undefined;
+    });
   // The reconciler reports changes to the publisher, which reads statuses from the reconciler.
   let statusChanged = () => {};
   const reconciler = new Reconciler({
     deviceId,
     runtime,
     store,
+    ...(sealingKey !== undefined ? { sealingKey } : {}),
     policy: config.policy,
     registries: config.registries,
     onChange: () => statusChanged(),

@@ -47,11 +47,13 @@ import {
 } from "@drover/contracts";
 import {
   type ContainerSpec,
+  type FileMountSpec,
   type ObservedContainer,
   STARTABLE_STATES,
 } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { healthCheckSpec, stopTimeoutSeconds } from "./health.ts";
+import { fileMountsOf } from "./files.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
 export type ActionReason =
@@ -140,6 +142,7 @@ export function toContainerSpec(
   service: PodmanService,
   specHash: string,
   deviceId?: string,
+  files: readonly FileMountSpec[] = [],
 ): ContainerSpec {
   const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
   const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
@@ -166,6 +169,7 @@ export function toContainerSpec(
     },
     ...(healthcheck ? { healthcheck } : {}),
     stopTimeoutSeconds: stopTimeoutSeconds(service),
+    ...(files.length > 0 ? { files: [...files] } : {}),
   };
 }
 
@@ -301,7 +305,14 @@ function planDeployment(
         ...base,
         reason,
         revision,
-        spec: toContainerSpec(deployment, revision, service, hash, deviceId),
+        spec: toContainerSpec(
+          deployment,
+          revision,
+          service,
+          hash,
+          deviceId,
+          fileMountsOf(deviceId, deployment, entry.state, service, hash),
+        ),
       });
     };
     if (keeper === undefined) {

@@ -52,7 +52,9 @@ export type PolicyRule =
   | "allowed_registries"
   | "allowed_host_paths"
   | "allowed_host_ports"
-  | "max_containers";
+  | "max_containers"
+  /** Not a `[policy]` rule: the deployment's secrets cannot be opened on this device. */
+  | "secrets";
 
 /**
  * One broken rule. `message` is for people (it starts with `policy.<rule>:`);

@@ -53,6 +53,9 @@ import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
 import { GuardedRuntime } from "./runtime_guard.ts";
 import { serviceHashes } from "./spec_hashes.ts";
+import { runtimeSecretPrefix, secretProblems, wantedRuntimeSecrets } from "./files.ts";
+import { openFrom } from "@drover/common";
+import type { KeyPair } from "@nats-io/nkeys";
 import { crashLoopRecheckMs } from "./status.ts";
 import { StatusBook } from "./status_book.ts";
 
@@ -102,6 +105,11 @@ export interface ReconcilerOptions {
   healthTimers?: QueueTimers;
   /** Told of events (the device's event ring) and pass durations (metrics). */
   observer?: ReconcileObserver;
+  /**
+   * This device's sealing key (xkey): secrets in desired state are sealed to
+   * it. Absent: deployments that use secrets are refused with the reason.
+   */
+  sealingKey?: KeyPair;
 }
 
 /**
@@ -125,6 +133,7 @@ export class Reconciler {
 
   readonly #deviceId: string;
   readonly #policy: AgentPolicy;
+  readonly #sealingKey: KeyPair | undefined;
   readonly #runtime: GuardedRuntime;
   readonly #book: StatusBook;
   readonly #executor: Executor;
@@ -147,6 +156,8 @@ export class Reconciler {
   #failureEvents = new Map<string, string>();
 
   #failures = new Map<string, number>();
+  /** Deployments known to have no runtime secrets (nothing to prune until they mount some). */
+  #noRuntimeSecrets = new Set<string>();
   /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
   #restarts = new Map<string, RestartTally>();
   /**
@@ -162,6 +173,7 @@ export class Reconciler {
     this.#deviceId = options.deviceId;
     this.#queue = new WorkQueue(options.retryTimers);
     this.#policy = options.policy;
+    this.#sealingKey = options.sealingKey;
     this.#resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#maxConcurrent = Math.max(1, options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT);
@@ -196,6 +208,12 @@ export class Reconciler {
         if (containerId !== undefined) this.#removedByAgent.add(containerId);
         this.#emit(event);
       },
+      ...(options.sealingKey !== undefined
+        ? {
+          openSecret: (sealed: string, sender: string) =>
+            openFrom(options.sealingKey!, sender, sealed),
+        }
+        : {}),
     }));
     this.#health = new HealthScheduler({
       runtime: this.#runtime,
@@ -360,6 +378,7 @@ export class Reconciler {
       if (actions.length === 0) {
         this.#book.clearError(key);
         await this.#updateStatus(key);
+        await this.#pruneSecrets(key, entry, blocked, specHashes, signal);
         return;
       }
       if (step === 0) await this.#updateStatus(key);
@@ -370,6 +389,51 @@ export class Reconciler {
       `Cannot converge deployment "${key}": still changing after ` +
         `${DEFAULT_MAX_STEPS_PER_PASS} rounds (does a container exit right after it starts?)`,
     );
+  }
+
+  /**
+   * Removes the runtime secrets of `key` that no container of its current
+   * desired state mounts — after the pass converged, so every container that
+   * mounted an old one is gone (podman lets a secret in use be removed, and
+   * the container then cannot start again). All of them once the deployment
+   * is removed; none while its fate is unknown (invalid, refused, or a
+   * partial view).
+   */
+  async #pruneSecrets(
+    key: string,
+    entry: DesiredEntry | undefined,
+    blocked: boolean,
+    specHashes: ReadonlyMap<string, string>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let wanted: Set<string>;
+    if (entry === undefined) {
+      if (!this.store.isRemovable(key)) return;
+      wanted = new Set();
+    } else if (entry.kind === "valid" && !blocked) {
+      wanted = wantedRuntimeSecrets(
+        this.#deviceId,
+        key,
+        entry.state,
+        (service) => specHashes.get(hashKey(key, service)),
+      );
+    } else {
+      return;
+    }
+    // Without anything to mount, one look per deployment (e.g. leftovers after a restart) does.
+    if (wanted.size === 0 && this.#noRuntimeSecrets.has(key)) return;
+    if (wanted.size > 0) this.#noRuntimeSecrets.delete(key);
+    const prefix = runtimeSecretPrefix(this.#deviceId, key);
+    const present = await this.#runtime.listSecrets(prefix, signal);
+    if (wanted.size === 0) this.#noRuntimeSecrets.add(key);
+    for (const name of present) {
+      if (wanted.has(name)) continue;
+      await this.#runtime.removeSecret(name, signal);
+      this.#log.info("Removed runtime secret {name}: no container of {deployment} mounts it", {
+        name,
+        deployment: key,
+      });
+    }
   }
 
   /** This device's containers of `key`, recorded in the book; queues others found. */
@@ -411,6 +475,18 @@ export class Reconciler {
     const paths = hostPathsToResolve(this.store.entries(), this.#policy);
     this.#hostPaths = paths.size === 0 ? new Map() : await resolveHostPaths(paths);
     const violations = policyViolations(this.store.entries(), this.#policy, this.#hostPaths);
+    // A deployment whose secrets this device cannot open is refused the same way, with why.
+    const ownKey = this.#sealingKey?.getPublicKey();
+    for (const entry of this.store.entries()) {
+      if (entry.kind !== "valid") continue;
+      const problems = secretProblems(entry.state, ownKey);
+      if (problems.length > 0) {
+        violations.set(entry.deployment, [
+          ...(violations.get(entry.deployment) ?? []),
+          ...problems,
+        ]);
+      }
+    }
     const before = new Map(
       [...this.store.keys()].flatMap((k) => {
         const v = this.#book.violations(k);

@@ -41,7 +41,8 @@ export type MemoryRuntimeOperation =
   | "startContainer"
   | "removeContainer"
   | "runHealthcheck"
-  | "inspectHealth";
+  | "inspectHealth"
+  | "secrets";
 
 /** Options of {@linkcode InMemoryRuntime}. */
 export interface InMemoryRuntimeOptions {
@@ -87,7 +88,10 @@ export class InMemoryRuntime implements ContainerRuntime {
     removeContainer: 0,
     runHealthcheck: 0,
     inspectHealth: 0,
+    secrets: 0,
   };
+  /** The runtime's secrets by name (values kept as given, as podman's store does). */
+  readonly secrets = new Map<string, Uint8Array>();
   /** Every pull as `[image, auth]`, in order. */
   readonly pulls: Array<[string, RegistryAuth | undefined]> = [];
 
@@ -162,6 +166,24 @@ export class InMemoryRuntime implements ContainerRuntime {
     if (c === undefined || !STARTABLE_STATES.has(c.state)) return false;
     await this.startContainer(id, signal);
     return true;
+  }
+
+  /** See {@linkcode ContainerRuntime.ensureSecret}. */
+  async ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    await this.#enter("secrets", signal);
+    if (!this.secrets.has(name)) this.secrets.set(name, new Uint8Array(data));
+  }
+
+  /** See {@linkcode ContainerRuntime.listSecrets}. */
+  async listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    await this.#enter("secrets", signal);
+    return [...this.secrets.keys()].filter((n) => n.startsWith(prefix)).sort();
+  }
+
+  /** See {@linkcode ContainerRuntime.removeSecret}. */
+  async removeSecret(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#enter("secrets", signal);
+    this.secrets.delete(name);
   }
 
   /** See {@linkcode ContainerRuntime.removeContainer}. */

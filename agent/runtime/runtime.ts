@@ -38,6 +38,27 @@ export interface ContainerSpec {
    * (the planner always sets it; absent: the runtime's default).
    */
   stopTimeoutSeconds?: number;
+  /** Configs and secrets; the executor creates them in the runtime before the container. */
+  files?: FileMountSpec[];
+}
+
+/**
+ * A config or secret the container gets from the runtime's secret store: a
+ * file at `target` with `mode`, or (`env`) the environment variable `target`.
+ * `runtimeName` carries the device, deployment, name and version (secrets) or
+ * content hash (configs), so one name always means one value.
+ */
+export interface FileMountSpec {
+  runtimeName: string;
+  kind: "config" | "secret";
+  type: "file" | "env";
+  target: string;
+  /** Permission bits of the file (files only). */
+  mode?: number;
+  /** Where the value comes from: a config's content, or a secret sealed to this device. */
+  source:
+    | { content: string }
+    | { name: string; version: number; sealed: string; sender: string };
 }
 
 /** A container Drover manages, as the runtime reports it now. */
@@ -146,6 +167,12 @@ export interface ContainerRuntime {
   runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
   /** The container's health as last recorded; undefined without a health check. */
   inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
+  /** Creates runtime secret `name` with `data` unless it exists (a name never changes value). */
+  ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /** Names of the runtime's secrets that start with `prefix`. */
+  listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]>;
+  /** Removes runtime secret `name`; already gone is success. */
+  removeSecret(name: string, signal?: AbortSignal): Promise<void>;
   /**
    * Changes to managed containers until `signal` aborts. Survives the
    * runtime going away: it yields a `resync` event once it is back.

@@ -96,6 +96,22 @@ export interface LibpodCreateSpec {
   cap_add?: string[];
   cap_drop?: string[];
   terminal?: boolean;
+  /**
+   * Podman secrets mounted as files: `Target` an absolute path (or a name under
+   * /run/secrets), `Mode` the file's permission bits (measured on 4.3 and 5.4).
+   */
+  secrets?: LibpodSecretMount[];
+  /** Environment variable → podman secret whose value it gets. */
+  secret_env?: Record<string, string>;
+}
+
+/** One podman secret mounted as a file in the container. */
+export interface LibpodSecretMount {
+  Source: string;
+  Target: string;
+  UID: number;
+  GID: number;
+  Mode: number;
 }
 
 /** Answer of container create. */
