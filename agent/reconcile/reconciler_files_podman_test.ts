@@ -126,7 +126,11 @@ Deno.test("files on real podman: secrets and configs arrive, rotate, and go with
       `drover_pi-1_app_config_conf_${await hashPrefix(podman, "app_main")}`,
       "drover_pi-1_app_secret_token_v1",
     ]);
-    const before = await ids(podman);
+    // Both created (main may print before side exists).
+    const before = await waitFor(async () => {
+      const now = await ids(podman);
+      return now.app_main !== undefined && now.app_side !== undefined ? now : undefined;
+    }, { timeoutMs: TIMEOUT_MS, message: "both containers exist" });
 
     // A new secret version: only `main` is replaced; its old podman secret goes.
     reconciler.setDesired("app", entry(2, image, "a=1", [sealed("token", 2, "t-two", device)]));
