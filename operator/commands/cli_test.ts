@@ -10,21 +10,7 @@ import {
 import { CONNECTION_OPTIONS, connectionSettings } from "../nats/connection.ts";
 import { main } from "../main.ts";
 import { parseListen } from "./serve.ts";
-import type { CliIo } from "./cli.ts";
-
-/** Captures output; the environment is the given map only. */
-function captureIo(env: Record<string, string> = {}) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = {
-    stdout: (t) => void out.push(t),
-    stderr: (t) => void err.push(t),
-    env: (name) => env[name],
-    isTerminal: false,
-    signal: new AbortController().signal,
-  };
-  return { io, out: () => out.join(""), err: () => err.join("") };
-}
+import { captureIo } from "./_capture_io.ts";
 
 Deno.test("parseOptions: values, short flags and positionals", () => {
   const parsed = parseOptions("apply", ["-f", "m.yaml", "--wait", "extra"], {

@@ -2,21 +2,16 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { BUCKET_DEPLOYMENTS, BUCKET_SECRETS, DeploymentManifest } from "@drover/contracts";
 import { startNats, tempDir } from "../../tests/support/mod.ts";
+import { operatorTaskArgs } from "../../tests/support/operator_process.ts";
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import { main } from "../main.ts";
-import type { CliIo } from "./cli.ts";
+import { captureIo } from "./_capture_io.ts";
+import { openSecretsBucket, openVersion, readSecret, readSecretsKey } from "../secrets/store.ts";
 
-function run(args: string[], env: Record<string, string>) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = {
-    stdout: (t) => void out.push(t),
-    stderr: (t) => void err.push(t),
-    env: (name) => env[name],
-    isTerminal: false,
-    signal: new AbortController().signal,
-  };
-  return main(args, io).then((code) => ({ code, out: out.join(""), err: err.join("") }));
+async function run(args: string[], env: Record<string, string>) {
+  const c = captureIo(env);
+  const code = await main(args, c.io);
+  return { code, out: c.out(), err: c.err() };
 }
 
 Deno.test("secret set|list|delete: versions, pinned by apply, rolled into deployments, never shown", async () => {
@@ -96,4 +91,35 @@ Deno.test("secret set|list|delete: versions, pinned by apply, rolled into deploy
   assertEquals((await cli("secret", "delete", "db")).out, 'secret "db" deleted\n');
   assertStringIncludes((await cli("secret", "list")).out, "No secrets");
   assertEquals((await cli("secret", "delete", "db")).code, 1);
+});
+
+Deno.test("secret set --from-file - reads the value from standard input, as the operator task runs it", async () => {
+  await using nats = await startNats();
+  await using dir = await tempDir("drover-secret-stdin-");
+  const plaintext = `line one\nline two ${crypto.randomUUID()}\n`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...await operatorTaskArgs(), "secret", "set", "tls-key", "--from-file", "-"],
+    env: { NATS_URL: nats.url, DROVER_AUTH_DIR: dir.path },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(plaintext));
+  await writer.close();
+  const { code, stdout, stderr } = await child.output();
+  const text = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+  assertEquals(code, 0, text);
+  assertStringIncludes(text, 'secret "tls-key" set (version 1)');
+  // The bytes as given (newlines kept): the store opens to exactly them.
+  const nc = await connect({ servers: nats.url });
+  try {
+    const stored = await readSecret(await openSecretsBucket(nc), "tls-key");
+    const key = await readSecretsKey(dir.path);
+    assert(stored !== undefined && key !== undefined);
+    const opened = openVersion(stored.record, key, 1);
+    assertEquals(opened && new TextDecoder().decode(opened), plaintext);
+  } finally {
+    await nc.close();
+  }
 });

@@ -1,0 +1,22 @@
+/**
+ * A {@linkcode CliIo} for tests that run commands in-process: output
+ * captured, the environment only the given map.
+ *
+ * @module
+ */
+
+import type { CliIo } from "./cli.ts";
+
+/** Captures output; the environment is the given map only. */
+export function captureIo(env: Record<string, string> = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIo = {
+    stdout: (t) => void out.push(t),
+    stderr: (t) => void err.push(t),
+    env: (name) => env[name],
+    isTerminal: false,
+    signal: new AbortController().signal,
+  };
+  return { io, out: () => out.join(""), err: () => err.join("") };
+}
