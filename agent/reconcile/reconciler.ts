@@ -133,7 +133,8 @@ export class Reconciler {
 
   readonly #deviceId: string;
   readonly #policy: AgentPolicy;
-  readonly #sealingKey: KeyPair | undefined;
+  /** This device's sealing key's public half (nkeys derives it anew on every call). */
+  readonly #sealingPublicKey: string | undefined;
   readonly #runtime: GuardedRuntime;
   readonly #book: StatusBook;
   readonly #executor: Executor;
@@ -173,7 +174,7 @@ export class Reconciler {
     this.#deviceId = options.deviceId;
     this.#queue = new WorkQueue(options.retryTimers);
     this.#policy = options.policy;
-    this.#sealingKey = options.sealingKey;
+    this.#sealingPublicKey = options.sealingKey?.getPublicKey();
     this.#resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#maxConcurrent = Math.max(1, options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT);
@@ -476,7 +477,7 @@ export class Reconciler {
     this.#hostPaths = paths.size === 0 ? new Map() : await resolveHostPaths(paths);
     const violations = policyViolations(this.store.entries(), this.#policy, this.#hostPaths);
     // A deployment whose secrets this device cannot open is refused the same way, with why.
-    const ownKey = this.#sealingKey?.getPublicKey();
+    const ownKey = this.#sealingPublicKey;
     for (const entry of this.store.entries()) {
       if (entry.kind !== "valid") continue;
       const problems = secretProblems(entry.state, ownKey);

@@ -287,14 +287,17 @@ export class Reconciler implements AsyncDisposable {
     }
     const started = performance.now();
     const kv = this.#buckets.desired;
-    const putFailures = await forEachBounded(
-      planned.put,
-      this.#writeConcurrency,
-      async ([key, shared]) => {
-        const { value, write } = this.#valueFor(key, shared);
-        const revision = await kv.put(key, value);
-        this.state.recordPut(key, write, revision);
-      },
+    // Each secret version is opened once for the whole pass, however many devices get it.
+    const putFailures = await this.#sealer.batch(() =>
+      forEachBounded(
+        planned.put,
+        this.#writeConcurrency,
+        async ([key, shared]) => {
+          const { value, write } = this.#valueFor(key, shared);
+          const revision = await kv.put(key, value);
+          this.state.recordPut(key, write, revision);
+        },
+      )
     );
     const deleteFailures = await forEachBounded(
       planned.delete,

@@ -142,8 +142,8 @@ export function openVersion(
   version: number,
 ): Uint8Array | undefined {
   const stored = record.versions.find((v) => v.version === version);
-  if (stored === undefined || record.key !== key.getPublicKey()) return undefined;
-  return openFrom(key, key.getPublicKey(), stored.sealed);
+  // Sealed from and to the record's key: a box made with another key does not open.
+  return stored === undefined ? undefined : openFrom(key, record.key, stored.sealed);
 }
 
 /** What {@linkcode setSecret} did. */
