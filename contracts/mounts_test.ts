@@ -56,6 +56,15 @@ Deno.test("configs and secrets: mistakes are refused, naming the field", () => {
       "both mount at /run/secrets/a",
     ],
     [{ services: [base], configs: { a: { content: "x".repeat(65 * 1024) } } }, "at most 65536"],
+    [
+      {
+        services: [base],
+        configs: Object.fromEntries(
+          ["a", "b", "c", "d", "e"].map((n) => [n, { content: "x".repeat(60 * 1024) }]),
+        ),
+      },
+      "must total at most 262144 bytes",
+    ],
   ];
   for (const [score, expected] of cases) {
     const parsed = PodmanV0Score.safeParse({ type: "PodmanV0", ...(score as object) });

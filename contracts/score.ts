@@ -154,6 +154,8 @@ function parsedString(parse: (s: string) => unknown, max = 1024) {
 export const MAX_CONFIG_BYTES = 64 * 1024;
 /** Largest number of configs in one score. */
 export const MAX_CONFIGS = 64;
+/** Largest total content of a score's configs: desired state must fit one KV value (1 MiB). */
+export const MAX_CONFIGS_TOTAL_BYTES = 256 * 1024;
 /** Default mode of a config file in the container (read-only for everyone). */
 export const DEFAULT_CONFIG_MODE = "0444";
 /** Default mode of a secret file in the container (read-only for its owner). */
@@ -433,6 +435,11 @@ export const PodmanV0Score = z.strictObject({
   configs: z.record(MountName, ConfigDefinition).refine(
     (configs) => Object.keys(configs).length <= MAX_CONFIGS,
     { message: `at most ${MAX_CONFIGS} configs` },
+  ).refine(
+    (configs) =>
+      Object.values(configs).reduce((n, c) => n + new TextEncoder().encode(c.content).length, 0) <=
+        MAX_CONFIGS_TOTAL_BYTES,
+    { message: `configs' content must total at most ${MAX_CONFIGS_TOTAL_BYTES} bytes` },
   ).optional(),
 }).superRefine((score, ctx) => {
   score.services.forEach((service, index) => {

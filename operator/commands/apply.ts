@@ -14,6 +14,7 @@ import {
   deploymentKey,
   DeploymentManifest,
   secretNamesOf,
+  type SecretRecord,
 } from "@drover/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { latestVersion, openSecretsBucket, readSecret } from "../secrets/store.ts";
@@ -124,6 +125,9 @@ export const applyCommand: Command = {
   },
 };
 
+/** Most bytes of sealed secrets one deployment's desired state may carry (a KV value is 1 MiB). */
+export const MAX_SEALED_SECRETS_BYTES = 512 * 1024;
+
 /**
  * `manifest` with the current version of each secret it references pinned
  * (`secret_versions`, whatever the file said). @throws {OperationError}
@@ -138,17 +142,33 @@ async function withSecretVersions(
   if (names.length === 0) return pinSecretVersions(manifest, new Map());
   const kv = await openSecretsBucket(nc);
   const versions = new Map<string, number>();
+  const records = new Map<string, SecretRecord>();
   const missing: string[] = [];
   for (const name of names) {
     const stored = await readSecret(kv, name);
-    if (stored === undefined) missing.push(name);
-    else versions.set(name, latestVersion(stored.record));
+    if (stored === undefined) {
+      missing.push(name);
+    } else {
+      versions.set(name, latestVersion(stored.record));
+      records.set(name, stored.record);
+    }
   }
   if (missing.length > 0) {
     throw new OperationError(
       `Cannot apply ${file}: deployment "${manifest.name}" uses secret(s) the operator does ` +
         `not have: ${missing.join(", ")}`,
       missing.map((name) => `store it first: operator secret set ${name} --from-file FILE`),
+    );
+  }
+  // Each device's copy carries them all sealed: it must fit one KV value with the score.
+  const sealedBytes = [...versions].reduce((n, [name, version]) => {
+    const stored = records.get(name)?.versions.find((v) => v.version === version);
+    return n + (stored?.sealed.length ?? 0);
+  }, 0);
+  if (sealedBytes > MAX_SEALED_SECRETS_BYTES) {
+    throw new OperationError(
+      `Cannot apply ${file}: deployment "${manifest.name}" uses ${sealedBytes} bytes of sealed ` +
+        `secrets; at most ${MAX_SEALED_SECRETS_BYTES} fit its desired state`,
     );
   }
   return pinSecretVersions(manifest, versions);
