@@ -139,7 +139,11 @@ export const secretCommand: Command = {
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
-    "from-literal": { type: "string", value: "VALUE", description: "The value (set only)" },
+    "from-literal": {
+      type: "string",
+      value: "VALUE",
+      description: "The value (set only; prefer --from-file: ps and shell history show arguments)",
+    },
     "from-file": {
       type: "string",
       value: "PATH",
