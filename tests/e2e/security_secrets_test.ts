@@ -8,7 +8,9 @@
  * the CLI's output and the HTTP API — and found nowhere. Then: another
  * device's key cannot open a device's value; a new secret version goes out
  * through the canary batch first and replaces only the containers that mount
- * it; a config change replaces only the container that mounts it; an agent
+ * it; one the service cannot use fails the canary's health check and is rolled
+ * back to the previous version (kept sealed in the store) without touching the
+ * other device; a config change replaces only the container that mounts it; an agent
  * restarted offline re-creates its container from the sealed cache; delete
  * takes the podman secrets with it.
  */
@@ -60,6 +62,13 @@ function manifest(config: string): string {
           command: ["sh", "-c", `${REPORT}; sleep 3600`],
           secrets: ["db-password", { source: "api-key", type: "env", target: "API_KEY" }],
           configs: [{ source: "app-conf", target: "/etc/app/app.conf" }],
+          // A value starting "bad-" is one the service cannot work with.
+          healthcheck: {
+            test: ["CMD-SHELL", "! grep -q '^bad-' /run/secrets/db-password"],
+            interval: "1s",
+            timeout: "5s",
+            retries: 2,
+          },
         },
         // Mounts nothing: no secret or config change may touch it.
         { name: "side", image: IMAGE, command: ["sleep", "3600"] },
@@ -285,7 +294,8 @@ Deno.test({
       const dbPassword2 = `db-${crypto.randomUUID()}`;
       const set2 = await ok("secret", "set", "db-password", "--from-literal", dbPassword2);
       assertStringIncludes(set2, 'secret "db-password" set (version 2)');
-      assertStringIncludes(set2, 'deployment "web" revision');
+      const set2Revision = Number(/deployment "web" revision (\d+)/.exec(set2)?.[1]);
+      assert(set2Revision > 1, set2);
       const changedAt: Partial<Record<DeviceId, number>> = {};
       const want2 = await expected(dbPassword2, "listen=80");
       await waitFor(async () => {
@@ -305,8 +315,45 @@ Deno.test({
       }
       const history = await ok("history", "web");
       assertStringIncludes(history, "secret db-password v2");
-      const rollout = JSON.parse(await ok("rollout", "status", "web", "-o", "json"));
-      assertEquals(rollout.batches, 2, JSON.stringify(rollout));
+      const rolloutState = async () =>
+        JSON.parse((await cli("rollout", "status", "web", "-o", "json")).stdout);
+      // Complete once the last batch stayed ready for min_ready: v2 is then the stable revision.
+      const rollout = await waitFor(async () => {
+        const r = await rolloutState();
+        return r.state === "complete" ? r : undefined;
+      }, { timeoutMs: 30_000, message: "the rollout of secret db-password v2 completes" });
+      assertEquals([rollout.revision, rollout.batches], [set2Revision, 2], JSON.stringify(rollout));
+
+      // 3b. A version the service cannot work with: the canary fails its health check and the
+      // rollout rolls it back to v2 (still kept, sealed, in the store); pi-a is never touched.
+      const appA = await containerId(pods["pi-a"], "web_app");
+      const dbPasswordBad = `bad-${crypto.randomUUID()}`;
+      await ok("secret", "set", "db-password", "--from-literal", dbPasswordBad);
+      const rolledBack = await waitFor(async () => {
+        const r = await rolloutState();
+        return r.state === "rolled_back" ? r : undefined;
+      }, { timeoutMs: 90_000, message: "the rollout of secret db-password v3 is rolled back" });
+      assertEquals(
+        [rolledBack.batch, rolledBack.stable_revision, rolledBack.batch_devices],
+        [1, set2Revision, ["pi-c"]],
+        JSON.stringify(rolledBack),
+      );
+      await waitFor(async () => (await report(pods["pi-c"])) === want2, {
+        timeoutMs: 60_000,
+        message: "the canary runs v2 again",
+      });
+      assertEquals(await containerId(pods["pi-a"], "web_app"), appA, "pi-a kept v2 throughout");
+      assertStringIncludes(await ok("history", "web"), "secret db-password v3");
+      // A good value again: v4 goes out to both.
+      const dbPassword4 = `db-${crypto.randomUUID()}`;
+      await ok("secret", "set", "db-password", "--from-literal", dbPassword4);
+      const want4 = await expected(dbPassword4, "listen=80");
+      for (const id of IDS) {
+        await waitFor(async () => (await report(pods[id])) === want4, {
+          timeoutMs: 90_000,
+          message: `${id} runs v4`,
+        });
+      }
 
       // 4. A config change replaces only the container that mounts it.
       const appBefore = await containerId(pods["pi-a"], "web_app");
@@ -314,7 +361,7 @@ Deno.test({
       await ok("apply", "-f", path, "--wait", "--timeout", "120s");
       for (const id of IDS) {
         await waitFor(
-          async () => (await report(pods[id])) === await expected(dbPassword2, "listen=8080"),
+          async () => (await report(pods[id])) === await expected(dbPassword4, "listen=8080"),
           { timeoutMs: 30_000, message: `${id} runs the new config` },
         );
         assertEquals(await containerId(pods[id], "web_side"), sideBefore[id], `${id}: side kept`);
@@ -326,7 +373,7 @@ Deno.test({
         message: "pi-a keeps exactly the three podman secrets its containers mount",
       });
       assert(
-        (await podmanSecrets(pods["pi-a"])).some((n) => n.endsWith("secret_db-password_v2")),
+        (await podmanSecrets(pods["pi-a"])).some((n) => n.endsWith("secret_db-password_v4")),
         (await podmanSecrets(pods["pi-a"])).join(", "),
       );
 
@@ -340,7 +387,7 @@ Deno.test({
       await writeConfig("pi-a", `nats://127.0.0.1:${await freePort()}`);
       startAgentOf("pi-a");
       await waitFor(
-        async () => (await report(pods["pi-a"])) === await expected(dbPassword2, "listen=8080"),
+        async () => (await report(pods["pi-a"])) === await expected(dbPassword4, "listen=8080"),
         { timeoutMs: 60_000, message: "pi-a re-created web_app offline from its sealed cache" },
       );
 
@@ -378,7 +425,7 @@ Deno.test({
         assertStringIncludes(control, place);
       }
       assertStringIncludes(api["GET /api/devices"] ?? "", "pi-a");
-      const plaintexts = [dbPassword1, dbPassword2, apiKey];
+      const plaintexts = [dbPassword1, dbPassword2, dbPasswordBad, dbPassword4, apiKey];
       assertEquals(await leaks(env, plaintexts, extra), []);
 
       // 7. A secret in use cannot be deleted; after the deployment, the podman secrets go.
