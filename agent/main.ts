@@ -9,9 +9,17 @@
  * @module
  */
 
+import { parseArgs as parseCommandLine } from "node:util";
 import { type AgentConfig, redactUrl } from "@drover/contracts";
+import {
+  Lifecycle,
+  Listeners,
+  type Runnable,
+  sealingKeyFromSeed,
+  untilAborted,
+} from "@drover/common";
+import type { Logger } from "@logtape/logtape";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
-import { sealingKeyFromSeed } from "@drover/common";
 import type { KeyPair } from "@nats-io/nkeys";
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -30,11 +38,11 @@ import { DesiredStore } from "./reconcile/desired_store.ts";
 import { Reconciler } from "./reconcile/reconciler.ts";
 import { PodmanRuntime } from "./runtime/podman_runtime.ts";
 import { PodmanClient } from "./runtime/podman/client.ts";
-// Loaded only when metrics are configured (prom-client: ≈ 1 MiB of heap, bench/RESULTS.md).
 import type { AgentMetrics } from "./metrics.ts";
 import { EventRing } from "./commands/event_ring.ts";
 import { CommandServer } from "./commands/server.ts";
 import { podmanLogSource } from "./commands/podman_logs.ts";
+import { purgeVolumes } from "./commands/volumes.ts";
 import type { ContainerRuntime } from "./runtime/runtime.ts";
 import { RELEASE_ENV, Updater } from "./update/updater.ts";
 
@@ -81,26 +89,33 @@ export type CliCommand =
 
 /** Parses the command line. Pure. */
 export function parseArgs(args: readonly string[]): CliCommand {
-  let configPath: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "-h" || arg === "--help") return { kind: "help" };
-    if (arg === "-V" || arg === "--version") return { kind: "version" };
-    if (arg === "-c" || arg === "--config") {
-      const value = args[i + 1];
-      if (value === undefined || value === "") {
-        return { kind: "usage-error", message: `${arg} needs a file path` };
-      }
-      configPath = value;
-      i++;
-    } else if (arg.startsWith("--config=")) {
-      configPath = arg.slice("--config=".length);
-      if (configPath === "") return { kind: "usage-error", message: "--config needs a file path" };
-    } else {
-      return { kind: "usage-error", message: `unknown argument ${JSON.stringify(arg)}` };
-    }
+  let values;
+  try {
+    ({ values } = parseCommandLine({
+      args: [...args],
+      options: {
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+        config: { type: "string", short: "c" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    // node:util names the argument in single quotes; say it the way the rest of our errors do.
+    const argument = /'([^']+)'/.exec((e as Error).message)?.[1];
+    const missing = /argument missing/.test((e as Error).message);
+    return {
+      kind: "usage-error",
+      message: missing
+        ? `${argument?.replace(/ <value>$/, "") ?? "an option"} needs a file path`
+        : `unknown argument ${JSON.stringify(argument ?? args.join(" "))}`,
+    };
   }
-  return { kind: "run", configPath: configPath ?? DEFAULT_CONFIG_PATH };
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  if (values.config === "") return { kind: "usage-error", message: "--config needs a file path" };
+  return { kind: "run", configPath: values.config ?? DEFAULT_CONFIG_PATH };
 }
 
 /**
@@ -121,15 +136,14 @@ export interface AgentParts {
   onStarted?: (parts: { session: NatsSession; publisher: StatusPublisher }) => void;
 }
 
-/** The xkey pair in the seed file `path` (`[secrets] key`). */
-async function readSealingKey(path: string): Promise<KeyPair> {
-  return sealingKeyFromSeed(await Deno.readTextFile(path));
-}
-
 /**
  * Runs the agent with a loaded config until `signal` aborts, then shuts down:
- * stops reconciling (containers keep running), saves the cache, publishes a
- * last status (`stopped`) and drains the NATS connection.
+ * stops reconciling (containers keep running), publishes a last status
+ * (`stopped`), saves the cache and drains the NATS connection.
+ *
+ * The parts are built in the order they depend on each other, so no callback
+ * refers to a part built later; news flows back through {@linkcode Listeners}.
+ * The lifecycle starts them in that order and stops them in reverse.
  */
 export async function runAgent(
   config: AgentConfig,
@@ -144,103 +158,195 @@ export async function runAgent(
     version: AGENT_VERSION,
     config: { nats: config.nats.servers.map(redactUrl), podman: config.podman.socket, stateDir },
   });
-
-  try {
-    if (useCache) await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
-  } catch (e) {
-    log.error(
-      "Cannot create state directory {stateDir}; the offline cache will not work: {error}",
-      {
-        stateDir,
-        error: errorText(e),
-      },
-    );
-  }
+  if (useCache) await makeStateDir(stateDir, log);
+  const life = new Lifecycle({
+    onStopTimeout: (part, ms) => log.warn("{part} did not stop within {ms} ms", { part, ms }),
+    onStopError: (part, e) =>
+      log.warn("Stopping {part} failed: {error}", { part, error: errorText(e) }),
+  });
+  life.follow(signal);
+  // The device's status changed (a deployment, the update state): the publisher and systemd listen.
+  const statusChanged = new Listeners();
 
   const notifier = new SystemdNotifier(parts.systemd === false ? {} : readNotifyEnv(), stateDir);
   const notify = (what: string, send: () => Promise<void>) =>
     send().catch((e) =>
       log.warn("sd_notify {what} failed: {error}", { what, error: errorText(e) })
     );
+  const { podman, runtime, metrics, counters } = await openRuntime(config, parts);
+  // Started in the order added, stopped in reverse; these two hold sockets from here on.
+  life.add({ name: "systemd notifier", stop: () => notifier.close() });
+  life.add({
+    name: "container runtime",
+    stop: () => (runtime[Symbol.dispose]?.(), podman?.close()),
+  });
+  await life.start();
+  try {
+    const store = await openStore(config, useCache, log);
+    // Recent events for `operator events`; bounded, never part of the status.
+    const events = new EventRing();
+    let lastReconcileAtMs: number | undefined;
+    const sealingKey = await loadSealingKey(config, log);
+    const reconciler = new Reconciler({
+      deviceId,
+      runtime,
+      store,
+      ...(sealingKey !== undefined ? { sealingKey } : {}),
+      policy: config.policy,
+      registries: config.registries,
+      onChange: () => statusChanged.emit(),
+      observer: {
+        event: (event) => events.record(event),
+        pass: (_deployment, durationMs, ok) => {
+          if (ok) lastReconcileAtMs = Date.now();
+          counters?.pass(durationMs, ok);
+        },
+      },
+    });
+    const updater = config.update !== undefined && useCache
+      ? await startUpdater(config.update, deviceId, stateDir, statusChanged, life, log)
+      : undefined;
+    const publisher = newPublisher(config, parts, reconciler, updater);
+    statusChanged.add(() => publisher.changed());
+    statusChanged.add(systemdStatus(notifier, reconciler, notify));
+    const commands = new CommandServer({
+      deviceId,
+      agentVersion: AGENT_VERSION,
+      startedAtMs: Date.now(),
+      lastReconcileAtMs: () => lastReconcileAtMs,
+      events,
+      logs: logSource(deviceId, runtime, podman, store),
+      allowLogs: config.policy.allow_logs !== false,
+      purgeVolumes: (deployment, signal) =>
+        purgeVolumes(
+          {
+            deviceId,
+            runtime,
+            // A partial view (just started, NATS away, no cache) may not know it is desired.
+            desired: (d) => store.get(d) !== undefined || !store.isRemovable(d),
+          },
+          deployment,
+          signal,
+        ),
+      log: logger("commands").with({ device: deviceId }),
+    });
+    const session = new NatsSession({
+      deviceId,
+      nats: config.nats,
+      sink: store,
+      setStatusStore: (statusStore) => publisher.setStore(statusStore),
+      log: logger("nats").with({ device: deviceId }),
+      onConnection: (nc, signal) =>
+        Promise.all([commands.serve(nc, signal), updater?.serve(nc, signal)]).then(() => {}),
+      onReconnect: () => counters?.reconnected(),
+    });
+    parts.onStarted?.({ session, publisher });
 
-  const startedAtMs = Date.now();
-  // The logs command reads through the same podman client as the runtime.
+    // The reconciler stops before the last status is published, which happens while the session
+    // still holds the connection.
+    life.add({ name: "desired-state store", stop: () => store.close(), stopWithinMs: 1_000 });
+    life.add({
+      name: "NATS session",
+      run: (signal) => session.run(signal),
+      stop: () => session.close(1_500),
+      stopWithinMs: 1_500,
+    });
+    life.add({
+      name: "status publisher",
+      start: () => publisher.start(),
+      stop: async () => {
+        const published = await publisher.publishFinal("stopped", 2_000);
+        log.info(published ? "Published final status" : "Could not publish a final status");
+      },
+      stopWithinMs: 2_500,
+    });
+    life.add({ name: "reconciler", run: (signal) => reconciler.run(signal), stopWithinMs: 3_000 });
+    if (metrics !== undefined && counters !== undefined) {
+      life.add({
+        name: "metrics endpoint",
+        run: (signal) => serveMetricsLogged(metrics, counters, signal, log),
+      });
+    }
+    for (const part of readinessParts(reconciler, publisher, updater, notifier, notify, log)) {
+      life.add(part);
+    }
+    life.add({
+      name: "shutdown notice",
+      stop: () => {
+        const reason = life.signal.reason;
+        log.info(
+          reason instanceof RestartRequest
+            ? `Restarting (${reason.message}); containers keep running`
+            : "Stopping; containers keep running",
+        );
+        return notify("STOPPING", () => notifier.stopping());
+      },
+    });
+
+    await life.start();
+    await life.stopped();
+  } finally {
+    await life.stop();
+  }
+}
+
+/** The container runtime (podman, unless `parts` brings one), metered when metrics are on. */
+async function openRuntime(config: AgentConfig, parts: AgentParts) {
   const podman = parts.runtime === undefined
     ? new PodmanClient({ socketPath: config.podman.socket })
     : undefined;
-  const metricsModule = config.metrics?.listen !== undefined
-    ? await import("./metrics.ts")
+  // Loaded only when configured (prom-client: ≈ 1 MiB of heap, bench/RESULTS.md).
+  const metrics = config.metrics?.listen !== undefined
+    ? { module: await import("./metrics.ts"), listen: config.metrics.listen }
     : undefined;
-  const metrics: AgentMetrics | undefined = metricsModule &&
-    new metricsModule.AgentMetrics(deviceId);
-  const bareRuntime: ContainerRuntime & Partial<Disposable> = parts.runtime ??
+  const counters = metrics && new metrics.module.AgentMetrics(config.agent.device_id);
+  const bare: ContainerRuntime & Partial<Disposable> = parts.runtime ??
     new PodmanRuntime({ client: podman! });
-  const runtime = metrics !== undefined ? metrics.instrument(bareRuntime) : bareRuntime;
-  // Recent events for `operator events`; bounded, never part of the status.
-  const events = new EventRing();
-  let lastReconcileAtMs: number | undefined;
-  // Desired state lives in the store, which keeps the offline cache in step.
+  const runtime: ContainerRuntime & Partial<Disposable> = counters?.instrument(bare) ?? bare;
+  return { podman, runtime, metrics, counters };
+}
+
+/**
+ * The device's sealing key (`[secrets] key`, an xkey seed file): secrets arrive sealed to it and
+ * are opened only in memory. Unreadable: logged, and deployments that use secrets are refused.
+ */
+async function loadSealingKey(config: AgentConfig, log: Logger): Promise<KeyPair | undefined> {
+  if (config.secrets === undefined) return undefined;
+  const path = config.secrets.key;
+  try {
+    return sealingKeyFromSeed(await Deno.readTextFile(path));
+  } catch (e) {
+    log.error(
+      "Cannot read the sealing key {path}; deployments that use secrets are refused: {error}",
+      { path, error: errorText(e) },
+    );
+    return undefined;
+  }
+}
+
+/** The desired-state store, filled from the offline cache when there is one. */
+async function openStore(config: AgentConfig, useCache: boolean, log: Logger) {
+  const { device_id: deviceId, state_dir: stateDir } = config.agent;
   const store = new DesiredStore({
     ...(useCache
       ? { persistence: { save: (entries) => saveDesiredCache(stateDir, deviceId, entries) } }
       : {}),
     log,
   });
-  // The device's sealing key: secrets arrive sealed to it and are opened only in memory.
-  const sealingKey = config.secrets === undefined
-    ? undefined
-    : await readSealingKey(config.secrets.key).catch((e) => {
-      log.error(
-        "Cannot read the sealing key {path}; deployments that use secrets are refused: {error}",
-        { path: config.secrets?.key, error: errorText(e) },
-      );
-      return undefined;
-    });
-  // The reconciler reports changes to the publisher, which reads statuses from the reconciler.
-  let statusChanged = () => {};
-  const reconciler = new Reconciler({
-    deviceId,
-    runtime,
-    store,
-    ...(sealingKey !== undefined ? { sealingKey } : {}),
-    policy: config.policy,
-    registries: config.registries,
-    onChange: () => statusChanged(),
-    observer: {
-      event: (event) => events.record(event),
-      pass: (_deployment, durationMs, ok) => {
-        if (ok) lastReconcileAtMs = Date.now();
-        metrics?.pass(durationMs, ok);
-      },
-    },
-  });
-  // Self-update ([update] in the config); only for a real device (not hollow agents).
-  let restartReason: string | undefined;
-  const updater = config.update !== undefined && useCache
-    ? new Updater({
-      deviceId,
-      config: config.update,
-      stateDir,
-      release: env(RELEASE_ENV),
-      log: logger("update").with({ device: deviceId }),
-      onChange: () => publisher.changed(),
-      requestRestart: (reason) => {
-        restartReason = reason;
-        stop.abort(new Error(reason));
-      },
-    })
-    : undefined;
-  if (updater !== undefined) {
-    try {
-      await updater.init();
-    } catch (e) {
-      log.error("Cannot read the update state in {dir}: {error}", {
-        dir: updater.paths.dir,
-        error: errorText(e),
-      });
-    }
-  }
-  const publisher = new StatusPublisher({
+  if (useCache) await loadCache(store, stateDir, deviceId, log);
+  else store.replace(new Map(), false); // nothing known yet: leave what runs alone until KV answers
+  return store;
+}
+
+/** Puts the device's status (from the reconciler and the updater) into `agent-status`. */
+function newPublisher(
+  config: AgentConfig,
+  parts: AgentParts,
+  reconciler: Reconciler,
+  updater: Updater | undefined,
+): StatusPublisher {
+  const deviceId = config.agent.device_id;
+  return new StatusPublisher({
     deviceId,
     labels: config.agent.labels,
     heartbeatSeconds: config.agent.heartbeat_seconds,
@@ -251,20 +357,47 @@ export async function runAgent(
     ...(updater !== undefined ? { update: () => updater.status() } : {}),
     log: logger("status").with({ device: deviceId }),
   });
-  let systemdStatus = "";
-  statusChanged = () => {
-    publisher.changed();
-    // systemctl status shows this line; only send it when it says something new.
-    const text = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
-    if (text !== systemdStatus && notifier.enabled) {
-      systemdStatus = text;
-      void notify("STATUS", () => notifier.status(text));
-    }
-  };
+}
 
-  const cached = useCache
-    ? await loadDesiredCache(stateDir, deviceId)
-    : { kind: "absent" as const };
+/** What `operator logs` reads: podman's logs through the runtime's client; none without podman. */
+function logSource(
+  deviceId: string,
+  runtime: ContainerRuntime,
+  podman: PodmanClient | undefined,
+  store: DesiredStore,
+) {
+  return podman !== undefined
+    ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
+    : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) };
+}
+
+/** The reason of a shutdown the updater asked for: a restart into another release. */
+class RestartRequest extends Error {
+  override name = "RestartRequest";
+}
+
+async function makeStateDir(stateDir: string, log: Logger): Promise<void> {
+  try {
+    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    log.error(
+      "Cannot create state directory {stateDir}; the offline cache will not work: {error}",
+      {
+        stateDir,
+        error: errorText(e),
+      },
+    );
+  }
+}
+
+/** Fills `store` from the offline cache: the last complete view from KV, if one is usable. */
+async function loadCache(
+  store: DesiredStore,
+  stateDir: string,
+  deviceId: string,
+  log: Logger,
+): Promise<void> {
+  const cached = await loadDesiredCache(stateDir, deviceId);
   if (cached.kind === "loaded") {
     // The last complete view from KV: deployments missing from it were deleted.
     store.replace(cached.entries, true);
@@ -272,104 +405,119 @@ export async function runAgent(
       count: cached.entries.size,
       savedAt: cached.savedAt,
     });
-  } else {
-    if (cached.kind === "unusable") {
-      log.warn("Ignoring the desired-state cache: {reason}", { reason: cached.reason });
-    }
-    // Nothing known yet: leave whatever runs alone until KV answers.
-    store.replace(new Map(), false);
+    return;
   }
-
-  const session = new NatsSession({
-    deviceId,
-    nats: config.nats,
-    sink: store,
-    setStatusStore: (store) => publisher.setStore(store),
-    log: logger("nats").with({ device: deviceId }),
-    onConnection: (nc, signal) =>
-      Promise.all([commands.serve(nc, signal), updater?.serve(nc, signal)]).then(() => {}),
-    onReconnect: () => metrics?.reconnected(),
-  });
-  const commands = new CommandServer({
-    deviceId,
-    agentVersion: AGENT_VERSION,
-    startedAtMs,
-    lastReconcileAtMs: () => lastReconcileAtMs,
-    events,
-    logs: podman !== undefined
-      ? podmanLogSource({ deviceId, runtime, client: podman, claimed: (d) => store.isClaimed(d) })
-      : { find: () => Promise.resolve(undefined), read: () => Promise.resolve([]) },
-    allowLogs: config.policy.allow_logs !== false,
-    log: logger("commands").with({ device: deviceId }),
-  });
-
-  parts.onStarted?.({ session, publisher });
-
-  const stop = new AbortController();
-  const onAbort = () => stop.abort(signal.reason);
-  if (signal.aborted) onAbort();
-  signal.addEventListener("abort", onAbort, { once: true });
-
-  if (
-    metricsModule !== undefined && metrics !== undefined && config.metrics?.listen !== undefined
-  ) {
-    const listen = config.metrics.listen;
-    try {
-      await metricsModule.serveMetrics(metrics, listen, stop.signal);
-      log.info("Serving Prometheus metrics on http://{listen}/metrics", { listen });
-    } catch (e) {
-      log.error("Cannot serve metrics on {listen}: {error}", { listen, error: errorText(e) });
-    }
+  if (cached.kind === "unusable") {
+    log.warn("Ignoring the desired-state cache: {reason}", { reason: cached.reason });
   }
-  const reconciling = reconciler.run(stop.signal);
-  const sessionRun = session.run(stop.signal);
-  publisher.start();
-  // A release on trial must reconcile once and store a status before its deadline (from now).
-  let firstPassDone = false;
-  void updater?.watchTrial(() => firstPassDone && publisher.published > 0, stop.signal);
-  void reconciler.firstPass.then(() => {
-    if (stop.signal.aborted) return;
-    log.info("First reconcile pass done: device is {status}", {
-      status: reconciler.deviceStatus(),
+  // Nothing known yet: leave whatever runs alone until KV answers.
+  store.replace(new Map(), false);
+}
+
+/** Self-update ([update] in the config), its state read from disk. */
+async function startUpdater(
+  config: NonNullable<AgentConfig["update"]>,
+  deviceId: string,
+  stateDir: string,
+  statusChanged: Listeners,
+  life: Lifecycle,
+  log: Logger,
+): Promise<Updater> {
+  const updater = new Updater({
+    deviceId,
+    config,
+    stateDir,
+    release: env(RELEASE_ENV),
+    log: logger("update").with({ device: deviceId }),
+    onChange: () => statusChanged.emit(),
+    requestRestart: (reason) => life.shutdown(new RestartRequest(reason)),
+  });
+  try {
+    await updater.init();
+  } catch (e) {
+    log.error("Cannot read the update state in {dir}: {error}", {
+      dir: updater.paths.dir,
+      error: errorText(e),
     });
-    firstPassDone = true;
-    if (updater?.onTrial) publisher.changed();
-    notify(
-      "READY",
-      () => notifier.ready(statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses())),
-    );
-    let watchdogFailures = 0;
-    notifier.startWatchdog(
-      () => !stop.signal.aborted,
-      (e) => {
-        // Once is news; every ping after that would flood the journal.
-        const level = watchdogFailures++ === 0 ? "warn" : "debug";
-        log[level]("sd_notify WATCHDOG failed: {error}", { error: errorText(e) });
-      },
-    );
-  });
+  }
+  return updater;
+}
 
-  await new Promise<void>((resolve) => {
-    if (stop.signal.aborted) resolve();
-    stop.signal.addEventListener("abort", () => resolve(), { once: true });
-  });
+/** Keeps systemd's STATUS= line current; `systemctl status` shows it. */
+function systemdStatus(
+  notifier: SystemdNotifier,
+  reconciler: Reconciler,
+  notify: (what: string, send: () => Promise<void>) => Promise<void>,
+): () => void {
+  let sent = "";
+  return () => {
+    const text = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
+    // Only when it says something new.
+    if (text === sent || !notifier.enabled) return;
+    sent = text;
+    void notify("STATUS", () => notifier.status(text));
+  };
+}
 
-  log.info(
-    restartReason !== undefined
-      ? `Restarting (${restartReason}); containers keep running`
-      : "Stopping; containers keep running",
-  );
-  await notify("STOPPING", () => notifier.stopping());
-  await withTimeout(reconciling, 3_000, () => log.warn("Reconciler did not stop in time"));
-  await withTimeout(sessionRun, 1_000, () => log.debug("NATS session did not stop in time"));
-  await withTimeout(store.close(), 1_000);
-  const published = await publisher.publishFinal("stopped", 2_000);
-  log.info(published ? "Published final status" : "Could not publish a final status");
-  await session.close(1_500);
-  runtime[Symbol.dispose]?.();
-  podman?.close();
-  notifier.close();
-  signal.removeEventListener("abort", onAbort);
+/**
+ * After the first pass: systemd hears READY and the watchdog starts; a release on trial
+ * commits once it has reconciled and stored a status (`updater.watchTrial`, from now).
+ */
+function readinessParts(
+  reconciler: Reconciler,
+  publisher: StatusPublisher,
+  updater: Updater | undefined,
+  notifier: SystemdNotifier,
+  notify: (what: string, send: () => Promise<void>) => Promise<void>,
+  log: Logger,
+): Runnable[] {
+  let firstPassDone = false;
+  const trial: Runnable[] = updater === undefined ? [] : [{
+    name: "update trial",
+    run: (signal) => updater.watchTrial(() => firstPassDone && publisher.published > 0, signal),
+  }];
+  return [...trial, {
+    name: "readiness",
+    run: async (signal) => {
+      await Promise.race([reconciler.firstPass, untilAborted(signal)]);
+      if (signal.aborted) return;
+      firstPassDone = true;
+      if (updater?.onTrial) publisher.changed();
+      log.info("First reconcile pass done: device is {status}", {
+        status: reconciler.deviceStatus(),
+      });
+      const line = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
+      void notify("READY", () => notifier.ready(line));
+      let watchdogFailures = 0;
+      notifier.startWatchdog(
+        () => !signal.aborted,
+        (e) => {
+          // Once is news; every ping after that would flood the journal.
+          const level = watchdogFailures++ === 0 ? "warn" : "debug";
+          log[level]("sd_notify WATCHDOG failed: {error}", { error: errorText(e) });
+        },
+      );
+    },
+  }];
+}
+
+/** Serves /metrics until `signal` aborts; a port that cannot be bound is logged, not fatal. */
+async function serveMetricsLogged(
+  metrics: { module: typeof import("./metrics.ts"); listen: string },
+  counters: AgentMetrics,
+  signal: AbortSignal,
+  log: Logger,
+): Promise<void> {
+  const listen = metrics.listen;
+  let server: Deno.HttpServer;
+  try {
+    server = metrics.module.serveMetrics(counters, listen, signal);
+  } catch (e) {
+    log.error("Cannot serve metrics on {listen}: {error}", { listen, error: errorText(e) });
+    return;
+  }
+  log.info("Serving Prometheus metrics on http://{listen}/metrics", { listen });
+  await server.finished;
 }
 
 /** One-line summary for systemd's STATUS=, e.g. `degraded: 3 deployments, 1 failed`. Pure. */
@@ -384,17 +532,6 @@ export function statusLine(
   if (failed > 0) parts.push(`${failed} failed`);
   if (pending > 0) parts.push(`${pending} in progress`);
   return `${device}: ${parts.join(", ")}`;
-}
-
-/** Waits for `p` at most `ms`; calls `onTimeout` if it did not settle. Never rejects. */
-async function withTimeout(p: Promise<unknown>, ms: number, onTimeout?: () => void): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const settled = await Promise.race([
-    p.then(() => true, () => true),
-    new Promise<false>((r) => (timer = setTimeout(() => r(false), ms))),
-  ]);
-  clearTimeout(timer);
-  if (!settled) onTimeout?.();
 }
 
 function env(name: string): string | undefined {

@@ -135,34 +135,24 @@ function snake(name: string): string {
 
 /**
  * Serves `GET /metrics` on `listen` (`host:port`) until `signal` aborts.
- * Anything else is 404. Resolves once listening.
+ * Anything else is 404. Listening when it returns; throws when the address cannot be bound.
  */
 export function serveMetrics(
   metrics: AgentMetrics,
   listen: string,
   signal: AbortSignal,
-): Promise<Deno.HttpServer<Deno.NetAddr>> {
+): Deno.HttpServer<Deno.NetAddr> {
   const colon = listen.lastIndexOf(":");
   const hostname = listen.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
   const port = Number(listen.slice(colon + 1));
-  return new Promise((resolve, reject) => {
-    try {
-      const server = Deno.serve({
-        hostname,
-        port,
-        signal,
-        onListen: () => resolve(server),
-      }, async (req) => {
-        const url = new URL(req.url);
-        if (req.method !== "GET" || url.pathname !== "/metrics") {
-          return new Response("not found: only GET /metrics\n", { status: 404 });
-        }
-        return new Response(await metrics.render(), {
-          headers: { "content-type": metrics.registry.contentType },
-        });
-      });
-    } catch (err) {
-      reject(err);
+  // Deno.serve binds before it returns (and calls onListen from inside the call).
+  return Deno.serve({ hostname, port, signal, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    if (req.method !== "GET" || url.pathname !== "/metrics") {
+      return new Response("not found: only GET /metrics\n", { status: 404 });
     }
+    return new Response(await metrics.render(), {
+      headers: { "content-type": metrics.registry.contentType },
+    });
   });
 }

@@ -28,7 +28,7 @@ import {
   type PodmanService,
   statusKey,
 } from "@drover/contracts";
-import { buildBusyboxImage, startNats, startPodman } from "../tests/support/mod.ts";
+import { buildBusyboxImage, startNats, startPodman, waitFor } from "../tests/support/mod.ts";
 import { PodmanClient } from "../agent/runtime/podman/mod.ts";
 import { toLibpodSpec } from "../agent/runtime/podman_runtime.ts";
 import { toContainerSpec } from "../agent/reconcile/plan.ts";
@@ -37,6 +37,7 @@ import { EventWatch, type ObservedEvent } from "./podman_events.ts";
 import { LoggedProcess } from "./process.ts";
 import { cpuPercent, sampleProcess } from "./machine.ts";
 import { epochMs, rounded, summarise, type Summary } from "./stats.ts";
+import { NOTHING_FETCHED_FLAGS } from "../scripts/bundle.ts";
 
 /** The test image under a fixed, non-`latest` tag: present locally, so never pulled (IfNotPresent). */
 export const BENCH_IMAGE = "localhost/drover/busybox:bench";
@@ -132,11 +133,7 @@ export function agentRunArgs(): string[] {
     const bundle = new URL("../dist/drover-agent.bundle.js", import.meta.url).pathname;
     return [
       "run",
-      "--no-config",
-      "--no-lock",
-      "--no-remote",
-      "--no-npm",
-      "--no-prompt",
+      ...NOTHING_FETCHED_FLAGS,
       "--unstable-net",
       "-A",
       ...agentV8Flags(),
@@ -329,6 +326,10 @@ async function floorIteration(
     return s;
   };
   const first = spec(1);
+  // The deployment's network exists before its first container (the agent creates it once per
+  // deployment; per create it only asks again, a 409), so the floor creates it untimed.
+  const network = Object.keys(first.Networks ?? {})[0];
+  if (network !== undefined) await client.createNetwork(network, {});
   const started = events.next((e) => e.action === "start" && e.name === first.name);
   let t0 = epochMs();
   const { id } = await client.createContainer(first);
@@ -360,6 +361,7 @@ async function floorIteration(
   t = epochMs();
   await client.imageExists(BENCH_IMAGE);
   const imageExists = epochMs() - t;
+  if (network !== undefined) await client.removeNetwork(network);
   return {
     list,
     imageExists,
@@ -407,21 +409,16 @@ async function droverIteration(
 }
 
 /** Polls the device's status until `ok` holds; returns when (epoch ms) it was first seen. */
-async function waitForStatus(
+function waitForStatus(
   status: KV,
   ok: (s: AgentStatus) => boolean,
   timeoutMs = 30_000,
 ): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  return waitFor(async () => {
     const entry = await status.get(statusKey(DEVICE));
-    if (entry?.operation === "PUT" && entry.value.length > 0) {
-      const s = entry.json<AgentStatus>();
-      if (ok(s)) return epochMs();
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`Timed out after ${timeoutMs} ms waiting for the agent's status`);
+    if (entry?.operation !== "PUT" || entry.value.length === 0) return undefined;
+    return ok(entry.json<AgentStatus>()) ? epochMs() : undefined;
+  }, { timeoutMs, intervalMs: 10, message: "the agent's status" });
 }
 
 /** Puts the idle deployments the footprint runs with. */

@@ -15,7 +15,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { AgentStatus, BUCKET_AGENT_STATUS, decodeJson } from "@drover/contracts";
+import { AgentStatus, BUCKET_AGENT_STATUS, decodeJson, labelPairs } from "@drover/contracts";
 import { type NatsServer, startNats, startNatsCluster } from "../tests/support/mod.ts";
 import { freePort } from "../tests/support/ports.ts";
 import { ensureBuckets, forEachBounded } from "../operator/nats/kv.ts";
@@ -925,7 +925,7 @@ export async function spawnHollowDevices(
           "--devices",
           String(Math.min(per, n - p * per)),
           ...extraArgs,
-          ...Object.entries(LABELS).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+          ...labelPairs(LABELS).flatMap((pair) => ["--label", pair]),
           ...urls.flatMap((u) => ["--nats", u]),
         ],
         `${dir}/agents-${p}.log`,

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { parseArgs as parseCommandLine } from "node:util";
 import { machineInfo } from "./machine.ts";
 import { type DeviceBenchResult, runDeviceBench } from "./device.ts";
 import { type FleetResult, runFleetBench } from "./fleet.ts";
@@ -25,6 +26,8 @@ import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
 import { sectionOf, withSection } from "./dashboard.ts";
 import { sectionOf as scaleSectionOf, withSection as withScaleSection } from "./scale.ts";
 import { sectionOf as keptSection } from "./sections.ts";
+import { exists } from "../tests/support/files.ts";
+import { NOTHING_FETCHED_FLAGS } from "../scripts/bundle.ts";
 
 /** What a run does, by mode. */
 export interface BenchPlan {
@@ -40,7 +43,18 @@ export interface BenchPlan {
 
 /** Parses the command line. Pure. */
 export function parseArgs(args: string[]): BenchPlan {
-  const quick = args.includes("--quick");
+  const { values } = parseCommandLine({
+    args,
+    options: {
+      quick: { type: "boolean" },
+      only: { type: "string" },
+      "fleet-sizes": { type: "string" },
+      iterations: { type: "string" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const quick = values.quick === true;
   const plan: BenchPlan = quick
     ? {
       mode: "quick",
@@ -64,34 +78,28 @@ export function parseArgs(args: string[]): BenchPlan {
         { consumers: 1000, extraKeys: 4000 },
       ],
     };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--quick") continue;
-    if (arg === "--only") {
-      const v = args[++i];
-      if (v !== "device" && v !== "fleet") {
-        throw new Error(`--only takes device or fleet, not ${v}`);
-      }
-      plan.only = v;
-    } else if (arg === "--fleet-sizes") {
-      plan.fleetSizes = (args[++i] ?? "").split(",").map(Number);
-      if (plan.fleetSizes.some((n) => !Number.isInteger(n) || n < 1)) {
-        throw new Error(`--fleet-sizes takes whole numbers separated by commas, not ${args[i]}`);
-      }
-    } else if (arg === "--iterations") {
-      plan.iterations = Number(args[++i]);
-    } else throw new Error(`Unknown argument ${JSON.stringify(arg)}`);
+  const only = values.only;
+  if (only !== undefined) {
+    if (only !== "device" && only !== "fleet") {
+      throw new Error(`--only takes device or fleet, not ${only}`);
+    }
+    plan.only = only;
   }
+  if (values["fleet-sizes"] !== undefined) {
+    plan.fleetSizes = values["fleet-sizes"].split(",").map(Number);
+    if (plan.fleetSizes.some((n) => !Number.isInteger(n) || n < 1)) {
+      throw new Error(
+        `--fleet-sizes takes whole numbers separated by commas, not ${values["fleet-sizes"]}`,
+      );
+    }
+  }
+  if (values.iterations !== undefined) plan.iterations = Number(values.iterations);
   return plan;
 }
 
 /** Agent processes for N fleet agents on this machine (one per core, one for small fleets). */
 export function fleetProcesses(n: number, cores: number): number {
   return n <= 200 ? 1 : Math.max(1, Math.min(cores, Math.ceil(n / 1000)));
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 /** How to run the aarch64 bundle under qemu, or why it cannot be. */
@@ -106,11 +114,7 @@ async function aarch64Command(): Promise<string[] | string> {
     qemu,
     `${REPO_ROOT}/${DIST.arm64Deno}`,
     "run",
-    "--no-config",
-    "--no-lock",
-    "--no-remote",
-    "--no-npm",
-    "--no-prompt",
+    ...NOTHING_FETCHED_FLAGS,
     "--unstable-net",
     "-A",
     `${REPO_ROOT}/${DIST.bundle}`,
@@ -225,10 +229,10 @@ async function main(args: string[]): Promise<number> {
     : withSection(renderMarkdown(results), dashboard);
   const scale = scaleSectionOf(previous);
   if (scale !== "") markdown = withScaleSection(markdown, scale);
-  // The hand-measured footprint breakdown (issue 16) is kept as well, at the end.
+  // The hand-measured footprint breakdown is kept as well, at the end (no run rewrites it).
   const breakdown = keptSection(previous, "footprint-breakdown");
   if (breakdown !== "") markdown = `${markdown.trimEnd()}\n\n${breakdown}`;
-  // bench/rollout.ts's staged-rollout figures (issue 13) too.
+  // bench/rollout.ts's staged-rollout figures too (that benchmark writes its own section).
   const rollout = keptSection(previous, "rollout-bench");
   if (rollout !== "") markdown = `${markdown.trimEnd()}\n\n${rollout}`;
   // bench/sealing.ts's secret-sealing figures too.

@@ -1,7 +1,7 @@
 /**
  * `deno run -A bench/rollout.ts [--devices N]`: a staged rollout across N
  * hollow devices (default 5 000; scripts/hollow.ts: real agent code, FAKE
- * in-memory runtime) with the real `operator serve` (issue 13).
+ * in-memory runtime) with the real `operator serve`.
  *
  * Revision 1 goes everywhere at once (timed); revision 2 then rolls out in
  * batches of 1 %, 10 %, 50 % and the implicit rest, success threshold 100 %,

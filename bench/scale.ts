@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/scale.ts RUN…`: the fleet-scale benchmarks of issue 12 —
+ * `deno run -A bench/scale.ts RUN…`: the fleet-scale benchmarks —
  * hollow devices (scripts/hollow.ts: real agent code, FAKE in-memory runtime)
  * against nats-server 2.9.10 (Debian bookworm, on PATH) and 2.10.27 (Debian
  * trixie, fetched by scripts/trixie_nats.sh), one server or a 3-node cluster,
@@ -9,7 +9,7 @@
  *   bookworm | trixie           deploy/update/delete on one server (add `+storm` for the storm)
  *   cluster                     the same on a 3-node cluster (bookworm's server)
  *   steady-bookworm             steady state only (70 s, longer than the 60 s status refresh)
- *   legacy-bookworm             the same with every heartbeat a full status put (as before)
+ *   legacy-bookworm             the same with every heartbeat a full status put (the baseline)
  * e.g. `bench/scale.ts bookworm:1000 trixie:1000 bookworm+storm:5000 cluster:5000`.
  *
  * Results accumulate in bench/results-scale.json (one entry per RUN, the

@@ -21,3 +21,14 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Resolves once `signal` aborts (at once if it already has). Never rejects: the wait of a
+ * part that runs until it is told to stop.
+ */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+}

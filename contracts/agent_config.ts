@@ -10,6 +10,7 @@ import { Name } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
 import { isRegistryHost } from "./image.ts";
 import { ReleasePublicKey } from "./agent_update.ts";
+import { byteSize, canonicalCapability, CAPABILITIES, MIN_MEM_LIMIT_BYTES } from "./workload.ts";
 
 /** Where the agent keeps its cache by default. */
 export const DEFAULT_STATE_DIR = "/var/lib/drover";
@@ -54,6 +55,23 @@ export const AgentPolicy = z.strictObject({
   max_containers: z.number().int().positive().optional(),
   /** Whether the operator may read container logs through `operator logs`; absent = allowed. */
   allow_logs: z.boolean().optional(),
+  /** Host device paths or globs (`/dev/ttyUSB*`) services may map in; absent = none. */
+  allowed_devices: z.array(
+    absolutePath.refine((p) => p.startsWith("/dev/"), { message: "must be under /dev/" }),
+  ).optional(),
+  /** Capabilities services may add (`cap_add`); absent = none. */
+  allowed_capabilities: z.array(
+    z.string().refine(
+      (c) => CAPABILITIES.includes(canonicalCapability(c).slice(4)),
+      { message: 'unknown capability (expected e.g. "NET_ADMIN")' },
+    ),
+  ).optional(),
+  /** Whether a service may use `network_mode: "host"`; absent = no. */
+  allow_host_network: z.boolean().optional(),
+  /** Largest `mem_limit` a service may ask for (`"256m"`); absent = any. */
+  max_mem_limit: byteSize(MIN_MEM_LIMIT_BYTES).optional(),
+  /** Refuse services without a `mem_limit` (so every container is capped); absent = no. */
+  require_mem_limit: z.boolean().optional(),
 });
 /** What the device accepts. */
 export type AgentPolicy = z.infer<typeof AgentPolicy>;

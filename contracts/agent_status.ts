@@ -34,6 +34,8 @@ export const ServiceStatus = z.object({
   state: z.string(),
   image: z.string(),
   restarts: z.number().int().nonnegative().optional(),
+  /** Exit code of a container that is not running (a job's result); absent while it runs. */
+  exit_code: z.number().int().optional(),
   /**
    * The container's health check: `starting` until one passes, `healthy`, or `unhealthy`
    * after `retries` failures in a row. Absent for a service without a health check.

@@ -43,6 +43,48 @@ export const AgentArtifactKind = z.enum(["executable", "bundle"]);
 /** What the artifact is. */
 export type AgentArtifactKind = z.infer<typeof AgentArtifactKind>;
 
+/**
+ * Orders release versions like semver, and any other version string
+ * sensibly: `+build` is ignored; the rest splits at the first `-` into the
+ * release and a pre-release (which sorts before the release itself); each
+ * splits at `.`, `-` and `_`, and between digits and letters, into parts
+ * compared as numbers when both are digits, else as text (a number sorts before text); a missing part counts
+ * as 0. Negative when `a` is older. Pure.
+ */
+export function compareReleaseVersions(a: string, b: string): number {
+  const split = (v: string) => {
+    const core = v.split("+")[0] ?? "";
+    const dash = core.indexOf("-");
+    return dash < 0
+      ? [core, undefined] as const
+      : [core.slice(0, dash), core.slice(dash + 1)] as const;
+  };
+  // "rc10" is ["rc", "10"]: digits inside a part compare as numbers too.
+  const parts = (text: string) => text.split(/[._-]/).flatMap((p) => p.match(/\d+|\D+/g) ?? [""]);
+  const comparePart = (x: string, y: string): number => {
+    const xn = /^\d+$/.test(x);
+    const yn = /^\d+$/.test(y);
+    if (xn && yn) return Math.sign(Number(x) - Number(y));
+    if (xn !== yn) return xn ? -1 : 1;
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+  const compareParts = (x: string[], y: string[], missing: string): number => {
+    for (let i = 0; i < Math.max(x.length, y.length); i++) {
+      const c = comparePart(x[i] ?? missing, y[i] ?? missing);
+      if (c !== 0) return c;
+    }
+    return 0;
+  };
+  const [aCore, aPre] = split(a);
+  const [bCore, bPre] = split(b);
+  const core = compareParts(parts(aCore), parts(bCore), "0");
+  if (core !== 0) return core;
+  if (aPre === undefined || bPre === undefined) {
+    return aPre === bPre ? 0 : aPre === undefined ? 1 : -1;
+  }
+  return compareParts(parts(aPre), parts(bPre), "");
+}
+
 /** Largest artifact accepted (a compiled agent is ~90 MB). */
 export const MAX_AGENT_ARTIFACT_BYTES = 256 * 1024 * 1024;
 
@@ -56,6 +98,13 @@ export const ReleaseManifest = z.strictObject({
   sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lower-case hex digits"),
   /** RFC 3339 time of publishing (informational). */
   published_at: z.iso.datetime(),
+  /**
+   * Signed as a rollback: agents running a newer version accept it. Without
+   * it an agent refuses a version older than the one it runs, so whoever
+   * holds the operator's NATS identity cannot put back an old release with a
+   * known hole (`agent publish --rollback`).
+   */
+  rollback: z.literal(true).optional(),
 });
 /** The signed facts about one artifact. */
 export type ReleaseManifest = z.infer<typeof ReleaseManifest>;
@@ -134,6 +183,12 @@ export const ARTIFACT_OFFSET_HEADER = "Drover-Offset";
 export const ARTIFACT_SIZE_HEADER = "Drover-Size";
 /** Why the service cannot answer (unknown release, operator not ready, bad request). */
 export const ARTIFACT_ERROR_HEADER = "Drover-Error";
+/**
+ * Set with {@linkcode ARTIFACT_ERROR_HEADER} when the refusal is only for now
+ * (the device is over its rate, or the service is at its limit): milliseconds
+ * to wait before asking again.
+ */
+export const ARTIFACT_RETRY_AFTER_HEADER = "Drover-Retry-After-Ms";
 
 /** Where an agent is in updating itself. */
 export const AgentUpdatePhase = z.enum([

@@ -4,6 +4,7 @@ import {
   AgentReleaseVersion,
   ArtifactRequest,
   artifactSubject,
+  compareReleaseVersions,
   ReleaseManifest,
   releaseObjectName,
 } from "./mod.ts";
@@ -63,4 +64,31 @@ Deno.test("[update] release_key must be an ed25519 public key", () => {
   const bad = AgentConfig.safeParse({ ...base, update: { release_key: "SU123" } });
   assert(!bad.success);
   assertEquals(bad.error.issues[0]?.path, ["update", "release_key"]);
+});
+
+Deno.test("compareReleaseVersions: numbers by value, pre-releases before their release, build ignored", () => {
+  const ordered = [
+    "0.1.0",
+    "0.2.0-rc1",
+    "0.2.0-rc2",
+    "0.2.0-rc10",
+    "0.2.0",
+    "0.2.1",
+    "0.10.0",
+    "1",
+    "1.0.1",
+    "2.0.0",
+  ];
+  for (let i = 0; i < ordered.length; i++) {
+    for (let j = 0; j < ordered.length; j++) {
+      const want = Math.sign(i - j);
+      assertEquals(
+        compareReleaseVersions(ordered[i]!, ordered[j]!),
+        want,
+        `${ordered[i]} vs ${ordered[j]}`,
+      );
+    }
+  }
+  assertEquals(compareReleaseVersions("1.0.0+build7", "1.0.0"), 0);
+  assertEquals(compareReleaseVersions("1.0", "1.0.0"), 0);
 });

@@ -184,3 +184,21 @@ export const EventsReply = z.object({
 });
 /** `events` reply. */
 export type EventsReply = z.infer<typeof EventsReply>;
+
+/**
+ * `purge-volumes` request: remove the named volumes the agent created for `deployment`
+ * (labels `drover.deployment` and `drover.device`), which must no longer be desired on the
+ * device. A volume still mounted by a container is kept (and named in the reply).
+ */
+export const PurgeVolumesRequest = z.strictObject({ deployment: Name });
+/** `purge-volumes` request. */
+export type PurgeVolumesRequest = z.infer<typeof PurgeVolumesRequest>;
+
+/** `purge-volumes` reply: what was removed and what was kept, and why. */
+export const PurgeVolumesReply = z.object({
+  device: Name,
+  removed: z.array(z.string().max(256)).max(1000),
+  kept: z.array(z.object({ name: z.string().max(256), reason: z.string().max(500) })).max(1000),
+});
+/** `purge-volumes` reply. */
+export type PurgeVolumesReply = z.infer<typeof PurgeVolumesReply>;

@@ -19,7 +19,8 @@ import {
 // exports in operator/auth: changing one must fail here.
 Deno.test("device command subjects are locked", () => {
   assertEquals(DEVICE_COMMAND_PREFIX, "drover.cmd");
-  assertEquals([...DEVICE_COMMANDS], ["ping", "logs", "events"]);
+  assertEquals([...DEVICE_COMMANDS], ["ping", "logs", "events", "purge-volumes"]);
+  assertEquals(deviceCommandSubject("pi-1", "purge-volumes"), "drover.cmd.pi-1.purge-volumes");
   assertEquals(deviceCommandSubject("pi-1", "ping"), "drover.cmd.pi-1.ping");
   assertEquals(deviceCommandSubject("pi-1", "logs"), "drover.cmd.pi-1.logs");
   assertEquals(deviceCommandsSubject("pi-1"), "drover.cmd.pi-1.*");

@@ -9,6 +9,7 @@
 import { z } from "zod";
 
 const DURATION_UNITS_MS: Record<string, number> = {
+  d: 86_400_000,
   h: 3_600_000,
   m: 60_000,
   s: 1000,
@@ -18,7 +19,47 @@ const DURATION_UNITS_MS: Record<string, number> = {
   ns: 0.000001,
 };
 const DURATION = /^(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|m|s|us|\u00b5s|ns))+$/;
+const DURATION_WITH_DAYS = /^(?:[0-9]+(?:\.[0-9]+)?(?:d|h|ms|m|s|us|\u00b5s|ns))+$/;
+const BARE_SECONDS = /^[0-9]+(?:\.[0-9]+)?$/;
 const EXPECTED = 'expected a duration such as "30s", "5m" or "1m30s" (units h, m, s, ms)';
+
+/** What {@linkcode parseDuration} accepts beyond a compose-style duration. */
+export interface DurationGrammar {
+  /** Days (`"90d"`), which compose files do not have but a log window may want. */
+  days?: boolean;
+  /** A bare number meaning seconds (`"30"`), as command-line timeouts take it. */
+  bareSeconds?: boolean;
+}
+
+/**
+ * Milliseconds of a duration: one or more number-and-unit parts (`"10s"`, `"1m30s"`,
+ * `"500ms"`, `"1h"`; units `h`, `m`, `s`, `ms`, `us`, `ns`), plus what `grammar` allows.
+ * Undefined when `text` is not one. The one duration grammar of the project: manifests use
+ * it as is ({@linkcode parseComposeDuration}), the operator's command line and HTTP API with
+ * days and bare seconds.
+ *
+ * @example
+ * ```ts
+ * parseDuration("1m30s"); // 90000
+ * parseDuration("10"); // undefined: a unit is required
+ * parseDuration("10", { bareSeconds: true }); // 10000
+ * parseDuration("2d", { days: true }); // 172800000
+ * ```
+ */
+export function parseDuration(text: string, grammar: DurationGrammar = {}): number | undefined {
+  if (grammar.bareSeconds && BARE_SECONDS.test(text)) return Number(text) * 1000;
+  if (!(grammar.days ? DURATION_WITH_DAYS : DURATION).test(text)) return undefined;
+  let total = 0;
+  for (
+    const [, value, unit] of text.matchAll(/([0-9]+(?:\.[0-9]+)?)(d|h|ms|m|s|us|\u00b5s|ns)/g)
+  ) {
+    const perUnit = DURATION_UNITS_MS[unit ?? ""];
+    // The pattern's unit alternatives are exactly the table's keys.
+    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
+    total += Number(value) * perUnit;
+  }
+  return total;
+}
 
 /**
  * Milliseconds of a compose-style duration (`"10s"`, `"1m30s"`, `"500ms"`,
@@ -32,15 +73,7 @@ const EXPECTED = 'expected a duration such as "30s", "5m" or "1m30s" (units h, m
  * ```
  */
 export function parseComposeDuration(text: string): number | undefined {
-  if (!DURATION.test(text)) return undefined;
-  let total = 0;
-  for (const [, value, unit] of text.matchAll(/([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|ns)/g)) {
-    const perUnit = DURATION_UNITS_MS[unit ?? ""];
-    // The pattern's unit alternatives are exactly the table's keys.
-    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
-    total += Number(value) * perUnit;
-  }
-  return total;
+  return parseDuration(text);
 }
 
 /** Bounds of {@linkcode composeDuration}. */
@@ -98,6 +131,7 @@ export function composeDuration(bounds: DurationBounds = {}): z.ZodString {
 
 /** A compose-style duration such as `"5m"` or `"1m30s"`, at least 1 ms. */
 export const ComposeDuration = z.string().regex(DURATION, EXPECTED).refine(
-  (text) => (parseComposeDuration(text) ?? 0) >= 1,
+  // A text the pattern already refused gets that one message, not a second one.
+  (text) => (parseComposeDuration(text) ?? 1) >= 1,
   { message: `${EXPECTED}, at least 1ms` },
 );

@@ -5,6 +5,7 @@ import {
   formatDuration,
   formatZodIssues,
   parseComposeDuration,
+  parseDuration,
 } from "./mod.ts";
 
 Deno.test("parseComposeDuration: parts add up; anything else is undefined", () => {
@@ -58,4 +59,18 @@ Deno.test("composeDuration: one message per bad value", () => {
       assertStringIncludes(formatZodIssues(result.error), expected);
     }
   }
+});
+
+Deno.test("parseDuration: one grammar; days and bare seconds only where asked for", () => {
+  assertEquals(parseDuration("1m30s"), 90_000);
+  assertEquals(parseDuration("90"), undefined);
+  assertEquals(parseDuration("2d"), undefined);
+  const cli = { days: true, bareSeconds: true };
+  assertEquals(parseDuration("90", cli), 90_000);
+  assertEquals(parseDuration("1.5", cli), 1_500);
+  assertEquals(parseDuration("2d", cli), 172_800_000);
+  assertEquals(parseDuration("1d12h", cli), 129_600_000);
+  assertEquals(parseDuration("", cli), undefined);
+  assertEquals(parseDuration("10x", cli), undefined);
+  assertEquals(parseComposeDuration("2d"), undefined, "compose files have no days");
 });

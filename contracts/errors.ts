@@ -50,7 +50,96 @@ function rawIssueMessage(issue: z.core.$ZodIssue): string {
     const what = issue.code === "invalid_key" ? "invalid key" : "invalid value";
     return `${what}: ${issue.issues.map((i) => i.message).join("; ")}`;
   }
-  return issue.message;
+  if (issue.code === "invalid_union") {
+    // zod says "Invalid input"; the one alternative whose shape fits the value says why.
+    const fitting = issue.errors.filter((branch) =>
+      !branch.some((i) => i.code === "invalid_type" && i.path.length === 0)
+    );
+    const [branch] = fitting;
+    if (fitting.length === 1 && branch !== undefined && branch.length > 0) {
+      return branch.map((i) =>
+        i.path.length === 0 ? rawIssueMessage(i) : `${formatPath(i.path)}: ${rawIssueMessage(i)}`
+      ).join("; ");
+    }
+  }
+  return plainMessage(issue) ?? issue.message;
+}
+
+/** How a value of each of zod's type names reads in a message. */
+const TYPE_WORDS: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  int: "a whole number",
+  boolean: "true or false",
+  array: "a list",
+  object: "a mapping (key: value)",
+  null: "null",
+};
+
+function typeWord(name: string): string {
+  return TYPE_WORDS[name] ?? name;
+}
+
+/**
+ * zod's own wording (`Too small: expected array to have >=1 items`) in words a person uses
+ * (`must not be empty`); `undefined` for an issue whose message a schema wrote itself, which
+ * is kept. Pure.
+ */
+export function plainMessage(issue: z.core.$ZodIssue): string | undefined {
+  switch (issue.code) {
+    case "too_small": {
+      if (!issue.message.startsWith("Too small:")) return undefined;
+      const n = Number(issue.minimum);
+      if (issue.origin === "array" || issue.origin === "string" || issue.origin === "set") {
+        const least = issue.inclusive ? n : n + 1;
+        const unit = issue.origin === "string" ? "character" : "item";
+        return least <= 1 ? "must not be empty" : `needs at least ${least} ${unit}s`;
+      }
+      if (issue.origin === "number" || issue.origin === "int" || issue.origin === "bigint") {
+        return issue.inclusive ? `must be at least ${n}` : `must be greater than ${n}`;
+      }
+      return undefined;
+    }
+    case "too_big": {
+      if (!issue.message.startsWith("Too big:")) return undefined;
+      const n = Number(issue.maximum);
+      if (issue.origin === "array" || issue.origin === "string" || issue.origin === "set") {
+        const most = issue.inclusive ? n : n - 1;
+        const unit = issue.origin === "string" ? "character" : "item";
+        return `must have at most ${most} ${unit}${most === 1 ? "" : "s"}`;
+      }
+      if (issue.origin === "number" || issue.origin === "int" || issue.origin === "bigint") {
+        return issue.inclusive ? `must be at most ${n}` : `must be less than ${n}`;
+      }
+      return undefined;
+    }
+    case "invalid_type": {
+      const received = /^Invalid input: expected \S+, received (\S+)$/.exec(issue.message)?.[1];
+      if (received === undefined) return undefined;
+      if (issue.expected === "int" && received === "number") return "must be a whole number";
+      return `expected ${typeWord(issue.expected)}, got ${typeWord(received)}`;
+    }
+    case "invalid_value": {
+      if (!/^Invalid (option|input): expected /.test(issue.message)) return undefined;
+      const values = issue.values.map((v) => JSON.stringify(v));
+      return values.length === 1
+        ? `expected ${values[0]}`
+        : `expected one of ${values.slice(0, -1).join(", ")} or ${values.at(-1)}`;
+    }
+    case "invalid_union": {
+      if (issue.message !== "Invalid input") return undefined;
+      const expected = new Set<string>();
+      for (const branch of issue.errors) {
+        for (const inner of branch) {
+          if (inner.code !== "invalid_type" || inner.path.length > 0) return undefined;
+          expected.add(typeWord(inner.expected));
+        }
+      }
+      return expected.size === 0 ? undefined : `expected ${[...expected].join(" or ")}`;
+    }
+    default:
+      return undefined;
+  }
 }
 
 /**

@@ -1,3 +1,4 @@
+import { z } from "zod";
 import { assert, assertEquals, assertStringIncludes } from "../tests/support/assert.ts";
 import {
   decodeJson,
@@ -84,4 +85,48 @@ Deno.test("suggestKey: close spellings and prefixes, nothing for unrelated words
   assertEquals(suggestKey("constructor", service), undefined);
   assertEquals(editDistance("kitten", "sitting"), 3);
   assertEquals(knownKeysAt(DeploymentManifest, ["constructor"]), []);
+});
+
+Deno.test("formatZodIssues: zod's own wording becomes plain words; a schema's own is kept", () => {
+  const schema = z.object({
+    list: z.array(z.string()).min(1),
+    few: z.array(z.string()).max(2),
+    text: z.string().min(1),
+    count: z.number().int().min(1).max(10),
+    positive: z.number().positive(),
+    mode: z.enum(["a", "b", "c"]),
+    kind: z.literal("k"),
+    name: z.string(),
+    whole: z.number().int(),
+    either: z.union([z.string(), z.number()]),
+    own: z.array(z.string()).min(1, "at least one thing is needed"),
+  });
+  const result = schema.safeParse({
+    list: [],
+    few: ["x", "y", "z"],
+    text: "",
+    count: 11,
+    positive: 0,
+    mode: "d",
+    kind: "n",
+    name: 5,
+    whole: 1.5,
+    either: true,
+    own: [],
+  });
+  assert(!result.success);
+  assertEquals(formatZodIssues(result.error, 20).split("\n"), [
+    "list: must not be empty",
+    "few: must have at most 2 items",
+    "text: must not be empty",
+    "count: must be at most 10",
+    "positive: must be greater than 0",
+    'mode: expected one of "a", "b" or "c"',
+    'kind: expected "k"',
+    "name: expected a string, got a number",
+    "whole: must be a whole number",
+    "either: expected a string or a number",
+    "own: at least one thing is needed",
+  ]);
+  assert(!formatZodIssues(result.error, 20).includes("Too small"));
 });

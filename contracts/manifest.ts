@@ -87,6 +87,12 @@ export const DeploymentManifest = z.strictObject({
    * the deployment). Written by the operator; a value in a file is replaced.
    */
   secret_versions: z.record(MountName, z.int().positive()).optional(),
+  /**
+   * The set of manifests this deployment belongs to (`apply --source NAME`,
+   * e.g. a git repository's `fleet/` folder): `apply --prune` of that source
+   * deletes it once its file is gone. Absent: applied by hand, never pruned.
+   */
+  source: Name.optional(),
 });
 /** A deployment manifest (after defaults are applied). */
 export type DeploymentManifest = z.infer<typeof DeploymentManifest>;

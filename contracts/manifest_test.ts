@@ -73,3 +73,22 @@ Deno.test("compose durations: parts add up; anything else is undefined", () => {
   assertEquals(parseComposeDuration("-1s"), undefined);
   assertEquals(percentOf("25%"), 25);
 });
+
+Deno.test("source: an optional name stored with the manifest; absent stays absent", () => {
+  assertEquals("source" in DeploymentManifest.parse(MANIFEST), false);
+  assertEquals(
+    DeploymentManifest.parse({ ...MANIFEST, source: "fleet-repo" }).source,
+    "fleet-repo",
+  );
+  assertStringIncludes(problems({ ...MANIFEST, source: "Fleet Repo" }), "source: invalid name");
+  assertStringIncludes(problems({ ...MANIFEST, source: 3 }), "source");
+});
+
+Deno.test("rollout: a malformed batch_timeout is one problem, not two", () => {
+  const text = problems({
+    ...MANIFEST,
+    rollout: { batches: [{ limit: 1 }], batch_timeout: "5 minutes" },
+  });
+  assertEquals(text.split("\n").filter((l) => l.startsWith("rollout.batch_timeout")).length, 1);
+  assertStringIncludes(text, 'expected a duration such as "30s"');
+});

@@ -16,6 +16,7 @@ export * from "./image.ts";
 export * from "./labels.ts";
 export * from "./duration.ts";
 export * from "./score.ts";
+export * from "./workload.ts";
 export * from "./desired_state.ts";
 export * from "./secrets.ts";
 export * from "./agent_status.ts";

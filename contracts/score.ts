@@ -13,6 +13,7 @@ import { z } from "zod";
 import { nameProblem } from "./names.ts";
 import { parseImageReference } from "./image.ts";
 import { composeDuration } from "./duration.ts";
+import { dependenciesOf, parsedString, WORKLOAD_FIELDS } from "./workload.ts";
 
 /** Schema for a device id, deployment name or service name. */
 export const Name = z.string().superRefine((value, ctx) => {
@@ -140,14 +141,6 @@ export function parseVolumeMount(spec: string): VolumeMount | string {
     );
   }
   return { type: "volume", source, target, readOnly };
-}
-
-/** Refines a string with a parser that returns a message on error. */
-function parsedString(parse: (s: string) => unknown, max = 1024) {
-  return z.string().max(max).superRefine((value, ctx) => {
-    const result = parse(value);
-    if (typeof result === "string") ctx.addIssue({ code: "custom", message: result });
-  });
 }
 
 /** Largest content of one score-level config, in bytes of its text (compose's inline `content`). */
@@ -406,6 +399,8 @@ export const PodmanService = z.strictObject({
    * on an agent upgrade.
    */
   stop_timeout: composeDuration({ minMs: 0, maxMs: 3_600_000, wholeSeconds: true }).optional(),
+  // Resources, process options, devices, log rotation, ordering (workload.ts).
+  ...WORKLOAD_FIELDS,
 });
 /** One container of a deployment (after defaults are applied). */
 export type PodmanService = z.infer<typeof PodmanService>;
@@ -430,6 +425,10 @@ export const PodmanV0Score = z.strictObject({
         seen.set(service.name, index);
       }
     });
+  }).superRefine((services, ctx) => {
+    for (const issue of serviceRelationProblems(services)) {
+      ctx.addIssue({ code: "custom", ...issue });
+    }
   }),
   /** Files services mount with `configs:` (compose's top-level `configs`, inline form). */
   configs: z.record(MountName, ConfigDefinition).refine(
@@ -468,6 +467,84 @@ export const PodmanV0Score = z.strictObject({
     }
   });
 });
+/**
+ * What one service may not say given the others: `depends_on` naming a missing
+ * service, itself, or a cycle; `service_healthy` on a service without a health
+ * check; `service_completed_successfully` on one that podman would restart (a
+ * job has `restart: "no"`); published ports on the host network. Pure.
+ */
+export function serviceRelationProblems(
+  services: readonly PodmanService[],
+): Array<{ path: PropertyKey[]; message: string }> {
+  const problems: Array<{ path: PropertyKey[]; message: string }> = [];
+  const byName = new Map(services.map((s) => [s.name, s]));
+  services.forEach((service, index) => {
+    if (service.network_mode === "host" && (service.ports ?? []).length > 0) {
+      problems.push({
+        path: [index, "ports"],
+        message: 'cannot publish ports with network_mode: "host" (the service binds host ' +
+          "ports itself); remove ports or network_mode",
+      });
+    }
+    for (const dep of dependenciesOf(service)) {
+      const path = [index, "depends_on", dep.service];
+      const target = byName.get(dep.service);
+      if (dep.service === service.name) {
+        problems.push({ path, message: `service "${service.name}" cannot depend on itself` });
+      } else if (target === undefined) {
+        problems.push({
+          path,
+          message: `no service "${dep.service}" in this score (services: ${
+            [...byName.keys()].join(", ")
+          })`,
+        });
+      } else if (dep.condition === "service_healthy" && !healthCheckRuns(target.healthcheck)) {
+        problems.push({
+          path,
+          message: `condition service_healthy needs a healthcheck on service "${dep.service}"`,
+        });
+      } else if (dep.condition === "service_completed_successfully" && target.restart !== "no") {
+        problems.push({
+          path,
+          message: `condition service_completed_successfully needs service "${dep.service}" ` +
+            `to be a job with restart: "no" (it has restart: "${target.restart}")`,
+        });
+      }
+    }
+  });
+  const cycle = dependencyCycle(services);
+  if (cycle) {
+    problems.push({ path: [], message: `depends_on forms a cycle: ${cycle.join(" -> ")}` });
+  }
+  return problems;
+}
+
+/** A `depends_on` cycle as service names (first = last), or undefined. */
+function dependencyCycle(services: readonly PodmanService[]): string[] | undefined {
+  const edges = new Map(services.map((s) => [s.name, dependenciesOf(s).map((d) => d.service)]));
+  const state = new Map<string, "visiting" | "done">();
+  const stack: string[] = [];
+  const visit = (name: string): string[] | undefined => {
+    if (state.get(name) === "done" || !edges.has(name)) return undefined;
+    if (state.get(name) === "visiting") return [...stack.slice(stack.indexOf(name)), name];
+    state.set(name, "visiting");
+    stack.push(name);
+    for (const next of edges.get(name) ?? []) {
+      if (next === name) continue; // reported as "depends on itself"
+      const found = visit(next);
+      if (found) return found;
+    }
+    stack.pop();
+    state.set(name, "done");
+    return undefined;
+  };
+  for (const name of edges.keys()) {
+    const found = visit(name);
+    if (found) return found;
+  }
+  return undefined;
+}
+
 /** A `PodmanV0` score. */
 export type PodmanV0Score = z.infer<typeof PodmanV0Score>;
 

@@ -70,8 +70,12 @@ export function desiredSnapshotSubject(device: string): string {
  */
 export const DEVICE_COMMAND_PREFIX = "drover.cmd";
 
-/** The commands an agent answers. No shell or exec: see the README's security model. */
-export const DEVICE_COMMANDS = ["ping", "logs", "events"] as const;
+/**
+ * The commands an agent answers. No shell or exec: see the README's security model.
+ * `purge-volumes` removes the named volumes of a deployment the device no longer runs
+ * (`operator delete --purge-volumes`).
+ */
+export const DEVICE_COMMANDS = ["ping", "logs", "events", "purge-volumes"] as const;
 /** One command an agent answers. */
 export type DeviceCommand = typeof DEVICE_COMMANDS[number];
 

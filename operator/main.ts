@@ -1,6 +1,8 @@
 /**
- * `drover-operator`: the operator service (`serve`) and the CLI people use
- * (`apply`, `delete`, `get`, `status`). Run with `deno task operator …`.
+ * `drover-operator`: the operator service (`serve`) and the CLI people use; the commands are
+ * listed in commands/mod.ts (`drover-operator --help` prints them). Run with
+ * `deno task operator …`. Parses the command line, sets up logging, runs the command and
+ * turns what it throws into an exit code (commands/errors.ts).
  *
  * @module
  */
@@ -17,11 +19,13 @@ import {
   resolvePathOptions,
   UsageError,
 } from "./commands/cli.ts";
-import { CONNECTION_OPTIONS } from "./nats/connection.ts";
+import { CONNECTION_OPTIONS } from "./commands/connection_options.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
+import { asCliError } from "./commands/errors.ts";
 import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
-import { redactUrl } from "@drover/contracts";
+import { escapeControl } from "./views/render.ts";
+import { redactUrl, suggestKey } from "@drover/contracts";
 
 /** The top-level help. */
 export function mainHelp(): string {
@@ -41,7 +45,7 @@ export function mainHelp(): string {
     `  --version  Print the version (${OPERATOR_VERSION})`,
     "  --help     Show this help",
     "",
-    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
+    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input (diff: 1 means changes, 4 failed).",
   ].join("\n") + "\n";
 }
 
@@ -61,14 +65,15 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   }
   if (name === "help") {
     const target = rest[0] === undefined ? undefined : findCommand(rest[0]);
+    if (rest[0] !== undefined && target === undefined) {
+      return reportError(unknownCommand(rest[0]), io);
+    }
     io.stdout(target ? commandHelp(target, CONNECTION_OPTIONS) : mainHelp());
     return EXIT.ok;
   }
   const command = findCommand(name);
   try {
-    if (command === undefined) {
-      throw new UsageError(`Unknown command "${name}"`);
-    }
+    if (command === undefined) throw unknownCommand(name);
     const options = {
       ...command.options,
       ...(command.connects ? CONNECTION_OPTIONS : {}),
@@ -94,12 +99,30 @@ export async function main(args: string[], io: CliIo): Promise<number> {
   }
 }
 
+/**
+ * `text` with the control characters of each line escaped, its line breaks
+ * kept: a message may quote what a device or a server said (the device's own
+ * words are escaped where they are quoted, operator/devices/requests.ts).
+ */
+function escapeLines(text: string): string {
+  return text.split("\n").map(escapeControl).join("\n");
+}
+
+/** The error for a command name that is none, with the likely intended one. */
+function unknownCommand(name: string): UsageError {
+  const guess = suggestKey(name, COMMANDS.map((c) => c.name));
+  return new UsageError(
+    `Unknown command "${name}"${guess === undefined ? "" : `; did you mean "${guess}"?`}`,
+  );
+}
+
 /** Prints an error as one line plus indented details; returns its exit code. */
-export function reportError(e: unknown, io: CliIo): number {
+export function reportError(thrown: unknown, io: CliIo): number {
+  const e = asCliError(thrown) ?? thrown;
   if (e instanceof CliError) {
     const lines = [
-      `error: ${e.message}`,
-      ...e.details.filter((d) => d !== "").map((d) => `  ${d}`),
+      `error: ${escapeLines(e.message)}`,
+      ...e.details.filter((d) => d !== "").map((d) => `  ${escapeLines(d)}`),
     ];
     if (e instanceof UsageError) {
       lines.push(
@@ -115,9 +138,10 @@ export function reportError(e: unknown, io: CliIo): number {
   const error = e as Error;
   const causes: string[] = [];
   for (let c = error?.cause; c instanceof Error && causes.length < 3; c = c.cause) {
-    causes.push(`  caused by: ${c.message}`);
+    causes.push(`  caused by: ${escapeLines(c.message)}`);
   }
-  io.stderr(redactUrl([`error: ${error?.message ?? String(e)}`, ...causes].join("\n") + "\n"));
+  const message = escapeLines(error?.message ?? String(e));
+  io.stderr(redactUrl([`error: ${message}`, ...causes].join("\n") + "\n"));
   return EXIT.failed;
 }
 

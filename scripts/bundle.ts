@@ -22,10 +22,12 @@ import {
   elfTarget,
   lockfileArgs,
   natsAccessNote,
-  parseNatsHosts,
+  natsHostsOf,
+  parseScriptArgs,
   readAgentTask,
   withNatsHosts,
 } from "./compile.ts";
+import { exists } from "../tests/support/files.ts";
 
 /** Default output directory. */
 export const DIST_DIR = "dist";
@@ -44,16 +46,18 @@ export function artifactPaths(outDir = DIST_DIR) {
 /** npm package that ships the aarch64 (glibc) Deno executable. */
 export const ARM64_DENO_PACKAGE = "@deno/linux-arm64-glibc";
 
-/** Flags every run of the bundle uses: nothing is fetched or resolved at run time (pure). */
+/** The `deno run` flags under which nothing is fetched or resolved at run time. */
+export const NOTHING_FETCHED_FLAGS: readonly string[] = [
+  "--no-config",
+  "--no-lock",
+  "--no-remote",
+  "--no-npm",
+  "--no-prompt",
+];
+
+/** Flags every run of the bundle uses: nothing fetched, the agent task's permissions (pure). */
 export function bundleRunFlags(task: AgentTask): string[] {
-  return [
-    "--no-config",
-    "--no-lock",
-    "--no-remote",
-    "--no-npm",
-    "--no-prompt",
-    ...task.runtimeFlags,
-  ];
+  return [...NOTHING_FETCHED_FLAGS, ...task.runtimeFlags];
 }
 
 /** The launcher script's text (pure); paths can be overridden with DROVER_DENO/DROVER_BUNDLE. */
@@ -203,16 +207,6 @@ function dirname(path: string): string {
   return slash <= 0 ? (slash === 0 ? "/" : ".") : path.slice(0, slash);
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** Command-line options. */
 export interface BundleOptions {
   outDir: string;
@@ -229,23 +223,17 @@ const USAGE =
 
 /** Parses the command line (pure): the options, "help", or a usage error message. */
 export function parseBundleArgs(args: string[]): BundleOptions | "help" | string {
-  const options: BundleOptions = { outDir: DIST_DIR, arm64: true, natsHosts: [] };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const value = args[i + 1];
-    if (arg === "--help" || arg === "-h") return "help";
-    if (arg === "--no-arm64") options.arm64 = false;
-    else if (arg === "--allow-nats" && value) {
-      i++;
-      const hosts = parseNatsHosts(value);
-      if (typeof hosts === "string") return hosts;
-      options.natsHosts.push(...hosts);
-    } else if (arg === "--out-dir" && value) {
-      i++;
-      options.outDir = value;
-    } else return `unknown or incomplete argument ${JSON.stringify(arg)}`;
-  }
-  return options;
+  const values = parseScriptArgs(args, {
+    help: { type: "boolean", short: "h" },
+    "no-arm64": { type: "boolean" },
+    "allow-nats": { type: "string", multiple: true },
+    "out-dir": { type: "string" },
+  });
+  if (typeof values === "string") return values;
+  if (values.help) return "help";
+  const natsHosts = natsHostsOf(values["allow-nats"]);
+  if (typeof natsHosts === "string") return natsHosts;
+  return { outDir: values["out-dir"] ?? DIST_DIR, arm64: !values["no-arm64"], natsHosts };
 }
 
 function seconds(since: number): string {

@@ -1,3 +1,4 @@
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 /**
  * `deno task compile [--target TARGET]…`: builds the agent into self-contained executables,
  * `dist/drover-agent-<target>`, for the host and for aarch64 (Raspberry Pi) by default.
@@ -477,33 +478,60 @@ export interface CompileOptions {
 }
 
 /**
+ * A build script's command line, parsed strictly (no positionals), or the first line of
+ * node:util's message about what is wrong with it.
+ */
+export function parseScriptArgs<const O extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: O,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    return (e as Error).message.split("\n")[0] ?? String(e);
+  }
+}
+
+/** The hosts of every `--allow-nats` value, or the problem with one. */
+export function natsHostsOf(values: readonly string[] | undefined): string[] | string {
+  const out: string[] = [];
+  for (const value of values ?? []) {
+    const hosts = parseNatsHosts(value);
+    if (typeof hosts === "string") return hosts;
+    out.push(...hosts);
+  }
+  return out;
+}
+
+/**
  * Parses the command line (pure apart from the host target default).
  *
  * @returns the options, "help", or a usage error message.
  */
 export function parseCompileArgs(args: string[]): CompileOptions | "help" | string {
+  const values = parseScriptArgs(args, {
+    help: { type: "boolean", short: "h" },
+    "out-dir": { type: "string" },
+    target: { type: "string", multiple: true },
+    "allow-nats": { type: "string", multiple: true },
+  });
+  if (typeof values === "string") return values;
+  if (values.help) return "help";
   const targets: Target[] = [];
-  const natsHosts: string[] = [];
-  let outDir = DIST_DIR;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--help" || arg === "-h") return "help";
-    if (arg === "--out-dir" || arg === "--target" || arg === "--allow-nats") {
-      const value = args[++i];
-      if (!value) return `${arg} needs a value`;
-      if (arg === "--out-dir") outDir = value;
-      else if (arg === "--allow-nats") {
-        const hosts = parseNatsHosts(value);
-        if (typeof hosts === "string") return hosts;
-        natsHosts.push(...hosts);
-      } else if ((TARGETS as readonly string[]).includes(value)) targets.push(value as Target);
-      else return `unknown target ${JSON.stringify(value)} (known: ${TARGETS.join(", ")})`;
-      continue;
+  for (const value of values.target ?? []) {
+    if (!(TARGETS as readonly string[]).includes(value)) {
+      return `unknown target ${JSON.stringify(value)} (known: ${TARGETS.join(", ")})`;
     }
-    return `unknown argument ${JSON.stringify(arg)}`;
+    targets.push(value as Target);
   }
+  const natsHosts = natsHostsOf(values["allow-nats"]);
+  if (typeof natsHosts === "string") return natsHosts;
   const all = [hostTarget(), ...TARGETS.filter((t) => t !== hostTarget())];
-  return { targets: targets.length > 0 ? targets : all, outDir, natsHosts };
+  return {
+    targets: targets.length > 0 ? targets : all,
+    outDir: values["out-dir"] ?? DIST_DIR,
+    natsHosts,
+  };
 }
 
 async function main(): Promise<number> {

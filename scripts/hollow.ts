@@ -10,8 +10,8 @@
  */
 
 import { parseArgs as parseFlags } from "node:util";
-import { abortableSleep, withinMs } from "@drover/common";
-import { BUCKET_DEVICES } from "@drover/contracts";
+import { abortableSleep, untilAborted, withinMs } from "@drover/common";
+import { BUCKET_DEVICES, labelPairs, parseLabels } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
 import { tolerateTransportResets } from "../agent/nats/connect.ts";
@@ -128,12 +128,9 @@ export function parseHollowArgs(
       }`,
     );
   }
-  const labels: Record<string, string> = {};
-  for (const l of v.label!) {
-    const eq = l.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--label takes key=value, not ${JSON.stringify(l)}`);
-    labels[l.slice(0, eq)] = l.slice(eq + 1);
-  }
+  const labelArgs = parseLabels(v.label!);
+  if (!labelArgs.ok) throw new UsageError(`--label: ${labelArgs.problem}`);
+  const labels = labelArgs.labels;
   const heartbeatSeconds = Number(v.heartbeat);
   if (!(heartbeatSeconds > 0 && heartbeatSeconds <= 3600)) {
     throw new UsageError(
@@ -271,10 +268,7 @@ async function runDevices(
       // Spread connection set-up so the event loop (and the server) keep breathing.
       if (i % 50 === 49) await abortableSleep(5, signal);
     }
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    await untilAborted(signal);
     // Each device publishes a last `stopped` status, as a real agent does.
     await withinMs(Promise.allSettled(runs), 10_000);
   } finally {
@@ -316,7 +310,7 @@ async function runWorkers(
         "--heartbeat",
         String(args.heartbeatSeconds),
         ...args.servers.flatMap((s) => ["--nats", s]),
-        ...Object.entries(args.labels).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+        ...labelPairs(args.labels).flatMap((pair) => ["--label", pair]),
         ...(args.credsDir !== undefined ? ["--creds-dir", args.credsDir] : []),
         ...(args.statusRefreshSeconds !== undefined
           ? ["--status-refresh", String(args.statusRefreshSeconds)]

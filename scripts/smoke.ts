@@ -22,6 +22,7 @@ import {
   decodeJson,
   DeploymentManifest,
   formatZodIssues,
+  labelPairs,
   statusKey,
 } from "@drover/contracts";
 import {
@@ -44,6 +45,7 @@ import {
   runCliChecked,
   SmokeError,
 } from "./smoke/processes.ts";
+import { untilAborted } from "@drover/common";
 
 const DEVICE_ID = "smoke-pi";
 const DEVICE_LABELS = { site: "home", arch: Deno.build.arch };
@@ -313,7 +315,7 @@ async function runSteps(progress: Progress, env: Env, cleanup: AsyncDisposableSt
 
   await progress.step(STEPS.register, async (note) => {
     // What a user does: selectors match the operator's registry, not what the agent reports.
-    const labels = Object.entries(DEVICE_LABELS).map(([k, v]) => `${k}=${v}`);
+    const labels = labelPairs(DEVICE_LABELS);
     note(`$ drover-operator device label ${DEVICE_ID} ${labels.join(" ")}`);
     note(indent(await operator(env, ["device", "label", DEVICE_ID, ...labels])));
   });
@@ -518,7 +520,7 @@ async function main(): Promise<number> {
       await Deno.writeTextFile(env.manifestPath!, await smokeManifest(env, FIRST_GREETING));
       console.log(await operator(env, ["apply", "-f", env.manifestPath!]));
       console.log(pokeAround(env));
-      await new Promise((resolve) => interrupt.signal.addEventListener("abort", resolve));
+      await untilAborted(interrupt.signal);
     }
     console.log("Cleaning up…");
   }

@@ -8,6 +8,9 @@
 set -euo pipefail
 
 dir="${1:?usage: scripts/trixie_nats.sh DIR}"
+# apt resolves relative Dir::Etc paths against /etc/apt, so every path handed to it is absolute.
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
 bin="$dir/usr/sbin/nats-server"
 if [[ -x "$bin" ]]; then
   echo "$bin"

@@ -1,12 +1,16 @@
 /**
- * The architecture, checked: the layering STYLE.md asks for holds in the
- * code, and no module imports itself through a cycle. Static analysis of the
- * import specifiers of every non-test module of the four members.
+ * The architecture, checked: the layering docs/architecture.md describes holds
+ * in the code, and no module imports itself through a cycle. Static analysis of
+ * the import specifiers of every non-test module of the four members.
  *
  * Who may import whom (by name, never by a `../` path across members):
  * - contracts (the wire contract): zod only;
- * - common (small async helpers): nothing at all;
+ * - common (small async helpers): nothing at all, but for the one package named in
+ *   COMMON_MAY_IMPORT;
  * - agent and operator: contracts and common, never each other.
+ *
+ * Inside the operator, folders follow what flows through them (manifest →
+ * fan-out → desired state → fleet picture → views); see OPERATOR_MAY_IMPORT.
  */
 
 import { assertEquals } from "./support/assert.ts";
@@ -85,10 +89,20 @@ Deno.test("contracts depends on zod only and uses no Deno API", () => {
   assertEquals(problems, []);
 });
 
+/**
+ * Packages single common modules may import, and why. Sealing secrets to a device's xkey must be
+ * one copy that the operator (seals) and the agent (opens) share; nkeys (in deno.lock already, pure
+ * JavaScript, no Deno API) holds the X25519 + XSalsa20-Poly1305 box it uses.
+ */
+const COMMON_MAY_IMPORT: Record<string, readonly string[]> = {
+  "common/sealing.ts": ["@nats-io/nkeys"],
+};
+
 Deno.test("common depends on nothing and uses no Deno API", () => {
   const problems: string[] = [];
   for (const m of modules.filter((m) => m.member === "common")) {
     for (const s of m.specifiers) {
+      if ((COMMON_MAY_IMPORT[m.path] ?? []).includes(s)) continue;
       if (!(s.startsWith("./") && resolve(m.path, s).startsWith("common/"))) {
         problems.push(`${m.path} imports ${s}`);
       }
@@ -116,6 +130,113 @@ Deno.test("members import only the members they may, by name, and never agent↔
     }
   }
   assertEquals(problems, []);
+});
+
+/**
+ * The operator's folders and the other folders each may import: only folders listed above it
+ * (docs/architecture.md lists them in this order). `commands/` (the CLI and `serve`, the composition
+ * root) may use everything; nothing below it uses the CLI, and command modules never import
+ * each other (shared pieces live in `_shared.ts`, `_wait.ts`, `_device.ts`, …).
+ */
+const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
+  // KV, leases, the connection: facts about NATS.
+  nats: [],
+  // Signing keys and device credentials.
+  auth: [],
+  // The secret store: each version sealed to the operator's key, kept with its other keys.
+  secrets: ["nats", "auth"],
+  // Fan-out and targeting (pure); the fan-out loop keeps the fleet picture and drives rollouts
+  // (MODULE_MAY_IMPORT); each device's copy gets the store's secrets sealed to its key.
+  desired: ["nats", "secrets"],
+  // The fleet picture: decoded buckets, per-device and per-deployment views.
+  fleet: ["nats", "desired"],
+  // Text for people: tables, ages, escaping.
+  views: ["fleet"],
+  // Staged rollouts: plan (pure), driver, store, history, views.
+  rollout: ["nats", "desired", "fleet", "views"],
+  // Reading manifest files and sets, and planning a set against what is stored (which devices
+  // each targets, the history's change summaries).
+  manifests: ["desired", "rollout"],
+  // What devices ask of the operator and it of them.
+  devices: ["nats", "auth", "fleet", "views"],
+  // HTTP API, metrics, dashboard.
+  api: ["fleet", "devices"],
+  commands: [
+    "nats",
+    "auth",
+    "secrets",
+    "manifests",
+    "desired",
+    "fleet",
+    "rollout",
+    "devices",
+    "views",
+    "api",
+  ],
+};
+
+/** Single modules allowed more than their folder, and why. */
+const MODULE_MAY_IMPORT: Record<string, readonly string[]> = {
+  // The level-triggered loop: mirrors the buckets into the fleet picture, advances rollouts.
+  "operator/desired/fanout_controller.ts": ["fleet", "rollout"],
+};
+
+/** The operator's top level keeps only its entry point and what every folder may share. */
+const OPERATOR_TOP_LEVEL = ["operator/log.ts", "operator/main.ts", "operator/version.ts"];
+
+Deno.test("operator folders import only the folders below them; commands never each other", () => {
+  const problems: string[] = [];
+  for (const m of modules.filter((m) => m.member === "operator")) {
+    const [, folder] = m.path.split("/");
+    if (folder === undefined) continue;
+    const isTopLevel = m.path.split("/").length === 2;
+    if (isTopLevel) {
+      if (!OPERATOR_TOP_LEVEL.includes(m.path)) problems.push(`${m.path} at the top level`);
+      continue;
+    }
+    const allowed = OPERATOR_MAY_IMPORT[folder];
+    if (allowed === undefined) {
+      problems.push(`${m.path}: folder ${folder} has no rule in OPERATOR_MAY_IMPORT`);
+      continue;
+    }
+    for (const s of m.specifiers.filter((s) => s.startsWith("."))) {
+      const target = resolve(m.path, s);
+      const parts = target.split("/");
+      if (parts.length === 2) {
+        // The top level's shared modules (log, version) but never the entry point.
+        if (target === "operator/main.ts") problems.push(`${m.path} imports ${target}`);
+        continue;
+      }
+      const to = parts[1] ?? "";
+      if (to === folder) {
+        const base = parts.at(-1) ?? "";
+        // Command modules share through the `_`-prefixed helpers, cli.ts and friends only.
+        if (
+          folder === "commands" && m.path !== "operator/commands/mod.ts" &&
+          COMMAND_MODULES.has(base)
+        ) problems.push(`${m.path} imports the command module ${target}`);
+        continue;
+      }
+      if (!allowed.includes(to) && !(MODULE_MAY_IMPORT[m.path] ?? []).includes(to)) {
+        problems.push(`${m.path} imports ${target} (${folder} → ${to})`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+/** The modules under operator/commands/ that define a command (`export const …Command`). */
+const COMMAND_MODULES = new Set(
+  modules.filter((m) =>
+    m.path.startsWith("operator/commands/") && /export const \w+Command\b/.test(m.source)
+  ).map((m) => m.path.split("/").at(-1) ?? ""),
+);
+
+Deno.test("the operator layering check knows the command modules it guards", () => {
+  for (const name of ["apply.ts", "rollout.ts", "history.ts", "logs.ts", "agent.ts", "serve.ts"]) {
+    assertEquals(COMMAND_MODULES.has(name), true, name);
+  }
+  assertEquals(COMMAND_MODULES.has("_shared.ts"), false);
 });
 
 Deno.test("the architecture check sees every workspace member", async () => {

@@ -54,7 +54,7 @@ Deno.test("hollow: the command line, with errors that name the option and value"
   assertThrows(
     () => parseHollowArgs(["--devices", "2", "--label", "x"]),
     UsageError,
-    '--label takes key=value, not "x"',
+    '--label: expected KEY=VALUE, got "x"',
   );
   assertThrows(
     () => parseHollowArgs(["--devices", "2", "--prefix", "A_b"]),

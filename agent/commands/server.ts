@@ -3,8 +3,8 @@
  * `drover.cmd.<device>.*` (the only command subjects its NATS permissions let
  * it subscribe to), one reply per request on the reply subject the server
  * gave it (the only subject its response permission lets it answer on).
- * Commands: `ping`, `logs`, `events` — request/reply only, nothing pushed,
- * no shell or exec (README, "Security model").
+ * Commands: `ping`, `logs`, `events`, `purge-volumes` — request/reply only,
+ * nothing pushed, no shell or exec (README, "Security model").
  *
  * @module
  */
@@ -19,8 +19,10 @@ import {
   EventsRequest,
   type PingReply,
   PingRequest,
+  type PurgeVolumesReply,
+  PurgeVolumesRequest,
 } from "@drover/contracts";
-import { withinMs } from "@drover/common";
+import { untilAborted, withinMs } from "@drover/common";
 import { CommandFailure } from "./errors.ts";
 import type { EventRing } from "./event_ring.ts";
 import { type LogSource, readLogs } from "./logs.ts";
@@ -40,6 +42,11 @@ export interface CommandServerOptions {
   logs: LogSource;
   /** `[policy] allow_logs` (absent = allowed). */
   allowLogs: boolean;
+  /**
+   * Removes the named volumes of a deployment this device no longer runs (volumes.ts);
+   * absent: `purge-volumes` is answered `unavailable`.
+   */
+  purgeVolumes?: (deployment: string, signal?: AbortSignal) => Promise<PurgeVolumesReply>;
   log: Logger;
   now?: () => number;
 }
@@ -65,11 +72,7 @@ export class CommandServer {
         void this.#answer(nc, msg, signal);
       },
     });
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-      void nc.closed().then(() => resolve());
-    });
+    await Promise.race([untilAborted(signal), nc.closed()]);
     if (!nc.isClosed()) sub.unsubscribe();
   }
 
@@ -119,6 +122,13 @@ export class CommandServer {
             );
           }
           return await readLogs(this.#options.logs, body, { signal: context.signal });
+        case "purge-volumes": {
+          const request = parseRequest(PurgeVolumesRequest, body, "purge-volumes");
+          if (this.#options.purgeVolumes === undefined) {
+            throw new CommandFailure("unavailable", "This agent cannot remove volumes");
+          }
+          return await this.#options.purgeVolumes(request.deployment, context.signal);
+        }
         default:
           throw new CommandFailure(
             "bad_request",

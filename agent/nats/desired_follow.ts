@@ -15,6 +15,16 @@
  *   only keys whose revision changed are fetched. A held key missing from the
  *   listing is removed only if the listing is at least as new as the key.
  *
+ * Another device can aim replies at this device's change subjects at its own
+ * rate, so what a hint may cost is bounded: a hint for a held key replaces
+ * that key's pending confirmation (at most one per held key, confirmed
+ * {@linkcode CONFIRM_CONCURRENCY} at a time); a hint for a key not held — a
+ * new deployment, or a forgery naming any key — only asks for a snapshot,
+ * taken at most once per {@linkcode HINT_SNAPSHOT_DEBOUNCE_MS}, whatever the
+ * number of hints. Beyond {@linkcode HINT_FLOOD_PER_SECOND} such hints the
+ * follower unsubscribes for {@linkcode HINT_FLOOD_PAUSE_MS} (the server then
+ * drops them) and polls snapshots every {@linkcode HINT_FLOOD_POLL_MS}.
+ *
  * The subscription is made before the first snapshot, so a change is either
  * in the listing or seen live. The sink gets one authoritative snapshot per
  * (re)connect, then one update per change.
@@ -23,7 +33,7 @@
  */
 
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { desiredStateChangesSubject, parseDesiredStateKey } from "@drover/contracts";
+import { desiredStateChangesSubject } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";
 import { CONNECT_BACKOFF } from "./connect.ts";
@@ -42,6 +52,20 @@ export const DEFAULT_RESYNC_MS = 5 * 60_000;
 export const RESYNC_JITTER = 0.25;
 /** Direct gets in flight at once while applying a snapshot. */
 const FETCH_CONCURRENCY = 8;
+/** Held keys being confirmed at once after live hints. */
+export const CONFIRM_CONCURRENCY = 8;
+/**
+ * After a hint for a key not held, the snapshot waits this long, so that a
+ * burst of hints (a deployment to many keys, or a flood of forged ones) costs
+ * one snapshot.
+ */
+export const HINT_SNAPSHOT_DEBOUNCE_MS = 500;
+/** Hints for keys not held, per second, beyond which the follower stops listening for a while. */
+export const HINT_FLOOD_PER_SECOND = 1_000;
+/** How long it then does not listen. */
+export const HINT_FLOOD_PAUSE_MS = 30_000;
+/** How often it takes a snapshot meanwhile. */
+export const HINT_FLOOD_POLL_MS = 1_000;
 /**
  * How often a key is re-read when the stored value does not (yet) match the
  * live message that announced it: the subscription can be ahead of the stream.
@@ -58,6 +82,11 @@ export interface DesiredFollowHooks {
   onSnapshot?: (count: number, asOfRevision: number) => void;
   /** A key could not be read after a change; the next snapshot repairs it. */
   onFetchFailed?: (deployment: string, error: unknown) => void;
+  /**
+   * `count` hints for keys not held arrived within a second: live hints are
+   * not listened to for `pauseMs`, snapshots are polled instead.
+   */
+  onHintFlood?: (count: number, pauseMs: number) => void;
   /** A subject or key under this device's prefix that names no deployment of it. */
   onBadKey?: (key: string, problem: string) => void;
 }
@@ -127,9 +156,22 @@ export class DesiredFollower {
   readonly #held = new Map<string, { revision: number; entry: DesiredEntry }>();
   /** Revision of each deletion seen, so a late read of an older value is ignored. */
   readonly #deleted = new Map<string, number>();
-  /** Live changes waiting to be confirmed, newest announcement per deployment. */
+  /** Live changes of held keys waiting to be confirmed, newest announcement per deployment. */
   readonly #pending = new Map<string, KvRecord>();
-  #draining = false;
+  /** Deployments being confirmed now (at most {@linkcode CONFIRM_CONCURRENCY}). */
+  readonly #confirming = new Set<string>();
+  /** A hint named a key not held: the next snapshot comes soon. */
+  #hinted = false;
+  #subscription: Subscription | undefined;
+  /** Hints for keys not held in the current second. */
+  #hintsInWindow = 0;
+  #hintWindowStart = 0;
+  /** Until when live hints are not listened to (a flood of them), ms since the epoch. */
+  #pollingUntil: number | undefined;
+  /** Ends the wait for the next resync early. */
+  #wake: (() => void) | undefined;
+  /** `<device>.`: what the keys of this device start with. */
+  readonly #keyPrefix: string;
   /** The sink has this session's snapshot: changes go to it one by one. */
   #delivered = false;
   #session: AbortController | undefined;
@@ -144,6 +186,7 @@ export class DesiredFollower {
   ) {
     this.#nc = nc;
     this.#deviceId = deviceId;
+    this.#keyPrefix = `${deviceId}.`;
     this.#sink = sink;
     this.#hooks = hooks;
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
@@ -162,13 +205,8 @@ export class DesiredFollower {
 
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
-    let subscription: Subscription | undefined;
     try {
-      subscription = this.#nc.subscribe(desiredStateChangesSubject(this.#deviceId), {
-        callback: (error, msg) => {
-          if (error === null) this.#onChange(msg);
-        },
-      });
+      this.#subscribe();
     } catch (e) {
       this.#hooks.onSnapshotFailed?.(e, 0);
       return;
@@ -185,16 +223,52 @@ export class DesiredFollower {
         try {
           if (fresh) this.#delivered = false;
           await this.#syncUntilDone(session.signal);
-          const jitter = 1 - Math.random() * RESYNC_JITTER;
-          await abortableSleep(this.#resyncMs * jitter, session.signal);
+          await this.#idle(session.signal);
         } finally {
           signal.removeEventListener("abort", stop);
         }
         fresh = session.signal.aborted;
       }
     } finally {
-      subscription.unsubscribe();
+      this.#subscription?.unsubscribe();
+      this.#subscription = undefined;
     }
+  }
+
+  #subscribe(): void {
+    this.#subscription = this.#nc.subscribe(desiredStateChangesSubject(this.#deviceId), {
+      callback: (error, msg) => {
+        if (error === null) this.#onChange(msg);
+      },
+    });
+  }
+
+  /** Waits for the next resync: its interval, or a debounced while after a hint for a key not held. */
+  async #idle(signal: AbortSignal): Promise<void> {
+    if (this.#pollingUntil !== undefined) {
+      // Not listening (a flood of hints): the snapshot is the only way to see changes.
+      await abortableSleep(HINT_FLOOD_POLL_MS, signal);
+      if (signal.aborted || Date.now() < this.#pollingUntil) return;
+      this.#pollingUntil = undefined;
+      // Listening again before the snapshot that follows: no change falls in between.
+      try {
+        this.#subscribe();
+      } catch {
+        // The connection is closing; the session restarts.
+      }
+      return;
+    }
+    if (!this.#hinted) {
+      const woken = new AbortController();
+      this.#wake = () => woken.abort();
+      try {
+        const jitter = 1 - Math.random() * RESYNC_JITTER;
+        await abortableSleep(this.#resyncMs * jitter, AbortSignal.any([signal, woken.signal]));
+      } finally {
+        this.#wake = undefined;
+      }
+    }
+    if (this.#hinted) await abortableSleep(HINT_SNAPSHOT_DEBOUNCE_MS, signal);
   }
 
   /** Takes one snapshot, retrying with backoff until it succeeds or `signal` aborts. */
@@ -214,6 +288,8 @@ export class DesiredFollower {
   }
 
   async #sync(signal: AbortSignal): Promise<void> {
+    // Hints from now on may be newer than this listing: they ask for another.
+    this.#hinted = false;
     const { asOfRevision, deployments } = await requestSnapshot(
       this.#nc,
       this.#deviceId,
@@ -239,38 +315,67 @@ export class DesiredFollower {
     }
   }
 
-  /** A live change: remember the newest announcement per deployment and confirm it. */
+  /**
+   * A live change: for a held key, remember the newest announcement and
+   * confirm it; for any other, ask for a snapshot.
+   */
   #onChange(msg: Msg): void {
-    const key = keyOfSubject(msg.subject) ?? msg.subject;
-    let deployment: string;
-    try {
-      const parsed = parseDesiredStateKey(key);
-      if (parsed.device !== this.#deviceId) throw new Error(`key is for another device`);
-      deployment = parsed.deployment;
-    } catch (e) {
-      this.#hooks.onBadKey?.(key, (e as Error).message);
+    if (this.#subscription === undefined) return;
+    // Only held keys are looked at closely: everything else, valid or not, is
+    // for the snapshot to judge, so a flood of forged hints costs a prefix
+    // check and a map lookup each, and no log line.
+    const key = keyOfSubject(msg.subject);
+    const deployment = key?.startsWith(this.#keyPrefix)
+      ? key.slice(this.#keyPrefix.length)
+      : undefined;
+    if (deployment === undefined || !this.#held.has(deployment)) {
+      this.#hinted = true;
+      this.#wake?.();
+      this.#countUnknownHint();
       return;
     }
     // The live message carries no revision; the read that confirms it does.
-    this.#pending.set(deployment, recordOf(key, 0, msg));
-    if (!this.#draining) void this.#drain();
+    this.#pending.set(deployment, recordOf(`${this.#deviceId}.${deployment}`, 0, msg));
+    this.#confirmPending();
   }
 
-  /** Confirms pending changes one at a time, each with a direct get. */
-  async #drain(): Promise<void> {
-    this.#draining = true;
-    try {
-      while (this.#pending.size > 0) {
-        const [deployment, announced] = this.#pending.entries().next().value!;
-        this.#pending.delete(deployment);
+  /**
+   * Hints for keys not held beyond {@linkcode HINT_FLOOD_PER_SECOND} are a
+   * flood (no deployment adds keys that fast): stop listening for
+   * {@linkcode HINT_FLOOD_PAUSE_MS}, so that the server drops them instead of
+   * sending them here, and poll snapshots meanwhile.
+   */
+  #countUnknownHint(): void {
+    const now = Date.now();
+    if (now - this.#hintWindowStart >= 1_000) {
+      this.#hintWindowStart = now;
+      this.#hintsInWindow = 0;
+    }
+    if (++this.#hintsInWindow <= HINT_FLOOD_PER_SECOND) return;
+    this.#subscription?.unsubscribe();
+    this.#subscription = undefined;
+    this.#pollingUntil = now + HINT_FLOOD_PAUSE_MS;
+    this.#hooks.onHintFlood?.(this.#hintsInWindow, HINT_FLOOD_PAUSE_MS);
+    this.#wake?.();
+  }
+
+  /** Starts confirming pending changes, up to {@linkcode CONFIRM_CONCURRENCY} keys at once. */
+  #confirmPending(): void {
+    for (const [deployment, announced] of this.#pending) {
+      if (this.#confirming.size >= CONFIRM_CONCURRENCY) return;
+      if (this.#confirming.has(deployment)) continue;
+      this.#pending.delete(deployment);
+      this.#confirming.add(deployment);
+      void (async () => {
         try {
           this.#apply(deployment, await this.#confirm(deployment, announced));
         } catch (e) {
           this.#hooks.onFetchFailed?.(deployment, e);
+        } finally {
+          this.#confirming.delete(deployment);
+          this.#confirmPending();
         }
-      }
-    } finally {
-      this.#draining = false;
+      })();
     }
   }
 

@@ -188,6 +188,55 @@ Deno.test("follow: an announcement forged by another device changes nothing", as
   }
 });
 
+Deno.test("follow: a flood of forged hints for keys not held costs a few snapshots, no queue", async () => {
+  await using nats = await startDroverNats(["pi-1", "pi-2"]);
+  const admin = await connectAdmin(nats.url);
+  const victim = await connectDevice(nats.url, "pi-1");
+  const attacker = await connectDevice(nats.url, "pi-2");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    await kv.put("pi-2.evil", enc(desired("evil", "attacker:1")));
+    await using snapshots = await startSnapshotService(admin);
+    const sink = new RecordingSink();
+    const running = new DesiredFollower(victim, "pi-1", sink).run(ac.signal);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 15_000, message: "snapshot" });
+    const answeredBefore = snapshots.answered;
+
+    // 20 000 answers aimed at as many keys pi-1 does not hold, in bounded batches.
+    const forged = 20_000;
+    for (let i = 0; i < forged; i++) {
+      attacker.publish(
+        "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.pi-2.evil",
+        new Uint8Array(),
+        { reply: `$KV.desired-state.pi-1.forged-${i}` },
+      );
+      if (i % 1_000 === 999) await attacker.flush();
+    }
+    await attacker.flush();
+    // Positive control: real changes, of a held key and of a new one, still land.
+    await kv.put("pi-1.web", enc(desired("web", "web:2")));
+    await kv.put("pi-1.db", enc(desired("db", "db:1")));
+    await waitFor(() => sink.image("web") === "web:2" && sink.image("db") === "db:1", {
+      timeoutMs: 15_000,
+      message: "the real changes land after the flood",
+    });
+    const snapshotsTaken = snapshots.answered - answeredBefore;
+    // One per debounce while hints keep coming, not one per hint.
+    assert(snapshotsTaken >= 1, "a hint for a key not held asks for a snapshot");
+    assert(snapshotsTaken < 200, `${snapshotsTaken} snapshots for ${forged} forged hints`);
+    assertEquals([...sink.view.keys()].sort(), ["db", "web"], "no forged deployment taken");
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await victim.close();
+    await attacker.close();
+    await admin.close();
+  }
+});
+
 Deno.test("follow: without an operator it keeps retrying; restart gives a fresh snapshot with what changed offline", async () => {
   await using nats = await startDroverNats(["pi-1"]);
   const admin = await connectAdmin(nats.url);

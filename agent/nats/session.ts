@@ -11,7 +11,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
 import { heartbeatSubject, type NatsConfig } from "@drover/contracts";
-import { withinMs } from "@drover/common";
+import { untilAborted, withinMs } from "@drover/common";
 import { connectionOptions, connectWithRetry, ReconnectDelay } from "./connect.ts";
 import type { DesiredSink } from "./desired_record.ts";
 import { DesiredFollower, type DesiredFollowOptions } from "./desired_follow.ts";
@@ -196,6 +196,12 @@ export class NatsSession {
           deployment,
           error: errorText(error),
         }),
+      onHintFlood: (count, pauseMs) =>
+        log.warn(
+          "{count} change hints for keys this device does not hold within a second (forged by " +
+            "another device?): not listening to hints for {pauseMs} ms, polling snapshots instead",
+          { count, pauseMs },
+        ),
       onBadKey: (key, problem) =>
         log.warn("Ignoring desired-state key {key}: {problem}", { key, problem }),
       onSnapshot: (count, asOfRevision) =>
@@ -247,7 +253,7 @@ export class NatsSession {
     });
     await Promise.race([
       closed,
-      new Promise((r) => signal.addEventListener("abort", r, { once: true })),
+      untilAborted(signal),
     ]);
     session.abort();
     signal.removeEventListener("abort", stop);

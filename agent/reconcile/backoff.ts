@@ -1,7 +1,7 @@
 /**
  * The deployments' backoff curve. The function itself is shared with every other retry loop
- * and lives in `@drover/common` (common/backoff.ts); it is re-exported here so this module's
- * importers keep working unchanged.
+ * and lives in `@drover/common` (common/backoff.ts); it is re-exported beside the curve so the
+ * reconcile modules take the curve and the function that reads it from one place.
  *
  * @module
  */

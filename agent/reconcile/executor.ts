@@ -118,6 +118,15 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
 
     async create(action, { signal, conflicts, log, revision }) {
       const { spec } = action;
+      // Idempotent: the network and named volumes exist before the container that needs them.
+      if (spec.network?.mode === "bridge") {
+        await runtime.ensureNetwork(spec.network.name, spec.network.labels, signal);
+      }
+      for (const volume of spec.volumes) {
+        if (volume.type === "volume") {
+          await runtime.ensureVolume(volume.source, spec.volumeLabels ?? {}, signal);
+        }
+      }
       await ensureFiles(spec, deps, signal);
       let id: string;
       try {
@@ -181,6 +190,14 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
       }, action.containerId);
       log.info("Removed container {container} ({reason})", {
         container: action.name,
+        reason: action.reason,
+      });
+    },
+
+    async "remove-network"(action, { signal, log }) {
+      await runtime.removeNetwork(action.network, signal);
+      log.info("Removed network {network} ({reason})", {
+        network: action.network,
         reason: action.reason,
       });
     },

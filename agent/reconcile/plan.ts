@@ -17,7 +17,12 @@
  * - a stopped container is started when its restart policy keeps it running
  *   (`always`, `unless-stopped`); with `no`/`on-failure` an exited container
  *   is left as is (it ran to completion or podman gave up on it), though one
- *   that was created but never started is started.
+ *   that was created but never started is started;
+ * - a service is created or started only once its `depends_on` conditions
+ *   hold, and a job (waited on with `service_completed_successfully`) runs
+ *   again only for a new revision (ordering.ts);
+ * - a deployment's network goes after its containers when the deployment is
+ *   removed.
  *
  * Image pulls follow Kubernetes' default (IfNotPresent): pull only when the
  * image is missing, except `:latest`/untagged references, which are pulled
@@ -34,15 +39,21 @@
  */
 
 import {
+  canonicalCapability,
   containerName,
+  DEFAULT_LOG_MAX_SIZE,
   LABELS,
   MANAGED_LABEL_VALUE,
+  parseByteSize,
+  parseDeviceMapping,
   parseImageReference,
   parsePortMapping,
+  parseTmpfsMount,
   parseVolumeMount,
   type PodmanService,
   type PortMapping,
   qualifiedImageName,
+  tmpfsEntries,
   type VolumeMount,
 } from "@drover/contracts";
 import {
@@ -54,6 +65,7 @@ import {
 import type { DesiredEntry } from "./desired.ts";
 import { healthCheckSpec, stopTimeoutSeconds } from "./health.ts";
 import { fileMountsOf } from "./files.ts";
+import { currentContainer, jobServices, unmetDependencies } from "./ordering.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
 export type ActionReason =
@@ -62,7 +74,8 @@ export type ActionReason =
   | "stopped"
   | "duplicate"
   | "service-removed"
-  | "deployment-removed";
+  | "deployment-removed"
+  | "new-revision";
 
 interface ActionBase {
   deployment: string;
@@ -99,8 +112,14 @@ export interface RemoveAction extends ActionBase {
   name: string;
 }
 
+/** Remove a deployment's network once its containers are gone. */
+export interface RemoveNetworkAction extends ActionBase {
+  action: "remove-network";
+  network: string;
+}
+
 /** One step of a plan, discriminated on `action`. */
-export type Action = PullAction | CreateAction | StartAction | RemoveAction;
+export type Action = PullAction | CreateAction | StartAction | RemoveAction | RemoveNetworkAction;
 
 /** Inputs to {@linkcode plan} besides desired and observed state. */
 export interface PlanOptions {
@@ -116,6 +135,8 @@ export interface PlanOptions {
   blocked?: ReadonlySet<string>;
   /** This device's id, written into the `drover.device` label of every container created. */
   deviceId?: string;
+  /** Networks this device's agent created, by deployment (label `drover.deployment`). */
+  networks?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Restart policies under which Drover keeps a container running itself. */
@@ -149,6 +170,11 @@ export function toContainerSpec(
     parsedOrThrow(parseVolumeMount(v))
   );
   const healthcheck = healthCheckSpec(service.healthcheck);
+  const owner = {
+    [LABELS.managed]: MANAGED_LABEL_VALUE,
+    [LABELS.deployment]: deployment,
+    ...(deviceId !== undefined ? { [LABELS.device]: deviceId } : {}),
+  };
   return {
     name: containerName(deployment, service.name),
     image: qualifiedImageName(service.image),
@@ -169,8 +195,69 @@ export function toContainerSpec(
     },
     ...(healthcheck ? { healthcheck } : {}),
     stopTimeoutSeconds: stopTimeoutSeconds(service),
+    network: service.network_mode === "host" ? { mode: "host" } : {
+      mode: "bridge",
+      name: deploymentNetworkName(deviceId, deployment),
+      aliases: [service.name],
+      labels: owner,
+    },
+    ...(volumes.some((v) => v.type === "volume") ? { volumeLabels: owner } : {}),
+    ...workloadFields(service),
     ...(files.length > 0 ? { files: [...files] } : {}),
   };
+}
+
+/** The container spec's resource, process, device and log fields of a service. */
+function workloadFields(service: PodmanService): Partial<ContainerSpec> {
+  const maxSize = service.logging?.options?.["max-size"] ?? DEFAULT_LOG_MAX_SIZE;
+  const driver = service.logging?.driver ?? "k8s-file";
+  const tmpfs = tmpfsEntries(service.tmpfs).map((t) => parsedOrThrow(parseTmpfsMount(t)));
+  return {
+    ...(service.mem_limit !== undefined
+      ? { memoryBytes: parsedOrThrow(parseByteSize(service.mem_limit)) }
+      : {}),
+    ...(service.cpus !== undefined ? { cpus: Number(service.cpus) } : {}),
+    ...(service.pids_limit !== undefined ? { pidsLimit: service.pids_limit } : {}),
+    ...(service.user !== undefined ? { user: service.user } : {}),
+    ...(service.working_dir !== undefined ? { workingDir: service.working_dir } : {}),
+    ...(service.read_only !== undefined ? { readOnly: service.read_only } : {}),
+    ...(tmpfs.length > 0 ? { tmpfs } : {}),
+    ...(service.cap_add?.length ? { capAdd: service.cap_add.map(canonicalCapability) } : {}),
+    ...(service.cap_drop?.length ? { capDrop: service.cap_drop.map(canonicalCapability) } : {}),
+    ...(service.devices?.length
+      ? { devices: service.devices.map((d) => parsedOrThrow(parseDeviceMapping(d))) }
+      : {}),
+    // Capped by default: podman keeps k8s-file logs uncapped unless asked (docs/workloads.md).
+    log: driver === "journald" || driver === "none"
+      ? { driver }
+      : { driver: "k8s-file", maxSizeBytes: parsedOrThrow(parseByteSize(maxSize)) },
+  };
+}
+
+/** Longest network name Drover gives podman (a DNS label's length, to stay portable). */
+export const NETWORK_NAME_MAX_LENGTH = 63;
+
+/**
+ * The podman network of one deployment on one device: `drover-<device>_<deployment>`
+ * (`_` cannot occur in either name, so two pairs never share a name, and two agents on
+ * one podman host never share a network). A name longer than
+ * {@linkcode NETWORK_NAME_MAX_LENGTH} keeps its start and ends in a hash of the whole.
+ */
+export function deploymentNetworkName(deviceId: string | undefined, deployment: string): string {
+  const full = deviceId === undefined ? `drover_${deployment}` : `drover-${deviceId}_${deployment}`;
+  if (full.length <= NETWORK_NAME_MAX_LENGTH) return full;
+  const hash = fnv1a64Hex(full);
+  return `${full.slice(0, NETWORK_NAME_MAX_LENGTH - hash.length - 1)}-${hash}`;
+}
+
+/** FNV-1a, 64 bits, as 16 hex digits: a short, stable digest of a name (not a secret). */
+function fnv1a64Hex(text: string): string {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(text)) {
+    hash ^= BigInt(byte);
+    hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return hash.toString(16).padStart(16, "0");
 }
 
 function parsedOrThrow<T>(result: T | string): T {
@@ -241,9 +328,14 @@ export function plan(
   options: PlanOptions,
 ): Action[] {
   const byDeployment = groupBy(observed, (c) => c.deployment);
-  const deployments = new Set([...desired.keys(), ...byDeployment.keys()]);
+  const deployments = new Set([
+    ...desired.keys(),
+    ...byDeployment.keys(),
+    ...(options.networks?.keys() ?? []),
+  ]);
   const cleanup: Action[] = [];
   const work: Action[] = [];
+  const networks: Action[] = [];
   for (const deployment of [...deployments].sort()) {
     const containers = byDeployment.get(deployment) ?? [];
     const entry = desired.get(deployment);
@@ -252,13 +344,23 @@ export function plan(
         for (const c of sortById(containers)) {
           cleanup.push(remove(c, "deployment-removed"));
         }
+        // After its containers: podman refuses to remove a network in use.
+        for (const network of [...(options.networks?.get(deployment) ?? [])].sort()) {
+          networks.push({
+            action: "remove-network",
+            deployment,
+            service: "",
+            reason: "deployment-removed",
+            network,
+          });
+        }
       }
       continue;
     }
     if (entry.kind === "invalid" || options.blocked?.has(deployment)) continue;
     planDeployment(entry, containers, options.specHashes, cleanup, work, options.deviceId);
   }
-  return [...cleanup, ...work];
+  return [...cleanup, ...work, ...networks];
 }
 
 function planDeployment(
@@ -273,6 +375,12 @@ function planDeployment(
   const services = entry.state.score.services;
   const wanted = new Set(services.map((s) => s.name));
   const byService = groupBy(containers, (c) => c.service);
+  const jobs = jobServices(services);
+  const current = (name: string) => {
+    const hash = hashes.get(hashKey(deployment, name));
+    const list = byService.get(name) ?? [];
+    return hash === undefined ? undefined : currentContainer(list, hash, jobs.has(name), revision);
+  };
   for (const [service, list] of [...byService].sort(([a], [b]) => (a < b ? -1 : 1))) {
     if (!wanted.has(service)) {
       for (const c of sortById(list)) cleanup.push(remove(c, "service-removed"));
@@ -315,12 +423,17 @@ function planDeployment(
         ),
       });
     };
+    // Nothing starts before what it depends on (ordering.ts); events bring it back later.
+    const ready = () => unmetDependencies(service, current).length === 0;
     if (keeper === undefined) {
-      pullAndCreate("missing");
+      if (ready()) pullAndCreate("missing");
     } else if (keeper.specHash !== hash) {
-      pullAndCreate("spec-changed");
+      if (ready()) pullAndCreate("spec-changed");
+    } else if (jobs.has(service.name) && keeper.revision !== revision) {
+      // A job runs once per revision, even when its own spec did not change.
+      if (ready()) pullAndCreate("new-revision");
     } else if (
-      !isSatisfied(keeper, hash, service.restart) && STARTABLE.has(keeper.state)
+      !isSatisfied(keeper, hash, service.restart) && STARTABLE.has(keeper.state) && ready()
     ) {
       work.push({
         action: "start",

@@ -2,7 +2,14 @@ import { DesiredState, type DesiredStateInput, LABELS } from "@drover/contracts"
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import type { ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
-import { type Action, isAlwaysPull, plan, type PlanOptions, toContainerSpec } from "./plan.ts";
+import {
+  type Action,
+  deploymentNetworkName,
+  isAlwaysPull,
+  plan,
+  type PlanOptions,
+  toContainerSpec,
+} from "./plan.ts";
 import { serviceHashes } from "./spec_hashes.ts";
 
 // ---- helpers -------------------------------------------------------------
@@ -156,6 +163,15 @@ Deno.test("toContainerSpec names, labels and parses ports and volumes", () => {
       "drover.spec-hash": "abc",
     },
     stopTimeoutSeconds: 10,
+    network: {
+      mode: "bridge",
+      name: "drover_shop",
+      aliases: ["web"],
+      labels: { "drover.managed": "true", "drover.deployment": "shop" },
+    },
+    volumeLabels: { "drover.managed": "true", "drover.deployment": "shop" },
+    // Logs are capped without being asked.
+    log: { driver: "k8s-file", maxSizeBytes: 10 * 1024 * 1024 },
   });
 });
 
@@ -372,4 +388,152 @@ Deno.test("plan converges from arbitrary starting states in at most two steps", 
       if (c.service !== "db") assertEquals(c.state, "running");
     }
   }
+});
+
+// ---- workloads: resources, network, ordering, jobs --------------------------
+
+Deno.test("toContainerSpec: resources, process options, devices and log rotation", () => {
+  const e = entry("shop", 7, [{
+    ...web,
+    mem_limit: "64m",
+    cpus: "0.5",
+    pids_limit: 50,
+    user: "1000:1000",
+    working_dir: "/app",
+    read_only: true,
+    tmpfs: "/tmp:size=1m",
+    cap_add: ["net_admin"],
+    cap_drop: ["all"],
+    devices: ["/dev/null:/dev/sensor:rw"],
+    logging: { options: { "max-size": "1m", "max-file": "3" } },
+  }]);
+  assert(e.kind === "valid");
+  const [service] = e.state.score.services;
+  assert(service !== undefined);
+  const spec = toContainerSpec("shop", 7, service, "abc", "pi-1");
+  assertEquals(spec.memoryBytes, 64 * 1024 * 1024);
+  assertEquals(spec.cpus, 0.5);
+  assertEquals(spec.pidsLimit, 50);
+  assertEquals(spec.user, "1000:1000");
+  assertEquals(spec.workingDir, "/app");
+  assertEquals(spec.readOnly, true);
+  assertEquals(spec.tmpfs, [{ target: "/tmp", options: ["size=1m"] }]);
+  assertEquals(spec.capAdd, ["CAP_NET_ADMIN"]);
+  assertEquals(spec.capDrop, ["ALL"]);
+  assertEquals(spec.devices, [{ host: "/dev/null", container: "/dev/sensor", permissions: "rw" }]);
+  assertEquals(spec.log, { driver: "k8s-file", maxSizeBytes: 1024 * 1024 });
+  assertEquals(spec.network, {
+    mode: "bridge",
+    name: "drover-pi-1_shop",
+    aliases: ["web"],
+    labels: { "drover.managed": "true", "drover.deployment": "shop", "drover.device": "pi-1" },
+  });
+  const host = entry("shop", 7, [{ ...web, network_mode: "host", logging: { driver: "none" } }]);
+  assert(host.kind === "valid");
+  const hostSpec = toContainerSpec("shop", 7, host.state.score.services[0]!, "abc", "pi-1");
+  assertEquals(hostSpec.network, { mode: "host" });
+  assertEquals(hostSpec.log, { driver: "none" });
+});
+
+Deno.test("deploymentNetworkName: device and deployment, unambiguous, hashed when too long", () => {
+  assertEquals(deploymentNetworkName("pi-1", "shop"), "drover-pi-1_shop");
+  // "a-b" + "c" and "a" + "b-c" must not meet in one name.
+  assert(deploymentNetworkName("a-b", "c") !== deploymentNetworkName("a", "b-c"));
+  const long = deploymentNetworkName("d".repeat(63), "x".repeat(63));
+  const other = deploymentNetworkName("d".repeat(63), `${"x".repeat(62)}y`);
+  assertEquals(long.length, 63);
+  assert(long.startsWith("drover-ddd"));
+  assert(long !== other, "names that differ only at the end still differ");
+  assertEquals(long, deploymentNetworkName("d".repeat(63), "x".repeat(63)), "stable");
+});
+
+Deno.test("spec hashes ignore depends_on; every other new field changes only its service", async () => {
+  const a = entry("shop", 1, [web, { name: "db", image: "busybox:1" }]);
+  const b = entry("shop", 2, [{ ...web, depends_on: ["db"] }, { name: "db", image: "busybox:1" }]);
+  const c = entry("shop", 3, [{ ...web, mem_limit: "64m" }, { name: "db", image: "busybox:1" }]);
+  const [ha, hb, hc] = await Promise.all([a, b, c].map((e) => serviceHashes([e])));
+  assertEquals(hb, ha);
+  assert(hashOf(hc, "shop_web") !== hashOf(ha, "shop_web"));
+  assertEquals(hashOf(hc, "shop_db"), hashOf(ha, "shop_db"));
+});
+
+const migrate = { name: "migrate", image: "busybox:1", restart: "no" as const };
+const app = {
+  ...web,
+  depends_on: { migrate: { condition: "service_completed_successfully" as const } },
+};
+
+Deno.test("a service waits for its dependencies; a job runs first and once per revision", async () => {
+  const desired = desiredOf(entry("shop", 1, [app, migrate]));
+  const o = await opts(desired);
+  // Only the job is created while it has not completed.
+  assertEquals(summary(plan(desired, [], o)), [
+    "pull shop/migrate (missing)",
+    "create shop/migrate (missing)",
+  ]);
+  const hash = hashOf(o.specHashes, "shop_migrate");
+  const running = observed("shop", "migrate", { specHash: hash, state: "running" });
+  assertEquals(plan(desired, [running], o), []);
+  const failed = { ...running, state: "exited", exitCode: 3, startedAtMs: 1 };
+  assertEquals(plan(desired, [failed], o), [], "a failed job is not rerun, the app waits");
+  const done = { ...running, state: "exited", exitCode: 0, startedAtMs: 1 };
+  assertEquals(summary(plan(desired, [done], o)), [
+    "pull shop/web (missing)",
+    "create shop/web (missing)",
+  ]);
+  // A new revision reruns the job even though its spec is the same; the app keeps running.
+  const next = desiredOf(entry("shop", 2, [app, migrate]));
+  const appRunning = observed("shop", "web", {
+    specHash: hashOf(o.specHashes, "shop_web"),
+    state: "running",
+  });
+  assertEquals(summary(plan(next, [done, appRunning], await opts(next))), [
+    "pull shop/migrate (new-revision)",
+    "remove shop/migrate (new-revision)",
+    "create shop/migrate (new-revision)",
+  ]);
+});
+
+Deno.test("service_healthy waits for a passing health check; service_started for a start", async () => {
+  const db = { name: "db", image: "busybox:1", healthcheck: { test: ["CMD", "true"] } };
+  const healthy = entry("shop", 1, [
+    { ...web, depends_on: { db: { condition: "service_healthy" } } },
+    db,
+  ]);
+  const desired = desiredOf(healthy);
+  const o = await opts(desired);
+  const dbHash = hashOf(o.specHashes, "shop_db");
+  const starting = observed("shop", "db", { specHash: dbHash, health: "starting" });
+  assertEquals(plan(desired, [starting], o), []);
+  assertEquals(summary(plan(desired, [{ ...starting, health: "healthy" }], o)), [
+    "pull shop/web (missing)",
+    "create shop/web (missing)",
+  ]);
+  const started = desiredOf(entry("shop", 1, [{ ...web, depends_on: ["db"] }, db]));
+  const so = await opts(started);
+  assertEquals(summary(plan(started, [], so)), [
+    "pull shop/db (missing)",
+    "create shop/db (missing)",
+  ]);
+  const created = observed("shop", "db", { specHash: dbHash, state: "created" });
+  assertEquals(summary(plan(started, [created], so)), ["start shop/db (stopped)"]);
+  assertEquals(summary(plan(started, [{ ...created, state: "running" }], so)), [
+    "pull shop/web (missing)",
+    "create shop/web (missing)",
+  ]);
+});
+
+Deno.test("a removed deployment's network goes after its containers, only when removable", () => {
+  const c = observed("gone", "web");
+  const networks = new Map([["gone", ["drover-pi-1_gone"]]]);
+  assertEquals(
+    summary(plan(new Map(), [c], { removable: true, specHashes: new Map(), networks })),
+    ["remove gone/web (deployment-removed)", "remove-network gone/ (deployment-removed)"],
+  );
+  // A network left alone by a crash is removed on its own.
+  assertEquals(
+    summary(plan(new Map(), [], { removable: true, specHashes: new Map(), networks })),
+    ["remove-network gone/ (deployment-removed)"],
+  );
+  assertEquals(plan(new Map(), [c], { removable: false, specHashes: new Map(), networks }), []);
 });

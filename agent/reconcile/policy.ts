@@ -26,8 +26,12 @@
 
 import {
   type AgentPolicy,
+  canonicalCapability,
   type DesiredState,
+  formatBytes,
   normalizeImageReference,
+  parseByteSize,
+  parseDeviceMapping,
   parsePortMapping,
   parseVolumeMount,
 } from "@drover/contracts";
@@ -53,6 +57,11 @@ export type PolicyRule =
   | "allowed_host_paths"
   | "allowed_host_ports"
   | "max_containers"
+  | "allowed_devices"
+  | "allowed_capabilities"
+  | "allow_host_network"
+  | "max_mem_limit"
+  | "require_mem_limit"
   /** Not a `[policy]` rule: the deployment's secrets cannot be opened on this device. */
   | "secrets";
 
@@ -157,6 +166,7 @@ export function checkPolicy(
         }
       }
     }
+    violations.push(...hostPowerViolations(service, policy));
   }
   if (policy.max_containers !== undefined) {
     const total = otherContainers + services.length;
@@ -172,6 +182,76 @@ export function checkPolicy(
     }
   }
   return violations;
+}
+
+/**
+ * What a service asks of the host beyond its own box — devices, added
+ * capabilities, the host network, memory — against the policy. Defaults deny:
+ * no devices, no added capabilities, no host network.
+ */
+function hostPowerViolations(
+  service: DesiredState["score"]["services"][number],
+  policy: AgentPolicy,
+): PolicyViolation[] {
+  const who = `service "${service.name}"`;
+  const out: PolicyViolation[] = [];
+  const allowedDevices = policy.allowed_devices ?? [];
+  for (const device of service.devices ?? []) {
+    const mapping = parseDeviceMapping(device);
+    if (typeof mapping === "string") continue;
+    if (!allowedDevices.some((pattern) => matchesGlob(mapping.host, pattern))) {
+      out.push(violation(
+        "allowed_devices",
+        `policy.allowed_devices: ${who} maps host device "${mapping.host}", which is not ` +
+          `allowed (allowed: ${list(allowedDevices)})`,
+      ));
+    }
+  }
+  const allowedCaps = new Set((policy.allowed_capabilities ?? []).map(canonicalCapability));
+  for (const cap of service.cap_add ?? []) {
+    if (!allowedCaps.has(canonicalCapability(cap))) {
+      out.push(violation(
+        "allowed_capabilities",
+        `policy.allowed_capabilities: ${who} adds capability ${canonicalCapability(cap)}, ` +
+          `which is not allowed (allowed: ${list([...allowedCaps])})`,
+      ));
+    }
+  }
+  if (service.network_mode === "host" && policy.allow_host_network !== true) {
+    out.push(violation(
+      "allow_host_network",
+      `policy.allow_host_network: ${who} asks for the host network, which this device ` +
+        "does not allow",
+    ));
+  }
+  const memory = service.mem_limit === undefined ? undefined : parseByteSize(service.mem_limit);
+  if (memory === undefined && policy.require_mem_limit === true) {
+    out.push(violation(
+      "require_mem_limit",
+      `policy.require_mem_limit: ${who} has no mem_limit; this device wants every ` +
+        "container capped",
+    ));
+  }
+  const max = policy.max_mem_limit === undefined ? undefined : parseByteSize(policy.max_mem_limit);
+  if (typeof memory === "number" && typeof max === "number" && memory > max) {
+    out.push(violation(
+      "max_mem_limit",
+      `policy.max_mem_limit: ${who} asks for mem_limit ${formatBytes(memory)}, more than ` +
+        `the ${formatBytes(max)} allowed`,
+    ));
+  }
+  return out;
+}
+
+/**
+ * True when `path` matches the glob `pattern`: `*` is any run of characters
+ * other than `/`, `?` one such character, everything else itself.
+ */
+export function matchesGlob(path: string, pattern: string): boolean {
+  const source = [...pattern].map((ch) =>
+    ch === "*" ? "[^/]*" : ch === "?" ? "[^/]" : ch.replace(/[.+^${}()|[\]\\]/g, "\\$&")
+  ).join("");
+  return new RegExp(`^${source}$`).test(path);
 }
 
 /**

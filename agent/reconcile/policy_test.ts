@@ -299,3 +299,72 @@ Deno.test("resolveHostPaths resolves symlinks and reports missing paths", async 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("allowed_devices: none by default; paths and globs admit exactly what they name", () => {
+  const sensor = state([{ name: "reader", image: "x:1", devices: ["/dev/ttyUSB0:/dev/serial"] }]);
+  const [refused] = checkPolicyTyped(sensor, policy({}));
+  assertEquals(refused?.rule, "allowed_devices");
+  assertStringIncludes(refused?.message ?? "", 'maps host device "/dev/ttyUSB0"');
+  assertStringIncludes(refused?.message ?? "", "(allowed: none)");
+  // Positive controls: the exact path, and a glob.
+  assertEquals(checkPolicy(sensor, policy({ allowed_devices: ["/dev/ttyUSB0"] })), []);
+  assertEquals(checkPolicy(sensor, policy({ allowed_devices: ["/dev/ttyUSB*"] })), []);
+  // A glob does not cross "/" and does not match a longer name's prefix only.
+  assertEquals(checkPolicy(sensor, policy({ allowed_devices: ["/dev/*"] })), []);
+  const deep = state([{ name: "r", image: "x:1", devices: ["/dev/bus/usb/001/002"] }]);
+  assertEquals(checkPolicy(deep, policy({ allowed_devices: ["/dev/*"] })).length, 1);
+  assertEquals(checkPolicy(sensor, policy({ allowed_devices: ["/dev/ttyUSB"] })).length, 1);
+  assertEquals(checkPolicy(sensor, policy({ allowed_devices: ["/dev/tty?SB0"] })), []);
+});
+
+Deno.test("allowed_capabilities: cap_add refused unless listed, in any spelling; cap_drop free", () => {
+  const admin = state([{ name: "net", image: "x:1", cap_add: ["net_admin"], cap_drop: ["ALL"] }]);
+  const [refused] = checkPolicyTyped(admin, policy({}));
+  assertEquals(refused?.rule, "allowed_capabilities");
+  assertStringIncludes(refused?.message ?? "", "adds capability CAP_NET_ADMIN");
+  assertEquals(checkPolicy(admin, policy({ allowed_capabilities: ["CAP_NET_ADMIN"] })), []);
+  assertEquals(checkPolicy(admin, policy({ allowed_capabilities: ["NET_ADMIN"] })), []);
+  const dropOnly = state([{ name: "net", image: "x:1", cap_drop: ["ALL"] }]);
+  assertEquals(checkPolicy(dropOnly, policy({})), []);
+});
+
+Deno.test("allow_host_network: the host network only where the device says so", () => {
+  const host = state([{ name: "mdns", image: "x:1", network_mode: "host" }]);
+  const [refused] = checkPolicyTyped(host, policy({}));
+  assertEquals(refused?.rule, "allow_host_network");
+  assertStringIncludes(refused?.message ?? "", 'service "mdns" asks for the host network');
+  assertEquals(checkPolicy(host, policy({ allow_host_network: false })).length, 1);
+  assertEquals(checkPolicy(host, policy({ allow_host_network: true })), []);
+});
+
+Deno.test("max_mem_limit and require_mem_limit: a device can insist every container is capped", () => {
+  const uncapped = state([{ name: "web", image: "x:1" }]);
+  const big = state([{ name: "web", image: "x:1", mem_limit: "1g" }]);
+  const small = state([{ name: "web", image: "x:1", mem_limit: "64m" }]);
+  assertEquals(checkPolicy(uncapped, policy({})), [], "no memory rule by default");
+  const [required] = checkPolicyTyped(uncapped, policy({ require_mem_limit: true }));
+  assertEquals(required?.rule, "require_mem_limit");
+  assertStringIncludes(required?.message ?? "", 'service "web" has no mem_limit');
+  assertEquals(checkPolicy(small, policy({ require_mem_limit: true })), []);
+  const [tooBig] = checkPolicyTyped(big, policy({ max_mem_limit: "256m" }));
+  assertEquals(tooBig?.rule, "max_mem_limit");
+  assertStringIncludes(tooBig?.message ?? "", "mem_limit 1GiB, more than the 256MiB allowed");
+  assertEquals(checkPolicy(small, policy({ max_mem_limit: "256m" })), []);
+  assertEquals(checkPolicy(uncapped, policy({ max_mem_limit: "256m" })), []);
+});
+
+Deno.test("the new [policy] keys are validated where the config is read", () => {
+  for (
+    const [bad, text] of [
+      [{ allowed_devices: ["ttyUSB0"] }, "absolute"],
+      [{ allowed_devices: ["/etc/passwd"] }, "under /dev/"],
+      [{ allowed_capabilities: ["GODMODE"] }, "unknown capability"],
+      [{ max_mem_limit: "lots" }, "byte size"],
+      [{ allow_host_network: "yes" }, "boolean"],
+    ] as const
+  ) {
+    const result = AgentPolicy.safeParse(bad);
+    assertEquals(result.success, false, JSON.stringify(bad));
+    assertStringIncludes(JSON.stringify(result.error?.issues), text);
+  }
+});

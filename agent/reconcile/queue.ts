@@ -5,8 +5,15 @@
  * `done`, and if it was added meanwhile it is queued again then. So a burst of
  * updates to one key costs at most one extra pass, which sees the latest value.
  *
+ * Retries of a failing key are counted here, as client-go's rate-limited queue
+ * does: `addRateLimited` adds the key after a delay that grows with its
+ * requeues (capped exponential backoff with jitter), `forget` starts the count
+ * over once the key succeeded, `numRequeues` tells how many there were.
+ *
  * @module
  */
+
+import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 
 /** The timers delayed adds use; injectable so tests control time. */
 export interface QueueTimers {
@@ -22,9 +29,23 @@ const REAL_TIMERS: QueueTimers = {
   clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
 };
 
-/** Dedup'ing, per-key exclusive work queue with delayed adds. */
+/** Options of {@linkcode WorkQueue}. */
+export interface WorkQueueOptions {
+  /** Timers of delayed adds (default the real ones); tests inject a manual clock. */
+  timers?: QueueTimers | undefined;
+  /** The retry curve of {@linkcode WorkQueue.addRateLimited} (default `DEFAULT_BACKOFF`). */
+  backoff?: Readonly<BackoffOptions> | undefined;
+  /** Random source for the backoff's jitter, in [0, 1). */
+  random?: (() => number) | undefined;
+}
+
+/** Dedup'ing, per-key exclusive work queue with delayed and rate-limited adds. */
 export class WorkQueue {
   readonly #timersImpl: QueueTimers;
+  readonly #backoff: Readonly<BackoffOptions>;
+  readonly #random: () => number;
+  /** Requeues per key since it last succeeded (`forget`). */
+  #requeues = new Map<string, number>();
   #queue: string[] = [];
   #dirty = new Set<string>();
   #processing = new Set<string>();
@@ -32,8 +53,10 @@ export class WorkQueue {
   #waiters: Array<(key: string | undefined) => void> = [];
   #shutDown = false;
 
-  constructor(timers: QueueTimers = REAL_TIMERS) {
-    this.#timersImpl = timers;
+  constructor(options: WorkQueueOptions = {}) {
+    this.#timersImpl = options.timers ?? REAL_TIMERS;
+    this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
+    this.#random = options.random ?? Math.random;
   }
 
   /** Marks `key` dirty; it is handed out once, after any pass already running for it. */
@@ -60,6 +83,33 @@ export class WorkQueue {
       this.add(key);
     }, delayMs);
     this.#timers.set(key, { at, id });
+  }
+
+  /**
+   * Adds `key` again after its backoff: the first requeue waits the base delay, each further
+   * one longer, up to the cap. Returns the delay, in ms.
+   */
+  addRateLimited(key: string): number {
+    const requeues = this.#requeues.get(key) ?? 0;
+    this.#requeues.set(key, requeues + 1);
+    const delayMs = backoffDelay(requeues, this.#backoff, this.#random);
+    this.addAfter(key, delayMs);
+    return delayMs;
+  }
+
+  /** Starts `key`'s backoff over: it succeeded, or its input changed. */
+  forget(key: string): void {
+    this.#requeues.delete(key);
+  }
+
+  /** Starts every key's backoff over (failures that said nothing about the keys, e.g. an outage). */
+  forgetAll(): void {
+    this.#requeues.clear();
+  }
+
+  /** How often `key` was added rate-limited since it was last forgotten. */
+  numRequeues(key: string): number {
+    return this.#requeues.get(key) ?? 0;
   }
 
   /** Drops a pending delayed add of `key` (it succeeded, or its input changed). */

@@ -1,5 +1,6 @@
 import { assertEquals } from "../../tests/support/assert.ts";
 import { WorkQueue } from "./queue.ts";
+import { ManualTimers } from "../../tests/support/manual_timers.ts";
 
 Deno.test("WorkQueue hands out a dirty key once however often it is added", async () => {
   const q = new WorkQueue();
@@ -40,14 +41,54 @@ Deno.test("WorkQueue wakes a waiting get and ends waiting gets on shutdown", asy
   assertEquals(await q.get(), undefined);
 });
 
-Deno.test("WorkQueue addAfter delays, keeps the earliest and can be cancelled", async () => {
-  const q = new WorkQueue();
+Deno.test("WorkQueue addAfter delays by the timers, and the earlier of two delayed adds wins", async () => {
+  const timers = new ManualTimers();
+  const q = new WorkQueue({ timers });
   q.addAfter("late", 60_000);
-  q.addAfter("late", 5); // earlier wins
+  q.addAfter("late", 5); // earlier: replaces the pending one
+  q.addAfter("early", 5);
+  q.addAfter("early", 60_000); // later: ignored
+  assertEquals(timers.pending(), [5, 5]);
+  await timers.advance(4);
+  assertEquals(q.length, 0);
+  await timers.advance(1);
+  assertEquals(q.length, 2);
+  assertEquals([await q.get(), await q.get()], ["late", "early"]);
+  assertEquals(timers.pending(), [], "no add left waiting a minute");
+});
+
+Deno.test("WorkQueue cancelDelayed drops a pending add; shutDown clears the timers", async () => {
+  const timers = new ManualTimers();
+  const q = new WorkQueue({ timers });
   q.addAfter("cancelled", 5);
   q.cancelDelayed("cancelled");
-  assertEquals(await q.get(), "late");
-  q.done("late");
+  await timers.advance(10);
+  assertEquals(q.length, 0);
   q.addAfter("never", 60_000);
-  q.shutDown(); // clears the timer, so the test does not leak it
+  q.shutDown();
+  assertEquals(timers.pending(), []);
+});
+
+Deno.test("WorkQueue addRateLimited backs off per key; forget starts the count over", async () => {
+  const timers = new ManualTimers();
+  const q = new WorkQueue({ timers, backoff: { baseMs: 100, capMs: 350, jitter: 0 } });
+  assertEquals([q.addRateLimited("a"), q.numRequeues("a")], [100, 1]);
+  await timers.advance(100);
+  assertEquals(await q.get(), "a");
+  q.done("a");
+  assertEquals([q.addRateLimited("a"), q.addRateLimited("b")], [200, 100]);
+  await timers.advance(200);
+  assertEquals([await q.get(), await q.get()], ["b", "a"]);
+  q.done("a");
+  q.done("b");
+  assertEquals(q.addRateLimited("a"), 350, "capped");
+  assertEquals(q.numRequeues("a"), 3);
+  q.forget("a");
+  assertEquals(q.numRequeues("a"), 0);
+  assertEquals(q.numRequeues("b"), 1);
+  q.cancelDelayed("a");
+  assertEquals(q.addRateLimited("a"), 100, "back to the base delay");
+  q.forgetAll();
+  assertEquals([q.numRequeues("a"), q.numRequeues("b")], [0, 0]);
+  q.shutDown();
 });

@@ -24,18 +24,19 @@
  */
 
 import { getLogger, type Logger } from "@logtape/logtape";
-import type {
-  AgentPolicy,
-  DeploymentStatus,
-  DeviceStatus,
-  RegistryConfig,
+import {
+  type AgentPolicy,
+  type DeploymentStatus,
+  type DeviceStatus,
+  LABELS,
+  type RegistryConfig,
 } from "@drover/contracts";
 import {
   type ContainerRuntime,
   type ObservedContainer,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { abortableSleep } from "@drover/common";
+import { abortableSleep, openFrom, untilAborted } from "@drover/common";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
@@ -48,13 +49,13 @@ import { HealthScheduler } from "./health_scheduler.ts";
 import { ImageManager } from "./image_manager.ts";
 import { concernsDevice, ownContainers } from "./ownership.ts";
 import { hashKey, plan } from "./plan.ts";
+import { currentContainer, failedJobs, jobServices } from "./ordering.ts";
 import { type HostPathFacts, hostPathsToResolve, policyViolations } from "./policy.ts";
 import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
 import { GuardedRuntime } from "./runtime_guard.ts";
 import { serviceHashes } from "./spec_hashes.ts";
 import { runtimeSecretPrefix, secretProblems, wantedRuntimeSecrets } from "./files.ts";
-import { openFrom } from "@drover/common";
 import type { KeyPair } from "@nats-io/nkeys";
 import { crashLoopRecheckMs } from "./status.ts";
 import { StatusBook } from "./status_book.ts";
@@ -112,6 +113,16 @@ export interface ReconcilerOptions {
   sealingKey?: KeyPair;
 }
 
+/** Last log lines of a failed job shown in the deployment's status. */
+export const JOB_LOG_LINES = 5;
+/** Longest log line of a failed job shown, in characters. */
+const JOB_LOG_LINE_MAX_CHARS = 200;
+
+/** A job of the current revision exited with a code other than 0 (see ordering.ts). */
+export class JobFailedError extends Error {
+  override name = "JobFailedError";
+}
+
 /**
  * A pass planned actions round after round without reaching a steady state
  * (e.g. a container that exits as soon as it is started).
@@ -156,7 +167,6 @@ export class Reconciler {
   /** Last failure message per key, reported as an event once. */
   #failureEvents = new Map<string, string>();
 
-  #failures = new Map<string, number>();
   /** Deployments known to have no runtime secrets (nothing to prune until they mount some). */
   #noRuntimeSecrets = new Set<string>();
   /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
@@ -172,7 +182,11 @@ export class Reconciler {
 
   constructor(options: ReconcilerOptions) {
     this.#deviceId = options.deviceId;
-    this.#queue = new WorkQueue(options.retryTimers);
+    this.#queue = new WorkQueue({
+      timers: options.retryTimers,
+      backoff: options.backoff,
+      random: options.random,
+    });
     this.#policy = options.policy;
     this.#sealingPublicKey = options.sealingKey?.getPublicKey();
     this.#resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
@@ -269,10 +283,7 @@ export class Reconciler {
     if (this.#running) throw new Error("Cannot run the reconciler twice: it is already running");
     this.#running = true;
     this.#runSignal = signal;
-    const stopped = new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    const stopped = untilAborted(signal);
     try {
       // Know every key of the first pass before any worker starts on one.
       await this.#resync(signal, { first: true });
@@ -309,17 +320,14 @@ export class Reconciler {
     const started = performance.now();
     try {
       await this.#reconcileKey(key, signal);
-      this.#failures.delete(key);
+      this.#queue.forget(key);
       this.#failureEvents.delete(key);
       this.#queue.cancelDelayed(key);
       this.#pass(key, started, true);
     } catch (err) {
       if (signal.aborted) return;
       this.#pass(key, started, false);
-      const attempt = this.#failures.get(key) ?? 0;
-      this.#failures.set(key, attempt + 1);
-      const delayMs = backoffDelay(attempt, this.#backoff, this.#random);
-      this.#queue.addAfter(key, delayMs);
+      const delayMs = this.#queue.addRateLimited(key);
       // Unreachable runtime: the guard said so once for all; keep the last known containers.
       if (!(err instanceof RuntimeUnavailableError)) {
         const message = err instanceof Error ? err.message : String(err);
@@ -370,13 +378,19 @@ export class Reconciler {
         key,
         healthTargets(entry, observed, (service) => specHashes.get(hashKey(key, service))),
       );
+      // Only a deployment being removed has a network to remove: no extra call otherwise.
+      const networks = entry === undefined ? await this.#networksOf(key, signal) : [];
       const actions = plan(entry ? new Map([[key, entry]]) : new Map(), observed, {
         removable: this.store.isRemovable(key),
         specHashes,
         ...(blocked ? { blocked: new Set([key]) } : {}),
         deviceId: this.#deviceId,
+        ...(networks.length > 0 ? { networks: new Map([[key, networks]]) } : {}),
       });
       if (actions.length === 0) {
+        if (entry?.kind === "valid" && !blocked) {
+          await this.#checkJobs(entry, observed, specHashes, signal);
+        }
         this.#book.clearError(key);
         await this.#updateStatus(key);
         await this.#pruneSecrets(key, entry, blocked, specHashes, signal);
@@ -435,6 +449,45 @@ export class Reconciler {
         deployment: key,
       });
     }
+  }
+
+  /** Names of the networks this device's agent created for `key`. */
+  async #networksOf(key: string, signal: AbortSignal): Promise<string[]> {
+    return (await this.#runtime.listManagedNetworks(signal))
+      .filter((n) => n.labels[LABELS.device] === this.#deviceId)
+      .filter((n) => n.labels[LABELS.deployment] === key)
+      .map((n) => n.name);
+  }
+
+  /**
+   * Fails the pass when a job of this revision exited with a code other than 0, with
+   * its exit code and last log lines; the job is not run again until the revision
+   * changes (ordering.ts), so the retries only look again.
+   */
+  async #checkJobs(
+    entry: Extract<DesiredEntry, { kind: "valid" }>,
+    observed: readonly ObservedContainer[],
+    specHashes: ReadonlyMap<string, string>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const services = entry.state.score.services;
+    const jobs = jobServices(services);
+    const failed = failedJobs(services, (name) => {
+      const hash = specHashes.get(hashKey(entry.deployment, name));
+      const mine = observed.filter((c) => c.service === name);
+      return hash === undefined
+        ? undefined
+        : currentContainer(mine, hash, jobs.has(name), entry.revision);
+    });
+    if (failed.length === 0) return;
+    const parts = await Promise.all(failed.map(async (job) => {
+      const lines = await this.#runtime.logTail(job.containerId, JOB_LOG_LINES, signal)
+        .catch(() => []);
+      const tail = lines.map((l) => `  ${l.slice(0, JOB_LOG_LINE_MAX_CHARS)}`).join("\n");
+      return `job "${job.service}" exited with code ${job.exitCode}; it runs again only ` +
+        `for a new revision` + (tail ? `; last log lines:\n${tail}` : " (it wrote nothing)");
+    }));
+    throw new JobFailedError(parts.join("\n"));
   }
 
   /** This device's containers of `key`, recorded in the book; queues others found. */
@@ -563,6 +616,11 @@ export class Reconciler {
     const keys = new Set([...this.store.keys(), ...this.#book.keys()]);
     try {
       for (const c of this.#own(await this.#runtime.listManaged(signal))) keys.add(c.deployment);
+      // A network whose containers are gone (a crash between the removals) is removed too.
+      for (const n of await this.#runtime.listManagedNetworks(signal)) {
+        const deployment = n.labels[LABELS.deployment];
+        if (n.labels[LABELS.device] === this.#deviceId && deployment) keys.add(deployment);
+      }
     } catch (err) {
       // An unreachable runtime was reported by the guard.
       if (!(err instanceof RuntimeUnavailableError) && !signal.aborted) {
@@ -582,7 +640,7 @@ export class Reconciler {
     this.#runtimeAvailable = available;
     if (available) {
       // Backoff earned while the runtime was away says nothing about the deployments.
-      this.#failures.clear();
+      this.#queue.forgetAll();
       this.#log.info("Container runtime is reachable again");
       this.#book.setRuntimeProblem(undefined);
     } else {
@@ -609,7 +667,7 @@ export class Reconciler {
   }
 
   #resetRetry(key: string): void {
-    this.#failures.delete(key);
+    this.#queue.forget(key);
     this.#book.clearError(key);
     this.#queue.cancelDelayed(key);
   }

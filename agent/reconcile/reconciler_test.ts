@@ -414,18 +414,33 @@ Deno.test("a runtime that never answers counts as unavailable, not as a stuck de
   assertEquals(h.reconciler.deviceStatus(), "ready");
 });
 
-Deno.test("a failing deployment waits out its backoff, but a new value is tried at once", async () => {
+/**
+ * A deployment whose image pull fails ("manifest unknown"), retried with backoff from
+ * `baseMs` (doubling up to a minute, no jitter) on a manual clock; returned once it failed.
+ */
+async function failingPull(baseMs: number) {
   const runtime = new InMemoryRuntime();
   const image = "127.0.0.1:5000/app:1";
   runtime.setPull(image, { error: "manifest unknown" });
   const retryTimers = new ManualTimers();
-  await using h = start({
+  const h = start({
     runtime,
     entries: [entry("app", 1, [{ name: "app", image }])],
-    backoff: { baseMs: 60_000, capMs: 60_000, jitter: 0 },
+    backoff: { baseMs, capMs: 60_000, jitter: 0 },
     retryTimers,
   });
-  await until("failed", () => phase(h, "app") === "failed");
+  try {
+    await until("failed", () => phase(h, "app") === "failed");
+  } catch (e) {
+    await h[Symbol.asyncDispose]();
+    throw e;
+  }
+  return { runtime, image, retryTimers, h };
+}
+
+Deno.test("a failing deployment waits out its backoff, but a new value is tried at once", async () => {
+  const { runtime, retryTimers, h: harness } = await failingPull(60_000);
+  await using h = harness;
   // The one retry is a minute away, and the clock does not move until the test says so.
   assertEquals(retryTimers.pending(), [60_000]);
   assertEquals(runtime.pulls.length, 1);
@@ -437,23 +452,31 @@ Deno.test("a failing deployment waits out its backoff, but a new value is tried 
 });
 
 Deno.test("the failing deployment's retry comes when its time comes, not before", async () => {
-  const runtime = new InMemoryRuntime();
-  const image = "127.0.0.1:5000/app:1";
-  runtime.setPull(image, { error: "manifest unknown" });
-  const retryTimers = new ManualTimers();
-  await using h = start({
-    runtime,
-    entries: [entry("app", 1, [{ name: "app", image }])],
-    backoff: { baseMs: 1_000, capMs: 60_000, jitter: 0 },
-    retryTimers,
-  });
-  await until("failed", () => phase(h, "app") === "failed");
+  const { runtime, retryTimers, h: harness } = await failingPull(1_000);
+  await using _h = harness;
   assertEquals([retryTimers.pending(), runtime.pulls.length], [[1_000], 1]);
   await retryTimers.advance(999);
   assertEquals(runtime.pulls.length, 1);
   await retryTimers.advance(1);
   await until("second attempt", () => runtime.pulls.length === 2);
   await until("next retry doubled", () => retryTimers.pending()[0] === 2_000);
+});
+
+Deno.test("a success starts the backoff over: the next failure waits the base delay again", async () => {
+  const { runtime, image, retryTimers, h: harness } = await failingPull(1_000);
+  await using h = harness;
+  await retryTimers.advance(1_000);
+  await until("the retry after that doubled", () => retryTimers.pending()[0] === 2_000);
+  runtime.setPull(image, undefined); // the registry is back
+  await retryTimers.advance(2_000);
+  await until("running", () => phase(h, "app") === "running");
+  assertEquals(retryTimers.pending(), []);
+  // The same value fails again (the image and the container gone, the registry down again).
+  runtime.setPull(image, { error: "manifest unknown" });
+  runtime.removeImage(image);
+  runtime.removeByHand("app_app");
+  await until("failed again", () => phase(h, "app") === "failed");
+  assertEquals(retryTimers.pending(), [1_000], "not 4 000: the success reset the count");
 });
 
 Deno.test("a crash loop fails the deployment with exit code and restarts until it runs a while", async () => {
@@ -542,4 +565,52 @@ Deno.test("an unlabelled container of a desired deployment is adopted in place, 
   // It stays this device's: deleting the deployment removes it.
   h.reconciler.setDesired("shop", null);
   await until("removed", () => runtime.snapshot().length === 0);
+});
+
+Deno.test("a job runs first; the app waits, then starts; a failed job fails with code and output", async () => {
+  const services: DesiredStateInput["score"]["services"] = [
+    { name: "migrate", image: IMAGE, restart: "no" },
+    {
+      name: "web",
+      image: IMAGE,
+      depends_on: { migrate: { condition: "service_completed_successfully" } },
+    },
+  ];
+  await using h = start({ entries: [entry("shop", 1, services)] });
+  await h.reconciler.firstPass;
+  assertEquals(h.runtime.snapshot().map((c) => c.name), ["shop_migrate"]);
+  const waiting = h.reconciler.deploymentStatuses().shop;
+  assertEquals(waiting?.phase, "pending");
+  assertEquals(waiting?.message, "web waits for migrate (service_completed_successfully)");
+  assertEquals(waiting?.services.web?.state, "missing");
+  h.runtime.exitByItself("shop_migrate", 0, ["migrated"]);
+  await until("web created after the job", () => phase(h, "shop") === "running");
+  assertEquals(h.runtime.snapshot().map((c) => c.name).sort(), ["shop_migrate", "shop_web"]);
+  assertEquals(h.reconciler.deploymentStatuses().shop?.services.migrate?.exit_code, 0);
+  // A network for the deployment, named for the device; the job is not run again.
+  assertEquals([...h.runtime.networks.keys()], ["drover-pi-1_shop"]);
+  assertEquals(h.runtime.calls.createContainer, 2);
+
+  // Revision 2: the job runs again (same spec) and fails; web keeps running, is not replaced.
+  h.reconciler.setDesired("shop", entry("shop", 2, services));
+  await until("job rerun", () => h.runtime.snapshot().some((c) => c.revision === 2));
+  h.runtime.exitByItself("shop_migrate", 3, ["ERROR: relation users does not exist"]);
+  await until("failed", () => phase(h, "shop") === "failed");
+  const failed = h.reconciler.deploymentStatuses().shop;
+  assertStringIncludes(failed?.message ?? "", 'job "migrate" exited with code 3');
+  assertStringIncludes(failed?.message ?? "", "ERROR: relation users does not exist");
+  assertEquals(failed?.services.migrate?.exit_code, 3);
+  assertEquals(h.runtime.snapshot().find((c) => c.name === "shop_web")?.state, "running");
+  const creates = h.runtime.calls.createContainer;
+  await new Promise((resolve) => setTimeout(resolve, 200)); // retries only look again
+  assertEquals(h.runtime.calls.createContainer, creates, "the failed job is not rerun");
+});
+
+Deno.test("a removed deployment's network goes after its containers", async () => {
+  await using h = start({ entries: [entry("shop", 1)] });
+  await h.reconciler.firstPass;
+  assertEquals([...h.runtime.networks.keys()], ["drover-pi-1_shop"]);
+  h.reconciler.setDesired("shop", null);
+  await until("network removed", () => h.runtime.networks.size === 0);
+  assertEquals(h.runtime.snapshot(), []);
 });

@@ -14,6 +14,8 @@ import {
   type ContainerSpec,
   type HealthReport,
   type ObservedContainer,
+  type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -105,6 +107,46 @@ export class GuardedRuntime implements ContainerRuntime {
 
   removeSecret(name: string, signal?: AbortSignal): Promise<void> {
     return this.#call(`remove secret ${name}`, signal, (s) => this.#inner.removeSecret(name, s));
+  }
+
+  ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    return this.#call(
+      `create network ${name}`,
+      signal,
+      (s) => this.#inner.ensureNetwork(name, labels, s),
+    );
+  }
+
+  removeNetwork(name: string, signal?: AbortSignal): Promise<void> {
+    return this.#call(`remove network ${name}`, signal, (s) => this.#inner.removeNetwork(name, s));
+  }
+
+  listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]> {
+    return this.#call("list networks", signal, (s) => this.#inner.listManagedNetworks(s));
+  }
+
+  ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    return this.#call(
+      `create volume ${name}`,
+      signal,
+      (s) => this.#inner.ensureVolume(name, labels, s),
+    );
+  }
+
+  listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    return this.#call("list volumes", signal, (s) => this.#inner.listManagedVolumes(s));
+  }
+
+  removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    return this.#call(`remove volume ${name}`, signal, (s) => this.#inner.removeVolume(name, s));
+  }
+
+  logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]> {
+    return this.#call(
+      `read the logs of container ${id}`,
+      signal,
+      (s) => this.#inner.logTail(id, lines, s),
+    );
   }
 
   /** Passed through: the stream reports its own outages as `resync` events. */

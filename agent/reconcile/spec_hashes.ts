@@ -39,10 +39,12 @@ export async function serviceHashes(
       const { score, secrets } = entry.state;
       const versions = new Map((secrets ?? []).map((s) => [s.name, s.version]));
       for (const service of score.services) {
+        // Start order is not part of the container: changing it replaces nothing.
+        const { depends_on: _order, ...container } = service;
         // Plus mounted configs' content and secrets' versions, only where a service has them.
         hashes.set(
           service.name,
-          await specHash(serviceHashInput(service, score.configs, versions)),
+          await specHash(serviceHashInput(container, score.configs, versions)),
         );
       }
       cache.set(entry.state, hashes);

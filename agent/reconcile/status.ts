@@ -7,6 +7,7 @@
  */
 
 import {
+  type Dependency,
   type DeploymentStatus,
   DEVICE_MESSAGE_MAX_LENGTH,
   type DeviceStatus,
@@ -18,6 +19,7 @@ import type { DesiredEntry } from "./desired.ts";
 import { serviceHealth, startingMessage, unhealthyMessage } from "./health.ts";
 import { hashKey, isSatisfied, pickKeeper } from "./plan.ts";
 import type { PolicyViolation } from "./policy.ts";
+import { currentContainer, jobServices, unmetDependencies, waitingMessage } from "./ordering.ts";
 
 /** What {@linkcode deploymentStatus} looks at. */
 export interface StatusInput {
@@ -89,6 +91,15 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   const unhealthy: string[] = [];
   const starting: string[] = [];
   let allSatisfied = true;
+  const jobs = jobServices(entry.state.score.services);
+  const current = (name: string) =>
+    currentContainer(
+      observed.filter((c) => c.service === name),
+      input.specHashes.get(hashKey(entry.deployment, name)) ?? "",
+      jobs.has(name),
+      entry.revision,
+    );
+  const waitingOn: Array<{ service: string; waitsFor: Dependency[] }> = [];
   for (const service of entry.state.score.services) {
     const hash = input.specHashes.get(hashKey(entry.deployment, service.name)) ?? "";
     const mine = observed.filter((c) => c.service === service.name);
@@ -108,6 +119,10 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
       } else if (health === "starting") starting.push(service.name);
       allSatisfied &&= health === "healthy";
     }
+    const unmet = unmetDependencies(service, current);
+    if (!satisfied && unmet.length > 0 && !unmet.some((d) => d.state === "failed")) {
+      waitingOn.push({ service: service.name, waitsFor: unmet });
+    }
     services[service.name] = keeper === undefined
       ? { state: input.pulling?.has(service.name) ? "pulling" : "missing", image: service.image }
       : { ...containerStatus(keeper), ...(health !== undefined ? { health } : {}) };
@@ -119,7 +134,8 @@ export function deploymentStatus(input: StatusInput): DeploymentStatus | undefin
   const phase = failure ? "failed" : allSatisfied && !extra ? "running" : "pending";
   const message = failure ??
     (phase === "pending"
-      ? input.waiting ?? (starting.length > 0 ? startingMessage(starting) : undefined)
+      ? input.waiting ?? waitingMessage(waitingOn) ??
+        (starting.length > 0 ? startingMessage(starting) : undefined)
       : undefined);
   return {
     revision: entry.revision,
@@ -231,5 +247,6 @@ function containerStatus(c: ObservedContainer): ServiceStatus {
     state: c.state,
     image: c.image,
     ...(c.restarts !== undefined ? { restarts: c.restarts } : {}),
+    ...(c.exitCode !== undefined && c.state !== "running" ? { exit_code: c.exitCode } : {}),
   };
 }

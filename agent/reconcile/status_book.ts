@@ -14,6 +14,7 @@ import type { HealthReport, ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import type { PolicyRule, PolicyViolation } from "./policy.ts";
 import { deploymentStatus, deviceMessage, summariseDevice } from "./status.ts";
+import { WarnLimiter } from "./warn_limit.ts";
 
 /** Options of {@linkcode StatusBook}. */
 export interface StatusBookOptions {
@@ -24,6 +25,8 @@ export interface StatusBookOptions {
   now?: () => number;
   /** See `CRASH_LOOP_HEALTHY_MS`. */
   healthyMs?: number;
+  /** At most one "failed" warning per deployment this often (default 60 s). */
+  failureWarningIntervalMs?: number;
 }
 
 /** What {@linkcode StatusBook.update} needs about a deployment besides what the book keeps. */
@@ -54,8 +57,10 @@ export class StatusBook {
   /** Why the runtime is unreachable, while it is. */
   #runtimeProblem: string | undefined;
   #firstPassDone = false;
+  readonly #failureWarnings: WarnLimiter;
 
   constructor(options: StatusBookOptions) {
+    this.#failureWarnings = new WarnLimiter(options.failureWarningIntervalMs);
     this.#log = options.log;
     this.#onChange = options.onChange ?? (() => {});
     this.#now = options.now ?? Date.now;
@@ -198,6 +203,7 @@ export class StatusBook {
   ): void {
     const log = this.#log.with({ deployment: key, revision: after?.revision ?? before?.revision });
     if (after === undefined) {
+      this.#failureWarnings.forget(key);
       if (before) log.info("Deployment {deployment} removed");
       return;
     }
@@ -205,7 +211,18 @@ export class StatusBook {
     if (after.phase === "failed") {
       // Pass errors were logged with their retry delay; this is for the others.
       if (this.#errors.get(key) === after.message) return;
-      log.warn("Deployment {deployment} failed: {message}", { message: after.message ?? "" });
+      const message = after.message ?? "";
+      const decision = this.#failureWarnings.take(key, this.#now());
+      if (!decision.log) log.debug("Deployment {deployment} failed: {message}", { message });
+      else if (decision.suppressed === 0) {
+        log.warn("Deployment {deployment} failed: {message}", { message });
+      } else {
+        log.warn(
+          "Deployment {deployment} failed: {message} ({suppressed} more failure(s) since the " +
+            "last warning)",
+          { message, suppressed: decision.suppressed },
+        );
+      }
     } else if (after.phase === "running" && before?.phase !== "running") {
       log.info("Deployment {deployment} is running", {});
     }

@@ -1,7 +1,7 @@
 /**
  * `InMemoryRuntime` — a FAKE container runtime that keeps containers in a
  * map. It exists for two jobs the real one cannot do: the fleet benchmark,
- * where thousands of agents run in one process (issue 7), and fast,
+ * where thousands of agents run in one process, and fast,
  * deterministic reconciler tests that inject latency, failed pulls and an
  * unavailable runtime on demand. The real path is `PodmanRuntime`, covered by
  * tests against a real podman service.
@@ -26,6 +26,8 @@ import {
   ImageMissingError,
   ImagePullError,
   type ObservedContainer,
+  type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -42,6 +44,9 @@ export type MemoryRuntimeOperation =
   | "removeContainer"
   | "runHealthcheck"
   | "inspectHealth"
+  | "networks"
+  | "volumes"
+  | "logs"
   | "secrets";
 
 /** Options of {@linkcode InMemoryRuntime}. */
@@ -74,6 +79,8 @@ interface FakeContainer {
   exitCode?: number;
   startedAtMs?: number;
   health?: HealthReport;
+  /** Lines it wrote (see `exitByItself`). */
+  output?: string[];
 }
 
 /** A fake, in-memory {@linkcode ContainerRuntime}. See the module doc. */
@@ -88,8 +95,15 @@ export class InMemoryRuntime implements ContainerRuntime {
     removeContainer: 0,
     runHealthcheck: 0,
     inspectHealth: 0,
+    networks: 0,
+    volumes: 0,
+    logs: 0,
     secrets: 0,
   };
+  /** Networks by name, with their labels. */
+  readonly networks = new Map<string, Record<string, string>>();
+  /** Named volumes by name, with their labels. */
+  readonly volumes = new Map<string, Record<string, string>>();
   /** The runtime's secrets by name (values kept as given, as podman's store does). */
   readonly secrets = new Map<string, Uint8Array>();
   /** Every pull as `[image, auth]`, in order. */
@@ -233,6 +247,61 @@ export class InMemoryRuntime implements ContainerRuntime {
     return c?.health ? { ...c.health } : undefined;
   }
 
+  /** See {@linkcode ContainerRuntime.ensureNetwork}. */
+  async ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    await this.#enter("networks", signal);
+    if (!this.networks.has(name)) this.networks.set(name, { ...labels });
+  }
+
+  /** See {@linkcode ContainerRuntime.removeNetwork}. */
+  async removeNetwork(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#enter("networks", signal);
+    const used = [...this.#containers.values()].some((c) =>
+      c.spec.network?.mode === "bridge" && c.spec.network.name === name
+    );
+    if (used) throw new Error(`Cannot remove network "${name}": containers use it`);
+    this.networks.delete(name);
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedNetworks}. */
+  async listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]> {
+    await this.#enter("networks", signal);
+    return [...this.networks].filter(([, labels]) => labels[LABELS.managed] === MANAGED_LABEL_VALUE)
+      .map(([name, labels]) => ({ name, labels: { ...labels } }));
+  }
+
+  /** See {@linkcode ContainerRuntime.ensureVolume}. */
+  async ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal) {
+    await this.#enter("volumes", signal);
+    if (!this.volumes.has(name)) this.volumes.set(name, { ...labels });
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedVolumes}. */
+  async listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    await this.#enter("volumes", signal);
+    return [...this.volumes].filter(([, labels]) => labels[LABELS.managed] === MANAGED_LABEL_VALUE)
+      .map(([name, labels]) => ({ name, labels: { ...labels } }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeVolume}. */
+  async removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    await this.#enter("volumes", signal);
+    if (!this.volumes.has(name)) return "gone";
+    const used = [...this.#containers.values()].some((c) =>
+      c.spec.volumes.some((v) => v.type === "volume" && v.source === name)
+    );
+    if (used) return "in-use";
+    this.volumes.delete(name);
+    return "removed";
+  }
+
+  /** See {@linkcode ContainerRuntime.logTail}: what {@linkcode exitByItself} said. */
+  async logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]> {
+    await this.#enter("logs", signal);
+    const c = this.#containers.get(id) ?? this.#byName(id);
+    return (c?.output ?? []).slice(-lines);
+  }
+
   /** See {@linkcode ContainerRuntime.watchEvents}. Yields `resync` when the runtime comes back. */
   async *watchEvents(signal: AbortSignal): AsyncIterable<RuntimeEvent> {
     const pending: RuntimeEvent[] = [];
@@ -345,6 +414,15 @@ export class InMemoryRuntime implements ContainerRuntime {
     if (c.state === "running") this.#emit(c.id, "died");
     this.#containers.delete(c.id);
     this.#emit(c.id, "remove", c);
+  }
+
+  /** Simulates the container's process ending by itself with `exitCode`, having written `output`. */
+  exitByItself(nameOrId: string, exitCode: number, output: string[] = []): void {
+    const c = this.#find(nameOrId);
+    c.state = "exited";
+    c.exitCode = exitCode;
+    c.output = [...(c.output ?? []), ...output];
+    this.#emit(c.id, "died");
   }
 
   /** Simulates a crash (exit with `exitCode`) that podman's restart policy recovers from. */

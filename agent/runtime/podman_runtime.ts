@@ -41,6 +41,8 @@ import {
   ImageMissingError,
   ImagePullError,
   type ObservedContainer,
+  type ObservedNetwork,
+  type ObservedVolume,
   type RegistryAuth,
   type RuntimeEvent,
   RuntimeUnavailableError,
@@ -293,6 +295,77 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
     }
   }
 
+  /** See {@linkcode ContainerRuntime.ensureNetwork}. */
+  async ensureNetwork(
+    name: string,
+    labels: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await mapErrors(() => this.#client.createNetwork(name, labels, { signal }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeNetwork}. */
+  async removeNetwork(name: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.#client.removeNetwork(name, { signal });
+    } catch (err) {
+      if (isNotFoundError(err)) return;
+      throw translate(err);
+    }
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedNetworks}. */
+  async listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]> {
+    const list = await mapErrors(() =>
+      this.#client.listNetworks({ [LABELS.managed]: MANAGED_LABEL_VALUE }, { signal })
+    );
+    return list.map((n) => ({ name: n.name, labels: n.labels }));
+  }
+
+  /** See {@linkcode ContainerRuntime.ensureVolume}. */
+  async ensureVolume(
+    name: string,
+    labels: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await mapErrors(async () => {
+      if (!(await this.#client.volumeExists(name, { signal }))) {
+        await this.#client.createVolume(name, labels, { signal });
+      }
+    });
+  }
+
+  /** See {@linkcode ContainerRuntime.listManagedVolumes}. */
+  async listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]> {
+    const list = await mapErrors(() =>
+      this.#client.listVolumes({ [LABELS.managed]: MANAGED_LABEL_VALUE }, { signal })
+    );
+    return list.map((v) => ({ name: v.Name, labels: v.Labels }));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeVolume}. */
+  async removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone"> {
+    try {
+      await this.#client.removeVolume(name, { signal });
+      return "removed";
+    } catch (err) {
+      if (isNotFoundError(err)) return "gone";
+      if (isPodmanError(err) && err.status === 409) return "in-use";
+      throw translate(err);
+    }
+  }
+
+  /** See {@linkcode ContainerRuntime.logTail}; a container gone meanwhile has none. */
+  async logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]> {
+    try {
+      const frames = await this.#client.containerLogs(id, { tail: lines, signal });
+      return frames.flatMap((f) => f.text.split("\n")).filter((l) => l !== "").slice(-lines);
+    } catch (err) {
+      if (isNotFoundError(err)) return [];
+      throw translate(err);
+    }
+  }
+
   /**
    * See {@linkcode ContainerRuntime.watchEvents}. Follows podman's events for
    * managed containers; when the service goes away it reconnects with
@@ -382,18 +455,46 @@ export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
       ...(p.hostIp !== undefined ? { host_ip: p.hostIp } : {}),
       protocol: p.protocol,
     })),
-    mounts: spec.volumes.filter((v) => v.type === "bind").map((v) => ({
-      destination: v.target,
-      type: "bind",
-      source: v.source,
-      options: ["rbind", v.readOnly ? "ro" : "rw"],
-    })),
+    mounts: [
+      ...spec.volumes.filter((v) => v.type === "bind").map((v) => ({
+        destination: v.target,
+        type: "bind",
+        source: v.source,
+        options: ["rbind", v.readOnly ? "ro" : "rw"],
+      })),
+      ...(spec.tmpfs ?? []).map((t) => ({
+        destination: t.target,
+        type: "tmpfs",
+        source: "tmpfs",
+        options: t.options.length > 0 ? [...t.options] : ["rw", "nosuid", "nodev"],
+      })),
+    ],
     volumes: spec.volumes.filter((v) => v.type === "volume").map((v) => ({
       Name: v.source,
       Dest: v.target,
       Options: v.readOnly ? ["ro"] : [],
     })),
     restart_policy: spec.restart,
+    ...networkFields(spec.network),
+    ...resourceFields(spec),
+    ...(spec.user !== undefined ? { user: spec.user } : {}),
+    ...(spec.workingDir !== undefined ? { work_dir: spec.workingDir } : {}),
+    ...(spec.readOnly !== undefined ? { read_only_filesystem: spec.readOnly } : {}),
+    ...(spec.capAdd?.length ? { cap_add: [...spec.capAdd] } : {}),
+    ...(spec.capDrop?.length ? { cap_drop: [...spec.capDrop] } : {}),
+    ...(spec.devices?.length
+      ? {
+        devices: spec.devices.map((d) => ({ path: `${d.host}:${d.container}:${d.permissions}` })),
+      }
+      : {}),
+    ...(spec.log
+      ? {
+        log_configuration: {
+          driver: spec.log.driver,
+          ...(spec.log.maxSizeBytes !== undefined ? { size: spec.log.maxSizeBytes } : {}),
+        },
+      }
+      : {}),
     ...(spec.stopTimeoutSeconds !== undefined ? { stop_timeout: spec.stopTimeoutSeconds } : {}),
     ...libpodFiles(spec.files ?? []),
     ...(spec.healthcheck
@@ -411,6 +512,29 @@ export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
 }
 
 const NS_PER_MS = 1_000_000;
+/** CFS period podman uses for `--cpus` (100 ms, in µs). */
+const CPU_PERIOD_US = 100_000;
+
+/** The create spec's network fields: the deployment's bridge (with aliases) or the host's. */
+function networkFields(network: ContainerSpec["network"]): Partial<LibpodCreateSpec> {
+  if (network === undefined) return {};
+  if (network.mode === "host") return { netns: { nsmode: "host" } };
+  return {
+    netns: { nsmode: "bridge" },
+    Networks: { [network.name]: { aliases: [...network.aliases] } },
+  };
+}
+
+/** `resource_limits` (OCI LinuxResources) for memory, CPU share and pids, when any is set. */
+function resourceFields(spec: ContainerSpec): Partial<LibpodCreateSpec> {
+  const limits: Record<string, unknown> = {};
+  if (spec.memoryBytes !== undefined) limits.memory = { limit: spec.memoryBytes };
+  if (spec.cpus !== undefined) {
+    limits.cpu = { quota: Math.round(spec.cpus * CPU_PERIOD_US), period: CPU_PERIOD_US };
+  }
+  if (spec.pidsLimit !== undefined) limits.pids = { limit: spec.pidsLimit };
+  return Object.keys(limits).length > 0 ? { resource_limits: limits } : {};
+}
 
 /** Configs and secrets as libpod's `secrets` (files) and `secret_env` (variables). */
 function libpodFiles(files: readonly FileMountSpec[]): Partial<LibpodCreateSpec> {

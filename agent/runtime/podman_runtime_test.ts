@@ -133,6 +133,53 @@ Deno.test("toLibpodSpec maps env, ports, bind mounts, named volumes and restart 
   });
 });
 
+Deno.test("toLibpodSpec: network, resources, process options, devices and log cap", () => {
+  const base = {
+    name: "d_s",
+    image: "x:1",
+    env: {},
+    ports: [],
+    volumes: [],
+    restart: "always" as const,
+    labels: {},
+  };
+  const body = toLibpodSpec({
+    ...base,
+    network: { mode: "bridge", name: "drover-pi-1_d", aliases: ["s"], labels: {} },
+    memoryBytes: 67108864,
+    cpus: 0.5,
+    pidsLimit: 50,
+    user: "1000:1000",
+    workingDir: "/app",
+    readOnly: true,
+    tmpfs: [{ target: "/tmp", options: [] }, { target: "/run", options: ["size=1m"] }],
+    capAdd: ["CAP_NET_ADMIN"],
+    capDrop: ["ALL"],
+    devices: [{ host: "/dev/null", container: "/dev/sensor", permissions: "rw" }],
+    log: { driver: "k8s-file", maxSizeBytes: 10485760 },
+  });
+  assertEquals(body.netns, { nsmode: "bridge" });
+  assertEquals(body.Networks, { "drover-pi-1_d": { aliases: ["s"] } });
+  assertEquals(body.resource_limits, {
+    memory: { limit: 67108864 },
+    cpu: { quota: 50000, period: 100000 },
+    pids: { limit: 50 },
+  });
+  assertEquals([body.user, body.work_dir, body.read_only_filesystem], ["1000:1000", "/app", true]);
+  assertEquals(body.mounts, [
+    { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["rw", "nosuid", "nodev"] },
+    { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["size=1m"] },
+  ]);
+  assertEquals([body.cap_add, body.cap_drop], [["CAP_NET_ADMIN"], ["ALL"]]);
+  assertEquals(body.devices, [{ path: "/dev/null:/dev/sensor:rw" }]);
+  assertEquals(body.log_configuration, { driver: "k8s-file", size: 10485760 });
+  const host = toLibpodSpec({ ...base, network: { mode: "host" }, log: { driver: "none" } });
+  assertEquals(host.netns, { nsmode: "host" });
+  assertEquals(host.Networks, undefined);
+  assertEquals(host.resource_limits, undefined, "no limits asked, none sent");
+  assertEquals(host.log_configuration, { driver: "none" });
+});
+
 Deno.test("PodmanRuntime creates, lists, starts and removes containers on a real podman", async () => {
   await using podman = await startPodman();
   const image = await buildBusyboxImage(podman, TAG);

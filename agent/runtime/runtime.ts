@@ -6,7 +6,14 @@
  * @module
  */
 
-import type { PortMapping, RestartPolicy, ServiceHealth, VolumeMount } from "@drover/contracts";
+import type {
+  DeviceMapping,
+  PortMapping,
+  RestartPolicy,
+  ServiceHealth,
+  TmpfsMount,
+  VolumeMount,
+} from "@drover/contracts";
 
 /** A service's health check, with durations in milliseconds. */
 export interface HealthCheckSpec {
@@ -38,6 +45,35 @@ export interface ContainerSpec {
    * (the planner always sets it; absent: the runtime's default).
    */
   stopTimeoutSeconds?: number;
+  /**
+   * The network: the deployment's own bridge with DNS, joined under `aliases` (the service
+   * name), created with `labels` if missing; or the host's. Absent: the runtime's default.
+   */
+  network?: NetworkSpec;
+  /** Named volumes to create (with `labels`) if missing, before the container. */
+  volumeLabels?: Record<string, string>;
+  /** Memory cap in bytes (`mem_limit`). */
+  memoryBytes?: number;
+  /** CPU share (`cpus`: 0.5 = half a CPU). */
+  cpus?: number;
+  /** Most processes (`pids_limit`). */
+  pidsLimit?: number;
+  /** `user[:group]`. */
+  user?: string;
+  /** Working directory of the process. */
+  workingDir?: string;
+  /** Read-only root file system. */
+  readOnly?: boolean;
+  /** tmpfs mounts. */
+  tmpfs?: TmpfsMount[];
+  /** Capabilities added, podman's spelling (`CAP_NET_ADMIN`). */
+  capAdd?: string[];
+  /** Capabilities dropped (`CAP_…` or `ALL`). */
+  capDrop?: string[];
+  /** Host devices mapped in. */
+  devices?: DeviceMapping[];
+  /** Log driver and the cap of the log file in bytes (`k8s-file` only). */
+  log?: { driver: "k8s-file" | "journald" | "none"; maxSizeBytes?: number };
   /** Configs and secrets; the executor creates them in the runtime before the container. */
   files?: FileMountSpec[];
 }
@@ -59,6 +95,23 @@ export interface FileMountSpec {
   source:
     | { content: string }
     | { name: string; version: number; sealed: string; sender: string };
+}
+
+/** Where a container's network comes from. */
+export type NetworkSpec =
+  | { mode: "bridge"; name: string; aliases: string[]; labels: Record<string, string> }
+  | { mode: "host" };
+
+/** A network Drover created, as the runtime lists it. */
+export interface ObservedNetwork {
+  name: string;
+  labels: Record<string, string>;
+}
+
+/** A named volume Drover created, as the runtime lists it. */
+export interface ObservedVolume {
+  name: string;
+  labels: Record<string, string>;
 }
 
 /** A container Drover manages, as the runtime reports it now. */
@@ -173,6 +226,20 @@ export interface ContainerRuntime {
   listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]>;
   /** Removes runtime secret `name`; already gone is success. */
   removeSecret(name: string, signal?: AbortSignal): Promise<void>;
+  /** Creates a bridge network with DNS unless one of that name exists. */
+  ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Removes a network; already gone is success. */
+  removeNetwork(name: string, signal?: AbortSignal): Promise<void>;
+  /** Every network labelled `drover.managed=true`. */
+  listManagedNetworks(signal?: AbortSignal): Promise<ObservedNetwork[]>;
+  /** Creates a named volume with `labels` unless one of that name exists (its data is kept). */
+  ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Every named volume labelled `drover.managed=true`. */
+  listManagedVolumes(signal?: AbortSignal): Promise<ObservedVolume[]>;
+  /** Removes a named volume with its data: `removed`, `in-use` (kept), or `gone` already. */
+  removeVolume(name: string, signal?: AbortSignal): Promise<"removed" | "in-use" | "gone">;
+  /** The last `lines` lines a container wrote (stdout and stderr), oldest first. */
+  logTail(id: string, lines: number, signal?: AbortSignal): Promise<string[]>;
   /**
    * Changes to managed containers until `signal` aborts. Survives the
    * runtime going away: it yields a `resync` event once it is back.

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { compareReleaseVersions, type ReleaseManifest } from "@drover/contracts";
 import type { RolledBack } from "./slots.ts";
 
 /** The inputs of {@linkcode planUpdate}. */
@@ -23,6 +24,21 @@ export type UpdateStep =
   | { kind: "idle" }
   | { kind: "failed"; message: string }
   | { kind: "fetch"; version: string };
+
+/**
+ * Why the agent running `running` refuses `manifest`, or undefined: a version
+ * older than the running one is accepted only when signed as a rollback.
+ * Pure.
+ */
+export function downgradeRefusal(
+  manifest: Pick<ReleaseManifest, "version" | "rollback">,
+  running: string,
+): string | undefined {
+  if (manifest.rollback === true) return undefined;
+  if (compareReleaseVersions(manifest.version, running) >= 0) return undefined;
+  return `release ${manifest.version} refused: it is older than the running ${running} and ` +
+    `not signed as a rollback (agent publish --rollback)`;
+}
 
 /** Decides the next step (pure). */
 export function planUpdate(facts: UpdateFacts): UpdateStep {

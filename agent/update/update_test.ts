@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import type { ReleaseManifest } from "@drover/contracts";
 import { downloadRelease, sha256File } from "./download.ts";
-import { planUpdate } from "./plan.ts";
+import { downgradeRefusal, planUpdate } from "./plan.ts";
 import { formatTrial, parseRolledBack, parseTrial } from "./slots.ts";
 import { ReleaseRefusedError } from "./verify.ts";
 
@@ -109,4 +109,13 @@ Deno.test("downloadRelease refuses bytes that are not the signed ones, and delet
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("downgradeRefusal: an older release only when signed as a rollback", () => {
+  assertEquals(downgradeRefusal({ version: "1.3.0" }, "1.2.0"), undefined, "newer: accepted");
+  assertEquals(downgradeRefusal({ version: "1.2.0" }, "1.2.0"), undefined);
+  const refused = downgradeRefusal({ version: "1.1.9" }, "1.2.0");
+  assert(refused !== undefined);
+  assertStringIncludes(refused, "older than the running 1.2.0 and not signed as a rollback");
+  assertEquals(downgradeRefusal({ version: "1.1.9", rollback: true }, "1.2.0"), undefined);
 });

@@ -17,12 +17,13 @@
  * @module
  */
 
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@logtape/logtape";
 import {
   type AgentArch,
   type AgentUpdateStatus,
   ARTIFACT_ERROR_HEADER,
+  ARTIFACT_RETRY_AFTER_HEADER,
   ARTIFACT_SIZE_HEADER,
   type ArtifactRequest,
   artifactSubject,
@@ -32,7 +33,7 @@ import {
 } from "@drover/contracts";
 import { abortableSleep } from "@drover/common";
 import { type Chunk, downloadRelease } from "./download.ts";
-import { planUpdate } from "./plan.ts";
+import { downgradeRefusal, planUpdate } from "./plan.ts";
 import {
   FACTORY_RELEASE,
   formatTrial,
@@ -48,12 +49,15 @@ import {
   writeDurable,
 } from "./slots.ts";
 import { ReleaseRefusedError, verifyRelease } from "./verify.ts";
+import { AGENT_VERSION } from "../version.ts";
 
 /** Environment variable the launcher sets to the release it started (`factory` for the installed one). */
 export const RELEASE_ENV = "DROVER_AGENT_RELEASE";
 
 /** How long one request to the artifact service may take. */
 export const ARTIFACT_REQUEST_TIMEOUT_MS = 15_000;
+/** Attempts of one chunk the service refuses only for now (over the device's rate, busy). */
+const CHUNK_RETRIES = 5;
 
 /** This machine's architecture as releases name it. */
 export function hostArch(): AgentArch {
@@ -264,6 +268,10 @@ export class Updater {
           version: step.version,
           arch: this.#arch,
         });
+        // The installed agent ("factory") runs the version it was built as.
+        const running = this.#o.release === "factory" ? AGENT_VERSION : this.#o.release;
+        const downgrade = running === undefined ? undefined : downgradeRefusal(manifest, running);
+        if (downgrade !== undefined) throw new ReleaseRefusedError(downgrade);
         await this.#fetch(nc, manifest, signal);
       } catch (e) {
         if (!(e instanceof ReleaseRefusedError)) throw e;
@@ -339,25 +347,32 @@ export class Updater {
   }
 
   async #ask(nc: NatsConnection, request: ArtifactRequest): Promise<unknown> {
-    const msg = await nc.request(
-      artifactSubject(this.#o.deviceId),
-      new TextEncoder().encode(JSON.stringify(request)),
-      { timeout: ARTIFACT_REQUEST_TIMEOUT_MS },
-    );
-    const error = msg.headers?.get(ARTIFACT_ERROR_HEADER);
-    if (error) throw new Error(`the operator says: ${error}`);
-    return msg.json();
+    return (await this.#request(nc, request)).json();
+  }
+
+  /** One artifact request; the operator's refusal (its error header) is thrown. */
+  async #request(nc: NatsConnection, request: ArtifactRequest): Promise<Msg> {
+    for (let attempt = 1;; attempt++) {
+      const msg = await nc.request(
+        artifactSubject(this.#o.deviceId),
+        new TextEncoder().encode(JSON.stringify(request)),
+        { timeout: ARTIFACT_REQUEST_TIMEOUT_MS },
+      );
+      const error = msg.headers?.get(ARTIFACT_ERROR_HEADER);
+      // Refused only for now (its rate, the service's limit): wait as told, a few times.
+      const retryAfterMs = Number(msg.headers?.get(ARTIFACT_RETRY_AFTER_HEADER) ?? NaN);
+      if (error && Number.isFinite(retryAfterMs) && attempt < CHUNK_RETRIES) {
+        await abortableSleep(Math.min(Math.max(retryAfterMs, 0), 10_000));
+        continue;
+      }
+      if (error) throw new Error(`the operator says: ${error}`);
+      return msg;
+    }
   }
 
   async #chunk(nc: NatsConnection, version: string, offset: number): Promise<Chunk> {
     const request: ArtifactRequest = { op: "chunk", version, arch: this.#arch, offset };
-    const msg = await nc.request(
-      artifactSubject(this.#o.deviceId),
-      new TextEncoder().encode(JSON.stringify(request)),
-      { timeout: ARTIFACT_REQUEST_TIMEOUT_MS },
-    );
-    const error = msg.headers?.get(ARTIFACT_ERROR_HEADER);
-    if (error) throw new Error(`the operator says: ${error}`);
+    const msg = await this.#request(nc, request);
     const size = Number(msg.headers?.get(ARTIFACT_SIZE_HEADER));
     if (!Number.isSafeInteger(size)) throw new Error("chunk reply without a size");
     return { bytes: msg.data, size };

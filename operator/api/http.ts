@@ -15,7 +15,10 @@
  * With a token, every request but the liveness check `/healthz` must carry
  * `Authorization: Bearer TOKEN`; `serve` refuses to listen beyond loopback
  * without one ({@linkcode checkApiExposure}), because the fleet view names
- * every device and deployment.
+ * every device and deployment. Without a token only requests naming a
+ * loopback `Host` are answered ({@linkcode foreignHostRefusal}): a web page
+ * whose name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its
+ * own name and is refused.
  *
  * @module
  */
@@ -27,10 +30,11 @@ import {
   LogsRequest,
   MAX_LOG_WAIT_MS,
   nameProblem,
+  parseDuration,
 } from "@drover/contracts";
 import type { FleetView } from "../fleet/aggregate.ts";
-import { CliError, EXIT, parseDuration } from "../commands/cli.ts";
 import {
+  DeviceBusyError,
   DeviceRefusedError,
   DeviceReplyError,
   type DeviceRequests,
@@ -106,12 +110,54 @@ export function isLoopbackHost(hostname: string): boolean {
   return v4 !== null && Number(v4[1]) === 127 && v4.slice(2).every((o) => Number(o) <= 255);
 }
 
+/** The API would be served with a weak token, or without one beyond loopback (a usage error). */
+export class ApiExposureError extends Error {
+  override name = "ApiExposureError";
+  /** How to fix it, one line each. */
+  readonly details: string[];
+  constructor(message: string, details: string[]) {
+    super(message);
+    this.details = details;
+  }
+}
+
+/**
+ * Without a token, the refusal of a request whose `Host` is not a loopback
+ * name (or is missing); undefined when it may proceed. With a token the
+ * token decides. Pure.
+ */
+export function foreignHostRefusal(
+  request: Request,
+  token: string | undefined,
+): Response | undefined {
+  if (token !== undefined) return undefined;
+  const host = request.headers.get("host");
+  let hostname: string | undefined;
+  try {
+    hostname = host === null ? undefined : new URL(`http://${host}`).hostname;
+  } catch {
+    hostname = undefined;
+  }
+  if (hostname !== undefined && isLoopbackHost(hostname)) return undefined;
+  return json({
+    error: `Host ${JSON.stringify(host)} refused: without an API token only loopback names ` +
+      "(localhost, 127.0.0.1, [::1]) are answered; set an API token to serve other names",
+  }, 403);
+}
+
+/** `HOST:PORT` as `--listen` takes it, an IPv6 host in brackets. Pure. */
+export function formatListen(listen: { hostname: string; port: number }): string {
+  return listen.hostname.includes(":")
+    ? `[${listen.hostname}]:${listen.port}`
+    : `${listen.hostname}:${listen.port}`;
+}
+
 /**
  * The token `serve` uses: `--api-token` if given, else `DROVER_API_TOKEN`
  * (empty counts as unset). Refuses a weak token, and no token on an address
  * beyond loopback. Pure.
  *
- * @throws {CliError} exit code 2, saying why and how to fix it.
+ * @throws {ApiExposureError} saying why and how to fix it.
  */
 export function checkApiExposure(
   listen: { hostname: string; port: number },
@@ -123,18 +169,15 @@ export function checkApiExposure(
   if (token !== undefined) {
     const problem = apiTokenProblem(token);
     if (problem === null) return token;
-    throw new CliError(`Invalid ${source}: ${problem}`, EXIT.usage, [
+    throw new ApiExposureError(`Invalid ${source}: ${problem}`, [
       "generate one with: openssl rand -hex 32",
     ]);
   }
   if (isLoopbackHost(listen.hostname)) return undefined;
-  const address = listen.hostname.includes(":")
-    ? `[${listen.hostname}]:${listen.port}`
-    : `${listen.hostname}:${listen.port}`;
-  throw new CliError(
+  const address = formatListen(listen);
+  throw new ApiExposureError(
     `Refusing to serve the HTTP API on ${address} without a token: anyone who can reach that ` +
       "address could read the whole fleet's state",
-    EXIT.usage,
     [
       `set ${API_TOKEN_ENV} (or --api-token; visible in ps) to a secret, e.g. $(openssl rand -hex 32),`,
       "and send it as: Authorization: Bearer <token>",
@@ -209,6 +252,15 @@ const REFUSAL_STATUS: Record<CommandErrorCode, number> = {
   unavailable: 503,
 };
 
+/** A path segment's `%`-escapes decoded; a malformed one is the client's mistake (400). */
+function decodePathPart(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new HttpError(400, `malformed %-escape in the path segment "${text}"`);
+  }
+}
+
 /**
  * The one place errors become responses: an {@linkcode HttpError} as it
  * says, a device that did not answer 504 (with when it was last seen), a
@@ -228,6 +280,7 @@ export function errorResponse(e: unknown): Response {
     return json({ error: e.message, code: e.code }, REFUSAL_STATUS[e.code] ?? 502);
   }
   if (e instanceof DeviceReplyError) return json({ error: e.message }, 502);
+  if (e instanceof DeviceBusyError) return json({ error: e.message }, 429, { "retry-after": "1" });
   return json({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }, 500);
 }
 
@@ -265,12 +318,9 @@ export function logsRequestFromQuery(url: URL, now: number = Date.now()): LogsRe
   if (tail !== undefined) request.tail = tail;
   const since = q.get("since");
   if (since !== null && since !== "") {
-    let ms: number;
-    try {
-      ms = /^[0-9]{4}-/.test(since) ? Date.parse(since) : now - parseDuration(since);
-    } catch {
-      ms = NaN;
-    }
+    const ms = /^[0-9]{4}-/.test(since)
+      ? Date.parse(since)
+      : now - (parseDuration(since, { days: true, bareSeconds: true }) ?? NaN);
     if (Number.isNaN(ms)) {
       throw new HttpError(400, `invalid since "${since}": expected e.g. "10m" or an RFC 3339 time`);
     }
@@ -395,7 +445,7 @@ export function createApi(
         }
         const params: Record<string, string> = {};
         for (const [k, v] of Object.entries(match.pathname.groups)) {
-          if (v !== undefined) params[k] = decodeURIComponent(v);
+          if (v !== undefined) params[k] = decodePathPart(v);
         }
         // Awaited here, so a route's rejected promise meets the same mapping as a throw.
         return await route.handler(params, new URL(request.url));

@@ -7,8 +7,10 @@ import {
 } from "../../tests/support/assert.ts";
 import { freePort, startNats, waitFor } from "../../tests/support/mod.ts";
 import { summarise } from "../fleet/aggregate.ts";
-import { CliError, EXIT } from "../commands/cli.ts";
+import { EXIT } from "../commands/cli.ts";
+import { asCliError } from "../commands/errors.ts";
 import {
+  ApiExposureError,
   apiTokenProblem,
   checkApiExposure,
   createApi,
@@ -17,6 +19,7 @@ import {
 } from "./http.ts";
 import type { FleetView } from "../fleet/aggregate.ts";
 import {
+  DeviceBusyError,
   DeviceRefusedError,
   DeviceReplyError,
   type DeviceRequests,
@@ -67,6 +70,19 @@ Deno.test("http: errors are JSON with the right status", async () => {
   const post = await api()(get("/api/devices", "POST"));
   assertEquals(post.status, 405);
   await post.body?.cancel();
+});
+
+Deno.test("http: a malformed %-escape in the path is the client's mistake (400), a valid one decodes", async () => {
+  for (
+    const path of ["/api/deployments/%E0%A4%A", "/api/deployments/%zz", "/api/devices/a%2/events"]
+  ) {
+    const res = await api()(get(path));
+    assertEquals(res.status, 400, path);
+    assertStringIncludes((await res.json()).error, "malformed %-escape", path);
+  }
+  const escaped = await api()(get("/api/deployments/we%62"));
+  assertEquals(escaped.status, 200);
+  assertEquals((await escaped.json()).name, "web");
 });
 
 Deno.test("http: /healthz reports readiness", async () => {
@@ -140,7 +156,7 @@ Deno.test("http: with a token every request but /healthz needs it", async () => 
   const head = await guarded(withToken("/api/devices", undefined, "HEAD"));
   assertEquals(head.status, 401);
   await head.body?.cancel();
-  // Behind the token, routing answers as before.
+  // Behind the token, routing answers as without one: an unknown path is 404.
   const nowhere = await guarded(withToken("/nowhere", `Bearer ${TOKEN}`));
   assertEquals(nowhere.status, 404);
   await nowhere.body?.cancel();
@@ -193,24 +209,27 @@ Deno.test("http: checkApiExposure picks the token and refuses an open API beyond
   assertEquals(checkApiExposure(everywhere, TOKEN, "other-token-1234567"), TOKEN);
   assertEquals(checkApiExposure(everywhere, "", TOKEN), TOKEN);
 
-  const open = assertThrows(() => checkApiExposure(everywhere, undefined, ""), CliError);
-  assertEquals(open.exitCode, EXIT.usage);
+  const open = assertThrows(() => checkApiExposure(everywhere, undefined, ""), ApiExposureError);
+  assertEquals(asCliError(open)?.exitCode, EXIT.usage, "the CLI's usage error");
   assertStringIncludes(open.message, "on 0.0.0.0:8080 without a token");
   assertStringIncludes(open.details.join("\n"), "DROVER_API_TOKEN");
   assertStringIncludes(open.details.join("\n"), "--listen 127.0.0.1:8080");
   const v6 = assertThrows(
     () => checkApiExposure({ hostname: "::", port: 1 }, undefined, undefined),
-    CliError,
+    ApiExposureError,
   );
   assertStringIncludes(v6.message, "on [::]:1 without");
 
   // A weak token is refused wherever it listens, naming where it came from.
-  const short = assertThrows(() => checkApiExposure(loopback, "short", undefined), CliError);
-  assertEquals(short.exitCode, EXIT.usage);
+  const short = assertThrows(
+    () => checkApiExposure(loopback, "short", undefined),
+    ApiExposureError,
+  );
+  assertEquals(asCliError(short)?.exitCode, EXIT.usage);
   assertStringIncludes(short.message, "Invalid --api-token: it has 5 character(s)");
   const spaced = assertThrows(
     () => checkApiExposure(loopback, undefined, "a token with spaces in it"),
-    CliError,
+    ApiExposureError,
   );
   assertStringIncludes(spaced.message, "Invalid DROVER_API_TOKEN: it may hold only");
   assertEquals(apiTokenProblem("A-z0.9_~+/AAAAAAAAAAAA=="), null);
@@ -462,6 +481,13 @@ Deno.test("http: device errors map to statuses in one place", async () => {
       },
       502,
       "invalid reply",
+    ],
+    [
+      () => {
+        throw new DeviceBusyError('Too many requests to device "pi-1" in progress; retry');
+      },
+      429,
+      "Too many requests",
     ],
     [
       () => {

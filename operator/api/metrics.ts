@@ -6,13 +6,15 @@
  * view at scrape time; prom-client formats the exposition.
  *
  * Label values are bounded: statuses and phases are small enums; deployment
- * names are bounded by the deployments that exist (never a device id).
+ * names are bounded by the deployments that exist; the only device ids are
+ * those of devices flooding the operator now (`drover_device_flooding`).
  *
  * @module
  */
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FleetView } from "../fleet/aggregate.ts";
+import type { FloodReport } from "../fleet/device_gate.ts";
 
 /** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
 export const WRITE_BUCKETS_SECONDS = [
@@ -38,10 +40,16 @@ export interface RolloutProgress {
 
 /** Options of {@linkcode OperatorMetrics}. */
 export interface OperatorMetricsOptions {
-  /** The fleet view now; undefined while starting (the fleet gauges are then empty). */
-  view: () => FleetView | undefined;
+  /**
+   * The fleet view now; undefined while starting (the fleet gauges are then empty). Also
+   * settable later ({@linkcode OperatorMetrics.readFleetFrom}): the fan-out controller that
+   * holds the view is built after the metrics that time its writes.
+   */
+  view?: () => FleetView | undefined;
   /** Rollouts in progress; absent: no rollout gauges. */
   rollouts?: () => Iterable<RolloutProgress>;
+  /** Refusals of device requests beyond their limits, and the devices flooding now. */
+  floods?: FloodReport;
 }
 
 /** The operator's metrics. */
@@ -51,8 +59,11 @@ export class OperatorMetrics {
   readonly #writes: Counter<"operation" | "outcome">;
   readonly #writeSeconds: Histogram<"operation">;
   readonly #reconnects: Counter;
+  #view: () => FleetView | undefined;
 
-  constructor(options: OperatorMetricsOptions) {
+  constructor(options: OperatorMetricsOptions = {}) {
+    this.#view = options.view ?? (() => undefined);
+    const readView = () => this.#view();
     const registers = [this.registry];
     new Gauge({
       name: "drover_devices",
@@ -61,7 +72,7 @@ export class OperatorMetrics {
       registers,
       collect() {
         this.reset();
-        const view = options.view();
+        const view = readView();
         if (view === undefined) return;
         for (const d of view.devices) {
           this.inc({ status: d.status, online: d.online ? "true" : "false" });
@@ -75,7 +86,7 @@ export class OperatorMetrics {
       registers,
       collect() {
         this.reset();
-        const view = options.view();
+        const view = readView();
         if (view === undefined) return;
         for (const d of view.deployments) {
           this.set({ deployment: d.name, phase: "ready" }, d.ready);
@@ -107,6 +118,37 @@ export class OperatorMetrics {
         },
       });
     }
+    if (options.floods !== undefined) {
+      const floods = options.floods;
+      new Counter({
+        name: "drover_device_requests_refused_total",
+        help: "Device messages refused before any work, by handler (artifact, snapshot, " +
+          "heartbeat, status, command) and reason (rate: the device's; busy: the cap on work " +
+          "in progress).",
+        labelNames: ["handler", "reason"],
+        registers,
+        collect() {
+          this.reset();
+          for (const [handler, reasons] of Object.entries(floods.counts)) {
+            for (const [reason, n] of Object.entries(reasons)) this.inc({ handler, reason }, n);
+          }
+        },
+      });
+      // Label values are device ids, bounded by the devices flooding now (few; capped).
+      new Gauge({
+        name: "drover_device_flooding",
+        help: "Devices refused beyond the flooding threshold in the last window (value: " +
+          "refusals in it). Cut one off with `operator device revoke ID`.",
+        labelNames: ["device", "handler"],
+        registers,
+        collect() {
+          this.reset();
+          for (const f of floods.flooding()) {
+            this.set({ device: f.device, handler: f.handler }, f.refused);
+          }
+        },
+      });
+    }
     this.#writes = new Counter({
       name: "drover_desired_state_writes_total",
       help: "Desired-state KV writes (put, delete) by outcome.",
@@ -130,6 +172,11 @@ export class OperatorMetrics {
       for (const outcome of ["ok", "error"]) this.#writes.inc({ operation, outcome }, 0);
     }
     this.#reconnects.inc(0);
+  }
+
+  /** Where the fleet gauges read the fleet view from at scrape time. */
+  readFleetFrom(view: () => FleetView | undefined): void {
+    this.#view = view;
   }
 
   /** The NATS connection came back. */

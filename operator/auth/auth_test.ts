@@ -236,7 +236,10 @@ Deno.test("deviceAdd: creds carry the device permissions; the config is one the 
   assertEquals(config.agent.device_id, "pi-1");
   assertEquals(config.agent.labels, { site: "lab" });
   assertEquals(config.nats.servers, ["tls://nats.example:4222"]);
-  assertEquals(config.nats.creds, added.credsPath);
+  // The config is the device's: its creds and state live where install.sh puts them.
+  assertEquals(config.nats.creds, "/etc/drover/nats.creds");
+  assertEquals(config.agent.state_dir, "/var/lib/drover");
+  assertEquals(config.secrets?.key, "/etc/drover/sealing.xk");
   assertEquals(config.nats.tls_ca, "/etc/drover/ca.pem");
 
   await assertRejects(() => deviceAdd(dir.path, "pi-1"), DeviceExistsError);

@@ -18,7 +18,12 @@ import {
   type Import,
   type KeyPair,
 } from "@nats-io/jwt";
-import { DEVICE_BRIDGES, DEVICE_EXPORTS, devicePermissions } from "./permissions.ts";
+import {
+  DEVICE_BRIDGES,
+  DEVICE_EXPORTS,
+  type DeviceBridge,
+  devicePermissions,
+} from "./permissions.ts";
 
 /** Name of the NATS account of the operator service and the KV buckets. */
 export const DROVER_ACCOUNT_NAME = "DROVER";
@@ -112,6 +117,13 @@ export function devicesAccountLimits(limits: FleetLimits) {
   };
 }
 
+/** A service export's `response_threshold` (nanoseconds in the JWT), if it has one. */
+function responseThreshold(b: DeviceBridge): { response_threshold?: number } {
+  return b.responseThresholdMs === undefined
+    ? {}
+    : { response_threshold: b.responseThresholdMs * 1_000_000 };
+}
+
 /** The keys that sign everything; loaded from the seeds in the auth directory. */
 export interface SigningKeys {
   /** Signs the account JWTs (operator identity key). */
@@ -161,6 +173,7 @@ export async function encodeDroverAccountJwt(
     type: b.type,
     token_req: true,
     ...(b.type === "service" ? { response_type: "Singleton" as const } : {}),
+    ...responseThreshold(b),
   }));
   const imports: Import[] = [];
   for (const bridge of DEVICE_EXPORTS) {
@@ -214,6 +227,7 @@ export async function encodeDevicesAccountJwt(
     subject: b.subject,
     type: b.type,
     token_req: true,
+    ...responseThreshold(b),
   }));
   return await encodeAccount(DEVICES_ACCOUNT_NAME, keys.devicesAccount, {
     limits: devicesAccountLimits(limits),

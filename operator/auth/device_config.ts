@@ -5,8 +5,25 @@
  */
 
 import { stringify } from "smol-toml";
-import { AgentConfig, type AgentConfigInput, formatZodIssues } from "@drover/contracts";
+import {
+  AgentConfig,
+  type AgentConfigInput,
+  DEFAULT_STATE_DIR,
+  formatZodIssues,
+} from "@drover/contracts";
 import { AuthInputError } from "./errors.ts";
+
+/**
+ * Where the device keeps its creds: the path written into its config, and where
+ * `systemd/install.sh --creds FILE` installs them (beside the config, 0600).
+ */
+export const DEVICE_CREDS_PATH = "/etc/drover/nats.creds";
+
+/**
+ * Where the device keeps its sealing key (xkey seed): the path written into its config's
+ * `[secrets] key`, and where `systemd/install.sh --sealing-key FILE` installs it (0600).
+ */
+export const DEVICE_SEALING_KEY_PATH = "/etc/drover/sealing.xk";
 
 /** What a device's generated config contains. */
 export interface DeviceConfigInput {
@@ -14,14 +31,10 @@ export interface DeviceConfigInput {
   labels: Record<string, string>;
   /** NATS server URLs the agent connects to. */
   servers: string[];
-  /** Absolute path of the device's creds file on the device. */
-  credsPath: string;
   /** Absolute path of the CA that signed the server certificate, when the server uses TLS. */
   tlsCa?: string;
   /** The release key's public half: agents trust only releases it signed (self-update). */
   releaseKey?: string;
-  /** Absolute path of the device's sealing key (xkey seed) on the device. */
-  sealingKeyPath?: string;
 }
 
 /**
@@ -32,14 +45,15 @@ export interface DeviceConfigInput {
  */
 export function renderDeviceToml(input: DeviceConfigInput): string {
   const config: AgentConfigInput = {
-    agent: { device_id: input.deviceId, labels: input.labels },
+    agent: { device_id: input.deviceId, labels: input.labels, state_dir: DEFAULT_STATE_DIR },
     nats: {
       servers: input.servers,
-      creds: input.credsPath,
+      creds: DEVICE_CREDS_PATH,
       ...(input.tlsCa !== undefined ? { tls_ca: input.tlsCa } : {}),
     },
     ...(input.releaseKey !== undefined ? { update: { release_key: input.releaseKey } } : {}),
-    ...(input.sealingKeyPath !== undefined ? { secrets: { key: input.sealingKeyPath } } : {}),
+    // Every device gets a sealing key from `device add`: secrets are sealed to it.
+    secrets: { key: DEVICE_SEALING_KEY_PATH },
   };
   const checked = AgentConfig.safeParse(config);
   if (!checked.success) {
@@ -51,9 +65,12 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
   }
   return [
     `# Drover agent config for device "${input.deviceId}", written by "operator device add".`,
-    "# Copy it with the creds and sealing key (.xk) files to the device (e.g. /etc/drover/agent.toml) and fix the",
-    '# paths if they differ there. Add a [podman] socket = "…" section if the podman',
-    "# socket is not /run/podman/podman.sock, and a [policy] section to restrict what runs.",
+    "# The paths are the device's: install the three files there with",
+    `#   systemd/install.sh --config ${input.deviceId}.toml --creds ${input.deviceId}.creds \\`,
+    `#     --sealing-key ${input.deviceId}.xk`,
+    `# (to /etc/drover/agent.toml, ${DEVICE_CREDS_PATH} and ${DEVICE_SEALING_KEY_PATH}, 0600).`,
+    '# Add a [podman] socket = "…" section if the podman socket is not /run/podman/podman.sock,',
+    "# and a [policy] section to restrict what runs.",
     "",
     stringify(config),
     "",

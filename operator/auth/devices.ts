@@ -148,8 +148,6 @@ export async function deviceAdd(
     deviceId,
     labels,
     servers,
-    credsPath,
-    sealingKeyPath,
     ...(releaseKey !== undefined ? { releaseKey } : {}),
     ...(options.tlsCa !== undefined ? { tlsCa: resolve(options.tlsCa) } : {}),
   });

@@ -54,6 +54,7 @@ import {
   heartbeatSubject,
   kvStream,
   kvSubject,
+  MAX_LOG_WAIT_MS,
   statusSubject,
 } from "@drover/contracts";
 
@@ -88,7 +89,17 @@ export interface DeviceBridge {
   subject: string;
   /** `service`: request/reply into `DROVER`; `stream`: messages flowing out of `DROVER`. */
   type: "service" | "stream";
+  /**
+   * Services: how long the server keeps the mapping of a request's reply
+   * subject waiting for the answer. Short, so that a device flooding requests
+   * nobody answers (or that are refused silently) cannot grow the server's
+   * reply maps without bound.
+   */
+  responseThresholdMs?: number;
 }
+
+/** Response threshold of the services devices call: every answer is from memory or one read. */
+export const DEVICE_SERVICE_RESPONSE_THRESHOLD_MS = 5_000;
 
 /**
  * Everything a device can reach in the `DROVER` account. Subjects name the
@@ -99,6 +110,7 @@ export const DEVICE_BRIDGES: readonly DeviceBridge[] = [
     name: "agent-status put",
     subject: kvSubject(BUCKET_AGENT_STATUS, "*"),
     type: "service",
+    responseThresholdMs: DEVICE_SERVICE_RESPONSE_THRESHOLD_MS,
   },
   {
     name: "desired-state direct get",
@@ -107,11 +119,13 @@ export const DEVICE_BRIDGES: readonly DeviceBridge[] = [
       kvSubject(BUCKET_DESIRED_STATE, "*.*"),
     ),
     type: "service",
+    responseThresholdMs: DEVICE_SERVICE_RESPONSE_THRESHOLD_MS,
   },
   {
     name: "desired-state snapshot",
     subject: `${DESIRED_SNAPSHOT_PREFIX}.*`,
     type: "service",
+    responseThresholdMs: DEVICE_SERVICE_RESPONSE_THRESHOLD_MS,
   },
   {
     // Release artifacts for self-update, answered by `operator serve` from the
@@ -119,6 +133,7 @@ export const DEVICE_BRIDGES: readonly DeviceBridge[] = [
     name: "agent artifacts",
     subject: `${ARTIFACT_PREFIX}.*`,
     type: "service",
+    responseThresholdMs: DEVICE_SERVICE_RESPONSE_THRESHOLD_MS,
   },
   {
     name: "desired-state changes",
@@ -144,6 +159,8 @@ export const DEVICE_EXPORTS: readonly DeviceBridge[] = [
     name: "device commands",
     subject: `${DEVICE_COMMAND_PREFIX}.*.*`,
     type: "service",
+    // A followed log may wait MAX_LOG_WAIT_MS on the device before it answers.
+    responseThresholdMs: MAX_LOG_WAIT_MS + 5_000,
   },
 ];
 

@@ -7,8 +7,8 @@
 
 import type { CliIo } from "./cli.ts";
 
-/** Captures output; the environment is the given map only. */
-export function captureIo(env: Record<string, string> = {}) {
+/** Captures output; the environment is the given map only; `cwd` is the user's directory. */
+export function captureIo(env: Record<string, string> = {}, cwd?: string) {
   const out: string[] = [];
   const err: string[] = [];
   const io: CliIo = {
@@ -17,6 +17,7 @@ export function captureIo(env: Record<string, string> = {}) {
     env: (name) => env[name],
     isTerminal: false,
     signal: new AbortController().signal,
+    ...(cwd !== undefined ? { cwd } : {}),
   };
   return { io, out: () => out.join(""), err: () => err.join("") };
 }

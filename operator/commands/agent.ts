@@ -28,9 +28,7 @@ import {
 } from "../devices/artifacts.ts";
 import { readFleet } from "../fleet/read.ts";
 import { openBucket } from "../nats/kv.ts";
-import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
-import { parseSelector } from "./logs.ts";
-import { withNats } from "./_shared.ts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError, labelSelector, withNats } from "./_shared.ts";
 import { BUCKET_AGENT_STATUS } from "@drover/contracts";
 
 /** Where one device stands in an agent rollout (pure). */
@@ -79,7 +77,7 @@ export const agentCommand: Command = {
   name: "agent",
   summary: "Publish signed agent releases and roll them out to devices",
   usage: "agent key --dir DIR | agent publish FILE --version V --arch aarch64|x86_64 " +
-    "[--kind executable|bundle] --dir DIR | agent rollout --version V " +
+    "[--kind executable|bundle] [--rollback] --dir DIR | agent rollout --version V " +
     "(--device ID… | -l k=v…) [--batch-size N] [--wait] [--timeout 10m]",
   description: [
     "key      prints the release key's public half for [update] release_key in agent.toml",
@@ -87,6 +85,8 @@ export const agentCommand: Command = {
     "publish  signs FILE (a compiled agent, or dist/drover-agent.bundle.js with --kind bundle)",
     "         with DIR/release.key and stores it in the agent-releases Object Store. An auth",
     "         directory made before releases existed gets its key with --create-key.",
+    "         Agents refuse a version older than the one they run unless it was published",
+    "         with --rollback (signed as a rollback).",
     "rollout  sets the version the selected devices should run (agent-updates/<device>). Each",
     "         agent downloads, verifies and starts it on trial, and goes back by itself when",
     "         it fails. With --batch-size (implies --wait) devices move N at a time; a failed",
@@ -104,6 +104,12 @@ export const agentCommand: Command = {
     "create-key": {
       type: "boolean",
       description: "Create the release key if the auth directory has none (publish)",
+    },
+    rollback: {
+      type: "boolean",
+      description:
+        "Sign as a rollback: agents running a newer version accept it (they refuse an older " +
+        "version otherwise) (publish)",
     },
     device: {
       type: "string",
@@ -192,11 +198,13 @@ export const agentCommand: Command = {
           arch,
           kind,
           signingKey: key.privateKey,
+          rollback: values.rollback === true,
         });
       });
       io.stdout(
         `published agent ${manifest.version} for ${manifest.arch} (${manifest.kind}, ` +
-          `${manifest.size} bytes, sha256 ${manifest.sha256})\n`,
+          `${manifest.size} bytes, sha256 ${manifest.sha256}` +
+          `${manifest.rollback ? ", signed as a rollback" : ""})\n`,
       );
       return EXIT.ok;
     }
@@ -211,7 +219,7 @@ export const agentCommand: Command = {
         "1-64 of A-Z a-z 0-9 . + _ -",
       );
       const named = (values.device as string[] | undefined) ?? [];
-      const selector = parseSelector(values.selector);
+      const selector = labelSelector(values.selector, "agent");
       if (named.length === 0 && selector === undefined) {
         throw new UsageError("Name the devices: --device ID (repeatable) or -l k=v", "agent");
       }

@@ -13,36 +13,13 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./_shared.ts";
 import {
   AuthAlreadyInitializedError,
-  AuthError,
   authInit,
   DEFAULT_FLEET_LIMITS,
   type FleetLimits,
 } from "../auth/mod.ts";
-
-/** `--dir`, shared by `auth` and `device`. */
-export const AUTH_DIR_OPTION = {
-  dir: {
-    type: "string",
-    value: "DIR",
-    description: "Directory holding the keys and creds (env DROVER_AUTH_DIR)",
-    path: { env: "DROVER_AUTH_DIR" },
-  },
-} as const;
-
-/** Reads `--dir` (or `DROVER_AUTH_DIR`). */
-export function authDir(
-  values: OptionValues,
-  env: (name: string) => string | undefined,
-  command: string,
-): string {
-  const dir = stringOption(values, "dir") ?? env("DROVER_AUTH_DIR");
-  if (dir === undefined || dir === "") {
-    throw new UsageError("Missing --dir DIR (the auth directory)", command);
-  }
-  return dir;
-}
 
 const SIZE_UNITS: Record<string, number> = {
   "": 1,
@@ -84,12 +61,6 @@ export function limitsOption(values: OptionValues): Partial<FleetLimits> {
   const storage = stringOption(values, "max-storage");
   if (storage !== undefined) out.storageBytes = parseSize(storage, "max-storage");
   return out;
-}
-
-/** Maps the auth module's errors to CLI errors with the right exit code. */
-export function cliAuthError(e: unknown): unknown {
-  if (e instanceof AuthError) return new OperationError(e.message, [], { cause: e });
-  return e;
 }
 
 /** The `auth` command. */

@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { parseDuration as parseDurationText } from "@drover/contracts";
 
 /** Program name shown in help and errors. */
 export const PROGRAM = "drover-operator";
@@ -21,7 +22,16 @@ export const EXIT = {
   usage: 2,
   /** Input (a manifest file, a name) is invalid; nothing was changed. */
   invalid: 3,
+  /**
+   * `diff` only, whose 1 means "something would change" (kubectl's convention):
+   * the comparison itself failed (NATS unreachable…).
+   */
+  diffFailed: 4,
 } as const;
+
+/** What the exit codes of most commands mean, for help texts. */
+export const EXIT_CODES_HELP =
+  "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.";
 
 /** Base of errors that carry their exit code and optional detail lines. */
 export class CliError extends Error {
@@ -123,6 +133,8 @@ export interface Command {
   options: OptionSpecs;
   /** Whether the shared NATS connection options apply. */
   connects: boolean;
+  /** The help's exit-code line, when the command's codes differ from {@linkcode EXIT_CODES_HELP}. */
+  exitCodes?: string;
   /** Runs the command; returns the exit code. Throws {@linkcode CliError}s. */
   run(input: CommandInput): Promise<number>;
 }
@@ -149,7 +161,7 @@ export function parseOptions(
   }
   try {
     const { values, positionals } = parseArgs({
-      args,
+      args: attachNegativeValues(args, options),
       options: config,
       allowPositionals: true,
       strict: true,
@@ -158,6 +170,35 @@ export function parseOptions(
   } catch (e) {
     throw new UsageError(cleanParseError((e as Error).message), command, { cause: e });
   }
+}
+
+/**
+ * `--tail -5` as `--tail=-5`: node:util calls a value that starts with `-` "ambiguous", and a
+ * negative number after an option that takes a value can only be that value (the command
+ * then says whether it accepts it). Pure.
+ */
+export function attachNegativeValues(args: readonly string[], options: OptionSpecs): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") ? arg.slice(2) : Object.keys(options).find((n) => {
+      const short = options[n]?.short;
+      return short !== undefined && arg === `-${short}`;
+    });
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-[0-9]+(\.[0-9]+)?$/.test(next)
+    ) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
 }
 
 /** node:util's messages mention its own API; keep only the part about the argument. */
@@ -238,10 +279,7 @@ export function commandHelp(command: Command, shared: OptionSpecs): string {
   const own = { ...command.options, ...HELP_OPTION };
   lines.push("", "Options:", ...renderOptions(own));
   if (command.connects) lines.push("", "Connection options:", ...renderOptions(shared));
-  lines.push(
-    "",
-    "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid input.",
-  );
+  lines.push("", command.exitCodes ?? EXIT_CODES_HELP);
   return lines.join("\n") + "\n";
 }
 
@@ -257,33 +295,20 @@ export function renderOptions(options: OptionSpecs): string[] {
   return rows.map(([flag, description]) => `  ${flag.padEnd(width)}  ${description}`);
 }
 
-/** Parses a duration such as `120s`, `2m`, `1h30m`, `500ms` or a bare number of seconds. */
+/**
+ * Parses a command-line duration such as `120s`, `2m`, `1h30m`, `90d`, `500ms` or a bare
+ * number of seconds (contracts/duration.ts, with days and bare seconds).
+ *
+ * @throws {UsageError} naming the value and what is expected.
+ */
 export function parseDuration(text: string): number {
-  const bare = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) * 1000 : undefined;
-  if (bare !== undefined) return bare;
-  const units: Record<string, number> = {
-    ms: 1,
-    s: 1000,
-    m: 60_000,
-    h: 3_600_000,
-    d: 86_400_000,
-  };
-  const re = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/gy;
-  let total = 0;
-  let consumed = 0;
-  for (const [whole, amount, unit] of text.matchAll(re)) {
-    const perUnit = units[unit ?? ""];
-    // The pattern's unit alternatives are exactly the table's keys.
-    if (perUnit === undefined) throw new Error(`duration unit ${unit} has no entry in the table`);
-    total += Number(amount) * perUnit;
-    consumed += whole.length;
-  }
-  if (text.length === 0 || consumed !== text.length) {
+  const ms = parseDurationText(text, { days: true, bareSeconds: true });
+  if (ms === undefined) {
     throw new UsageError(
       `Invalid duration ${
         JSON.stringify(text)
       }: expected e.g. "120s", "2m", "1h30m", "90d" or "500ms"`,
     );
   }
-  return total;
+  return ms;
 }

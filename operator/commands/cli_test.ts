@@ -7,10 +7,13 @@ import {
   resolvePathOptions,
   UsageError,
 } from "./cli.ts";
-import { CONNECTION_OPTIONS, connectionSettings } from "../nats/connection.ts";
+import { CONNECTION_OPTIONS, connectionSettings } from "./connection_options.ts";
 import { main } from "../main.ts";
 import { parseListen } from "./serve.ts";
 import { captureIo } from "./_capture_io.ts";
+import { parse } from "yaml";
+import { DeploymentManifest } from "@drover/contracts";
+import { tempDir } from "../../tests/support/mod.ts";
 
 Deno.test("parseOptions: values, short flags and positionals", () => {
   const parsed = parseOptions("apply", ["-f", "m.yaml", "--wait", "extra"], {
@@ -30,6 +33,18 @@ Deno.test("parseOptions: unknown option and missing value are usage errors", () 
     () => parseOptions("apply", ["-f"], { file: { type: "string", short: "f", description: "" } }),
     UsageError,
   );
+});
+
+Deno.test("parseOptions: a negative number after an option is its value, not an option", () => {
+  const options = {
+    tail: { type: "string" as const, short: "n", description: "" },
+    follow: { type: "boolean" as const, short: "f", description: "" },
+  };
+  assertEquals(parseOptions("logs", ["--tail", "-5", "a"], options).values.tail, "-5");
+  assertEquals(parseOptions("logs", ["-n", "-1"], options).values.tail, "-1");
+  assertEquals(parseOptions("logs", ["--", "-5"], options).positionals, ["-5"]);
+  // A boolean takes no value: the number stays an (unknown) option.
+  assertThrows(() => parseOptions("logs", ["-f", "-5"], options), UsageError);
 });
 
 Deno.test("parseDuration: units, combinations and bare seconds", () => {
@@ -90,7 +105,13 @@ Deno.test("main: help, version and exit codes", async () => {
   assertStringIncludes(c.out(), "drover-operator 0.");
   c = captureIo();
   assertEquals(await main(["frobnicate"], c.io), EXIT.usage);
-  assertStringIncludes(c.err(), 'error: Unknown command "frobnicate"');
+  assertStringIncludes(c.err(), 'error: Unknown command "frobnicate"\n');
+  c = captureIo();
+  assertEquals(await main(["aply", "-f", "x.yaml"], c.io), EXIT.usage);
+  assertStringIncludes(c.err(), 'error: Unknown command "aply"; did you mean "apply"?');
+  c = captureIo();
+  assertEquals(await main(["help", "rolout"], c.io), EXIT.usage);
+  assertStringIncludes(c.err(), 'error: Unknown command "rolout"; did you mean "rollout"?');
 });
 
 Deno.test("main: every command has --help with the connection options where it connects", async () => {
@@ -105,7 +126,7 @@ Deno.test("main: every command has --help with the connection options where it c
 
 Deno.test("main: usage errors exit 2 before any connection is tried", async () => {
   const cases: [string[], string][] = [
-    [["apply"], "Missing -f FILE"],
+    [["apply"], "Missing -f PATH"],
     [["apply", "-f", "x.yaml", "--timeout", "1m"], "--timeout only makes sense with --wait"],
     [["get"], "Missing what to get"],
     [["get", "pods"], 'Cannot get "pods"'],
@@ -114,6 +135,15 @@ Deno.test("main: usage errors exit 2 before any connection is tried", async () =
     [["status", "a", "b"], 'Unexpected argument "b"'],
     [["serve", "--listen", "nope"], "Invalid --listen"],
     [["serve", "--replicas", "0"], "Invalid --replicas"],
+    [["diff"], "Missing -f PATH"],
+    [["apply", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
+    [["diff", "-f", "fleet", "--prune"], "--prune needs --source NAME"],
+    [["apply", "-f", "fleet", "--dry-run", "--wait"], "--dry-run cannot --wait"],
+    [["logs"], "Missing DEVICE and DEPLOYMENT"],
+    [["logs", "pi-a1"], 'Missing DEPLOYMENT (device "pi-a1" given): logs pi-a1 DEPLOYMENT'],
+    [["logs", "-l", "site=home"], "Missing DEPLOYMENT (the devices by -l given)"],
+    [["logs", "pi-a1", "web", "--tail", "-5"], "for the last 5 lines use --tail 5"],
+    [["logs", "pi-a1", "web", "--tail", "five"], 'Invalid --tail "five"'],
   ];
   for (const [args, message] of cases) {
     // An unreachable server: reaching it would fail with exit 1, not 2.
@@ -176,4 +206,93 @@ Deno.test("main resolves every path option and its environment variable against 
       file: "-",
     },
   );
+});
+
+Deno.test("diff: 1 means changes, so a failed diff exits 4; invalid input stays 3", async () => {
+  const manifest = new URL("../../examples/hello.yaml", import.meta.url).pathname;
+  const unreachable = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["diff", "-f", manifest], unreachable.io), EXIT.diffFailed);
+  assertStringIncludes(unreachable.err(), "error: ");
+  // The same failure is exit 1 for apply.
+  const applied = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["apply", "-f", manifest, "--dry-run"], applied.io), EXIT.failed);
+  const source = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(
+    await main(["diff", "-f", manifest, "--source", "My Repo"], source.io),
+    EXIT.invalid,
+  );
+  assertStringIncludes(source.err(), 'Invalid --source "My Repo"');
+  const missing = captureIo({ NATS_URL: "nats://127.0.0.1:1" });
+  assertEquals(await main(["diff", "-f", "/nonexistent/fleet"], missing.io), EXIT.invalid);
+  assertStringIncludes(missing.err(), "Cannot read manifest /nonexistent/fleet:");
+});
+
+Deno.test("asCliError: each domain error gets its exit code; an unexpected one none", async () => {
+  const { asCliError } = await import("./errors.ts");
+  const { ManifestError } = await import("../manifests/file.ts");
+  const { DeviceUnreachableError } = await import("../devices/requests.ts");
+  const { ApiExposureError } = await import("../api/http.ts");
+  const { NatsConnectionError } = await import("../nats/connection.ts");
+  const seen = { text: "never", last_seen: null, online: null };
+  const cases: [Error, number][] = [
+    [new ManifestError("Invalid manifest a.yaml", ["name: required"]), EXIT.invalid],
+    [new DeviceUnreachableError('Device "pi-1" did not answer', "pi-1", seen), EXIT.failed],
+    [new ApiExposureError("Refusing to serve", ["set a token"]), EXIT.usage],
+    [new NatsConnectionError("Cannot connect to NATS"), EXIT.failed],
+  ];
+  for (const [error, code] of cases) {
+    const cli = asCliError(error);
+    assertEquals([cli?.exitCode, cli?.message], [code, error.message], error.name);
+  }
+  assertEquals(asCliError(new ManifestError("m", ["d1"]))?.details, ["d1"]);
+  assertEquals(asCliError(new TypeError("bug")), undefined);
+});
+
+Deno.test("convert: .env beside the file, the environment over it, warnings on stderr, exit 0", async () => {
+  await using dir = await tempDir("drover-convert-");
+  await Deno.writeTextFile(
+    `${dir.path}/docker-compose.yml`,
+    [
+      "services:",
+      "  web:",
+      "    image: ${REGISTRY}/web:${TAG:-1}",
+      "    environment: { MODE: '${MODE}', LEVEL: '${LEVEL}' }",
+      "    container_name: web1",
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(`${dir.path}/.env`, "REGISTRY=registry.example.com\nMODE=from-dotenv\n");
+  const { io, out, err } = captureIo({ MODE: "from-env" }, dir.path);
+  const code = await main(["convert", "-f", "docker-compose.yml", "--selector", "site=lab"], io);
+  assertEquals(code, 0, err());
+  const manifest = DeploymentManifest.parse(parse(out()));
+  const [web] = manifest.score.services;
+  assertEquals(web?.image, "registry.example.com/web:1");
+  assertEquals(web?.env, { MODE: "from-env", LEVEL: "" });
+  assertEquals(manifest.selector, { labels: { site: "lab" } });
+  assertStringIncludes(err(), "warning: ${LEVEL}: variable is not set");
+  assertStringIncludes(err(), "warning: services.web.container_name: ");
+  // The deployment name is the directory's, as compose's project name.
+  assertEquals(
+    manifest.name,
+    dir.path.split("/").at(-1)?.toLowerCase().replace(/[^a-z0-9-]+/g, "-"),
+  );
+});
+
+Deno.test("convert: exit 3 when nothing usable remains, 2 without -f, 3 on bad YAML", async () => {
+  await using dir = await tempDir("drover-convert-");
+  await Deno.writeTextFile(`${dir.path}/build.yml`, "services:\n  app:\n    build: .\n");
+  await Deno.writeTextFile(`${dir.path}/bad.yml`, "services: [\n");
+  const run = async (args: string[]) => {
+    const c = captureIo({}, dir.path);
+    return { code: await main(["convert", ...args], c.io), out: c.out(), err: c.err() };
+  };
+  const nothing = await run(["-f", "build.yml"]);
+  assertEquals(nothing.code, 3);
+  assertEquals(nothing.out, "");
+  assertStringIncludes(nothing.err, "nothing usable remains");
+  assertEquals((await run([])).code, 2);
+  assertEquals((await run(["-f", "build.yml", "-o", "toml"])).code, 2);
+  assertEquals((await run(["-f", "bad.yml"])).code, 3);
+  assertEquals((await run(["-f", "missing.yml"])).code, 3);
 });

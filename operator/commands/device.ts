@@ -11,7 +11,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { redactUrl } from "@drover/contracts";
 import type { KV } from "@nats-io/kv";
 import {
   type CliIo,
@@ -25,44 +25,35 @@ import {
   UsageError,
 } from "./cli.ts";
 import {
-  AUTH_FILES,
   AuthInputError,
   checkDeviceId,
+  DEVICE_CREDS_PATH,
+  DEVICE_SEALING_KEY_PATH,
   deviceAdd,
   deviceList,
   deviceRevoke,
 } from "../auth/mod.ts";
-import { type ConnectionSettings, connectionSettings, connectNats } from "../nats/connection.ts";
+import { type ConnectionSettings, connectNats } from "../nats/connection.ts";
 import { ensureBuckets } from "../nats/kv.ts";
 import {
   InvalidLabelError,
   InvalidRegistrationError,
   labelDevice,
   parseLabelEdits,
+  readRegistration,
   registerDevice,
   RegistryConflictError,
   unregisterDevice,
 } from "../fleet/registry.ts";
-import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./auth.ts";
+import { formatLabels, parseLabels } from "@drover/contracts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError, registrySettings } from "./_shared.ts";
+import { table } from "../views/render.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
 export function parseLabelArgs(args: string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const arg of args) {
-    const eq = arg.indexOf("=");
-    if (eq <= 0) {
-      throw new UsageError(`Invalid --label ${JSON.stringify(arg)}: expected key=value`, "device");
-    }
-    const key = arg.slice(0, eq);
-    if (Object.hasOwn(labels, key)) {
-      throw new UsageError(
-        `Invalid --label ${JSON.stringify(arg)}: "${key}" given twice`,
-        "device",
-      );
-    }
-    labels[key] = arg.slice(eq + 1);
-  }
-  return labels;
+  const parsed = parseLabels(args);
+  if (!parsed.ok) throw new UsageError(`Invalid --label: ${parsed.problem}`, "device");
+  return parsed.labels;
 }
 
 function asList(value: unknown): string[] {
@@ -80,29 +71,6 @@ function mapInputError(e: unknown): unknown {
   return cliAuthError(e);
 }
 
-/**
- * The shared connection settings; when no credentials of any kind are given
- * and the auth directory `dir` holds `operator.creds`, those are used: the
- * registry is writable only by the operator's identity.
- */
-export async function registrySettings(
-  values: OptionValues,
-  env: (name: string) => string | undefined,
-  dir: string | undefined,
-): Promise<ConnectionSettings> {
-  const settings = connectionSettings(values, env);
-  if (settings.creds !== undefined || settings.user !== undefined) return settings;
-  if (settings.token !== undefined) return settings;
-  if (dir === undefined || dir === "") return settings;
-  const creds = join(dir, AUTH_FILES.operatorCreds);
-  try {
-    if ((await Deno.stat(creds)).isFile) settings.creds = creds;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return settings;
-}
-
 /** Runs `fn` with the registry bucket (created when missing, as `apply` does); always disconnects. */
 async function withRegistry<T>(
   settings: ConnectionSettings,
@@ -118,11 +86,41 @@ async function withRegistry<T>(
 
 /** `k=v k2=v2`: labels as `device label` arguments. */
 function formatEdits(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(" ");
+  return formatLabels(labels, " ");
 }
 
-function formatLabels(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "(none)";
+function labelsOrNone(labels: Record<string, string>): string {
+  return formatLabels(labels) || "(none)";
+}
+
+/**
+ * The registry's current labels of `ids` (absent: not registered), or `undefined` with a
+ * warning when the registry cannot be read: `device list` still works offline.
+ */
+async function registryLabels(
+  values: OptionValues,
+  io: CliIo,
+  dir: string,
+  ids: readonly string[],
+): Promise<Map<string, Record<string, string>> | undefined> {
+  try {
+    const settings = await registrySettings(values, io.env, dir);
+    return await withRegistry(settings, async (kv) => {
+      const out = new Map<string, Record<string, string>>();
+      for (const id of ids) {
+        const stored = await readRegistration(kv, id);
+        if (stored !== undefined) out.set(id, stored.registration.labels);
+      }
+      return out;
+    });
+  } catch (e) {
+    // The message may quote a server URL given with a password or token.
+    io.stderr(redactUrl(
+      `warning: the device registry could not be read (${(e as Error).message}); ` +
+        "LABELS are those given at device add\n",
+    ));
+    return undefined;
+  }
 }
 
 async function runLabel(
@@ -140,7 +138,7 @@ async function runLabel(
   const settings = await registrySettings(values, io.env, stringOption(values, "dir"));
   const result = await withRegistry(settings, (kv) => labelDevice(kv, id, edits));
   const what = result.created ? "registered" : result.changed ? "labelled" : "unchanged";
-  io.stdout(`device "${id}" ${what}: ${formatLabels(result.labels)}\n`);
+  io.stdout(`device "${id}" ${what}: ${labelsOrNone(result.labels)}\n`);
   return EXIT.ok;
 }
 
@@ -162,9 +160,12 @@ export const deviceCommand: Command = {
     "(label and unregister: only with an explicit --dir).",
     "",
     "add        writes DIR/ID.creds (secret, 0600), DIR/ID.xk (the device's sealing key:",
-    "           secrets are sealed to it; secret, 0600) and DIR/ID.toml (agent config using",
-    "           both), then registers the device with its --label set and the sealing key's",
-    "           public half in the registry. Adding a revoked id again rotates both keys.",
+    "           secrets are sealed to it; secret, 0600) and DIR/ID.toml (agent config with the",
+    `           device's paths: creds ${DEVICE_CREDS_PATH}, sealing key`,
+    `           ${DEVICE_SEALING_KEY_PATH}, state_dir /var/lib/drover; install the three with`,
+    "           systemd/install.sh --config ID.toml --creds ID.creds --sealing-key ID.xk),",
+    "           then registers the device with its --label set and the sealing key's public",
+    "           half in the registry. Adding a revoked id again rotates both keys.",
     "           The device lives in the DROVER_DEVICES account: it may only read its own",
     "           desired-state keys ID.*, ask for their list, and write agent-status/ID.",
     "           --expires DURATION makes the creds stop working after that long (e.g. 90d);",
@@ -178,7 +179,8 @@ export const deviceCommand: Command = {
     "           DIR/nats-auth.conf and removes the registry entry. The server applies the",
     "           revocation on reload: `nats-server --signal reload` (or SIGHUP); the device's",
     "           connections are then closed and refused.",
-    "list       shows every device issued from DIR (no NATS needed).",
+    "list       shows every device issued from DIR with its current registry labels (without",
+    "           NATS: the labels given at add, with a warning).",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
@@ -262,9 +264,11 @@ export const deviceCommand: Command = {
                 `  creds:  ${result.credsPath}`,
                 `  config: ${result.configPath}`,
                 `  sealing key: ${result.sealingKeyPath} (secrets are sealed to it)`,
-                `  labels: ${formatLabels(registered)} (device registry)`,
+                `  labels: ${labelsOrNone(registered)} (device registry)`,
                 `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
-                "copy all three to the device (fix the paths in the config if they differ there)",
+                "copy the three to the device and install them there with",
+                `  systemd/install.sh --config ${id}.toml --creds ${id}.creds --sealing-key ${id}.xk`,
+                `  (the config expects them at ${DEVICE_CREDS_PATH} and ${DEVICE_SEALING_KEY_PATH})`,
                 "",
               ].join("\n"),
             );
@@ -328,11 +332,35 @@ export const deviceCommand: Command = {
           if (format !== "table" && format !== "json") {
             throw new UsageError(`Invalid output format "${format}"`, "device");
           }
-          const devices = await deviceList(dir());
+          const authDirPath = dir();
+          const devices = await deviceList(authDirPath);
+          // Targeting uses the registry's labels, which `device label` changes after `add`:
+          // those are shown; the labels given at `add` only when NATS cannot be reached.
+          const current = await registryLabels(
+            values,
+            io,
+            authDirPath,
+            devices.filter((d) => !d.revokedAt).map((d) => d.id),
+          );
           if (format === "json") {
-            io.stdout(JSON.stringify(devices, null, 2) + "\n");
+            io.stdout(
+              JSON.stringify(
+                devices.map((d) => ({
+                  ...d,
+                  ...(current === undefined ? {} : { registryLabels: current.get(d.id) ?? null }),
+                })),
+                null,
+                2,
+              ) + "\n",
+            );
             return EXIT.ok;
           }
+          const labelsOf = (d: (typeof devices)[number]) => {
+            if (current === undefined) return formatLabels(d.labels) || "-";
+            if (d.revokedAt) return "-";
+            const registered = current.get(d.id);
+            return registered === undefined ? "(not registered)" : formatLabels(registered) || "-";
+          };
           const now = Date.now();
           const stateOf = (d: (typeof devices)[number]) =>
             d.revokedAt
@@ -340,22 +368,16 @@ export const deviceCommand: Command = {
               : d.expiresAt !== undefined && Date.parse(d.expiresAt) <= now
               ? "expired"
               : "active";
-          const rows = [["ID", "STATE", "LABELS", "CREATED", "EXPIRES"]].concat(devices.map((d) => [
-            d.id,
-            stateOf(d),
-            Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(",") || "-",
-            d.createdAt,
-            d.expiresAt ?? "never",
-          ]));
-          const widths = rows.reduce(
-            (w, r) => r.map((c, i) => Math.max(w[i] ?? 0, c.length)),
-            [] as number[],
-          );
-          io.stdout(
-            rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join(
-              "\n",
-            ) + "\n",
-          );
+          io.stdout(table(
+            ["ID", "STATE", "LABELS", "CREATED", "EXPIRES"],
+            devices.map((d) => [
+              d.id,
+              stateOf(d),
+              labelsOf(d),
+              d.createdAt,
+              d.expiresAt ?? "never",
+            ]),
+          ));
           return EXIT.ok;
         }
         case undefined:

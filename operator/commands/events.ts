@@ -9,7 +9,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { DeviceEvent } from "@drover/contracts";
 import { type Command, EXIT, UsageError } from "./cli.ts";
-import { jsonForTerminal, table } from "./render.ts";
+import { escapeControl, jsonForTerminal, table } from "../views/render.ts";
 import { checkDeviceId, readFleetOnce, requestDeviceEvents } from "./_device.ts";
 import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
@@ -75,7 +75,7 @@ export const eventsCommand: Command = {
         ]),
       ));
     }
-    for (const e of errors) io.stderr(`${e}\n`);
+    for (const e of errors) io.stderr(`${escapeControl(String(e))}\n`);
     return errors.length === 0 ? EXIT.ok : EXIT.failed;
   },
 };

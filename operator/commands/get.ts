@@ -7,7 +7,7 @@
 
 import { type Command, EXIT, UsageError } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { deploymentsTable, devicesTable, jsonForTerminal } from "./render.ts";
+import { deploymentsTable, devicesTable, jsonForTerminal } from "../views/render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 const KINDS = ["devices", "deployments"] as const;
@@ -19,7 +19,8 @@ export const getCommand: Command = {
   usage: "get devices|deployments [-o table|json]",
   description: "Devices: id, status, online/offline (no status for 3 heartbeat intervals),\n" +
     "last heartbeat age, labels, deployments. Deployments: targeted, ready (running the\n" +
-    "current revision), failed and pending device counts; -o json adds per-device detail.",
+    "current revision), failed and pending device counts, and the source it was applied\n" +
+    "from (apply --source; - when applied by hand); -o json adds per-device detail.",
   options: OUTPUT_OPTION,
   connects: true,
   async run({ values, positionals, io }) {

@@ -10,10 +10,16 @@ import { ensureBuckets } from "../nats/kv.ts";
 import { readHistory } from "../rollout/history.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { historyRows, historyTable } from "../rollout/view.ts";
-import { jsonForTerminal } from "./render.ts";
+import { jsonForTerminal } from "../views/render.ts";
 import { deploymentKey } from "@drover/contracts";
-import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
-import { deploymentNameArg, readRolloutState } from "./rollout.ts";
+import {
+  deploymentNameArg,
+  expectPositionals,
+  OUTPUT_OPTION,
+  outputFormat,
+  readRolloutState,
+  withNats,
+} from "./_shared.ts";
 
 /** The `history` command. */
 export const historyCommand: Command = {

@@ -14,6 +14,7 @@
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  formatLabels,
   type LogCursor,
   type LogLine,
   type LogsRequest,
@@ -32,7 +33,8 @@ import {
 } from "./cli.ts";
 import type { FleetState } from "../fleet/state.ts";
 import { checkDeviceId, readFleetOnce, requestLogChunk } from "./_device.ts";
-import { withNats } from "./_shared.ts";
+import { labelSelector, withNats } from "./_shared.ts";
+import { escapeLogLine } from "../views/render.ts";
 
 /** How long the device waits for new lines in one `-f` request before answering, in ms. */
 export const FOLLOW_WAIT_MS = 5_000;
@@ -47,9 +49,15 @@ export const logsCommand: Command = {
     "device whose registry labels match is read at once and each line is prefixed with the " +
     "device id. The container's stderr goes to stderr. A device that does not answer within " +
     "a few seconds is reported with when it was last seen (exit 1). A device whose " +
-    "[policy] allow_logs = false refuses.",
+    "[policy] allow_logs = false refuses. Control characters in a line (escape sequences, " +
+    "carriage returns) are printed escaped (\\u001b, \\r), TAB as it is; --raw prints the " +
+    "bytes the container wrote.",
   options: {
-    tail: { type: "string", value: "N", description: "Only the last N lines" },
+    tail: {
+      type: "string",
+      value: "N",
+      description: "Only the last N lines (-1, as kubectl: every line)",
+    },
     since: {
       type: "string",
       value: "DURATION|TIME",
@@ -64,16 +72,17 @@ export const logsCommand: Command = {
       description: "Every device whose registry labels match (repeatable, or k=v,k2=v2)",
     },
     timestamps: { type: "boolean", description: "Prefix each line with its time" },
+    raw: {
+      type: "boolean",
+      description: "Print lines as the container wrote them (control characters unescaped)",
+    },
   },
   connects: true,
   async run({ values, positionals, io }) {
-    const selector = parseSelector(values.selector);
+    const selector = labelSelector(values.selector, "logs");
     const expected = selector === undefined ? 2 : 1;
     if (positionals.length < expected) {
-      throw new UsageError(
-        selector === undefined ? "Missing DEVICE and DEPLOYMENT" : "Missing DEPLOYMENT",
-        "logs",
-      );
+      throw new UsageError(missingTargetMessage(positionals, selector !== undefined), "logs");
     }
     if (positionals.length > expected) {
       throw new UsageError(`Unexpected argument "${positionals[expected]}"`, "logs");
@@ -83,6 +92,7 @@ export const logsCommand: Command = {
     const [deployment, serviceArg] = splitTarget(positionals[expected - 1]!);
     const base = firstRequest(values);
     const timestamps = values.timestamps === true;
+    const raw = values.raw === true;
     return await withNats(values, io, async (nc) => {
       const fleet = await readFleetOnce(nc);
       const service = resolveService(fleet, deployment, serviceArg);
@@ -90,26 +100,39 @@ export const logsCommand: Command = {
       const request = { ...base, deployment, service };
       const [one] = devices;
       if (one !== undefined && devices.length === 1 && selector === undefined) {
-        await followDevice(nc, one, request, io, { prefix: "", timestamps });
+        await followDevice(nc, one, request, io, { prefix: "", timestamps, raw });
         return EXIT.ok;
       }
       const width = Math.max(...devices.map((d) => d.length));
       const results = await Promise.allSettled(
         devices.map((d) =>
-          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps })
+          followDevice(nc, d, request, io, { prefix: `${d.padEnd(width)} | `, timestamps, raw })
         ),
       );
       let failed = 0;
       for (const r of results) {
         if (r.status === "rejected") {
           failed++;
-          io.stderr(`${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n`);
+          const message = r.reason instanceof Error ? r.reason.message : String(r.reason);
+          io.stderr(`${escapeLogLine(message)}\n`);
         }
       }
       return failed === 0 ? EXIT.ok : EXIT.failed;
     });
   },
 };
+
+/** Which of DEVICE and DEPLOYMENT the command line lacks, naming what was given. Pure. */
+export function missingTargetMessage(positionals: readonly string[], selected: boolean): string {
+  const [first] = positionals;
+  if (selected || first !== undefined) {
+    const given = selected ? "the devices by -l" : `device "${first}"`;
+    return `Missing DEPLOYMENT (${given} given): logs ${
+      selected ? "-l k=v" : first
+    } DEPLOYMENT[/SERVICE]`;
+  }
+  return "Missing DEVICE and DEPLOYMENT: logs DEVICE DEPLOYMENT[/SERVICE]";
+}
 
 /** `DEPLOYMENT[/SERVICE]`. */
 function splitTarget(text: string): [string, string | undefined] {
@@ -127,20 +150,6 @@ function splitTarget(text: string): [string, string | undefined] {
   return [deployment, service];
 }
 
-/** `-l k=v,k2=v2` (repeatable) as a label map, or undefined without `-l`. */
-export function parseSelector(
-  value: string | boolean | string[] | undefined,
-): Record<string, string> | undefined {
-  if (value === undefined || typeof value === "boolean") return undefined;
-  const out: Record<string, string> = {};
-  for (const part of (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(","))) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new UsageError(`Invalid selector "${part}": expected k=v`, "logs");
-    out[part.slice(0, eq)] = part.slice(eq + 1);
-  }
-  return out;
-}
-
 function firstRequest(
   values: Record<string, unknown>,
 ): Omit<LogsRequest, "deployment" | "service"> {
@@ -148,9 +157,18 @@ function firstRequest(
   const sinceText = stringOption(values as never, "since");
   const follow = values.follow === true;
   const request: Omit<LogsRequest, "deployment" | "service"> = { follow };
-  if (tailText !== undefined) {
+  // kubectl's --tail -1 means every line, as no --tail does.
+  if (tailText !== undefined && Number(tailText) !== -1) {
     const tail = Number(tailText);
-    if (!Number.isInteger(tail) || tail < 0 || tail > MAX_LOG_TAIL) {
+    if (Number.isInteger(tail) && tail < 0) {
+      // `tail -5` habit: say what was meant rather than read it as "all".
+      throw new UsageError(
+        `Invalid --tail ${tailText}: a count of lines is not negative; for the last ` +
+          `${-tail} lines use --tail ${-tail} (--tail -1, or no --tail, prints every line)`,
+        "logs",
+      );
+    }
+    if (!Number.isInteger(tail) || tail > MAX_LOG_TAIL) {
       throw new UsageError(`Invalid --tail "${tailText}": expected 0 to ${MAX_LOG_TAIL}`, "logs");
     }
     request.tail = tail;
@@ -200,7 +218,7 @@ function selectDevices(fleet: FleetState, selector: Record<string, string>): str
     if (Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push(id);
   }
   if (out.length === 0) {
-    const text = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+    const text = formatLabels(selector);
     throw new OperationError(`No registered device matches ${text}`);
   }
   return out.sort();
@@ -212,13 +230,13 @@ async function followDevice(
   device: string,
   first: LogsRequest,
   io: CliIo,
-  options: { prefix: string; timestamps?: boolean },
+  options: { prefix: string; timestamps?: boolean; raw?: boolean },
 ): Promise<void> {
   let cursor: LogCursor | undefined;
   let request: LogsRequest = { ...first, wait_ms: 0 };
   while (!io.signal.aborted) {
     const reply = await requestLogChunk(nc, device, request);
-    printLines(reply.lines, io, options.prefix, options.timestamps === true);
+    printLines(reply.lines, io, options.prefix, options.timestamps === true, options.raw === true);
     if (reply.cursor !== null) cursor = reply.cursor;
     if (reply.end) return;
     if (!first.follow && !reply.more) return;
@@ -239,11 +257,15 @@ function printLines(
   io: CliIo,
   prefix: string,
   timestamps: boolean,
+  raw: boolean,
 ): void {
   let out = "";
   let err = "";
   for (const line of lines) {
-    const text = `${prefix}${timestamps ? `${line.time} ` : ""}${line.text}\n`;
+    // Escaped, a line stays one line after its prefix: no \r or cursor movement can
+    // overwrite it or fake another device's prefix.
+    const body = raw ? line.text : escapeLogLine(line.text);
+    const text = `${prefix}${timestamps ? `${escapeLogLine(line.time)} ` : ""}${body}\n`;
     if (line.stream === "stderr") err += text;
     else out += text;
   }

@@ -7,6 +7,7 @@
 
 import type { Command } from "./cli.ts";
 import { applyCommand } from "./apply.ts";
+import { diffCommand } from "./diff.ts";
 import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";
 import { statusCommand } from "./status.ts";
@@ -20,10 +21,12 @@ import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
 import { agentCommand } from "./agent.ts";
 import { secretCommand } from "./secret.ts";
+import { convertCommand } from "./convert.ts";
 
 /** Every command, by position in help. */
 export const COMMANDS: readonly Command[] = [
   applyCommand,
+  diffCommand,
   deleteCommand,
   getCommand,
   statusCommand,
@@ -37,6 +40,7 @@ export const COMMANDS: readonly Command[] = [
   deviceCommand,
   secretCommand,
   agentCommand,
+  convertCommand,
 ];
 
 /** Finds a command by name. */

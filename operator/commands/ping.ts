@@ -7,7 +7,7 @@
 
 import { PingReply } from "@drover/contracts";
 import { type Command, EXIT } from "./cli.ts";
-import { formatAge, jsonForTerminal } from "./render.ts";
+import { escapeControl, formatAge, jsonForTerminal } from "../views/render.ts";
 import { askDevice, checkDeviceId } from "./_device.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
@@ -36,10 +36,13 @@ export const pingCommand: Command = {
     const last = reply.last_reconcile_at === null
       ? "never"
       : `${formatAge((Date.now() - Date.parse(reply.last_reconcile_at)) / 1000)} ago`;
+    // The device's words (its id and version) cannot drive the terminal.
     io.stdout(
-      `${reply.device}: answered in ${rttMs} ms — agent ${reply.agent_version}, up ` +
-        `${formatAge(reply.uptime_seconds)}, last reconcile ${last}, agent↔NATS ` +
-        `${reply.nats_rtt_ms === null ? "unknown" : `${reply.nats_rtt_ms} ms`}\n`,
+      escapeControl(
+        `${reply.device}: answered in ${rttMs} ms — agent ${reply.agent_version}, up ` +
+          `${formatAge(reply.uptime_seconds)}, last reconcile ${last}, agent↔NATS ` +
+          `${reply.nats_rtt_ms === null ? "unknown" : `${reply.nats_rtt_ms} ms`}`,
+      ) + "\n",
     );
     return EXIT.ok;
   },

@@ -11,62 +11,33 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  canonicalJson,
-  decodeJson,
-  deploymentKey,
-  DeploymentManifest,
-  nameProblem,
-  rolloutKey,
-} from "@drover/contracts";
+import { canonicalJson, decodeJson, deploymentKey, DeploymentManifest } from "@drover/contracts";
 import {
   type CliIo,
   type Command,
   EXIT,
-  InvalidInputError,
   OperationError,
   type OptionValues,
-  parseDuration,
   stringOption,
   UsageError,
 } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
+import { ensureBuckets, isWriteConflict, retryWhileRecovering } from "../nats/kv.ts";
 import { historyEntry, readHistory, readRevision, recordRevision } from "../rollout/history.ts";
-import {
-  ensureRolloutBuckets,
-  isWriteConflict,
-  type RolloutBuckets,
-  saveRolloutState,
-} from "../rollout/store.ts";
-import { RolloutState } from "../rollout/state.ts";
+import { ensureRolloutBuckets, type RolloutBuckets, saveRolloutState } from "../rollout/store.ts";
+import type { RolloutState } from "../rollout/state.ts";
 import { rolloutReport, rolloutStatus } from "../rollout/view.ts";
-import { jsonForTerminal } from "./render.ts";
-import { OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
-import { DEFAULT_WAIT_TIMEOUT, follow } from "./apply.ts";
+import { jsonForTerminal } from "../views/render.ts";
+import {
+  deploymentNameArg,
+  OUTPUT_OPTION,
+  outputFormat,
+  readRolloutState,
+  withNats,
+} from "./_shared.ts";
+import { follow, waitOptions, waitTimeoutMs } from "./_wait.ts";
 
 const ACTIONS = ["status", "pause", "resume", "undo"] as const;
-
-/** Checks a deployment name argument. @throws {InvalidInputError} */
-export function deploymentNameArg(name: string): string {
-  const problem = nameProblem(name);
-  if (problem) throw new InvalidInputError(`Invalid deployment name "${name}": ${problem}`);
-  return name;
-}
-
-/** The stored rollout state of `name` with its KV revision, or undefined. */
-export async function readRolloutState(
-  buckets: RolloutBuckets,
-  name: string,
-): Promise<{ state: RolloutState; kvRevision: number } | undefined> {
-  const entry = await buckets.rollouts.get(rolloutKey(name));
-  if (entry === null || entry.operation !== "PUT") return undefined;
-  const decoded = decodeJson(RolloutState, entry.value);
-  if (!decoded.ok) {
-    throw new OperationError(`The stored rollout state of "${name}" is invalid`, [decoded.error]);
-  }
-  return { state: decoded.value, kvRevision: entry.revision };
-}
 
 /** The `rollout` command. */
 export const rolloutCommand: Command = {
@@ -83,12 +54,7 @@ export const rolloutCommand: Command = {
   options: {
     ...OUTPUT_OPTION,
     "to-revision": { type: "string", value: "N", description: "undo: the revision to restore" },
-    wait: { type: "boolean", description: "undo: wait until the restored revision is rolled out" },
-    timeout: {
-      type: "string",
-      value: "DURATION",
-      description: `How long --wait waits (default ${DEFAULT_WAIT_TIMEOUT})`,
-    },
+    ...waitOptions("undo: wait until the restored revision is rolled out"),
   },
   connects: true,
   async run({ values, positionals, io }) {
@@ -235,7 +201,7 @@ async function undo(
     }
     target = Number(text);
   }
-  const timeoutMs = parseDuration(stringOption(values, "timeout") ?? DEFAULT_WAIT_TIMEOUT);
+  const timeoutMs = waitTimeoutMs(values, "rollout");
   const buckets = await ensureBuckets(nc);
   const key = deploymentKey(name);
   const stored = await retryWhileRecovering(() => buckets.deployments.get(key));

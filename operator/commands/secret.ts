@@ -17,10 +17,14 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { AUTH_DIR_OPTION, authDir } from "./auth.ts";
-import { registrySettings } from "./device.ts";
-import { OUTPUT_OPTION, outputFormat } from "./_shared.ts";
-import { table } from "./render.ts";
+import {
+  AUTH_DIR_OPTION,
+  authDir,
+  OUTPUT_OPTION,
+  outputFormat,
+  registrySettings,
+} from "./_shared.ts";
+import { table } from "../views/render.ts";
 import { connectNats } from "../nats/connection.ts";
 import { ensureBuckets, retryWhileRecovering } from "../nats/kv.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
@@ -35,7 +39,7 @@ import {
   SecretStoreError,
   setSecret,
 } from "../secrets/store.ts";
-import { deploymentsUsing, readManifests, rollSecretVersion } from "../secrets/usage.ts";
+import { deploymentsUsing, readManifests, rollSecretVersion } from "../rollout/secret_versions.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 
 /** One row of `secret list`. */

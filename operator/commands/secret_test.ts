@@ -35,7 +35,8 @@ Deno.test("secret set|list|delete: versions, pinned by apply, rolled into deploy
   const again = await cli("secret", "set", "db", "--from-file", valueFile);
   assertEquals(again.out, 'secret "db" unchanged (version 1)\n');
 
-  // apply: a missing secret is refused naming the command; a known one is pinned.
+  // apply: a missing secret refuses the set (exit 3, nothing stored) naming the command; a known
+  // one is pinned.
   const manifest = (secret: string) => ({
     name: "app",
     selector: { labels: {} },
@@ -44,7 +45,7 @@ Deno.test("secret set|list|delete: versions, pinned by apply, rolled into deploy
   const file = `${dir.path}/app.json`;
   await Deno.writeTextFile(file, JSON.stringify(manifest("nope")));
   const missing = await cli("apply", "-f", file);
-  assertEquals(missing.code, 1, missing.err);
+  assertEquals(missing.code, 3, missing.err);
   assertStringIncludes(missing.err, "operator secret set nope --from-file FILE");
   await Deno.writeTextFile(file, JSON.stringify(manifest("db")));
   assertEquals((await cli("apply", "-f", file)).out, 'deployment "app" created (revision 1)\n');

@@ -6,9 +6,25 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
-import { type Command, EXIT, type OptionValues, stringOption, UsageError } from "./cli.ts";
-import { connectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
+import {
+  abortableSleep,
+  Backoff,
+  type BackoffOptions,
+  Lifecycle,
+  Listeners,
+  type Runnable,
+  untilAborted,
+} from "@drover/common";
+import {
+  type Command,
+  EXIT,
+  OperationError,
+  type OptionValues,
+  stringOption,
+  UsageError,
+} from "./cli.ts";
+import { connectNats, serversForDisplay } from "../nats/connection.ts";
+import { connectionSettings } from "./connection_options.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type Buckets,
@@ -17,15 +33,22 @@ import {
   DEFAULT_REPLICAS,
   ensureBuckets,
 } from "../nats/kv.ts";
-import { Reconciler } from "../desired/fanout_controller.ts";
+import { FanoutController } from "../desired/fanout_controller.ts";
 import { Lease } from "../nats/lease.ts";
 import { ensureRolloutBuckets } from "../rollout/store.ts";
 import { DesiredSnapshotService } from "../devices/snapshots.ts";
 import { ArtifactService } from "../devices/artifacts.ts";
 import { HeartbeatListener } from "../fleet/heartbeats.ts";
-import { API_TOKEN_ENV, checkApiExposure, createApi } from "../api/http.ts";
+import {
+  API_TOKEN_ENV,
+  checkApiExposure,
+  createApi,
+  foreignHostRefusal,
+  formatListen,
+} from "../api/http.ts";
 import { natsDeviceRequests } from "../devices/requests.ts";
 import { OperatorMetrics } from "../api/metrics.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
@@ -54,6 +77,22 @@ export function parseListen(text: string): ListenAddress {
   }
   // The pattern matched one of the two alternatives; the other group is undefined.
   return { hostname: match[1] ?? match[2] ?? "", port };
+}
+
+/** The error for an address `serve` cannot listen on, naming it. */
+function listenError(e: unknown, listen: ListenAddress): unknown {
+  const address = formatListen(listen);
+  if (e instanceof Deno.errors.AddrInUse) {
+    return new OperationError(`Cannot listen on ${address}: the address is already in use`, [
+      "another process (another serve?) has it: stop it or pass --listen HOST:PORT",
+    ], { cause: e });
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+    return new OperationError(`Cannot listen on ${address}: ${(e as Error).message}`, [], {
+      cause: e,
+    });
+  }
+  return e;
 }
 
 function positiveInt(values: OptionValues, name: string, fallback: number): number {
@@ -111,7 +150,8 @@ export const serveCommand: Command = {
     "at /. With a token (--api-token or env DROVER_API_TOKEN, at least 16 characters)\n" +
     "every request but /healthz needs\n" +
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
-    "loopback is refused without one (exit code 2). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "loopback is refused without one (exit code 2), and without one only requests naming a\n" +
+    "loopback Host (localhost, 127.0.0.1, [::1]) are answered (DNS rebinding). Stops cleanly on SIGINT/SIGTERM.\n" +
     "With --dir (or env DROVER_AUTH_DIR), the auth directory whose secrets.xk opens the\n" +
     "secret store, it seals each secret a deployment uses to every device that runs it;\n" +
     "without, such deployments are refused by their devices with the reason.\n" +
@@ -168,123 +208,241 @@ export const serveCommand: Command = {
       version: OPERATOR_VERSION,
       servers: serversForDisplay(settings.servers),
     });
-    const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
-    let reconciler: Reconciler | undefined;
-    let snapshots: DesiredSnapshotService | undefined;
-    let artifacts: ArtifactService | undefined;
-    let heartbeats: HeartbeatListener | undefined;
-    let lease: Lease | undefined;
-    const metrics = new OperatorMetrics({
-      view: () => reconciler?.ready ? reconciler.state.view(Date.now()) : undefined,
+    // Built in the order they depend on each other; started in that order, stopped in reverse.
+    const life = new Lifecycle({
+      onStopTimeout: (part, ms) => log.warn("{part} did not stop within {ms} ms", { part, ms }),
+      onStopError: (part, e) => log.warn("Stopping {part} failed: {error}", { part, error: e }),
     });
-    (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
-        if (s.type === "reconnect") {
-          log.info("NATS reconnected; resuming watches");
-          metrics.reconnected();
-          reconciler?.rewatch();
-          snapshots?.rewatch();
-        }
-      }
-    })().catch(() => {});
-    const api = createApi({
-      view: () => reconciler?.state.view(Date.now()),
-      unhealthy: () => {
-        if (nc.isClosed()) return "NATS connection closed";
-        if (reconciler === undefined || !reconciler.ready) return "starting";
-        return null;
-      },
-      metrics: () => metrics.render(),
-      deploymentDetails: (name) => rolloutInfo(name, Date.now()),
-      // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
-      deviceRequests: natsDeviceRequests(nc),
-    }, { token: apiToken });
-    // The browser dashboard at / (its own paths; everything else is the API's).
-    // A deployment's rollout and history, from what the reconciler mirrors.
-    const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
-      const book = reconciler?.rollouts?.book;
-      return book === undefined || reconciler === undefined
-        ? {}
-        : deploymentRolloutInfo(name, book, reconciler.state, now);
-    };
-    const dashboard = new Dashboard({
-      view: (now) => {
-        if (!reconciler?.ready) return undefined;
-        const view = reconciler.state.view(now);
-        return {
-          ...view,
-          deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
-        };
-      },
-      device: (id) => reconciler?.state.statuses.get(id),
-      // The device page's panes read /api/devices/ID/events|logs through it, on the session.
-    }, { token: apiToken, api });
-    const server = Deno.serve({
-      hostname: listen.hostname,
-      port: listen.port,
-      signal: io.signal,
-      onListen: (addr) =>
-        log.info("HTTP API on {address} ({auth})", {
-          address: `${addr.hostname}:${addr.port}`,
-          auth: apiToken === undefined ? "no token" : "bearer token required",
-        }),
-    }, (request) => dashboard.handle(request) ?? api(request));
+    life.follow(io.signal);
+    const nc = await connectNats(settings, { name: "drover-operator", reconnectForever: true });
+    life.add({ name: "NATS connection", stop: () => nc.drain().catch(() => nc.close()) });
+    // The lease and the desired-state writes on a connection of their own: devices flooding
+    // what they may publish (answered on `nc`) cannot stall them.
+    const writer = await connectNats(settings, {
+      name: "drover-operator-writer",
+      reconnectForever: true,
+    }).catch(async (e) => {
+      await life.stop();
+      throw e;
+    });
+    life.add({
+      name: "NATS writer connection",
+      stop: () => writer.drain().catch(() => writer.close()),
+    });
+    await life.start();
+    // Whatever happens from here on (a bucket that cannot be created, a port in use), the parts
+    // started so far, the connection first among them, are stopped in reverse.
     try {
-      const buckets = await openBucketsPatiently(nc, { history, replicas }, io.signal);
-      if (buckets === undefined) return EXIT.ok;
-      // Agents ask it for their keys after every (re)connect: answer from the start.
-      snapshots = new DesiredSnapshotService(nc, buckets.desired);
-      // Agent releases for self-update (devices cannot read the Object Store themselves).
-      artifacts = new ArtifactService(nc, { replicas });
+      const buckets = await openBucketsPatiently(nc, { history, replicas }, life.signal);
+      if (buckets === undefined) return EXIT.ok; // stopped while waiting for JetStream
+      // The same buckets on the writer's connection (the devices' statuses stay on `nc`).
+      const written = await ensureBuckets(writer, { history, replicas });
+      const rollouts = await ensureRolloutBuckets(writer, { history, replicas });
+      // The secret store, read on the writer's connection: sealing is part of the desired writes.
+      const secrets = {
+        kv: await openSecretsBucket(writer, { history, replicas }),
+        key: secretsKey,
+      };
       // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
-      const rollouts = await ensureRolloutBuckets(nc, { history, replicas });
-      lease = new Lease(
+      const leaseChanged = new Listeners<boolean>();
+      const lease = new Lease(
         rollouts.leases,
-        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        // Named by its API address too: the standby's log line says which `serve` is acting.
+        `operator-${Deno.pid}-${crypto.randomUUID().slice(0, 8)} (API ${formatListen(listen)})`,
         {
-          onChange: (active) => active && reconciler?.markDirty(),
+          onChange: (active) => leaseChanged.emit(active),
         },
       );
-      await lease.start();
-      const held = lease;
       // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
-      const timed = { ...buckets, desired: metrics.instrumentDesired(buckets.desired) };
-      const secrets = { kv: await openSecretsBucket(nc, { history, replicas }), key: secretsKey };
-      reconciler = new Reconciler(timed, { rollouts, isActive: () => held.active, secrets });
-      reconciler.state.onChange(() => dashboard.feed.notify());
-      // Devices' liveness between their (rarer) full status puts.
-      heartbeats = new HeartbeatListener(nc, reconciler.state, buckets.status);
-      await Promise.all([
-        snapshots.start(),
-        reconciler.start(),
-        heartbeats.start(),
-        artifacts.start(),
-      ]);
-      dashboard.feed.notify();
-      log.info(
-        "Ready: {deployments} deployment(s), {devices} device(s), {keys} desired-state key(s)",
-        {
-          deployments: reconciler.state.manifests.size,
-          devices: reconciler.state.statuses.size,
-          keys: reconciler.state.desired.size,
-        },
-      );
-      await new Promise<void>((resolve) => {
-        if (io.signal.aborted) return resolve();
-        io.signal.addEventListener("abort", () => resolve(), { once: true });
+      // Refusals of device messages beyond their limits, for the log and /metrics.
+      const floods = new FloodReport();
+      const metrics = new OperatorMetrics({ floods });
+      const timed = {
+        ...written,
+        status: buckets.status,
+        desired: metrics.instrumentDesired(written.desired),
+      };
+      const controller = new FanoutController(timed, {
+        rollouts,
+        isActive: () => lease.active,
+        floods,
+        secrets,
       });
-      log.info("Stopping");
+      leaseChanged.add((active) => active && controller.markDirty());
+      metrics.readFleetFrom(() => fleetView(controller, Date.now()));
+      // Agents ask it for their keys after every (re)connect: answer from the start.
+      const snapshots = new DesiredSnapshotService(nc, buckets.desired, floods);
+      // Agent releases for self-update (devices cannot read the Object Store themselves).
+      const artifacts = new ArtifactService(nc, { replicas, floods });
+      // Devices' liveness between their (rarer) full status puts.
+      const heartbeats = new HeartbeatListener(
+        nc,
+        controller.state,
+        buckets.status,
+        undefined,
+        floods,
+      );
+      const { api, dashboard } = httpViews(controller, metrics, [nc, writer], floods, apiToken);
+      controller.state.onChange(() => dashboard.feed.notify());
+
+      life.add({ name: "operator lease", start: () => lease.start(), stop: () => lease.stop() });
+      life.add(disposable("snapshot service", snapshots));
+      life.add(disposable("artifact service", artifacts));
+      life.add(
+        httpServer(
+          listen,
+          apiToken,
+          (request) =>
+            foreignHostRefusal(request, apiToken) ?? dashboard.handle(request) ?? api(request),
+          () => dashboard.close(),
+        ),
+      );
+      life.add({
+        name: "fan-out controller",
+        start: () => controller.start(),
+        stop: () => controller.stop(),
+      });
+      life.add(disposable("heartbeat listener", heartbeats));
+      for (const [name, conn] of [["", nc], [" (writer)", writer]] as const) {
+        life.add({
+          name: `connection watch${name}`,
+          run: (signal) =>
+            watchConnection(conn, () => {
+              metrics.reconnected();
+              controller.rewatch();
+              snapshots.rewatch();
+            }, signal),
+        });
+      }
+      life.add({
+        name: "readiness",
+        start: () => {
+          dashboard.feed.notify();
+          log.info(
+            "Ready: {deployments} deployment(s), {devices} device(s) registered ({reporting} " +
+              "reporting), {keys} desired-state key(s); " +
+              (lease.active ? "acting (lease holder)" : "standby (the lease is held by {holder})"),
+            {
+              deployments: controller.state.manifests.size,
+              devices: controller.state.registry.size,
+              reporting: controller.state.statuses.size,
+              keys: controller.state.desired.size,
+              holder: lease.heldBy,
+            },
+          );
+        },
+        stop: () => log.info("Stopping"),
+      });
+      await life.start();
+      await life.stopped();
     } finally {
-      dashboard.close();
-      await heartbeats?.[Symbol.asyncDispose]();
-      await reconciler?.stop();
-      await lease?.stop();
-      await snapshots?.[Symbol.asyncDispose]();
-      await artifacts?.[Symbol.asyncDispose]();
-      await server.shutdown().catch(() => {});
-      await nc.drain().catch(() => nc.close());
+      await life.stop();
     }
     return EXIT.ok;
   },
 };
+
+/** A part whose start is `start()` and whose stop is its async disposal. */
+function disposable(
+  name: string,
+  part: { start(): Promise<void>; [Symbol.asyncDispose](): Promise<void> },
+): Runnable {
+  return { name, start: () => part.start(), stop: () => part[Symbol.asyncDispose]() };
+}
+
+/** The HTTP server of the API and the dashboard, listening from its start. */
+function httpServer(
+  listen: ListenAddress,
+  apiToken: string | undefined,
+  handler: (request: Request) => Response | Promise<Response>,
+  closing: () => void,
+): Runnable {
+  let server: Deno.HttpServer | undefined;
+  return {
+    name: "HTTP server",
+    start: () => {
+      try {
+        server = Deno.serve({
+          hostname: listen.hostname,
+          port: listen.port,
+          onListen: (addr) =>
+            log.info("HTTP API on {address} ({auth})", {
+              address: `${addr.hostname}:${addr.port}`,
+              auth: apiToken === undefined ? "no token" : "bearer token required",
+            }),
+        }, handler);
+      } catch (e) {
+        throw listenError(e, listen);
+      }
+    },
+    stop: async () => {
+      closing(); // ends the dashboard's live streams, which would hold the shutdown
+      await server?.shutdown();
+    },
+  };
+}
+
+/** Logs the connection's state changes and re-establishes watches after a reconnect. */
+async function watchConnection(
+  nc: NatsConnection,
+  onReconnect: () => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const following = (async () => {
+    for await (const s of nc.status()) {
+      if (signal.aborted) return;
+      if (s.type === "disconnect") log.warn("NATS connection lost; reconnecting");
+      if (s.type === "reconnect") {
+        log.info("NATS reconnected; resuming watches");
+        onReconnect();
+      }
+    }
+  })().catch(() => {});
+  await Promise.race([following, untilAborted(signal)]);
+}
+
+/** The fleet view once the controller has its first complete picture, else undefined. */
+function fleetView(controller: FanoutController, now: number) {
+  return controller.ready ? controller.state.view(now) : undefined;
+}
+
+/** The HTTP API and the dashboard, reading what the fan-out controller mirrors. */
+function httpViews(
+  controller: FanoutController,
+  metrics: OperatorMetrics,
+  [nc, writer]: readonly [NatsConnection, NatsConnection],
+  floods: FloodReport,
+  apiToken: string | undefined,
+) {
+  // A deployment's rollout and history, from what the controller mirrors.
+  const rolloutInfo = (name: string, now: number): DeploymentRolloutInfo => {
+    const book = controller.rollouts?.book;
+    return book === undefined ? {} : deploymentRolloutInfo(name, book, controller.state, now);
+  };
+  const api = createApi({
+    view: () => controller.state.view(Date.now()),
+    unhealthy: () =>
+      nc.isClosed() || writer.isClosed()
+        ? "NATS connection closed"
+        : controller.ready
+        ? null
+        : "starting",
+    metrics: () => metrics.render(),
+    deploymentDetails: (name) => rolloutInfo(name, Date.now()),
+    // /api/devices/ID/events and /logs ask the device as `operator events|logs` do.
+    deviceRequests: natsDeviceRequests(nc, new DeviceGate("command", floods)),
+  }, { token: apiToken });
+  // The browser dashboard at / (its own paths; everything else is the API's).
+  const dashboard = new Dashboard({
+    view: (now) => {
+      const view = fleetView(controller, now);
+      return view && {
+        ...view,
+        deployments: view.deployments.map((d) => ({ ...d, ...rolloutInfo(d.name, now) })),
+      };
+    },
+    device: (id) => controller.state.statuses.get(id),
+    // The device page's panes read /api/devices/ID/events|logs through it, on the session.
+  }, { token: apiToken, api });
+  return { api, dashboard };
+}

@@ -7,7 +7,7 @@
 import { nameProblem } from "@drover/contracts";
 import { type Command, EXIT, InvalidInputError, OperationError } from "./cli.ts";
 import { readFleet } from "../fleet/read.ts";
-import { deploymentStatus, jsonForTerminal } from "./render.ts";
+import { deploymentStatus, jsonForTerminal } from "../views/render.ts";
 import { expectPositionals, OUTPUT_OPTION, outputFormat, withNats } from "./_shared.ts";
 
 /** The `status` command. */

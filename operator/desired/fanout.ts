@@ -14,42 +14,11 @@ import {
   type DeploymentManifest,
   type DesiredState,
   desiredStateKey,
-  labelsMatch,
   parseDesiredStateKey,
   type SealedSecret,
   secretNamesOf,
 } from "@drover/contracts";
-
-/**
- * A device in the operator's registry (`devices` bucket), with the labels the
- * operator gave it. Never built from the labels a device reports about itself:
- * a device must not be able to pick the deployments (and secrets) it receives.
- */
-export interface KnownDevice {
-  id: string;
-  labels: Record<string, string>;
-  /** The device's xkey public key from the registry: its secrets are sealed to it. */
-  sealingKey?: string;
-}
-
-/**
- * Device ids a manifest targets: its explicit `selector.devices`, plus every
- * registered device whose registry labels match `selector.labels` (`{}`
- * matches every registered device).
- */
-export function targetedDevices(
-  manifest: DeploymentManifest,
-  devices: Iterable<KnownDevice>,
-): Set<string> {
-  const out = new Set<string>(manifest.selector.devices ?? []);
-  const selector = manifest.selector.labels;
-  if (selector !== undefined) {
-    for (const device of devices) {
-      if (labelsMatch(selector, device.labels)) out.add(device.id);
-    }
-  }
-  return out;
-}
+import { type KnownDevice, targetedDevices } from "./targeting.ts";
 
 /**
  * The desired state a manifest asks every targeted device to run, named by

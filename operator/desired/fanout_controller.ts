@@ -20,11 +20,13 @@ import {
 } from "@drover/contracts";
 import { type DesiredWrite, diff, type FanoutDiff, sealingOf, targets } from "./fanout.ts";
 import { Sealer } from "./sealing.ts";
-import { knownDevices } from "../fleet/aggregate.ts";
+import { knownDevices } from "./targeting.ts";
 import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "../nats/kv.ts";
 import { RolloutDriver } from "../rollout/driver.ts";
 import type { RolloutBuckets } from "../rollout/store.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
+import { StatusIntake } from "../fleet/status_intake.ts";
 
 const log = getLogger(["drover", "operator", "reconcile"]);
 
@@ -35,8 +37,8 @@ export const DEFAULT_RESYNC_MS = 30_000;
 /** Waits before retrying a pass whose writes failed: 500 ms doubling up to 30 s. */
 const RETRY_BACKOFF: Readonly<BackoffOptions> = { baseMs: 500, capMs: 30_000, jitter: 0 };
 
-/** Options of {@linkcode Reconciler}. */
-export interface ReconcilerOptions {
+/** Options of {@linkcode FanoutController}. */
+export interface FanoutControllerOptions {
   writeConcurrency?: number;
   resyncMs?: number;
   /**
@@ -56,6 +58,8 @@ export interface ReconcilerOptions {
    * values carry the reason instead, and their devices refuse them.
    */
   secrets?: { kv: KV; key: KeyPair | undefined };
+  /** Where refusals of devices putting statuses beyond their rate are reported. */
+  floods?: FloodReport;
 }
 
 /** While a rollout waits on devices, status changes trigger a pass at most this often. */
@@ -72,7 +76,7 @@ export interface PassResult {
  * Follows the buckets and keeps `desired-state` equal to the fan-out of
  * `deployments` over the devices in the `devices` registry.
  */
-export class Reconciler implements AsyncDisposable {
+export class FanoutController implements AsyncDisposable {
   /** The decoded bucket contents; read it for the fleet view. */
   readonly state: FleetState = new FleetState();
   #buckets: Buckets;
@@ -95,8 +99,13 @@ export class Reconciler implements AsyncDisposable {
   /** The secret store as mirrored (sealed to the operator's key). */
   readonly #secretRecords = new Map<string, SecretRecord>();
   #sealer: Sealer;
+  readonly #statusIntake: StatusIntake;
 
-  constructor(buckets: Buckets, options: ReconcilerOptions = {}) {
+  constructor(buckets: Buckets, options: FanoutControllerOptions = {}) {
+    this.#statusIntake = new StatusIntake((e) => {
+      this.state.applyStatus(e);
+      if (this.rollouts?.watchesStatuses) this.#markDirtySoon();
+    }, new DeviceGate("status", options.floods ?? new FloodReport()));
     this.#buckets = buckets;
     this.#writeConcurrency = options.writeConcurrency ?? DEFAULT_WRITE_CONCURRENCY;
     this.#resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
@@ -132,10 +141,8 @@ export class Reconciler implements AsyncDisposable {
         }
       }),
       // Statuses never change targeting; they only decide when a rollout's batch is done.
-      new BucketMirror(this.#buckets.status, (e) => {
-        state.applyStatus(e);
-        if (this.rollouts?.watchesStatuses) this.#markDirtySoon();
-      }),
+      // Each device's puts at its rate (operator/fleet/status_intake.ts).
+      new BucketMirror(this.#buckets.status, (e) => this.#statusIntake.offer(e)),
       new BucketMirror(this.#buckets.devices, (e) => {
         if (state.applyRegistration(e)) this.markDirty();
         const error = state.registry.get(e.key)?.error;
@@ -335,6 +342,7 @@ export class Reconciler implements AsyncDisposable {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#statusPass);
+    this.#statusIntake.stop();
     this.#wake?.();
     await this.#loop;
     await Promise.all(this.#mirrors.map((m) => m.stop()));

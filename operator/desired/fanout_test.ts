@@ -1,13 +1,7 @@
 import { canonicalJson, DeploymentManifest, type DeploymentManifestInput } from "@drover/contracts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import {
-  desiredContent,
-  diff,
-  type KnownDevice,
-  type StoredDesired,
-  targetedDevices,
-  targets,
-} from "./fanout.ts";
+import { desiredContent, diff, type StoredDesired, targets } from "./fanout.ts";
+import { type KnownDevice, targetedDevices } from "./targeting.ts";
 
 function manifest(name: string, selector: DeploymentManifestInput["selector"], image = "busybox") {
   return DeploymentManifest.parse({

@@ -5,7 +5,7 @@ import { desiredContent, desiredStateOf, diff, sealingOf, type StoredDesired } f
 import { Sealer } from "./sealing.ts";
 import { FleetState } from "../fleet/state.ts";
 import { changeSummary } from "../rollout/history.ts";
-import { pinSecretVersions } from "../secrets/usage.ts";
+import { pinSecretVersions } from "../rollout/secret_versions.ts";
 
 const operator = createSealingKey();
 const pi1 = createSealingKey();

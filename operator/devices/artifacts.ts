@@ -23,6 +23,7 @@ import {
   ARTIFACT_OFFSET_HEADER,
   ARTIFACT_PREFIX,
   ARTIFACT_QUEUE,
+  ARTIFACT_RETRY_AFTER_HEADER,
   ARTIFACT_SIZE_HEADER,
   ArtifactRequest,
   type ArtifactTargetReply,
@@ -36,6 +37,7 @@ import {
 } from "@drover/contracts";
 import { signRelease } from "../auth/release_key.ts";
 import { openBucket } from "../nats/kv.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 
 const log = getLogger(["drover", "operator", "artifacts"]);
 
@@ -68,6 +70,26 @@ export interface PublishInput {
   arch: AgentArch;
   kind: AgentArtifactKind;
   signingKey: CryptoKey;
+  /** Sign it as a rollback: agents running a newer version accept it (they refuse it otherwise). */
+  rollback?: boolean;
+}
+
+/** How long a device refused for now is told to wait before asking again. */
+const RETRY_AFTER_MS = 1_000;
+
+/**
+ * Answers `msg` with an error header only (the requester may be gone: then
+ * nothing); `retry`: the refusal is only for now.
+ */
+function respondError(msg: Msg, error: string, retry = false): void {
+  const h = headers();
+  h.set(ARTIFACT_ERROR_HEADER, error.slice(0, 300));
+  if (retry) h.set(ARTIFACT_RETRY_AFTER_HEADER, String(RETRY_AFTER_MS));
+  try {
+    msg.respond(new Uint8Array(), { headers: h });
+  } catch {
+    // The connection is closing; the requester times out.
+  }
 }
 
 /** Signs and stores one artifact; returns its manifest. */
@@ -88,6 +110,7 @@ export async function publishRelease(
     size: input.bytes.length,
     sha256: await sha256Hex(input.bytes),
     published_at: new Date().toISOString(),
+    ...(input.rollback === true ? { rollback: true as const } : {}),
   };
   const signed = await signRelease(input.signingKey, manifest);
   await releases.putBlob({
@@ -142,12 +165,107 @@ export async function wantedVersion(updates: KV, device: string): Promise<string
   return parsed.success ? parsed.data.version : null;
 }
 
+/**
+ * Memory for artifacts being served: a fleet pulls the same one or two, and
+ * the largest allowed is {@linkcode MAX_AGENT_ARTIFACT_BYTES}.
+ */
+export const ARTIFACT_CACHE_BYTES = 2 * MAX_AGENT_ARTIFACT_BYTES;
+/**
+ * An artifact used within this long is never evicted for another: requests
+ * that alternate between artifacts (a device naming the other architecture
+ * each time) are refused as busy instead of re-reading whole artifacts.
+ */
+export const ARTIFACT_MIN_RESIDENCY_MS = 60_000;
+
+/** The cache has no room for another artifact right now. */
+export class ArtifactCacheBusyError extends Error {
+  override name = "ArtifactCacheBusyError";
+}
+
+/**
+ * Artifacts in memory, within a byte budget, least recently used evicted
+ * first, but only once idle for {@linkcode ARTIFACT_MIN_RESIDENCY_MS}. Pure
+ * bookkeeping: the caller loads the bytes.
+ */
+export class ArtifactCache {
+  readonly #budget: number;
+  readonly #minResidencyMs: number;
+  readonly #entries = new Map<
+    string,
+    { bytes: Promise<Uint8Array>; size: number; usedAt: number }
+  >();
+  #bytes = 0;
+
+  constructor(budgetBytes = ARTIFACT_CACHE_BYTES, minResidencyMs = ARTIFACT_MIN_RESIDENCY_MS) {
+    this.#budget = budgetBytes;
+    this.#minResidencyMs = minResidencyMs;
+  }
+
+  /** Names held, least recently used first. */
+  get names(): string[] {
+    return [...this.#entries.keys()];
+  }
+
+  /** The bytes of `name` if held (and marks it used at `now`). */
+  get(name: string, now: number): Promise<Uint8Array> | undefined {
+    const entry = this.#entries.get(name);
+    if (entry === undefined) return undefined;
+    entry.usedAt = now;
+    this.#entries.delete(name);
+    this.#entries.set(name, entry);
+    return entry.bytes;
+  }
+
+  /**
+   * Holds `bytes` (of `size`) as `name`, evicting idle entries to make room.
+   *
+   * @throws {ArtifactCacheBusyError} the entries in the way were used too recently
+   */
+  put(
+    name: string,
+    size: number,
+    bytes: () => Promise<Uint8Array>,
+    now: number,
+  ): Promise<Uint8Array> {
+    if (size > this.#budget) throw new ArtifactCacheBusyError(`${name} is larger than the cache`);
+    const evict: string[] = [];
+    let free = this.#budget - this.#bytes;
+    for (const [held, entry] of this.#entries) {
+      if (free >= size) break;
+      if (now - entry.usedAt < this.#minResidencyMs) continue;
+      evict.push(held);
+      free += entry.size;
+    }
+    if (free < size) {
+      throw new ArtifactCacheBusyError(`no room for ${name}: the artifacts held are in use`);
+    }
+    for (const held of evict) this.forget(held);
+    const promise = bytes();
+    this.#entries.set(name, { bytes: promise, size, usedAt: now });
+    this.#bytes += size;
+    promise.catch(() => {
+      if (this.#entries.get(name)?.bytes === promise) this.forget(name);
+    });
+    return promise;
+  }
+
+  /** Drops `name`. */
+  forget(name: string): void {
+    const entry = this.#entries.get(name);
+    if (entry === undefined) return;
+    this.#entries.delete(name);
+    this.#bytes -= entry.size;
+  }
+}
+
 /** Options of {@linkcode ArtifactService}. */
 export interface ArtifactServiceOptions {
   /** Copies of the release store and bucket when they are created (`serve --replicas`). */
   replicas?: number;
-  /** Artifacts kept in memory for chunk requests (a fleet pulls the same one or two). */
-  cacheEntries?: number;
+  /** Bytes of artifacts kept in memory for chunk requests (default {@linkcode ARTIFACT_CACHE_BYTES}). */
+  cacheBytes?: number;
+  /** Refusals of devices over their rate are reported here (one per operator process). */
+  floods?: FloodReport;
   /**
    * Called before a chunk is answered; tests use it to hold a download at a
    * known offset (a fault a real network cannot produce on demand).
@@ -158,13 +276,17 @@ export interface ArtifactServiceOptions {
 /**
  * Answers `drover.artifact.<device>`: `target` from `agent-updates/<device>`
  * and the release's signed manifest; `chunk` from the artifact's bytes, held
- * in a small in-memory cache (the whole fleet pulls the same artifact).
+ * in an in-memory {@linkcode ArtifactCache} (the whole fleet pulls the same
+ * artifact). Every request passes the device's gate first (its rate, the
+ * service's cap on requests in progress), refused from memory before any
+ * parsing or read.
  */
 export class ArtifactService implements AsyncDisposable {
   readonly #nc: NatsConnection;
   readonly #options: ArtifactServiceOptions;
   #stores: Promise<{ releases: ObjectStore; updates: KV }> | undefined;
-  readonly #cache = new Map<string, Promise<Uint8Array>>();
+  readonly #cache: ArtifactCache;
+  readonly #gate: DeviceGate;
   #subscription: Subscription | undefined;
   #chunks = 0;
   #targets = 0;
@@ -172,6 +294,8 @@ export class ArtifactService implements AsyncDisposable {
   constructor(nc: NatsConnection, options: ArtifactServiceOptions = {}) {
     this.#nc = nc;
     this.#options = options;
+    this.#cache = new ArtifactCache(options.cacheBytes);
+    this.#gate = new DeviceGate("artifact", options.floods ?? new FloodReport());
   }
 
   /** Chunk requests answered so far. */
@@ -191,19 +315,25 @@ export class ArtifactService implements AsyncDisposable {
     this.#subscription = this.#nc.subscribe(`${ARTIFACT_PREFIX}.*`, {
       queue: ARTIFACT_QUEUE,
       callback: (error, msg) => {
-        if (error === null) void this.#answer(msg);
+        if (error === null) this.#admit(msg);
       },
     });
   }
 
-  async #answer(msg: Msg): Promise<void> {
+  #admit(msg: Msg): void {
     if (!msg.reply) return;
     const device = msg.subject.slice(ARTIFACT_PREFIX.length + 1);
-    const fail = (error: string) => {
-      const h = headers();
-      h.set(ARTIFACT_ERROR_HEADER, error.slice(0, 300));
-      msg.respond(new Uint8Array(), { headers: h });
-    };
+    const ticket = this.#gate.admit(device);
+    if (!ticket.ok) {
+      const why = ticket.reason === "rate" ? "too many requests: slow down" : "busy: retry";
+      respondError(msg, why, true);
+      return;
+    }
+    void this.#answer(msg, device).finally(ticket.release);
+  }
+
+  async #answer(msg: Msg, device: string): Promise<void> {
+    const fail = (error: string) => respondError(msg, error);
     try {
       if (!isValidName(device)) return fail("invalid device id");
       if (msg.data.length > 1024) return fail("request too large");
@@ -245,15 +375,12 @@ export class ArtifactService implements AsyncDisposable {
       msg.respond(bytes.subarray(offset, offset + ARTIFACT_CHUNK_BYTES), { headers: h });
       this.#chunks++;
     } catch (e) {
+      if (e instanceof ArtifactCacheBusyError) return respondError(msg, "busy: retry", true);
       log.warn("Cannot answer artifact request of {device}: {error}", {
         device,
         error: (e as Error).message,
       });
-      try {
-        fail("the operator cannot read the release store");
-      } catch {
-        // The requester is gone.
-      }
+      fail("the operator cannot read the release store");
     }
   }
 
@@ -263,19 +390,19 @@ export class ArtifactService implements AsyncDisposable {
     arch: AgentArch,
   ): Promise<Uint8Array | undefined> {
     const name = releaseObjectName(version, arch);
-    let cached = this.#cache.get(name);
-    if (cached === undefined) {
-      cached = releases.getBlob(name).then((b) => {
-        if (b === null) throw new Error(`no object ${name}`);
-        return b;
-      });
-      this.#cache.set(name, cached);
-      cached.catch(() => this.#cache.delete(name));
-      const max = this.#options.cacheEntries ?? 2;
-      while (this.#cache.size > max) this.#cache.delete(this.#cache.keys().next().value!);
+    const now = Date.now();
+    let bytes = this.#cache.get(name, now);
+    if (bytes === undefined) {
+      const info = await releases.info(name);
+      if (info === null || info.deleted) return undefined;
+      bytes = this.#cache.get(name, now) ?? this.#cache.put(name, info.size, async () => {
+        const blob = await releases.getBlob(name);
+        if (blob === null) throw new Error(`no object ${name}`);
+        return blob;
+      }, now);
     }
     try {
-      return await cached;
+      return await bytes;
     } catch {
       return undefined;
     }

@@ -31,10 +31,10 @@ import {
   LogsReply,
   type LogsRequest,
 } from "@drover/contracts";
-import { OperationError } from "../commands/cli.ts";
 import { openBucket } from "../nats/kv.ts";
-import { formatAge } from "../commands/render.ts";
+import { escapeControl, formatAge } from "../views/render.ts";
 import { FleetState } from "../fleet/state.ts";
+import type { DeviceGate } from "../fleet/device_gate.ts";
 
 /** How long a device has to answer a command that does not wait on its side, in ms. */
 export const DEVICE_ANSWER_TIMEOUT_MS = 3_000;
@@ -49,22 +49,30 @@ export interface LastSeen {
   online: boolean | null;
 }
 
-/** The device did not answer in time (or no agent is connected for it). Exit 1 in the CLI. */
-export class DeviceUnreachableError extends OperationError {
+/**
+ * A request to a device that did not get a usable answer: the CLI exits 1, the HTTP API
+ * answers by the subclass.
+ */
+export class DeviceRequestError extends Error {
+  override name = "DeviceRequestError";
+}
+
+/** The device did not answer in time (or no agent is connected for it). */
+export class DeviceUnreachableError extends DeviceRequestError {
   override name = "DeviceUnreachableError";
   /** The device asked. */
   readonly device: string;
   /** What its last status says. */
   readonly lastSeen: LastSeen;
   constructor(message: string, device: string, lastSeen: LastSeen, options?: ErrorOptions) {
-    super(message, [], options);
+    super(message, options);
     this.device = device;
     this.lastSeen = lastSeen;
   }
 }
 
 /** The device answered with a refusal (policy, missing deployment or service, bad request). */
-export class DeviceRefusedError extends OperationError {
+export class DeviceRefusedError extends DeviceRequestError {
   override name = "DeviceRefusedError";
   /** The agent's reason code. */
   readonly code: CommandErrorCode;
@@ -75,7 +83,7 @@ export class DeviceRefusedError extends OperationError {
 }
 
 /** The device answered with something that is not a valid reply. */
-export class DeviceReplyError extends OperationError {
+export class DeviceReplyError extends DeviceRequestError {
   override name = "DeviceReplyError";
 }
 
@@ -160,7 +168,11 @@ export async function askDevice<S extends z.ZodType>(
   }
   const refused = CommandError.safeParse(json);
   if (refused.success) {
-    throw new DeviceRefusedError(`Device "${device}": ${refused.data.error}`, refused.data.code);
+    // The device's words, escaped: they end up on a terminal.
+    throw new DeviceRefusedError(
+      `Device "${device}": ${escapeControl(refused.data.error)}`,
+      refused.data.code,
+    );
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
@@ -170,7 +182,7 @@ export async function askDevice<S extends z.ZodType>(
     }
     throw new DeviceReplyError(
       `Device "${device}" answered ${command} with an invalid reply: ` +
-        `${issue.path.join(".") || "(root)"}: ${issue.message}`,
+        escapeControl(`${issue.path.join(".") || "(root)"}: ${issue.message}`),
     );
   }
   return parsed.data;
@@ -206,10 +218,32 @@ export interface DeviceRequests {
   logs(device: string, request: LogsRequest): Promise<LogsReply>;
 }
 
-/** {@linkcode DeviceRequests} over the operator's NATS connection. */
-export function natsDeviceRequests(nc: NatsConnection): DeviceRequests {
+/** Too many questions to this device (or to all devices) are in progress. */
+export class DeviceBusyError extends DeviceRequestError {
+  override name = "DeviceBusyError";
+}
+
+/**
+ * {@linkcode DeviceRequests} over the operator's NATS connection. With a
+ * `gate`, each question (and so each answer the device can send) is admitted
+ * first: at the device's rate, within the cap on questions in progress.
+ */
+export function natsDeviceRequests(nc: NatsConnection, gate?: DeviceGate): DeviceRequests {
+  const gated = async <T>(device: string, ask: () => Promise<T>): Promise<T> => {
+    const ticket = gate?.admit(device) ?? { ok: true as const, release: () => {} };
+    if (!ticket.ok) {
+      throw new DeviceBusyError(
+        `Too many requests to device "${device}" in progress or in the last seconds; retry`,
+      );
+    }
+    try {
+      return await ask();
+    } finally {
+      ticket.release();
+    }
+  };
   return {
-    events: (device, request) => requestDeviceEvents(nc, device, request),
-    logs: (device, request) => requestLogChunk(nc, device, request),
+    events: (device, request) => gated(device, () => requestDeviceEvents(nc, device, request)),
+    logs: (device, request) => gated(device, () => requestLogChunk(nc, device, request)),
   };
 }

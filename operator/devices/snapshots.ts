@@ -24,6 +24,7 @@ import {
   parseDesiredStateKey,
 } from "@drover/contracts";
 import { BucketMirror, type MirrorEntry } from "../nats/kv.ts";
+import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 
 const log = getLogger(["drover", "operator", "snapshots"]);
 
@@ -75,11 +76,16 @@ export class DesiredSnapshotService implements AsyncDisposable {
   #ready = false;
   #subscription: Subscription | undefined;
   #answered = 0;
+  readonly #gate: DeviceGate;
 
-  /** Starts watching `desired` at once; call {@linkcode start} to answer requests. */
-  constructor(nc: NatsConnection, desired: KV) {
+  /**
+   * Starts watching `desired` at once; call {@linkcode start} to answer
+   * requests. Refusals of devices over their rate go to `floods`.
+   */
+  constructor(nc: NatsConnection, desired: KV, floods: FloodReport = new FloodReport()) {
     this.#nc = nc;
     this.#mirror = new BucketMirror(desired, (entry) => this.#index.apply(entry));
+    this.#gate = new DeviceGate("snapshot", floods);
   }
 
   /** Requests answered so far. */
@@ -110,6 +116,10 @@ export class DesiredSnapshotService implements AsyncDisposable {
   #answer(msg: Msg): void {
     if (msg.reply === undefined || msg.reply === "") return;
     const device = msg.subject.slice(DESIRED_SNAPSHOT_PREFIX.length + 1);
+    // Answered synchronously: the ticket only counts the device's rate.
+    const ticket = this.#gate.admit(device);
+    if (!ticket.ok) return;
+    ticket.release();
     let reply: DesiredSnapshotReply;
     if (!isValidName(device)) reply = { error: "invalid device id" };
     else if (!this.#ready) reply = { error: "the operator is still reading desired state" };

@@ -16,18 +16,14 @@ import {
   parseDesiredStateKey,
   type ServiceStatus,
 } from "@drover/contracts";
-import {
-  desiredContent,
-  desiredStateOf,
-  type KnownDevice,
-  targetedDevices,
-} from "../desired/fanout.ts";
+import { desiredContent, desiredStateOf } from "../desired/fanout.ts";
+import { type KnownDevice, knownDevices, targetedDevices } from "../desired/targeting.ts";
 
 /** A device is offline once its last status is older than this many heartbeat intervals. */
 export const OFFLINE_AFTER_HEARTBEATS = 3;
 
 /** One desired-state key as stored now. */
-export interface DesiredEntry {
+export interface DesiredKeyRecord {
   /** KV revision of the stored value. */
   revision: number;
   /**
@@ -146,6 +142,8 @@ export interface DeploymentView {
   pending: number;
   offline: number;
   devices: DeploymentDeviceView[];
+  /** The set it was applied from (`apply --source`); absent when applied by hand. */
+  source?: string;
 }
 
 /** Everything `summarise` returns. */
@@ -181,24 +179,6 @@ export function isOnline(record: DeviceRecord | undefined, now: number): boolean
 }
 
 /**
- * Devices eligible for label selection: every device in the operator's
- * registry with valid labels. What devices report never counts here.
- */
-export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>): KnownDevice[] {
-  const out: KnownDevice[] = [];
-  for (const [id, record] of registry) {
-    if (record.labels !== undefined) {
-      out.push({
-        id,
-        labels: record.labels,
-        ...(record.sealingKey !== undefined ? { sealingKey: record.sealingKey } : {}),
-      });
-    }
-  }
-  return out;
-}
-
-/**
  * Builds the fleet view.
  *
  * @param manifests valid manifests
@@ -210,7 +190,7 @@ export function knownDevices(registry: ReadonlyMap<string, RegistrationRecord>):
  */
 export function summarise(
   manifests: readonly DeploymentManifest[],
-  desired: ReadonlyMap<string, DesiredEntry>,
+  desired: ReadonlyMap<string, DesiredKeyRecord>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   registry: ReadonlyMap<string, RegistrationRecord>,
   now: number,
@@ -309,7 +289,7 @@ function deploymentView(
   manifest: DeploymentManifest,
   revision: number | undefined,
   devices: readonly KnownDevice[],
-  desired: ReadonlyMap<string, DesiredEntry>,
+  desired: ReadonlyMap<string, DesiredKeyRecord>,
   statuses: ReadonlyMap<string, DeviceRecord>,
   now: number,
 ): DeploymentView {
@@ -336,6 +316,7 @@ function deploymentView(
     pending: count("pending"),
     offline: rows.filter((r) => !r.online).length,
     devices: rows,
+    ...(manifest.source !== undefined ? { source: manifest.source } : {}),
   };
 }
 
@@ -347,7 +328,7 @@ function deploymentView(
 export function deviceInDeployment(
   deployment: string,
   device: string,
-  stored: DesiredEntry | undefined,
+  stored: DesiredKeyRecord | undefined,
   wantedCanonical: string,
   record: DeviceRecord | undefined,
   now: number,

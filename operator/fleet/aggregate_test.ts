@@ -6,13 +6,13 @@ import {
 } from "@drover/contracts";
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import {
-  type DesiredEntry,
+  type DesiredKeyRecord,
   type DeviceRecord,
   isOnline,
-  knownDevices,
   type RegistrationRecord,
   summarise,
 } from "./aggregate.ts";
+import { knownDevices } from "../desired/targeting.ts";
 import { desiredStateOf } from "../desired/fanout.ts";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
@@ -55,7 +55,7 @@ function registered(entries: Record<string, Record<string, string>>) {
   );
 }
 
-function desiredFor(keys: Record<string, number>, manifest = web): Map<string, DesiredEntry> {
+function desiredFor(keys: Record<string, number>, manifest = web): Map<string, DesiredKeyRecord> {
   const canonical = canonicalJson(desiredStateOf(manifest));
   return new Map(Object.entries(keys).map(([k, revision]) => [k, { revision, canonical }]));
 }
@@ -156,7 +156,7 @@ Deno.test("isOnline: heartbeats keep a device online between rarer full statuses
   const view = summarise([], new Map(), new Map([["a", r]]), new Map(), NOW);
   assertEquals(view.devices[0]?.last_seen, new Date(NOW - 5_000).toISOString());
   assertEquals(view.devices[0]?.heartbeat_age_seconds, 5);
-  // Older agents (no refresh field) are judged as before: three heartbeats.
+  // Agents that send no refresh field are judged by three heartbeats alone.
   const old = record("b", {}, {}, 31, 10);
   assertEquals(isOnline(old, NOW), false);
 });
@@ -295,7 +295,7 @@ Deno.test("summarise: a device that is not ready says why", () => {
 
 Deno.test("summarise: WANTED/APPLIED are deployment revisions; KV revisions kept apart", () => {
   const canonical = canonicalJson(desiredStateOf(web));
-  const desired = new Map<string, DesiredEntry>([
+  const desired = new Map<string, DesiredKeyRecord>([
     ["a.web", { revision: 45, canonical, deploymentRevision: 28 }],
     ["b.web", { revision: 46, canonical, deploymentRevision: 28 }],
     ["c.web", { revision: 47, canonical, deploymentRevision: 28 }],

@@ -16,6 +16,7 @@ import type { KV } from "@nats-io/kv";
 import { getLogger } from "@logtape/logtape";
 import { decodeJson, Heartbeat, HEARTBEAT_PREFIX, MAX_HEARTBEAT_BYTES } from "@drover/contracts";
 import type { FleetState } from "./state.ts";
+import { DeviceGate, FloodReport } from "./device_gate.ts";
 
 const log = getLogger(["drover", "operator", "heartbeats"]);
 
@@ -36,17 +37,20 @@ export class HeartbeatListener implements AsyncDisposable {
   #heard = 0;
   #rereads = 0;
   #invalid = 0;
+  readonly #gate: DeviceGate;
 
   constructor(
     nc: NatsConnection,
     state: FleetState,
     statusKv: KV,
     now: () => number = Date.now,
+    floods: FloodReport = new FloodReport(now),
   ) {
     this.#nc = nc;
     this.#state = state;
     this.#statusKv = statusKv;
     this.#now = now;
+    this.#gate = new DeviceGate("heartbeat", floods, undefined, now);
   }
 
   /** Heartbeats heard, statuses re-read because of one, undecodable ones (for tests and logs). */
@@ -62,6 +66,10 @@ export class HeartbeatListener implements AsyncDisposable {
     this.#loop = (async () => {
       for await (const m of sub) {
         const device = m.subject.slice(prefix.length);
+        // Over its rate: dropped before decoding (a heartbeat only refreshes liveness).
+        const ticket = this.#gate.admit(device);
+        if (!ticket.ok) continue;
+        ticket.release();
         const decoded = m.data.byteLength > MAX_HEARTBEAT_BYTES
           ? { ok: false as const, error: "too large" }
           : decodeJson(Heartbeat, m.data);

@@ -22,6 +22,7 @@ import {
   DeviceRegistration,
   formatZodIssues,
   LabelKey,
+  splitLabel,
 } from "@drover/contracts";
 
 /** What `device label ID KEY=VALUE… KEY-…` asks for. */
@@ -67,12 +68,12 @@ export function parseLabelEdits(args: readonly string[]): LabelEdits {
   const remove: string[] = [];
   const seen = new Set<string>();
   for (const arg of args) {
-    const eq = arg.indexOf("=");
+    const pair = splitLabel(arg);
     let key: string;
-    if (eq > 0) {
-      key = arg.slice(0, eq);
-      set[key] = arg.slice(eq + 1);
-    } else if (eq < 0 && arg.endsWith("-") && arg.length > 1) {
+    if (pair !== undefined) {
+      key = pair[0];
+      set[key] = pair[1];
+    } else if (!arg.includes("=") && arg.endsWith("-") && arg.length > 1) {
       key = arg.slice(0, -1);
       remove.push(key);
     } else {

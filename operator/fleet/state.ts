@@ -24,12 +24,12 @@ import {
   secretNamesOf,
 } from "@drover/contracts";
 import { z } from "zod";
-
-const SealedSecrets = z.array(SealedSecret);
-import type { DesiredEntry, DeviceRecord, FleetView, RegistrationRecord } from "./aggregate.ts";
+import type { DesiredKeyRecord, DeviceRecord, FleetView, RegistrationRecord } from "./aggregate.ts";
 import { summarise } from "./aggregate.ts";
 import type { MirrorEntry } from "../nats/kv.ts";
 import { desiredContent, sealingOf, type StoredDesired } from "../desired/fanout.ts";
+
+const SealedSecrets = z.array(SealedSecret);
 
 /** One stored manifest: valid, or the reason it is not. */
 export interface ManifestRecord {
@@ -43,7 +43,7 @@ export class FleetState {
   /** Deployment name → stored manifest. */
   readonly manifests: Map<string, ManifestRecord> = new Map();
   /** Desired-state key → stored revision and canonical value. */
-  readonly desired: Map<string, DesiredEntry> = new Map();
+  readonly desired: Map<string, DesiredKeyRecord> = new Map();
   /** Device id → status record (what the device says; shown, never used for targeting). */
   readonly statuses: Map<string, DeviceRecord> = new Map();
   /** Device id → entry in the operator's device registry (labels that decide targeting). */

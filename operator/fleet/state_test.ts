@@ -2,7 +2,6 @@ import { DeploymentManifest } from "@drover/contracts";
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import { FleetState } from "./state.ts";
 import type { MirrorEntry } from "../nats/kv.ts";
-import { applyChange } from "../commands/apply.ts";
 import { rolloutOutcome } from "../rollout/follow.ts";
 import type { DeploymentView } from "./aggregate.ts";
 
@@ -168,20 +167,6 @@ Deno.test("FleetState: a stored deployment_revision is kept apart from the conte
     score: { type: "PodmanV0", services: [{ name: "x", image: "busybox" }] },
   }));
   assertEquals([...s.manifestRevisions().values()], [s.manifests.get("web")!.revision]);
-});
-
-Deno.test("applyChange: created, configured, unchanged by canonical content", () => {
-  const m = DeploymentManifest.parse({
-    name: "web",
-    selector: { labels: {} },
-    score: { type: "PodmanV0", services: [{ name: "x", image: "busybox" }] },
-  });
-  assertEquals(applyChange(null, m), "created");
-  const reordered = { score: m.score, selector: m.selector, name: m.name };
-  assertEquals(applyChange(encoder.encode(JSON.stringify(reordered)), m), "unchanged");
-  const changed = { ...m, selector: { devices: ["a"] } };
-  assertEquals(applyChange(encoder.encode(JSON.stringify(changed)), m), "configured");
-  assertEquals(applyChange(encoder.encode("garbage"), m), "configured");
 });
 
 Deno.test("rolloutOutcome: done, waiting while anything is pending, failed otherwise", () => {

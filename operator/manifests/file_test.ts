@@ -1,6 +1,6 @@
 import { assertEquals, assertStringIncludes, assertThrows } from "../../tests/support/assert.ts";
-import { EXIT, InvalidInputError } from "../commands/cli.ts";
-import { detectFormat, parseManifest } from "./file.ts";
+
+import { detectFormat, ManifestError, parseManifest } from "./file.ts";
 
 const YAML = `name: web
 selector:
@@ -30,9 +30,8 @@ const JSON_TEXT = JSON.stringify({
   score: { type: "PodmanV0", services: [{ name: "httpd", image: "busybox" }] },
 });
 
-function invalid(text: string, file: string): InvalidInputError {
-  const e = assertThrows(() => parseManifest(text, file), InvalidInputError);
-  assertEquals(e.exitCode, EXIT.invalid);
+function invalid(text: string, file: string): ManifestError {
+  const e = assertThrows(() => parseManifest(text, file), ManifestError);
   assertStringIncludes(e.message, file);
   return e;
 }

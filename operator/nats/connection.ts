@@ -1,55 +1,17 @@
 /**
- * NATS connection options shared by every command (`--nats`, `--creds`, …,
- * with the environment variables the `nats` CLI uses), and connecting.
+ * Connecting to NATS with resolved settings (the command line's options for them are in
+ * commands/connection_options.ts).
  *
  * @module
  */
 
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { DEFAULT_NATS_SERVER, redactUrl } from "@drover/contracts";
-import {
-  OperationError,
-  type OptionSpecs,
-  type OptionValues,
-  stringOption,
-  UsageError,
-} from "../commands/cli.ts";
+import { redactUrl } from "@drover/contracts";
 
-/** Options every command that talks to NATS accepts. */
-export const CONNECTION_OPTIONS: OptionSpecs = {
-  nats: {
-    type: "string",
-    value: "URL",
-    description: `NATS server(s), comma-separated (env NATS_URL; default ${DEFAULT_NATS_SERVER})`,
-  },
-  creds: {
-    type: "string",
-    value: "FILE",
-    description: "Credentials file (env NATS_CREDS)",
-    path: { env: "NATS_CREDS" },
-  },
-  user: { type: "string", value: "USER", description: "User name (env NATS_USER)" },
-  password: { type: "string", value: "PASSWORD", description: "Password (env NATS_PASSWORD)" },
-  token: { type: "string", value: "TOKEN", description: "Auth token (env NATS_TOKEN)" },
-  "tls-ca": {
-    type: "string",
-    value: "FILE",
-    description: "CA certificate (env NATS_CA)",
-    path: { env: "NATS_CA" },
-  },
-  "tls-cert": {
-    type: "string",
-    value: "FILE",
-    description: "Client certificate (env NATS_CERT)",
-    path: { env: "NATS_CERT" },
-  },
-  "tls-key": {
-    type: "string",
-    value: "FILE",
-    description: "Client key (env NATS_KEY)",
-    path: { env: "NATS_KEY" },
-  },
-};
+/** NATS was not reachable with the settings given (a file unreadable, the servers down). */
+export class NatsConnectionError extends Error {
+  override name = "NatsConnectionError";
+}
 
 /** Resolved connection settings. */
 export interface ConnectionSettings {
@@ -63,51 +25,6 @@ export interface ConnectionSettings {
   tlsKey?: string;
 }
 
-const ENV: Record<string, string> = {
-  nats: "NATS_URL",
-  creds: "NATS_CREDS",
-  user: "NATS_USER",
-  password: "NATS_PASSWORD",
-  token: "NATS_TOKEN",
-  "tls-ca": "NATS_CA",
-  "tls-cert": "NATS_CERT",
-  "tls-key": "NATS_KEY",
-};
-
-/** Resolves settings from options, then environment, then defaults. Pure. */
-export function connectionSettings(
-  values: OptionValues,
-  env: (name: string) => string | undefined,
-): ConnectionSettings {
-  const pick = (name: string) => {
-    const variable = ENV[name];
-    const v = stringOption(values, name) ?? (variable !== undefined ? env(variable) : undefined);
-    return v === "" ? undefined : v;
-  };
-  const servers = (pick("nats") ?? DEFAULT_NATS_SERVER).split(",").map((s) => s.trim())
-    .filter((s) => s !== "");
-  if (servers.length === 0) throw new UsageError("--nats needs at least one server URL");
-  const settings: ConnectionSettings = { servers };
-  const set = (field: keyof Omit<ConnectionSettings, "servers">, name: string) => {
-    const v = pick(name);
-    if (v !== undefined) settings[field] = v;
-  };
-  set("creds", "creds");
-  set("user", "user");
-  set("password", "password");
-  set("token", "token");
-  set("tlsCa", "tls-ca");
-  set("tlsCert", "tls-cert");
-  set("tlsKey", "tls-key");
-  if (settings.password !== undefined && settings.user === undefined) {
-    throw new UsageError("--password needs --user");
-  }
-  if ((settings.tlsCert === undefined) !== (settings.tlsKey === undefined)) {
-    throw new UsageError("--tls-cert and --tls-key go together");
-  }
-  return settings;
-}
-
 /** Connects to NATS; a long-lived caller passes `reconnectForever`. */
 export async function connectNats(
   settings: ConnectionSettings,
@@ -119,9 +36,8 @@ export async function connectNats(
     try {
       bytes = await Deno.readFile(settings.creds);
     } catch (e) {
-      throw new OperationError(
+      throw new NatsConnectionError(
         `Cannot read credentials file ${settings.creds}: ${(e as Error).message}`,
-        [],
         { cause: e },
       );
     }
@@ -140,7 +56,7 @@ export async function connectNats(
       (await Deno.open(path, { read: true })).close();
     } catch (e) {
       const message = `Cannot read TLS ${what} file ${path}: ${(e as Error).message}`;
-      throw new OperationError(message, [], { cause: e });
+      throw new NatsConnectionError(message, { cause: e });
     }
   }
   const tls = settings.tlsCa || settings.tlsCert
@@ -164,11 +80,10 @@ export async function connectNats(
   } catch (e) {
     // Neither the URLs nor the client's message (an unparsable URL is quoted in it) may show
     // a password or token given in a URL.
-    throw new OperationError(
+    throw new NatsConnectionError(
       `Cannot connect to NATS at ${serversForDisplay(settings.servers)}: ${
         redactUrl((e as Error).message)
       }`,
-      [],
       { cause: e },
     );
   }

@@ -389,3 +389,18 @@ export async function forEachBounded<T>(
   await Promise.all(Array.from({ length: Math.max(1, limit) }, worker));
   return failures;
 }
+
+/**
+ * True when a compare-and-set write lost: someone else wrote the key since
+ * the revision it expected (or created it first).
+ */
+export function isWriteConflict(e: unknown): boolean {
+  for (let cause = e, depth = 0; cause !== undefined && depth < 5; depth++) {
+    if (
+      cause instanceof JetStreamApiError &&
+      cause.code === JetStreamApiCodes.StreamWrongLastSequence
+    ) return true;
+    cause = (cause as { cause?: unknown })?.cause;
+  }
+  return false;
+}

@@ -20,7 +20,7 @@ import { z } from "zod";
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep } from "@drover/common";
 import { canonicalJson, decodeJson, SERVE_LEASE_KEY } from "@drover/contracts";
-import { isWriteConflict } from "../rollout/store.ts";
+import { isWriteConflict } from "./kv.ts";
 
 const log = getLogger(["drover", "operator", "lease"]);
 
@@ -101,6 +101,10 @@ export class Lease implements AsyncDisposable {
   #activeUntil = 0;
   #wasActive = false;
   #seen: { kvRevision: number; since: number } | undefined;
+  /** Who held the lease at our last look, while we wait for it. */
+  #heldBy: string | undefined;
+  /** The holder last named in the standby log line (said once per holder). */
+  #announced: string | undefined;
 
   constructor(kv: KV, holder: string, options: LeaseOptions = {}) {
     this.#kv = kv;
@@ -114,6 +118,11 @@ export class Lease implements AsyncDisposable {
   /** True while this process holds the lease and may write desired state. */
   get active(): boolean {
     return this.#ownRevision !== undefined && this.#clock() < this.#activeUntil;
+  }
+
+  /** Who holds the lease while this process stands by; `undefined` while it holds it. */
+  get heldBy(): string | undefined {
+    return this.active ? undefined : this.#heldBy;
   }
 
   /** Starts taking and renewing the lease; resolves after the first attempt. */
@@ -145,6 +154,15 @@ export class Lease implements AsyncDisposable {
       );
       this.#onChange(active);
     }
+    const heldBy = this.heldBy;
+    if (heldBy !== undefined && heldBy !== this.#announced) {
+      log.info(
+        "Standby: the operator lease is held by {holder}; this process acts once it is released " +
+          "or not renewed for {ttl} ms",
+        { holder: heldBy || "(unreadable lease value)", ttl: this.#ttlMs },
+      );
+    }
+    this.#announced = heldBy;
   }
 
   async #attempt(): Promise<void> {
@@ -157,6 +175,7 @@ export class Lease implements AsyncDisposable {
     }
     if (decision.kind === "wait") {
       this.#ownRevision = undefined;
+      this.#heldBy = decision.holder;
       return;
     }
     const value = canonicalJson(

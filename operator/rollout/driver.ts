@@ -11,13 +11,15 @@
 
 import { getLogger } from "@logtape/logtape";
 import { type DeploymentManifest, desiredStateKey } from "@drover/contracts";
-import { deviceInDeployment, knownDevices } from "../fleet/aggregate.ts";
+import { deviceInDeployment } from "../fleet/aggregate.ts";
+import { knownDevices } from "../desired/targeting.ts";
 import { desiredContent, desiredStateOf } from "../desired/fanout.ts";
 import type { FleetState } from "../fleet/state.ts";
 import { historyEntry, recordRevision } from "./history.ts";
 import { BucketMirror } from "../nats/kv.ts";
 import { type DeviceProgress, type FleetWanted, fleetWanted, nextRolloutStep } from "./plan.ts";
-import { isWriteConflict, RolloutBook, type RolloutBuckets, saveRolloutState } from "./store.ts";
+import { RolloutBook, type RolloutBuckets, saveRolloutState } from "./store.ts";
+import { isWriteConflict } from "../nats/kv.ts";
 
 const log = getLogger(["drover", "operator", "rollout"]);
 

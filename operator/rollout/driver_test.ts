@@ -10,7 +10,7 @@ import { canonicalJson, DesiredState, historyKey, rolloutKey } from "@drover/con
 import { startNats, waitFor } from "../../tests/support/mod.ts";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { BucketMirror, type Buckets, ensureBuckets, readBucket } from "../nats/kv.ts";
-import { Reconciler } from "../desired/fanout_controller.ts";
+import { FanoutController } from "../desired/fanout_controller.ts";
 import { registerDevice } from "../fleet/registry.ts";
 import { ensureRolloutBuckets, type RolloutBuckets } from "./store.ts";
 import { RolloutState } from "./state.ts";
@@ -94,7 +94,7 @@ Deno.test("reconciler + rollouts on real NATS: batches in order, rollback, histo
   const nc = await connect({ servers: nats.url });
   const { buckets, rollouts } = await setUp(nc);
   await using _agents = simulatedAgents(buckets);
-  const reconciler = new Reconciler(buckets, { rollouts });
+  const reconciler = new FanoutController(buckets, { rollouts });
   try {
     await reconciler.start();
     // First revision: rolled out from nothing, batch by batch (1, then 50% of 4 = 2, then 1).
@@ -149,7 +149,7 @@ Deno.test("a reconciler that does not hold the lease writes nothing", async () =
   const nc = await connect({ servers: nats.url });
   const { buckets, rollouts } = await setUp(nc);
   let active = false;
-  const reconciler = new Reconciler(buckets, { rollouts, isActive: () => active });
+  const reconciler = new FanoutController(buckets, { rollouts, isActive: () => active });
   try {
     await reconciler.start();
     await buckets.deployments.put("web", manifest("nginx:1"));

@@ -12,7 +12,7 @@ import { abortableSleep } from "@drover/common";
 import type { DeploymentView } from "../fleet/aggregate.ts";
 import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets } from "../nats/kv.ts";
-import { summaryCounts } from "../commands/render.ts";
+import { summaryCounts } from "../views/render.ts";
 import { RolloutBook } from "./store.ts";
 import { rolloutLine, rolloutStatus, type RolloutStatusView } from "./view.ts";
 import type { KV } from "@nats-io/kv";

@@ -60,7 +60,10 @@ export function changeSummary(
     const changes: string[] = [];
     if (old.image !== service.image) changes.push(`image ${old.image} → ${service.image}`);
     const others = changedFields(old, service).filter((f) => f !== "image");
-    if (others.length > 0) changes.push(`${others.join(", ")} changed`);
+    if (others.length > 0) {
+      const keys = others.includes("env") ? ` (env ${envKeyChanges(old.env, service.env)})` : "";
+      changes.push(`${others.join(", ")} changed${keys}`);
+    }
     if (changes.length > 0) parts.push(`${name}: ${changes.join("; ")}`);
   }
   for (const name of before.keys()) if (!after.has(name)) parts.push(`-${name}`);
@@ -89,9 +92,32 @@ export function changeSummary(
     parts.push("selector changed");
   }
   if (canonicalJson(previous.rollout ?? null) !== canonicalJson(next.rollout ?? null)) {
-    parts.push("rollout changed");
+    parts.push(
+      previous.rollout === undefined
+        ? "rollout added"
+        : next.rollout === undefined
+        ? "rollout removed (every device at once)"
+        : "rollout changed",
+    );
+  }
+  if (previous.source !== next.source) {
+    parts.push(`source ${previous.source ?? "(none)"} → ${next.source ?? "(none)"}`);
   }
   return clip(parts.length === 0 ? "no change" : parts.join("; "));
+}
+
+/** `+ADDED ~CHANGED -REMOVED` environment variable names, each sorted. Pure. */
+function envKeyChanges(
+  before: Record<string, string> | undefined = {},
+  after: Record<string, string> | undefined = {},
+): string {
+  const names = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+  const has = (env: Record<string, string>, k: string) => Object.hasOwn(env, k);
+  const added = names.filter((k) => !has(before, k)).map((k) => `+${k}`);
+  const changed = names.filter((k) => has(before, k) && has(after, k) && before[k] !== after[k])
+    .map((k) => `~${k}`);
+  const removed = names.filter((k) => !has(after, k)).map((k) => `-${k}`);
+  return [...added, ...changed, ...removed].join(" ");
 }
 
 function changedFields(a: PodmanService, b: PodmanService): string[] {

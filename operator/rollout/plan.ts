@@ -27,7 +27,8 @@ import {
   type Rollout,
   type Selector,
 } from "@drover/contracts";
-import { desiredStateOf, type KnownDevice, targetedDevices, targets } from "../desired/fanout.ts";
+import { desiredStateOf, targets } from "../desired/fanout.ts";
+import { type KnownDevice, targetedDevices } from "../desired/targeting.ts";
 import type { RolloutFailure, RolloutState } from "./state.ts";
 
 /** How one device is doing with the revision being rolled out. */

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { type DeploymentManifest, DeploymentManifest as Manifest } from "@drover/contracts";
-import type { KnownDevice } from "../desired/fanout.ts";
+import type { KnownDevice } from "../desired/targeting.ts";
 import {
   type DeviceProgress,
   fleetWanted,
@@ -41,6 +41,18 @@ Deno.test("planBatches: canary by selector first, then device-id order, implicit
   assertEquals(planBatches(big.rollout!, DEVICES), [["pi-a", "pi-b", "pi-c", "pi-d", "pi-e"]]);
   const none = manifest("nginx:2", { batches: [{ limit: 1, selector: { devices: ["pi-x"] } }] });
   assertEquals(planBatches(none.rollout!, DEVICES)[0], []);
+});
+
+Deno.test("planBatches: a percentage that does not divide the fleet rounds up", () => {
+  // 30 % of 5 is 1.5 and 50 % is 2.5: rounding down would make every batch smaller than asked.
+  const uneven = manifest("nginx:2", { batches: [{ limit: "30%" }, { limit: "50%" }] });
+  assertEquals(planBatches(uneven.rollout!, DEVICES), [
+    ["pi-a", "pi-b"],
+    ["pi-c", "pi-d", "pi-e"],
+  ]);
+  // Never an empty batch: 1 % of 5 is one device.
+  const tiny = manifest("nginx:2", { batches: [{ limit: "1%" }] });
+  assertEquals(planBatches(tiny.rollout!, DEVICES), [["pi-a"], ["pi-b", "pi-c", "pi-d", "pi-e"]]);
 });
 
 /**
@@ -251,4 +263,32 @@ Deno.test("fleetWanted: updated devices get the new revision, the others are hel
   const unstarted = fleetWanted({ ...input, rollouts: new Map() });
   assertEquals(unstarted.wanted.size, 0);
   assertEquals(unstarted.held.size, 5);
+});
+
+Deno.test("success_threshold below 100 %: a batch needs that share ready, rounded up", () => {
+  // One batch of 3 (60 % of 5) and the rest; 50 % of 3 is 1.5, so 2 devices must be ready.
+  const RELAXED = { batches: [{ limit: "60%" }], success_threshold: "50%", batch_timeout: "1m" };
+  const oneReady = simulate(
+    manifest("nginx:2", RELAXED),
+    (d) =>
+      d === "pi-a" ? { phase: "ready", message: "" } : { phase: "pending", message: "pulling" },
+  );
+  const last = oneReady.at(-1)!;
+  assertEquals(last.state, "rolled_back");
+  assert(last.message.includes("1/3 ready, 2 needed"), last.message);
+  assertEquals(last.failures.map((f) => f.device), ["pi-b", "pi-c"]);
+
+  // Two of three ready is enough, even with the third failed; the rest (2) needs one.
+  const oneFailed = simulate(
+    manifest("nginx:2", RELAXED),
+    (d) => d === "pi-c" ? { phase: "failed", message: "exits" } : { phase: "ready", message: "" },
+  );
+  assertEquals(
+    oneFailed.map((s) => [s.state, s.batch, s.batch_devices]),
+    [
+      ["progressing", 0, ["pi-a", "pi-b", "pi-c"]],
+      ["progressing", 1, ["pi-d", "pi-e"]],
+      ["complete", 1, []],
+    ],
+  );
 });

@@ -10,7 +10,6 @@
 
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import {
   BUCKET_DEPLOYMENT_HISTORY,
   BUCKET_OPERATOR_LEASES,
@@ -60,24 +59,9 @@ export async function ensureRolloutBuckets(
 }
 
 /**
- * True when a compare-and-set write lost: someone else wrote the key since
- * the revision it expected (or created it first).
- */
-export function isWriteConflict(e: unknown): boolean {
-  for (let cause = e, depth = 0; cause !== undefined && depth < 5; depth++) {
-    if (
-      cause instanceof JetStreamApiError &&
-      cause.code === JetStreamApiCodes.StreamWrongLastSequence
-    ) return true;
-    cause = (cause as { cause?: unknown })?.cause;
-  }
-  return false;
-}
-
-/**
  * Writes a rollout state if the key is still at `expected` (its KV revision;
  * undefined: the key must not exist yet). Returns the new KV revision;
- * throws when someone else wrote first ({@linkcode isWriteConflict}).
+ * throws when someone else wrote first (`isWriteConflict` in nats/kv.ts).
  */
 export async function saveRolloutState(
   kv: KV,

@@ -6,14 +6,13 @@
  */
 
 import type { DeploymentManifest } from "@drover/contracts";
-import { knownDevices } from "../fleet/aggregate.ts";
-import { targetedDevices } from "../desired/fanout.ts";
+import { knownDevices, targetedDevices } from "../desired/targeting.ts";
 import type { FleetState } from "../fleet/state.ts";
 import type { HistoryEntry } from "./history.ts";
 import type { RolloutBook } from "./store.ts";
 import { progressOf } from "./driver.ts";
 import type { RolloutFailure, RolloutPhase, RolloutState } from "./state.ts";
-import { escapeControl, table } from "../commands/render.ts";
+import { escapeControl, table } from "../views/render.ts";
 
 /** One device in a rollout. */
 export interface RolloutDeviceView {

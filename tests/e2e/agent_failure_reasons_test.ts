@@ -1,5 +1,5 @@
 /**
- * Failures that say why (issue 11, items 2 and 8): a crash-looping service is
+ * Failures that say why: a crash-looping service is
  * `failed` with its exit code and restart count and stays failed while it
  * keeps dying, instead of flipping between running and pending; a device
  * whose podman socket is wrong is `degraded` with the reason in its status.

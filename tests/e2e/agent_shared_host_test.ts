@@ -3,7 +3,7 @@
  * updates and removes only its own containers (labelled `drover.device`), and
  * an unlabelled container left by an agent from before device labels is
  * adopted in place by the device whose deployment it is, and left alone by
- * the other (issue 11, item 1).
+ * the other.
  */
 import { LABELS } from "@drover/contracts";
 import { type PodmanPsEntry, sleepDeployment, startAgentEnv, waitFor } from "./_agent_harness.ts";

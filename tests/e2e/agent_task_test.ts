@@ -1,7 +1,7 @@
 /**
- * `deno task agent --config FILE` runs the agent from source with a config anywhere (issue:
- * it used to stop with "permission denied" outside /etc/drover), while the flags the installed
- * agent is built with stay the task's narrow list.
+ * `deno task agent --config FILE` runs the agent from source with a config anywhere (its read
+ * permission follows the config, so a file outside /etc/drover is not "permission denied"),
+ * while the flags the installed agent is built with stay the task's narrow list.
  */
 
 import { connect } from "@nats-io/transport-node";

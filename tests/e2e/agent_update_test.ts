@@ -112,6 +112,35 @@ Deno.test("launcher: a release on trial gets 3 counted starts, then the previous
   assertStringIncludes((await f.read("rolled-back"))!, "2.0.0 did not start successfully in 3");
 });
 
+Deno.test("launcher: a release that crashes on trial is rolled back with its last stderr line", async () => {
+  await using dir = await tempDir("drover-launch-");
+  const f = await launcherFixture(dir.path);
+  await f.release("1.0.0");
+  await Deno.mkdir(`${f.update}/versions/2.0.0`, { recursive: true });
+  await Deno.writeTextFile(
+    `${f.update}/versions/2.0.0/drover-agent`,
+    '#!/bin/sh\necho "starting" >&2\necho "error: Cannot find module config.ts" >&2\nexit 1\n',
+    { mode: 0o755 },
+  );
+  await f.write("trial", "2.0.0 1.0.0 0\n");
+  await f.write("current", "2.0.0\n");
+  for (let start = 1; start <= 3; start++) {
+    const crashed = await runCommand("sh", [LAUNCHER], {
+      env: { DROVER_UPDATE_DIR: f.update, DROVER_FACTORY_AGENT: "/nonexistent" },
+    });
+    assertEquals(crashed.code, 1);
+    // The release's stderr still reaches the journal, line by line.
+    assertStringIncludes(crashed.stderr, "starting\nerror: Cannot find module config.ts\n");
+  }
+  assertEquals(await f.launch(), "ran 1.0.0 --config /x.toml");
+  assertEquals(
+    await f.read("rolled-back"),
+    "2.0.0 did not start successfully in 3 attempts (crashed, or exited before it committed); " +
+      "its last stderr line: error: Cannot find module config.ts",
+  );
+  assertEquals(await f.read("trial-stderr"), undefined);
+});
+
 Deno.test("launcher: a trial that gave up is rolled back at once, with the agent's reason", async () => {
   await using dir = await tempDir("drover-launch-");
   const f = await launcherFixture(dir.path);
@@ -288,13 +317,19 @@ Deno.test({
     );
     assertEquals(firstStatus.update?.wanted, undefined);
 
-    const publish = async (version: string, script: string, signingKey = key.privateKey) =>
+    const publish = async (
+      version: string,
+      script: string,
+      signingKey = key.privateKey,
+      rollback = false,
+    ) =>
       await publishRelease(releases, {
         bytes: new TextEncoder().encode(script),
         version,
         arch: Deno.build.arch === "aarch64" ? "aarch64" : "x86_64",
         kind: "executable",
         signingKey,
+        rollback,
       });
 
     await t.step("a good release is downloaded, started on trial and committed", async () => {
@@ -330,6 +365,11 @@ Deno.test({
         assertEquals(s.update?.running, "1.1.0");
         assertStringIncludes(s.update?.message ?? "", "release 1.2.0 was rolled back");
         assertStringIncludes(s.update?.message ?? "", "did not start successfully in 3 attempts");
+        // What the release said before dying, kept by the launcher, reaches the operator.
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "its last stderr line: 1.2.0: crashing at start",
+        );
         // Restart into 1.2.0, its 3 counted starts, the rollback start: 1.1.0 again.
         assert(
           supervisor.starts >= startsBefore + 4,
@@ -430,6 +470,32 @@ Deno.test({
         // Into 1.5.0 once (it gives up itself), then straight back: no counted retries.
         assertEquals(supervisor.starts, startsBefore + 2);
         assertEquals((await Deno.readTextFile(`${update}/current`)).trim(), "1.4.0");
+      },
+    );
+
+    await t.step(
+      "an older release is refused unless signed as a rollback (the positive control)",
+      async () => {
+        // Validly signed, but older than the running 1.4.0: what a stolen operator identity
+        // could put back to reopen a fixed hole.
+        await publish("1.1.5", agentScript());
+        await setWantedVersion(updates, env.deviceId, "1.1.5");
+        const s = await waitUpdate(
+          (s) => s.update?.phase === "failed" && s.update.wanted === "1.1.5",
+          "the downgrade is refused",
+        );
+        assertEquals(s.update?.running, "1.4.0");
+        assertStringIncludes(
+          s.update?.message ?? "",
+          "release 1.1.5 refused: it is older than the running 1.4.0 and not signed as a rollback",
+        );
+        await assertMissing(`${update}/versions/1.1.5`);
+        await publish("1.1.6", agentScript(), key.privateKey, true);
+        await setWantedVersion(updates, env.deviceId, "1.1.6");
+        await waitUpdate(
+          (s) => s.update?.running === "1.1.6" && s.update.phase === "idle",
+          "a release signed as a rollback is run",
+        );
       },
     );
 

@@ -10,12 +10,15 @@
  */
 
 import type { Page } from "playwright-core";
+import type { KvEntry } from "@nats-io/kv";
 import {
   type AgentStatus,
   BUCKET_AGENT_STATUS,
   BUCKET_DESIRED_STATE,
   BUCKET_DEVICES,
   type DeploymentStatus,
+  deviceCommandSubject,
+  type EventsReply,
 } from "@drover/contracts";
 import { forEachBounded } from "../../operator/nats/kv.ts";
 import { freePort, startNats, tempDir, waitFor } from "../support/mod.ts";
@@ -39,6 +42,27 @@ function standInStatus(
     labels: {},
     heartbeat_seconds: heartbeatSeconds,
     deployments,
+  };
+}
+
+/** What a stand-in reports for the desired state `entry`: running it, or not (with `message`). */
+function standInDeployment(
+  entry: KvEntry,
+  phase: "running" | "failed" | "pending",
+  message?: string,
+): DeploymentStatus {
+  const revision = entry.json<{ deployment_revision?: number }>().deployment_revision;
+  return {
+    revision: entry.revision,
+    ...(revision !== undefined ? { deployment_revision: revision } : {}),
+    phase,
+    ...(message !== undefined ? { message } : {}),
+    services: {
+      main: {
+        state: phase === "running" ? "running" : "missing",
+        image: "localhost/drover-busybox:1",
+      },
+    },
   };
 }
 
@@ -75,6 +99,12 @@ score:
       command: ["sleep", "3600"]
 `;
 
+/** A staged rollout over the two site=lab devices: one per batch, paused on a failure. */
+const STAGED = MANIFEST.replace("name: web", "name: api").replace(
+  "score:",
+  "rollout:\n  batches:\n    - limit: 1\n  batch_timeout: 10m\n  on_failure: pause\nscore:",
+);
+
 Deno.test("dashboard: live fleet, deployment and device pages in chromium", async (t) => {
   await using nats = await startNats();
   await using dir = await tempDir("dashboard-");
@@ -98,21 +128,25 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
   assertEquals(applied.code, 0, applied.stderr);
 
   // What each stand-in reports, by the desired state the operator wrote for it.
+  let apiFirst: string | undefined;
   const reportOf = async (id: string): Promise<AgentStatus> => {
     if (id === "pi-c") return standInStatus(id, 1, {}, "container runtime unreachable: test");
     const entry = await desired.get(`${id}.web`);
     assert(entry !== null && entry.operation === "PUT", `desired state of ${id}`);
-    const revision = entry.json<{ deployment_revision?: number }>().deployment_revision;
-    const dep: DeploymentStatus = {
-      revision: entry.revision,
-      ...(revision !== undefined ? { deployment_revision: revision } : {}),
-      phase: id === "pi-a" ? "running" : "failed",
-      ...(id === "pi-b" ? { message: "pull localhost/drover-busybox:1: 401 Unauthorized" } : {}),
-      services: {
-        main: { state: id === "pi-a" ? "running" : "missing", image: "localhost/drover-busybox:1" },
-      },
+    const deployments: Record<string, DeploymentStatus> = {
+      web: id === "pi-a"
+        ? standInDeployment(entry, "running")
+        : standInDeployment(entry, "failed", "pull localhost/drover-busybox:1: 401 Unauthorized"),
     };
-    return standInStatus(id, 1, { web: dep });
+    // The staged deployment: the first device given it runs it, the next is still pulling.
+    const api = await desired.get(`${id}.api`);
+    if (api !== null && api.operation === "PUT") {
+      apiFirst ??= id;
+      deployments.api = apiFirst === id
+        ? standInDeployment(api, "running")
+        : standInDeployment(api, "pending", "pulling localhost/drover-busybox:1");
+    }
+    return standInStatus(id, 1, deployments);
   };
   await until(
     "operator writes desired state for pi-a and pi-b",
@@ -172,7 +206,7 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
       const cell = page.locator('#devices tr[data-device="pi-a"] td:nth-child(3)');
       await until("pi-a shows offline", async () => (await cell.textContent()) === "offline");
       assertEquals(await stat(page, "count-offline"), "1");
-      await page.locator("h1").click(); // no focus ring in the screenshot (docs/dashboard.png)
+      await page.locator("h1").click(); // no focus ring in the screenshot
       await page.screenshot({ path: `${shots}/fleet-offline.png`, fullPage: true });
       assert(
         await page.evaluate(() => (globalThis as { sameDocument?: boolean }).sameDocument === true),
@@ -195,10 +229,132 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
       await page.screenshot({ path: `${shots}/deployment.png`, fullPage: true });
     });
 
+    await t.step(
+      "a staged rollout mid-way: the fleet says so, the page is a rollout view",
+      async () => {
+        await Deno.writeTextFile(`${dir.path}/api.yaml`, STAGED);
+        const staged = await runOperatorCli(nats.url, ["apply", "-f", `${dir.path}/api.yaml`]);
+        assertEquals(staged.code, 0, staged.stderr);
+        await page.goto(`${base}/`);
+        await page.waitForSelector("body[data-live=open][data-renders]");
+        const cell = page.locator('#deployments tr:has(a[href="/deployments/api"]) .rollout-cell');
+        await until(
+          "the fleet page shows api rolling out in batch 2",
+          async () => ((await cell.textContent()) ?? "").includes("rolling out batch 2 of 2"),
+          20_000,
+        );
+        await page.locator('#deployments a[href="/deployments/api"]').click();
+        await page.waitForURL(`${base}/deployments/api`);
+        await page.waitForSelector("body[data-live=open][data-renders]");
+        await page.waitForSelector("#rollout .stepper .step.current");
+        assertEquals(
+          await page.locator("#rollout .stepper .step").evaluateAll((steps) =>
+            steps.map((s) => s.className)
+          ),
+          ["step done", "step current"],
+        );
+        const headline = (await page.locator("#rollout-headline").textContent()) ?? "";
+        assert(/^rolling out · revision \d+, batch 2 of 2/.test(headline), headline);
+        const rows = await tableIds(page, "#rollout-devices");
+        assertEquals(rows.length, 2);
+        const second = page.locator(`#rollout-devices tr[data-device="${rows[0]}"]`);
+        assertStringIncludes((await second.textContent()) ?? "", "2 (current)");
+        assertStringIncludes(
+          (await second.textContent()) ?? "",
+          "pulling localhost/drover-busybox:1",
+        );
+        // Relative times, with the exact time on hover; no raw JSON or snake_case keys.
+        const started = page.locator("#rollout time").first();
+        assert(
+          /^\d+s$/.test((await started.textContent()) ?? ""),
+          await started.textContent() ?? "",
+        );
+        assert(/ UTC$/.test((await started.getAttribute("title")) ?? ""), "exact time on hover");
+        const text = (await page.locator("#live").textContent()) ?? "";
+        assert(!text.includes("device_id") && !text.includes('{"'), text);
+        assertEquals(await page.getByRole("heading", { name: "Revision history" }).count(), 1);
+        await page.locator("h1").click(); // no focus ring in the screenshot (docs/dashboard.png)
+        await page.screenshot({ path: `${shots}/deployment-rollout.png`, fullPage: true });
+      },
+    );
+
+    await t.step("an offline device's page ages and greys out what it last reported", async () => {
+      await page.goto(`${base}/devices/pi-a`);
+      await page.waitForSelector("body[data-live=open][data-renders]");
+      assertEquals(await page.locator("#stale-note").count(), 0, "online: nothing is stale");
+      assertStringIncludes((await page.locator("#device-status").textContent()) ?? "", "as of");
+      beating.delete("pi-a");
+      await page.locator("#stale-note").waitFor({ timeout: 15_000 });
+      const row = page.locator("#services tbody tr.stale").first();
+      const opacity = await row.locator("td").first().evaluate((td) =>
+        (globalThis as unknown as { getComputedStyle(e: unknown): { opacity: string } })
+          .getComputedStyle(td).opacity
+      );
+      assert(Number(opacity) < 1, `greyed out: opacity ${opacity}`);
+      assertStringIncludes((await row.textContent()) ?? "", "ago");
+      assertStringIncludes((await page.locator("#device-status").textContent()) ?? "", "ago");
+      beating.add("pi-a");
+      await page.locator("#stale-note").waitFor({ state: "detached", timeout: 15_000 });
+    });
+
+    await t.step("a crash loop's events are one row, and the logs stay in reach", async () => {
+      // pi-a answers `events` as an agent in a crash loop would: 84 container_died events.
+      const died = (i: number) => ({
+        seq: i + 1,
+        time: new Date(Date.parse("2026-05-04T10:00:07Z") + i * 30_000).toISOString(),
+        kind: "container_died" as const,
+        deployment: "web",
+        service: "main",
+        exit_code: 3,
+        message: "container exited",
+      });
+      const reply: EventsReply = {
+        device: "pi-a",
+        events: [
+          {
+            seq: 100,
+            time: "2026-05-04T09:59:00.000Z",
+            kind: "image_pulled",
+            deployment: "web",
+            service: "main",
+            message: "pulled",
+          },
+          ...Array.from({ length: 84 }, (_, i) => died(i)),
+        ],
+        dropped: 0,
+      };
+      const responder = kv.nc.subscribe(deviceCommandSubject("pi-a", "events"), {
+        callback: (_err, msg) => void msg.respond(JSON.stringify(reply)),
+      });
+      try {
+        await page.goto(`${base}/devices/pi-a`);
+        await page.waitForSelector("#device-events tbody tr[data-count]");
+        const rows = page.locator("#device-events tbody tr");
+        assertEquals(await rows.count(), 2);
+        const first = (await rows.first().textContent()) ?? "";
+        assertStringIncludes(first, "container_died ×84");
+        assertStringIncludes(first, "last 2026-05-04 10:41:37Z");
+        // The log pane is right below, not 84 rows further down.
+        const logsTop = await page.locator("#logs").evaluate((el) =>
+          el.getBoundingClientRect().top
+        );
+        const eventsTop = await page.locator("#events").evaluate((el) =>
+          el.getBoundingClientRect().top
+        );
+        assert(logsTop - eventsTop < 900, `logs ${logsTop - eventsTop}px below the events`);
+        await page.locator("h1").click();
+        await page.screenshot({ path: `${shots}/device-events.png`, fullPage: true });
+      } finally {
+        responder.unsubscribe();
+      }
+    });
+
     await t.step("a device's page shows its services", async () => {
       await page.goto(`${base}/devices/pi-a`);
       await page.waitForSelector("body[data-live=open][data-renders]");
-      const row = (await page.locator("#services tbody tr").first().textContent()) ?? "";
+      const row =
+        (await page.locator('#services tbody tr:has(a[href="/deployments/web"])').textContent()) ??
+          "";
       for (const text of ["web", "main", "running", "localhost/drover-busybox:1"]) {
         assertStringIncludes(row, text);
       }

@@ -8,8 +8,7 @@
  */
 import { stringify as toYaml } from "yaml";
 import { stringify as toToml } from "smol-toml";
-import { InvalidInputError } from "../../operator/commands/cli.ts";
-import { parseManifest } from "../../operator/manifests/file.ts";
+import { ManifestError, parseManifest } from "../../operator/manifests/file.ts";
 import { ConfigError, parseConfig } from "../../agent/config.ts";
 import { assert } from "../support/assert.ts";
 import { fuzzSeed, mutate, NASTY_STRINGS, Rng } from "./_fuzz.ts";
@@ -127,7 +126,7 @@ function mutatedDoc(rng: Rng, base: unknown): unknown {
   }
 }
 
-Deno.test("fuzz: manifests through the operator's loader fail only with InvalidInputError naming the field", () => {
+Deno.test("fuzz: manifests through the operator's loader fail only with ManifestError naming the field", () => {
   const seed = fuzzSeed();
   console.log(`fuzz seed ${seed} (replay: DROVER_FUZZ_SEED=${seed})`);
   const rng = new Rng(seed);
@@ -145,7 +144,7 @@ Deno.test("fuzz: manifests through the operator's loader fail only with InvalidI
     try {
       parseManifest(input, file);
     } catch (e) {
-      if (!(e instanceof InvalidInputError)) {
+      if (!(e instanceof ManifestError)) {
         throw new Error(
           `iteration ${i} (seed ${seed}): ${(e as Error)?.name}: ${(e as Error)?.message}\n` +
             `input: ${input.slice(0, 300)}`,

@@ -72,7 +72,7 @@ async function provisionAgent(
   assertExists(agent, `${configPath} has an [agent] table`);
   assertExists(nats, `${configPath} has a [nats] table`);
   assertEquals(agent.device_id, id);
-  assertEquals(nats.creds, env.path(`${id}.creds`));
+  assertEquals(nats.creds, "/etc/drover/nats.creds");
   if (tls) assertEquals(nats.tls_ca, tls.ca);
   // What the device keeps: its own copy of the creds (revoking removes the
   // operator's copy, a stolen device still has this one).

@@ -45,6 +45,7 @@ async function agentConfig(
   agent.state_dir = env.path(`${id}-state`);
   agent.heartbeat_seconds = 1;
   nats.servers = [env.nats.url];
+  nats.creds = env.path(`${id}.creds`);
   config.podman = { socket: podman.socket };
   await Deno.writeTextFile(path, stringify(config));
   return path;

@@ -32,6 +32,7 @@ import { assert, assertEquals, assertExists, assertStringIncludes } from "../sup
 import { AgentProcess } from "../support/agent_process.ts";
 import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
 import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { DEVICE_SEALING_KEY_PATH } from "../../operator/auth/mod.ts";
 import { type SecureNats, startSecureNats } from "./_security_env.ts";
 
 tolerateTransportResets();
@@ -190,10 +191,16 @@ Deno.test({
         string,
         Record<string, unknown>
       >;
-      assertEquals(config.secrets?.key, env.path(`${id}.xk`), "device add names the sealing key");
+      assertEquals(
+        config.secrets?.key,
+        DEVICE_SEALING_KEY_PATH,
+        "device add names the sealing key",
+      );
       const deviceDir = env.path(`${id}-device`);
       await Deno.mkdir(deviceDir, { recursive: true, mode: 0o700 });
-      config.nats = { ...config.nats, servers: [natsUrl] };
+      // The files where this test keeps them rather than where install.sh puts them on a device.
+      config.secrets = { key: env.path(`${id}.xk`) };
+      config.nats = { ...config.nats, servers: [natsUrl], creds: env.path(`${id}.creds`) };
       config.agent = { ...config.agent, state_dir: `${deviceDir}/state`, heartbeat_seconds: 1 };
       config.podman = { socket: pods[id].socket };
       configs[id] = `${deviceDir}/agent.toml`;

@@ -45,6 +45,17 @@ export function slotAddresses(index: number): { bridge: string; subnet: string; 
 }
 
 /**
+ * The subnets podman may give networks created on slot `index`'s instance (an agent's network per
+ * deployment): a /22 of its own in 10.214.0.0/14, cut into /26s (pure). Podman picks a new
+ * network's subnet from its own networks and the host's live ones only; two instances creating
+ * networks at the same moment would both pick 10.89.0.0/24 (before either bridge is up), and the
+ * shared IPAM database would then hand out the same addresses twice.
+ */
+export function slotSubnetPool(index: number): { base: string; size: number } {
+  return { base: `10.${214 + Math.floor(index / 64)}.${(index % 64) * 4}.0/22`, size: 26 };
+}
+
+/**
  * The netavark network definition (podman's `networks/podman.json`) of a slot, named `podman` so
  * it replaces the built-in default network (pure).
  */

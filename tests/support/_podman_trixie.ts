@@ -35,12 +35,19 @@ import { ManagedProcess } from "./_managed_process.ts";
 import { tempRoot } from "./_owned_dir.ts";
 import { HarnessError } from "./errors.ts";
 import { waitFor } from "./wait_for.ts";
+import { exists } from "./files.ts";
 
 /** Bump when the root's package list or files change, so an old cached root is not reused. */
-export const TRIXIE_ROOT_VERSION = 1;
-/** Packages of the trixie root (without nftables published ports fail: "unable to execute nft"). */
+export const TRIXIE_ROOT_VERSION = 2;
+/**
+ * Packages of the trixie root (without nftables published ports fail: "unable to execute nft";
+ * netavark only recommends aardvark-dns, which debootstrap leaves out unless named, and without
+ * it containers on a deployment's network cannot resolve each other's names).
+ */
 export const TRIXIE_PACKAGES = [
   "podman",
+  "netavark",
+  "aardvark-dns",
   "runc",
   "crun",
   "conmon",
@@ -299,15 +306,5 @@ export async function isTrixieInstance(dir: string): Promise<boolean> {
 export async function deleteRuncContainers(dir: string, ids: string[]): Promise<void> {
   for (const id of ids) {
     await runCommand("runc", ["--root", `${dir}/runc`, "delete", "--force", id]);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }

@@ -35,15 +35,17 @@ export function droverAccountsConfig(devices: readonly string[]): string {
       JSON.stringify(sub.allow)
     } }, allow_responses: { max: ${resp.max}, expires: "${resp.ttlMs}ms" } } }`;
   });
+  const threshold = (b: { responseThresholdMs?: number }) =>
+    b.responseThresholdMs === undefined ? "" : `, response_threshold: "${b.responseThresholdMs}ms"`;
   const exports = DEVICE_BRIDGES.map((b) =>
-    `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER_DEVICES] }`
+    `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER_DEVICES]${threshold(b)} }`
   );
   const imports = DEVICE_BRIDGES.map((b) =>
     `      { ${b.type}: { account: DROVER, subject: ${JSON.stringify(b.subject)} } }`
   );
   // The reverse direction (heartbeats): the devices' account exports, DROVER imports.
   const reverseExports = DEVICE_EXPORTS.map((b) =>
-    `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER] }`
+    `      { ${b.type}: ${JSON.stringify(b.subject)}, accounts: [DROVER]${threshold(b)} }`
   );
   const reverseImports = DEVICE_EXPORTS.map((b) =>
     `      { ${b.type}: { account: DROVER_DEVICES, subject: ${JSON.stringify(b.subject)} } }`

@@ -1,7 +1,9 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { mountsUnder, processesReferencing } from "./_host.ts";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { HarnessError } from "./errors.ts";
+import { natsServerCommand } from "./nats.ts";
 import {
   buildBusyboxImage,
   BUSYBOX_INDEX_HTML,
@@ -328,4 +330,10 @@ Deno.test("tempDir is removed on dispose", async () => {
     await Deno.writeTextFile(`${path}/file`, "x");
   }
   assertEquals(await pathExists(path), false);
+});
+
+Deno.test("natsServerCommand: unset is the host's nats-server, a path is kept, set but empty is refused", () => {
+  assertEquals(natsServerCommand(undefined), "nats-server");
+  assertEquals(natsServerCommand("/opt/nats/nats-server"), "/opt/nats/nats-server");
+  assertThrows(() => natsServerCommand(""), HarnessError, "set but empty");
 });

@@ -20,6 +20,7 @@
 
 export * from "./busybox_image.ts";
 export * from "./errors.ts";
+export * from "./files.ts";
 export * from "./log_file.ts";
 export { ManagedProcess, type SpawnOptions } from "./_managed_process.ts";
 export * from "./nats.ts";

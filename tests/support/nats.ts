@@ -7,17 +7,25 @@
 import { logTail, ManagedProcess, waitUntilReady } from "./_managed_process.ts";
 import { killAll, processesReferencing } from "./_host.ts";
 import { createOwnedDir, type OwnedDir, sweepAbandonedDirs } from "./_owned_dir.ts";
-import { ServiceStartError } from "./errors.ts";
+import { HarnessError, ServiceStartError } from "./errors.ts";
 import { acceptsConnections, freePort } from "./ports.ts";
 import { waitFor } from "./wait_for.ts";
 
 /**
  * The nats-server binary tests run: `DROVER_NATS_SERVER` when set (the server
  * matrix points it at Debian trixie's 2.10, fetched by scripts/trixie_nats.sh),
- * else `nats-server` on PATH (Debian bookworm's 2.9).
+ * else `nats-server` on PATH (Debian bookworm's 2.9). Set but empty is an error: it is what
+ * `DROVER_NATS_SERVER=$(scripts/trixie_nats.sh …)` gives when the fetch failed, and running the
+ * 2.10 pass on 2.9 instead would pass while testing nothing new.
  */
-export function natsServerCommand(): string {
-  return Deno.env.get("DROVER_NATS_SERVER") || "nats-server";
+export function natsServerCommand(env = Deno.env.get("DROVER_NATS_SERVER")): string {
+  if (env === undefined) return "nats-server";
+  if (env.trim() === "") {
+    throw new HarnessError(
+      "Cannot choose a nats-server: DROVER_NATS_SERVER is set but empty (did scripts/trixie_nats.sh fail?)",
+    );
+  }
+  return env;
 }
 
 /** How long {@linkcode startNats} (and restart) waits for the server to be ready. */

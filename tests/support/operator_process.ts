@@ -48,6 +48,8 @@ export async function runOperatorCli(
 export interface OperatorService extends AsyncDisposable {
   /** Base URL of the HTTP API. */
   readonly apiUrl: string;
+  /** Process id of the `serve` process (for its RSS). */
+  readonly pid: number;
   /** Log output so far (stderr). */
   logs(): string;
   /** SIGTERM and wait; returns the exit code. Idempotent. */
@@ -91,6 +93,7 @@ export async function startOperatorService(
   };
   const service: OperatorService = {
     apiUrl,
+    pid: child.pid,
     logs: output.text,
     stop: () => end("SIGTERM"),
     kill: () => end("SIGKILL"),

@@ -30,6 +30,7 @@ import {
   acquireNetworkSlot,
   defaultNetworkDefinition,
   type NetworkSlot,
+  slotSubnetPool,
 } from "./_podman_network.ts";
 import {
   deleteRuncContainers,
@@ -140,9 +141,10 @@ export function podmanGlobalArgs(paths: PodmanPaths): string[] {
   return ["--root", paths.storage, "--runroot", paths.runRoot, "--tmpdir", paths.tmpDir];
 }
 
-/** The config files of an instance, by path (pure). */
-export function podmanConfigFiles(paths: PodmanPaths): Record<string, string> {
+/** The config files of an instance, by path (pure); `slot` gives networks it creates a subnet pool. */
+export function podmanConfigFiles(paths: PodmanPaths, slot?: number): Record<string, string> {
   const q = JSON.stringify; // TOML basic strings accept JSON string escapes.
+  const pool = slot === undefined ? undefined : slotSubnetPool(slot);
   return {
     // As root on these machines containers only start with runc and bounded ulimits
     // (docs/podman-api.md). No systemd: cgroupfs and the file event logger. File locks live in tmp_dir,
@@ -162,6 +164,7 @@ export function podmanConfigFiles(paths: PodmanPaths): Record<string, string> {
       "[network]",
       'network_backend = "netavark"',
       `network_config_dir = ${q(paths.networkDir)}`,
+      ...(pool ? [`default_subnet_pools = [{ base = ${q(pool.base)}, size = ${pool.size} }]`] : []),
       "",
     ].join("\n"),
     [paths.storageConf]: [
@@ -227,7 +230,7 @@ export async function startPodman(): Promise<PodmanService> {
       `${paths.networkDir}/podman.json`,
       JSON.stringify(await defaultNetworkDefinition(slot.index), null, 2),
     );
-    for (const [path, text] of Object.entries(podmanConfigFiles(paths))) {
+    for (const [path, text] of Object.entries(podmanConfigFiles(paths, slot.index))) {
       await Deno.writeTextFile(path, text);
     }
     const namespace = flavour === "trixie" ? await TrixieNamespace.create(paths.dir) : undefined;

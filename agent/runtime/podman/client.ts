@@ -34,11 +34,14 @@ import type {
   CreateContainerResult,
   HealthCheckResults,
   LibpodCreateSpec,
+  NetworkSummary,
   PodmanEvent,
   PullPolicy,
   PullResult,
   RegistryAuth,
+  VolumeSummary,
 } from "./types.ts";
+import { labelPairs } from "@drover/contracts";
 
 /** The libpod API version Drover speaks: podman 4.0 and later answer it. */
 export const DEFAULT_API_VERSION = "v4.0.0";
@@ -360,9 +363,7 @@ export class PodmanClient implements Disposable {
   async listContainers(options: ListContainersOptions = {}): Promise<ContainerSummary[]> {
     const filters = { ...options.filters };
     if (options.labels !== undefined) {
-      const labels = Array.isArray(options.labels)
-        ? options.labels
-        : Object.entries(options.labels).map(([k, v]) => `${k}=${v}`);
+      const labels = Array.isArray(options.labels) ? options.labels : labelPairs(options.labels);
       filters.label = [...(filters.label ?? []), ...labels];
     }
     const query: Query = { all: options.all };
@@ -440,6 +441,100 @@ export class PodmanClient implements Disposable {
   }
 
   /**
+   * Creates a bridge network with DNS (aardvark-dns) and `labels`.
+   *
+   * @returns false when a network of that name exists already (409), which is left as is.
+   */
+  async createNetwork(
+    name: string,
+    labels: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    const path = "/libpod/networks/create";
+    const action = `create network ${JSON.stringify(name)}`;
+    const res = await this.#request("POST", path, action, {
+      signal: options.signal,
+      json: { name, driver: "bridge", dns_enabled: true, labels },
+    });
+    if (res.status === 200 || res.status === 201) return (await discard(res), true);
+    if (res.status === 409) return (await discard(res), false);
+    throw this.#classify(await this.#failure(res, action, "POST", path));
+  }
+
+  /** Removes a network. @throws {NotFoundError} if it does not exist. */
+  async removeNetwork(name: string, options: CallOptions = {}): Promise<void> {
+    const path = `/libpod/networks/${segment(name, "network name")}`;
+    const action = `remove network ${JSON.stringify(name)}`;
+    const res = await this.#request("DELETE", path, action, { signal: options.signal });
+    if (res.status === 200 || res.status === 204) return await discard(res);
+    throw this.#classify(await this.#failure(res, action, "DELETE", path), "network", name);
+  }
+
+  /** Lists networks whose labels include every `key=value` of `labels`. */
+  async listNetworks(
+    labels: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<NetworkSummary[]> {
+    const list = await this.#listByLabels<NetworkSummary>("networks", labels, options);
+    return list.map((n) => ({ ...n, labels: n.labels ?? {} }));
+  }
+
+  /** Whether a named volume exists. */
+  async volumeExists(name: string, options: CallOptions = {}): Promise<boolean> {
+    const path = `/libpod/volumes/${segment(name, "volume name")}/exists`;
+    const action = `check whether volume ${JSON.stringify(name)} exists`;
+    const res = await this.#request("GET", path, action, options);
+    if (res.status === 204) return true;
+    if (res.status === 404) return (await discard(res), false);
+    throw this.#classify(await this.#failure(res, action, "GET", path));
+  }
+
+  /**
+   * Creates a named volume with `labels`.
+   *
+   * @returns false when one of that name exists already (podman 4.3 answers 500 "volume
+   * already exists"), which is left as is.
+   */
+  async createVolume(
+    name: string,
+    labels: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    const path = "/libpod/volumes/create";
+    const action = `create volume ${JSON.stringify(name)}`;
+    const res = await this.#request("POST", path, action, {
+      signal: options.signal,
+      json: { Name: name, Label: labels },
+    });
+    if (res.status === 201 || res.status === 200) return (await discard(res), true);
+    const failed = await this.#failure(res, action, "POST", path);
+    if (res.status === 409 || /already exists/.test(failed.info.podmanCause ?? "")) return false;
+    throw this.#classify(failed);
+  }
+
+  /** Lists named volumes whose labels include every `key=value` of `labels`. */
+  async listVolumes(
+    labels: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<VolumeSummary[]> {
+    const list = await this.#listByLabels<VolumeSummary>("volumes", labels, options);
+    return list.map((v) => ({ ...v, Labels: v.Labels ?? {} }));
+  }
+
+  /**
+   * Removes a named volume (never one in use: podman answers 409, a {@linkcode PodmanError}).
+   *
+   * @throws {NotFoundError} if it does not exist.
+   */
+  async removeVolume(name: string, options: CallOptions = {}): Promise<void> {
+    const path = `/libpod/volumes/${segment(name, "volume name")}`;
+    const action = `remove volume ${JSON.stringify(name)}`;
+    const res = await this.#request("DELETE", path, action, { signal: options.signal });
+    if (res.status === 204 || res.status === 200) return await discard(res);
+    throw this.#classify(await this.#failure(res, action, "DELETE", path), "volume", name);
+  }
+
+  /**
    * Follows podman's event stream. The request starts at once; `opened`
    * settles when podman has answered. Iterate it once. Aborting `signal` or
    * calling `close()` ends the iteration quietly; losing the service throws
@@ -469,6 +564,20 @@ export class PodmanClient implements Disposable {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /** `GET /libpod/<kind>/json` filtered by labels (every `key=value`, ANDed); null is []. */
+  async #listByLabels<T>(
+    kind: "networks" | "volumes",
+    labels: Record<string, string>,
+    options: CallOptions,
+  ): Promise<T[]> {
+    const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+    const list = await this.#getJson<T[] | null>(`/libpod/${kind}/json`, `list ${kind}`, {
+      signal: options.signal,
+      query: { filters: JSON.stringify({ label }) },
+    });
+    return list ?? [];
+  }
 
   async #containerAction(
     method: string,

@@ -329,6 +329,40 @@ Deno.test("podman client against a real podman service", async (t) => {
     assert(/manifest unknown|not found/i.test(unknown.registryMessage), unknown.message);
   });
 
+  await t.step("networks and named volumes: create once, list by label, remove", async () => {
+    const labels = uniqueLabel("net");
+    assertEquals(await client.createNetwork("drover-test_net", labels), true);
+    assertEquals(await client.createNetwork("drover-test_net", labels), false, "exists: 409");
+    const networks = await client.listNetworks(labels);
+    assertEquals(networks.map((n) => [n.name, n.dns_enabled]), [["drover-test_net", true]]);
+    assertEquals(await client.listNetworks(uniqueLabel("none")), []);
+
+    assertEquals(await client.volumeExists("drover-test-vol"), false);
+    assertEquals(await client.createVolume("drover-test-vol", labels), true);
+    assertEquals(await client.createVolume("drover-test-vol", labels), false, "exists: 500");
+    assertEquals(await client.volumeExists("drover-test-vol"), true);
+    assertEquals((await client.listVolumes(labels)).map((v) => [v.Name, v.Labels]), [
+      ["drover-test-vol", labels],
+    ]);
+    // In use by a container: neither goes.
+    const { id } = await client.createContainer({
+      name: "net-user",
+      image,
+      command: ["sleep", "60"],
+      netns: { nsmode: "bridge" },
+      Networks: { "drover-test_net": { aliases: ["user"] } },
+      volumes: [{ Name: "drover-test-vol", Dest: "/data" }],
+    });
+    const inUse = await assertRejects(() => client.removeVolume("drover-test-vol"));
+    assertEquals((inUse as { status?: number }).status, 409);
+    await assertRejects(() => client.removeNetwork("drover-test_net"));
+    await client.removeContainer(id, { force: true, timeoutSeconds: 0 });
+    await client.removeVolume("drover-test-vol");
+    await client.removeNetwork("drover-test_net");
+    await assertRejects(() => client.removeVolume("drover-test-vol"), NotFoundError);
+    await assertRejects(() => client.removeNetwork("drover-test_net"), NotFoundError);
+  });
+
   await t.step("a stopped service is PodmanUnavailableError; the client recovers", async () => {
     const events = client.events({ filters: { type: ["container"] } });
     await events.opened;

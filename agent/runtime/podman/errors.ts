@@ -57,7 +57,7 @@ export class PodmanError extends Error {
 }
 
 /** What kind of object podman did not find. */
-export type PodmanResourceKind = "container" | "image";
+export type PodmanResourceKind = "container" | "image" | "network" | "volume";
 
 /** Podman answered 404: the named container or image does not exist. */
 export class NotFoundError extends PodmanError {

@@ -96,6 +96,10 @@ export interface LibpodCreateSpec {
   cap_add?: string[];
   cap_drop?: string[];
   terminal?: boolean;
+  /** Host devices; `path` is `HOST[:CONTAINER[:PERMISSIONS]]` (podman parses it). */
+  devices?: Array<{ path: string }>;
+  /** Log driver and the cap of the log file in bytes (`size`, k8s-file). */
+  log_configuration?: { driver?: string; size?: number; options?: Record<string, string> };
   /**
    * Podman secrets mounted as files: `Target` an absolute path (or a name under
    * /run/secrets), `Mode` the file's permission bits (measured on 4.3 and 5.4).
@@ -112,6 +116,23 @@ export interface LibpodSecretMount {
   UID: number;
   GID: number;
   Mode: number;
+}
+
+/** One entry of `GET /libpod/volumes/json`. */
+export interface VolumeSummary {
+  Name: string;
+  /** Never null here: the client turns podman's `null` into `{}`. */
+  Labels: Record<string, string>;
+}
+
+/** One entry of `GET /libpod/networks/json` (netavark). */
+export interface NetworkSummary {
+  name: string;
+  id: string;
+  driver: string;
+  dns_enabled: boolean;
+  /** Never null here: the client turns podman's `null` into `{}`. */
+  labels: Record<string, string>;
 }
 
 /** Answer of container create. */

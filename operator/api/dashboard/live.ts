@@ -12,10 +12,43 @@
  * @module
  */
 
-import type { DeviceRecord, FleetView } from "../../fleet/aggregate.ts";
+import type { AgentStatus } from "@drover/contracts";
+import type {
+  DeploymentDeviceView,
+  DeploymentView,
+  DeviceRecord,
+  DeviceView,
+  FleetView,
+} from "../../fleet/aggregate.ts";
 
 /** Entry key → JSON text of its value. */
 export type Entries = Map<string, string>;
+
+// The values of the entries, as static/render.js decodes them (it is type-checked against
+// these, so the two cannot drift).
+
+/** `d:<device>`: the device row without its last-seen time. */
+export type DeviceEntry = Omit<DeviceView, "device_id" | "last_seen" | "heartbeat_age_seconds">;
+/** `s:<device>`: its last status time in ms since epoch, or null. */
+export type SeenEntry = number | null;
+/**
+ * `p:<deployment>`: the deployment without its devices; fields the view grows (a rollout,
+ * the revision history) travel along and are shown field by field.
+ */
+export type DeploymentEntry = Omit<DeploymentView, "devices"> & {
+  rollout?: unknown;
+  history?: unknown;
+};
+/** `r:<deployment>/<device>`: one device's part in one deployment. */
+export type DeploymentDeviceEntry = Omit<
+  DeploymentDeviceView,
+  "device_id" | "wanted_kv_revision" | "applied_kv_revision"
+>;
+/** A device page's detail: the agent's status without its timestamp, why it is unreadable, or null. */
+export type DeviceDetail =
+  | { status: Omit<AgentStatus, "timestamp">; reported_at: number; error?: undefined }
+  | { error: string; status?: undefined }
+  | null;
 
 /** What changed between two pictures: keys to set (with their JSON) and keys gone. */
 export interface EntriesDiff {
@@ -34,15 +67,19 @@ export interface EntriesDiff {
 export function flatten(view: FleetView): Entries {
   const out: Entries = new Map();
   for (const d of view.devices) {
-    const { device_id, last_seen, heartbeat_age_seconds: _age, ...row } = d;
+    const { device_id, last_seen, heartbeat_age_seconds: _age, ...rest } = d;
+    const row: DeviceEntry = rest;
+    const seen: SeenEntry = last_seen === null ? null : Date.parse(last_seen);
     out.set(`d:${device_id}`, JSON.stringify(row));
-    out.set(`s:${device_id}`, JSON.stringify(last_seen === null ? null : Date.parse(last_seen)));
+    out.set(`s:${device_id}`, JSON.stringify(seen));
   }
   for (const p of view.deployments) {
-    const { devices, ...summary } = p;
+    const { devices, ...rest } = p;
+    const summary: DeploymentEntry = rest;
     out.set(`p:${p.name}`, JSON.stringify(summary));
     for (const r of devices) {
-      const { device_id, wanted_kv_revision: _w, applied_kv_revision: _a, ...row } = r;
+      const { device_id, wanted_kv_revision: _w, applied_kv_revision: _a, ...rest } = r;
+      const row: DeploymentDeviceEntry = rest;
       out.set(`r:${p.name}/${device_id}`, JSON.stringify(row));
     }
   }
@@ -78,14 +115,15 @@ export function entriesObject(entries: Entries): Record<string, unknown> {
 
 /**
  * One device as its page shows it: the agent's full status (services,
- * images, restarts, messages) without the per-heartbeat timestamp, or why
- * it cannot be read. Null when the device never reported (pure).
+ * images, restarts, messages) without the per-heartbeat timestamp, and when
+ * the status was stored (`reported_at`, ms: every observation in it is that
+ * old), or why it cannot be read. Null when the device never reported (pure).
  */
-export function deviceDetail(record: DeviceRecord | undefined): unknown {
+export function deviceDetail(record: DeviceRecord | undefined): DeviceDetail {
   if (record === undefined) return null;
   if (record.status === undefined) return { error: record.error ?? "invalid status" };
   const { timestamp: _t, ...status } = record.status;
-  return { status };
+  return { status, reported_at: record.seenAt };
 }
 
 /** What the feed reads from the running service. */

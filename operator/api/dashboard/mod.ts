@@ -9,13 +9,14 @@
  * (the event stream; `?device=ID` adds that device's detail),
  * `/ui/devices/ID/events` and `/ui/devices/ID/logs` (the device page's
  * panes), `/ui/login`, `/ui/logout`, `/ui/app.js`, `/ui/device.js`,
- * `/ui/render.js`, `/ui/style.css`. Read-only.
+ * `/ui/render.js`, `/ui/style.css`, `/favicon.ico`. Read-only.
  *
  * With an API token, a page or the stream needs either the API's
  * `Authorization: Bearer TOKEN` or the session cookie that `/ui/login` sets
  * after the token is typed into its form: a browser cannot add a header to
- * a page load or an `EventSource`. The cookie holds an HMAC of the token,
- * never the token, and is HttpOnly and SameSite=Strict. The static assets
+ * a page load or an `EventSource`. The cookie holds a random session id
+ * (never the token) that the operator holds with its issue time and expiry
+ * ({@linkcode Sessions}): logout ends it. It is HttpOnly and SameSite=Strict. The static assets
  * are open: they are the same in every installation and name nothing.
  *
  * The device page's panes ask the device through the API's
@@ -30,11 +31,12 @@
  * @module
  */
 
-import { createHmac } from "node:crypto";
 import { sameToken } from "../http.ts";
+import { SESSION_MAX_AGE_SECONDS, Sessions } from "./sessions.ts";
 import { entriesObject, flatten, LiveFeed, type LiveFeedOptions, type LiveSource } from "./live.ts";
 import { deviceDetail } from "./live.ts";
 import { APP_JS, DEVICE_JS, RENDER_JS, STYLE_CSS } from "./_assets.ts";
+import { FAVICON_ICO } from "./favicon.ts";
 import { devicePanes, loginPage, logTargets, pageShell } from "./page.ts";
 import {
   buildModel,
@@ -47,11 +49,10 @@ import {
 } from "./static/render.js";
 
 export { LiveFeed, type LiveFeedOptions, type LiveSource } from "./live.ts";
+export { SESSION_MAX_AGE_SECONDS, Sessions } from "./sessions.ts";
 
 /** Name of the dashboard's session cookie. */
 export const SESSION_COOKIE = "drover_ui";
-/** How long a login lasts, in seconds. */
-export const SESSION_MAX_AGE_SECONDS = 12 * 3600;
 
 /** Options of {@linkcode Dashboard}. */
 export interface DashboardOptions {
@@ -64,11 +65,8 @@ export interface DashboardOptions {
    * panes' reads; absent: `/ui/devices/ID/events|logs` answer 404.
    */
   api?: (request: Request) => Response | Promise<Response>;
-}
-
-/** The session cookie's value for `token`: an HMAC, so the cookie never carries the token. */
-export function sessionValue(token: string): string {
-  return createHmac("sha256", token).update("drover dashboard session v1").digest("hex");
+  /** The session table (tests pass one with a controlled clock). */
+  sessions?: Sessions;
 }
 
 /** The value of cookie `name` in a `Cookie` header, or null (pure). */
@@ -105,7 +103,7 @@ function html(body: string, status = 200, headers: Record<string, string> = {}):
   });
 }
 
-function asset(body: string, type: string): Response {
+function asset(body: string | Uint8Array<ArrayBuffer>, type: string): Response {
   return new Response(body, {
     headers: {
       "content-type": type,
@@ -125,6 +123,8 @@ const ASSETS: Record<string, () => Response> = {
   "/ui/device.js": () => asset(DEVICE_JS, "text/javascript; charset=utf-8"),
   "/ui/render.js": () => asset(RENDER_JS, "text/javascript; charset=utf-8"),
   "/ui/style.css": () => asset(STYLE_CSS, "text/css; charset=utf-8"),
+  // Browsers ask for it on their own, before any login: open, like the other assets.
+  "/favicon.ico": () => asset(FAVICON_ICO, "image/x-icon"),
 };
 
 const DEPLOYMENT_PAGE = new URLPattern({ pathname: "/deployments/:name" });
@@ -138,7 +138,7 @@ export class Dashboard {
   readonly feed: LiveFeed;
   readonly #source: LiveSource;
   readonly #token: Uint8Array | undefined;
-  readonly #session: Uint8Array | undefined;
+  readonly #sessions: Sessions;
   readonly #api: DashboardOptions["api"];
 
   constructor(source: LiveSource, options: DashboardOptions = {}) {
@@ -147,9 +147,7 @@ export class Dashboard {
     this.#api = options.api;
     const encoder = new TextEncoder();
     this.#token = options.token === undefined ? undefined : encoder.encode(options.token);
-    this.#session = options.token === undefined
-      ? undefined
-      : encoder.encode(sessionValue(options.token));
+    this.#sessions = options.sessions ?? new Sessions();
   }
 
   /** Ends every open event stream (at shutdown). */
@@ -157,13 +155,13 @@ export class Dashboard {
     this.feed.close();
   }
 
-  /** True when no token is set, or the request carries it (header) or the session cookie. */
+  /** True when no token is set, or the request carries it (header) or a live session's cookie. */
   authorized(request: Request): boolean {
-    if (this.#token === undefined || this.#session === undefined) return true;
+    if (this.#token === undefined) return true;
     const bearer = /^Bearer +(\S+) *$/i.exec(request.headers.get("authorization") ?? "");
     if (bearer?.[1] !== undefined && sameToken(bearer[1], this.#token)) return true;
     const cookie = cookieValue(request.headers.get("cookie"), SESSION_COOKIE);
-    return cookie !== null && sameToken(cookie, this.#session);
+    return this.#sessions.check(cookie) !== undefined;
   }
 
   /** The response for a dashboard path, or undefined when the path is not the dashboard's. */
@@ -181,6 +179,8 @@ export class Dashboard {
     }
     if (path === "/ui/logout") {
       if (request.method !== "POST") return notAllowed();
+      // The session ends here, not only in this browser: a copy of the cookie opens nothing.
+      this.#sessions.end(cookieValue(request.headers.get("cookie"), SESSION_COOKIE));
       return redirect("/ui/login", { "set-cookie": this.#cookie(request, "", 0) });
     }
     const deployment = DEPLOYMENT_PAGE.exec(url)?.pathname.groups.name;
@@ -257,7 +257,7 @@ export class Dashboard {
         page: "deployment",
         subject: name,
         form: renderDeploymentForm(name, query),
-        live: starting + renderDeployment(model, name, query),
+        live: starting + renderDeployment(model, name, query, now),
       }));
     }
     if (device !== undefined) {
@@ -295,7 +295,7 @@ export class Dashboard {
       return html(loginPage(next, "Wrong token."), 401);
     }
     return redirect(next, {
-      "set-cookie": this.#cookie(request, sessionValue(new TextDecoder().decode(this.#token)), 1),
+      "set-cookie": this.#cookie(request, this.#sessions.issue(), 1),
     });
   }
 

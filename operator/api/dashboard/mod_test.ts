@@ -1,7 +1,9 @@
 import { assert, assertEquals, assertStringIncludes } from "../../../tests/support/assert.ts";
 import type { FleetView } from "../../fleet/aggregate.ts";
-import { cookieValue, Dashboard, safeNext, SESSION_COOKIE, sessionValue } from "./mod.ts";
+import { cookieValue, Dashboard, safeNext, SESSION_COOKIE, Sessions } from "./mod.ts";
 import { createApi } from "../http.ts";
+import { FAVICON_ICO } from "./favicon.ts";
+import { groupEvents } from "./static/render.js";
 
 const TOKEN = "0123456789abcdef0123";
 
@@ -22,8 +24,26 @@ const view: FleetView = {
   deployments: [],
 };
 
-function dashboard(token?: string) {
-  return new Dashboard({ view: () => view, device: () => undefined }, token ? { token } : {});
+function dashboard(token?: string, sessions?: Sessions) {
+  return new Dashboard(
+    { view: () => view, device: () => undefined },
+    token ? { token, ...(sessions ? { sessions } : {}) } : {},
+  );
+}
+
+/** Logs in with `token`; returns the session cookie (`name=value`). */
+async function loginCookie(d: Dashboard, token: string): Promise<string> {
+  const res = await answer(
+    d,
+    new Request("http://op/ui/login", { method: "POST", body: new URLSearchParams({ token }) }),
+  );
+  assertEquals(res.status, 303);
+  const session = cookieValue(
+    (res.headers.get("set-cookie") ?? "").split(";")[0] ?? null,
+    SESSION_COOKIE,
+  );
+  assert(session !== null && session !== "");
+  return `${SESSION_COOKIE}=${session}`;
 }
 
 async function answer(d: Dashboard, request: Request): Promise<Response> {
@@ -94,6 +114,30 @@ Deno.test("dashboard with a token: login form, HttpOnly session cookie, header a
   d.close();
 });
 
+Deno.test("dashboard sessions: each login its own, ended by logout (every copy) and by expiry", async () => {
+  let now = 0;
+  const d = dashboard(TOKEN, new Sessions(() => now, 60));
+  const page = (cookie: string) => answer(d, new Request("http://op/", { headers: { cookie } }));
+  const first = await loginCookie(d, TOKEN);
+  const second = await loginCookie(d, TOKEN);
+  assert(first !== second, "two logins, two sessions");
+  assertEquals((await page(first)).status, 200);
+  // Logout ends the session itself: the same cookie, kept elsewhere, opens nothing.
+  const out = await answer(
+    d,
+    new Request("http://op/ui/logout", { method: "POST", headers: { cookie: first } }),
+  );
+  assertEquals(out.status, 303);
+  assertStringIncludes(out.headers.get("set-cookie") ?? "", "Max-Age=0");
+  assertEquals((await page(first)).status, 303, "ended by logout");
+  assertEquals((await page(second)).status, 200, "positive control: the other login lives on");
+  now += 59_000;
+  assertEquals((await page(second)).status, 200);
+  now += 1_000;
+  assertEquals((await page(second)).status, 303, "ended by expiry");
+  d.close();
+});
+
 Deno.test("safeNext: a login only ever redirects to a path on this server", () => {
   assertEquals(safeNext("/deployments/web"), "/deployments/web");
   assertEquals(safeNext("//evil.example/"), "/");
@@ -102,41 +146,188 @@ Deno.test("safeNext: a login only ever redirects to a path on this server", () =
   assertEquals(safeNext(null), "/");
 });
 
-Deno.test("dashboard: a deployment's rollout and history show once the view carries them", async () => {
+Deno.test("dashboard: a deployment's rollout is a view: stepper, devices, failures, times", async () => {
+  const now = Date.now();
   const rollout = {
+    deployment: "web",
+    revision: 3,
+    stable_revision: 2,
+    state: "paused",
     batch: 2,
     batches: 4,
-    state: "paused",
+    batch_devices: ["d1", "d2"],
     paused_by: "failure",
-    message: "batch 2 failed",
+    message: "batch 2 missed its threshold: 1 of 2 ready",
     targeted: 40,
-    ready: 10,
-    updated: 20,
-    devices: Array.from({ length: 40 }, (_, i) => ({ device_id: `d${i}` })),
+    updated: 3,
+    ready: 2,
+    failed: 1,
+    pending: 0,
+    failures: [{ device: "d2", phase: "failed", message: "pull web:3: 401 Unauthorized" }],
+    devices: Array.from({ length: 40 }, (_, i) => ({
+      device_id: `d${i}`,
+      updated: i < 3,
+      phase: i === 2 ? "failed" : i < 3 ? "ready" : "waiting",
+      message: i === 2 ? "pull web:3: 401 Unauthorized" : i < 3 ? "" : "keeps revision 2",
+    })),
+    started_at: new Date(now - 600_000).toISOString(),
+    updated_at: new Date(now - 30_000).toISOString(),
   };
-  const history = [{ revision: 3, change: "image web:2" }, { revision: 2, change: "created" }];
+  const history = [
+    {
+      revision: 2,
+      created_at: new Date(now - 86_400_000).toISOString(),
+      summary: "created",
+      marker: "stable",
+      rollout: null,
+    },
+    {
+      revision: 3,
+      created_at: new Date(now - 600_000).toISOString(),
+      summary: "image web:3",
+      marker: "current",
+      rollout: "paused",
+    },
+  ];
   const withRollout = {
     devices: [],
     deployments: [{
       name: "web",
       revision: 3,
-      targeted: 0,
-      ready: 0,
-      failed: 0,
-      pending: 0,
+      targeted: 40,
+      ready: 2,
+      failed: 1,
+      pending: 37,
       offline: 0,
-      devices: [],
+      devices: [{
+        device_id: "d0",
+        phase: "ready",
+        online: true,
+        wanted_revision: 3,
+        applied_revision: 3,
+        message: "",
+      }],
       rollout,
       history,
     }],
   } as unknown as FleetView;
   const d = new Dashboard({ view: () => withRollout, device: () => undefined });
   const html = await (await answer(d, new Request("http://op/deployments/web"))).text();
-  assertStringIncludes(html, "Batch 2 of 4");
-  assertStringIncludes(html, "paused by failure");
-  assertStringIncludes(html, '<progress id="rollout-progress" max="40" value="10">');
-  assertStringIncludes(html, "40 items");
-  assertStringIncludes(html, "image web:2");
+  // State and batch as a stepper: batch 1 done, 2 paused (the current step), 3 and 4 to do.
+  assertStringIncludes(html, '<ol class="stepper" aria-label="Batches">');
+  assertStringIncludes(html, '<li class="step done"><span class="step-n">Batch 1</span>');
+  assertStringIncludes(
+    html,
+    '<li class="step paused" aria-current="step"><span class="step-n">Batch 2',
+  );
+  assertStringIncludes(html, '<li class="step todo"><span class="step-n">Batch 4</span>');
+  assertStringIncludes(html, "paused</span> by a failed batch");
+  assertStringIncludes(html, '<progress id="rollout-progress" max="40" value="2">');
+  // Failures with their messages, not JSON.
+  assertStringIncludes(html, '<a href="/devices/d2">d2</a>');
+  assertStringIncludes(html, "pull web:3: 401 Unauthorized");
+  assert(!html.includes('{"device'), "no JSON text on the page");
+  assert(!html.includes("device_id"), "no snake_case keys on the page");
+  // The device table: batch, phase, the revision the device reports, message; failed first.
+  assertStringIncludes(
+    html,
+    '<tr data-device="d2"><th scope="row"><a href="/devices/d2">d2</a></th><td>2 (current)</td>',
+  );
+  assertStringIncludes(
+    html,
+    '<tr data-device="d0"><th scope="row"><a href="/devices/d0">d0</a></th><td>1</td><td><span class="badge ok">ready</span></td><td>3</td>',
+  );
+  assert(html.indexOf('data-device="d2"') < html.indexOf('data-device="d0"'), "failed first");
+  assertStringIncludes(html, "<td>later</td>");
+  // Relative times with the exact time on hover.
+  assertStringIncludes(
+    html,
+    `title="${rollout.started_at.replace("T", " ").replace(/\.[0-9]+Z$/, " UTC")}">10m</time> ago`,
+  );
+  // "Revision history" once, newest first.
+  assertEquals(html.split("Revision history").length - 1, 1);
+  assert(html.indexOf("image web:3") < html.indexOf("created"), "newest revision first");
+});
+
+Deno.test("dashboard: the fleet page says per deployment whether a rollout runs, paused or rolled back", async () => {
+  const deployment = (name: string, rollout: unknown) => ({
+    name,
+    revision: 2,
+    targeted: 0,
+    ready: 0,
+    failed: 0,
+    pending: 0,
+    offline: 0,
+    devices: [],
+    ...(rollout === undefined ? {} : { rollout }),
+  });
+  const fleet = {
+    devices: [],
+    deployments: [
+      deployment("a", { state: "progressing", batch: 2, batches: 3, stable_revision: 1 }),
+      deployment("b", { state: "paused", batch: 1, batches: 3, stable_revision: 1 }),
+      deployment("c", { state: "rolled_back", batch: 1, batches: 3, stable_revision: 1 }),
+      deployment("d", undefined),
+    ],
+  } as unknown as FleetView;
+  const d = new Dashboard({ view: () => fleet, device: () => undefined });
+  const html = await (await answer(d, new Request("http://op/"))).text();
+  const cell = (name: string) => {
+    const row = html.slice(html.indexOf(`href="/deployments/${name}"`));
+    return row.slice(
+      row.indexOf('class="rollout-cell"'),
+      row.indexOf("</td>", row.indexOf('class="rollout-cell"')),
+    );
+  };
+  assertStringIncludes(cell("a"), 'rolling out</span><span class="muted"> batch 2 of 3');
+  assertStringIncludes(cell("b"), 'paused</span><span class="muted"> batch 1 of 3');
+  assertStringIncludes(cell("c"), 'rolled back</span><span class="muted"> to revision 1');
+  assertStringIncludes(cell("d"), "-");
+});
+
+Deno.test("groupEvents: like events are one group with a count, newest group first", () => {
+  const died = (seq: number, time: string) => ({
+    seq,
+    time,
+    kind: "container_died",
+    deployment: "web",
+    service: "main",
+    message: `died ${seq}`,
+  });
+  const events = [
+    died(1, "2026-05-04T10:00:00.000Z"),
+    {
+      seq: 2,
+      time: "2026-05-04T10:00:01.000Z",
+      kind: "image_pulled",
+      deployment: "web",
+      message: "x",
+    },
+    ...Array.from(
+      { length: 83 },
+      (_, i) =>
+        died(3 + i, `2026-05-04T10:${String(1 + Math.floor(i / 2)).padStart(2, "0")}:07.000Z`),
+    ),
+  ];
+  const groups = groupEvents(events);
+  assertEquals(groups.length, 2);
+  assertEquals(groups[0]?.count, 84);
+  assertEquals(groups[0]?.first, "2026-05-04T10:00:00.000Z");
+  assertEquals(groups[0]?.last, "2026-05-04T10:42:07.000Z");
+  assertEquals(groups[0]?.event.message, "died 85");
+  assertEquals(groups[1]?.count, 1);
+});
+
+Deno.test("/favicon.ico is an icon, served without a login", async () => {
+  const d = new Dashboard({ view: () => view, device: () => undefined }, { token: TOKEN });
+  const res = await answer(d, new Request("http://op/favicon.ico"));
+  assertEquals(res.status, 200);
+  assertEquals(res.headers.get("content-type"), "image/x-icon");
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  assertEquals([...bytes.slice(0, 4)], [0, 0, 1, 0], "an ICO header");
+  assertEquals(bytes.length, FAVICON_ICO.length);
+  // The pages still want the login: the icon is the only new open path.
+  assertEquals((await answer(d, new Request("http://op/"))).status, 303);
 });
 
 Deno.test("dashboard: the device page's panes read the API's device routes on the session only", async () => {
@@ -178,7 +369,7 @@ Deno.test("dashboard: the device page's panes read the API's device routes on th
         },
       }) as never,
   }, { token: TOKEN, api });
-  const cookie = `${SESSION_COOKIE}=${sessionValue(TOKEN)}`;
+  const cookie = await loginCookie(d, TOKEN);
   const read = (path: string, headers: Record<string, string> = {}, method = "GET") =>
     answer(d, new Request(`http://op${path}`, { headers, method }));
 

@@ -41,6 +41,7 @@ export function pageShell(parts: PageParts): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(parts.title)} · Drover</title>
 <link rel="stylesheet" href="/ui/style.css">
+<link rel="icon" href="/favicon.ico">
 <script type="module" src="/ui/app.js"></script>
 </head>
 <body data-page="${parts.page}" data-subject="${esc(parts.subject)}">
@@ -98,11 +99,12 @@ export function devicePanes(id: string, targets: readonly string[]): string {
   return `<section id="events" data-hook="device-events" aria-labelledby="events-h">
 <h2 id="events-h">Recent events</h2>
 <div class="pane-bar"><button type="button" id="events-refresh">Refresh events</button>
+<a href="#logs" id="to-logs">Skip to logs</a>
 <span id="events-status" role="status" aria-live="polite" class="muted">Events are asked from the
 device by the page's script (also: <code>operator events ${esc(id)}</code>).</span></div>
 <div class="scroll"><table id="device-events"><caption class="sr-only">Recent events of ${
     esc(id)
-  }, newest first</caption>
+  }, like events grouped, newest first</caption>
 <thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">Deployment</th>
 <th scope="col">Service</th><th scope="col">Revision</th><th scope="col">Message</th></tr></thead>
 <tbody></tbody></table></div>

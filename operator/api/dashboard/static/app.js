@@ -58,7 +58,7 @@ function render() {
   const key = focusKey();
   let html;
   if (page === "fleet") html = renderFleet(model, query, serverNow());
-  else if (page === "deployment") html = renderDeployment(model, subject, query);
+  else if (page === "deployment") html = renderDeployment(model, subject, query, serverNow());
   else html = renderDevice(model, subject, detail, serverNow());
   live.innerHTML = html;
   // Keep keyboard users where they were: the same link (or pager/sort control) gets focus back.

@@ -9,7 +9,7 @@
 // line comes (up to 5 s). Hidden or closed page: the pull is aborted, nothing keeps running.
 // Everything a device sends enters the DOM as text (textContent), never as markup.
 
-import { logTargets } from "./render.js";
+import { groupEvents, logTargets } from "./render.js";
 
 const EVENTS_EVERY_MS = 10_000;
 const EVENTS_AFTER_CHANGE_MS = 1_500;
@@ -75,11 +75,19 @@ function initEvents(base) {
   let lastDetail = null;
   let timer = null;
 
-  const row = (e) => {
+  const shortTime = (t) => t.replace("T", " ").replace(/\.\d+Z$/, "Z");
+  /** One row per group of like events: `container_died ×84`, last time, the newest message. */
+  const row = ({ count, first, last, event: e }) => {
     const tr = el("tr");
     tr.dataset.kind = e.kind;
     tr.dataset.seq = String(e.seq);
-    const time = el("time", { dateTime: e.time }, e.time.replace("T", " ").replace(/\.\d+Z$/, "Z"));
+    tr.dataset.count = String(count);
+    const time = el(
+      "time",
+      { dateTime: last },
+      count > 1 ? `last ${shortTime(last)}` : shortTime(last),
+    );
+    if (count > 1) time.title = `${count} times from ${shortTime(first)} to ${shortTime(last)}`;
     const td = (content) => {
       const cell = el("td");
       if (content instanceof Node) cell.append(content);
@@ -87,13 +95,16 @@ function initEvents(base) {
       return cell;
     };
     const kind = el("span", { className: `badge ${BAD_EVENTS.has(e.kind) ? "bad" : ""}` }, e.kind);
+    const kindCell = el("span");
+    kindCell.append(kind);
+    if (count > 1) kindCell.append(" ", el("span", { className: "count" }, `×${count}`));
     const message = td(
       e.exit_code === undefined ? e.message : `${e.message} (exit code ${e.exit_code})`,
     );
     message.className = "msg";
     tr.append(
       td(time),
-      td(kind),
+      td(kindCell),
       td(e.deployment ?? "-"),
       td(e.service ?? "-"),
       td(e.revision === undefined ? "-" : String(e.revision)),
@@ -109,7 +120,8 @@ function initEvents(base) {
     setStatus(status, "Asking the device…", "busy");
     try {
       const reply = await readJson(`${base}/events`);
-      if (reply.events.length > 0) tbody.replaceChildren(...[...reply.events].reverse().map(row));
+      const groups = groupEvents(reply.events);
+      if (groups.length > 0) tbody.replaceChildren(...groups.map(row));
       else {
         const tr = el("tr");
         tr.append(el("td", { colSpan: 6, className: "muted" }, "No events recorded yet."));
@@ -117,7 +129,9 @@ function initEvents(base) {
       }
       setStatus(
         status,
-        `${reply.events.length} event(s), asked at ${new Date().toLocaleTimeString()}` +
+        `${reply.events.length} event(s)` +
+          (groups.length < reply.events.length ? ` in ${groups.length} group(s)` : "") +
+          `, asked at ${new Date().toLocaleTimeString()}` +
           (reply.dropped > 0 ? ` (${reply.dropped} older ones dropped by the agent)` : "") + ".",
         "ok",
       );

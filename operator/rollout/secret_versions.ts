@@ -15,7 +15,7 @@ import {
   secretNamesOf,
 } from "@drover/contracts";
 import { readBucket, retryWhileRecovering } from "../nats/kv.ts";
-import { historyEntry, recordRevision } from "../rollout/history.ts";
+import { historyEntry, recordRevision } from "./history.ts";
 
 /** Valid stored manifests by name, with their KV revision. */
 export async function readManifests(

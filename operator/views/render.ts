@@ -12,6 +12,7 @@
  */
 
 import type { DeploymentView, DeviceView } from "../fleet/aggregate.ts";
+import { formatLabels } from "@drover/contracts";
 
 /**
  * C0 controls, DEL, C1 controls (U+0080–U+009F: U+009B is an 8-bit CSI some
@@ -36,6 +37,15 @@ const unicodeEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart
  */
 export function escapeControl(text: string): string {
   return text.replace(CONTROL, (c) => SHORT_ESCAPES[c] ?? unicodeEscape(c));
+}
+
+/**
+ * A log line a device sent, for the terminal: {@linkcode escapeControl} but
+ * TAB kept (logs align with it, and a TAB cannot move the cursor back or off
+ * the line). Pure.
+ */
+export function escapeLogLine(text: string): string {
+  return text.replace(CONTROL, (c) => c === "\t" ? c : SHORT_ESCAPES[c] ?? unicodeEscape(c));
 }
 
 /**
@@ -68,9 +78,10 @@ export function formatAge(seconds: number | null): string {
   return `${Math.round(seconds / 86400)}d`;
 }
 
-function formatLabels(labels: Record<string, string>): string {
-  const pairs = Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1));
-  return pairs.length === 0 ? "-" : pairs.map(([k, v]) => `${k}=${v}`).join(",");
+/** `k=v,…` sorted by key, `-` for none. */
+function labelsCell(labels: Record<string, string>): string {
+  const sorted = Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return formatLabels(sorted) || "-";
 }
 
 /**
@@ -103,7 +114,7 @@ export function devicesTable(devices: readonly DeviceView[]): string {
       d.online ? "online" : "offline",
       formatAge(d.heartbeat_age_seconds),
       agentColumn(d),
-      formatLabels(d.labels),
+      labelsCell(d.labels),
       d.deployments.length === 0 ? "-" : d.deployments.join(","),
       // Why it is not ready (the device's words), then the operator's notes about it.
       [
@@ -119,7 +130,7 @@ export function devicesTable(devices: readonly DeviceView[]): string {
 export function deploymentsTable(deployments: readonly DeploymentView[]): string {
   if (deployments.length === 0) return "No deployments.\n";
   return table(
-    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE"],
+    ["NAME", "REVISION", "TARGETED", "READY", "FAILED", "PENDING", "OFFLINE", "SOURCE"],
     deployments.map((d) => [
       d.name,
       d.revision === null ? "-" : String(d.revision),
@@ -128,6 +139,7 @@ export function deploymentsTable(deployments: readonly DeploymentView[]): string
       String(d.failed),
       String(d.pending),
       String(d.offline),
+      d.source ?? "-",
     ]),
   );
 }
