@@ -58,11 +58,13 @@ import {
 } from "@drover/contracts";
 import {
   type ContainerSpec,
+  type FileMountSpec,
   type ObservedContainer,
   STARTABLE_STATES,
 } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { healthCheckSpec, stopTimeoutSeconds } from "./health.ts";
+import { fileMountsOf } from "./files.ts";
 import { currentContainer, jobServices, unmetDependencies } from "./ordering.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
@@ -161,6 +163,7 @@ export function toContainerSpec(
   service: PodmanService,
   specHash: string,
   deviceId?: string,
+  files: readonly FileMountSpec[] = [],
 ): ContainerSpec {
   const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
   const volumes: VolumeMount[] = (service.volumes ?? []).map((v) =>
@@ -200,6 +203,7 @@ export function toContainerSpec(
     },
     ...(volumes.some((v) => v.type === "volume") ? { volumeLabels: owner } : {}),
     ...workloadFields(service),
+    ...(files.length > 0 ? { files: [...files] } : {}),
   };
 }
 
@@ -409,7 +413,14 @@ function planDeployment(
         ...base,
         reason,
         revision,
-        spec: toContainerSpec(deployment, revision, service, hash, deviceId),
+        spec: toContainerSpec(
+          deployment,
+          revision,
+          service,
+          hash,
+          deviceId,
+          fileMountsOf(deviceId, deployment, entry.state, service, hash),
+        ),
       });
     };
     // Nothing starts before what it depends on (ordering.ts); events bring it back later.

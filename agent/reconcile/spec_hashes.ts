@@ -8,7 +8,7 @@
  * @module
  */
 
-import { specHash } from "@drover/contracts";
+import { serviceHashInput, specHash } from "@drover/contracts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
 
@@ -36,10 +36,16 @@ export async function serviceHashes(
     let hashes = cache.get(entry.state);
     if (hashes === undefined) {
       hashes = new Map();
-      for (const service of entry.state.score.services) {
+      const { score, secrets } = entry.state;
+      const versions = new Map((secrets ?? []).map((s) => [s.name, s.version]));
+      for (const service of score.services) {
         // Start order is not part of the container: changing it replaces nothing.
         const { depends_on: _order, ...container } = service;
-        hashes.set(service.name, await specHash(container));
+        // Plus mounted configs' content and secrets' versions, only where a service has them.
+        hashes.set(
+          service.name,
+          await specHash(serviceHashInput(container, score.configs, versions)),
+        );
       }
       cache.set(entry.state, hashes);
     }

@@ -7,7 +7,13 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { BUCKET_DEPLOYMENTS, BUCKET_DEVICES, nameProblem } from "@drover/contracts";
+import {
+  BUCKET_DEPLOYMENTS,
+  BUCKET_DEVICES,
+  BUCKET_SECRETS,
+  nameProblem,
+  type SecretRecord,
+} from "@drover/contracts";
 import {
   type CliIo,
   InvalidInputError,
@@ -18,10 +24,17 @@ import {
 } from "./cli.ts";
 import { documentLabel, problemsError } from "../manifests/file.ts";
 import { displayPath, type ManifestSet, manifestSet, readManifestTexts } from "../manifests/set.ts";
-import { type ApplyPlan, planApply, planCounts, type StoredDeployment } from "../manifests/plan.ts";
+import {
+  type ApplyPlan,
+  type CurrentSecret,
+  planApply,
+  planCounts,
+  type StoredDeployment,
+} from "../manifests/plan.ts";
 import { FleetState } from "../fleet/state.ts";
 import { knownDevices } from "../desired/targeting.ts";
 import { openBucket, readBucket } from "../nats/kv.ts";
+import { latestVersion, readSecrets } from "../secrets/store.ts";
 import type { KV } from "@nats-io/kv";
 import { table } from "../views/render.ts";
 
@@ -89,25 +102,30 @@ export async function loadSet(paths: readonly string[], io: CliIo): Promise<Mani
   return set;
 }
 
-/** What the plan is made from: stored deployments and the registered devices. */
+/** What the plan is made from: stored deployments, the registered devices and the secrets. */
 export interface StoredFleet {
   deployments: Map<string, StoredDeployment>;
   devices: ReturnType<typeof knownDevices>;
+  /** Each stored secret's current version: what manifests get pinned. */
+  secrets: Map<string, CurrentSecret>;
 }
 
 /**
- * Reads `deployments` and the device registry. Without `buckets` (diff, dry
- * run) they are only opened: a missing bucket reads as empty and nothing is
- * created.
+ * Reads `deployments`, the device registry and the secret store. Without
+ * `buckets` (diff, dry run) they are only opened: a missing bucket reads as
+ * empty and nothing is created. The secret store is only opened either way:
+ * without it there are no secrets to pin.
  */
 export async function readStoredFleet(
   nc: NatsConnection,
   buckets?: { deployments: KV; devices: KV },
 ): Promise<StoredFleet> {
   const read = async (kv: KV | undefined) => (kv === undefined ? new Map() : await readBucket(kv));
-  const [deployments, registry] = await Promise.all([
+  const secretsKv = await openBucket(nc, BUCKET_SECRETS);
+  const [deployments, registry, secrets] = await Promise.all([
     read(buckets?.deployments ?? await openBucket(nc, BUCKET_DEPLOYMENTS)),
     read(buckets?.devices ?? await openBucket(nc, BUCKET_DEVICES)),
+    secretsKv === undefined ? new Map<string, SecretRecord>() : readSecrets(secretsKv),
   ]);
   const state = new FleetState();
   for (const entry of deployments.values()) state.applyDeployment(entry);
@@ -119,7 +137,13 @@ export async function readStoredFleet(
       ...(record.manifest !== undefined ? { manifest: record.manifest } : {}),
     });
   }
-  return { deployments: stored, devices: knownDevices(state.registry) };
+  const current = new Map<string, CurrentSecret>();
+  for (const [name, record] of secrets) {
+    const version = latestVersion(record);
+    const sealed = record.versions.find((v) => v.version === version)?.sealed ?? "";
+    current.set(name, { version, sealedBytes: sealed.length });
+  }
+  return { deployments: stored, devices: knownDevices(state.registry), secrets: current };
 }
 
 /**
@@ -131,6 +155,7 @@ export function planSet(set: ManifestSet, fleet: StoredFleet, args: SetArgs, io:
   const plan = planApply(set.manifests, fleet.deployments, fleet.devices, {
     ...(args.source !== undefined ? { source: args.source } : {}),
     prune: args.prune,
+    secrets: fleet.secrets,
   });
   if (plan.conflicts.length > 0) throw problemsError(plan.conflicts);
   for (const warning of plan.warnings) io.stderr(`warning: ${warning}\n`);
