@@ -1,14 +1,14 @@
 /**
  * Spec hashes of desired services, computed once per desired value.
  *
- * The contract's `specHash` is asynchronous (WebCrypto SHA-256) while the
- * planner is synchronous and pure, so hashes are computed here first and
- * handed to {@linkcode plan} in {@linkcode PlanOptions.specHashes}.
+ * Hashes are computed here once per value and handed to {@linkcode plan} in
+ * {@linkcode PlanOptions.specHashes}, so the planner stays pure and a status
+ * update reuses them.
  *
  * @module
  */
 
-import { specHash } from "@drover/contracts";
+import { specHashSync } from "@drover/contracts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
 
@@ -27,9 +27,9 @@ const cache = new WeakMap<object, Map<string, string>>();
  * re-spelling an image in a manifest (short → qualified) replaces its
  * container once.
  */
-export async function serviceHashes(
+export function serviceHashes(
   entries: Iterable<DesiredEntry>,
-): Promise<Map<string, string>> {
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const entry of entries) {
     if (entry.kind !== "valid") continue;
@@ -39,7 +39,7 @@ export async function serviceHashes(
       for (const service of entry.state.score.services) {
         // Start order is not part of the container: changing it replaces nothing.
         const { depends_on: _order, ...container } = service;
-        hashes.set(service.name, await specHash(container));
+        hashes.set(service.name, specHashSync(container));
       }
       cache.set(entry.state, hashes);
     }
