@@ -6,8 +6,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
-
 /**
  * JSON with object keys sorted at every level and `undefined` members dropped.
  *
@@ -28,17 +26,9 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
 }
 
-/**
- * Hex SHA-256 of the canonical JSON of `spec` (a parsed `PodmanService`).
- * Synchronous: WebCrypto's digest hops to a worker thread and back, which
- * cost an agent more than the hash itself on every desired-state change
- * (bench/agent_cpu.ts).
- */
-export function specHashSync(spec: unknown): string {
-  return createHash("sha256").update(canonicalJson(spec)).digest("hex");
-}
-
-/** {@linkcode specHashSync}, for callers that await it. */
-export function specHash(spec: unknown): Promise<string> {
-  return Promise.resolve(specHashSync(spec));
+/** Hex SHA-256 of the canonical JSON of `spec` (a parsed `PodmanService`). */
+export async function specHash(spec: unknown): Promise<string> {
+  const bytes = new TextEncoder().encode(canonicalJson(spec));
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
