@@ -217,7 +217,7 @@ export class Reconciler {
         // A registry may take minutes: readiness (sd_notify) must not wait for it.
         if (active) this.#first.attempted(action.deployment);
         this.#book.pulling(action.deployment, action.service, active);
-        void this.#updateStatus(action.deployment);
+        this.#updateStatus(action.deployment);
       },
       onEvent: (event, containerId) => {
         if (containerId !== undefined) this.#removedByAgent.add(containerId);
@@ -353,7 +353,7 @@ export class Reconciler {
           });
         }
       }
-      await this.#updateStatus(key);
+      this.#updateStatus(key);
     }
     // A crash loop ends by time alone: look again when it could be over.
     const recheckMs = crashLoopRecheckMs(
@@ -372,7 +372,7 @@ export class Reconciler {
       await this.#checkPolicy();
       const blocked = this.#book.violations(key) !== undefined;
       const observed = await this.#observe(key, signal);
-      const specHashes = await serviceHashes(entry ? [entry] : []);
+      const specHashes = serviceHashes(entry ? [entry] : []);
       // Checks run for what runs now; a container about to be replaced stops being checked.
       this.#health.sync(
         key,
@@ -392,11 +392,11 @@ export class Reconciler {
           await this.#checkJobs(entry, observed, specHashes, signal);
         }
         this.#book.clearError(key);
-        await this.#updateStatus(key);
+        this.#updateStatus(key);
         await this.#pruneSecrets(key, entry, blocked, specHashes, signal);
         return;
       }
-      if (step === 0) await this.#updateStatus(key);
+      if (step === 0) this.#updateStatus(key);
       const log = this.#log.with({ deployment: key, revision: entry?.revision });
       await this.#executor.run(actions, { signal, conflicts, log, revision: entry?.revision });
     }
@@ -553,11 +553,11 @@ export class Reconciler {
     this.#book.setViolations(violations);
   }
 
-  async #updateStatus(key: string): Promise<void> {
+  #updateStatus(key: string): void {
     const entry = this.store.get(key);
     this.#book.update(key, {
       entry,
-      specHashes: await serviceHashes(entry ? [entry] : []), // cached per value
+      specHashes: serviceHashes(entry ? [entry] : []), // cached per value
       violations: this.#book.violations(key),
       keptForNow: !this.store.isRemovable(key),
       health: this.#health.reports(),
