@@ -11,9 +11,16 @@
 
 import { parseArgs as parseCommandLine } from "node:util";
 import { type AgentConfig, redactUrl } from "@drover/contracts";
-import { Lifecycle, Listeners, type Runnable, untilAborted } from "@drover/common";
+import {
+  Lifecycle,
+  Listeners,
+  type Runnable,
+  sealingKeyFromSeed,
+  untilAborted,
+} from "@drover/common";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, LOG_LEVEL_ENV } from "./config.ts";
+import type { KeyPair } from "@nats-io/nkeys";
 import { closeLogging, errorText, logger, parseLogFormat, setupLogging } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
@@ -179,10 +186,12 @@ export async function runAgent(
     // Recent events for `operator events`; bounded, never part of the status.
     const events = new EventRing();
     let lastReconcileAtMs: number | undefined;
+    const sealingKey = await loadSealingKey(config, log);
     const reconciler = new Reconciler({
       deviceId,
       runtime,
       store,
+      ...(sealingKey !== undefined ? { sealingKey } : {}),
       policy: config.policy,
       registries: config.registries,
       onChange: () => statusChanged.emit(),
@@ -295,6 +304,24 @@ async function openRuntime(config: AgentConfig, parts: AgentParts) {
     new PodmanRuntime({ client: podman! });
   const runtime: ContainerRuntime & Partial<Disposable> = counters?.instrument(bare) ?? bare;
   return { podman, runtime, metrics, counters };
+}
+
+/**
+ * The device's sealing key (`[secrets] key`, an xkey seed file): secrets arrive sealed to it and
+ * are opened only in memory. Unreadable: logged, and deployments that use secrets are refused.
+ */
+async function loadSealingKey(config: AgentConfig, log: Logger): Promise<KeyPair | undefined> {
+  if (config.secrets === undefined) return undefined;
+  const path = config.secrets.key;
+  try {
+    return sealingKeyFromSeed(await Deno.readTextFile(path));
+  } catch (e) {
+    log.error(
+      "Cannot read the sealing key {path}; deployments that use secrets are refused: {error}",
+      { path, error: errorText(e) },
+    );
+    return undefined;
+  }
 }
 
 /** The desired-state store, filled from the offline cache when there is one. */

@@ -587,7 +587,7 @@ async function operatorPasses(
     .map((m) => ({ put: Number(m[1]), deleted: Number(m[2]), ms: Number(m[4]) }));
 }
 
-async function writeManifest(path: string, version: number): Promise<void> {
+export async function writeManifest(path: string, version: number): Promise<void> {
   await Deno.writeTextFile(
     path,
     JSON.stringify({

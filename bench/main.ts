@@ -235,6 +235,12 @@ async function main(args: string[]): Promise<number> {
   // bench/rollout.ts's staged-rollout figures too (that benchmark writes its own section).
   const rollout = keptSection(previous, "rollout-bench");
   if (rollout !== "") markdown = `${markdown.trimEnd()}\n\n${rollout}`;
+  // bench/sealing.ts's secret-sealing figures too.
+  const sealing = keptSection(previous, "sealing-bench");
+  if (sealing !== "") markdown = `${markdown.trimEnd()}\n\n${sealing}`;
+  // bench/agent_cpu.ts's CPU per change too (its own section).
+  const agentCpu = keptSection(previous, "agent-cpu");
+  if (agentCpu !== "") markdown = `${markdown.trimEnd()}\n\n${agentCpu}`;
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);

@@ -155,6 +155,11 @@ export const AgentConfig = z.strictObject({
     }, { message: "port must be 1-65535" }).optional(),
   }).optional(),
   update: UpdateConfig.optional(),
+  /** The device's sealing key: secrets reach it sealed to this xkey (`device add` writes it). */
+  secrets: z.strictObject({
+    /** Absolute path of the xkey seed file (`SX…`, 0600). */
+    key: absolutePath,
+  }).optional(),
 });
 /** The whole agent configuration (after defaults are applied). */
 export type AgentConfig = z.infer<typeof AgentConfig>;

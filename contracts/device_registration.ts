@@ -17,6 +17,12 @@ import { DeviceLabels } from "./labels.ts";
 export const DeviceRegistration = z.object({
   /** Labels that deployment selectors match against. */
   labels: DeviceLabels,
+  /**
+   * The device's xkey public key (written by `device add`, which writes its
+   * seed with the device's other files): secrets are sealed to it. Absent for
+   * a device provisioned before secrets existed; it gets no secrets.
+   */
+  sealing_key: z.string().regex(/^X[A-Z2-7]{55}$/, "expected an xkey public key (X…)").optional(),
   /** RFC 3339 UTC time of the last change to this entry. */
   updated_at: z.iso.datetime(),
 });

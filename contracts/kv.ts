@@ -57,6 +57,12 @@ export function historyFilter(deployment: string): string {
   return `${assertName("deployment name", deployment)}.*`;
 }
 
+/**
+ * Bucket holding `<secret name>` → {@linkcode SecretRecord}: the operator's
+ * secret store, every value sealed to the operator's own xkey. Operator-only.
+ */
+export const BUCKET_SECRETS = "secrets";
+
 /** Key of one deployment's desired state on one device: `"<device>.<deployment>"`. */
 export function desiredStateKey(device: string, deployment: string): string {
   return `${assertName("device id", device)}.${assertName("deployment name", deployment)}`;

@@ -6,7 +6,7 @@
  */
 
 import { z } from "zod";
-import { Name, Score } from "./score.ts";
+import { MountName, Name, Score } from "./score.ts";
 import { DeviceLabels } from "./labels.ts";
 import { ComposeDuration } from "./duration.ts";
 
@@ -81,6 +81,12 @@ export const DeploymentManifest = z.strictObject({
   score: Score,
   /** Staged rollout of new revisions; absent: every device at once. */
   rollout: Rollout.optional(),
+  /**
+   * The version of each secret the score references, as stored by `apply`
+   * (the current ones) and `secret set` (a new version is a new revision of
+   * the deployment). Written by the operator; a value in a file is replaced.
+   */
+  secret_versions: z.record(MountName, z.int().positive()).optional(),
   /**
    * The set of manifests this deployment belongs to (`apply --source NAME`,
    * e.g. a git repository's `fleet/` folder): `apply --prune` of that source

@@ -18,6 +18,7 @@ export * from "./duration.ts";
 export * from "./score.ts";
 export * from "./workload.ts";
 export * from "./desired_state.ts";
+export * from "./secrets.ts";
 export * from "./agent_status.ts";
 export * from "./agent_update.ts";
 export * from "./device_registration.ts";

@@ -110,7 +110,11 @@ const REGISTRATION = {
 
 Deno.test("DeviceRegistration keeps its JSON shape; unknown keys are dropped, not rejected", () => {
   assertEquals(DeviceRegistration.parse(REGISTRATION), REGISTRATION);
-  assertEquals(Object.keys(DeviceRegistration.shape).sort(), ["labels", "updated_at"]);
+  assertEquals(Object.keys(DeviceRegistration.shape).sort(), [
+    "labels",
+    "sealing_key",
+    "updated_at",
+  ]);
   const parsed = DeviceRegistration.parse({ ...REGISTRATION, future_field: 1 });
   assert(!("future_field" in parsed));
 });

@@ -143,6 +143,148 @@ export function parseVolumeMount(spec: string): VolumeMount | string {
   return { type: "volume", source, target, readOnly };
 }
 
+/** Largest content of one score-level config, in bytes of its text (compose's inline `content`). */
+export const MAX_CONFIG_BYTES = 64 * 1024;
+/** Largest number of configs in one score. */
+export const MAX_CONFIGS = 64;
+/** Largest total content of a score's configs: desired state must fit one KV value (1 MiB). */
+export const MAX_CONFIGS_TOTAL_BYTES = 256 * 1024;
+/** Default mode of a config file in the container (read-only for everyone). */
+export const DEFAULT_CONFIG_MODE = "0444";
+/** Default mode of a secret file in the container (read-only for its owner). */
+export const DEFAULT_SECRET_MODE = "0400";
+/** Where a secret file appears when its reference names no target (compose's rule). */
+export const SECRETS_DIR = "/run/secrets";
+
+const FILE_MODE = /^0?[0-7]{3}$/;
+
+/** Schema of the name of a config or of a secret in the operator's store: a DNS label. */
+export const MountName = z.string().superRefine((value, ctx) => {
+  const problem = nameProblem(value);
+  if (problem) {
+    ctx.addIssue({ code: "custom", message: `invalid name ${JSON.stringify(value)}: ${problem}` });
+  }
+});
+
+/** A score-level config: a file's content, in compose's inline form. */
+export const ConfigDefinition = z.strictObject({
+  content: z.string().refine((s) => new TextEncoder().encode(s).length <= MAX_CONFIG_BYTES, {
+    message: `config content must be at most ${MAX_CONFIG_BYTES} bytes`,
+  }),
+});
+/** A score-level config. */
+export type ConfigDefinition = z.infer<typeof ConfigDefinition>;
+
+const mountTarget = z.string().max(4096).superRefine((value, ctx) => {
+  const problem = pathProblem(value, "target");
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+const fileMode = z.string().regex(FILE_MODE, 'mode must be octal permissions such as "0444"');
+
+/** A service's config reference: the config's name, or compose's long form. */
+export const ServiceConfigRef = z.union([
+  MountName,
+  z.strictObject({
+    source: MountName,
+    /** Absolute path in the container (default `/<source>`). */
+    target: mountTarget.optional(),
+    /** Octal file mode (default `"0444"`); the file is always read-only. */
+    mode: fileMode.optional(),
+  }),
+]);
+/** A service's config reference. */
+export type ServiceConfigRef = z.infer<typeof ServiceConfigRef>;
+
+/** A service's secret reference: the secret's name, or compose's long form. */
+export const ServiceSecretRef = z.union([
+  MountName,
+  z.strictObject({
+    source: MountName,
+    /**
+     * `file`: an absolute path, or a file name under `/run/secrets` (default
+     * `/run/secrets/<source>`); `env`: the environment variable's name.
+     */
+    target: z.string().max(4096).optional(),
+    /** Octal file mode (default `"0400"`); files only. */
+    mode: fileMode.optional(),
+    /** `file` (default) or `env`, for software that reads only its environment. */
+    type: z.enum(["file", "env"]).optional(),
+  }).superRefine((ref, ctx) => {
+    if (ref.type === "env") {
+      if (ref.target === undefined || !ENV_NAME.test(ref.target)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["target"],
+          message: "a secret of type env needs target: the environment variable's name " +
+            "([A-Za-z_][A-Za-z0-9_]*)",
+        });
+      }
+      if (ref.mode !== undefined) {
+        ctx.addIssue({ code: "custom", path: ["mode"], message: "an env secret has no mode" });
+      }
+      return;
+    }
+    if (ref.target !== undefined) {
+      const problem = ref.target.startsWith("/")
+        ? pathProblem(ref.target, "target")
+        : /^[A-Za-z0-9_.-]+$/.test(ref.target) && ref.target !== "." && ref.target !== ".."
+        ? undefined
+        : `target "${ref.target}" must be an absolute path or a file name under ${SECRETS_DIR}`;
+      if (problem) ctx.addIssue({ code: "custom", path: ["target"], message: problem });
+    }
+  }),
+]);
+/** A service's secret reference. */
+export type ServiceSecretRef = z.infer<typeof ServiceSecretRef>;
+
+/** A config or secret reference with compose's defaults applied. */
+export type FileMount =
+  | { kind: "config" | "secret"; source: string; type: "file"; target: string; mode: number }
+  | { kind: "secret"; source: string; type: "env"; target: string };
+
+/** A service's config references with defaults applied: target `/<source>`, mode 0444. */
+export function configMounts(service: { configs?: ServiceConfigRef[] | undefined }): FileMount[] {
+  return (service.configs ?? []).map((ref) => {
+    const long = typeof ref === "string" ? { source: ref } : ref;
+    return {
+      kind: "config",
+      source: long.source,
+      type: "file",
+      target: long.target ?? `/${long.source}`,
+      mode: parseInt(long.mode ?? DEFAULT_CONFIG_MODE, 8),
+    };
+  });
+}
+
+/** A service's secret references with defaults applied: `/run/secrets/<source>`, mode 0400. */
+export function secretMounts(service: { secrets?: ServiceSecretRef[] | undefined }): FileMount[] {
+  return (service.secrets ?? []).map((ref): FileMount => {
+    const long = typeof ref === "string" ? { source: ref } : ref;
+    if (long.type === "env") {
+      return { kind: "secret", source: long.source, type: "env", target: long.target ?? "" };
+    }
+    const target = long.target ?? long.source;
+    return {
+      kind: "secret",
+      source: long.source,
+      type: "file",
+      target: target.startsWith("/") ? target : `${SECRETS_DIR}/${target}`,
+      mode: parseInt(long.mode ?? DEFAULT_SECRET_MODE, 8),
+    };
+  });
+}
+
+/** Names of the operator's secrets a score references, sorted, each once. */
+export function secretNamesOf(
+  score: { services: readonly { secrets?: ServiceSecretRef[] | undefined }[] },
+): string[] {
+  const names = new Set<string>();
+  for (const service of score.services) {
+    for (const mount of secretMounts(service)) names.add(mount.source);
+  }
+  return [...names].sort();
+}
+
 /** Label prefix reserved for Drover's own labels. */
 export const RESERVED_LABEL_PREFIX = "drover.";
 
@@ -243,6 +385,10 @@ export const PodmanService = z.strictObject({
   ).optional(),
   ports: z.array(parsedString(parsePortMapping, 64)).max(128).optional(),
   volumes: z.array(parsedString(parseVolumeMount, 4096)).max(128).optional(),
+  /** Score-level configs mounted read-only into the container (compose's `configs`). */
+  configs: z.array(ServiceConfigRef).max(MAX_CONFIGS).optional(),
+  /** Secrets of the operator's secret store, as files or env (compose's `secrets`). */
+  secrets: z.array(ServiceSecretRef).max(64).optional(),
   restart: RestartPolicy.default("always"),
   labels: z.record(
     z.string().regex(LABEL_KEY, "label keys must be letters, digits and . _ / - (at most 253)")
@@ -298,6 +444,42 @@ export const PodmanV0Score = z.strictObject({
       ctx.addIssue({ code: "custom", ...issue });
     }
   }),
+  /** Files services mount with `configs:` (compose's top-level `configs`, inline form). */
+  configs: z.record(MountName, ConfigDefinition).refine(
+    (configs) => Object.keys(configs).length <= MAX_CONFIGS,
+    { message: `at most ${MAX_CONFIGS} configs` },
+  ).refine(
+    (configs) =>
+      Object.values(configs).reduce((n, c) => n + new TextEncoder().encode(c.content).length, 0) <=
+        MAX_CONFIGS_TOTAL_BYTES,
+    { message: `configs' content must total at most ${MAX_CONFIGS_TOTAL_BYTES} bytes` },
+  ).optional(),
+}).superRefine((score, ctx) => {
+  score.services.forEach((service, index) => {
+    (service.configs ?? []).forEach((ref, i) => {
+      const source = typeof ref === "string" ? ref : ref.source;
+      if (score.configs?.[source] === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["services", index, "configs", i],
+          message: `config "${source}" is not defined in the score's configs`,
+        });
+      }
+    });
+    const targets = new Map<string, string>();
+    for (const mount of [...configMounts(service), ...secretMounts(service)]) {
+      const what = `${mount.kind} "${mount.source}"`;
+      const other = targets.get(`${mount.type}:${mount.target}`);
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["services", index],
+          message: `${what} and ${other} both mount at ${mount.target}`,
+        });
+      }
+      targets.set(`${mount.type}:${mount.target}`, what);
+    }
+  });
 });
 /**
  * What one service may not say given the others: `depends_on` naming a missing

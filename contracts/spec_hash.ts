@@ -32,3 +32,40 @@ export async function specHash(spec: unknown): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/**
+ * What a service's spec hash covers: the service as written, plus — only
+ * when it mounts configs or secrets — the content of each config it mounts
+ * and the version (never the value) of each secret. A service without them
+ * hashes exactly as before they existed, so an upgrade replaces nothing.
+ */
+export function serviceHashInput(
+  service: object & {
+    configs?: readonly (string | { source: string })[] | undefined;
+    secrets?: readonly (string | { source: string })[] | undefined;
+  },
+  configs: Readonly<Record<string, { content: string }>> | undefined,
+  secretVersions: ReadonlyMap<string, number>,
+): unknown {
+  const sourceOf = (ref: string | { source: string }) => typeof ref === "string" ? ref : ref.source;
+  const mountedConfigs = (service.configs ?? []).map(sourceOf);
+  const mountedSecrets = (service.secrets ?? []).map(sourceOf);
+  if (mountedConfigs.length === 0 && mountedSecrets.length === 0) return service;
+  return {
+    service,
+    ...(mountedConfigs.length > 0
+      ? {
+        config_content: Object.fromEntries(
+          mountedConfigs.map((name) => [name, configs?.[name]?.content ?? null]),
+        ),
+      }
+      : {}),
+    ...(mountedSecrets.length > 0
+      ? {
+        secret_versions: Object.fromEntries(
+          mountedSecrets.map((name) => [name, secretVersions.get(name) ?? null]),
+        ),
+      }
+      : {}),
+  };
+}

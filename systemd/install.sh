@@ -6,7 +6,7 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: install.sh [--binary FILE | --bundle DIR] [--config FILE] [--creds FILE] [--root DIR] [--no-start] [--dry-run]
+Usage: install.sh [--binary FILE | --bundle DIR] [--config FILE] [--creds FILE] [--sealing-key FILE] [--root DIR] [--no-start] [--dry-run]
 
 Installs the Drover agent and its systemd unit.
 
@@ -22,6 +22,10 @@ Installs the Drover agent and its systemd unit.
   --creds FILE    the device's NATS creds (DIR/ID.creds from `operator device add`)
                   -> /etc/drover/nats.creds (mode 0600), the path `device add` writes into
                   the config. Without it existing creds are kept.
+  --sealing-key FILE
+                  the device's sealing key (DIR/ID.xk from `operator device add`; secrets
+                  are sealed to it) -> /etc/drover/sealing.xk (mode 0600), the path
+                  `device add` writes into the config. Without it an existing key is kept.
   --root DIR      install into DIR instead of / (image building, tests): files only; units are
                   enabled with `systemctl --root DIR`; nothing is started
   --no-start      enable the units but do not (re)start them
@@ -45,6 +49,7 @@ bundle_dir=""
 deno_bin=""
 config=""
 creds=""
+sealing_key=""
 root=""
 start=true
 dry_run=false
@@ -56,6 +61,7 @@ while [[ $# -gt 0 ]]; do
   --deno) deno_bin="${2:?--deno needs a file}"; shift 2 ;;
   --config) config="${2:?--config needs a file}"; shift 2 ;;
   --creds) creds="${2:?--creds needs a file}"; shift 2 ;;
+  --sealing-key) sealing_key="${2:?--sealing-key needs a file}"; shift 2 ;;
   --root) root="${2:?--root needs a directory}"; shift 2 ;;
   --no-start) start=false; shift ;;
   --dry-run) dry_run=true; shift ;;
@@ -91,6 +97,9 @@ fi
 if [[ -n "$creds" ]]; then
   [[ -f "$creds" ]] || die "Cannot install --creds $creds: no such file"
 fi
+if [[ -n "$sealing_key" ]]; then
+  [[ -f "$sealing_key" ]] || die "Cannot install --sealing-key $sealing_key: no such file"
+fi
 if [[ -n "$root" ]]; then
   [[ -d "$root" ]] || die "Cannot install into --root $root: not a directory"
   root="$(cd "$root" && pwd)"
@@ -104,6 +113,7 @@ target_lib="$root/usr/local/lib/drover"
 target_etc="$root/etc/drover"
 target_config="$target_etc/agent.toml"
 target_creds="$target_etc/nats.creds"
+target_sealing_key="$target_etc/sealing.xk"
 target_unit="$root/etc/systemd/system/drover-agent.service"
 
 run() {
@@ -144,6 +154,9 @@ else
 fi
 if [[ -n "$creds" ]]; then
   install_file 0600 "$creds" "$target_creds"
+fi
+if [[ -n "$sealing_key" ]]; then
+  install_file 0600 "$sealing_key" "$target_sealing_key"
 fi
 
 install_file 0644 "$script_dir/drover-agent.service" "$target_unit"

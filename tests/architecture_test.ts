@@ -5,7 +5,8 @@
  *
  * Who may import whom (by name, never by a `../` path across members):
  * - contracts (the wire contract): zod only;
- * - common (small async helpers): nothing at all;
+ * - common (small async helpers): nothing at all, but for the one package named in
+ *   COMMON_MAY_IMPORT;
  * - agent and operator: contracts and common, never each other.
  *
  * Inside the operator, folders follow what flows through them (manifest →
@@ -88,10 +89,20 @@ Deno.test("contracts depends on zod only and uses no Deno API", () => {
   assertEquals(problems, []);
 });
 
+/**
+ * Packages single common modules may import, and why. Sealing secrets to a device's xkey must be
+ * one copy that the operator (seals) and the agent (opens) share; nkeys (in deno.lock already, pure
+ * JavaScript, no Deno API) holds the X25519 + XSalsa20-Poly1305 box it uses.
+ */
+const COMMON_MAY_IMPORT: Record<string, readonly string[]> = {
+  "common/sealing.ts": ["@nats-io/nkeys"],
+};
+
 Deno.test("common depends on nothing and uses no Deno API", () => {
   const problems: string[] = [];
   for (const m of modules.filter((m) => m.member === "common")) {
     for (const s of m.specifiers) {
+      if ((COMMON_MAY_IMPORT[m.path] ?? []).includes(s)) continue;
       if (!(s.startsWith("./") && resolve(m.path, s).startsWith("common/"))) {
         problems.push(`${m.path} imports ${s}`);
       }
@@ -132,9 +143,11 @@ const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
   nats: [],
   // Signing keys and device credentials.
   auth: [],
+  // The secret store: each version sealed to the operator's key, kept with its other keys.
+  secrets: ["nats", "auth"],
   // Fan-out and targeting (pure); the fan-out loop keeps the fleet picture and drives rollouts
-  // (MODULE_MAY_IMPORT).
-  desired: ["nats"],
+  // (MODULE_MAY_IMPORT); each device's copy gets the store's secrets sealed to its key.
+  desired: ["nats", "secrets"],
   // The fleet picture: decoded buckets, per-device and per-deployment views.
   fleet: ["nats", "desired"],
   // Text for people: tables, ages, escaping.
@@ -148,7 +161,18 @@ const OPERATOR_MAY_IMPORT: Record<string, readonly string[]> = {
   devices: ["nats", "auth", "fleet", "views"],
   // HTTP API, metrics, dashboard.
   api: ["fleet", "devices"],
-  commands: ["nats", "auth", "manifests", "desired", "fleet", "rollout", "devices", "views", "api"],
+  commands: [
+    "nats",
+    "auth",
+    "secrets",
+    "manifests",
+    "desired",
+    "fleet",
+    "rollout",
+    "devices",
+    "views",
+    "api",
+  ],
 };
 
 /** Single modules allowed more than their folder, and why. */

@@ -25,9 +25,11 @@
  * follower unsubscribes for {@linkcode HINT_FLOOD_PAUSE_MS} (the server then
  * drops them) and polls snapshots every {@linkcode HINT_FLOOD_POLL_MS}.
  *
- * The subscription is made before the first snapshot, so a change is either
- * in the listing or seen live. The sink gets one authoritative snapshot per
- * (re)connect, then one update per change.
+ * The subscription is made before the first snapshot, so a change stored
+ * after the server took the subscription is seen live; one stored just before
+ * may be missing from a listing that lags the bucket, so a second snapshot
+ * follows {@linkcode SETTLE_SNAPSHOT_MS} after the first. The sink gets one
+ * authoritative snapshot per (re)connect, then one update per change.
  *
  * @module
  */
@@ -50,6 +52,15 @@ import {
 export const DEFAULT_RESYNC_MS = 5 * 60_000;
 /** Fraction by which each resync interval is randomly shortened, so a fleet spreads out. */
 export const RESYNC_JITTER = 0.25;
+/**
+ * After the first snapshot of each (re)connect, the next one comes this soon
+ * rather than at the resync interval. A key stored just before this device's
+ * subscription took effect announces itself to nobody, and the operator's
+ * listing follows the bucket a moment behind (its index is fed by a watch):
+ * without this, such a key waited for the resync. Seen on hollow devices
+ * connecting while their deployment was written: 26 of 300 waited minutes.
+ */
+export const SETTLE_SNAPSHOT_MS = 2_000;
 /** Direct gets in flight at once while applying a snapshot. */
 const FETCH_CONCURRENCY = 8;
 /** Held keys being confirmed at once after live hints. */
@@ -176,6 +187,8 @@ export class DesiredFollower {
   #delivered = false;
   #session: AbortController | undefined;
   #snapshots = 0;
+  /** The next snapshot settles a fresh session: it comes after {@linkcode SETTLE_SNAPSHOT_MS}. */
+  #settling = false;
 
   constructor(
     nc: NatsConnection,
@@ -221,7 +234,10 @@ export class DesiredFollower {
         const stop = () => session.abort(signal.reason);
         signal.addEventListener("abort", stop, { once: true });
         try {
-          if (fresh) this.#delivered = false;
+          if (fresh) {
+            this.#delivered = false;
+            this.#settling = true;
+          }
           await this.#syncUntilDone(session.signal);
           await this.#idle(session.signal);
         } finally {
@@ -263,7 +279,9 @@ export class DesiredFollower {
       this.#wake = () => woken.abort();
       try {
         const jitter = 1 - Math.random() * RESYNC_JITTER;
-        await abortableSleep(this.#resyncMs * jitter, AbortSignal.any([signal, woken.signal]));
+        const waitMs = this.#settling ? SETTLE_SNAPSHOT_MS : this.#resyncMs * jitter;
+        this.#settling = false;
+        await abortableSleep(waitMs, AbortSignal.any([signal, woken.signal]));
       } finally {
         this.#wake = undefined;
       }

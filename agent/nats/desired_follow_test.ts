@@ -1,5 +1,5 @@
 import { Kvm } from "@nats-io/kv";
-import { BUCKET_DESIRED_STATE } from "@drover/contracts";
+import { BUCKET_DESIRED_STATE, DESIRED_SNAPSHOT_PREFIX } from "@drover/contracts";
 import { waitFor } from "../../tests/support/mod.ts";
 import {
   connectAdmin,
@@ -266,6 +266,46 @@ Deno.test("follow: without an operator it keeps retrying; restart gives a fresh 
     follower.restart();
     await waitFor(() => sink.snapshots.length === 2, { timeoutMs: 20_000, message: "resnapshot" });
     assertEquals([...(sink.snapshots[1]?.keys() ?? [])], ["db"]);
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await device.close();
+    await admin.close();
+  }
+});
+
+Deno.test("follow: a key the first listing lags behind (stored before the subscription, no hint) arrives with the settling snapshot", async () => {
+  await using nats = await startDroverNats(["pi-1"]);
+  const admin = await connectAdmin(nats.url);
+  const device = await connectDevice(nats.url, "pi-1");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    const web = await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    // An operator whose index has not caught up yet: the first listing lacks the key.
+    let asked = 0;
+    const responder = admin.subscribe(`${DESIRED_SNAPSHOT_PREFIX}.pi-1`, {
+      callback: (_e, msg) => {
+        asked++;
+        const deployments = asked === 1 ? {} : { web };
+        msg.respond(enc({ device: "pi-1", as_of_revision: asked === 1 ? 0 : web, deployments }));
+      },
+    });
+    await admin.flush();
+    const sink = new RecordingSink();
+    // The periodic resync is far away: only the settling snapshot can bring the key.
+    const follower = new DesiredFollower(device, "pi-1", sink, {}, { resyncMs: 600_000 });
+    const running = follower.run(ac.signal);
+    await waitFor(() => sink.snapshots.length === 1, { timeoutMs: 10_000, message: "snapshot" });
+    assertEquals(sink.snapshots[0]?.size, 0, "the lagging listing is delivered as it is");
+    await waitFor(() => sink.image("web") === "web:1", {
+      timeoutMs: 10_000,
+      message: "the key from the settling snapshot",
+    });
+    assertEquals(asked, 2);
+    assertEquals(sink.snapshots.length, 1, "the second listing passes on what changed only");
+    responder.unsubscribe();
     ac.abort();
     await running;
   } finally {

@@ -133,7 +133,10 @@ export function policyEvents(
       kind: "policy_refused",
       deployment,
       ...(revision !== undefined ? { revision } : {}),
-      message: `refused by device policy: ${text}`,
+      // Secrets it cannot open are refused the same way, but no `[policy]` rule says so.
+      message: list.every((v) => v.rule === "secrets")
+        ? `refused: ${text}`
+        : `refused by device policy: ${text}`,
     });
   }
   return events;

@@ -12,6 +12,7 @@ import type { Logger } from "@logtape/logtape";
 import {
   ContainerNameConflictError,
   type ContainerRuntime,
+  type ContainerSpec,
   ImageMissingError,
 } from "../runtime/runtime.ts";
 import type { DeviceEventInput } from "./events.ts";
@@ -42,6 +43,44 @@ export interface ExecutorDeps {
   onPull: PullObserver;
   /** Told what was done (the device's event ring); `containerId` for removals. */
   onEvent?: (event: DeviceEventInput, containerId?: string) => void;
+  /**
+   * Opens a secret sealed to this device (in memory only); undefined when it
+   * cannot (another key, tampered). Absent: the device has no sealing key.
+   */
+  openSecret?: (sealed: string, sender: string) => Uint8Array | undefined;
+}
+
+/**
+ * Creates the runtime secrets `spec` mounts (configs and opened secrets) that
+ * are not there yet. A secret's plaintext lives only in this call's memory
+ * on its way to podman, and is zeroed after.
+ */
+async function ensureFiles(
+  spec: ContainerSpec,
+  deps: ExecutorDeps,
+  signal: AbortSignal,
+): Promise<void> {
+  for (const file of spec.files ?? []) {
+    const source = file.source;
+    let data: Uint8Array;
+    if ("content" in source) {
+      data = new TextEncoder().encode(source.content);
+    } else {
+      const opened = deps.openSecret?.(source.sealed, source.sender);
+      if (opened === undefined) {
+        throw new Error(
+          `Cannot open secret "${source.name}" version ${source.version}: it was not sealed ` +
+            "to this device's key (or was changed on the way)",
+        );
+      }
+      data = opened;
+    }
+    try {
+      await deps.runtime.ensureSecret(file.runtimeName, data, signal);
+    } finally {
+      data.fill(0);
+    }
+  }
 }
 
 /** Creates the handler map of {@linkcode Executor}. */
@@ -88,6 +127,7 @@ export function actionHandlers(deps: ExecutorDeps): ActionHandlers {
           await runtime.ensureVolume(volume.source, spec.volumeLabels ?? {}, signal);
         }
       }
+      await ensureFiles(spec, deps, signal);
       let id: string;
       try {
         id = await runtime.createContainer(spec, signal);

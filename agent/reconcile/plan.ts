@@ -58,11 +58,13 @@ import {
 } from "@drover/contracts";
 import {
   type ContainerSpec,
+  type FileMountSpec,
   type ObservedContainer,
   STARTABLE_STATES,
 } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import { healthCheckSpec, stopTimeoutSeconds } from "./health.ts";
+import { fileMountsOf } from "./files.ts";
 import { currentContainer, jobServices, unmetDependencies } from "./ordering.ts";
 
 /** Why an action is planned; stable codes for logs and tests. */
@@ -163,6 +165,7 @@ export function toContainerSpec(
   service: PodmanService,
   specHash: string,
   deviceId?: string,
+  files: readonly FileMountSpec[] = [],
   deploymentRevision?: number,
 ): ContainerSpec {
   const ports: PortMapping[] = (service.ports ?? []).map((p) => parsedOrThrow(parsePortMapping(p)));
@@ -205,6 +208,7 @@ export function toContainerSpec(
     },
     ...(volumes.some((v) => v.type === "volume") ? { volumeLabels: owner } : {}),
     ...workloadFields(service),
+    ...(files.length > 0 ? { files: [...files] } : {}),
   };
 }
 
@@ -420,6 +424,7 @@ function planDeployment(
           service,
           hash,
           deviceId,
+          fileMountsOf(deviceId, deployment, entry.state, service, hash),
           entry.state.deployment_revision,
         ),
       });

@@ -27,11 +27,11 @@ function desiredOf(...entries: DesiredEntry[]): Map<string, DesiredEntry> {
   return new Map(entries.map((e) => [e.deployment, e]));
 }
 
-async function opts(
+function opts(
   desired: Map<string, DesiredEntry>,
   extra: Partial<PlanOptions> = {},
-): Promise<PlanOptions> {
-  return { removable: true, specHashes: await serviceHashes(desired.values()), ...extra };
+): PlanOptions {
+  return { removable: true, specHashes: serviceHashes(desired.values()), ...extra };
 }
 
 let nextId = 0;
@@ -176,7 +176,7 @@ Deno.test("toContainerSpec names, labels and parses ports and volumes", () => {
   });
   // With a deployment revision, drover.revision is that one (what apply printed and status
   // shows); the KV revision keeps its own label.
-  const labelled = toContainerSpec("shop", 7, service, "abc", undefined, 3).labels;
+  const labelled = toContainerSpec("shop", 7, service, "abc", undefined, [], 3).labels;
   assertEquals([labelled["drover.revision"], labelled["drover.kv-revision"]], ["3", "7"]);
 });
 
@@ -217,9 +217,9 @@ Deno.test("isAlwaysPull: latest and untagged yes, tags and digests no", () => {
   assertEquals(isAlwaysPull(`busybox:latest@sha256:${"a".repeat(64)}`), false);
 });
 
-Deno.test("plan creates what is missing, pulling first, and then has nothing to do", async () => {
+Deno.test("plan creates what is missing, pulling first, and then has nothing to do", () => {
   const desired = desiredOf(entry("shop", 3, [web, { name: "db", image: "db:latest" }]));
-  const o = await opts(desired);
+  const o = opts(desired);
   const actions = plan(desired, [], o);
   assertEquals(summary(actions), [
     "pull shop/web (missing)",
@@ -234,9 +234,9 @@ Deno.test("plan creates what is missing, pulling first, and then has nothing to 
   assertEquals(final.map((c) => c.name).sort(), ["shop_db", "shop_web"]);
 });
 
-Deno.test("plan replaces a container whose spec hash differs: pull, remove, create", async () => {
+Deno.test("plan replaces a container whose spec hash differs: pull, remove, create", () => {
   const desired = desiredOf(entry("shop", 5, [web]));
-  const o = await opts(desired);
+  const o = opts(desired);
   const old = observed("shop", "web", { specHash: "stale", revision: 4 });
   const actions = plan(desired, [old], o);
   assertEquals(summary(actions), [
@@ -249,9 +249,9 @@ Deno.test("plan replaces a container whose spec hash differs: pull, remove, crea
   assertEquals(final[0]?.revision, 5);
 });
 
-Deno.test("plan does not replace on a revision-only change", async () => {
+Deno.test("plan does not replace on a revision-only change", () => {
   const desired = desiredOf(entry("shop", 9, [web]));
-  const o = await opts(desired);
+  const o = opts(desired);
   const running = observed("shop", "web", {
     specHash: hashOf(o.specHashes, "shop_web"),
     revision: 2,
@@ -259,7 +259,7 @@ Deno.test("plan does not replace on a revision-only change", async () => {
   assertEquals(plan(desired, [running], o), []);
 });
 
-Deno.test("plan starts stopped containers according to the restart policy", async () => {
+Deno.test("plan starts stopped containers according to the restart policy", () => {
   const desired = desiredOf(
     entry("app", 1, [
       { name: "always", image: "x:1" },
@@ -269,7 +269,7 @@ Deno.test("plan starts stopped containers according to the restart policy", asyn
       { name: "fresh", image: "x:1", restart: "no" },
     ]),
   );
-  const o = await opts(desired);
+  const o = opts(desired);
   const h = (s: string) => o.specHashes.get(`app_${s}`)!;
   const list = [
     observed("app", "always", { specHash: h("always"), state: "exited" }),
@@ -285,18 +285,18 @@ Deno.test("plan starts stopped containers according to the restart policy", asyn
   ]);
 });
 
-Deno.test("plan leaves transitional and paused containers alone", async () => {
+Deno.test("plan leaves transitional and paused containers alone", () => {
   const desired = desiredOf(entry("app", 1, [web]));
-  const o = await opts(desired);
+  const o = opts(desired);
   for (const state of ["stopping", "removing", "paused"]) {
     const c = observed("app", "web", { specHash: hashOf(o.specHashes, "app_web"), state });
     assertEquals(plan(desired, [c], o), [], state);
   }
 });
 
-Deno.test("plan removes deployments that are gone only when removal is allowed", async () => {
+Deno.test("plan removes deployments that are gone only when removal is allowed", () => {
   const desired = desiredOf(entry("keep", 1, [web]));
-  const base = await opts(desired);
+  const base = opts(desired);
   const list = [
     observed("keep", "web", { specHash: hashOf(base.specHashes, "keep_web") }),
     observed("gone", "a"),
@@ -314,9 +314,9 @@ Deno.test("plan removes deployments that are gone only when removal is allowed",
   ]);
 });
 
-Deno.test("plan removes duplicates and keeps the container that already fits", async () => {
+Deno.test("plan removes duplicates and keeps the container that already fits", () => {
   const desired = desiredOf(entry("shop", 2, [web]));
-  const o = await opts(desired);
+  const o = opts(desired);
   const hash = o.specHashes.get("shop_web")!;
   const good = observed("shop", "web", { id: "b-good", specHash: hash });
   const list = [
@@ -333,9 +333,9 @@ Deno.test("plan removes duplicates and keeps the container that already fits", a
   assertEquals(final.map((c) => c.id), ["b-good"]);
 });
 
-Deno.test("plan removes services that left the deployment before creating new ones", async () => {
+Deno.test("plan removes services that left the deployment before creating new ones", () => {
   const desired = desiredOf(entry("shop", 4, [{ name: "www", image: "x:2", ports: ["8080:80"] }]));
-  const o = await opts(desired);
+  const o = opts(desired);
   const list = [observed("shop", "web", { specHash: "whatever" })];
   assertEquals(summary(plan(desired, list, o)), [
     "remove shop/web (service-removed)",
@@ -344,11 +344,11 @@ Deno.test("plan removes services that left the deployment before creating new on
   ]);
 });
 
-Deno.test("plan touches nothing of an invalid or policy-blocked deployment", async () => {
+Deno.test("plan touches nothing of an invalid or policy-blocked deployment", () => {
   const bad: DesiredEntry = { kind: "invalid", deployment: "bad", revision: 3, error: "nope" };
   const blocked = entry("blocked", 4, [web]);
   const desired = desiredOf(bad, blocked);
-  const o = await opts(desired, { blocked: new Set(["blocked"]) });
+  const o = opts(desired, { blocked: new Set(["blocked"]) });
   const list = [
     observed("bad", "web", { state: "exited" }),
     observed("blocked", "web", { specHash: "old" }),
@@ -356,12 +356,12 @@ Deno.test("plan touches nothing of an invalid or policy-blocked deployment", asy
   assertEquals(plan(desired, list, o), []);
 });
 
-Deno.test("plan converges from arbitrary starting states in at most two steps", async () => {
+Deno.test("plan converges from arbitrary starting states in at most two steps", () => {
   const desired = desiredOf(
     entry("a", 10, [web, { name: "db", image: "db:1", restart: "no" }]),
     entry("b", 11, [{ name: "x", image: "x:latest" }]),
   );
-  const o = await opts(desired);
+  const o = opts(desired);
   const states = ["running", "exited", "created", "stopped"];
   const services = ["web", "db", "x", "old"];
   const deployments = ["a", "b", "z"];
@@ -452,11 +452,11 @@ Deno.test("deploymentNetworkName: device and deployment, unambiguous, hashed whe
   assertEquals(long, deploymentNetworkName("d".repeat(63), "x".repeat(63)), "stable");
 });
 
-Deno.test("spec hashes ignore depends_on; every other new field changes only its service", async () => {
+Deno.test("spec hashes ignore depends_on; every other new field changes only its service", () => {
   const a = entry("shop", 1, [web, { name: "db", image: "busybox:1" }]);
   const b = entry("shop", 2, [{ ...web, depends_on: ["db"] }, { name: "db", image: "busybox:1" }]);
   const c = entry("shop", 3, [{ ...web, mem_limit: "64m" }, { name: "db", image: "busybox:1" }]);
-  const [ha, hb, hc] = await Promise.all([a, b, c].map((e) => serviceHashes([e])));
+  const [ha, hb, hc] = [a, b, c].map((e) => serviceHashes([e]));
   assertEquals(hb, ha);
   assert(hashOf(hc, "shop_web") !== hashOf(ha, "shop_web"));
   assertEquals(hashOf(hc, "shop_db"), hashOf(ha, "shop_db"));
@@ -468,9 +468,9 @@ const app = {
   depends_on: { migrate: { condition: "service_completed_successfully" as const } },
 };
 
-Deno.test("a service waits for its dependencies; a job runs first and once per revision", async () => {
+Deno.test("a service waits for its dependencies; a job runs first and once per revision", () => {
   const desired = desiredOf(entry("shop", 1, [app, migrate]));
-  const o = await opts(desired);
+  const o = opts(desired);
   // Only the job is created while it has not completed.
   assertEquals(summary(plan(desired, [], o)), [
     "pull shop/migrate (missing)",
@@ -492,21 +492,21 @@ Deno.test("a service waits for its dependencies; a job runs first and once per r
     specHash: hashOf(o.specHashes, "shop_web"),
     state: "running",
   });
-  assertEquals(summary(plan(next, [done, appRunning], await opts(next))), [
+  assertEquals(summary(plan(next, [done, appRunning], opts(next))), [
     "pull shop/migrate (new-revision)",
     "remove shop/migrate (new-revision)",
     "create shop/migrate (new-revision)",
   ]);
 });
 
-Deno.test("service_healthy waits for a passing health check; service_started for a start", async () => {
+Deno.test("service_healthy waits for a passing health check; service_started for a start", () => {
   const db = { name: "db", image: "busybox:1", healthcheck: { test: ["CMD", "true"] } };
   const healthy = entry("shop", 1, [
     { ...web, depends_on: { db: { condition: "service_healthy" } } },
     db,
   ]);
   const desired = desiredOf(healthy);
-  const o = await opts(desired);
+  const o = opts(desired);
   const dbHash = hashOf(o.specHashes, "shop_db");
   const starting = observed("shop", "db", { specHash: dbHash, health: "starting" });
   assertEquals(plan(desired, [starting], o), []);
@@ -515,7 +515,7 @@ Deno.test("service_healthy waits for a passing health check; service_started for
     "create shop/web (missing)",
   ]);
   const started = desiredOf(entry("shop", 1, [{ ...web, depends_on: ["db"] }, db]));
-  const so = await opts(started);
+  const so = opts(started);
   assertEquals(summary(plan(started, [], so)), [
     "pull shop/db (missing)",
     "create shop/db (missing)",

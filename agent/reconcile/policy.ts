@@ -61,7 +61,9 @@ export type PolicyRule =
   | "allowed_capabilities"
   | "allow_host_network"
   | "max_mem_limit"
-  | "require_mem_limit";
+  | "require_mem_limit"
+  /** Not a `[policy]` rule: the deployment's secrets cannot be opened on this device. */
+  | "secrets";
 
 /**
  * One broken rule. `message` is for people (it starts with `policy.<rule>:`);

@@ -36,7 +36,7 @@ import {
   type ObservedContainer,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { abortableSleep, untilAborted } from "@drover/common";
+import { abortableSleep, openFrom, untilAborted } from "@drover/common";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { CRASH_LOOP_HEALTHY_MS, type RestartTally, tallyRestarts } from "./crash_loop.ts";
 import type { DesiredEntry, DesiredSnapshot } from "./desired.ts";
@@ -55,6 +55,8 @@ import { resolveHostPaths } from "./host_paths.ts";
 import { type QueueTimers, WorkQueue } from "./queue.ts";
 import { GuardedRuntime } from "./runtime_guard.ts";
 import { serviceHashes } from "./spec_hashes.ts";
+import { runtimeSecretPrefix, secretProblems, wantedRuntimeSecrets } from "./files.ts";
+import type { KeyPair } from "@nats-io/nkeys";
 import { crashLoopRecheckMs, minReadyRecheckMs } from "./status.ts";
 import { StatusBook } from "./status_book.ts";
 
@@ -104,6 +106,11 @@ export interface ReconcilerOptions {
   healthTimers?: QueueTimers;
   /** Told of events (the device's event ring) and pass durations (metrics). */
   observer?: ReconcileObserver;
+  /**
+   * This device's sealing key (xkey): secrets in desired state are sealed to
+   * it. Absent: deployments that use secrets are refused with the reason.
+   */
+  sealingKey?: KeyPair;
 }
 
 /** Last log lines of a failed job shown in the deployment's status. */
@@ -137,6 +144,8 @@ export class Reconciler {
 
   readonly #deviceId: string;
   readonly #policy: AgentPolicy;
+  /** This device's sealing key's public half (nkeys derives it anew on every call). */
+  readonly #sealingPublicKey: string | undefined;
   readonly #runtime: GuardedRuntime;
   readonly #book: StatusBook;
   readonly #executor: Executor;
@@ -158,6 +167,8 @@ export class Reconciler {
   /** Last failure message per key, reported as an event once. */
   #failureEvents = new Map<string, string>();
 
+  /** Deployments known to have no runtime secrets (nothing to prune until they mount some). */
+  #noRuntimeSecrets = new Set<string>();
   /** Restart counts per container id that survive the runtime resetting them (crash_loop.ts). */
   #restarts = new Map<string, RestartTally>();
   /**
@@ -177,6 +188,7 @@ export class Reconciler {
       random: options.random,
     });
     this.#policy = options.policy;
+    this.#sealingPublicKey = options.sealingKey?.getPublicKey();
     this.#resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#maxConcurrent = Math.max(1, options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT);
@@ -205,12 +217,18 @@ export class Reconciler {
         // A registry may take minutes: readiness (sd_notify) must not wait for it.
         if (active) this.#first.attempted(action.deployment);
         this.#book.pulling(action.deployment, action.service, active);
-        void this.#updateStatus(action.deployment);
+        this.#updateStatus(action.deployment);
       },
       onEvent: (event, containerId) => {
         if (containerId !== undefined) this.#removedByAgent.add(containerId);
         this.#emit(event);
       },
+      ...(options.sealingKey !== undefined
+        ? {
+          openSecret: (sealed: string, sender: string) =>
+            openFrom(options.sealingKey!, sender, sealed),
+        }
+        : {}),
     }));
     this.#health = new HealthScheduler({
       runtime: this.#runtime,
@@ -335,7 +353,7 @@ export class Reconciler {
           });
         }
       }
-      await this.#updateStatus(key);
+      this.#updateStatus(key);
     }
     // A crash loop ends by time alone: look again when it could be over.
     const recheckMs = crashLoopRecheckMs(
@@ -361,7 +379,7 @@ export class Reconciler {
       await this.#checkPolicy();
       const blocked = this.#book.violations(key) !== undefined;
       const observed = await this.#observe(key, signal);
-      const specHashes = await serviceHashes(entry ? [entry] : []);
+      const specHashes = serviceHashes(entry ? [entry] : []);
       // Checks run for what runs now; a container about to be replaced stops being checked.
       this.#health.sync(
         key,
@@ -381,10 +399,11 @@ export class Reconciler {
           await this.#checkJobs(entry, observed, specHashes, signal);
         }
         this.#book.clearError(key);
-        await this.#updateStatus(key);
+        this.#updateStatus(key);
+        await this.#pruneSecrets(key, entry, blocked, specHashes, signal);
         return;
       }
-      if (step === 0) await this.#updateStatus(key);
+      if (step === 0) this.#updateStatus(key);
       const revision = this.#shownRevision(key);
       const log = this.#log.with({ deployment: key, revision });
       await this.#executor.run(actions, { signal, conflicts, log, revision });
@@ -393,6 +412,51 @@ export class Reconciler {
       `Cannot converge deployment "${key}": still changing after ` +
         `${DEFAULT_MAX_STEPS_PER_PASS} rounds (does a container exit right after it starts?)`,
     );
+  }
+
+  /**
+   * Removes the runtime secrets of `key` that no container of its current
+   * desired state mounts — after the pass converged, so every container that
+   * mounted an old one is gone (podman lets a secret in use be removed, and
+   * the container then cannot start again). All of them once the deployment
+   * is removed; none while its fate is unknown (invalid, refused, or a
+   * partial view).
+   */
+  async #pruneSecrets(
+    key: string,
+    entry: DesiredEntry | undefined,
+    blocked: boolean,
+    specHashes: ReadonlyMap<string, string>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let wanted: Set<string>;
+    if (entry === undefined) {
+      if (!this.store.isRemovable(key)) return;
+      wanted = new Set();
+    } else if (entry.kind === "valid" && !blocked) {
+      wanted = wantedRuntimeSecrets(
+        this.#deviceId,
+        key,
+        entry.state,
+        (service) => specHashes.get(hashKey(key, service)),
+      );
+    } else {
+      return;
+    }
+    // Without anything to mount, one look per deployment (e.g. leftovers after a restart) does.
+    if (wanted.size === 0 && this.#noRuntimeSecrets.has(key)) return;
+    if (wanted.size > 0) this.#noRuntimeSecrets.delete(key);
+    const prefix = runtimeSecretPrefix(this.#deviceId, key);
+    const present = await this.#runtime.listSecrets(prefix, signal);
+    if (wanted.size === 0) this.#noRuntimeSecrets.add(key);
+    for (const name of present) {
+      if (wanted.has(name)) continue;
+      await this.#runtime.removeSecret(name, signal);
+      this.#log.info("Removed runtime secret {name}: no container of {deployment} mounts it", {
+        name,
+        deployment: key,
+      });
+    }
   }
 
   /** Names of the networks this device's agent created for `key`. */
@@ -473,6 +537,18 @@ export class Reconciler {
     const paths = hostPathsToResolve(this.store.entries(), this.#policy);
     this.#hostPaths = paths.size === 0 ? new Map() : await resolveHostPaths(paths);
     const violations = policyViolations(this.store.entries(), this.#policy, this.#hostPaths);
+    // A deployment whose secrets this device cannot open is refused the same way, with why.
+    const ownKey = this.#sealingPublicKey;
+    for (const entry of this.store.entries()) {
+      if (entry.kind !== "valid") continue;
+      const problems = secretProblems(entry.state, ownKey);
+      if (problems.length > 0) {
+        violations.set(entry.deployment, [
+          ...(violations.get(entry.deployment) ?? []),
+          ...problems,
+        ]);
+      }
+    }
     const before = new Map(
       [...this.store.keys()].flatMap((k) => {
         const v = this.#book.violations(k);
@@ -485,11 +561,11 @@ export class Reconciler {
     this.#book.setViolations(violations);
   }
 
-  async #updateStatus(key: string): Promise<void> {
+  #updateStatus(key: string): void {
     const entry = this.store.get(key);
     this.#book.update(key, {
       entry,
-      specHashes: await serviceHashes(entry ? [entry] : []), // cached per value
+      specHashes: serviceHashes(entry ? [entry] : []), // cached per value
       violations: this.#book.violations(key),
       keptForNow: !this.store.isRemovable(key),
       health: this.#health.reports(),

@@ -93,6 +93,22 @@ export class GuardedRuntime implements ContainerRuntime {
     );
   }
 
+  ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    return this.#call(
+      `create secret ${name}`,
+      signal,
+      (s) => this.#inner.ensureSecret(name, data, s),
+    );
+  }
+
+  listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    return this.#call("list secrets", signal, (s) => this.#inner.listSecrets(prefix, s));
+  }
+
+  removeSecret(name: string, signal?: AbortSignal): Promise<void> {
+    return this.#call(`remove secret ${name}`, signal, (s) => this.#inner.removeSecret(name, s));
+  }
+
   ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal) {
     return this.#call(
       `create network ${name}`,

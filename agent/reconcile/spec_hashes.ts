@@ -1,19 +1,30 @@
 /**
  * Spec hashes of desired services, computed once per desired value.
  *
- * The contract's `specHash` is asynchronous (WebCrypto SHA-256) while the
- * planner is synchronous and pure, so hashes are computed here first and
- * handed to {@linkcode plan} in {@linkcode PlanOptions.specHashes}.
+ * Hashes are computed here once per value and handed to {@linkcode plan} in
+ * {@linkcode PlanOptions.specHashes}, so the planner stays pure and a status
+ * update reuses them.
  *
  * @module
  */
 
-import { specHash } from "@drover/contracts";
+import { createHash } from "node:crypto";
+import { canonicalJson, serviceHashInput } from "@drover/contracts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
 
 // Desired values are immutable once decoded, so a value's hashes never change.
 const cache = new WeakMap<object, Map<string, string>>();
+
+/**
+ * The contract's `specHash` (SHA-256 of the canonical JSON, the
+ * `drover.spec-hash` label), computed synchronously: WebCrypto's `digest`
+ * hops to a worker thread and back, which cost more than the hash itself on
+ * every desired-state change (bench/agent_cpu.ts). Tested equal to `specHash`.
+ */
+export function specHashSync(spec: unknown): string {
+  return createHash("sha256").update(canonicalJson(spec)).digest("hex");
+}
 
 /**
  * Spec hash per `<deployment>_<service>` for every valid entry. The hash covers
@@ -27,19 +38,25 @@ const cache = new WeakMap<object, Map<string, string>>();
  * re-spelling an image in a manifest (short → qualified) replaces its
  * container once.
  */
-export async function serviceHashes(
+export function serviceHashes(
   entries: Iterable<DesiredEntry>,
-): Promise<Map<string, string>> {
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const entry of entries) {
     if (entry.kind !== "valid") continue;
     let hashes = cache.get(entry.state);
     if (hashes === undefined) {
       hashes = new Map();
-      for (const service of entry.state.score.services) {
+      const { score, secrets } = entry.state;
+      const versions = new Map((secrets ?? []).map((s) => [s.name, s.version]));
+      for (const service of score.services) {
         // Start order is not part of the container: changing it replaces nothing.
         const { depends_on: _order, ...container } = service;
-        hashes.set(service.name, await specHash(container));
+        // Plus mounted configs' content and secrets' versions, only where a service has them.
+        hashes.set(
+          service.name,
+          specHashSync(serviceHashInput(container, score.configs, versions)),
+        );
       }
       cache.set(entry.state, hashes);
     }

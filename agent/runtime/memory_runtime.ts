@@ -46,7 +46,8 @@ export type MemoryRuntimeOperation =
   | "inspectHealth"
   | "networks"
   | "volumes"
-  | "logs";
+  | "logs"
+  | "secrets";
 
 /** Options of {@linkcode InMemoryRuntime}. */
 export interface InMemoryRuntimeOptions {
@@ -97,11 +98,14 @@ export class InMemoryRuntime implements ContainerRuntime {
     networks: 0,
     volumes: 0,
     logs: 0,
+    secrets: 0,
   };
   /** Networks by name, with their labels. */
   readonly networks = new Map<string, Record<string, string>>();
   /** Named volumes by name, with their labels. */
   readonly volumes = new Map<string, Record<string, string>>();
+  /** The runtime's secrets by name (values kept as given, as podman's store does). */
+  readonly secrets = new Map<string, Uint8Array>();
   /** Every pull as `[image, auth]`, in order. */
   readonly pulls: Array<[string, RegistryAuth | undefined]> = [];
 
@@ -176,6 +180,24 @@ export class InMemoryRuntime implements ContainerRuntime {
     if (c === undefined || !STARTABLE_STATES.has(c.state)) return false;
     await this.startContainer(id, signal);
     return true;
+  }
+
+  /** See {@linkcode ContainerRuntime.ensureSecret}. */
+  async ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    await this.#enter("secrets", signal);
+    if (!this.secrets.has(name)) this.secrets.set(name, new Uint8Array(data));
+  }
+
+  /** See {@linkcode ContainerRuntime.listSecrets}. */
+  async listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    await this.#enter("secrets", signal);
+    return [...this.secrets.keys()].filter((n) => n.startsWith(prefix)).sort();
+  }
+
+  /** See {@linkcode ContainerRuntime.removeSecret}. */
+  async removeSecret(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#enter("secrets", signal);
+    this.secrets.delete(name);
   }
 
   /** See {@linkcode ContainerRuntime.removeContainer}. */

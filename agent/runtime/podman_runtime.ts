@@ -36,6 +36,7 @@ import {
   ContainerNameConflictError,
   type ContainerRuntime,
   type ContainerSpec,
+  type FileMountSpec,
   type HealthReport,
   ImageMissingError,
   ImagePullError,
@@ -197,6 +198,22 @@ export class PodmanRuntime implements ContainerRuntime, Disposable {
     );
     this.#restarts.set(id, 0);
     return id;
+  }
+
+  /** See {@linkcode ContainerRuntime.ensureSecret}. */
+  async ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    await mapErrors(() => this.#client.createSecret(name, data, { signal }));
+  }
+
+  /** See {@linkcode ContainerRuntime.listSecrets}. */
+  async listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    const names = await mapErrors(() => this.#client.listSecrets({ signal }));
+    return names.filter((n) => n.startsWith(prefix));
+  }
+
+  /** See {@linkcode ContainerRuntime.removeSecret}. */
+  removeSecret(name: string, signal?: AbortSignal): Promise<void> {
+    return mapErrors(() => this.#client.removeSecret(name, { signal }));
   }
 
   /** See {@linkcode ContainerRuntime.startContainer}. */
@@ -479,6 +496,7 @@ export function toLibpodSpec(spec: ContainerSpec): LibpodCreateSpec {
       }
       : {}),
     ...(spec.stopTimeoutSeconds !== undefined ? { stop_timeout: spec.stopTimeoutSeconds } : {}),
+    ...libpodFiles(spec.files ?? []),
     ...(spec.healthcheck
       ? {
         healthconfig: {
@@ -516,6 +534,28 @@ function resourceFields(spec: ContainerSpec): Partial<LibpodCreateSpec> {
   }
   if (spec.pidsLimit !== undefined) limits.pids = { limit: spec.pidsLimit };
   return Object.keys(limits).length > 0 ? { resource_limits: limits } : {};
+}
+
+/** Configs and secrets as libpod's `secrets` (files) and `secret_env` (variables). */
+function libpodFiles(files: readonly FileMountSpec[]): Partial<LibpodCreateSpec> {
+  const mounted = files.filter((f) => f.type === "file");
+  const env = files.filter((f) => f.type === "env");
+  return {
+    ...(mounted.length > 0
+      ? {
+        secrets: mounted.map((f) => ({
+          Source: f.runtimeName,
+          Target: f.target,
+          UID: 0,
+          GID: 0,
+          Mode: f.mode ?? 0o400,
+        })),
+      }
+      : {}),
+    ...(env.length > 0
+      ? { secret_env: Object.fromEntries(env.map((f) => [f.target, f.runtimeName])) }
+      : {}),
+  };
 }
 
 /** Podman's health record as a report; undefined without a health check (`Status` ""). */

@@ -74,6 +74,27 @@ export interface ContainerSpec {
   devices?: DeviceMapping[];
   /** Log driver and the cap of the log file in bytes (`k8s-file` only). */
   log?: { driver: "k8s-file" | "journald" | "none"; maxSizeBytes?: number };
+  /** Configs and secrets; the executor creates them in the runtime before the container. */
+  files?: FileMountSpec[];
+}
+
+/**
+ * A config or secret the container gets from the runtime's secret store: a
+ * file at `target` with `mode`, or (`env`) the environment variable `target`.
+ * `runtimeName` carries the device, deployment, name and version (secrets) or
+ * content hash (configs), so one name always means one value.
+ */
+export interface FileMountSpec {
+  runtimeName: string;
+  kind: "config" | "secret";
+  type: "file" | "env";
+  target: string;
+  /** Permission bits of the file (files only). */
+  mode?: number;
+  /** Where the value comes from: a config's content, or a secret sealed to this device. */
+  source:
+    | { content: string }
+    | { name: string; version: number; sealed: string; sender: string };
 }
 
 /** Where a container's network comes from. */
@@ -199,6 +220,12 @@ export interface ContainerRuntime {
   runHealthcheck(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
   /** The container's health as last recorded; undefined without a health check. */
   inspectHealth(id: string, signal?: AbortSignal): Promise<HealthReport | undefined>;
+  /** Creates runtime secret `name` with `data` unless it exists (a name never changes value). */
+  ensureSecret(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /** Names of the runtime's secrets that start with `prefix`. */
+  listSecrets(prefix: string, signal?: AbortSignal): Promise<string[]>;
+  /** Removes runtime secret `name`; already gone is success. */
+  removeSecret(name: string, signal?: AbortSignal): Promise<void>;
   /** Creates a bridge network with DNS unless one of that name exists. */
   ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
   /** Removes a network; already gone is success. */

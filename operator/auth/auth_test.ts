@@ -12,6 +12,7 @@ import {
   assertThrows,
 } from "../../tests/support/assert.ts";
 import { tempDir } from "../../tests/support/temp_dir.ts";
+import { readDeviceRegistry } from "./store.ts";
 import {
   AuthAlreadyInitializedError,
   AuthFileInvalidError,
@@ -241,6 +242,7 @@ Deno.test("deviceAdd: creds carry the device permissions; the config is one the 
   // The config is the device's: its creds and state live where install.sh puts them.
   assertEquals(config.nats.creds, "/etc/drover/nats.creds");
   assertEquals(config.agent.state_dir, "/var/lib/drover");
+  assertEquals(config.secrets?.key, "/etc/drover/sealing.xk");
   assertEquals(config.nats.tls_ca, "/etc/drover/ca.pem");
 
   await assertRejects(() => deviceAdd(dir.path, "pi-1"), DeviceExistsError);
@@ -283,9 +285,19 @@ Deno.test("deviceRevoke: key revoked in a re-signed account, operator JWT unchan
   assertEquals((await deviceRevoke(dir.path, "pi-1")).changed, false);
   await assertRejects(() => deviceRevoke(dir.path, "nope"), DeviceUnknownError);
 
+  // The device's sealing key goes with its creds.
+  await assertRejects(() => Deno.stat(first.sealingKeyPath), Deno.errors.NotFound);
+
   // Re-adding a revoked id issues a new key; the old one stays revoked.
   const second = await deviceAdd(dir.path, "pi-1");
   assert(second.userPublicKey !== first.userPublicKey);
+  // And a new sealing key: re-provisioning rotates it (0600, public half in the registry).
+  assert(second.sealingPublicKey !== first.sealingPublicKey);
+  assertEquals((await Deno.stat(second.sealingKeyPath)).mode! & 0o777, 0o600);
+  assertEquals(
+    (await readDeviceRegistry(dir.path)).devices["pi-1"]?.sealing_public_key,
+    second.sealingPublicKey,
+  );
   await deviceRevoke(dir.path, "pi-2");
   const final: Claims = decode(
     preloaded(confValues(await Deno.readTextFile(confPath)).preload, accountPublicKey),

@@ -19,6 +19,12 @@ import { AuthInputError } from "./errors.ts";
  */
 export const DEVICE_CREDS_PATH = "/etc/drover/nats.creds";
 
+/**
+ * Where the device keeps its sealing key (xkey seed): the path written into its config's
+ * `[secrets] key`, and where `systemd/install.sh --sealing-key FILE` installs it (0600).
+ */
+export const DEVICE_SEALING_KEY_PATH = "/etc/drover/sealing.xk";
+
 /** What a device's generated config contains. */
 export interface DeviceConfigInput {
   deviceId: string;
@@ -46,6 +52,8 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
       ...(input.tlsCa !== undefined ? { tls_ca: input.tlsCa } : {}),
     },
     ...(input.releaseKey !== undefined ? { update: { release_key: input.releaseKey } } : {}),
+    // Every device gets a sealing key from `device add`: secrets are sealed to it.
+    secrets: { key: DEVICE_SEALING_KEY_PATH },
   };
   const checked = AgentConfig.safeParse(config);
   if (!checked.success) {
@@ -57,11 +65,12 @@ export function renderDeviceToml(input: DeviceConfigInput): string {
   }
   return [
     `# Drover agent config for device "${input.deviceId}", written by "operator device add".`,
-    "# The paths are the device's: install both files there with",
-    `#   systemd/install.sh --config ${input.deviceId}.toml --creds ${input.deviceId}.creds`,
-    `# (to /etc/drover/agent.toml and ${DEVICE_CREDS_PATH}, 0600). Add a [podman]`,
-    '# socket = "…" section if the podman socket is not /run/podman/podman.sock, and a',
-    "# [policy] section to restrict what runs.",
+    "# The paths are the device's: install the three files there with",
+    `#   systemd/install.sh --config ${input.deviceId}.toml --creds ${input.deviceId}.creds \\`,
+    `#     --sealing-key ${input.deviceId}.xk`,
+    `# (to /etc/drover/agent.toml, ${DEVICE_CREDS_PATH} and ${DEVICE_SEALING_KEY_PATH}, 0600).`,
+    '# Add a [podman] socket = "…" section if the podman socket is not /run/podman/podman.sock,',
+    "# and a [policy] section to restrict what runs.",
     "",
     stringify(config),
     "",

@@ -11,6 +11,7 @@
 
 import { resolve } from "node:path";
 import { createUser, fmtCreds } from "@nats-io/jwt";
+import { createSealingKey, sealingSeedText } from "@drover/common";
 import {
   DEFAULT_NATS_SERVER,
   DeviceLabels,
@@ -55,6 +56,10 @@ export interface DeviceAddResult {
   configPath: string;
   /** The user's public key (what a revocation names). */
   userPublicKey: string;
+  /** Absolute path of the device's sealing key (xkey seed, secret, 0600). */
+  sealingKeyPath: string;
+  /** Its public half: what the registry records and secrets are sealed to. */
+  sealingPublicKey: string;
   /** When the creds expire, if they do. */
   expiresAt?: Date;
 }
@@ -133,8 +138,11 @@ export async function deviceAdd(
   }
 
   const user = createUser();
+  // A new key on every add: re-provisioning a device rotates it.
+  const sealing = createSealingKey();
   const credsPath = authPath(absDir, `${deviceId}.creds`);
   const configPath = authPath(absDir, `${deviceId}.toml`);
+  const sealingKeyPath = authPath(absDir, `${deviceId}.xk`);
   const releaseKey = await readReleasePublicKey(absDir);
   const toml = renderDeviceToml({
     deviceId,
@@ -155,10 +163,12 @@ export async function deviceAdd(
     ),
     SECRET_FILE_MODE,
   );
+  await writeFileAtomic(sealingKeyPath, sealingSeedText(sealing) + "\n", SECRET_FILE_MODE);
   await writeFileAtomic(configPath, toml, SECRET_FILE_MODE);
   const record: DeviceRecord = {
     labels,
     user_public_key: user.getPublicKey(),
+    sealing_public_key: sealing.getPublicKey(),
     created_at: new Date().toISOString(),
     ...(options.expiresAt !== undefined ? { expires_at: options.expiresAt.toISOString() } : {}),
     revoked_keys: previous?.revoked_keys ?? {},
@@ -170,6 +180,8 @@ export async function deviceAdd(
     credsPath,
     configPath,
     userPublicKey: record.user_public_key,
+    sealingKeyPath,
+    sealingPublicKey: sealing.getPublicKey(),
     ...(options.expiresAt !== undefined ? { expiresAt: options.expiresAt } : {}),
   };
 }
@@ -210,6 +222,7 @@ export async function deviceRevoke(dir: string, id: string): Promise<DeviceRevok
   }
   const confPath = await writeAuthConf(absDir, keys, state, registry);
   await Deno.remove(authPath(absDir, `${deviceId}.creds`)).catch(() => {});
+  await Deno.remove(authPath(absDir, `${deviceId}.xk`)).catch(() => {});
   return { deviceId, userPublicKey: record.user_public_key, confPath, changed };
 }
 

@@ -29,6 +29,8 @@ export const AUTH_FILES = {
   accountSigningSeed: "account-signing.nk",
   devicesAccountSeed: "devices-account.nk",
   devicesAccountSigningSeed: "devices-account-signing.nk",
+  /** The operator's xkey: the secret store's values are sealed to it. */
+  secretsSeed: "secrets.xk",
 } as const;
 
 /** File mode of secrets (seeds, creds). */
@@ -74,6 +76,8 @@ export type AuthState = z.infer<typeof AuthState>;
 export const DeviceRecord = z.strictObject({
   labels: DeviceLabels,
   user_public_key: z.string(),
+  /** The xkey public key secrets are sealed to (its seed is `<id>.xk`); absent before secrets. */
+  sealing_public_key: z.string().optional(),
   created_at: z.string(),
   /** When the creds expire (absent: never). */
   expires_at: z.string().optional(),

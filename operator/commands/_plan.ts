@@ -11,9 +11,11 @@ import {
   BUCKET_DEPLOYMENTS,
   BUCKET_DEVICES,
   BUCKET_ROLLOUTS,
+  BUCKET_SECRETS,
   decodeJson,
   nameProblem,
   rolloutKey,
+  type SecretRecord,
 } from "@drover/contracts";
 import {
   type CliIo,
@@ -25,10 +27,17 @@ import {
 } from "./cli.ts";
 import { documentLabel, problemsError } from "../manifests/file.ts";
 import { displayPath, type ManifestSet, manifestSet, readManifestTexts } from "../manifests/set.ts";
-import { type ApplyPlan, planApply, planCounts, type StoredDeployment } from "../manifests/plan.ts";
+import {
+  type ApplyPlan,
+  type CurrentSecret,
+  planApply,
+  planCounts,
+  type StoredDeployment,
+} from "../manifests/plan.ts";
 import { FleetState } from "../fleet/state.ts";
 import { knownDevices } from "../desired/targeting.ts";
 import { openBucket, readBucket } from "../nats/kv.ts";
+import { latestVersion, readSecrets } from "../secrets/store.ts";
 import type { KV } from "@nats-io/kv";
 import { table } from "../views/render.ts";
 import { RolloutState } from "../rollout/state.ts";
@@ -97,27 +106,32 @@ export async function loadSet(paths: readonly string[], io: CliIo): Promise<Mani
   return set;
 }
 
-/** What the plan is made from: stored deployments and the registered devices. */
+/** What the plan is made from: stored deployments, the registered devices and the secrets. */
 export interface StoredFleet {
   deployments: Map<string, StoredDeployment>;
   devices: ReturnType<typeof knownDevices>;
+  /** Each stored secret's current version: what manifests get pinned. */
+  secrets: Map<string, CurrentSecret>;
 }
 
 /**
- * Reads `deployments`, the device registry and the rollout states (which
- * stored revisions stopped short, so applying them again retries them).
- * Without `buckets` (diff, dry run) they are only opened: a missing bucket
- * reads as empty and nothing is created.
+ * Reads `deployments`, the device registry, the rollout states (which stored
+ * revisions stopped short, so applying them again retries them) and the
+ * secret store. Without `buckets` (diff, dry run) they are only opened: a
+ * missing bucket reads as empty and nothing is created. The secret store is
+ * only opened either way: without it there are no secrets to pin.
  */
 export async function readStoredFleet(
   nc: NatsConnection,
   buckets?: { deployments: KV; devices: KV; rollouts: KV },
 ): Promise<StoredFleet> {
   const read = async (kv: KV | undefined) => (kv === undefined ? new Map() : await readBucket(kv));
-  const [deployments, registry, rollouts] = await Promise.all([
+  const secretsKv = await openBucket(nc, BUCKET_SECRETS);
+  const [deployments, registry, rollouts, secrets] = await Promise.all([
     read(buckets?.deployments ?? await openBucket(nc, BUCKET_DEPLOYMENTS)),
     read(buckets?.devices ?? await openBucket(nc, BUCKET_DEVICES)),
     read(buckets?.rollouts ?? await openBucket(nc, BUCKET_ROLLOUTS)),
+    secretsKv === undefined ? new Map<string, SecretRecord>() : readSecrets(secretsKv),
   ]);
   const state = new FleetState();
   for (const entry of deployments.values()) state.applyDeployment(entry);
@@ -137,7 +151,13 @@ export async function readStoredFleet(
       ...(ended === "rolled_back" || ended === "failed" ? { stopped: ended } : {}),
     });
   }
-  return { deployments: stored, devices: knownDevices(state.registry) };
+  const current = new Map<string, CurrentSecret>();
+  for (const [name, record] of secrets) {
+    const version = latestVersion(record);
+    const sealed = record.versions.find((v) => v.version === version)?.sealed ?? "";
+    current.set(name, { version, sealedBytes: sealed.length });
+  }
+  return { deployments: stored, devices: knownDevices(state.registry), secrets: current };
 }
 
 /**
@@ -149,6 +169,7 @@ export function planSet(set: ManifestSet, fleet: StoredFleet, args: SetArgs, io:
   const plan = planApply(set.manifests, fleet.deployments, fleet.devices, {
     ...(args.source !== undefined ? { source: args.source } : {}),
     prune: args.prune,
+    secrets: fleet.secrets,
   });
   if (plan.conflicts.length > 0) throw problemsError(plan.conflicts);
   for (const warning of plan.warnings) io.stderr(`warning: ${warning}\n`);

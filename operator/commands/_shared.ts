@@ -17,10 +17,11 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { AuthError } from "../auth/mod.ts";
+import { join } from "node:path";
+import { AUTH_FILES, AuthError } from "../auth/mod.ts";
 import type { RolloutBuckets } from "../rollout/store.ts";
 import { RolloutState } from "../rollout/state.ts";
-import { connectNats } from "../nats/connection.ts";
+import { type ConnectionSettings, connectNats } from "../nats/connection.ts";
 import { connectionSettings } from "./connection_options.ts";
 
 /** Runs `fn` with a NATS connection made from the shared options; always closes it. */
@@ -103,6 +104,29 @@ export function authDir(
     throw new UsageError("Missing --dir DIR (the auth directory)", command);
   }
   return dir;
+}
+
+/**
+ * The shared connection settings; when no credentials of any kind are given
+ * and the auth directory `dir` holds `operator.creds`, those are used: the
+ * registry is writable only by the operator's identity.
+ */
+export async function registrySettings(
+  values: OptionValues,
+  env: (name: string) => string | undefined,
+  dir: string | undefined,
+): Promise<ConnectionSettings> {
+  const settings = connectionSettings(values, env);
+  if (settings.creds !== undefined || settings.user !== undefined) return settings;
+  if (settings.token !== undefined) return settings;
+  if (dir === undefined || dir === "") return settings;
+  const creds = join(dir, AUTH_FILES.operatorCreds);
+  try {
+    if ((await Deno.stat(creds)).isFile) settings.creds = creds;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return settings;
 }
 
 /** Maps the auth module's errors to CLI errors with the right exit code. */

@@ -43,6 +43,10 @@ export const applyCommand: Command = {
     "stored: any invalid one exits 3 naming every problem (file, document, field, line),\n" +
     "as does a deployment name defined twice, and nothing is stored.\n" +
     "\n" +
+    "Each manifest is stored with the current version of every secret it uses pinned\n" +
+    "(secret_versions; secret set makes new revisions): one naming a secret the operator\n" +
+    "does not have exits 3 the same way, naming the secret set command that adds it.\n" +
+    "\n" +
     "A fleet kept in git: --source NAME (e.g. the repository) is stored with each\n" +
     "deployment (get deployments shows it); --prune then also deletes the deployments of\n" +
     "that source whose manifest is gone from the set, never another source's or those\n" +
@@ -87,6 +91,8 @@ export const applyCommand: Command = {
       const fleet = await retryWhileRecovering(() =>
         readStoredFleet(nc, { ...buckets, rollouts: rollouts.rollouts })
       );
+      // Every manifest pins the current version of each secret it uses; a missing one refuses
+      // the whole set (manifests/plan.ts).
       const plan = planSet(set, fleet, args, io);
       const followed: { name: string; revision: number }[] = [];
       // Stores first, deletions last: a deployment moving between files is never absent.

@@ -10,25 +10,10 @@ import {
 import { CONNECTION_OPTIONS, connectionSettings } from "./connection_options.ts";
 import { main } from "../main.ts";
 import { parseListen } from "./serve.ts";
-import type { CliIo } from "./cli.ts";
+import { captureIo } from "./_capture_io.ts";
 import { parse } from "yaml";
 import { DeploymentManifest } from "@drover/contracts";
 import { tempDir } from "../../tests/support/mod.ts";
-
-/** Captures output; the environment is the given map only; `cwd` is the user's directory. */
-function captureIo(env: Record<string, string> = {}, cwd?: string) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = {
-    stdout: (t) => void out.push(t),
-    stderr: (t) => void err.push(t),
-    env: (name) => env[name],
-    isTerminal: false,
-    signal: new AbortController().signal,
-    ...(cwd !== undefined ? { cwd } : {}),
-  };
-  return { io, out: () => out.join(""), err: () => err.join("") };
-}
 
 Deno.test("parseOptions: values, short flags and positionals", () => {
   const parsed = parseOptions("apply", ["-f", "m.yaml", "--wait", "extra"], {

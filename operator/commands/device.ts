@@ -11,7 +11,6 @@
  * @module
  */
 
-import { join } from "node:path";
 import { redactUrl } from "@drover/contracts";
 import type { KV } from "@nats-io/kv";
 import {
@@ -26,16 +25,15 @@ import {
   UsageError,
 } from "./cli.ts";
 import {
-  AUTH_FILES,
   AuthInputError,
   checkDeviceId,
   DEVICE_CREDS_PATH,
+  DEVICE_SEALING_KEY_PATH,
   deviceAdd,
   deviceList,
   deviceRevoke,
 } from "../auth/mod.ts";
 import { type ConnectionSettings, connectNats } from "../nats/connection.ts";
-import { connectionSettings } from "./connection_options.ts";
 import { ensureBuckets } from "../nats/kv.ts";
 import {
   InvalidLabelError,
@@ -50,7 +48,7 @@ import {
 } from "../fleet/registry.ts";
 import { noSuchDevice } from "./_device.ts";
 import { formatLabels, parseLabels } from "@drover/contracts";
-import { AUTH_DIR_OPTION, authDir, cliAuthError } from "./_shared.ts";
+import { AUTH_DIR_OPTION, authDir, cliAuthError, registrySettings } from "./_shared.ts";
 import { table } from "../views/render.ts";
 
 /** Parses `k=v` label arguments. @throws {UsageError} */
@@ -73,29 +71,6 @@ function mapInputError(e: unknown): unknown {
     return new OperationError(e.message, [], { cause: e });
   }
   return cliAuthError(e);
-}
-
-/**
- * The shared connection settings; when no credentials of any kind are given
- * and the auth directory `dir` holds `operator.creds`, those are used: the
- * registry is writable only by the operator's identity.
- */
-export async function registrySettings(
-  values: OptionValues,
-  env: (name: string) => string | undefined,
-  dir: string | undefined,
-): Promise<ConnectionSettings> {
-  const settings = connectionSettings(values, env);
-  if (settings.creds !== undefined || settings.user !== undefined) return settings;
-  if (settings.token !== undefined) return settings;
-  if (dir === undefined || dir === "") return settings;
-  const creds = join(dir, AUTH_FILES.operatorCreds);
-  try {
-    if ((await Deno.stat(creds)).isFile) settings.creds = creds;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return settings;
 }
 
 /** Runs `fn` with the registry bucket (created when missing, as `apply` does); always disconnects. */
@@ -205,10 +180,13 @@ export const deviceCommand: Command = {
     "--creds/NATS_CREDS (or --user/--token) they use DIR/operator.creds when it exists",
     "(label and unregister: only with an explicit --dir).",
     "",
-    "add        writes DIR/ID.creds (secret, 0600) and DIR/ID.toml (agent config with the",
-    `           device's paths: creds ${DEVICE_CREDS_PATH}, state_dir /var/lib/drover; install`,
-    "           both with systemd/install.sh --config ID.toml --creds ID.creds), then",
-    "           registers the device with its --label set in the registry.",
+    "add        writes DIR/ID.creds (secret, 0600), DIR/ID.xk (the device's sealing key:",
+    "           secrets are sealed to it; secret, 0600) and DIR/ID.toml (agent config with the",
+    `           device's paths: creds ${DEVICE_CREDS_PATH}, sealing key`,
+    `           ${DEVICE_SEALING_KEY_PATH}, state_dir /var/lib/drover; install the three with`,
+    "           systemd/install.sh --config ID.toml --creds ID.creds --sealing-key ID.xk),",
+    "           then registers the device with its --label set and the sealing key's public",
+    "           half in the registry. Adding a revoked id again rotates both keys.",
     "           The device lives in the DROVER_DEVICES account: it may only read its own",
     "           desired-state keys ID.*, ask for their list, and write agent-status/ID.",
     "           --expires DURATION makes the creds stop working after that long (e.g. 90d);",
@@ -289,8 +267,13 @@ export const deviceCommand: Command = {
             });
             let registered: Record<string, string>;
             try {
-              registered = (await registerDevice((await ensureBuckets(nc)).devices, id, labels))
-                .labels;
+              registered = (await registerDevice(
+                (await ensureBuckets(nc)).devices,
+                id,
+                labels,
+                undefined,
+                result.sealingPublicKey,
+              )).labels;
             } catch (e) {
               throw new OperationError(
                 `device "${id}" added (creds ${result.credsPath}), but its labels were not ` +
@@ -304,11 +287,12 @@ export const deviceCommand: Command = {
                 `device "${id}" added`,
                 `  creds:  ${result.credsPath}`,
                 `  config: ${result.configPath}`,
+                `  sealing key: ${result.sealingKeyPath} (secrets are sealed to it)`,
                 `  labels: ${labelsOrNone(registered)} (device registry)`,
                 `  expires: ${expiresAt?.toISOString() ?? "never (revoke to cut it off)"}`,
-                "copy both to the device and install them there with",
-                `  systemd/install.sh --config ${id}.toml --creds ${id}.creds`,
-                `  (the config expects its creds at ${DEVICE_CREDS_PATH})`,
+                "copy the three to the device and install them there with",
+                `  systemd/install.sh --config ${id}.toml --creds ${id}.creds --sealing-key ${id}.xk`,
+                `  (the config expects them at ${DEVICE_CREDS_PATH} and ${DEVICE_SEALING_KEY_PATH})`,
                 "",
               ].join("\n"),
             );

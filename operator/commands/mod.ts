@@ -20,6 +20,7 @@ import { logsCommand } from "./logs.ts";
 import { pingCommand } from "./ping.ts";
 import { eventsCommand } from "./events.ts";
 import { agentCommand } from "./agent.ts";
+import { secretCommand } from "./secret.ts";
 import { convertCommand } from "./convert.ts";
 
 /** Every command, by position in help. */
@@ -37,6 +38,7 @@ export const COMMANDS: readonly Command[] = [
   serveCommand,
   authCommand,
   deviceCommand,
+  secretCommand,
   agentCommand,
   convertCommand,
 ];

@@ -52,6 +52,7 @@ import { DeviceGate, FloodReport } from "../fleet/device_gate.ts";
 import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
+import { ensureSecretsKey, openSecretsBucket } from "../secrets/store.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -139,7 +140,7 @@ async function openBucketsPatiently(
 export const serveCommand: Command = {
   name: "serve",
   summary: "Run the operator service (fan-out loop and HTTP API)",
-  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N]",
+  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N] [--dir DIR]",
   description:
     "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
@@ -151,6 +152,9 @@ export const serveCommand: Command = {
     "`Authorization: Bearer TOKEN` (the dashboard: its login form); an address other than\n" +
     "loopback is refused without one (exit code 2), and without one only requests naming a\n" +
     "loopback Host (localhost, 127.0.0.1, [::1]) are answered (DNS rebinding). Stops cleanly on SIGINT/SIGTERM.\n" +
+    "With --dir (or env DROVER_AUTH_DIR), the auth directory whose secrets.xk opens the\n" +
+    "secret store, it seals each secret a deployment uses to every device that runs it;\n" +
+    "without, such deployments are refused by their devices with the reason.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
@@ -174,6 +178,13 @@ export const serveCommand: Command = {
       value: "N",
       description: `Values kept per key in buckets it creates (default ${DEFAULT_HISTORY})`,
     },
+    dir: {
+      type: "string",
+      value: "DIR",
+      description: "Auth directory holding secrets.xk, the secret store's key " +
+        "(env DROVER_AUTH_DIR)",
+      path: { env: "DROVER_AUTH_DIR" },
+    },
   },
   connects: true,
   async run({ values, positionals, io }) {
@@ -189,6 +200,9 @@ export const serveCommand: Command = {
     const replicas = positiveInt(values, "replicas", DEFAULT_REPLICAS);
     const history = positiveInt(values, "history", DEFAULT_HISTORY);
     const settings = connectionSettings(values, io.env);
+    const secretsDir = stringOption(values, "dir") ?? io.env("DROVER_AUTH_DIR");
+    // Read (created on first use) before connecting: a broken key file is a start-up error.
+    const secretsKey = secretsDir ? await ensureSecretsKey(secretsDir) : undefined;
 
     log.info("Drover operator {version} connecting to {servers}", {
       version: OPERATOR_VERSION,
@@ -224,6 +238,11 @@ export const serveCommand: Command = {
       // The same buckets on the writer's connection (the devices' statuses stay on `nc`).
       const written = await ensureBuckets(writer, { history, replicas });
       const rollouts = await ensureRolloutBuckets(writer, { history, replicas });
+      // The secret store, read on the writer's connection: sealing is part of the desired writes.
+      const secrets = {
+        kv: await openSecretsBucket(writer, { history, replicas }),
+        key: secretsKey,
+      };
       // Several may run for availability: only the lease holder writes (operator/nats/lease.ts).
       const leaseChanged = new Listeners<boolean>();
       const lease = new Lease(
@@ -247,6 +266,7 @@ export const serveCommand: Command = {
         rollouts,
         isActive: () => lease.active,
         floods,
+        secrets,
       });
       leaseChanged.add((active) => active && controller.markDirty());
       metrics.readFleetFrom(() => fleetView(controller, Date.now()));

@@ -15,6 +15,8 @@ import {
   type DesiredState,
   desiredStateKey,
   parseDesiredStateKey,
+  type SealedSecret,
+  secretNamesOf,
 } from "@drover/contracts";
 import { type KnownDevice, targetedDevices } from "./targeting.ts";
 
@@ -26,11 +28,37 @@ export function desiredStateOf(
   manifest: DeploymentManifest,
   deploymentRevision?: number,
 ): DesiredState {
+  const secrets = secretNamesOf(manifest.score).map((name) => ({
+    name,
+    // A manifest whose references are not all pinned is invalid (FleetState), never fanned out.
+    version: manifest.secret_versions?.[name] ?? 0,
+  }));
   return {
     deployment: manifest.name,
     score: manifest.score,
     ...(deploymentRevision !== undefined ? { deployment_revision: deploymentRevision } : {}),
+    ...(secrets.length > 0 ? { secrets } : {}),
   };
+}
+
+/**
+ * A secrets list reduced to what a device is asked to run: each secret's
+ * name and version. How it was sealed (to which key, the bytes) is the
+ * device's copy's business, compared apart ({@linkcode sealingOf}).
+ */
+function secretRefs(secrets: readonly SealedSecret[]): { name: string; version: number }[] {
+  return secrets.map(({ name, version }) => ({ name, version }));
+}
+
+/**
+ * How a value's secrets were sealed — every entry without its sealed bytes
+ * (recipient and sender keys, or the problem) — as canonical JSON;
+ * `undefined` without secrets. A device re-provisioned with a new key, or a
+ * problem fixed, differs here while its content stays the same.
+ */
+export function sealingOf(secrets: readonly SealedSecret[] | undefined): string | undefined {
+  if (secrets === undefined) return undefined;
+  return canonicalJson(secrets.map(({ sealed: _, ...rest }) => rest));
 }
 
 /**
@@ -39,8 +67,10 @@ export function desiredStateOf(
  * content are the same desired state.
  */
 export function desiredContent(value: DesiredState): string {
-  const { deployment_revision: _, ...content } = value;
-  return canonicalJson(content);
+  const { deployment_revision: _, secrets, ...content } = value;
+  return canonicalJson(
+    secrets === undefined ? content : { ...content, secrets: secretRefs(secrets) },
+  );
 }
 
 /**
@@ -72,12 +102,19 @@ export interface StoredDesired {
   readonly canonical: string;
   /** The value's `deployment_revision`, if it has one. */
   readonly deploymentRevision?: number;
+  /** {@linkcode sealingOf} the value's secrets, when it has any. */
+  readonly sealing?: string;
 }
 
 /** One desired-state write. */
 export interface DesiredWrite extends StoredDesired {
-  /** Canonical JSON of the whole value, `deployment_revision` included: what is put. */
+  /**
+   * Canonical JSON of the whole value, `deployment_revision` included: what is
+   * put — unless it has secrets, which are sealed per device when it is written.
+   */
   readonly value: string;
+  /** The value itself (its secrets not sealed yet). */
+  readonly state: DesiredState;
 }
 
 /** Writes that make the bucket match the wanted keys. */
@@ -111,6 +148,7 @@ export function diff(
   current: ReadonlyMap<string, StoredDesired>,
   frozen: ReadonlySet<string> = new Set(),
   held: ReadonlySet<string> = new Set(),
+  expectedSealing?: (key: string, secrets: readonly SealedSecret[]) => string,
 ): FanoutDiff {
   const writeOf = new Map<DesiredState, DesiredWrite>();
   const put = new Map<string, DesiredWrite>();
@@ -119,6 +157,7 @@ export function diff(
     if (write === undefined) {
       write = {
         value: canonicalJson(value),
+        state: value,
         canonical: desiredContent(value),
         ...(value.deployment_revision !== undefined
           ? { deploymentRevision: value.deployment_revision }
@@ -130,7 +169,9 @@ export function diff(
     const wantedRevision = write.deploymentRevision;
     const stale = stored === undefined || stored.canonical !== write.canonical ||
       (wantedRevision !== undefined &&
-        (stored.deploymentRevision === undefined || stored.deploymentRevision > wantedRevision));
+        (stored.deploymentRevision === undefined || stored.deploymentRevision > wantedRevision)) ||
+      (value.secrets !== undefined && expectedSealing !== undefined &&
+        stored.sealing !== expectedSealing(key, value.secrets));
     if (stale) put.set(key, write);
   }
   const toDelete: string[] = [];

@@ -9,7 +9,17 @@
 
 import { getLogger } from "@logtape/logtape";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
-import { diff, type FanoutDiff, targets } from "./fanout.ts";
+import type { KV } from "@nats-io/kv";
+import type { KeyPair } from "@nats-io/nkeys";
+import {
+  canonicalJson,
+  decodeJson,
+  parseDesiredStateKey,
+  type SealedSecret,
+  SecretRecord,
+} from "@drover/contracts";
+import { type DesiredWrite, diff, type FanoutDiff, sealingOf, targets } from "./fanout.ts";
+import { Sealer } from "./sealing.ts";
 import { knownDevices } from "./targeting.ts";
 import { FleetState } from "../fleet/state.ts";
 import { BucketMirror, type Buckets, forEachBounded } from "../nats/kv.ts";
@@ -42,6 +52,12 @@ export interface FanoutControllerOptions {
    * while it may not only keeps the picture current. Default: always.
    */
   isActive?: () => boolean;
+  /**
+   * The secret store and the operator's key to open it: values that
+   * reference secrets get them sealed to each device. Without them such
+   * values carry the reason instead, and their devices refuse them.
+   */
+  secrets?: { kv: KV; key: KeyPair | undefined };
   /** Where refusals of devices putting statuses beyond their rate are reported. */
   floods?: FloodReport;
 }
@@ -79,6 +95,10 @@ export class FanoutController implements AsyncDisposable {
   /** When a rollout next needs a look (a batch timeout), ms since the epoch. */
   #rolloutWakeAt: number | undefined;
   #statusPass: ReturnType<typeof setTimeout> | undefined;
+  #secretsKv: KV | undefined;
+  /** The secret store as mirrored (sealed to the operator's key). */
+  readonly #secretRecords = new Map<string, SecretRecord>();
+  #sealer: Sealer;
   readonly #statusIntake: StatusIntake;
 
   constructor(buckets: Buckets, options: FanoutControllerOptions = {}) {
@@ -93,6 +113,8 @@ export class FanoutController implements AsyncDisposable {
     // The fleet view judges deployments by their rollouts (a rolled back one at its stable revision).
     this.state.rollouts = this.rollouts?.book;
     this.#isActive = options.isActive ?? (() => true);
+    this.#secretsKv = options.secrets?.kv;
+    this.#sealer = new Sealer(options.secrets?.key, this.#secretRecords);
   }
 
   /** True once every bucket was read and the first pass ran. */
@@ -138,6 +160,20 @@ export class FanoutController implements AsyncDisposable {
         if (state.applyDesired(e)) this.markDirty();
       }),
       ...(this.rollouts?.mirrors(() => this.markDirty()) ?? []),
+      ...(this.#secretsKv === undefined ? [] : [
+        new BucketMirror(this.#secretsKv, (e) => {
+          const decoded = e.operation === "PUT" ? decodeJson(SecretRecord, e.value) : undefined;
+          if (decoded?.ok) this.#secretRecords.set(e.key, decoded.value);
+          else this.#secretRecords.delete(e.key);
+          if (decoded !== undefined && !decoded.ok) {
+            log.warn("Ignoring invalid secret {name}: {error}", {
+              name: e.key,
+              error: decoded.error,
+            });
+          }
+          this.markDirty();
+        }),
+      ]),
     ];
     // Never reconcile from a partial picture: a pass before every snapshot is
     // in would delete the keys of devices or deployments not read yet.
@@ -209,14 +245,40 @@ export class FanoutController implements AsyncDisposable {
   plan(): FanoutDiff {
     if (this.rollouts !== undefined) {
       const { wanted, held } = this.rollouts.wanted(this.state);
-      return diff(wanted, this.state.desired, this.state.frozenDeployments(), held);
+      return diff(wanted, this.state.desired, this.state.frozenDeployments(), held, this.#sealing);
     }
     const wanted = targets(
       this.state.validManifests(),
       knownDevices(this.state.registry),
       this.state.manifestRevisions(),
     );
-    return diff(wanted, this.state.desired, this.state.frozenDeployments());
+    return diff(
+      wanted,
+      this.state.desired,
+      this.state.frozenDeployments(),
+      new Set(),
+      this.#sealing,
+    );
+  }
+
+  /** How a key's secrets should be sealed now: to its device's current key, or the problem. */
+  #sealing = (key: string, secrets: readonly SealedSecret[]): string => {
+    const device = parseDesiredStateKey(key).device;
+    return sealingOf(
+      this.#sealer.expected(device, this.state.registry.get(device)?.sealingKey, secrets),
+    )!;
+  };
+
+  /** What is put for `key`: the shared value, or, with secrets, a copy sealed to its device. */
+  #valueFor(key: string, write: DesiredWrite): { value: string; write: DesiredWrite } {
+    const secrets = write.state.secrets;
+    if (secrets === undefined) return { value: write.value, write };
+    const device = parseDesiredStateKey(key).device;
+    const sealed = this.#sealer.seal(device, this.state.registry.get(device)?.sealingKey, secrets);
+    return {
+      value: canonicalJson({ ...write.state, secrets: sealed }),
+      write: { ...write, sealing: sealingOf(sealed)! },
+    };
   }
 
   /** Runs one pass: plan, then write puts and deletes with bounded concurrency. */
@@ -234,13 +296,17 @@ export class FanoutController implements AsyncDisposable {
     }
     const started = performance.now();
     const kv = this.#buckets.desired;
-    const putFailures = await forEachBounded(
-      planned.put,
-      this.#writeConcurrency,
-      async ([key, write]) => {
-        const revision = await kv.put(key, write.value);
-        this.state.recordPut(key, write, revision);
-      },
+    // Each secret version is opened once for the whole pass, however many devices get it.
+    const putFailures = await this.#sealer.batch(() =>
+      forEachBounded(
+        planned.put,
+        this.#writeConcurrency,
+        async ([key, shared]) => {
+          const { value, write } = this.#valueFor(key, shared);
+          const revision = await kv.put(key, value);
+          this.state.recordPut(key, write, revision);
+        },
+      )
     );
     const deleteFailures = await forEachBounded(
       planned.delete,

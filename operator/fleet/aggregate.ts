@@ -34,6 +34,8 @@ export interface DesiredKeyRecord {
   canonical: string;
   /** The value's `deployment_revision`: the manifest revision its content came from. */
   deploymentRevision?: number;
+  /** How its secrets were sealed (see `sealingOf`), when it has any. */
+  sealing?: string;
 }
 
 /** What `agent-status/<device>` holds for one device. */
@@ -64,6 +66,8 @@ export interface RegistrationRecord {
   error?: string;
   /** RFC 3339 time of the entry's last change, from the last valid value. */
   updatedAt?: string;
+  /** The device's xkey public key, secrets are sealed to; absent: it has none. */
+  sealingKey?: string;
 }
 
 /** One device in the fleet view. */

@@ -158,8 +158,12 @@ async function readEntry(
   };
 }
 
-function encode(labels: Record<string, string>, now: Date): string {
-  const value: DeviceRegistration = { labels, updated_at: now.toISOString() };
+function encode(labels: Record<string, string>, now: Date, sealingKey?: string): string {
+  const value: DeviceRegistration = {
+    labels,
+    ...(sealingKey !== undefined ? { sealing_key: sealingKey } : {}),
+    updated_at: now.toISOString(),
+  };
   return canonicalJson(value);
 }
 
@@ -215,10 +219,14 @@ export async function registerDevice(
   id: string,
   labels: Record<string, string>,
   now: () => Date = () => new Date(),
+  sealingKey?: string,
 ): Promise<LabelResult> {
   const wanted = applyLabelEdits({}, { set: checkLabels(labels), remove: [] });
   // An existing but invalid entry is simply replaced: the caller states every label.
-  return await compareAndSet(kv, id, () => wanted, now, { replaceInvalid: true });
+  return await compareAndSet(kv, id, () => wanted, now, {
+    replaceInvalid: true,
+    sealingKey: sealingKey ?? null,
+  });
 }
 
 async function compareAndSet(
@@ -226,7 +234,11 @@ async function compareAndSet(
   id: string,
   next: (current: Record<string, string> | undefined) => Record<string, string>,
   now: () => Date,
-  options: { replaceInvalid?: boolean } = {},
+  options: {
+    replaceInvalid?: boolean;
+    /** The device's sealing key to store (`null`: none); absent: keep the stored one. */
+    sealingKey?: string | null;
+  } = {},
 ): Promise<LabelResult> {
   const key = deviceKey(id);
   for (let attempt = 1; attempt <= CAS_ATTEMPTS; attempt++) {
@@ -239,12 +251,19 @@ async function compareAndSet(
     }
     const current = read.stored?.registration.labels;
     const labels = checkLabels(next(current));
-    if (current !== undefined && canonicalJson(current) === canonicalJson(labels)) {
+    const storedKey = read.stored?.registration.sealing_key;
+    const sealingKey = options.sealingKey === undefined
+      ? storedKey
+      : options.sealingKey ?? undefined;
+    if (
+      current !== undefined && canonicalJson(current) === canonicalJson(labels) &&
+      storedKey === sealingKey
+    ) {
       return { labels, created: false, changed: false, revision: read.revision };
     }
     try {
       // Revision 0: the key never existed. Over a delete marker, update on its revision.
-      const value = encode(labels, now());
+      const value = encode(labels, now(), sealingKey);
       const revision = read.revision === 0
         ? await kv.create(key, value)
         : await kv.update(key, value, read.revision);

@@ -15,11 +15,15 @@ import {
   canonicalJson,
   decodeJson,
   DeploymentManifest,
+  type DesiredState,
   DeviceRegistration,
   type Heartbeat,
   isValidName,
   MAX_VALUE_BYTES,
+  SealedSecret,
+  secretNamesOf,
 } from "@drover/contracts";
+import { z } from "zod";
 import type {
   DesiredKeyRecord,
   DeviceRecord,
@@ -29,7 +33,9 @@ import type {
 } from "./aggregate.ts";
 import { summarise } from "./aggregate.ts";
 import type { MirrorEntry } from "../nats/kv.ts";
-import type { StoredDesired } from "../desired/fanout.ts";
+import { desiredContent, sealingOf, type StoredDesired } from "../desired/fanout.ts";
+
+const SealedSecrets = z.array(SealedSecret);
 
 /** One stored manifest: valid, or the reason it is not. */
 export interface ManifestRecord {
@@ -91,6 +97,16 @@ export class FleetState {
       delete record.manifest;
       record.error = `name "${decoded.value.name}" does not match key "${entry.key}"`;
     }
+    const unpinned = record.manifest === undefined
+      ? []
+      : secretNamesOf(record.manifest.score).filter((name) =>
+        record.manifest?.secret_versions?.[name] === undefined
+      );
+    if (unpinned.length > 0) {
+      delete record.manifest;
+      record.error = `no version pinned for secret(s) ${unpinned.join(", ")}: store the ` +
+        `manifest with "operator apply", which pins the current versions`;
+    }
     this.manifests.set(entry.key, record);
     return true;
   }
@@ -108,14 +124,22 @@ export class FleetState {
     if (entry.operation !== "PUT") return this.registry.delete(entry.key);
     const decoded = decodeJson(DeviceRegistration, entry.value);
     const record: RegistrationRecord = decoded.ok
-      ? { labels: decoded.value.labels, updatedAt: decoded.value.updated_at }
+      ? {
+        labels: decoded.value.labels,
+        updatedAt: decoded.value.updated_at,
+        ...(decoded.value.sealing_key !== undefined
+          ? { sealingKey: decoded.value.sealing_key }
+          : {}),
+      }
       : {
         error: decoded.error,
         ...(before?.labels !== undefined ? { labels: before.labels } : {}),
         ...(before?.updatedAt !== undefined ? { updatedAt: before.updatedAt } : {}),
+        ...(before?.sealingKey !== undefined ? { sealingKey: before.sealingKey } : {}),
       };
     this.registry.set(entry.key, record);
-    return before === undefined || !sameLabels(before.labels, record.labels);
+    return before === undefined || !sameLabels(before.labels, record.labels) ||
+      before.sealingKey !== record.sealingKey;
   }
 
   /**
@@ -210,6 +234,7 @@ export class FleetState {
       ...(value.deploymentRevision !== undefined
         ? { deploymentRevision: value.deploymentRevision }
         : {}),
+      ...(value.sealing !== undefined ? { sealing: value.sealing } : {}),
     });
   }
 
@@ -286,9 +311,19 @@ function storedDesired(value: Uint8Array): StoredDesired {
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     return { canonical: canonicalJson(parsed) };
   }
-  const { deployment_revision: revision, ...content } = parsed as Record<string, unknown>;
+  const { deployment_revision: revision, secrets, ...content } = parsed as Record<
+    string,
+    unknown
+  >;
+  const sealed = secrets === undefined ? undefined : SealedSecrets.safeParse(secrets);
+  if (sealed !== undefined && !sealed.success) {
+    return { canonical: canonicalJson({ ...content, secrets }) };
+  }
   return {
-    canonical: canonicalJson(content),
+    canonical: sealed === undefined
+      ? canonicalJson(content)
+      : desiredContent({ ...content, secrets: sealed.data } as DesiredState),
+    ...(sealed !== undefined ? { sealing: sealingOf(sealed.data)! } : {}),
     ...(typeof revision === "number" && Number.isSafeInteger(revision) && revision > 0
       ? { deploymentRevision: revision }
       : {}),

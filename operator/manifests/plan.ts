@@ -12,12 +12,17 @@
  * another source are never deleted, and a set may not take over another
  * source's deployment.
  *
+ * Secrets: every manifest is stored with the current version of each secret
+ * it uses pinned (`secret_versions`, whatever the file said); one naming a
+ * secret the store does not hold cannot be applied.
+ *
  * @module
  */
 
-import { canonicalJson, type DeploymentManifest } from "@drover/contracts";
+import { canonicalJson, type DeploymentManifest, secretNamesOf } from "@drover/contracts";
 import { type KnownDevice, targetedDevices } from "../desired/targeting.ts";
 import { changeSummary } from "../rollout/history.ts";
+import { pinSecretVersions } from "../rollout/secret_versions.ts";
 import type { DocumentProblem, FileManifest } from "./file.ts";
 
 /** What happens to one deployment. */
@@ -62,12 +67,23 @@ export interface ApplyPlan {
   warnings: string[];
 }
 
+/** Most bytes of sealed secrets one deployment's desired state may carry (a KV value is 1 MiB). */
+export const MAX_SEALED_SECRETS_BYTES = 512 * 1024;
+
+/** The current version of a stored secret, and the size of its sealed value. */
+export interface CurrentSecret {
+  version: number;
+  sealedBytes: number;
+}
+
 /** Options of {@linkcode planApply}. */
 export interface PlanOptions {
   /** `--source NAME`: the set every manifest is stamped with. */
   source?: string;
   /** `--prune`: delete this source's stored deployments the set does not hold (needs `source`). */
   prune?: boolean;
+  /** The secret store's current versions by name: what manifests get pinned (default: none). */
+  secrets?: ReadonlyMap<string, CurrentSecret>;
 }
 
 /** How many of each action a plan holds. */
@@ -120,9 +136,16 @@ export function planApply(
       continue;
     }
     const source = options.source ?? own;
-    const manifest: DeploymentManifest = source === undefined
-      ? entry.manifest
-      : { ...entry.manifest, source };
+    const pinned = pinnedSecrets(entry.manifest, options.secrets ?? new Map());
+    if (typeof pinned === "string") {
+      plan.conflicts.push({
+        ...where,
+        summary: pinned,
+        details: secretHints(entry.manifest, options),
+      });
+      continue;
+    }
+    const manifest: DeploymentManifest = source === undefined ? pinned : { ...pinned, source };
     const current = stored.get(name);
     const owner = current?.manifest?.source;
     if (owner !== undefined && source !== undefined && owner !== source) {
@@ -177,6 +200,40 @@ export function planApply(
   }
   plan.entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return plan;
+}
+
+/**
+ * `manifest` with the current version of each secret it uses pinned, or why
+ * it cannot be: a secret the store does not hold, or more sealed bytes than
+ * one device's desired state can carry. Pure.
+ */
+function pinnedSecrets(
+  manifest: DeploymentManifest,
+  secrets: ReadonlyMap<string, CurrentSecret>,
+): DeploymentManifest | string {
+  const names = secretNamesOf(manifest.score);
+  const missing = names.filter((name) => !secrets.has(name));
+  if (missing.length > 0) {
+    return `deployment "${manifest.name}" uses secret(s) the operator does not have: ` +
+      missing.join(", ");
+  }
+  // Each device's copy carries them all sealed: it must fit one KV value with the score.
+  const sealedBytes = names.reduce((n, name) => n + (secrets.get(name)?.sealedBytes ?? 0), 0);
+  if (sealedBytes > MAX_SEALED_SECRETS_BYTES) {
+    return `deployment "${manifest.name}" uses ${sealedBytes} bytes of sealed secrets; at ` +
+      `most ${MAX_SEALED_SECRETS_BYTES} fit its desired state`;
+  }
+  return pinSecretVersions(
+    manifest,
+    new Map(names.map((name) => [name, secrets.get(name)?.version ?? 0])),
+  );
+}
+
+/** What to do about a manifest whose secrets cannot be pinned. Pure. */
+function secretHints(manifest: DeploymentManifest, options: PlanOptions): string[] {
+  return secretNamesOf(manifest.score).filter((name) => !options.secrets?.has(name)).map((name) =>
+    `store it first: operator secret set ${name} --from-file FILE`
+  );
 }
 
 /** How many deployments each action touches. Pure. */

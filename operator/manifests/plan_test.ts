@@ -188,3 +188,70 @@ Deno.test("planApply: a hand-applied deployment is adopted by a source; applied 
   assertEquals(released.entries[0]?.summary, "source fleet → (none)");
   assertStringIncludes(released.warnings[0]!, 'applied from source "fleet"');
 });
+
+Deno.test("planApply: every manifest pins the current version of each secret it uses; a missing or oversized one is a conflict", () => {
+  const withSecret = (versions?: Record<string, number>) =>
+    DeploymentManifest.parse({
+      name: "app",
+      selector: { labels: { site: "lab" } },
+      score: {
+        type: "PodmanV0",
+        services: [{
+          name: "main",
+          image: "busybox:1",
+          secrets: ["db", { source: "api", type: "env", target: "API" }],
+        }],
+      },
+      ...(versions !== undefined ? { secret_versions: versions } : {}),
+    });
+  const secrets = new Map([["db", { version: 3, sealedBytes: 100 }], ["api", {
+    version: 1,
+    sealedBytes: 100,
+  }]]);
+  // Whatever the file says, the store's current versions are pinned.
+  const plan = planApply([inFile(withSecret({ db: 1 }))], new Map(), DEVICES, { secrets });
+  assertEquals(plan.conflicts, []);
+  assertEquals(plan.entries[0]?.manifest?.secret_versions, { api: 1, db: 3 });
+  // Stored with the same pins: unchanged; a newer version stored since: changed.
+  const same = planApply(
+    [inFile(withSecret())],
+    stored([withSecret({ api: 1, db: 3 }), 7]),
+    DEVICES,
+    { secrets },
+  );
+  assertEquals(same.entries[0]?.action, "unchanged");
+  const older = planApply(
+    [inFile(withSecret())],
+    stored([withSecret({ api: 1, db: 2 }), 7]),
+    DEVICES,
+    { secrets },
+  );
+  assertEquals(older.entries[0]?.action, "changed");
+  // A manifest without secrets drops a stray secret_versions.
+  const plain = manifest("web", { secret_versions: { db: 1 } });
+  assertEquals(
+    "secret_versions" in
+      (planApply([inFile(plain)], new Map(), DEVICES).entries[0]?.manifest ?? {}),
+    false,
+  );
+
+  const missing = planApply([inFile(withSecret())], new Map(), DEVICES, {
+    secrets: new Map([["db", { version: 3, sealedBytes: 1 }]]),
+  });
+  assertEquals(missing.entries, []);
+  assertEquals(missing.conflicts.length, 1);
+  assertStringIncludes(
+    missing.conflicts[0]?.summary ?? "",
+    'deployment "app" uses secret(s) the operator does not have: api',
+  );
+  assertEquals(missing.conflicts[0]?.details, [
+    "store it first: operator secret set api --from-file FILE",
+  ]);
+  const huge = planApply([inFile(withSecret())], new Map(), DEVICES, {
+    secrets: new Map([["db", { version: 3, sealedBytes: 400_000 }], ["api", {
+      version: 1,
+      sealedBytes: 200_000,
+    }]]),
+  });
+  assertStringIncludes(huge.conflicts[0]?.summary ?? "", "600000 bytes of sealed secrets");
+});

@@ -1,22 +1,10 @@
 import { assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import { freePort } from "../../tests/support/ports.ts";
 import { startNats } from "../../tests/support/mod.ts";
-import type { CliIo } from "../commands/cli.ts";
+import { captureIo } from "../commands/_capture_io.ts";
 import { EXIT } from "../commands/cli.ts";
 import { serversForDisplay } from "./connection.ts";
 import { main } from "../main.ts";
-
-function captureIo() {
-  const err: string[] = [];
-  const io: CliIo = {
-    stdout: () => {},
-    stderr: (t) => void err.push(t),
-    env: () => undefined,
-    isTerminal: false,
-    signal: new AbortController().signal,
-  };
-  return { io, err: () => err.join("") };
-}
 
 Deno.test("serversForDisplay redacts every server's credentials", () => {
   assertEquals(

@@ -73,6 +73,27 @@ export function changeSummary(
     if (changes.length > 0) parts.push(`${name}: ${changes.join("; ")}`);
   }
   for (const name of before.keys()) if (!after.has(name)) parts.push(`-${name}`);
+  for (const [name, version] of Object.entries(next.secret_versions ?? {})) {
+    // The version, never the value: history is read by every operator-account client.
+    if (previous.secret_versions?.[name] !== version) parts.push(`secret ${name} v${version}`);
+  }
+  const configs = new Set([
+    ...Object.keys(previous.score.configs ?? {}),
+    ...Object.keys(next.score.configs ?? {}),
+  ]);
+  for (const name of [...configs].sort()) {
+    const before = previous.score.configs?.[name]?.content;
+    const after = next.score.configs?.[name]?.content;
+    if (before !== after) {
+      parts.push(
+        before === undefined
+          ? `+config ${name}`
+          : after === undefined
+          ? `-config ${name}`
+          : `config ${name} changed`,
+      );
+    }
+  }
   if (canonicalJson(previous.selector) !== canonicalJson(next.selector)) {
     parts.push("selector changed");
   }

@@ -15,6 +15,7 @@ import {
 import { type KV, Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
 import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import { readDeviceRegistry } from "../../operator/auth/store.ts";
 import {
   DEFAULT_HISTORY,
   DEFAULT_REPLICAS,
@@ -135,7 +136,7 @@ export async function startSecureNats(options: SecureNatsOptions = {}): Promise<
   }
 }
 
-/** Registers each device's labels in the `devices` bucket with the operator's creds. */
+/** Registers each device's labels and sealing key in the `devices` bucket with the operator's creds. */
 async function registerLabels(
   env: SecureNats,
   devices: Record<string, Record<string, string>>,
@@ -147,7 +148,11 @@ async function registerLabels(
       history: DEFAULT_HISTORY,
       replicas: DEFAULT_REPLICAS,
     });
-    for (const [id, labels] of Object.entries(devices)) await registerDevice(kv!, id, labels);
+    // With the sealing key's public half, as `device add` registers it.
+    const issued = (await readDeviceRegistry(env.authDir.path)).devices;
+    for (const [id, labels] of Object.entries(devices)) {
+      await registerDevice(kv!, id, labels, undefined, issued[id]?.sealing_public_key);
+    }
   } finally {
     await nc.close();
   }

@@ -80,6 +80,10 @@ async function provisionAgent(
   await Deno.mkdir(deviceDir, { mode: 0o700 });
   nats.creds = `${deviceDir}/${id}.creds`;
   await Deno.copyFile(env.path(`${id}.creds`), nats.creds as string);
+  // And its sealing key, where the config names it on this test's "device".
+  assertEquals(config.secrets?.key, "/etc/drover/sealing.xk");
+  config.secrets = { key: `${deviceDir}/${id}.xk` };
+  await Deno.copyFile(env.path(`${id}.xk`), `${deviceDir}/${id}.xk`);
   agent.state_dir = `${deviceDir}/state`;
   agent.heartbeat_seconds = 1;
   config.podman = { socket: podmanSocket };

@@ -46,6 +46,7 @@ async function agentConfig(
   agent.heartbeat_seconds = 1;
   nats.servers = [env.nats.url];
   nats.creds = env.path(`${id}.creds`);
+  config.secrets = { key: env.path(`${id}.xk`) };
   config.podman = { socket: podman.socket };
   await Deno.writeTextFile(path, stringify(config));
   return path;

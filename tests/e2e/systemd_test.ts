@@ -222,7 +222,7 @@ Deno.test("install.sh --root installs files with safe modes and enables the unit
   assertEquals(await mode(`${r}/etc/drover/agent.toml`), "600");
 });
 
-Deno.test("install.sh installs device add's config and creds where the config says they are", async () => {
+Deno.test("install.sh installs device add's config, creds and sealing key where the config says they are", async () => {
   await using root = await tempDir("drover-root-");
   await using work = await tempDir("drover-install-");
   const binary = `${work.path}/drover-agent`;
@@ -230,7 +230,13 @@ Deno.test("install.sh installs device add's config and creds where the config sa
   await authInit(`${work.path}/auth`);
   const added = await deviceAdd(`${work.path}/auth`, "pi-7", { labels: { site: "lab" } });
   const args = ["--root", root.path, "--binary", binary, "--config", added.configPath];
-  const installed = await install([...args, "--creds", added.credsPath]);
+  const installed = await install([
+    ...args,
+    "--creds",
+    added.credsPath,
+    "--sealing-key",
+    added.sealingKeyPath,
+  ]);
   assertEquals(installed.code, 0, installed.stderr);
   const config = AgentConfig.parse(
     parseToml(await Deno.readTextFile(`${root.path}/etc/drover/agent.toml`)),
@@ -243,9 +249,18 @@ Deno.test("install.sh installs device add's config and creds where the config sa
     await Deno.readTextFile(added.credsPath),
   );
   assertEquals(await mode(`${root.path}${config.nats.creds}`), "600");
+  assertEquals(config.secrets?.key, "/etc/drover/sealing.xk");
+  assertEquals(
+    await Deno.readTextFile(`${root.path}${config.secrets?.key}`),
+    await Deno.readTextFile(added.sealingKeyPath),
+  );
+  assertEquals(await mode(`${root.path}${config.secrets?.key}`), "600");
   const missing = await install([...args, "--creds", `${work.path}/nope.creds`]);
   assertEquals(missing.code, 1);
   assertStringIncludes(missing.stderr, "Cannot install --creds");
+  const noKey = await install([...args, "--sealing-key", `${work.path}/nope.xk`]);
+  assertEquals(noKey.code, 1);
+  assertStringIncludes(noKey.stderr, "Cannot install --sealing-key");
 });
 
 Deno.test("install.sh --bundle installs the bundle, the Deno runtime and the launcher", async () => {

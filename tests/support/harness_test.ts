@@ -1,7 +1,7 @@
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { mountsUnder, processesReferencing } from "./_host.ts";
-import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { HarnessError } from "./errors.ts";
 import { natsServerCommand } from "./nats.ts";
 import {
@@ -336,4 +336,16 @@ Deno.test("natsServerCommand: unset is the host's nats-server, a path is kept, s
   assertEquals(natsServerCommand(undefined), "nats-server");
   assertEquals(natsServerCommand("/opt/nats/nats-server"), "/opt/nats/nats-server");
   assertThrows(() => natsServerCommand(""), HarnessError, "set but empty");
+});
+
+Deno.test("waitFor gives up at its deadline even when an attempt never settles", async () => {
+  // Without the deadline on each attempt this wait never ends (Deno reports the pending promise).
+  await assertRejects(
+    () =>
+      waitFor(() => new Promise<boolean>(() => {}), { timeoutMs: 200, message: "a hung probe" }),
+    WaitTimeoutError,
+    "the last attempt had not settled when the time was up",
+  );
+  // Positive control: the same wait with a probe that settles returns its value.
+  assertEquals(await waitFor(() => Promise.resolve(7), { timeoutMs: 200, message: "seven" }), 7);
 });

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { abortableSleep } from "@drover/common";
+import { abortableSleep, TIMED_OUT, withinMs } from "@drover/common";
 import { WaitTimeoutError } from "./errors.ts";
 
 /** How often {@linkcode waitFor} polls when `intervalMs` is not given. */
@@ -56,7 +56,16 @@ export async function waitFor<T>(condition: WaitCondition<T>, options: WaitForOp
     options.signal?.throwIfAborted();
     attempts++;
     try {
-      const result = await condition();
+      // One attempt that never settles (a flush on a client that keeps reconnecting) must not
+      // hold the wait past its deadline: it counts as a failed attempt when time is up.
+      const result = await withinMs(
+        Promise.resolve().then(condition),
+        Math.max(0, deadline - Date.now()),
+      );
+      if (result === TIMED_OUT) {
+        lastError = new Error("the last attempt had not settled when the time was up");
+        break;
+      }
       if (result !== undefined && result !== null && result !== false) return result;
     } catch (error) {
       lastError = error;

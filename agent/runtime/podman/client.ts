@@ -122,6 +122,8 @@ type Query = Record<string, string | number | boolean | undefined>;
 interface RequestOptions extends CallOptions {
   query?: Query;
   json?: unknown;
+  /** A raw body (a secret's value): sent as is, never logged. */
+  bytes?: Uint8Array;
   headers?: Record<string, string>;
 }
 
@@ -279,6 +281,51 @@ export class PodmanClient implements Disposable {
     }
     const body = await res.json() as { Id: string; Warnings?: string[] | null };
     return { id: body.Id, warnings: body.Warnings ?? [] };
+  }
+
+  /**
+   * Creates podman secret `name` holding `data` (file driver). Resolves
+   * `"exists"` when the name is taken: podman 4.3 and 5.4 answer 500 "secret
+   * name in use" then, not 409 (docs/podman-api.md).
+   */
+  async createSecret(
+    name: string,
+    data: Uint8Array,
+    options: CallOptions = {},
+  ): Promise<"created" | "exists"> {
+    const path = "/libpod/secrets/create";
+    const action = `create secret ${JSON.stringify(name)}`;
+    const res = await this.#request("POST", path, action, {
+      signal: options.signal,
+      query: { name, driver: "file" },
+      bytes: data,
+    });
+    if (res.status === 200 || res.status === 201) {
+      await discard(res);
+      return "created";
+    }
+    const failed = await this.#failure(res, action, "POST", path);
+    if (/secret name in use/i.test(failed.info.podmanMessage ?? "")) return "exists";
+    throw this.#classify(failed);
+  }
+
+  /** Names of every podman secret (values are never read back). */
+  async listSecrets(options: CallOptions = {}): Promise<string[]> {
+    const list = await this.#getJson<Array<{ Spec?: { Name?: string } }> | null>(
+      "/libpod/secrets/json",
+      "list secrets",
+      options,
+    );
+    return (list ?? []).flatMap((s) => (s.Spec?.Name ? [s.Spec.Name] : []));
+  }
+
+  /** Removes podman secret `name`; already gone is success. */
+  async removeSecret(name: string, options: CallOptions = {}): Promise<void> {
+    const path = `/libpod/secrets/${segment(name, "secret name")}`;
+    const action = `remove secret ${JSON.stringify(name)}`;
+    const res = await this.#request("DELETE", path, action, { signal: options.signal });
+    if (res.status === 404) return await discard(res);
+    await this.#expectOk(res, [200, 204], action, "DELETE", path);
   }
 
   /** Starts a container; already running counts as success. */
@@ -579,10 +626,13 @@ export class PodmanClient implements Disposable {
     const url = new URL(this.#base + path);
     url.search = toSearchParams(options.query ?? {}).toString();
     const headers = new Headers(options.headers);
-    let body: string | undefined;
+    let body: string | Uint8Array<ArrayBuffer> | undefined;
     if (options.json !== undefined) {
       headers.set("Content-Type", "application/json");
       body = JSON.stringify(options.json);
+    } else if (options.bytes !== undefined) {
+      headers.set("Content-Type", "application/octet-stream");
+      body = new Uint8Array(options.bytes);
     }
     try {
       return await fetch(url, {

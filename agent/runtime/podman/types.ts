@@ -100,6 +100,22 @@ export interface LibpodCreateSpec {
   devices?: Array<{ path: string }>;
   /** Log driver and the cap of the log file in bytes (`size`, k8s-file). */
   log_configuration?: { driver?: string; size?: number; options?: Record<string, string> };
+  /**
+   * Podman secrets mounted as files: `Target` an absolute path (or a name under
+   * /run/secrets), `Mode` the file's permission bits (measured on 4.3 and 5.4).
+   */
+  secrets?: LibpodSecretMount[];
+  /** Environment variable → podman secret whose value it gets. */
+  secret_env?: Record<string, string>;
+}
+
+/** One podman secret mounted as a file in the container. */
+export interface LibpodSecretMount {
+  Source: string;
+  Target: string;
+  UID: number;
+  GID: number;
+  Mode: number;
 }
 
 /** One entry of `GET /libpod/volumes/json`. */
