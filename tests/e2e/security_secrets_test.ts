@@ -71,8 +71,9 @@ function manifest(config: string): string {
             retries: 2,
           },
         },
-        // Mounts nothing: no secret or config change may touch it.
-        { name: "side", image: IMAGE, command: ["sleep", "3600"] },
+        // Mounts nothing: no secret or config change may touch it. Ready after 1 s up (no health
+        // check; the default min_ready would add 10 s to every batch of this test).
+        { name: "side", image: IMAGE, command: ["sleep", "3600"], min_ready: "1s" },
       ],
       configs: { "app-conf": { content: config } },
     },
