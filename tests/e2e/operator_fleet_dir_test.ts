@@ -178,7 +178,7 @@ Deno.test("fleet in git: apply -f DIR, broken sets store nothing, diff, --dry-ru
   const editedJson = await cli("diff", "-f", "fleet", "--source", "git-a", "-o", "json");
   assertEquals(editedJson.code, 1);
   const plan = JSON.parse(editedJson.stdout);
-  assertEquals(plan.counts, { created: 0, changed: 1, unchanged: 3, deleted: 0 });
+  assertEquals(plan.counts, { created: 0, changed: 1, unchanged: 3, retried: 0, deleted: 0 });
   const web = plan.changes.find((c: { name: string }) => c.name === "web");
   assertEquals([web.action, web.devices, web.file, web.source], [
     "changed",
