@@ -16,6 +16,7 @@ import {
   Listeners,
   type Runnable,
   sealingKeyFromSeed,
+  tolerateTransportResets,
   untilAborted,
 } from "@drover/common";
 import type { Logger } from "@logtape/logtape";
@@ -27,7 +28,6 @@ import { loadDesiredCache, saveDesiredCache } from "./cache.ts";
 import { StatusPublisher } from "./status.ts";
 import { readNotifyEnv, SystemdNotifier } from "./systemd.ts";
 import { NatsSession } from "./nats/session.ts";
-import { tolerateTransportResets } from "./nats/connect.ts";
 import {
   formatMissing,
   missingPermissions,

@@ -22,5 +22,6 @@ export * from "./admission.ts";
 export * from "./backoff.ts";
 export * from "./lifecycle.ts";
 export * from "./sleep.ts";
+export * from "./transport_resets.ts";
 export * from "./within.ts";
 export * from "./sealing.ts";

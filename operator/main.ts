@@ -26,6 +26,7 @@ import { closeLogging, setupLogging } from "./log.ts";
 import { OPERATOR_VERSION } from "./version.ts";
 import { escapeControl } from "./views/render.ts";
 import { redactUrl, suggestKey } from "@drover/contracts";
+import { tolerateTransportResets } from "@drover/common";
 
 /** The top-level help. */
 export function mainHelp(): string {
@@ -199,6 +200,7 @@ function exitOnStrayErrors(io: CliIo): void {
     Deno.exit(EXIT.failed);
   };
   globalThis.addEventListener("error", (event) => {
+    if (event.defaultPrevented) return; // a transport reset nats.js has already handled
     event.preventDefault();
     fail(event.error);
   });
@@ -210,6 +212,9 @@ function exitOnStrayErrors(io: CliIo): void {
 
 if (import.meta.main) {
   const io = processIo();
+  // First: a refused or kicked connection's late TCP reset is not a failure (nor, for serve, a
+  // reason to stop); every other stray error still ends the process.
+  tolerateTransportResets();
   exitOnStrayErrors(io);
   await setupLogging(io.env, Deno.args[0] === "serve" ? "info" : "warning");
   const code = await main(Deno.args, io);

@@ -10,11 +10,10 @@
  */
 
 import { parseArgs as parseFlags } from "node:util";
-import { abortableSleep, untilAborted, withinMs } from "@drover/common";
+import { abortableSleep, tolerateTransportResets, untilAborted, withinMs } from "@drover/common";
 import { BUCKET_DEVICES, labelPairs, parseLabels } from "@drover/contracts";
 import { fleetCounts, HollowDevice, hollowDeviceId } from "../agent/hollow.ts";
 import { setupLogging } from "../agent/log.ts";
-import { tolerateTransportResets } from "../agent/nats/connect.ts";
 import { connectNats } from "../operator/nats/connection.ts";
 import { forEachBounded, openBucket } from "../operator/nats/kv.ts";
 import { registerDevice } from "../operator/fleet/registry.ts";

@@ -11,8 +11,8 @@ import {
   reconnectBackoff,
   ReconnectDelay,
   reconnectDelayMs,
-  tolerateTransportResets,
 } from "./connect.ts";
+import { tolerateTransportResets } from "@drover/common";
 
 // Tests below provoke refused connections on purpose; the transport's reset that can follow
 // such a close may arrive after the test that caused it, so the guard covers the whole file.
@@ -83,24 +83,6 @@ Deno.test("reconnectBackoff grows, is capped at 10 s and resets", () => {
   assert(delays[11]! > delays[0]!, delays.join(","));
   b.reset();
   assert(b.next() <= 250);
-});
-
-Deno.test("tolerateTransportResets swallows only the transport's resets, until removed", () => {
-  const target = new EventTarget();
-  const nodeError = (code: string) =>
-    Object.assign(new Error(code), { code, stack: `Error: ${code}\n    at ext:deno_node/net` });
-  const prevented = (error: unknown) => {
-    const event = new ErrorEvent("error", { error, cancelable: true });
-    target.dispatchEvent(event);
-    return event.defaultPrevented;
-  };
-  const remove = tolerateTransportResets(target);
-  assertEquals(prevented(nodeError("ECONNRESET")), true);
-  assertEquals(prevented(nodeError("EPIPE")), true);
-  assertEquals(prevented(Object.assign(new Error("reset"), { code: "ECONNRESET" })), false);
-  assertEquals(prevented(new TypeError("a real bug")), false);
-  remove();
-  assertEquals(prevented(nodeError("ECONNRESET")), false);
 });
 
 Deno.test("an nkey seed file (with trailing newline) authenticates against a real server", async () => {

@@ -15,7 +15,7 @@ import { runCommand } from "../support/_exec.ts";
 import { assert, assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 import { createTestPki, natsTlsBlock } from "../support/tls.ts";
 import { AgentProcess } from "../support/agent_process.ts";
-import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { tolerateTransportResets } from "@drover/common";
 import { TEST_IMAGE, waitForPage, webDeployment } from "./_agent_harness.ts";
 import {
   createBuckets,

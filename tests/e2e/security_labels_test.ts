@@ -18,7 +18,7 @@ import type { PodmanService } from "../support/mod.ts";
 import { assert, assertEquals, assertExists, assertRejects } from "../support/assert.ts";
 import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
 import { readRegistration } from "../../operator/fleet/registry.ts";
-import { tolerateTransportResets } from "../../agent/nats/connect.ts";
+import { tolerateTransportResets } from "@drover/common";
 import { AgentProcess } from "../support/agent_process.ts";
 import { type SecureNats, startSecureNats } from "./_security_env.ts";
 

@@ -31,9 +31,8 @@ import {
   startSecureNats,
   startSnapshots,
 } from "./_security_env.ts";
-import { tolerateTransportResets } from "../../agent/nats/connect.ts";
 import { commandRefusals } from "./_command_refusals.ts";
-import { TIMED_OUT, withinMs } from "@drover/common";
+import { TIMED_OUT, tolerateTransportResets, withinMs } from "@drover/common";
 
 // These tests provoke refused connections on purpose (see tolerateTransportResets).
 tolerateTransportResets();

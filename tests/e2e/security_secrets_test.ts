@@ -19,7 +19,7 @@ import { parse, stringify } from "smol-toml";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE, DesiredState } from "@drover/contracts";
-import { openFrom, sealingKeyFromSeed } from "@drover/common";
+import { openFrom, sealingKeyFromSeed, tolerateTransportResets } from "@drover/common";
 import {
   buildBusyboxImage,
   freePort,
@@ -31,7 +31,6 @@ import {
 import { assert, assertEquals, assertExists, assertStringIncludes } from "../support/assert.ts";
 import { AgentProcess } from "../support/agent_process.ts";
 import { runOperatorCli, startOperatorService } from "../support/operator_process.ts";
-import { tolerateTransportResets } from "../../agent/nats/connect.ts";
 import { DEVICE_SEALING_KEY_PATH } from "../../operator/auth/mod.ts";
 import { type SecureNats, startSecureNats } from "./_security_env.ts";
 
