@@ -124,8 +124,15 @@ async function applyDuringNodeKill(pickVictim: (cluster: NatsCluster) => Promise
       ],
       stdin: "null",
       stdout: "null",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
+    // Its last log lines, and whether it exited by itself: a crash is reported, never hidden.
+    let serveLog = "";
+    const logging = serve.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+      new WritableStream({ write: (chunk) => void (serveLog = (serveLog + chunk).slice(-20_000)) }),
+    ).catch(() => {});
+    let serveExit: Deno.CommandStatus | undefined;
+    void serve.status.then((status) => (serveExit = status));
     const ac = new AbortController();
     const devices = startDevices(cluster, ac.signal);
     try {
@@ -204,12 +211,14 @@ async function applyDuringNodeKill(pickVictim: (cluster: NatsCluster) => Promise
       } finally {
         await admin.close();
       }
+      assertEquals(serveExit, undefined, `operator serve exited during the test:\n${serveLog}`);
     } finally {
       ac.abort();
       await Promise.allSettled(devices.map((d) => d.running));
       await Promise.allSettled(devices.map((d) => d.session.close(1_000)));
-      serve.kill("SIGTERM");
+      if (serveExit === undefined) serve.kill("SIGTERM");
       await serve.status;
+      await logging;
     }
   });
 }
