@@ -296,3 +296,12 @@ Deno.test("convert: exit 3 when nothing usable remains, 2 without -f, 3 on bad Y
   assertEquals((await run(["-f", "bad.yml"])).code, 3);
   assertEquals((await run(["-f", "missing.yml"])).code, 3);
 });
+
+Deno.test("logs -f: a container's end reads 'exited' whether podman has cleaned it up yet or not", async () => {
+  const { followEnded } = await import("./logs.ts");
+  assertEquals(followEnded("stopped", 3), "container exited with code 3; following stopped");
+  assertEquals(followEnded("exited", 3), "container exited with code 3; following stopped");
+  // Other states are said as they are.
+  assertEquals(followEnded("paused", undefined), "container paused; following stopped");
+  assertEquals(followEnded("gone", undefined), "container is gone; following stopped");
+});

@@ -299,10 +299,18 @@ async function followDevice(
 export const RESTART_WAIT_MS = 5_000;
 const RESTART_POLL_MS = 250;
 
+/**
+ * How a container's end reads: podman says `stopped` until its cleanup has run and `exited`
+ * after, for the same end of the same process, so both read "exited". Pure.
+ */
+function endedState(state: string): string {
+  return state === "stopped" ? "exited" : state;
+}
+
 /** `container exited with code 3; following it across its restart`. Pure. */
 function followRestart(state: string, exitCode: number | undefined): string {
   const code = exitCode === undefined ? "" : ` with code ${exitCode}`;
-  return `container ${state}${code}; following it across its restart`;
+  return `container ${endedState(state)}${code}; following it across its restart`;
 }
 
 /** `container exited with code 3; following stopped`. Pure. */
@@ -310,8 +318,8 @@ export function followEnded(state: string | undefined, exitCode: number | undefi
   const what = state === undefined || state === "gone"
     ? "container is gone"
     : exitCode !== undefined
-    ? `container ${state} with code ${exitCode}`
-    : `container ${state}`;
+    ? `container ${endedState(state)} with code ${exitCode}`
+    : `container ${endedState(state)}`;
   return escapeControl(`${what}; following stopped`);
 }
 
