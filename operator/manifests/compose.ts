@@ -718,6 +718,14 @@ function deviceString(
   return undefined;
 }
 
+/** The healthcheck keys carried over as they are, besides `test` (and `disable`). */
+const HEALTHCHECK_DURATION_KEYS: readonly string[] = [
+  "interval",
+  "timeout",
+  "retries",
+  "start_period",
+];
+
 function convertHealthcheck(
   value: unknown,
   at: string,
@@ -735,11 +743,11 @@ function convertHealthcheck(
   const check: Dict = {};
   if (typeof value.test === "string") check.test = ["CMD-SHELL", value.test];
   else if (Array.isArray(value.test)) check.test = value.test.map(String);
-  for (const key of ["interval", "timeout", "retries", "start_period"]) {
+  for (const key of HEALTHCHECK_DURATION_KEYS) {
     if (value[key] !== undefined) check[key] = value[key];
   }
   for (const key of Object.keys(value)) {
-    if (!["test", "interval", "timeout", "retries", "start_period", "disable"].includes(key)) {
+    if (key !== "test" && key !== "disable" && !HEALTHCHECK_DURATION_KEYS.includes(key)) {
       warn(`${at}.${key}`, "not supported; left out");
     }
   }
