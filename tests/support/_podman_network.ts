@@ -87,23 +87,37 @@ export async function defaultNetworkDefinition(index: number): Promise<Record<st
  * @throws {HarnessError} when all slots are taken.
  */
 export async function acquireNetworkSlot(): Promise<NetworkSlot> {
-  const slotDir = `${tempRoot()}/drover-cache/podman-network-slots`;
-  await Deno.mkdir(slotDir, { recursive: true });
   const routes = (await runCommand("ip", ["-4", "-o", "route", "show"])).stdout;
   const start = Math.floor(Math.random() * NETWORK_SLOT_COUNT);
   for (let step = 0; step < NETWORK_SLOT_COUNT; step++) {
     const index = (start + step) % NETWORK_SLOT_COUNT;
     const { bridge } = slotAddresses(index);
     if (subnetUsedByOtherInterface(routes, index, bridge)) continue;
-    const file = await Deno.open(`${slotDir}/slot-${index}.lock`, { create: true, write: true });
-    if (await file.tryLock(true)) {
-      return { index, ...slotAddresses(index), release: () => file.close() };
-    }
-    file.close();
+    const slot = await tryHoldNetworkSlot(index);
+    if (slot !== undefined) return slot;
   }
   throw new HarnessError(
-    `Cannot reserve a podman test network: all ${NETWORK_SLOT_COUNT} slots under ${slotDir} are in use`,
+    `Cannot reserve a podman test network: all ${NETWORK_SLOT_COUNT} slots under ${slotDirectory()} are in use`,
   );
+}
+
+/**
+ * Takes slot `index` if no instance holds it, else `undefined`. Whoever holds a slot owns its
+ * bridge name: a check that the bridge is gone means something only while holding the slot.
+ */
+export async function tryHoldNetworkSlot(index: number): Promise<NetworkSlot | undefined> {
+  const slotDir = slotDirectory();
+  await Deno.mkdir(slotDir, { recursive: true });
+  const file = await Deno.open(`${slotDir}/slot-${index}.lock`, { create: true, write: true });
+  if (await file.tryLock(true)) {
+    return { index, ...slotAddresses(index), release: () => file.close() };
+  }
+  file.close();
+  return undefined;
+}
+
+function slotDirectory(): string {
+  return `${tempRoot()}/drover-cache/podman-network-slots`;
 }
 
 function subnetUsedByOtherInterface(routes: string, index: number, bridge: string): boolean {

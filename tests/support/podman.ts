@@ -362,6 +362,10 @@ class IsolatedPodmanService implements PodmanService {
     this.#disposed = true;
     try {
       await cleanUpInstance(this.paths, this.slot.bridge, this.#process, this.namespace);
+      // Checked before the slot is given back: afterwards the bridge name may be another's.
+      if (await bridgeExists(this.slot.bridge)) {
+        throw new CleanupError(`podman test instance left its bridge ${this.slot.bridge} behind`);
+      }
     } finally {
       this.slot.release();
       await this.owned.remove().catch(() => {});
@@ -463,6 +467,16 @@ async function enterLeftoverNamespace(
  * Netavark deletes the bridge with the last container, but not after a failed setup or a
  * crash. The slot is ours, so an empty bridge left behind is ours to delete.
  */
+async function bridgeExists(bridge: string): Promise<boolean> {
+  try {
+    await Deno.stat(`/sys/class/net/${bridge}`);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
 async function deleteBridgeIfUnused(bridge: string): Promise<void> {
   const ports: string[] = [];
   try {
