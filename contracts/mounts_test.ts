@@ -11,11 +11,12 @@ import {
 } from "./mod.ts";
 
 const base = { name: "web", image: "busybox:1" };
+const root = { uid: 0, gid: 0 };
 
 Deno.test("configs and secrets: compose's defaults for target and mode", () => {
   assertEquals(configMounts({ configs: ["app", { source: "b", target: "/etc/b.conf" }] }), [
-    { kind: "config", source: "app", type: "file", target: "/app", mode: 0o444 },
-    { kind: "config", source: "b", type: "file", target: "/etc/b.conf", mode: 0o444 },
+    { kind: "config", source: "app", type: "file", target: "/app", mode: 0o444, ...root },
+    { kind: "config", source: "b", type: "file", target: "/etc/b.conf", mode: 0o444, ...root },
   ]);
   assertEquals(
     secretMounts({
@@ -26,8 +27,22 @@ Deno.test("configs and secrets: compose's defaults for target and mode", () => {
       ],
     }),
     [
-      { kind: "secret", source: "db", type: "file", target: "/run/secrets/db", mode: 0o400 },
-      { kind: "secret", source: "tls", type: "file", target: "/run/secrets/key.pem", mode: 0o440 },
+      {
+        kind: "secret",
+        source: "db",
+        type: "file",
+        target: "/run/secrets/db",
+        mode: 0o400,
+        ...root,
+      },
+      {
+        kind: "secret",
+        source: "tls",
+        type: "file",
+        target: "/run/secrets/key.pem",
+        mode: 0o440,
+        ...root,
+      },
       { kind: "secret", source: "api", type: "env", target: "API_KEY" },
     ],
   );
@@ -37,6 +52,31 @@ Deno.test("configs and secrets: compose's defaults for target and mode", () => {
   );
 });
 
+Deno.test("configs and secrets: owned by the service's numeric user unless uid/gid say", () => {
+  const owners = (service: Parameters<typeof secretMounts>[0]) =>
+    [...configMounts(service), ...secretMounts(service)].map((m) =>
+      m.type === "file" ? [m.uid, m.gid] : "env"
+    );
+  const refs = {
+    configs: ["c"],
+    secrets: ["s", { source: "t", uid: "103", gid: 7 }, {
+      source: "e",
+      type: "env" as const,
+      target: "E",
+    }],
+  };
+  assertEquals(owners({ ...refs, user: "1000:1001" }), [
+    [1000, 1001],
+    [1000, 1001],
+    [103, 7],
+    "env",
+  ]);
+  assertEquals(owners({ ...refs, user: "1000" }), [[1000, 0], [1000, 0], [103, 7], "env"]);
+  // A name is resolved in the image, which the device does not read: root unless uid/gid say.
+  assertEquals(owners({ ...refs, user: "postgres" }), [[0, 0], [0, 0], [103, 7], "env"]);
+  assertEquals(owners(refs), [[0, 0], [0, 0], [103, 7], "env"]);
+});
+
 Deno.test("configs and secrets: mistakes are refused, naming the field", () => {
   const cases: [unknown, string][] = [
     [{ services: [{ ...base, configs: ["missing"] }] }, 'config "missing" is not defined'],
@@ -44,6 +84,12 @@ Deno.test("configs and secrets: mistakes are refused, naming the field", () => {
     [{ services: [{ ...base, secrets: [{ source: "x", target: "../etc" }] }] }, "file name"],
     [{ services: [{ ...base, secrets: ["Bad_Name"] }] }, "invalid name"],
     [{ services: [{ ...base, secrets: [{ source: "x", mode: "777x" }] }] }, "octal"],
+    [{ services: [{ ...base, secrets: [{ source: "x", uid: "root" }] }] }, "numeric id"],
+    [{ services: [{ ...base, secrets: [{ source: "x", gid: -1 }] }] }, "secrets[0].gid"],
+    [
+      { services: [{ ...base, secrets: [{ source: "x", type: "env", target: "X", uid: "1" }] }] },
+      "an env secret has no uid",
+    ],
     [
       {
         services: [{ ...base, configs: [{ source: "a", target: "rel" }] }],

@@ -180,6 +180,13 @@ const mountTarget = z.string().max(4096).superRefine((value, ctx) => {
   if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
 const fileMode = z.string().regex(FILE_MODE, 'mode must be octal permissions such as "0444"');
+/** Largest user or group id (Linux ids are 32-bit; -1 is "unset"). */
+const MAX_OWNER_ID = 4_294_967_294;
+/** A numeric user or group id; compose writes them as strings (`uid: "103"`). */
+const fileOwnerId = z.union([
+  z.string().regex(/^[0-9]{1,10}$/, 'expected a numeric id such as "1000"'),
+  z.int().min(0),
+]).refine((id) => Number(id) <= MAX_OWNER_ID, { message: `ids go up to ${MAX_OWNER_ID}` });
 
 /** A service's config reference: the config's name, or compose's long form. */
 export const ServiceConfigRef = z.union([
@@ -190,6 +197,10 @@ export const ServiceConfigRef = z.union([
     target: mountTarget.optional(),
     /** Octal file mode (default `"0444"`); the file is always read-only. */
     mode: fileMode.optional(),
+    /** Owner of the file (default: the service's numeric `user`, else 0). */
+    uid: fileOwnerId.optional(),
+    /** Group of the file (default: the service's numeric group, else 0). */
+    gid: fileOwnerId.optional(),
   }),
 ]);
 /** A service's config reference. */
@@ -207,6 +218,10 @@ export const ServiceSecretRef = z.union([
     target: z.string().max(4096).optional(),
     /** Octal file mode (default `"0400"`); files only. */
     mode: fileMode.optional(),
+    /** Owner of the file (default: the service's numeric `user`, else 0); files only. */
+    uid: fileOwnerId.optional(),
+    /** Group of the file (default: the service's numeric group, else 0); files only. */
+    gid: fileOwnerId.optional(),
     /** `file` (default) or `env`, for software that reads only its environment. */
     type: z.enum(["file", "env"]).optional(),
   }).superRefine((ref, ctx) => {
@@ -219,8 +234,10 @@ export const ServiceSecretRef = z.union([
             "([A-Za-z_][A-Za-z0-9_]*)",
         });
       }
-      if (ref.mode !== undefined) {
-        ctx.addIssue({ code: "custom", path: ["mode"], message: "an env secret has no mode" });
+      for (const key of ["mode", "uid", "gid"] as const) {
+        if (ref[key] !== undefined) {
+          ctx.addIssue({ code: "custom", path: [key], message: `an env secret has no ${key}` });
+        }
       }
       return;
     }
@@ -239,11 +256,44 @@ export type ServiceSecretRef = z.infer<typeof ServiceSecretRef>;
 
 /** A config or secret reference with compose's defaults applied. */
 export type FileMount =
-  | { kind: "config" | "secret"; source: string; type: "file"; target: string; mode: number }
+  | {
+    kind: "config" | "secret";
+    source: string;
+    type: "file";
+    target: string;
+    mode: number;
+    uid: number;
+    gid: number;
+  }
   | { kind: "secret"; source: string; type: "env"; target: string };
 
+/**
+ * Who owns a mounted file unless the reference says: the service's `user`
+ * when it is numeric (`"1000"`, `"1000:1000"`), so a service that does not
+ * run as root can read its own 0400 secret; else root. A user given by name
+ * is resolved inside the image, which the device does not do for files: such
+ * a service names `uid`/`gid` on the reference (docs/workloads.md).
+ */
+export function defaultFileOwner(user: string | undefined): { uid: number; gid: number } {
+  const [name, group] = (user ?? "").split(":");
+  const id = (text: string | undefined) => /^[0-9]+$/.test(text ?? "") ? Number(text) : 0;
+  return { uid: id(name), gid: id(group) };
+}
+
+type FileOwnerRef = { uid?: string | number | undefined; gid?: string | number | undefined };
+
+function ownerOf(ref: FileOwnerRef, user: string | undefined): { uid: number; gid: number } {
+  const fallback = defaultFileOwner(user);
+  return {
+    uid: ref.uid === undefined ? fallback.uid : Number(ref.uid),
+    gid: ref.gid === undefined ? fallback.gid : Number(ref.gid),
+  };
+}
+
 /** A service's config references with defaults applied: target `/<source>`, mode 0444. */
-export function configMounts(service: { configs?: ServiceConfigRef[] | undefined }): FileMount[] {
+export function configMounts(
+  service: { configs?: ServiceConfigRef[] | undefined; user?: string | undefined },
+): FileMount[] {
   return (service.configs ?? []).map((ref) => {
     const long = typeof ref === "string" ? { source: ref } : ref;
     return {
@@ -252,12 +302,18 @@ export function configMounts(service: { configs?: ServiceConfigRef[] | undefined
       type: "file",
       target: long.target ?? `/${long.source}`,
       mode: parseInt(long.mode ?? DEFAULT_CONFIG_MODE, 8),
+      ...ownerOf(long, service.user),
     };
   });
 }
 
-/** A service's secret references with defaults applied: `/run/secrets/<source>`, mode 0400. */
-export function secretMounts(service: { secrets?: ServiceSecretRef[] | undefined }): FileMount[] {
+/**
+ * A service's secret references with defaults applied: `/run/secrets/<source>`,
+ * mode 0400, owned by the service's numeric user ({@linkcode defaultFileOwner}).
+ */
+export function secretMounts(
+  service: { secrets?: ServiceSecretRef[] | undefined; user?: string | undefined },
+): FileMount[] {
   return (service.secrets ?? []).map((ref): FileMount => {
     const long = typeof ref === "string" ? { source: ref } : ref;
     if (long.type === "env") {
@@ -270,6 +326,7 @@ export function secretMounts(service: { secrets?: ServiceSecretRef[] | undefined
       type: "file",
       target: target.startsWith("/") ? target : `${SECRETS_DIR}/${target}`,
       mode: parseInt(long.mode ?? DEFAULT_SECRET_MODE, 8),
+      ...ownerOf(long, service.user),
     };
   });
 }

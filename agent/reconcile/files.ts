@@ -46,7 +46,7 @@ export function fileMountsOf(
     kind: "config",
     type: "file",
     target: m.target,
-    ...(m.type === "file" ? { mode: m.mode } : {}),
+    ...(m.type === "file" ? { mode: m.mode, uid: m.uid, gid: m.gid } : {}),
     source: { content: state.score.configs?.[m.source]?.content ?? "" },
   }));
   const secrets = secretMounts(service).map((m): FileMountSpec => {
@@ -57,7 +57,7 @@ export function fileMountsOf(
       kind: "secret",
       type: m.type,
       target: m.target,
-      ...(m.type === "file" ? { mode: m.mode } : {}),
+      ...(m.type === "file" ? { mode: m.mode, uid: m.uid, gid: m.gid } : {}),
       source: {
         name: m.source,
         version,

@@ -197,6 +197,52 @@ Deno.test("files on real podman: no key, or a value sealed to another device, is
   }
 });
 
+Deno.test("files on real podman: a service running as a numeric user owns its secret files", async () => {
+  const device = createSealingKey();
+  await withReconciler(device, async (podman, image, reconciler) => {
+    const reader = (name: string, user: string, ref: Record<string, unknown>) => ({
+      name,
+      image,
+      user,
+      command: [
+        "sh",
+        "-c",
+        'echo "$(id -u) $(stat -c %u:%g:%a /run/secrets/token) $(cat /run/secrets/token || ' +
+        'echo denied)"; sleep 3600',
+      ],
+      secrets: [{ source: "token", ...ref }],
+    });
+    const state = DesiredState.parse({
+      deployment: "app",
+      score: {
+        type: "PodmanV0",
+        services: [
+          reader("own", "1000:1001", {}),
+          reader("named", "1000", { uid: "2000", gid: 2000, mode: "0440" }),
+          // The control: root keeps the file, and uid 1000 cannot read a 0400 file it does not own.
+          reader("root", "1000", { uid: 0 }),
+        ],
+      },
+      secrets: [sealed("token", 1, "t-one", device)],
+    });
+    reconciler.setSnapshot({
+      entries: new Map([["app", { kind: "valid", deployment: "app", revision: 1, state }]]),
+      authoritative: true,
+    });
+    const lines = await waitFor(async () => {
+      const out = await Promise.all(
+        ["own", "named", "root"].map((s) => lastLine(podman, `app_${s}`)),
+      );
+      return out.every((l) => l !== undefined && l !== "") ? out : undefined;
+    }, { timeoutMs: TIMEOUT_MS, message: "the three services report" });
+    assertEquals(lines, [
+      "1000 1000:1001:400 t-one",
+      "1000 2000:2000:440 denied",
+      "1000 0:0:400 denied",
+    ]);
+  });
+});
+
 /** The 16 hex characters of the spec hash the config's podman secret is named after. */
 async function hashPrefix(podman: PodmanService, container: string): Promise<string> {
   const out = await podman.cli([

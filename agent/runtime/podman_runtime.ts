@@ -546,8 +546,8 @@ function libpodFiles(files: readonly FileMountSpec[]): Partial<LibpodCreateSpec>
         secrets: mounted.map((f) => ({
           Source: f.runtimeName,
           Target: f.target,
-          UID: 0,
-          GID: 0,
+          UID: f.uid ?? 0,
+          GID: f.gid ?? 0,
           Mode: f.mode ?? 0o400,
         })),
       }

@@ -91,6 +91,9 @@ export interface FileMountSpec {
   target: string;
   /** Permission bits of the file (files only). */
   mode?: number;
+  /** Owner and group of the file (files only; default root). */
+  uid?: number;
+  gid?: number;
   /** Where the value comes from: a config's content, or a secret sealed to this device. */
   source:
     | { content: string }

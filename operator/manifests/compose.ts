@@ -868,7 +868,7 @@ function convertDeploy(
   }
 }
 
-/** A service's `configs`/`secrets` entry in i21's shape: a name, or `{ source, target, mode }`. */
+/** A service's `configs`/`secrets` entry as the score takes it: a name, or `{ source, target, mode, uid, gid }`. */
 function fileRef(
   value: unknown,
   at: string,
@@ -883,7 +883,10 @@ function fileRef(
   if (typeof value.target === "string") ref.target = value.target;
   if (value.mode !== undefined) ref.mode = octalMode(value.mode);
   for (const key of ["uid", "gid"]) {
-    if (value[key] !== undefined) warn(`${at}.${key}`, "not supported; left out");
+    const id = value[key];
+    if (id === undefined) continue;
+    if (/^[0-9]+$/.test(String(id))) ref[key] = String(id);
+    else warn(`${at}.${key}`, "expected a numeric id; left out");
   }
   return ref;
 }

@@ -1,6 +1,6 @@
 import { parse } from "yaml";
 import { z } from "zod";
-import { DeploymentManifest, PodmanService } from "@drover/contracts";
+import { DeploymentManifest } from "@drover/contracts";
 import { assert, assertEquals, assertStringIncludes } from "../../tests/support/assert.ts";
 import {
   commandLine,
@@ -236,19 +236,36 @@ Deno.test("examples/compose/dashboard: configs from a file, long-form ports, log
   assertEquals(dashboard?.ports, ["127.0.0.1:8090:8080"]);
   assertEquals(dashboard?.logging, { options: { "max-size": "2m" } });
   assertEquals(dashboard?.working_dir, "/etc/dashboard");
-  // configs (i21's keys): mapped onto the agreed shapes when this Drover's schema has them,
-  // else left out with a warning naming them — the rest of the manifest validates either way.
-  const hasConfigs = "configs" in PodmanService.shape;
-  if (hasConfigs) {
-    const score = result.manifest?.score as Record<string, unknown>;
-    assertEquals(score.configs, { page: { content: page } });
-    assertEquals((dashboard as Record<string, unknown>)?.configs, [
-      { source: "page", target: "/etc/dashboard/index.html", mode: "0444" },
-    ]);
-  } else {
-    warningOf(result.warnings, "score.configs");
-    warningOf(result.warnings, "score.services[0].configs");
-  }
+  assertEquals(result.manifest?.score.configs, { page: { content: page } });
+  assertEquals(dashboard?.configs, [
+    { source: "page", target: "/etc/dashboard/index.html", mode: "0444" },
+  ]);
+  DeploymentManifest.parse(result.manifest);
+});
+
+Deno.test("secret and config references keep compose's uid, gid and mode", () => {
+  const result = convert(`
+services:
+  db:
+    image: postgres:16
+    user: postgres
+    secrets:
+      - source: password
+        target: pg.pass
+        uid: "999"
+        gid: 999
+        mode: 0440
+      - { source: other, uid: postgres }
+secrets:
+  password: { external: true }
+  other: { external: true }
+`);
+  const [db] = result.manifest?.score.services ?? [];
+  assertEquals(db?.secrets, [
+    { source: "password", target: "pg.pass", mode: "0440", uid: "999", gid: "999" },
+    { source: "other" },
+  ]);
+  assertStringIncludes(warningOf(result.warnings, "services.db.secrets[1].uid"), "numeric id");
   DeploymentManifest.parse(result.manifest);
 });
 
