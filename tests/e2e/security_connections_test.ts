@@ -23,13 +23,17 @@ import {
   type NodeConnectionOptions,
 } from "@nats-io/transport-node";
 import { CONNECTION_GUARD_INBOX_PREFIX } from "@drover/contracts";
-import { deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import { authInit, deviceInboxPrefix } from "../../operator/auth/mod.ts";
 import { parseStartUs } from "../../operator/fleet/connection_guard.ts";
 import { readAuthState } from "../../operator/auth/store.ts";
 import { type SecureNats, startSecureNats } from "./_security_env.ts";
-import { type OperatorService, startOperatorService } from "../support/operator_process.ts";
+import {
+  type OperatorService,
+  runOperatorCli,
+  startOperatorService,
+} from "../support/operator_process.ts";
 import { freePort } from "../support/ports.ts";
-import { natsServerCommand, waitFor } from "../support/mod.ts";
+import { natsServerCommand, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 
 const VICTIM = "cn-victim";
@@ -332,4 +336,45 @@ Deno.test({
       await Promise.all(held.map((nc) => nc.close()));
     }
   },
+});
+
+Deno.test("connections: serve refuses creds that are not the guard's, naming whose they are", async () => {
+  await using env = await startSecureNats({ devices: { [VICTIM]: {} } });
+  const serveWith = (creds: string) =>
+    runOperatorCli(env.nats.url, [
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--creds",
+      env.path("operator.creds"),
+      "--system-creds",
+      creds,
+    ]);
+  const operatorCreds = await serveWith(env.path("operator.creds"));
+  assertEquals(operatorCreds.code, 1, operatorCreds.stderr);
+  assertStringIncludes(operatorCreds.stderr, "holds the operator's creds");
+  assertStringIncludes(operatorCreds.stderr, "operator auth system-creds --dir DIR");
+  const deviceCreds = await serveWith(env.path(`${VICTIM}.creds`));
+  assertStringIncludes(deviceCreds.stderr, `holds device "${VICTIM}"'s creds`);
+  // Another fleet's guard creds: the server refuses them, and serve says so at start.
+  await using other = await tempDir("drover-other-auth-");
+  const foreign = await authInit(other.path);
+  const refused = await serveWith(foreign.systemCredsPath);
+  assertEquals(refused.code, 1, refused.stderr);
+  assertStringIncludes(refused.stderr, `refused the credentials in ${foreign.systemCredsPath}`);
+  // Positive control: `auth system-creds` issues ones this fleet's server takes (a new user).
+  const reissue = await runOperatorCli(env.nats.url, [
+    "auth",
+    "system-creds",
+    "--dir",
+    env.authDir.path,
+  ]);
+  assertEquals(reissue.code, 0, reissue.stderr);
+  assertStringIncludes(reissue.stdout, `wrote ${env.path("system.creds")}`);
+  const guard = await connect({
+    servers: env.nats.url,
+    inboxPrefix: CONNECTION_GUARD_INBOX_PREFIX,
+    authenticator: credsAuthenticator(await Deno.readFile(env.path("system.creds"))),
+  });
+  await guard.close();
 });
