@@ -269,6 +269,29 @@ Deno.test({
 });
 
 Deno.test({
+  name: "connections: ones open before serve started are closed by its CONNZ read; newest kept",
+  ignore: !KICKS,
+  sanitizeResources: false,
+  async fn() {
+    await using env = await startSecureNats({ devices: { [ATTACKER]: {} } });
+    const held: NatsConnection[] = [];
+    try {
+      for (let i = 0; i < 5; i++) held.push(await deviceConnection(env, ATTACKER));
+      await using operator = await serve(env, ["--system-creds", env.path("system.creds")]);
+      await waitFor(() => held.slice(0, 3).every((nc) => nc.isClosed()), {
+        timeoutMs: 10_000,
+        message: "the 3 oldest are closed",
+      });
+      assert(held.slice(3).every((nc) => !nc.isClosed()), "the 2 newest stay open");
+      assertEquals(await connectionsOf(env, await userKey(env, ATTACKER)), 2);
+      assertEquals(await metric(operator, /^drover_device_connections_closed_total (\d+)/m), 3);
+    } finally {
+      await Promise.all(held.map((nc) => nc.close()));
+    }
+  },
+});
+
+Deno.test({
   name: "connections: without the guard (no system creds) the same attack locks the victim out",
   ignore: !KICKS,
   sanitizeResources: false,
@@ -294,16 +317,18 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using env = await startSecureNats({ devices: { [VICTIM]: {}, [ATTACKER]: {} } });
-    // The creds found in the auth directory (--dir), as auth init wrote them.
-    await using operator = await serve(env, ["--dir", env.authDir.path]);
-    await waitFor(() => operator.logs().includes("Connection guard: at most 2"), {
-      timeoutMs: 10_000,
-      message: "serve runs its connection guard",
-    });
-    const thief = await userKey(env, ATTACKER);
     const held: NatsConnection[] = [];
     try {
-      for (let i = 0; i < 5; i++) held.push(await deviceConnection(env, ATTACKER));
+      // 3 before serve starts (found by its CONNZ read), 2 after (by the connect events).
+      for (let i = 0; i < 3; i++) held.push(await deviceConnection(env, ATTACKER));
+      // The creds found in the auth directory (--dir), as auth init wrote them.
+      await using operator = await serve(env, ["--dir", env.authDir.path]);
+      await waitFor(() => operator.logs().includes("Connection guard: at most 2"), {
+        timeoutMs: 10_000,
+        message: "serve runs its connection guard",
+      });
+      const thief = await userKey(env, ATTACKER);
+      for (let i = 0; i < 2; i++) held.push(await deviceConnection(env, ATTACKER));
       held.push(await deviceConnection(env, VICTIM));
       await waitFor(
         () =>
@@ -332,6 +357,15 @@ Deno.test({
       assertEquals(await connectionsOf(env, thief), 5);
       assert(held.every((nc) => !nc.isClosed()), "every connection is still open");
       assertEquals(await metric(operator, /^drover_device_connections_closed_total (\d+)/m), 0);
+      // Positive control of "no one over the limit": once the attacker is down to 2, none is.
+      await Promise.all(held.slice(0, 3).map((nc) => nc.close()));
+      await waitFor(
+        () =>
+          metric(operator, /^drover_device_identities_over_connection_limit (\d+)/m).then((n) =>
+            n === 0
+          ),
+        { timeoutMs: 10_000, message: "no identity over the limit once the attacker holds 2" },
+      );
     } finally {
       await Promise.all(held.map((nc) => nc.close()));
     }
