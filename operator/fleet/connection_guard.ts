@@ -353,6 +353,11 @@ export class ConnectionGuard {
 
   #markDirty(user: string): void {
     this.#dirty.add(user);
+    this.#scheduleDecide();
+  }
+
+  /** Decides on the next turn, once for all the news until then. */
+  #scheduleDecide(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
     setTimeout(() => {
@@ -408,12 +413,7 @@ export class ConnectionGuard {
         if (error === undefined) this.#kicked(c);
         return;
       }
-      this.#line(`kick-error\u0000${c.device}`, (held) =>
-        log.warn(
-          "Cannot close a connection of device {device} on server {server}: {error} " +
-            "({held} more since the last such line)",
-          { device: c.device, server: c.server, error: error.description, held: held.suppressed },
-        ));
+      this.#kickFailed(c, error.description ?? "error");
     } catch (e) {
       if ((e as { isNoResponders?: () => boolean }).isNoResponders?.() === true) {
         // A server without KICK (2.9) whatever its version said: report from now on.
@@ -421,27 +421,20 @@ export class ConnectionGuard {
         this.#markDirty(c.user);
         return;
       }
-      this.#line(`kick-error\u0000${c.device}`, (held) =>
-        log.warn(
-          "Cannot close a connection of device {device} on server {server}: {error} " +
-            "({held} more since the last such line)",
-          {
-            device: c.device,
-            server: c.server,
-            error: (e as Error).message,
-            held: held.suppressed,
-          },
-        ));
+      this.#kickFailed(c, (e as Error).message);
     } finally {
       this.#kicking.delete(key);
-      if (this.#dirty.size > 0 && !this.#flushScheduled) {
-        this.#flushScheduled = true;
-        setTimeout(() => {
-          this.#flushScheduled = false;
-          this.#decide();
-        }, 0);
-      }
+      if (this.#dirty.size > 0) this.#scheduleDecide();
     }
+  }
+
+  #kickFailed(c: DeviceConnection, error: string): void {
+    this.#line(`kick-error\u0000${c.device}`, (held) =>
+      log.warn(
+        "Cannot close a connection of device {device} on server {server}: {error} " +
+          "({held} more since the last such line)",
+        { device: c.device, server: c.server, error, held: held.suppressed },
+      ));
   }
 
   #kicked(c: DeviceConnection): void {
