@@ -33,6 +33,7 @@ import {
   startOperatorService,
 } from "../support/operator_process.ts";
 import { freePort } from "../support/ports.ts";
+import { type ProcSample, sampleProcess } from "../../bench/machine.ts";
 import { natsServerCommand, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 
@@ -222,8 +223,19 @@ Deno.test({
     let victim: NatsConnection | undefined;
     let held: Awaited<ReturnType<typeof victimConnects>>;
     let stats;
+    const sample = async () => {
+      const s = await sampleProcess(operator.pid);
+      if (s === undefined) throw new Error("serve is gone");
+      return s;
+    };
+    const idle: ProcSample = await sample();
+    let maxRssMiB = idle.rssMiB;
+    let attacked: ProcSample;
     {
       await using attacker = attack(env);
+      const sampling = setInterval(async () => {
+        maxRssMiB = Math.max(maxRssMiB, (await sampleProcess(operator.pid))?.rssMiB ?? 0);
+      }, 250);
       await new Promise((r) => setTimeout(r, 1_000));
       held = await victimConnects(env, 20_000);
       victim = held.nc;
@@ -233,6 +245,8 @@ Deno.test({
       })().catch(() => {});
       await new Promise((r) => setTimeout(r, ATTACK_MS));
       attacker.stop();
+      clearInterval(sampling);
+      attacked = await sample();
       stats = attacker.stats();
       // Settled: at most the limit of the attacker's, by the server's own count.
       await waitFor(async () => (await connectionsOf(env, thief)) <= LIMIT, {
@@ -258,8 +272,16 @@ Deno.test({
         } ms median, ${percentile(kicked.lifetimesMs, 0.95)} ms p95, ${
           percentile(kicked.lifetimesMs, 1)
         } ms max over ${kicked.lifetimesMs.length}; the victim connected after ${held.ms} ms ` +
-        `(${held.attempts} attempt(s))`,
+        `(${held.attempts} attempt(s)); serve used ${
+          Math.round(attacked.cpuMs - idle.cpuMs)
+        } ms CPU during the attack (${
+          ((attacked.cpuMs - idle.cpuMs) / Math.max(1, closed)).toFixed(2)
+        } ms per closed connection), RSS ${idle.rssMiB.toFixed(1)} MiB before, ${
+          maxRssMiB.toFixed(1)
+        } MiB max`,
     );
+    // Loosely (shared machines): the guard's picture and queues stay bounded.
+    assert(maxRssMiB < idle.rssMiB * 3, `serve grew from ${idle.rssMiB} to ${maxRssMiB} MiB`);
     assert(opened > SLOTS, `the attack ran: ${opened} opened`);
     assert(closed >= opened - SLOTS, `the guard closed ${closed} of ${opened}`);
     const lines = operator.logs().split("\n").filter((l) => l.includes(ATTACKER));
