@@ -84,7 +84,8 @@ const SYSTEM_LIMITS = {
 /**
  * The devices' account connection pool: one per device plus headroom, max(16, 5 %). With
  * `operator serve`'s connection guard closing a device's connections beyond its own few within
- * milliseconds, the headroom is what lets other devices in while those closes are in flight.
+ * tens of milliseconds, the headroom is what lets other devices in while those closes are in
+ * flight.
  * docs/security.md ("Limits") gives the reason and the file-descriptor budget it must fit.
  */
 export function devicesAccountConnections(maxDevices: number): number {
