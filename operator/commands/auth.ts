@@ -67,7 +67,7 @@ export function limitsOption(values: OptionValues): Partial<FleetLimits> {
 /** The `auth` command. */
 export const authCommand: Command = {
   name: "auth",
-  summary: "Create the NATS keys for per-device identities (auth init)",
+  summary: "Create the NATS keys for per-device identities (auth init, auth system-creds)",
   usage: "auth init --dir DIR [--max-devices N] [--max-storage SIZE] [--force]\n" +
     "      auth system-creds --dir DIR",
   description: [
@@ -85,9 +85,9 @@ export const authCommand: Command = {
     `(--max-devices, default ${DEFAULT_FLEET_LIMITS.maxDevices}) and the buckets' disk use`,
     `(--max-storage, default ${
       DEFAULT_FLEET_LIMITS.storageBytes / 1024 ** 3
-    }GiB); see the README's security model. The devices' account holds --max-devices`,
-    "connections plus max(16, 5 %) headroom. `auth system-creds` (re)issues DIR/system.creds",
-    "in a directory initialised before it existed.",
+    }GiB); see the README's security model. The devices' account holds`,
+    "--max-devices connections plus max(16, 5 %) headroom. `auth system-creds` (re)issues",
+    "DIR/system.creds, e.g. in a directory initialised before it existed.",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,

@@ -196,8 +196,8 @@ export const serveCommand: Command = {
     dir: {
       type: "string",
       value: "DIR",
-      description: "Auth directory holding secrets.xk, the secret store's key " +
-        "(env DROVER_AUTH_DIR)",
+      description: "Auth directory holding secrets.xk, the secret store's key, and " +
+        "system.creds (env DROVER_AUTH_DIR)",
       path: { env: "DROVER_AUTH_DIR" },
     },
     "system-creds": {
