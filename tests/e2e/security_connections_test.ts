@@ -10,7 +10,9 @@
  *   victim connects and stays connected, and once the attack stops re-opening
  *   the attacker holds at most the limit (CONNZ of the server's monitor).
  *   Positive control: the same attack against `serve` without system creds
- *   locks the victim out with the account-connections error.
+ *   locks the victim out with the account-connections error. Connections open
+ *   before `serve` started are found by its CONNZ read; on a 2-node cluster
+ *   the limit holds over both nodes.
  * - nats-server 2.9 (no KICK): the guard reports the device (/metrics, a log
  *   line naming `operator device revoke`) and closes nothing.
  *
@@ -23,10 +25,10 @@ import {
   type NodeConnectionOptions,
 } from "@nats-io/transport-node";
 import { CONNECTION_GUARD_INBOX_PREFIX } from "@drover/contracts";
-import { authInit, deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
 import { parseStartUs } from "../../operator/fleet/connection_guard.ts";
 import { readAuthState } from "../../operator/auth/store.ts";
-import { type SecureNats, startSecureNats } from "./_security_env.ts";
+import { includeAbsolute, type SecureNats, startSecureNats } from "./_security_env.ts";
 import {
   type OperatorService,
   runOperatorCli,
@@ -34,7 +36,7 @@ import {
 } from "../support/operator_process.ts";
 import { freePort } from "../support/ports.ts";
 import { type ProcSample, sampleProcess } from "../../bench/machine.ts";
-import { natsServerCommand, tempDir, waitFor } from "../support/mod.ts";
+import { natsServerCommand, startNatsCluster, tempDir, waitFor } from "../support/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../support/assert.ts";
 
 const VICTIM = "cn-victim";
@@ -307,6 +309,52 @@ Deno.test({
       assert(held.slice(3).every((nc) => !nc.isClosed()), "the 2 newest stay open");
       assertEquals(await connectionsOf(env, await userKey(env, ATTACKER)), 2);
       assertEquals(await metric(operator, /^drover_device_connections_closed_total (\d+)/m), 3);
+    } finally {
+      await Promise.all(held.map((nc) => nc.close()));
+    }
+  },
+});
+
+Deno.test({
+  name: "connections: on a 2-node cluster the limit is per device over both; the oldest go",
+  ignore: !KICKS,
+  sanitizeResources: false,
+  async fn() {
+    await using auth = await tempDir("drover-auth-");
+    const { confPath } = await authInit(auth.path);
+    await deviceAdd(auth.path, ATTACKER);
+    await using cluster = await startNatsCluster(2, { extraConfig: includeAbsolute(confPath) });
+    const creds = await Deno.readFile(`${auth.path}/${ATTACKER}.creds`);
+    const on = (node: number) =>
+      connect({
+        servers: cluster.urls[node]!,
+        inboxPrefix: deviceInboxPrefix(ATTACKER),
+        authenticator: credsAuthenticator(creds),
+        reconnect: false,
+      });
+    const held: NatsConnection[] = [];
+    try {
+      // The 2 oldest (one per node) before serve starts, within the limit: nothing to close.
+      held.push(await on(0), await on(1));
+      await using operator = await startOperatorService(cluster.urls.join(","), await freePort(), [
+        "--creds",
+        `${auth.path}/operator.creds`,
+        "--system-creds",
+        `${auth.path}/system.creds`,
+      ]);
+      await waitFor(() => operator.logs().includes("Connection guard: at most 2"), {
+        timeoutMs: 10_000,
+        message: "serve runs its connection guard",
+      });
+      // Two newer ones, again one per node: the guard, connected to one node, closes the old
+      // ones on both.
+      held.push(await on(1), await on(0));
+      await waitFor(() => held[0]!.isClosed() && held[1]!.isClosed(), {
+        timeoutMs: 10_000,
+        message: "the 2 oldest are closed, on either node",
+      });
+      assert(!held[2]!.isClosed() && !held[3]!.isClosed(), "the 2 newest stay open");
+      assertEquals(await metric(operator, /^drover_device_connections_closed_total (\d+)/m), 2);
     } finally {
       await Promise.all(held.map((nc) => nc.close()));
     }
