@@ -47,6 +47,8 @@ const CONNZ_PAGE = 256;
 const REQUEST_TIMEOUT_MS = 5_000;
 /** After the first server's CONNZ answer, how long to wait for more servers'. */
 const CONNZ_STALL_MS = 500;
+/** After a close failed (timeout, server error), the identity is decided again this much later. */
+const KICK_RETRY_MS = 1_000;
 /** KICK requests in flight at once. */
 const MAX_KICKS_IN_FLIGHT = 32;
 /** At most one line per device (and kind) this often. */
@@ -191,6 +193,8 @@ export class ConnectionGuard {
   /** Identities with news, decided together on the next turn. */
   readonly #dirty = new Set<string>();
   readonly #kicking = new Set<string>();
+  /** Identities decided again after a failed close (bounded by the identities tracked). */
+  readonly #retrying = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #lines = new LogThrottle(LINE_INTERVAL_MS, { linesPerSecond: LINES_PER_SECOND });
   readonly #subscriptions: Subscription[] = [];
   #flushScheduled = false;
@@ -200,6 +204,8 @@ export class ConnectionGuard {
   #wantResync: (() => void) | undefined;
   #resyncWanted = false;
   #closed = 0;
+  /** Disposed: nothing more is decided or retried. */
+  #stopped = false;
 
   constructor(nc: NatsConnection, options: ConnectionGuardOptions) {
     this.#nc = nc;
@@ -261,13 +267,13 @@ export class ConnectionGuard {
       if (signal.aborted) return;
       if (!this.#resyncWanted) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, RESYNC_EVERY_MS);
           const done = () => {
             clearTimeout(timer);
             signal.removeEventListener("abort", done);
             this.#wantResync = undefined;
             resolve();
           };
+          const timer = setTimeout(done, RESYNC_EVERY_MS);
           this.#wantResync = done;
           signal.addEventListener("abort", done, { once: true });
         });
@@ -283,6 +289,9 @@ export class ConnectionGuard {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#retrying.values()) clearTimeout(timer);
+    this.#retrying.clear();
     for (const s of this.#subscriptions.splice(0)) s.unsubscribe();
     this.#wantResync?.();
     await Promise.resolve();
@@ -358,7 +367,7 @@ export class ConnectionGuard {
 
   /** Decides on the next turn, once for all the news until then. */
   #scheduleDecide(): void {
-    if (this.#flushScheduled) return;
+    if (this.#flushScheduled || this.#stopped) return;
     this.#flushScheduled = true;
     setTimeout(() => {
       this.#flushScheduled = false;
@@ -429,6 +438,14 @@ export class ConnectionGuard {
   }
 
   #kickFailed(c: DeviceConnection, error: string): void {
+    // Decided again in a while (not at once: a server that keeps failing must not spin us).
+    if (!this.#retrying.has(c.user) && !this.#stopped) {
+      const timer = setTimeout(() => {
+        this.#retrying.delete(c.user);
+        this.#markDirty(c.user);
+      }, KICK_RETRY_MS);
+      this.#retrying.set(c.user, timer);
+    }
     this.#line(`kick-error\u0000${c.device}`, (held) =>
       log.warn(
         "Cannot close a connection of device {device} on server {server}: {error} " +
