@@ -146,19 +146,33 @@ export interface ThrottledLine {
   suppressed: number;
 }
 
+/** Options of {@linkcode LogThrottle}. */
+export interface LogThrottleOptions {
+  /** Kinds remembered at most (the oldest is forgotten first); default 1 000. */
+  maxKinds?: number;
+  /** Lines over all kinds per second (burst: twice that); default unlimited. */
+  linesPerSecond?: number;
+}
+
 /**
  * At most one log line per kind (e.g. "refused requests of dev-a") per
- * interval; the next one let through says how many were held back. Kinds are
+ * interval, and optionally at most `linesPerSecond` over all kinds; the next
+ * line let through says how many of its kind were held back. Kinds are
  * bounded by `maxKinds` (the oldest is forgotten first).
  */
 export class LogThrottle {
   readonly #intervalMs: number;
   readonly #maxKinds: number;
+  readonly #rate: TokenBuckets | undefined;
   readonly #kinds = new Map<string, { lastMs: number; suppressed: number }>();
 
-  constructor(intervalMs: number, maxKinds = 1_000) {
+  constructor(intervalMs: number, options: LogThrottleOptions = {}) {
     this.#intervalMs = intervalMs;
-    this.#maxKinds = maxKinds;
+    this.#maxKinds = options.maxKinds ?? 1_000;
+    this.#rate = options.linesPerSecond === undefined ? undefined : new TokenBuckets({
+      ratePerSecond: options.linesPerSecond,
+      burst: options.linesPerSecond * 2,
+    });
   }
 
   /** Whether to log a line of `kind` now; if so, how many were held back before it. */
@@ -168,13 +182,22 @@ export class LogThrottle {
       seen.suppressed++;
       return undefined;
     }
-    if (seen === undefined && this.#kinds.size >= this.#maxKinds) {
-      this.#kinds.delete(this.#kinds.keys().next().value!);
+    if (this.#rate !== undefined && !this.#rate.take("", nowMs)) {
+      // Held back by the global rate: counted with its kind, which may log again at once.
+      if (seen !== undefined) seen.suppressed++;
+      else this.#remember(kind, { lastMs: -Infinity, suppressed: 1 });
+      return undefined;
     }
     const suppressed = seen?.suppressed ?? 0;
-    // Re-inserted so that the map's order is oldest first.
-    this.#kinds.delete(kind);
-    this.#kinds.set(kind, { lastMs: nowMs, suppressed: 0 });
+    this.#remember(kind, { lastMs: nowMs, suppressed: 0 });
     return { suppressed };
+  }
+
+  #remember(kind: string, entry: { lastMs: number; suppressed: number }): void {
+    // Re-inserted so that the map's order is oldest first.
+    if (!this.#kinds.delete(kind) && this.#kinds.size >= this.#maxKinds) {
+      this.#kinds.delete(this.#kinds.keys().next().value!);
+    }
+    this.#kinds.set(kind, entry);
   }
 }

@@ -43,3 +43,15 @@ Deno.test("LogThrottle: one line per kind per interval, then the count held back
   assertEquals(throttle.allow("y", 5), { suppressed: 0 }, "another kind is not held back");
   assertEquals(throttle.allow("x", 1_000), { suppressed: 100 });
 });
+
+Deno.test("LogThrottle: linesPerSecond caps lines over all kinds; held-back kinds say so later", () => {
+  const throttle = new LogThrottle(10_000, { linesPerSecond: 1 });
+  // Burst of 2, then the global rate holds the other kinds back.
+  assertEquals(throttle.allow("a", 0), { suppressed: 0 });
+  assertEquals(throttle.allow("b", 0), { suppressed: 0 });
+  assertEquals(throttle.allow("c", 0), undefined);
+  assertEquals(throttle.allow("c", 100), undefined);
+  // A second later a token is back: "c" logs at once (not an interval later), counting 2.
+  assertEquals(throttle.allow("c", 1_000), { suppressed: 2 });
+  assertEquals(throttle.allow("a", 1_000), undefined, "positive control: a's own interval");
+});

@@ -22,28 +22,52 @@ export type CredsIdentity =
 
 const JWT_BLOCK = /-----BEGIN NATS USER JWT-----\s*([A-Za-z0-9_\-.]+)\s*-+END NATS USER JWT-+/;
 
-/** The identity named by the user JWT in `text` (a creds file), or undefined when unreadable. */
-export function credsIdentity(text: string): CredsIdentity | undefined {
+/** The claims of the user JWT in `text` (a creds file), or undefined when unreadable. */
+function userClaims(text: string): Record<string, unknown> | undefined {
   const jwt = JWT_BLOCK.exec(text)?.[1];
   const payload = jwt?.split(".")[1];
   if (payload === undefined) return undefined;
-  let claims: unknown;
   try {
     const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
-    claims = JSON.parse(new TextDecoder().decode(
+    const claims: unknown = JSON.parse(new TextDecoder().decode(
       Uint8Array.from(
         atob(base64 + "=".repeat((4 - base64.length % 4) % 4)),
         (c) => c.charCodeAt(0),
       ),
     ));
+    return typeof claims === "object" && claims !== null
+      ? claims as Record<string, unknown>
+      : undefined;
   } catch {
     return undefined;
   }
-  const name = (claims as { name?: unknown } | null)?.name;
+}
+
+/** The identity named by the user JWT in `text` (a creds file), or undefined when unreadable. */
+export function credsIdentity(text: string): CredsIdentity | undefined {
+  const name = userClaims(text)?.name;
   if (typeof name !== "string") return undefined;
   if (name === OPERATOR_USER_NAME) return { kind: "operator" };
   if (name.startsWith(DEVICE_USER_PREFIX)) {
     return { kind: "device", device: name.slice(DEVICE_USER_PREFIX.length) };
   }
   return { kind: "other", name };
+}
+
+/**
+ * The account whose connect events the user JWT in `text` may subscribe to
+ * (`$SYS.ACCOUNT.<account>.CONNECT`): for the connection guard's creds, the
+ * devices' account it watches. Undefined when the JWT allows no such subject.
+ */
+export function connectEventsAccount(text: string): string | undefined {
+  const nats = userClaims(text)?.nats as { sub?: { allow?: unknown } } | undefined;
+  const allow = nats?.sub?.allow;
+  if (!Array.isArray(allow)) return undefined;
+  for (const subject of allow) {
+    const m = typeof subject === "string"
+      ? /^\$SYS\.ACCOUNT\.(A[A-Z2-7]{55})\.CONNECT$/.exec(subject)
+      : null;
+    if (m?.[1] !== undefined) return m[1];
+  }
+  return undefined;
 }

@@ -169,3 +169,35 @@ export type LivenessReply = z.infer<typeof LivenessReply>;
 
 /** Largest heartbeat a reader decodes; a real one is about 40 bytes. */
 export const MAX_HEARTBEAT_BYTES = 1024;
+
+/**
+ * Inbox prefix of `operator serve`'s connection guard: its system-account user may subscribe
+ * below it and to the devices' connect events only ({@linkcode connectionGuardSubjects}).
+ */
+export const CONNECTION_GUARD_INBOX_PREFIX = "_INBOX_drover_guard";
+
+/** nats-server's system requests the connection guard makes, per server id or to all (`PING`). */
+export function serverRequestSubject(server: string, endpoint: "CONNZ" | "KICK"): string {
+  return `$SYS.REQ.SERVER.${server}.${endpoint}`;
+}
+
+/**
+ * What the connection guard of `operator serve` subscribes to and publishes, for the devices'
+ * account `account` (public key): its connect and disconnect events, every server's CONNZ and
+ * KICK (nats-server 2.10+), and its own inbox. Its system-account creds allow exactly these.
+ */
+export function connectionGuardSubjects(account: string): {
+  connect: string;
+  disconnect: string;
+  pub: string[];
+  sub: string[];
+} {
+  const connect = `$SYS.ACCOUNT.${account}.CONNECT`;
+  const disconnect = `$SYS.ACCOUNT.${account}.DISCONNECT`;
+  return {
+    connect,
+    disconnect,
+    pub: [serverRequestSubject("*", "CONNZ"), serverRequestSubject("*", "KICK")],
+    sub: [connect, disconnect, `${CONNECTION_GUARD_INBOX_PREFIX}.>`],
+  };
+}

@@ -16,6 +16,15 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FleetView } from "../fleet/aggregate.ts";
 import { RolloutPhase } from "../rollout/state.ts";
 import type { FloodReport } from "../fleet/device_gate.ts";
+import type { DeviceOverLimit } from "../fleet/connection_guard.ts";
+
+/** What the connection guard (operator/fleet/connection_guard.ts) reports. */
+export interface ConnectionGuardReport {
+  /** Device connections closed beyond their limit since start. */
+  readonly closedTotal: number;
+  /** Identities over the limit now, and the most connected of them by device. */
+  overLimit(): { count: number; devices: DeviceOverLimit[] };
+}
 
 /** Buckets of the desired-state write histogram, in seconds (a KV put is ~1 ms on loopback). */
 export const WRITE_BUCKETS_SECONDS = [
@@ -51,6 +60,8 @@ export interface OperatorMetricsOptions {
   rollouts?: () => Iterable<RolloutProgress>;
   /** Refusals of device requests beyond their limits, and the devices flooding now. */
   floods?: FloodReport;
+  /** The connection guard, when `serve` has the system account's creds. */
+  connections?: ConnectionGuardReport;
 }
 
 /** The operator's metrics. */
@@ -206,6 +217,40 @@ export class OperatorMetrics {
           for (const f of floods.flooding()) {
             this.set({ device: f.device, handler: f.handler }, f.refused);
           }
+        },
+      });
+    }
+    if (options.connections !== undefined) {
+      const guard = options.connections;
+      new Counter({
+        name: "drover_device_connections_closed_total",
+        help: "NATS connections of devices closed because their identity held more than its " +
+          "limit (serve --max-connections-per-device; the newest are kept).",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(guard.closedTotal);
+        },
+      });
+      new Gauge({
+        name: "drover_device_identities_over_connection_limit",
+        help: "Device identities holding more NATS connections than their limit now (on " +
+          "nats-server 2.9, which cannot close them, until the device is revoked).",
+        registers,
+        collect() {
+          this.set(guard.overLimit().count);
+        },
+      });
+      // Label values are device ids, bounded by the devices over the limit now (capped).
+      new Gauge({
+        name: "drover_device_connections_over_limit",
+        help: "Open NATS connections of a device over its connection limit (value: its " +
+          "connections). Cut one off with `operator device revoke ID`.",
+        labelNames: ["device"],
+        registers,
+        collect() {
+          this.reset();
+          for (const d of guard.overLimit().devices) this.set({ device: d.device }, d.connections);
         },
       });
     }

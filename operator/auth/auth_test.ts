@@ -1,6 +1,11 @@
 import { decode, parseCreds } from "@nats-io/jwt";
 import { parse as parseToml } from "smol-toml";
-import { AgentConfig, credsIdentity } from "@drover/contracts";
+import {
+  AgentConfig,
+  connectEventsAccount,
+  connectionGuardSubjects,
+  credsIdentity,
+} from "@drover/contracts";
 import { ConfigError, loadConfig } from "../../agent/config.ts";
 import { connectNats, NatsConnectionError } from "../nats/connection.ts";
 import { DEVICE_CREDS_PATH } from "./device_config.ts";
@@ -30,6 +35,7 @@ import {
   devicePermissions,
   deviceRevoke,
   DeviceUnknownError,
+  issueSystemCreds,
   renderAuthConf,
 } from "./mod.ts";
 
@@ -173,7 +179,8 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
     imports: DEVICE_BRIDGES.length,
     exports: DEVICE_EXPORTS.length,
     wildcards: true,
-    conn: 25_000,
+    // One per device and 5 % headroom (at least 16) for the connection guard's closes in flight.
+    conn: 26_250,
     leaf: 0,
   });
   // Its exports (heartbeats) are private to DROVER.
@@ -193,13 +200,28 @@ Deno.test("authInit: private files, every account limit spelled out, refuses to 
   assertEquals(creds.aid, result.accountPublicKey);
   assertEquals(creds.uc.nats.pub, undefined);
 
+  // serve's connection guard: a system-account user held to the devices' connections.
+  const systemText = await Deno.readTextFile(result.systemCredsPath);
+  const system = await parseCreds(new TextEncoder().encode(systemText));
+  assertEquals(system.aid, op.nats.system_account, "a user of the system account");
+  const guard = connectionGuardSubjects(result.devicesAccountPublicKey);
+  assertEquals(system.uc.nats.pub?.allow, guard.pub);
+  assertEquals(system.uc.nats.sub?.allow, guard.sub);
+  assertEquals(connectEventsAccount(systemText), result.devicesAccountPublicKey);
+  assertEquals(connectEventsAccount(await Deno.readTextFile(result.operatorCredsPath)), undefined);
+  assertEquals(await mode(result.systemCredsPath), 0o600);
+  // An auth directory may get (new) ones later.
+  const reissued = await issueSystemCreds(auth);
+  assertEquals(reissued, result.systemCredsPath);
+  assert(await Deno.readTextFile(reissued) !== systemText, "a new user");
+
   // Limits can be sized for another fleet.
   await using other = await tempDir("drover-auth-test-");
   const small = await authInit(other.path, { limits: { maxDevices: 10 } });
   const smallConf = confValues(await Deno.readTextFile(small.confPath));
   assertEquals(
     decode<Claims>(preloaded(smallConf.preload, small.devicesAccountPublicKey)).nats.limits.conn,
-    10,
+    10 + 16,
   );
 
   await assertRejects(() => authInit(auth), AuthAlreadyInitializedError, "--force");

@@ -18,7 +18,7 @@ import {
   type Import,
   type KeyPair,
 } from "@nats-io/jwt";
-import { DEVICE_USER_PREFIX, OPERATOR_USER_NAME } from "@drover/contracts";
+import { connectionGuardSubjects, DEVICE_USER_PREFIX, OPERATOR_USER_NAME } from "@drover/contracts";
 import {
   DEVICE_BRIDGES,
   DEVICE_EXPORTS,
@@ -81,6 +81,17 @@ const SYSTEM_LIMITS = {
   leaf: -1,
 } as const;
 
+/**
+ * The devices' account connection pool: one per device plus headroom, max(16, 5 %). With
+ * `operator serve`'s connection guard closing a device's connections beyond its own few within
+ * tens of milliseconds, the headroom is what lets other devices in while those closes are in
+ * flight.
+ * docs/security.md ("Limits") gives the reason and the file-descriptor budget it must fit.
+ */
+export function devicesAccountConnections(maxDevices: number): number {
+  return maxDevices + Math.max(16, Math.ceil(maxDevices * 0.05));
+}
+
 /** Core and JetStream limits of the `DROVER` account. */
 export function droverAccountLimits(limits: FleetLimits) {
   return {
@@ -113,7 +124,7 @@ export function devicesAccountLimits(limits: FleetLimits) {
     exports: DEVICE_EXPORTS.length,
     // The heartbeat export names every device with one wildcard (`drover.heartbeat.*`).
     wildcards: true,
-    conn: limits.maxDevices,
+    conn: devicesAccountConnections(limits.maxDevices),
     leaf: 0,
   };
 }
@@ -243,6 +254,26 @@ export async function encodeDevicesAccountJwt(
 export function encodeOperatorUserJwt(keys: SigningKeys, user: KeyPair): Promise<string> {
   return encodeUser(OPERATOR_USER_NAME, user, keys.account.getPublicKey(), {}, {
     signer: keys.accountSigning,
+  });
+}
+
+/** Name of the system-account user of `operator serve`'s connection guard. */
+export const CONNECTION_GUARD_USER_NAME = "drover-connection-guard";
+
+/**
+ * JWT of the connection guard's user in the system account: only the devices' account's connect
+ * events, the servers' CONNZ and KICK, and its own inbox ({@linkcode connectionGuardSubjects}) —
+ * not the rest of what the system account may do (reloads, other accounts' events, …).
+ */
+export function encodeConnectionGuardUserJwt(keys: SigningKeys, user: KeyPair): Promise<string> {
+  const subjects = connectionGuardSubjects(keys.devicesAccount.getPublicKey());
+  return encodeUser(CONNECTION_GUARD_USER_NAME, user, keys.systemAccount, {
+    pub: { allow: subjects.pub },
+    sub: { allow: subjects.sub },
+    subs: -1,
+    payload: -1,
+    data: -1,
+    allowed_connection_types: ["STANDARD"],
   });
 }
 

@@ -10,6 +10,7 @@ import { createAccount, createOperator, createUser, fmtCreds } from "@nats-io/jw
 import { AuthAlreadyInitializedError } from "./errors.ts";
 import {
   DEFAULT_FLEET_LIMITS,
+  encodeConnectionGuardUserJwt,
   encodeDevicesAccountJwt,
   encodeDroverAccountJwt,
   encodeOperatorJwt,
@@ -29,7 +30,9 @@ import {
   type DeviceRegistry,
   ensurePrivateDir,
   isInitialized,
+  readAuthState,
   readDeviceRegistry,
+  readSigningKeys,
   SECRET_FILE_MODE,
   writeDeviceRegistry,
   writeFileAtomic,
@@ -53,6 +56,8 @@ export interface AuthInitResult {
   confPath: string;
   /** Absolute path of the operator service's creds. */
   operatorCredsPath: string;
+  /** Absolute path of the connection guard's system-account creds (`serve --system-creds`). */
+  systemCredsPath: string;
   /** Public key of the `DROVER` account. */
   accountPublicKey: string;
   /** Public key of the `DROVER_DEVICES` account. */
@@ -167,6 +172,8 @@ export async function authInit(
     SECRET_FILE_MODE,
   );
 
+  const systemCredsPath = await writeSystemCreds(absDir, keys);
+
   // Written last: its presence is what marks the directory as initialised.
   await writeFileAtomic(
     authPath(absDir, AUTH_FILES.state),
@@ -176,9 +183,37 @@ export async function authInit(
   return {
     confPath,
     operatorCredsPath,
+    systemCredsPath,
     accountPublicKey: state.account_public_key,
     devicesAccountPublicKey: state.devices_account_public_key,
   };
+}
+
+/**
+ * Writes `DIR/system.creds` (0600): a new user of the system account that may do only what
+ * `serve`'s connection guard does (claims.ts, `encodeConnectionGuardUserJwt`). Returns its path.
+ */
+async function writeSystemCreds(dir: string, keys: SigningKeys): Promise<string> {
+  const user = createUser();
+  const path = authPath(dir, AUTH_FILES.systemCreds);
+  await writeFileAtomic(
+    path,
+    fmtCreds(await encodeConnectionGuardUserJwt(keys, user), user),
+    SECRET_FILE_MODE,
+  );
+  return path;
+}
+
+/**
+ * Issues the connection guard's creds in an initialised auth directory (made before `auth init`
+ * wrote them, or to replace them). Returns the path of `DIR/system.creds`.
+ *
+ * @throws {AuthNotInitializedError} when `auth init` has not run for `dir`.
+ */
+export async function issueSystemCreds(dir: string): Promise<string> {
+  const absDir = resolve(dir);
+  const keys = await readSigningKeys(absDir, await readAuthState(absDir));
+  return await writeSystemCreds(absDir, keys);
 }
 
 /** Removes the creds and configs of devices signed by keys that are about to be replaced. */

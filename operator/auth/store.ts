@@ -22,6 +22,8 @@ export const AUTH_FILES = {
   conf: "nats-auth.conf",
   /** Creds of the operator service. */
   operatorCreds: "operator.creds",
+  /** Creds of `serve`'s connection guard: a system-account user limited to its subjects. */
+  systemCreds: "system.creds",
   /** Seeds (secrets). */
   operatorSeed: "operator.nk",
   systemAccountSeed: "system-account.nk",

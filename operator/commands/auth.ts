@@ -19,6 +19,7 @@ import {
   authInit,
   DEFAULT_FLEET_LIMITS,
   type FleetLimits,
+  issueSystemCreds,
 } from "../auth/mod.ts";
 
 const SIZE_UNITS: Record<string, number> = {
@@ -66,8 +67,9 @@ export function limitsOption(values: OptionValues): Partial<FleetLimits> {
 /** The `auth` command. */
 export const authCommand: Command = {
   name: "auth",
-  summary: "Create the NATS keys for per-device identities (auth init)",
-  usage: "auth init --dir DIR [--max-devices N] [--max-storage SIZE] [--force]",
+  summary: "Create the NATS keys for per-device identities (auth init, auth system-creds)",
+  usage: "auth init --dir DIR [--max-devices N] [--max-storage SIZE] [--force]\n" +
+    "      auth system-creds --dir DIR",
   description: [
     "Creates, once, the operator key, the system account, the DROVER account (operator,",
     "buckets) and the DROVER_DEVICES account (devices only; no JetStream; reaches DROVER",
@@ -75,12 +77,17 @@ export const authCommand: Command = {
     "creds 0600), and writes:",
     "  DIR/nats-auth.conf   fragment to `include` in nats-server.conf (path relative to it)",
     "  DIR/operator.creds   the operator service's creds (use with --creds / NATS_CREDS)",
+    "  DIR/system.creds     serve's connection guard: a system-account user that may only",
+    "                       watch the devices' connections and close extra ones",
+    "                       (serve --system-creds, or found in serve --dir)",
     "Then provision devices with `device add`. --force replaces existing keys: every",
     "creds file issued before stops working. Limits: devices connected at once",
     `(--max-devices, default ${DEFAULT_FLEET_LIMITS.maxDevices}) and the buckets' disk use`,
     `(--max-storage, default ${
       DEFAULT_FLEET_LIMITS.storageBytes / 1024 ** 3
-    }GiB); see the README's security model.`,
+    }GiB); see the README's security model. The devices' account holds`,
+    "--max-devices connections plus max(16, 5 %) headroom. `auth system-creds` (re)issues",
+    "DIR/system.creds, e.g. in a directory initialised before it existed.",
   ].join("\n"),
   options: {
     ...AUTH_DIR_OPTION,
@@ -98,11 +105,12 @@ export const authCommand: Command = {
   },
   connects: false,
   async run({ values, positionals, io }) {
-    if (positionals[0] !== "init") {
+    if (positionals[0] !== "init" && positionals[0] !== "system-creds") {
       throw new UsageError(
         positionals[0] === undefined
           ? "Missing subcommand: auth init"
-          : `Unknown subcommand "auth ${positionals[0]}": expected "auth init"`,
+          : `Unknown subcommand "auth ${positionals[0]}": expected "auth init" or ` +
+            '"auth system-creds"',
         "auth",
       );
     }
@@ -110,6 +118,18 @@ export const authCommand: Command = {
       throw new UsageError(`Unexpected argument "${positionals[1]}"`, "auth");
     }
     const dir = authDir(values, io.env, "auth");
+    if (positionals[0] === "system-creds") {
+      let path;
+      try {
+        path = await issueSystemCreds(dir);
+      } catch (e) {
+        throw cliAuthError(e);
+      }
+      io.stdout(
+        `wrote ${path}\n  give it to serve: --system-creds ${path} (or --dir ${dir})\n`,
+      );
+      return EXIT.ok;
+    }
     const limits = limitsOption(values);
     let result;
     try {
@@ -126,6 +146,7 @@ export const authCommand: Command = {
         `  server fragment: ${result.confPath}`,
         `    add to nats-server.conf: include "<path of nats-auth.conf relative to that file>"`,
         `  operator creds:  ${result.operatorCredsPath}`,
+        `  system creds:    ${result.systemCredsPath} (serve's connection guard)`,
         `  account:         ${result.accountPublicKey} (DROVER: operator, buckets)`,
         `  devices account: ${result.devicesAccountPublicKey} (DROVER_DEVICES)`,
         `next: operator device add ID --dir ${dir}`,

@@ -23,7 +23,7 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { connectNats, serversForDisplay } from "../nats/connection.ts";
+import { type ConnectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
 import { connectionSettings } from "./connection_options.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -53,6 +53,14 @@ import { OPERATOR_VERSION } from "../version.ts";
 import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
 import { ensureSecretsKey, openSecretsBucket } from "../secrets/store.ts";
+import { ConnectionGuard, DEFAULT_CONNECTIONS_PER_DEVICE } from "../fleet/connection_guard.ts";
+import { AUTH_FILES, DEFAULT_FLEET_LIMITS, devicesAccountConnections } from "../auth/mod.ts";
+import { readAuthState } from "../auth/store.ts";
+import {
+  connectEventsAccount,
+  CONNECTION_GUARD_INBOX_PREFIX,
+  credsIdentity,
+} from "@drover/contracts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -140,7 +148,9 @@ async function openBucketsPatiently(
 export const serveCommand: Command = {
   name: "serve",
   summary: "Run the operator service (fan-out loop and HTTP API)",
-  usage: "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N] [--dir DIR]",
+  usage:
+    "serve [--listen HOST:PORT] [--api-token TOKEN] [--replicas N] [--history N] [--dir DIR]\n" +
+    "      [--system-creds FILE] [--max-connections-per-device N]",
   description:
     "Creates the desired-state, agent-status, deployments and devices buckets if missing,\n" +
     "then keeps desired-state equal to what the manifests target, writing only keys whose\n" +
@@ -155,6 +165,11 @@ export const serveCommand: Command = {
     "With --dir (or env DROVER_AUTH_DIR), the auth directory whose secrets.xk opens the\n" +
     "secret store, it seals each secret a deployment uses to every device that runs it;\n" +
     "without, such deployments are refused by their devices with the reason.\n" +
+    "With the system account's creds (--system-creds, env DROVER_SYSTEM_CREDS, or\n" +
+    "system.creds in --dir; `auth init` writes them, `auth system-creds` for an older\n" +
+    "directory) it keeps each device to --max-connections-per-device NATS connections (the\n" +
+    "newest): on nats-server 2.10+ it closes the others, on 2.9 it reports the device\n" +
+    "(/metrics, log). Without them it logs that this limit is not enforced.\n" +
     "Log level: DROVER_LOG_LEVEL; JSON logs: DROVER_LOG_FORMAT=json.",
   options: {
     listen: {
@@ -181,9 +196,22 @@ export const serveCommand: Command = {
     dir: {
       type: "string",
       value: "DIR",
-      description: "Auth directory holding secrets.xk, the secret store's key " +
-        "(env DROVER_AUTH_DIR)",
+      description: "Auth directory holding secrets.xk, the secret store's key, and " +
+        "system.creds (env DROVER_AUTH_DIR)",
       path: { env: "DROVER_AUTH_DIR" },
+    },
+    "system-creds": {
+      type: "string",
+      value: "FILE",
+      description: "The connection guard's system-account creds (env DROVER_SYSTEM_CREDS; " +
+        "default DIR/system.creds when --dir has one)",
+      path: { env: "DROVER_SYSTEM_CREDS" },
+    },
+    "max-connections-per-device": {
+      type: "string",
+      value: "N",
+      description:
+        `NATS connections one device may hold (default ${DEFAULT_CONNECTIONS_PER_DEVICE})`,
     },
   },
   connects: true,
@@ -203,6 +231,7 @@ export const serveCommand: Command = {
     const secretsDir = stringOption(values, "dir") ?? io.env("DROVER_AUTH_DIR");
     // Read (created on first use) before connecting: a broken key file is a start-up error.
     const secretsKey = secretsDir ? await ensureSecretsKey(secretsDir) : undefined;
+    const guardSettings = await connectionGuardSettings(values, io.env, secretsDir);
 
     log.info("Drover operator {version} connecting to {servers}", {
       version: OPERATOR_VERSION,
@@ -229,6 +258,24 @@ export const serveCommand: Command = {
       name: "NATS writer connection",
       stop: () => writer.drain().catch(() => writer.close()),
     });
+    // The connection guard's own connection, as the system account's restricted user.
+    const system = guardSettings && await connectNats(
+      guardConnectionSettings(settings, guardSettings.creds),
+      {
+        name: "drover-operator-connection-guard",
+        reconnectForever: true,
+        inboxPrefix: CONNECTION_GUARD_INBOX_PREFIX,
+      },
+    ).catch(async (e) => {
+      await life.stop();
+      throw e;
+    });
+    if (system) {
+      life.add({
+        name: "NATS system connection",
+        stop: () => system.drain().catch(() => system.close()),
+      });
+    }
     await life.start();
     // Whatever happens from here on (a bucket that cannot be created, a port in use), the parts
     // started so far, the connection first among them, are stopped in reverse.
@@ -256,7 +303,14 @@ export const serveCommand: Command = {
       // Desired-state writes are timed for /metrics (operator/api/metrics.ts).
       // Refusals of device messages beyond their limits, for the log and /metrics.
       const floods = new FloodReport();
-      const metrics = new OperatorMetrics({ floods });
+      // At most a few connections per device identity (operator/fleet/connection_guard.ts).
+      const guard = system && guardSettings &&
+        new ConnectionGuard(system, {
+          account: guardSettings.account,
+          limit: guardSettings.limit,
+          maxTracked: guardSettings.maxTracked,
+        });
+      const metrics = new OperatorMetrics({ floods, ...(guard ? { connections: guard } : {}) });
       const timed = {
         ...written,
         status: buckets.status,
@@ -303,6 +357,29 @@ export const serveCommand: Command = {
         stop: () => controller.stop(),
       });
       life.add(disposable("heartbeat listener", heartbeats));
+      if (guard && system && guardSettings) {
+        life.add({
+          name: "connection guard",
+          start: () => guard.start(),
+          run: (signal) => guard.run(signal),
+          stop: () => guard[Symbol.asyncDispose](),
+        });
+        life.add({
+          name: "connection watch (system)",
+          run: (signal) => watchConnection(system, () => guard.rewatch(), signal),
+        });
+        log.info(
+          "Connection guard: at most {limit} NATS connection(s) per device (newest kept), " +
+            "watching account {account}",
+          { limit: guardSettings.limit, account: guardSettings.account },
+        );
+      } else {
+        log.warn(
+          "Per-device NATS connection limits are not enforced: one device's creds can take " +
+            "every connection of the devices' account. Give serve the system account's creds " +
+            "(--system-creds or DIR/system.creds; docs/security.md)",
+        );
+      }
       for (const [name, conn] of [["", nc], [" (writer)", writer]] as const) {
         life.add({
           name: `connection watch${name}`,
@@ -341,6 +418,67 @@ export const serveCommand: Command = {
     return EXIT.ok;
   },
 };
+
+/** `settings` with the guard's creds instead of any other login (servers and TLS kept). */
+function guardConnectionSettings(settings: ConnectionSettings, creds: string): ConnectionSettings {
+  const { user: _user, password: _password, token: _token, ...rest } = settings;
+  return { ...rest, creds };
+}
+
+/** What the connection guard needs, from `serve`'s options; undefined without system creds. */
+interface GuardSettings {
+  creds: string;
+  /** The devices' account, read from the creds' permissions. */
+  account: string;
+  limit: number;
+  maxTracked: number;
+}
+
+/**
+ * The guard's settings: the creds from --system-creds, DROVER_SYSTEM_CREDS or DIR/system.creds;
+ * the account they may watch; the per-device limit. A creds file that is not the guard's
+ * (the operator's, a device's, one naming no account) is a start-up error.
+ */
+async function connectionGuardSettings(
+  values: OptionValues,
+  env: (name: string) => string | undefined,
+  dir: string | undefined,
+): Promise<GuardSettings | undefined> {
+  const limit = positiveInt(values, "max-connections-per-device", DEFAULT_CONNECTIONS_PER_DEVICE);
+  let creds = stringOption(values, "system-creds") ?? env("DROVER_SYSTEM_CREDS");
+  if (creds === undefined && dir !== undefined) {
+    const inDir = `${dir.replace(/\/+$/, "")}/${AUTH_FILES.systemCreds}`;
+    if (await Deno.stat(inDir).then(() => true, () => false)) creds = inDir;
+  }
+  if (creds === undefined) return undefined;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(creds);
+  } catch (e) {
+    throw new OperationError(`Cannot read system creds ${creds}: ${(e as Error).message}`, [], {
+      cause: e,
+    });
+  }
+  const account = connectEventsAccount(text);
+  if (account === undefined) {
+    const identity = credsIdentity(text);
+    const whose = identity?.kind === "operator"
+      ? "the operator's creds"
+      : identity?.kind === "device"
+      ? `device "${identity.device}"'s creds`
+      : "no connection guard's creds";
+    throw new OperationError(`${creds} holds ${whose}: --system-creds needs the guard's`, [
+      "operator auth init wrote them to DIR/system.creds; for an older auth directory: " +
+      "operator auth system-creds --dir DIR",
+    ]);
+  }
+  // The picture's bound: the account's connection pool (from DIR's limits when given).
+  const maxDevices = dir === undefined
+    ? DEFAULT_FLEET_LIMITS.maxDevices
+    : await readAuthState(dir).then((s) => s.limits.max_devices, () =>
+      DEFAULT_FLEET_LIMITS.maxDevices);
+  return { creds, account, limit, maxTracked: 2 * devicesAccountConnections(maxDevices) };
+}
 
 /** A part whose start is `start()` and whose stop is its async disposal. */
 function disposable(

@@ -19,7 +19,6 @@ import {
   LogThrottle,
   type Refusal,
   type Ticket,
-  TokenBuckets,
 } from "@drover/common";
 
 const log = getLogger(["drover", "operator", "devices"]);
@@ -73,10 +72,8 @@ export interface FloodingDevice {
 export class FloodReport {
   readonly #now: () => number;
   readonly #counts: RefusalCounts = emptyCounts();
-  readonly #lines = new LogThrottle(REFUSAL_LOG_INTERVAL_MS);
-  readonly #lineRate = new TokenBuckets({
-    ratePerSecond: REFUSAL_LINES_PER_SECOND,
-    burst: REFUSAL_LINES_PER_SECOND * 2,
+  readonly #lines = new LogThrottle(REFUSAL_LOG_INTERVAL_MS, {
+    linesPerSecond: REFUSAL_LINES_PER_SECOND,
   });
   readonly #windows = new Map<
     string,
@@ -111,7 +108,7 @@ export class FloodReport {
       return;
     }
     const line = this.#lines.allow(`${handler}\u0000${device}`, now);
-    if (line === undefined || !this.#lineRate.take("", now)) return;
+    if (line === undefined) return;
     log.info(
       "Refused a {handler} request of device {device} ({reason}); {suppressed} more refusals " +
         "of it were suppressed since the last such line",

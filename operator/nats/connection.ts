@@ -37,7 +37,7 @@ export interface ConnectionSettings {
 /** Connects to NATS; a long-lived caller passes `reconnectForever`. */
 export async function connectNats(
   settings: ConnectionSettings,
-  options: { name: string; reconnectForever?: boolean },
+  options: { name: string; reconnectForever?: boolean; inboxPrefix?: string },
 ): Promise<NatsConnection> {
   let authenticator;
   if (settings.creds !== undefined) {
@@ -91,6 +91,7 @@ export async function connectNats(
     return await connect({
       servers: settings.servers,
       name: options.name,
+      ...(options.inboxPrefix !== undefined ? { inboxPrefix: options.inboxPrefix } : {}),
       ...(settings.user !== undefined ? { user: settings.user, pass: settings.password } : {}),
       ...(settings.token !== undefined ? { token: settings.token } : {}),
       ...(authenticator ? { authenticator } : {}),

@@ -14,7 +14,12 @@ import {
 } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
 import { BUCKET_DESIRED_STATE, BUCKET_DEVICES } from "@drover/contracts";
-import { authInit, deviceAdd, deviceInboxPrefix } from "../../operator/auth/mod.ts";
+import {
+  authInit,
+  deviceAdd,
+  deviceInboxPrefix,
+  type FleetLimits,
+} from "../../operator/auth/mod.ts";
 import { readDeviceRegistry } from "../../operator/auth/store.ts";
 import {
   DEFAULT_HISTORY,
@@ -100,6 +105,8 @@ export interface SecureNatsOptions {
   devices?: Record<string, Record<string, string>>;
   /** Extra server config (e.g. a `tls {}` block). */
   extraConfig?: string;
+  /** Account limits given to `auth init` (e.g. a small `maxDevices`). */
+  limits?: Partial<FleetLimits>;
 }
 
 /**
@@ -110,7 +117,7 @@ export interface SecureNatsOptions {
 export async function startSecureNats(options: SecureNatsOptions = {}): Promise<SecureNats> {
   const authDir = await tempDir("drover-auth-");
   try {
-    const { confPath } = await authInit(authDir.path);
+    const { confPath } = await authInit(authDir.path, { limits: options.limits ?? {} });
     for (const [id, labels] of Object.entries(options.devices ?? {})) {
       await deviceAdd(authDir.path, id, { labels });
     }
