@@ -23,7 +23,7 @@ import {
   stringOption,
   UsageError,
 } from "./cli.ts";
-import { type ConnectionSettings, connectNats, serversForDisplay } from "../nats/connection.ts";
+import { connectNats, serversForDisplay } from "../nats/connection.ts";
 import { connectionSettings } from "./connection_options.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -54,13 +54,8 @@ import { Dashboard } from "../api/dashboard/mod.ts";
 import { type DeploymentRolloutInfo, deploymentRolloutInfo } from "../rollout/view.ts";
 import { ensureSecretsKey, openSecretsBucket } from "../secrets/store.ts";
 import { ConnectionGuard, DEFAULT_CONNECTIONS_PER_DEVICE } from "../fleet/connection_guard.ts";
-import { AUTH_FILES, DEFAULT_FLEET_LIMITS, devicesAccountConnections } from "../auth/mod.ts";
-import { readAuthState } from "../auth/store.ts";
-import {
-  connectEventsAccount,
-  CONNECTION_GUARD_INBOX_PREFIX,
-  credsIdentity,
-} from "@drover/contracts";
+import { CONNECTION_GUARD_INBOX_PREFIX } from "@drover/contracts";
+import { connectionGuardSettings, guardConnectionSettings } from "./_connection_guard.ts";
 
 const log = getLogger(["drover", "operator", "serve"]);
 
@@ -231,7 +226,12 @@ export const serveCommand: Command = {
     const secretsDir = stringOption(values, "dir") ?? io.env("DROVER_AUTH_DIR");
     // Read (created on first use) before connecting: a broken key file is a start-up error.
     const secretsKey = secretsDir ? await ensureSecretsKey(secretsDir) : undefined;
-    const guardSettings = await connectionGuardSettings(values, io.env, secretsDir);
+    const guardSettings = await connectionGuardSettings(
+      values,
+      io.env,
+      secretsDir,
+      positiveInt(values, "max-connections-per-device", DEFAULT_CONNECTIONS_PER_DEVICE),
+    );
 
     log.info("Drover operator {version} connecting to {servers}", {
       version: OPERATOR_VERSION,
@@ -418,67 +418,6 @@ export const serveCommand: Command = {
     return EXIT.ok;
   },
 };
-
-/** `settings` with the guard's creds instead of any other login (servers and TLS kept). */
-function guardConnectionSettings(settings: ConnectionSettings, creds: string): ConnectionSettings {
-  const { user: _user, password: _password, token: _token, ...rest } = settings;
-  return { ...rest, creds };
-}
-
-/** What the connection guard needs, from `serve`'s options; undefined without system creds. */
-interface GuardSettings {
-  creds: string;
-  /** The devices' account, read from the creds' permissions. */
-  account: string;
-  limit: number;
-  maxTracked: number;
-}
-
-/**
- * The guard's settings: the creds from --system-creds, DROVER_SYSTEM_CREDS or DIR/system.creds;
- * the account they may watch; the per-device limit. A creds file that is not the guard's
- * (the operator's, a device's, one naming no account) is a start-up error.
- */
-async function connectionGuardSettings(
-  values: OptionValues,
-  env: (name: string) => string | undefined,
-  dir: string | undefined,
-): Promise<GuardSettings | undefined> {
-  const limit = positiveInt(values, "max-connections-per-device", DEFAULT_CONNECTIONS_PER_DEVICE);
-  let creds = stringOption(values, "system-creds") ?? env("DROVER_SYSTEM_CREDS");
-  if (creds === undefined && dir !== undefined) {
-    const inDir = `${dir.replace(/\/+$/, "")}/${AUTH_FILES.systemCreds}`;
-    if (await Deno.stat(inDir).then(() => true, () => false)) creds = inDir;
-  }
-  if (creds === undefined) return undefined;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(creds);
-  } catch (e) {
-    throw new OperationError(`Cannot read system creds ${creds}: ${(e as Error).message}`, [], {
-      cause: e,
-    });
-  }
-  const account = connectEventsAccount(text);
-  if (account === undefined) {
-    const identity = credsIdentity(text);
-    const whose = identity?.kind === "operator"
-      ? "the operator's creds"
-      : identity?.kind === "device"
-      ? `device "${identity.device}"'s creds`
-      : "no connection guard's creds";
-    throw new OperationError(`${creds} holds ${whose}: --system-creds needs the guard's`, [
-      "operator auth init wrote them to DIR/system.creds; for an older auth directory: " +
-      "operator auth system-creds --dir DIR",
-    ]);
-  }
-  // The picture's bound: the account's connection pool (from DIR's limits when given).
-  const maxDevices = dir === undefined
-    ? DEFAULT_FLEET_LIMITS.maxDevices
-    : await readAuthState(dir).then((s) => s.limits.max_devices, () =>
-      DEFAULT_FLEET_LIMITS.maxDevices);
-  return { creds, account, limit, maxTracked: 2 * devicesAccountConnections(maxDevices) };
-}
 
 /** A part whose start is `start()` and whose stop is its async disposal. */
 function disposable(
