@@ -134,19 +134,21 @@ function attack(env: SecureNats) {
 /** The victim's connection attempts from now until one succeeds or `withinMs` passes. */
 async function victimConnects(env: SecureNats, withinMs: number) {
   const started = performance.now();
-  let lastError = "";
+  // Every refusal's text: the server's "maximum account active connections" may reach the
+  // client as a reset instead, when the server closes the socket before the client reads it.
+  const errors = new Set<string>();
   let attempts = 0;
   while (performance.now() - started < withinMs) {
     attempts++;
     try {
       const nc = await deviceConnection(env, VICTIM);
-      return { nc, ms: Math.round(performance.now() - started), attempts, lastError };
+      return { nc, ms: Math.round(performance.now() - started), attempts, errors };
     } catch (e) {
-      lastError = (e as Error).message;
+      errors.add((e as Error).message);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  return { nc: undefined, ms: Math.round(performance.now() - started), attempts, lastError };
+  return { nc: undefined, ms: Math.round(performance.now() - started), attempts, errors };
 }
 
 /**
@@ -241,7 +243,10 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 1_000));
       held = await victimConnects(env, 20_000);
       victim = held.nc;
-      assert(victim !== undefined, `the victim connects under the attack: ${held.lastError}`);
+      assert(
+        victim !== undefined,
+        `the victim connects under the attack: ${[...held.errors].join(" | ")}`,
+      );
       (async () => {
         for await (const s of victim.status()) victimStatus.push(s.type);
       })().catch(() => {});
@@ -377,7 +382,8 @@ Deno.test({
     const held = await victimConnects(env, 5_000);
     await held.nc?.close();
     assertEquals(held.nc, undefined, "the victim is locked out");
-    assertStringIncludes(held.lastError.toLowerCase(), "maximum account active connections");
+    const errors = [...held.errors].join(" | ");
+    assertStringIncludes(errors.toLowerCase(), "maximum account active connections");
   },
 });
 
