@@ -24,6 +24,7 @@ import { HOLLOW_IMAGES, hollowDeviceId } from "../agent/hollow.ts";
 import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
 import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
+import { gcPauses, loopLag, type PhaseTrace, schedTimes, WireTap } from "./wiretap.ts";
 
 /** How often the operator's API is polled for the totals. */
 export const API_POLL_MS = 250;
@@ -31,6 +32,8 @@ export const DEPLOYMENT = "fleet-app";
 /** The image every hollow device already has (so the IfNotPresent pull is skipped, as on a Pi). */
 export const FLEET_IMAGE = HOLLOW_IMAGES[0];
 export const PREFIX = "dev";
+/** The bench service's `min_ready`: none, the figures are the control plane's (see writeManifest). */
+export const FLEET_MIN_READY = "0s";
 export const LABELS = { fleet: "bench" };
 
 /** One transition seen in a stored status. */
@@ -66,6 +69,20 @@ export interface FleetOptions {
   steadyOnly?: boolean;
   /** Restart nats-server once everything runs and time the fleet's return. */
   storm?: boolean;
+  /**
+   * Listen to every message (bench/wiretap.ts) and split each device's change into steps;
+   * the per-device timelines go to `<dir>/trace-<phase>.json`. Costs the server a delivery
+   * per message: for the breakdown, not the headline figures.
+   */
+  trace?: boolean;
+  /** Apply with `--wait` (the CLI then returns when the operator's view says done). */
+  wait?: boolean;
+  /**
+   * Stall the last hollow process (SIGSTOP … SIGCONT) for this many seconds, 1 s into the
+   * update: what a device whose CPU is taken away for a while lives through (its requests'
+   * answers wait unread past their timeout).
+   */
+  stallSeconds?: number;
 }
 
 /** The reconnect storm: a server restart with every device connected. */
@@ -97,6 +114,8 @@ export interface FleetPhase {
    * desired-state key of the phase, and per device its key stored → its status stored.
    */
   breakdown?: { firstKey: number; lastKey: number; deviceReaction: Summary };
+  /** The wiretap's step durations (`trace`), ms. */
+  trace?: PhaseTrace;
 }
 
 /** CPU per party during a phase, % of one core (the machine has nproc × 100 %). */
@@ -310,6 +329,47 @@ export class StatusRecorder {
   }
 }
 
+/** `--wait --timeout` for `apply` when the run asks for `--wait` (the phase's own limit). */
+function waitArgs(options: FleetOptions): string[] {
+  return options.wait
+    ? ["--wait", "--timeout", `${Math.ceil(options.phaseTimeoutMs / 1000)}s`]
+    : [];
+}
+
+/**
+ * Stops `process` (SIGSTOP) for `seconds` once `device`'s desired-state key is written anew:
+ * requests its devices have in flight then wait unread past their timeout, as on a device whose
+ * CPU is taken away. Abort to cancel (the process is always continued).
+ */
+function stallWhenKeyed(
+  seconds: number,
+  process: LoggedProcess,
+  device: string,
+  recorder: StatusRecorder,
+  tag: string,
+  progress: (line: string) => void,
+): AbortController {
+  const cancel = new AbortController();
+  const since = epochMs();
+  void (async () => {
+    while (!cancel.signal.aborted && (recorder.desiredAt.get(device) ?? 0) < since) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (cancel.signal.aborted) return;
+    progress(
+      `${tag}: ${device}'s key written: stalling hollow process ${process.pid} for ${seconds} s`,
+    );
+    Deno.kill(process.pid, "SIGSTOP");
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    Deno.kill(process.pid, "SIGCONT");
+    progress(`${tag}: hollow process ${process.pid} continued`);
+  })();
+  return cancel;
+}
+
+/** When the current run's hollow processes were spawned (their `--trace-gc` clock starts about then). */
+let hollowStartedAt = 0;
+
 /** Runs deploy, steady state, update and delete for N agents (and the storm when asked). */
 export async function runFleetBench(options: FleetOptions): Promise<FleetResult> {
   const { n, progress, workDir } = options;
@@ -333,9 +393,12 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   await registerFleet(servers.urls, n);
   const recorder = new StatusRecorder();
   await recorder.start(servers.urls);
+  const tap = options.trace ? new WireTap() : undefined;
+  await tap?.start(servers.urls);
   progress(`${tag}: starting ${n} hollow devices in ${options.processes} process(es)`);
   const agents: LoggedProcess[] = [];
   const t0 = epochMs();
+  hollowStartedAt = t0;
   agents.push(
     ...(await spawnHollowDevices(n, options.processes, servers.urls, dir, [
       "--heartbeat",
@@ -343,7 +406,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       ...(options.statusRefreshSeconds !== undefined
         ? ["--status-refresh", String(options.statusRefreshSeconds)]
         : []),
-    ])),
+    ], options.trace ? ["--trace-gc"] : [])),
   );
   const versions = await Promise.all(
     servers.monitorUrls.map((u) => varz(u).then((v) => v.version)),
@@ -409,16 +472,19 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       return result;
     }
 
+    const tapOf = tap === undefined
+      ? undefined
+      : { wire: tap, dir, agentLogs: agents.map((a) => a.logPath) };
     // Deploy.
     const manifest = `${dir}/manifest.json`;
     const before = await sampleOperator();
-    await writeManifest(manifest, 1);
+    await writeManifest(manifest, 1, { minReady: FLEET_MIN_READY });
     result.deploy = await phase(
       options,
       parties,
       "deploy",
       async () => {
-        return await cli(["apply", "-f", manifest], opEnv);
+        return await cli(["apply", "-f", manifest, ...waitArgs(options)], opEnv);
       },
       async () => {
         const d = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`)
@@ -427,6 +493,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       },
       recorder,
       (r) => r.event === "running",
+      tapOf,
     );
     result.consumers.afterDeploy = await consumersNow();
     const after = await sampleOperator();
@@ -447,13 +514,21 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     const wanted = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`);
     const oldMax = Math.max(...wanted.devices.map((d) => d.wanted_revision ?? 0));
     const revisionsBefore = latestRunningRevisions(recorder);
-    await writeManifest(manifest, 2);
+    await writeManifest(manifest, 2, { minReady: FLEET_MIN_READY });
+    const stall = options.stallSeconds === undefined ? undefined : stallWhenKeyed(
+      options.stallSeconds,
+      agents[0]!,
+      hollowDeviceId(PREFIX, 100),
+      recorder,
+      tag,
+      progress,
+    );
     result.update = await phase(
       options,
       parties,
       "update",
       async () => {
-        return await cli(["apply", "-f", manifest], opEnv);
+        return await cli(["apply", "-f", manifest, ...waitArgs(options)], opEnv);
       },
       async () => {
         const d = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`);
@@ -463,7 +538,8 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       recorder,
       (r) =>
         r.event === "running" && (r.revision ?? 0) > (revisionsBefore.get(r.device) ?? Infinity),
-    );
+      tapOf,
+    ).finally(() => stall?.abort());
     result.consumers.afterUpdate = await consumersNow();
     await sampleOperator();
 
@@ -481,6 +557,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       },
       recorder,
       (r) => r.event === "gone",
+      tapOf,
     );
     result.consumers.afterDelete = await consumersNow();
     progress(
@@ -502,6 +579,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
     await recorder.close();
+    await tap?.close();
     result.operatorPasses = await operatorPasses(operator.process.logPath);
   }
   return result;
@@ -587,7 +665,16 @@ async function operatorPasses(
     .map((m) => ({ put: Number(m[1]), deleted: Number(m[2]), ms: Number(m[4]) }));
 }
 
-export async function writeManifest(path: string, version: number): Promise<void> {
+/**
+ * Writes the bench deployment's manifest. `minReady` sets the service's `min_ready`: the fleet
+ * benchmark passes `0s`, as it measures the control plane, not the readiness wait (a service
+ * without a health check otherwise counts as ready only after the default 10 s).
+ */
+export async function writeManifest(
+  path: string,
+  version: number,
+  options: { minReady?: string } = {},
+): Promise<void> {
   await Deno.writeTextFile(
     path,
     JSON.stringify({
@@ -595,7 +682,12 @@ export async function writeManifest(path: string, version: number): Promise<void
       selector: { labels: { fleet: "bench" } },
       score: {
         type: "PodmanV0",
-        services: [{ name: "app", image: FLEET_IMAGE, env: { BENCH_VERSION: String(version) } }],
+        services: [{
+          name: "app",
+          image: FLEET_IMAGE,
+          env: { BENCH_VERSION: String(version) },
+          ...(options.minReady !== undefined ? { min_ready: options.minReady } : {}),
+        }],
       },
     }),
   );
@@ -620,17 +712,22 @@ async function phase(
   done: () => Promise<boolean>,
   recorder: StatusRecorder,
   matches: (r: FleetRecord) => boolean,
+  tap?: { wire: WireTap; dir: string; agentLogs: string[] },
 ): Promise<FleetPhase> {
   const t0 = epochMs();
   const cpu0 = await sampleParties(parties);
-  await command();
+  const sched0 = tap === undefined ? {} : await schedOf(parties);
+  // A failed command (e.g. `apply --wait` out of time) still gets its breakdown below.
+  let commandError: unknown;
+  await command().catch((e) => commandError = e);
   const cliSeconds = round((epochMs() - t0) / 1000);
   let totalSeconds: number | null = null;
   try {
+    if (commandError !== undefined) throw commandError;
     await until(done, options.phaseTimeoutMs, `operator reports ${name} done`, API_POLL_MS);
     totalSeconds = Math.round((epochMs() - t0) / 10) / 100;
   } catch (e) {
-    options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message}`);
+    options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message.slice(0, 500)}`);
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
   const first = new Map<string, number>();
@@ -653,6 +750,39 @@ async function phase(
         `after the command; key → status p50 ${breakdown.deviceReaction.p50} s, ` +
         `p99 ${breakdown.deviceReaction.p99} s`,
     );
+  }
+  let trace: PhaseTrace | undefined;
+  if (tap !== undefined) {
+    const converged = new Map([...first].map(([d, s]) => [d, t0 + s * 1000]));
+    const traced = tap.wire.phase(t0, epochMs(), converged);
+    trace = traced.trace;
+    await Deno.writeTextFile(`${tap.dir}/trace-${name}.json`, JSON.stringify(traced, null, 1));
+    const s = trace.steps;
+    const line = Object.entries(s).map(([k, v]) => `${k} ${v.p50}/${v.p99}/${v.max}`).join("; ");
+    options.progress(
+      `fleet N=${options.n}: ${name}: trace (ms p50/p99/max): ${line}; requests ${
+        JSON.stringify(trace.requests)
+      }, unanswered ${JSON.stringify(trace.unanswered)}`,
+    );
+    const t1 = epochMs();
+    for (const [i, log] of tap.agentLogs.entries()) {
+      const text = await Deno.readTextFile(log);
+      const gc = gcPauses(text, hollowStartedAt, t0, t1);
+      const lag = loopLag(text, t0, t1);
+      options.progress(
+        `fleet N=${options.n}: ${name}: hollow process ${i}: event loop late by up to ` +
+          `${lag.maxMs} ms (line at ${Math.round(lag.at)} ms); GC ${JSON.stringify(gc.count)}, ` +
+          `${gc.totalMs} ms paused, longest ${gc.maxMs} ms at ${Math.round(gc.maxAt)} ms`,
+      );
+    }
+    const sched1 = await schedOf(parties);
+    const schedLine = Object.entries(sched1).map(([who, s]) => {
+      const a = sched0[who] ?? { runMs: NaN, waitMs: NaN };
+      return `${who} on CPU ${Math.round(s.runMs - a.runMs)} ms, waiting for a CPU ${
+        Math.round(s.waitMs - a.waitMs)
+      } ms`;
+    }).join("; ");
+    options.progress(`fleet N=${options.n}: ${name}: scheduler: ${schedLine}`);
   }
   const ms = summarise([...first.values()].map((s) => s * 1000));
   const sec = (x: number) => Math.round(x / 10) / 100;
@@ -683,7 +813,19 @@ async function phase(
     cliSeconds,
     cpuPercent,
     ...(breakdown ? { breakdown } : {}),
+    ...(trace ? { trace } : {}),
   };
+}
+
+/** Scheduler times of every party (bench/wiretap.ts `schedTimes`), by name. */
+async function schedOf(p: Parties): Promise<Record<string, { runMs: number; waitMs: number }>> {
+  const out: Record<string, { runMs: number; waitMs: number }> = {};
+  for (const [i, pid] of p.nats.entries()) {
+    if (pid !== undefined) out[`nats-server ${i}`] = await schedTimes(pid);
+  }
+  out.operator = await schedTimes(p.operator);
+  for (const [i, pid] of p.agents.entries()) out[`hollow ${i}`] = await schedTimes(pid);
+  return out;
 }
 
 type PartySamples = {
@@ -905,6 +1047,7 @@ export async function spawnHollowDevices(
   urls: readonly string[],
   dir: string,
   extraArgs: readonly string[] = [],
+  v8Flags: readonly string[] = [],
 ): Promise<LoggedProcess[]> {
   const out: LoggedProcess[] = [];
   const per = Math.ceil(n / processes);
@@ -915,7 +1058,7 @@ export async function spawnHollowDevices(
         [
           "run",
           "-A",
-          "--v8-flags=--max-old-space-size=4096",
+          `--v8-flags=${["--max-old-space-size=4096", ...v8Flags].join(",")}`,
           `${REPO_ROOT}/scripts/hollow.ts`,
           "--worker",
           "--prefix",

@@ -11,6 +11,11 @@
  *   steady-bookworm             steady state only (70 s, longer than the 60 s status refresh)
  *   legacy-bookworm             the same with every heartbeat a full status put (the baseline)
  * e.g. `bench/scale.ts bookworm:1000 trixie:1000 bookworm+storm:5000 cluster:5000`.
+ * `--wait` applies with `apply --wait` (the CLI's time is then the user's wait);
+ * `--stall S` stops the last hollow process for S seconds during the update (SIGSTOP);
+ * `--phase-timeout S` gives up on a phase after S seconds;
+ * `--trace` adds the wiretap (bench/wiretap.ts): each device's change split into
+ * steps, timelines in the work directory.
  *
  * Results accumulate in bench/results-scale.json (one entry per RUN, the
  * newest wins) and render as a section of bench/RESULTS.md that
@@ -174,6 +179,15 @@ async function main(args: string[]): Promise<number> {
     console.log("Usage: deno run -A bench/scale.ts KIND[+storm]:N … (see the module doc)");
     return args.length === 0 ? 2 : 0;
   }
+  const trace = args.includes("--trace");
+  const wait = args.includes("--wait");
+  const timeoutAt = args.indexOf("--phase-timeout");
+  const phaseTimeoutSeconds = timeoutAt >= 0 ? Number(args[timeoutAt + 1]) : undefined;
+  if (timeoutAt >= 0) args.splice(timeoutAt, 2);
+  const stallAt = args.indexOf("--stall");
+  const stallSeconds = stallAt >= 0 ? Number(args[stallAt + 1]) : undefined;
+  if (stallAt >= 0) args.splice(stallAt, 2);
+  args = args.filter((a) => a !== "--trace" && a !== "--wait");
   const runs = args.map(parseRun);
   const started = performance.now();
   const progress = (line: string) =>
@@ -188,7 +202,9 @@ async function main(args: string[]): Promise<number> {
       // Steady-only runs cover a whole status refresh period (60 s) and a bit.
       steadySeconds: spec.kind.endsWith("-bookworm") ? 70 : 20,
       heartbeatSeconds: 10,
-      phaseTimeoutMs: Math.max(120_000, spec.n * 40),
+      phaseTimeoutMs: phaseTimeoutSeconds !== undefined
+        ? phaseTimeoutSeconds * 1000
+        : Math.max(120_000, spec.n * 40),
       workDir,
       progress,
       natsServer: server,
@@ -199,6 +215,9 @@ async function main(args: string[]): Promise<number> {
       ...(spec.kind === "legacy-bookworm" ? { statusRefreshSeconds: 1, steadyOnly: true } : {}),
       ...(spec.kind === "steady-bookworm" ? { steadyOnly: true } : {}),
       storm: spec.storm,
+      trace,
+      wait,
+      ...(stallSeconds !== undefined ? { stallSeconds } : {}),
     });
     const entries: ScaleEntry[] = JSON.parse(
       await Deno.readTextFile(RESULTS).catch(() => "[]"),

@@ -84,6 +84,11 @@ export const HINT_FLOOD_POLL_MS = 1_000;
 const CONFIRM_ATTEMPTS = 6;
 /** Waits between those re-reads: 10, 20, 40, 80, 160 ms. */
 const CONFIRM_BACKOFF: Readonly<BackoffOptions> = { baseMs: 10, capMs: 160, jitter: 0 };
+/**
+ * Waits before a held key whose read failed is read again: as a reconnect's
+ * (250 ms doubling to 10 s, up to half off at random so a fleet spreads out).
+ */
+export const CONFIRM_RETRY_BACKOFF: Readonly<BackoffOptions> = CONNECT_BACKOFF;
 
 /** What the follower reports for logging. */
 export interface DesiredFollowHooks {
@@ -91,8 +96,8 @@ export interface DesiredFollowHooks {
   onSnapshotFailed?: (error: unknown, retryInMs: number) => void;
   /** A snapshot was applied; `count` deployments are desired. */
   onSnapshot?: (count: number, asOfRevision: number) => void;
-  /** A key could not be read after a change; the next snapshot repairs it. */
-  onFetchFailed?: (deployment: string, error: unknown) => void;
+  /** A key could not be read after a change; it is read again after `retryInMs`. */
+  onFetchFailed?: (deployment: string, error: unknown, retryInMs: number) => void;
   /**
    * `count` hints for keys not held arrived within a second: live hints are
    * not listened to for `pauseMs`, snapshots are polled instead.
@@ -171,6 +176,14 @@ export class DesiredFollower {
   readonly #pending = new Map<string, KvRecord>();
   /** Deployments being confirmed now (at most {@linkcode CONFIRM_CONCURRENCY}). */
   readonly #confirming = new Set<string>();
+  /**
+   * Held keys whose read failed, waiting to be read again: the failures so far (for the
+   * backoff) and the timer. At most one per held key.
+   */
+  readonly #retrying = new Map<
+    string,
+    { failures: number; timer: ReturnType<typeof setTimeout> | undefined }
+  >();
   /** A hint named a key not held: the next snapshot comes soon. */
   #hinted = false;
   #subscription: Subscription | undefined;
@@ -248,6 +261,8 @@ export class DesiredFollower {
     } finally {
       this.#subscription?.unsubscribe();
       this.#subscription = undefined;
+      for (const retry of this.#retrying.values()) clearTimeout(retry.timer);
+      this.#retrying.clear();
     }
   }
 
@@ -387,14 +402,37 @@ export class DesiredFollower {
       void (async () => {
         try {
           this.#apply(deployment, await this.#confirm(deployment, announced));
+          this.#retrying.delete(deployment);
         } catch (e) {
-          this.#hooks.onFetchFailed?.(deployment, e);
+          this.#retryConfirm(deployment, announced, e);
         } finally {
           this.#confirming.delete(deployment);
           this.#confirmPending();
         }
       })();
     }
+  }
+
+  /**
+   * A held key's read failed (a request that timed out): read it again after
+   * a backoff ({@linkcode CONFIRM_RETRY_BACKOFF}) rather than waiting minutes
+   * for the next snapshot. A newer announcement meanwhile takes its place.
+   */
+  #retryConfirm(deployment: string, announced: KvRecord, error: unknown): void {
+    const retry = this.#retrying.get(deployment) ?? { failures: 0, timer: undefined };
+    const delay = backoffDelay(retry.failures++, CONFIRM_RETRY_BACKOFF);
+    this.#hooks.onFetchFailed?.(deployment, error, delay);
+    clearTimeout(retry.timer);
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined;
+      if (this.#subscription === undefined || !this.#held.has(deployment)) {
+        this.#retrying.delete(deployment);
+        return;
+      }
+      if (!this.#pending.has(deployment)) this.#pending.set(deployment, announced);
+      this.#confirmPending();
+    }, delay);
+    this.#retrying.set(deployment, retry);
   }
 
   /** Reads `deployment` until it shows what was announced (or a newer change is pending). */
