@@ -95,6 +95,8 @@ export interface StormResult {
   allReadySeconds: number | null;
   /** Per device: restart begun → its first status stored after it, seconds. */
   perDevice: Summary;
+  /** Devices the restart disconnected (all on one server; a cluster node's share). */
+  devices?: number;
 }
 
 /** One phase (deploy, update or delete). */
@@ -189,6 +191,14 @@ export interface FleetResult {
     afterDelete: number;
   };
   error?: string;
+  /** The machine's 1-minute load average when the run started and ended (/proc/loadavg). */
+  load?: { before: number; after: number };
+}
+
+/** The 1-minute load average (/proc/loadavg), or NaN. */
+async function loadAverage(): Promise<number> {
+  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "");
+  return Number(text.split(" ")[0] ?? NaN);
 }
 
 interface ApiDeployment {
@@ -376,6 +386,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   const nodes = options.clusterNodes ?? 1;
   const tag = `fleet N=${n}${nodes > 1 ? ` cluster×${nodes}` : ""}`;
   const dir = `${workDir}/fleet-${n}-${nodes}-${crypto.randomUUID().slice(0, 6)}`;
+  const loadBefore = await loadAverage();
   await Deno.mkdir(dir, { recursive: true });
   // nats-server's defaults allow 64K connections.
   await using servers = await startServers(options);
@@ -567,9 +578,12 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     );
     await sampleOperator();
 
-    const [only] = servers.nodes;
-    if (options.storm && nodes === 1 && only !== undefined) {
-      result.storm = await storm(options, only, api, recorder, tag);
+    const [first] = servers.nodes;
+    if (options.storm && first !== undefined) {
+      // On a cluster, one node restarts: the devices connected to it come back (to it or
+      // another node); the rest stay connected.
+      const on = nodes > 1 ? await devicesOn(servers.monitorUrls[0]!) : undefined;
+      result.storm = await storm(options, first, api, recorder, tag, on);
     }
   } catch (e) {
     result.error = (e as Error).message;
@@ -581,6 +595,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     await recorder.close();
     await tap?.close();
     result.operatorPasses = await operatorPasses(operator.process.logPath);
+    result.load = { before: loadBefore, after: await loadAverage() };
   }
   return result;
 }
@@ -595,9 +610,12 @@ async function storm(
   api: string,
   recorder: StatusRecorder,
   tag: string,
+  /** The devices connected to `server` (a cluster node); all of them when undefined. */
+  on?: Set<string>,
 ): Promise<StormResult> {
-  const { n, progress } = options;
-  progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected`);
+  const { progress } = options;
+  const n = on?.size ?? options.n;
+  progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected to it`);
   const t0 = epochMs();
   await server.restart();
   const restartSeconds = round((epochMs() - t0) / 1000);
@@ -605,7 +623,9 @@ async function storm(
   let allReadySeconds: number | null = null;
   const reported = () => {
     let count = 0;
-    for (const at of recorder.lastStored.values()) if (at >= t0) count++;
+    for (const [device, at] of recorder.lastStored) {
+      if (at >= t0 && (on === undefined || on.has(device))) count++;
+    }
     return count;
   };
   try {
@@ -619,7 +639,7 @@ async function storm(
     await until(
       async () => {
         const devices = await getJson<ApiDevice[]>(`${api}/api/devices`);
-        return devices.filter((d) => d.status === "ready" && d.online).length >= n;
+        return devices.filter((d) => d.status === "ready" && d.online).length >= options.n;
       },
       options.phaseTimeoutMs,
       "operator lists every device ready again",
@@ -630,7 +650,8 @@ async function storm(
     progress(`${tag}: storm: ${(e as Error).message} (${reported()}/${n} reported)`);
   }
   const ms = summarise(
-    [...recorder.lastStored.values()].filter((at) => at >= t0).map((at) => at - t0),
+    [...recorder.lastStored].filter(([d, at]) => at >= t0 && (on === undefined || on.has(d)))
+      .map(([, at]) => at - t0),
   );
   const perDevice = secondsSummary(ms);
   progress(
@@ -641,7 +662,20 @@ async function storm(
         allReadySeconds ?? "timeout"
       } s`,
   );
-  return { restartSeconds, allReportedSeconds, allReadySeconds, perDevice };
+  return { restartSeconds, allReportedSeconds, allReadySeconds, perDevice, devices: n };
+}
+
+/** The bench devices connected to the server at `monitorUrl` (by connection name). */
+async function devicesOn(monitorUrl: string): Promise<Set<string>> {
+  const connz = await getJson<{ connections?: { name?: string }[] }>(
+    `${monitorUrl}/connz?limit=100000`,
+  );
+  const out = new Set<string>();
+  for (const c of connz.connections ?? []) {
+    const m = /^drover-agent-(.+)$/.exec(c.name ?? "");
+    if (m) out.add(m[1]!);
+  }
+  return out;
 }
 
 function secondsSummary(ms: Summary): Summary {

@@ -51,12 +51,13 @@ export interface ScaleEntry {
 
 /** One run asked for on the command line. Pure. */
 export function parseRun(text: string): { kind: string; storm: boolean; n: number } {
-  const m = /^(bookworm|trixie|cluster|legacy-bookworm|steady-bookworm)(\+storm)?:(\d+)$/.exec(
-    text,
-  );
+  const m = /^(bookworm|trixie|cluster|legacy-bookworm|steady-bookworm)(\+storm)?:(\d+)(#\w+)?$/
+    .exec(
+      text,
+    );
   if (!m) {
     throw new Error(
-      `A run is KIND[+storm]:N with KIND bookworm|trixie|cluster|legacy-bookworm|steady-bookworm, not ${
+      `A run is KIND[+storm]:N[#TAG] with KIND bookworm|trixie|cluster|legacy-bookworm|steady-bookworm, not ${
         JSON.stringify(text)
       }`,
     );
