@@ -118,6 +118,14 @@ export interface FleetPhase {
   breakdown?: { firstKey: number; lastKey: number; deviceReaction: Summary };
   /** The wiretap's step durations (`trace`), ms. */
   trace?: PhaseTrace;
+  /** Each party's time on a CPU and runnable-but-waiting during the phase (schedstat). */
+  scheduler?: PhaseScheduler;
+}
+
+/** Scheduler time per party (`nats-server 0`, `operator`, `hollow 0`, …) during a phase, ms. */
+export interface PhaseScheduler {
+  runMs: Record<string, number>;
+  waitMs: Record<string, number>;
 }
 
 /** CPU per party during a phase, % of one core (the machine has nproc × 100 %). */
@@ -750,7 +758,7 @@ async function phase(
 ): Promise<FleetPhase> {
   const t0 = epochMs();
   const cpu0 = await sampleParties(parties);
-  const sched0 = tap === undefined ? {} : await schedOf(parties);
+  const sched0 = await schedOf(parties);
   // A failed command (e.g. `apply --wait` out of time) still gets its breakdown below.
   let commandError: unknown;
   await command().catch((e) => commandError = e);
@@ -764,6 +772,19 @@ async function phase(
     options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message.slice(0, 500)}`);
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
+  const sched1 = await schedOf(parties);
+  const scheduler: PhaseScheduler = { runMs: {}, waitMs: {} };
+  for (const [who, b] of Object.entries(sched1)) {
+    const a = sched0[who] ?? { runMs: NaN, waitMs: NaN };
+    scheduler.runMs[who] = Math.round(b.runMs - a.runMs);
+    scheduler.waitMs[who] = Math.round(b.waitMs - a.waitMs);
+  }
+  options.progress(
+    `fleet N=${options.n}: ${name}: scheduler (ms on a CPU / runnable but waiting): ${
+      Object.keys(scheduler.runMs).map((w) => `${w} ${scheduler.runMs[w]} / ${scheduler.waitMs[w]}`)
+        .join("; ")
+    }`,
+  );
   const first = new Map<string, number>();
   const reaction = new Map<string, number>();
   for (const r of recorder.records) {
@@ -809,14 +830,6 @@ async function phase(
           `${gc.totalMs} ms paused, longest ${gc.maxMs} ms at ${Math.round(gc.maxAt)} ms`,
       );
     }
-    const sched1 = await schedOf(parties);
-    const schedLine = Object.entries(sched1).map(([who, s]) => {
-      const a = sched0[who] ?? { runMs: NaN, waitMs: NaN };
-      return `${who} on CPU ${Math.round(s.runMs - a.runMs)} ms, waiting for a CPU ${
-        Math.round(s.waitMs - a.waitMs)
-      } ms`;
-    }).join("; ");
-    options.progress(`fleet N=${options.n}: ${name}: scheduler: ${schedLine}`);
   }
   const ms = summarise([...first.values()].map((s) => s * 1000));
   const sec = (x: number) => Math.round(x / 10) / 100;
@@ -848,6 +861,7 @@ async function phase(
     cpuPercent,
     ...(breakdown ? { breakdown } : {}),
     ...(trace ? { trace } : {}),
+    scheduler,
   };
 }
 

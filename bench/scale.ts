@@ -78,18 +78,31 @@ const pair = (p?: { perDevice: { p50: number; p99: number } }) =>
   p ? `${f(p.perDevice.p50)} / ${f(p.perDevice.p99)}` : "–";
 const kib = (b: number) => Number.isNaN(b) ? "–" : `${Math.round(b / 102.4) / 10} KiB/s`;
 
+/** `2.1→3.4`: the load average at a run's start and end, or "–" (runs before it was recorded). */
+const loadOf = (r: FleetResult) =>
+  r.load === undefined ? "–" : `${f(r.load.before)}→${f(r.load.after)}`;
+/** `2026-12-06T16:02 (load 2.1→3.4)`: when a run ran and how busy the machine was. */
+const when = (e: ScaleEntry) => `${e.run} ${e.date}, load ${loadOf(e.result)}`;
+/** `nats 25 / operator 14 / devices 71`: CPU during a phase, % of one core. */
+const cpu = (p?: FleetResult["deploy"]) =>
+  p
+    ? `${f(p.cpuPercent.natsServer)} / ${f(p.cpuPercent.operator)} / ${f(p.cpuPercent.agents)}`
+    : "–";
+
 /** The RESULTS.md section. Pure. */
 export function renderSection(entries: ScaleEntry[]): string {
   const full = entries.filter((e) => e.result.deploy !== undefined);
   const rows = full.map((e) => {
     const r = e.result;
-    return `| ${r.server} | ${r.n} | ${f(r.connectSeconds)} | ${pair(r.deploy)} | ${
+    return `| ${when(e)} | ${r.server} | ${r.n} | ${f(r.connectSeconds)} | ${pair(r.deploy)} | ${
       pair(r.update)
-    } | ${pair(r.delete)} | ${f(r.deploy?.totalSeconds)} / ${f(r.update?.totalSeconds)} / ${
-      f(r.delete?.totalSeconds)
-    } | ${f(r.update?.cpuPercent.natsServer)} % / ${f(r.update?.cpuPercent.operator)} % / ${
-      f(r.update?.cpuPercent.agents)
-    } % | ${f(r.steady.natsRssMiB)} | ${f(Math.round(r.steady.agentsRssMiB / r.n * 1024))} KiB |`;
+    } | ${pair(r.delete)} | ${f(r.deploy?.cliSeconds)} / ${f(r.update?.cliSeconds)} | ${
+      f(r.deploy?.totalSeconds)
+    } / ${f(r.update?.totalSeconds)} / ${f(r.delete?.totalSeconds)} | ${cpu(r.deploy)} | ${
+      cpu(r.update)
+    } | ${cpu(r.delete)} | ${f(r.steady.natsRssMiB)} | ${
+      f(Math.round(r.steady.agentsRssMiB / r.n * 1024))
+    } KiB |`;
   });
   const breakdown = full.map((e) => {
     const r = e.result;
@@ -99,8 +112,51 @@ export function renderSection(entries: ScaleEntry[]): string {
           f(p.breakdown.deviceReaction.p99)
         }`
         : "– | –";
-    return `| ${r.server} | ${r.n} | ${b(r.deploy)} | ${b(r.update)} | ${b(r.delete)} |`;
+    return `| ${when(e)} | ${r.server} | ${r.n} | ${b(r.deploy)} | ${b(r.update)} | ${
+      b(r.delete)
+    } |`;
   });
+  const STEPS: [string, string][] = [
+    ["key published → snapshot asked", "hint → snapshot asked"],
+    ["snapshot asked → answered", "snapshot answered"],
+    ["key published → get asked", "key → direct get asked"],
+    ["get asked → answered", "get answered"],
+    ["get answered → status put", "get answered → status put"],
+    ["status put → acked", "status stored"],
+    ["key published → status acked", "key → status stored"],
+  ];
+  const traced = full.flatMap((e) =>
+    (["deploy", "update", "delete"] as const).flatMap((name) => {
+      const t = e.result[name]?.trace;
+      if (t === undefined) return [];
+      const cells = STEPS.map(([k]) => {
+        const x = t.steps[k];
+        return x === undefined || Number.isNaN(x.p50) ? "–" : `${f(x.p50)} / ${f(x.p99)}`;
+      });
+      const lost = Object.values(t.unanswered).reduce((a, b) => a + b, 0);
+      return [`| ${when(e)} | ${e.result.server} | ${name} | ${cells.join(" | ")} | ${lost} |`];
+    })
+  );
+  const sched = full.flatMap((e) =>
+    (["deploy", "update", "delete"] as const).flatMap((name) => {
+      const p = e.result[name];
+      const sc = p?.scheduler;
+      if (p === undefined || sc === undefined) return [];
+      const sum = (m: Record<string, number>, prefix: string) =>
+        Object.entries(m).filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
+      const s1 = (ms: number) => f(Math.round(ms / 100) / 10);
+      const run = sum(sc.runMs, "");
+      const wait = sum(sc.waitMs, "");
+      const wall = p.totalSeconds ?? NaN;
+      return [
+        `| ${when(e)} | ${e.result.server} | ${e.result.n} | ${name} | ${f(wall)} | ${
+          s1(sum(sc.runMs, "nats"))
+        } / ${s1(sc.runMs.operator ?? NaN)} / ${s1(sum(sc.runMs, "hollow"))} | ${s1(run)} | ${
+          s1(run / 2)
+        } | ${s1(wait)} |`,
+      ];
+    })
+  );
   const steadyRows = entries.filter((e) => e.result.steady.seconds >= 60).map((e) => {
     const r = e.result;
     const s = r.steady;
@@ -114,38 +170,60 @@ export function renderSection(entries: ScaleEntry[]): string {
   const storms = entries.filter((e) => e.result.storm !== undefined).map((e) => {
     const r = e.result;
     const s = r.storm!;
-    return `| ${r.server} | ${r.n} | ${f(s.restartSeconds)} | ${f(s.allReportedSeconds)} | ${
-      f(s.perDevice.p50)
-    } / ${f(s.perDevice.p99)} | ${f(s.allReadySeconds)} |`;
+    return `| ${when(e)} | ${r.server} | ${r.n} | ${f(s.devices ?? r.n)} | ${
+      f(s.restartSeconds)
+    } | ${f(s.allReportedSeconds)} | ${f(s.perDevice.p50)} / ${f(s.perDevice.p99)} | ${
+      f(s.allReadySeconds)
+    } |`;
   });
   const errors = entries.filter((e) => e.result.error).map((e) => `- ${e.run}: ${e.result.error}`);
   return `${SECTION_START}
-## Fleet scale (\`deno run -A bench/scale.ts\`, issue 12)
+## Fleet scale (\`deno run -A bench/scale.ts\`, issues 12 and 26)
 
 Hollow devices (\`deno task hollow\`: the real agent code per device, each with its own NATS
 connection, FAKE in-memory container runtime; one process up to 1 000 devices, two above), the real
-\`operator serve\`, on this 2-core machine shared with other engineers' work (load average 2–5
-while these ran). Seconds from the command; per-device times are the server time each device's
-status showing the change was stored. Runs: ${
-    entries.map((e) => `${e.run} (${e.date})`).join(", ")
-  }. The 20 000 case ran as 19 000: this machine's hard open-file limit is 20 000 per process and
-nats-server needs a descriptor per connection plus its JetStream files (at 20 000 it failed with
-"too many open files"; give nats-server \`LimitNOFILE\` well above the fleet size).
+\`operator serve\`, on this 2-core machine shared with other engineers' work: each row names its
+run, its date and the 1-minute load average at its start and end (runs of 2026-12-01 did not record
+it; it was 2–5). Seconds from the command; per-device times are the server time each device's
+status showing the change was stored. Since 2026-12-06 a service without a health check counts as
+ready only after \`min_ready\` (default 10 s): the bench's manifest sets \`min_ready: 0s\`, so the
+figures are the control plane's, not the readiness wait. Runs of 2026-12-06 apply with
+\`apply --wait\`: its time (CLI start included) is the user's wait. ${SCALE_NOTES}
 
-Deploy / update / delete, per device p50 / p99, and the operator's "all ready" total:
+Deploy / update / delete, per device p50 / p99; \`apply --wait\` (deploy / update); the operator's
+"all done" (polled every 250 ms); CPU during each phase, % of one core (the machine has 200 %):
+nats-server / operator / hollow devices.
 
-| nats-server | N | connect all | deploy p50 / p99 | update p50 / p99 | delete p50 / p99 | operator all done (deploy / update / delete) | CPU during update: server / operator / hollow devices (% of one core) | server RSS MiB | hollow device RSS |
-|---|---|---|---|---|---|---|---|---|---|
-| 2.9.10 ×1, before (per-device consumers, issue 12) | 5000 | 9.0 | 3.06 / 7.59 | 7.86 / 12.26 | 6.70 / 12.83 | – | 93 % / – / – | – | – |
-| 2.10.27 ×1, before (per-device consumers, issue 12) | 5000 | 22.9 | 1.91 / 2.65 | 5.14 / 8.95 | 4.53 / 9.03 | – | 93 % / – / – | – | – |
+| run, date, load | nats-server | N | connect all | deploy p50 / p99 | update p50 / p99 | delete p50 / p99 | apply --wait | all done (deploy / update / delete) | CPU deploy | CPU update | CPU delete | server RSS MiB | hollow device RSS |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| before (per-device consumers, issue 12) | 2.9.10 ×1 | 5000 | 9.0 | 3.06 / 7.59 | 7.86 / 12.26 | 6.70 / 12.83 | – | – | – | 93 / – / – | – | – | – |
+| before (per-device consumers, issue 12) | 2.10.27 ×1 | 5000 | 22.9 | 1.91 / 2.65 | 5.14 / 8.95 | 4.53 / 9.03 | – | – | – | 93 / – / – | – | – | – |
 ${rows.join("\n")}
 
 Where the time goes: seconds from the command until the operator stored the last desired-state key
 of the phase, and per device from its key being stored to its status being stored (p50 / p99):
 
-| nats-server | N | deploy: last key | deploy: key → status | update: last key | update: key → status | delete: last key | delete: key → status |
-|---|---|---|---|---|---|---|---|
+| run, date, load | nats-server | N | deploy: last key | deploy: key → status | update: last key | update: key → status | delete: last key | delete: key → status |
+|---|---|---|---|---|---|---|---|---|
 ${breakdown.join("\n")}
+
+CPU time of each phase (/proc/PID/task/*/schedstat, all threads): seconds on a CPU for
+nats-server / operator / hollow devices, their sum, the sum over this machine's 2 cores (the wall
+time no scheduling could beat while they do this work), and the seconds these processes were
+runnable but waiting for a CPU (taken by the other work on the machine):
+
+| run, date, load | nats-server | N | phase | all done (s) | on CPU: server / operator / devices (s) | on CPU, all (s) | ÷ 2 cores (s) | waiting for a CPU (s) |
+|---|---|---|---|---|---|---|---|---|
+${sched.join("\n")}
+
+Each device's change step by step (\`--trace\`: bench/wiretap.ts, a connection subscribed to
+every subject notes when each request and its answer pass the server; ms p50 / p99; "unanswered"
+counts requests the server never answered). A traced run costs the server a delivery per message
+more, so its totals are not the headline figures:
+
+| run, date, load | nats-server | phase | hint → snapshot asked | snapshot answered | key → direct get asked | get answered | get answered → status put | status stored | key → status stored | unanswered |
+|---|---|---|---|---|---|---|---|---|---|---|
+${traced.join("\n")}
 
 Steady state, no deployment, nothing changing, heartbeat every 10 s, over a window longer than the
 status refresh: the liveness cost. Bytes/s are nats-server's own counters (payloads, all clients).
@@ -155,15 +233,19 @@ status refresh: the liveness cost. Bytes/s are nats-server's own counters (paylo
 ${steadyRows.join("\n")}
 
 Reconnect storm: nats-server restarted (SIGTERM, start on the same store) with every device
-connected; time from the restart's start:
+connected — on a cluster one node, and the devices that were connected to it; time from the
+restart's start:
 
-| nats-server | N | restart itself | every device stored a status again | per device p50 / p99 | operator lists all ready and online |
-|---|---|---|---|---|---|
+| run, date, load | nats-server | N | devices disconnected | restart itself | each of them stored a status again | per device p50 / p99 | operator lists all N ready and online |
+|---|---|---|---|---|---|---|---|
 ${storms.join("\n")}
 ${errors.length > 0 ? `\nNot measured:\n\n${errors.join("\n")}\n` : ""}
 ${SECTION_END}
 `;
 }
+
+/** What the figures above say (kept with the renderer so a re-run keeps it). */
+const SCALE_NOTES = "";
 
 /** The scale section of a RESULTS.md text, or "" (pure). */
 export function sectionOf(markdown: string): string {
