@@ -281,7 +281,9 @@ async function main(args: string[]): Promise<number> {
     const server = spec.kind === "trixie" ? await trixieServer() : "nats-server";
     const result = await runFleetBench({
       n: spec.n,
-      processes: fleetProcesses(spec.n, machine.nproc),
+      // At most 5 000 devices per process: each holds a socket per device, under the
+      // machine's 20 000 open files per process even while connects are retried.
+      processes: Math.max(fleetProcesses(spec.n, machine.nproc), Math.ceil(spec.n / 5_000)),
       // Steady-only runs cover a whole status refresh period (60 s) and a bit.
       steadySeconds: spec.kind.endsWith("-bookworm") ? 70 : 20,
       heartbeatSeconds: 10,

@@ -21,7 +21,9 @@
  * {@linkcode CONFIRM_CONCURRENCY} at a time); a hint for a key not held — a
  * new deployment, or a forgery naming any key — only asks for a snapshot,
  * taken at most once per {@linkcode HINT_SNAPSHOT_DEBOUNCE_MS}, whatever the
- * number of hints. Beyond {@linkcode HINT_FLOOD_PER_SECOND} such hints the
+ * number of hints; up to {@linkcode HINTED_READS_PER_SNAPSHOT} of the names
+ * hinted are read directly when that snapshot's listing lacks them (the
+ * listing lags the bucket while the operator writes thousands of keys). Beyond {@linkcode HINT_FLOOD_PER_SECOND} such hints the
  * follower unsubscribes for {@linkcode HINT_FLOOD_PAUSE_MS} (the server then
  * drops them) and polls snapshots every {@linkcode HINT_FLOOD_POLL_MS}.
  *
@@ -35,7 +37,7 @@
  */
 
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { desiredStateChangesSubject } from "@drover/contracts";
+import { desiredStateChangesSubject, isValidName } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";
 import { CONNECT_BACKOFF } from "./connect.ts";
@@ -71,6 +73,14 @@ export const CONFIRM_CONCURRENCY = 8;
  * one snapshot.
  */
 export const HINT_SNAPSHOT_DEBOUNCE_MS = 500;
+/**
+ * Keys not held that hints named since the last snapshot, read directly when
+ * the listing lacks them (at most this many per snapshot): the operator's
+ * listing follows the bucket through a watch, and while it writes thousands
+ * of keys it can lag by seconds — a new deployment must not then wait for the
+ * next resync. Beyond this many names, the rest wait for the listing.
+ */
+export const HINTED_READS_PER_SNAPSHOT = 8;
 /** Hints for keys not held, per second, beyond which the follower stops listening for a while. */
 export const HINT_FLOOD_PER_SECOND = 1_000;
 /** How long it then does not listen. */
@@ -186,6 +196,8 @@ export class DesiredFollower {
   >();
   /** A hint named a key not held: the next snapshot comes soon. */
   #hinted = false;
+  /** Deployments not held that hints named since the last snapshot (a few, see HINTED_READS_PER_SNAPSHOT). */
+  readonly #hintedNames = new Set<string>();
   #subscription: Subscription | undefined;
   /** Hints for keys not held in the current second. */
   #hintsInWindow = 0;
@@ -323,6 +335,8 @@ export class DesiredFollower {
   async #sync(signal: AbortSignal): Promise<void> {
     // Hints from now on may be newer than this listing: they ask for another.
     this.#hinted = false;
+    const hintedNames = [...this.#hintedNames];
+    this.#hintedNames.clear();
     const { asOfRevision, deployments } = await requestSnapshot(
       this.#nc,
       this.#deviceId,
@@ -330,7 +344,9 @@ export class DesiredFollower {
     );
     const held = new Map([...this.#held].map(([d, h]) => [d, h.revision]));
     const plan = planSnapshot(held, this.#deleted, deployments, asOfRevision);
-    const queue = [...plan.fetch];
+    // A key a hint announced that the listing does not show yet (it lags the bucket): read it.
+    const unlisted = hintedNames.filter((d) => !deployments.has(d) && !held.has(d));
+    const queue = [...plan.fetch, ...unlisted];
     const worker = async () => {
       for (let d = queue.shift(); d !== undefined && !signal.aborted; d = queue.shift()) {
         this.#apply(d, await getDesiredRecord(this.#nc, this.#deviceId, d, this.#timeoutMs));
@@ -362,6 +378,10 @@ export class DesiredFollower {
       ? key.slice(this.#keyPrefix.length)
       : undefined;
     if (deployment === undefined || !this.#held.has(deployment)) {
+      if (
+        deployment !== undefined && this.#hintedNames.size < HINTED_READS_PER_SNAPSHOT &&
+        isValidName(deployment)
+      ) this.#hintedNames.add(deployment);
       this.#hinted = true;
       this.#wake?.();
       this.#countUnknownHint();
