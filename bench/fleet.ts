@@ -24,6 +24,13 @@ import { HOLLOW_IMAGES, hollowDeviceId } from "../agent/hollow.ts";
 import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
 import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
+
+/**
+ * How far the wall clock (what the server stamps messages with) has moved from this process's
+ * monotonic clock, ms: it grows when the machine (a VM) was paused, and a phase's per-device times
+ * are then off by as much.
+ */
+const clockSkewMs = () => Date.now() - epochMs();
 import { gcPauses, loopLag, type PhaseTrace, schedTimes, WireTap } from "./wiretap.ts";
 
 /** How often the operator's API is polled for the totals. */
@@ -120,6 +127,8 @@ export interface FleetPhase {
   trace?: PhaseTrace;
   /** Each party's time on a CPU and runnable-but-waiting during the phase (schedstat). */
   scheduler?: PhaseScheduler;
+  /** The wall clock jumped this far against the monotonic one during the phase (a paused VM). */
+  clockJumpSeconds?: number;
 }
 
 /** Scheduler time per party (`nats-server 0`, `operator`, `hollow 0`, …) during a phase, ms. */
@@ -201,6 +210,8 @@ export interface FleetResult {
   error?: string;
   /** The machine's 1-minute load average when the run started and ended (/proc/loadavg). */
   load?: { before: number; after: number };
+  /** `apply` ran with `--wait`: the phases' `cliSeconds` are the user's wait. */
+  applyWait?: boolean;
 }
 
 /** The 1-minute load average (/proc/loadavg), or NaN. */
@@ -368,7 +379,7 @@ function stallWhenKeyed(
   progress: (line: string) => void,
 ): AbortController {
   const cancel = new AbortController();
-  const since = epochMs();
+  const since = Date.now();
   void (async () => {
     while (!cancel.signal.aborted && (recorder.desiredAt.get(device) ?? 0) < since) {
       await new Promise((r) => setTimeout(r, 10));
@@ -416,7 +427,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   await tap?.start(servers.urls);
   progress(`${tag}: starting ${n} hollow devices in ${options.processes} process(es)`);
   const agents: LoggedProcess[] = [];
-  const t0 = epochMs();
+  const t0 = Date.now();
   hollowStartedAt = t0;
   agents.push(
     ...(await spawnHollowDevices(n, options.processes, servers.urls, dir, [
@@ -439,6 +450,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       ? { statusRefreshSeconds: options.statusRefreshSeconds }
       : {}),
     connectSeconds: NaN,
+    ...(options.wait ? { applyWait: true } : {}),
     steady: emptySteady(),
     operatorRolloutCpuPercent: NaN,
     operatorRssMaxMiB: NaN,
@@ -468,7 +480,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       `all ${n} agents report ready`,
       500,
     );
-    result.connectSeconds = round((epochMs() - t0) / 1000);
+    result.connectSeconds = round((Date.now() - t0) / 1000);
     result.consumers.afterConnect = await consumersNow();
     progress(
       `${tag}: all agents connected in ${result.connectSeconds} s ` +
@@ -624,9 +636,9 @@ async function storm(
   const { progress } = options;
   const n = on?.size ?? options.n;
   progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected to it`);
-  const t0 = epochMs();
+  const t0 = Date.now();
   await server.restart();
-  const restartSeconds = round((epochMs() - t0) / 1000);
+  const restartSeconds = round((Date.now() - t0) / 1000);
   let allReportedSeconds: number | null = null;
   let allReadySeconds: number | null = null;
   const reported = () => {
@@ -643,7 +655,7 @@ async function storm(
       "every device reports again",
       100,
     );
-    allReportedSeconds = round((epochMs() - t0) / 1000);
+    allReportedSeconds = round((Date.now() - t0) / 1000);
     await until(
       async () => {
         const devices = await getJson<ApiDevice[]>(`${api}/api/devices`);
@@ -653,7 +665,7 @@ async function storm(
       "operator lists every device ready again",
       API_POLL_MS,
     );
-    allReadySeconds = round((epochMs() - t0) / 1000);
+    allReadySeconds = round((Date.now() - t0) / 1000);
   } catch (e) {
     progress(`${tag}: storm: ${(e as Error).message} (${reported()}/${n} reported)`);
   }
@@ -756,22 +768,30 @@ async function phase(
   matches: (r: FleetRecord) => boolean,
   tap?: { wire: WireTap; dir: string; agentLogs: string[] },
 ): Promise<FleetPhase> {
-  const t0 = epochMs();
+  const t0 = Date.now();
   const cpu0 = await sampleParties(parties);
+  const skew0 = clockSkewMs();
   const sched0 = await schedOf(parties);
   // A failed command (e.g. `apply --wait` out of time) still gets its breakdown below.
   let commandError: unknown;
   await command().catch((e) => commandError = e);
-  const cliSeconds = round((epochMs() - t0) / 1000);
+  const cliSeconds = round((Date.now() - t0) / 1000);
   let totalSeconds: number | null = null;
   try {
     if (commandError !== undefined) throw commandError;
     await until(done, options.phaseTimeoutMs, `operator reports ${name} done`, API_POLL_MS);
-    totalSeconds = Math.round((epochMs() - t0) / 10) / 100;
+    totalSeconds = Math.round((Date.now() - t0) / 10) / 100;
   } catch (e) {
     options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message.slice(0, 500)}`);
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
+  const clockJumpSeconds = round((clockSkewMs() - skew0) / 1000);
+  if (Math.abs(clockJumpSeconds) >= 0.5) {
+    options.progress(
+      `fleet N=${options.n}: ${name}: the wall clock moved ${clockJumpSeconds} s against the ` +
+        `monotonic one during the phase (the machine was paused?)`,
+    );
+  }
   const sched1 = await schedOf(parties);
   const scheduler: PhaseScheduler = { runMs: {}, waitMs: {} };
   for (const [who, b] of Object.entries(sched1)) {
@@ -809,7 +829,7 @@ async function phase(
   let trace: PhaseTrace | undefined;
   if (tap !== undefined) {
     const converged = new Map([...first].map(([d, s]) => [d, t0 + s * 1000]));
-    const traced = tap.wire.phase(t0, epochMs(), converged);
+    const traced = tap.wire.phase(t0, Date.now(), converged);
     trace = traced.trace;
     await Deno.writeTextFile(`${tap.dir}/trace-${name}.json`, JSON.stringify(traced, null, 1));
     const s = trace.steps;
@@ -819,7 +839,7 @@ async function phase(
         JSON.stringify(trace.requests)
       }, unanswered ${JSON.stringify(trace.unanswered)}`,
     );
-    const t1 = epochMs();
+    const t1 = Date.now();
     for (const [i, log] of tap.agentLogs.entries()) {
       const text = await Deno.readTextFile(log);
       const gc = gcPauses(text, hollowStartedAt, t0, t1);
@@ -862,6 +882,7 @@ async function phase(
     ...(breakdown ? { breakdown } : {}),
     ...(trace ? { trace } : {}),
     scheduler,
+    ...(Math.abs(clockJumpSeconds) >= 0.5 ? { clockJumpSeconds } : {}),
   };
 }
 
