@@ -282,18 +282,20 @@ and totals are right. The bench now counts from the wall clock and names a jump 
 the run's cell.
 
 **The machine while these ran (2026-12-06):** three other sessions ran podman tests, an aarch64
-emulation and CPU benchmarks beside them; the load average was 4.4–14 during the 5 000-device runs
-and 3.4–15 during the 20 000 one, and our processes were runnable but waiting for a CPU 3–7× as long
-as they ran (the CPU table). Their wall-clock figures measure that contention, not the design, and
-cannot test the 2 s and 5 s goals. What contention moves much less is the CPU time each phase costs
-(the CPU table): at 5 000 devices on one server 7–12 CPU-seconds for a deploy or an update and 4–7.5
-for a delete (nats-server 0.9–2.4, operator 0.8–1.3, hollow devices 2.4–8.4), so even alone on 2
-cores a phase takes 2–6 s of wall time at least — the floor that keeps p99 above 2 s until the
-per-change CPU falls (the hollow devices are 55–72 % of it: issue 26's agent-CPU work). At 20 000
-devices on the 3-node cluster (R3) a phase costs 32–94 CPU-seconds, a floor of 16–47 s on this
-machine: the 5 s goal needs about ten times the cores, which a real fleet has (each device pays its
-own change; the servers' share, 31–33 CPU-s for a deploy or an update here, spreads over three
-machines).`;
+emulation and CPU benchmarks beside them; the load average was 1.7–14 during the 5 000-device runs
+and 3.4–15 during the 20 000 ones, and our processes were runnable but waiting for a CPU 2–7× as long
+as they ran (the CPU table). Their wall-clock figures measure that contention as much as the design;
+the quietest runs (\`#6\`, \`#trace\`, load 1.7–3.9) came closest: p99 4.5–5.4 / 5.0–5.2 / 2.5–2.6 s
+for deploy / update / delete. What contention moves much less is the CPU time each phase costs (the
+CPU table): at 5 000 devices on one server 6.2–12 CPU-seconds for a deploy or an update and 3.7–7.5
+for a delete (nats-server 0.9–2.4, operator 0.7–1.3, hollow devices 2.1–8.4; the least in the
+quietest runs), so even alone on 2 cores a deploy or an update takes 3.1–6 s of wall time and a
+delete 1.9–3.8 s — the floor that keeps p99 above 2 s until the per-change CPU falls (the hollow
+devices are 55–72 % of it: issue 26's agent-CPU work; nats-server 15–25 %). At 20 000 devices on the
+3-node cluster (R3) a phase costs 32–94 CPU-seconds, a floor of 16–47 s on this machine, and the
+operator alone needs 23–40 s to store the 20 000 replicated keys (last key): the 5 s goal needs
+about ten times the cores, which a real fleet has (each device pays its own change; the servers'
+share, 25–33 CPU-s for a deploy or an update here, spreads over three machines).`;
 
 /** The scale section of a RESULTS.md text, or "" (pure). */
 export function sectionOf(markdown: string): string {
