@@ -830,7 +830,9 @@ async function phase(
   if (tap !== undefined) {
     const converged = new Map([...first].map(([d, s]) => [d, t0 + s * 1000]));
     const traced = tap.wire.phase(t0, Date.now(), converged);
-    trace = traced.trace;
+    // Every timeline is in the work directory's trace file; the result keeps the summary.
+    const { slowest: _slowest, ...summary } = traced.trace;
+    trace = summary;
     await Deno.writeTextFile(`${tap.dir}/trace-${name}.json`, JSON.stringify(traced, null, 1));
     const s = trace.steps;
     const line = Object.entries(s).map(([k, v]) => `${k} ${v.p50}/${v.p99}/${v.max}`).join("; ");

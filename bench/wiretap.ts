@@ -67,8 +67,8 @@ export interface PhaseTrace {
   requests: Record<StepKind, number>;
   unanswered: Record<StepKind, number>;
   steps: Record<string, Summary>;
-  /** The slowest devices' timelines (by status acknowledgement). */
-  slowest: DeviceTimeline[];
+  /** The slowest devices' timelines (by convergence); left out of results-scale.json. */
+  slowest?: DeviceTimeline[];
 }
 
 const KINDS: StepKind[] = ["desiredPut", "snapshot", "get", "statusPut"];
