@@ -25,12 +25,22 @@ import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
 import { cpuPercent, jszConsumers, type ProcSample, sampleProcess, varz } from "./machine.ts";
 import { epochMs, round, summarise, type Summary } from "./stats.ts";
 
+/**
+ * How far the wall clock (what the server stamps messages with) has moved from this process's
+ * monotonic clock, ms: it grows when the machine (a VM) was paused, and a phase's per-device times
+ * are then off by as much.
+ */
+const clockSkewMs = () => Date.now() - epochMs();
+import { gcPauses, loopLag, type PhaseTrace, schedTimes, WireTap } from "./wiretap.ts";
+
 /** How often the operator's API is polled for the totals. */
 export const API_POLL_MS = 250;
 export const DEPLOYMENT = "fleet-app";
 /** The image every hollow device already has (so the IfNotPresent pull is skipped, as on a Pi). */
 export const FLEET_IMAGE = HOLLOW_IMAGES[0];
 export const PREFIX = "dev";
+/** The bench service's `min_ready`: none, the figures are the control plane's (see writeManifest). */
+export const FLEET_MIN_READY = "0s";
 export const LABELS = { fleet: "bench" };
 
 /** One transition seen in a stored status. */
@@ -66,6 +76,20 @@ export interface FleetOptions {
   steadyOnly?: boolean;
   /** Restart nats-server once everything runs and time the fleet's return. */
   storm?: boolean;
+  /**
+   * Listen to every message (bench/wiretap.ts) and split each device's change into steps;
+   * the per-device timelines go to `<dir>/trace-<phase>.json`. Costs the server a delivery
+   * per message: for the breakdown, not the headline figures.
+   */
+  trace?: boolean;
+  /** Apply with `--wait` (the CLI then returns when the operator's view says done). */
+  wait?: boolean;
+  /**
+   * Stall the last hollow process (SIGSTOP … SIGCONT) for this many seconds, 1 s into the
+   * update: what a device whose CPU is taken away for a while lives through (its requests'
+   * answers wait unread past their timeout).
+   */
+  stallSeconds?: number;
 }
 
 /** The reconnect storm: a server restart with every device connected. */
@@ -78,6 +102,8 @@ export interface StormResult {
   allReadySeconds: number | null;
   /** Per device: restart begun → its first status stored after it, seconds. */
   perDevice: Summary;
+  /** Devices the restart disconnected (all on one server; a cluster node's share). */
+  devices?: number;
 }
 
 /** One phase (deploy, update or delete). */
@@ -97,6 +123,18 @@ export interface FleetPhase {
    * desired-state key of the phase, and per device its key stored → its status stored.
    */
   breakdown?: { firstKey: number; lastKey: number; deviceReaction: Summary };
+  /** The wiretap's step durations (`trace`), ms. */
+  trace?: PhaseTrace;
+  /** Each party's time on a CPU and runnable-but-waiting during the phase (schedstat). */
+  scheduler?: PhaseScheduler;
+  /** The wall clock jumped this far against the monotonic one during the phase (a paused VM). */
+  clockJumpSeconds?: number;
+}
+
+/** Scheduler time per party (`nats-server 0`, `operator`, `hollow 0`, …) during a phase, ms. */
+export interface PhaseScheduler {
+  runMs: Record<string, number>;
+  waitMs: Record<string, number>;
 }
 
 /** CPU per party during a phase, % of one core (the machine has nproc × 100 %). */
@@ -170,6 +208,16 @@ export interface FleetResult {
     afterDelete: number;
   };
   error?: string;
+  /** The machine's 1-minute load average when the run started and ended (/proc/loadavg). */
+  load?: { before: number; after: number };
+  /** `apply` ran with `--wait`: the phases' `cliSeconds` are the user's wait. */
+  applyWait?: boolean;
+}
+
+/** The 1-minute load average (/proc/loadavg), or NaN. */
+async function loadAverage(): Promise<number> {
+  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "");
+  return Number(text.split(" ")[0] ?? NaN);
 }
 
 interface ApiDeployment {
@@ -310,12 +358,54 @@ export class StatusRecorder {
   }
 }
 
+/** `--wait --timeout` for `apply` when the run asks for `--wait` (the phase's own limit). */
+function waitArgs(options: FleetOptions): string[] {
+  return options.wait
+    ? ["--wait", "--timeout", `${Math.ceil(options.phaseTimeoutMs / 1000)}s`]
+    : [];
+}
+
+/**
+ * Stops `process` (SIGSTOP) for `seconds` once `device`'s desired-state key is written anew:
+ * requests its devices have in flight then wait unread past their timeout, as on a device whose
+ * CPU is taken away. Abort to cancel (the process is always continued).
+ */
+function stallWhenKeyed(
+  seconds: number,
+  process: LoggedProcess,
+  device: string,
+  recorder: StatusRecorder,
+  tag: string,
+  progress: (line: string) => void,
+): AbortController {
+  const cancel = new AbortController();
+  const since = Date.now();
+  void (async () => {
+    while (!cancel.signal.aborted && (recorder.desiredAt.get(device) ?? 0) < since) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (cancel.signal.aborted) return;
+    progress(
+      `${tag}: ${device}'s key written: stalling hollow process ${process.pid} for ${seconds} s`,
+    );
+    Deno.kill(process.pid, "SIGSTOP");
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    Deno.kill(process.pid, "SIGCONT");
+    progress(`${tag}: hollow process ${process.pid} continued`);
+  })();
+  return cancel;
+}
+
+/** When the current run's hollow processes were spawned (their `--trace-gc` clock starts about then). */
+let hollowStartedAt = 0;
+
 /** Runs deploy, steady state, update and delete for N agents (and the storm when asked). */
 export async function runFleetBench(options: FleetOptions): Promise<FleetResult> {
   const { n, progress, workDir } = options;
   const nodes = options.clusterNodes ?? 1;
   const tag = `fleet N=${n}${nodes > 1 ? ` cluster×${nodes}` : ""}`;
   const dir = `${workDir}/fleet-${n}-${nodes}-${crypto.randomUUID().slice(0, 6)}`;
+  const loadBefore = await loadAverage();
   await Deno.mkdir(dir, { recursive: true });
   // nats-server's defaults allow 64K connections.
   await using servers = await startServers(options);
@@ -333,9 +423,12 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
   await registerFleet(servers.urls, n);
   const recorder = new StatusRecorder();
   await recorder.start(servers.urls);
+  const tap = options.trace ? new WireTap() : undefined;
+  await tap?.start(servers.urls);
   progress(`${tag}: starting ${n} hollow devices in ${options.processes} process(es)`);
   const agents: LoggedProcess[] = [];
-  const t0 = epochMs();
+  const t0 = Date.now();
+  hollowStartedAt = t0;
   agents.push(
     ...(await spawnHollowDevices(n, options.processes, servers.urls, dir, [
       "--heartbeat",
@@ -343,7 +436,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       ...(options.statusRefreshSeconds !== undefined
         ? ["--status-refresh", String(options.statusRefreshSeconds)]
         : []),
-    ])),
+    ], options.trace ? ["--trace-gc"] : [])),
   );
   const versions = await Promise.all(
     servers.monitorUrls.map((u) => varz(u).then((v) => v.version)),
@@ -357,6 +450,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       ? { statusRefreshSeconds: options.statusRefreshSeconds }
       : {}),
     connectSeconds: NaN,
+    ...(options.wait ? { applyWait: true } : {}),
     steady: emptySteady(),
     operatorRolloutCpuPercent: NaN,
     operatorRssMaxMiB: NaN,
@@ -386,7 +480,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       `all ${n} agents report ready`,
       500,
     );
-    result.connectSeconds = round((epochMs() - t0) / 1000);
+    result.connectSeconds = round((Date.now() - t0) / 1000);
     result.consumers.afterConnect = await consumersNow();
     progress(
       `${tag}: all agents connected in ${result.connectSeconds} s ` +
@@ -409,16 +503,19 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       return result;
     }
 
+    const tapOf = tap === undefined
+      ? undefined
+      : { wire: tap, dir, agentLogs: agents.map((a) => a.logPath) };
     // Deploy.
     const manifest = `${dir}/manifest.json`;
     const before = await sampleOperator();
-    await writeManifest(manifest, 1);
+    await writeManifest(manifest, 1, { minReady: FLEET_MIN_READY });
     result.deploy = await phase(
       options,
       parties,
       "deploy",
       async () => {
-        return await cli(["apply", "-f", manifest], opEnv);
+        return await cli(["apply", "-f", manifest, ...waitArgs(options)], opEnv);
       },
       async () => {
         const d = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`)
@@ -427,6 +524,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       },
       recorder,
       (r) => r.event === "running",
+      tapOf,
     );
     result.consumers.afterDeploy = await consumersNow();
     const after = await sampleOperator();
@@ -447,13 +545,21 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     const wanted = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`);
     const oldMax = Math.max(...wanted.devices.map((d) => d.wanted_revision ?? 0));
     const revisionsBefore = latestRunningRevisions(recorder);
-    await writeManifest(manifest, 2);
+    await writeManifest(manifest, 2, { minReady: FLEET_MIN_READY });
+    const stall = options.stallSeconds === undefined ? undefined : stallWhenKeyed(
+      options.stallSeconds,
+      agents[0]!,
+      hollowDeviceId(PREFIX, 100),
+      recorder,
+      tag,
+      progress,
+    );
     result.update = await phase(
       options,
       parties,
       "update",
       async () => {
-        return await cli(["apply", "-f", manifest], opEnv);
+        return await cli(["apply", "-f", manifest, ...waitArgs(options)], opEnv);
       },
       async () => {
         const d = await getJson<ApiDeployment>(`${api}/api/deployments/${DEPLOYMENT}`);
@@ -463,7 +569,8 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       recorder,
       (r) =>
         r.event === "running" && (r.revision ?? 0) > (revisionsBefore.get(r.device) ?? Infinity),
-    );
+      tapOf,
+    ).finally(() => stall?.abort());
     result.consumers.afterUpdate = await consumersNow();
     await sampleOperator();
 
@@ -481,6 +588,7 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
       },
       recorder,
       (r) => r.event === "gone",
+      tapOf,
     );
     result.consumers.afterDelete = await consumersNow();
     progress(
@@ -490,9 +598,12 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     );
     await sampleOperator();
 
-    const [only] = servers.nodes;
-    if (options.storm && nodes === 1 && only !== undefined) {
-      result.storm = await storm(options, only, api, recorder, tag);
+    const [first] = servers.nodes;
+    if (options.storm && first !== undefined) {
+      // On a cluster, one node restarts: the devices connected to it come back (to it or
+      // another node); the rest stay connected.
+      const on = nodes > 1 ? await devicesOn(servers.monitorUrls[0]!) : undefined;
+      result.storm = await storm(options, first, api, recorder, tag, on);
     }
   } catch (e) {
     result.error = (e as Error).message;
@@ -502,7 +613,9 @@ export async function runFleetBench(options: FleetOptions): Promise<FleetResult>
     result.operatorRssMaxMiB = round(rssMax);
     await Promise.all(agents.map((a) => a.stop(15_000)));
     await recorder.close();
+    await tap?.close();
     result.operatorPasses = await operatorPasses(operator.process.logPath);
+    result.load = { before: loadBefore, after: await loadAverage() };
   }
   return result;
 }
@@ -517,17 +630,22 @@ async function storm(
   api: string,
   recorder: StatusRecorder,
   tag: string,
+  /** The devices connected to `server` (a cluster node); all of them when undefined. */
+  on?: Set<string>,
 ): Promise<StormResult> {
-  const { n, progress } = options;
-  progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected`);
-  const t0 = epochMs();
+  const { progress } = options;
+  const n = on?.size ?? options.n;
+  progress(`${tag}: reconnect storm — restarting nats-server with ${n} devices connected to it`);
+  const t0 = Date.now();
   await server.restart();
-  const restartSeconds = round((epochMs() - t0) / 1000);
+  const restartSeconds = round((Date.now() - t0) / 1000);
   let allReportedSeconds: number | null = null;
   let allReadySeconds: number | null = null;
   const reported = () => {
     let count = 0;
-    for (const at of recorder.lastStored.values()) if (at >= t0) count++;
+    for (const [device, at] of recorder.lastStored) {
+      if (at >= t0 && (on === undefined || on.has(device))) count++;
+    }
     return count;
   };
   try {
@@ -537,22 +655,23 @@ async function storm(
       "every device reports again",
       100,
     );
-    allReportedSeconds = round((epochMs() - t0) / 1000);
+    allReportedSeconds = round((Date.now() - t0) / 1000);
     await until(
       async () => {
         const devices = await getJson<ApiDevice[]>(`${api}/api/devices`);
-        return devices.filter((d) => d.status === "ready" && d.online).length >= n;
+        return devices.filter((d) => d.status === "ready" && d.online).length >= options.n;
       },
       options.phaseTimeoutMs,
       "operator lists every device ready again",
       API_POLL_MS,
     );
-    allReadySeconds = round((epochMs() - t0) / 1000);
+    allReadySeconds = round((Date.now() - t0) / 1000);
   } catch (e) {
     progress(`${tag}: storm: ${(e as Error).message} (${reported()}/${n} reported)`);
   }
   const ms = summarise(
-    [...recorder.lastStored.values()].filter((at) => at >= t0).map((at) => at - t0),
+    [...recorder.lastStored].filter(([d, at]) => at >= t0 && (on === undefined || on.has(d)))
+      .map(([, at]) => at - t0),
   );
   const perDevice = secondsSummary(ms);
   progress(
@@ -563,7 +682,20 @@ async function storm(
         allReadySeconds ?? "timeout"
       } s`,
   );
-  return { restartSeconds, allReportedSeconds, allReadySeconds, perDevice };
+  return { restartSeconds, allReportedSeconds, allReadySeconds, perDevice, devices: n };
+}
+
+/** The bench devices connected to the server at `monitorUrl` (by connection name). */
+async function devicesOn(monitorUrl: string): Promise<Set<string>> {
+  const connz = await getJson<{ connections?: { name?: string }[] }>(
+    `${monitorUrl}/connz?limit=100000`,
+  );
+  const out = new Set<string>();
+  for (const c of connz.connections ?? []) {
+    const m = /^drover-agent-(.+)$/.exec(c.name ?? "");
+    if (m) out.add(m[1]!);
+  }
+  return out;
 }
 
 function secondsSummary(ms: Summary): Summary {
@@ -587,7 +719,16 @@ async function operatorPasses(
     .map((m) => ({ put: Number(m[1]), deleted: Number(m[2]), ms: Number(m[4]) }));
 }
 
-export async function writeManifest(path: string, version: number): Promise<void> {
+/**
+ * Writes the bench deployment's manifest. `minReady` sets the service's `min_ready`: the fleet
+ * benchmark passes `0s`, as it measures the control plane, not the readiness wait (a service
+ * without a health check otherwise counts as ready only after the default 10 s).
+ */
+export async function writeManifest(
+  path: string,
+  version: number,
+  options: { minReady?: string } = {},
+): Promise<void> {
   await Deno.writeTextFile(
     path,
     JSON.stringify({
@@ -595,7 +736,12 @@ export async function writeManifest(path: string, version: number): Promise<void
       selector: { labels: { fleet: "bench" } },
       score: {
         type: "PodmanV0",
-        services: [{ name: "app", image: FLEET_IMAGE, env: { BENCH_VERSION: String(version) } }],
+        services: [{
+          name: "app",
+          image: FLEET_IMAGE,
+          env: { BENCH_VERSION: String(version) },
+          ...(options.minReady !== undefined ? { min_ready: options.minReady } : {}),
+        }],
       },
     }),
   );
@@ -620,19 +766,45 @@ async function phase(
   done: () => Promise<boolean>,
   recorder: StatusRecorder,
   matches: (r: FleetRecord) => boolean,
+  tap?: { wire: WireTap; dir: string; agentLogs: string[] },
 ): Promise<FleetPhase> {
-  const t0 = epochMs();
+  const t0 = Date.now();
   const cpu0 = await sampleParties(parties);
-  await command();
-  const cliSeconds = round((epochMs() - t0) / 1000);
+  const skew0 = clockSkewMs();
+  const sched0 = await schedOf(parties);
+  // A failed command (e.g. `apply --wait` out of time) still gets its breakdown below.
+  let commandError: unknown;
+  await command().catch((e) => commandError = e);
+  const cliSeconds = round((Date.now() - t0) / 1000);
   let totalSeconds: number | null = null;
   try {
+    if (commandError !== undefined) throw commandError;
     await until(done, options.phaseTimeoutMs, `operator reports ${name} done`, API_POLL_MS);
-    totalSeconds = Math.round((epochMs() - t0) / 10) / 100;
+    totalSeconds = Math.round((Date.now() - t0) / 10) / 100;
   } catch (e) {
-    options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message}`);
+    options.progress(`fleet N=${options.n}: ${name}: ${(e as Error).message.slice(0, 500)}`);
   }
   const cpuPercent = phaseCpu(cpu0, await sampleParties(parties));
+  const clockJumpSeconds = round((clockSkewMs() - skew0) / 1000);
+  if (Math.abs(clockJumpSeconds) >= 0.5) {
+    options.progress(
+      `fleet N=${options.n}: ${name}: the wall clock moved ${clockJumpSeconds} s against the ` +
+        `monotonic one during the phase (the machine was paused?)`,
+    );
+  }
+  const sched1 = await schedOf(parties);
+  const scheduler: PhaseScheduler = { runMs: {}, waitMs: {} };
+  for (const [who, b] of Object.entries(sched1)) {
+    const a = sched0[who] ?? { runMs: NaN, waitMs: NaN };
+    scheduler.runMs[who] = Math.round(b.runMs - a.runMs);
+    scheduler.waitMs[who] = Math.round(b.waitMs - a.waitMs);
+  }
+  options.progress(
+    `fleet N=${options.n}: ${name}: scheduler (ms on a CPU / runnable but waiting): ${
+      Object.keys(scheduler.runMs).map((w) => `${w} ${scheduler.runMs[w]} / ${scheduler.waitMs[w]}`)
+        .join("; ")
+    }`,
+  );
   const first = new Map<string, number>();
   const reaction = new Map<string, number>();
   for (const r of recorder.records) {
@@ -653,6 +825,33 @@ async function phase(
         `after the command; key → status p50 ${breakdown.deviceReaction.p50} s, ` +
         `p99 ${breakdown.deviceReaction.p99} s`,
     );
+  }
+  let trace: PhaseTrace | undefined;
+  if (tap !== undefined) {
+    const converged = new Map([...first].map(([d, s]) => [d, t0 + s * 1000]));
+    const traced = tap.wire.phase(t0, Date.now(), converged);
+    // Every timeline is in the work directory's trace file; the result keeps the summary.
+    const { slowest: _slowest, ...summary } = traced.trace;
+    trace = summary;
+    await Deno.writeTextFile(`${tap.dir}/trace-${name}.json`, JSON.stringify(traced, null, 1));
+    const s = trace.steps;
+    const line = Object.entries(s).map(([k, v]) => `${k} ${v.p50}/${v.p99}/${v.max}`).join("; ");
+    options.progress(
+      `fleet N=${options.n}: ${name}: trace (ms p50/p99/max): ${line}; requests ${
+        JSON.stringify(trace.requests)
+      }, unanswered ${JSON.stringify(trace.unanswered)}`,
+    );
+    const t1 = Date.now();
+    for (const [i, log] of tap.agentLogs.entries()) {
+      const text = await Deno.readTextFile(log);
+      const gc = gcPauses(text, hollowStartedAt, t0, t1);
+      const lag = loopLag(text, t0, t1);
+      options.progress(
+        `fleet N=${options.n}: ${name}: hollow process ${i}: event loop late by up to ` +
+          `${lag.maxMs} ms (line at ${Math.round(lag.at)} ms); GC ${JSON.stringify(gc.count)}, ` +
+          `${gc.totalMs} ms paused, longest ${gc.maxMs} ms at ${Math.round(gc.maxAt)} ms`,
+      );
+    }
   }
   const ms = summarise([...first.values()].map((s) => s * 1000));
   const sec = (x: number) => Math.round(x / 10) / 100;
@@ -683,7 +882,21 @@ async function phase(
     cliSeconds,
     cpuPercent,
     ...(breakdown ? { breakdown } : {}),
+    ...(trace ? { trace } : {}),
+    scheduler,
+    ...(Math.abs(clockJumpSeconds) >= 0.5 ? { clockJumpSeconds } : {}),
   };
+}
+
+/** Scheduler times of every party (bench/wiretap.ts `schedTimes`), by name. */
+async function schedOf(p: Parties): Promise<Record<string, { runMs: number; waitMs: number }>> {
+  const out: Record<string, { runMs: number; waitMs: number }> = {};
+  for (const [i, pid] of p.nats.entries()) {
+    if (pid !== undefined) out[`nats-server ${i}`] = await schedTimes(pid);
+  }
+  out.operator = await schedTimes(p.operator);
+  for (const [i, pid] of p.agents.entries()) out[`hollow ${i}`] = await schedTimes(pid);
+  return out;
 }
 
 type PartySamples = {
@@ -905,6 +1118,7 @@ export async function spawnHollowDevices(
   urls: readonly string[],
   dir: string,
   extraArgs: readonly string[] = [],
+  v8Flags: readonly string[] = [],
 ): Promise<LoggedProcess[]> {
   const out: LoggedProcess[] = [];
   const per = Math.ceil(n / processes);
@@ -915,7 +1129,7 @@ export async function spawnHollowDevices(
         [
           "run",
           "-A",
-          "--v8-flags=--max-old-space-size=4096",
+          `--v8-flags=${["--max-old-space-size=4096", ...v8Flags].join(",")}`,
           `${REPO_ROOT}/scripts/hollow.ts`,
           "--worker",
           "--prefix",

@@ -182,7 +182,17 @@ export interface HollowProgress {
   reporting: number;
   statuses: number;
   heartbeats: number;
+  /**
+   * A worker's event loop: the longest a 50 ms timer fired late since the last line, ms
+   * (thousands of devices share one loop: when it lags, so does every device's request), and
+   * when the line was written (epoch ms).
+   */
+  loopLagMs?: number;
+  at?: number;
 }
+
+/** How often a worker's event-loop lag probe ticks. */
+const LAG_PROBE_MS = 50;
 
 /** The human progress line. Pure. */
 export function progressLine(p: HollowProgress, seconds: number): string {
@@ -249,7 +259,17 @@ async function runDevices(
       heartbeats,
     };
   };
-  const ticker = setInterval(() => report(progress()), 1_000);
+  let lagMax = 0;
+  let lagExpected = performance.now() + LAG_PROBE_MS;
+  const lagProbe = setInterval(() => {
+    const now = performance.now();
+    lagMax = Math.max(lagMax, now - lagExpected);
+    lagExpected = now + LAG_PROBE_MS;
+  }, LAG_PROBE_MS);
+  const ticker = setInterval(() => {
+    report({ ...progress(), loopLagMs: Math.round(lagMax), at: Date.now() });
+    lagMax = 0;
+  }, 1_000);
   try {
     const fleet = {
       servers: args.servers,
@@ -272,6 +292,7 @@ async function runDevices(
     await withinMs(Promise.allSettled(runs), 10_000);
   } finally {
     clearInterval(ticker);
+    clearInterval(lagProbe);
     report(progress());
   }
 }

@@ -21,7 +21,9 @@
  * {@linkcode CONFIRM_CONCURRENCY} at a time); a hint for a key not held — a
  * new deployment, or a forgery naming any key — only asks for a snapshot,
  * taken at most once per {@linkcode HINT_SNAPSHOT_DEBOUNCE_MS}, whatever the
- * number of hints. Beyond {@linkcode HINT_FLOOD_PER_SECOND} such hints the
+ * number of hints; up to {@linkcode HINTED_READS_PER_SNAPSHOT} of the names
+ * hinted are read directly when that snapshot's listing lacks them (the
+ * listing lags the bucket while the operator writes thousands of keys). Beyond {@linkcode HINT_FLOOD_PER_SECOND} such hints the
  * follower unsubscribes for {@linkcode HINT_FLOOD_PAUSE_MS} (the server then
  * drops them) and polls snapshots every {@linkcode HINT_FLOOD_POLL_MS}.
  *
@@ -35,7 +37,7 @@
  */
 
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { desiredStateChangesSubject } from "@drover/contracts";
+import { desiredStateChangesSubject, isValidName } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";
 import { CONNECT_BACKOFF } from "./connect.ts";
@@ -71,6 +73,14 @@ export const CONFIRM_CONCURRENCY = 8;
  * one snapshot.
  */
 export const HINT_SNAPSHOT_DEBOUNCE_MS = 500;
+/**
+ * Keys not held that hints named since the last snapshot, read directly when
+ * the listing lacks them (at most this many per snapshot): the operator's
+ * listing follows the bucket through a watch, and while it writes thousands
+ * of keys it can lag by seconds — a new deployment must not then wait for the
+ * next resync. Beyond this many names, the rest wait for the listing.
+ */
+export const HINTED_READS_PER_SNAPSHOT = 8;
 /** Hints for keys not held, per second, beyond which the follower stops listening for a while. */
 export const HINT_FLOOD_PER_SECOND = 1_000;
 /** How long it then does not listen. */
@@ -84,6 +94,11 @@ export const HINT_FLOOD_POLL_MS = 1_000;
 const CONFIRM_ATTEMPTS = 6;
 /** Waits between those re-reads: 10, 20, 40, 80, 160 ms. */
 const CONFIRM_BACKOFF: Readonly<BackoffOptions> = { baseMs: 10, capMs: 160, jitter: 0 };
+/**
+ * Waits before a held key whose read failed is read again: as a reconnect's
+ * (250 ms doubling to 10 s, up to half off at random so a fleet spreads out).
+ */
+export const CONFIRM_RETRY_BACKOFF: Readonly<BackoffOptions> = CONNECT_BACKOFF;
 
 /** What the follower reports for logging. */
 export interface DesiredFollowHooks {
@@ -91,8 +106,8 @@ export interface DesiredFollowHooks {
   onSnapshotFailed?: (error: unknown, retryInMs: number) => void;
   /** A snapshot was applied; `count` deployments are desired. */
   onSnapshot?: (count: number, asOfRevision: number) => void;
-  /** A key could not be read after a change; the next snapshot repairs it. */
-  onFetchFailed?: (deployment: string, error: unknown) => void;
+  /** A key could not be read after a change; it is read again after `retryInMs`. */
+  onFetchFailed?: (deployment: string, error: unknown, retryInMs: number) => void;
   /**
    * `count` hints for keys not held arrived within a second: live hints are
    * not listened to for `pauseMs`, snapshots are polled instead.
@@ -171,8 +186,18 @@ export class DesiredFollower {
   readonly #pending = new Map<string, KvRecord>();
   /** Deployments being confirmed now (at most {@linkcode CONFIRM_CONCURRENCY}). */
   readonly #confirming = new Set<string>();
+  /**
+   * Held keys whose read failed, waiting to be read again: the failures so far (for the
+   * backoff) and the timer. At most one per held key.
+   */
+  readonly #retrying = new Map<
+    string,
+    { failures: number; timer: ReturnType<typeof setTimeout> | undefined }
+  >();
   /** A hint named a key not held: the next snapshot comes soon. */
   #hinted = false;
+  /** Deployments not held that hints named since the last snapshot (a few, see HINTED_READS_PER_SNAPSHOT). */
+  readonly #hintedNames = new Set<string>();
   #subscription: Subscription | undefined;
   /** Hints for keys not held in the current second. */
   #hintsInWindow = 0;
@@ -248,6 +273,8 @@ export class DesiredFollower {
     } finally {
       this.#subscription?.unsubscribe();
       this.#subscription = undefined;
+      for (const retry of this.#retrying.values()) clearTimeout(retry.timer);
+      this.#retrying.clear();
     }
   }
 
@@ -308,6 +335,8 @@ export class DesiredFollower {
   async #sync(signal: AbortSignal): Promise<void> {
     // Hints from now on may be newer than this listing: they ask for another.
     this.#hinted = false;
+    const hintedNames = [...this.#hintedNames];
+    this.#hintedNames.clear();
     const { asOfRevision, deployments } = await requestSnapshot(
       this.#nc,
       this.#deviceId,
@@ -315,7 +344,9 @@ export class DesiredFollower {
     );
     const held = new Map([...this.#held].map(([d, h]) => [d, h.revision]));
     const plan = planSnapshot(held, this.#deleted, deployments, asOfRevision);
-    const queue = [...plan.fetch];
+    // A key a hint announced that the listing does not show yet (it lags the bucket): read it.
+    const unlisted = hintedNames.filter((d) => !deployments.has(d) && !held.has(d));
+    const queue = [...plan.fetch, ...unlisted];
     const worker = async () => {
       for (let d = queue.shift(); d !== undefined && !signal.aborted; d = queue.shift()) {
         this.#apply(d, await getDesiredRecord(this.#nc, this.#deviceId, d, this.#timeoutMs));
@@ -347,6 +378,10 @@ export class DesiredFollower {
       ? key.slice(this.#keyPrefix.length)
       : undefined;
     if (deployment === undefined || !this.#held.has(deployment)) {
+      if (
+        deployment !== undefined && this.#hintedNames.size < HINTED_READS_PER_SNAPSHOT &&
+        isValidName(deployment)
+      ) this.#hintedNames.add(deployment);
       this.#hinted = true;
       this.#wake?.();
       this.#countUnknownHint();
@@ -387,14 +422,37 @@ export class DesiredFollower {
       void (async () => {
         try {
           this.#apply(deployment, await this.#confirm(deployment, announced));
+          this.#retrying.delete(deployment);
         } catch (e) {
-          this.#hooks.onFetchFailed?.(deployment, e);
+          this.#retryConfirm(deployment, announced, e);
         } finally {
           this.#confirming.delete(deployment);
           this.#confirmPending();
         }
       })();
     }
+  }
+
+  /**
+   * A held key's read failed (a request that timed out): read it again after
+   * a backoff ({@linkcode CONFIRM_RETRY_BACKOFF}) rather than waiting minutes
+   * for the next snapshot. A newer announcement meanwhile takes its place.
+   */
+  #retryConfirm(deployment: string, announced: KvRecord, error: unknown): void {
+    const retry = this.#retrying.get(deployment) ?? { failures: 0, timer: undefined };
+    const delay = backoffDelay(retry.failures++, CONFIRM_RETRY_BACKOFF);
+    this.#hooks.onFetchFailed?.(deployment, error, delay);
+    clearTimeout(retry.timer);
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined;
+      if (this.#subscription === undefined || !this.#held.has(deployment)) {
+        this.#retrying.delete(deployment);
+        return;
+      }
+      if (!this.#pending.has(deployment)) this.#pending.set(deployment, announced);
+      this.#confirmPending();
+    }, delay);
+    this.#retrying.set(deployment, retry);
   }
 
   /** Reads `deployment` until it shows what was announced (or a newer change is pending). */

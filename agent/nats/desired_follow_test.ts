@@ -1,4 +1,5 @@
 import { Kvm } from "@nats-io/kv";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { BUCKET_DESIRED_STATE, DESIRED_SNAPSHOT_PREFIX } from "@drover/contracts";
 import { waitFor } from "../../tests/support/mod.ts";
 import {
@@ -305,6 +306,91 @@ Deno.test("follow: a key the first listing lags behind (stored before the subscr
     });
     assertEquals(asked, 2);
     assertEquals(sink.snapshots.length, 1, "the second listing passes on what changed only");
+    responder.unsubscribe();
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await device.close();
+    await admin.close();
+  }
+});
+
+Deno.test("follow: a held key whose read fails is read again after a backoff, not at the next snapshot", async () => {
+  await using nats = await startDroverNats(["pi-1"]);
+  const admin = await connectAdmin(nats.url);
+  const device = await connectDevice(nats.url, "pi-1");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    await using _snapshots = await startSnapshotService(admin);
+    const sink = new RecordingSink();
+    const failures: number[] = [];
+    // The resync is far away: only the retry can bring the change.
+    const follower = new DesiredFollower(device, "pi-1", sink, {
+      onFetchFailed: (_deployment, _error, retryInMs) => failures.push(retryInMs),
+    }, { resyncMs: 3_600_000 });
+    const running = follower.run(ac.signal);
+    await waitFor(() => sink.image("web") === "web:1", { timeoutMs: 15_000, message: "snapshot" });
+
+    // Direct gets switched off: the read after the hint fails at once (no responders).
+    const jsm = await jetstreamManager(admin);
+    const stream = `KV_${BUCKET_DESIRED_STATE}`;
+    const config = (await jsm.streams.info(stream)).config;
+    await jsm.streams.update(stream, { ...config, allow_direct: false });
+    await kv.put("pi-1.web", enc(desired("web", "web:2")));
+    await waitFor(() => failures.length >= 1, { timeoutMs: 10_000, message: "a failed read" });
+    assertEquals(sink.image("web"), "web:1", "nothing applied while the key cannot be read");
+    assert(failures.every((ms) => ms > 0 && ms <= 10_000), `backoff delays: ${failures}`);
+
+    await jsm.streams.update(stream, { ...config, allow_direct: true });
+    await waitFor(() => sink.image("web") === "web:2", {
+      timeoutMs: 15_000,
+      message: "the change read again after the failure",
+    });
+    assertEquals(sink.snapshots.length, 1, "brought by the retry, not by a snapshot");
+    ac.abort();
+    await running;
+  } finally {
+    ac.abort();
+    await device.close();
+    await admin.close();
+  }
+});
+
+Deno.test("follow: a new key the listing lags behind is read anyway when a hint named it", async () => {
+  await using nats = await startDroverNats(["pi-1"]);
+  const admin = await connectAdmin(nats.url);
+  const device = await connectDevice(nats.url, "pi-1");
+  const ac = new AbortController();
+  try {
+    const kv = await new Kvm(admin).create(BUCKET_DESIRED_STATE, { history: 5 });
+    const web = await kv.put("pi-1.web", enc(desired("web", "web:1")));
+    // An operator busy writing thousands of keys: its listing stays at `web` alone.
+    let asked = 0;
+    const responder = admin.subscribe(`${DESIRED_SNAPSHOT_PREFIX}.pi-1`, {
+      callback: (_e, msg) => {
+        asked++;
+        msg.respond(enc({ device: "pi-1", as_of_revision: web, deployments: { web } }));
+      },
+    });
+    await admin.flush();
+    const sink = new RecordingSink();
+    // The periodic resync is far away: only the hinted read can bring the new key.
+    const follower = new DesiredFollower(device, "pi-1", sink, {}, { resyncMs: 600_000 });
+    const running = follower.run(ac.signal);
+    await waitFor(() => sink.image("web") === "web:1", { timeoutMs: 10_000, message: "snapshot" });
+    // Past the settling snapshot, so the next listing is the hint's.
+    await waitFor(() => asked >= 2, { timeoutMs: 10_000, message: "settling snapshot" });
+    await kv.put("pi-1.db", enc(desired("db", "db:1")));
+    await waitFor(() => sink.image("db") === "db:1", {
+      timeoutMs: 10_000,
+      message: "the hinted key read although the listing lacks it",
+    });
+    assert(asked >= 3, "the hint asked for a snapshot first");
+    assertEquals([...sink.view.keys()].sort(), ["db", "web"]);
+    assertEquals(sink.snapshots.length, 1, "brought as an update, not a snapshot");
     responder.unsubscribe();
     ac.abort();
     await running;

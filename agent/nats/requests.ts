@@ -27,6 +27,61 @@ import type { KvRecord } from "./desired_record.ts";
 
 /** Time limit of one request. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+/**
+ * A request's timer that fires later than this past its deadline says this
+ * process did not run for a while (its CPU taken by others, a long pause):
+ * the answer may be sitting unread in the socket, so the wait is extended
+ * instead of calling the server silent.
+ */
+export const STALL_LATENESS_MS = 250;
+/** However often a wait is extended, a request gives up after this many times its time limit. */
+export const STALL_MAX_FACTOR = 4;
+
+/** The timers {@linkcode stallAwareTimeout} uses; injectable so tests control time. */
+export interface TimeoutTimers {
+  now(): number;
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+const realTimers: TimeoutTimers = {
+  now: () => performance.now(),
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
+};
+
+/**
+ * Resolves once `ms` passed with this process running: when the timer fires
+ * more than {@linkcode STALL_LATENESS_MS} late, the process itself was stalled
+ * — whatever arrived meanwhile has not been read yet — so it waits again, as
+ * long as it was late (at most `ms`), and gives up only after `ms` ×
+ * {@linkcode STALL_MAX_FACTOR} in all. A thousand hollow devices sharing one
+ * starved event loop, or a Pi busy unpacking an image, would otherwise time
+ * out requests whose answers came in time: measured in bench/scale.ts with
+ * `--stall`, each such timeout cost its device 5 s or more.
+ */
+export function stallAwareTimeout(
+  ms: number,
+  timers: TimeoutTimers = realTimers,
+): { expired: Promise<void>; cancel: () => void } {
+  const start = timers.now();
+  let deadline = start + ms;
+  let id: unknown;
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const check = () => {
+    const now = timers.now();
+    const late = now - deadline;
+    if (late > STALL_LATENESS_MS && now - start < ms * STALL_MAX_FACTOR) {
+      const wait = Math.min(late, ms, start + ms * STALL_MAX_FACTOR - now);
+      deadline = now + wait;
+      id = timers.setTimeout(check, wait);
+      return;
+    }
+    resolve();
+  };
+  id = timers.setTimeout(check, ms);
+  return { expired: promise, cancel: () => timers.clearTimeout(id) };
+}
 
 /** Why a request got no useful answer. */
 export type RequestFailure =
@@ -58,9 +113,20 @@ async function request(
   body: Uint8Array,
   timeoutMs: number,
 ): Promise<Msg> {
+  // nats.js's own timer is the backstop; the deadline is judged by a timer that knows
+  // whether this process was running (stallAwareTimeout).
+  const limit = stallAwareTimeout(timeoutMs);
+  const answer = nc.request(subject, body, { timeout: timeoutMs * STALL_MAX_FACTOR });
   try {
-    return await nc.request(subject, body, { timeout: timeoutMs });
+    const first = await Promise.race([answer, limit.expired]);
+    if (first === undefined) {
+      // The answer may still come; nobody waits for it any more.
+      answer.catch(() => {});
+      throw new DroverRequestError(subject, "timeout", `no answer within ${timeoutMs} ms`);
+    }
+    return first;
   } catch (e) {
+    if (e instanceof DroverRequestError) throw e;
     const noResponders = e instanceof NoRespondersError ||
       (e instanceof RequestError && e.isNoResponders());
     if (noResponders) {
@@ -72,6 +138,8 @@ async function request(
       });
     }
     throw e;
+  } finally {
+    limit.cancel();
   }
 }
 

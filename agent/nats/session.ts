@@ -191,11 +191,11 @@ export class NatsSession {
           );
         } else log.warn("Cannot load desired state: {error}; retrying in {retryInMs} ms", fields);
       },
-      onFetchFailed: (deployment, error) =>
-        log.warn("Cannot read desired state of {deployment}: {error}; the next snapshot retries", {
-          deployment,
-          error: errorText(error),
-        }),
+      onFetchFailed: (deployment, error, retryInMs) =>
+        log.warn(
+          "Cannot read desired state of {deployment}: {error}; retrying in {retryInMs} ms",
+          { deployment, error: errorText(error), retryInMs },
+        ),
       onHintFlood: (count, pauseMs) =>
         log.warn(
           "{count} change hints for keys this device does not hold within a second (forged by " +

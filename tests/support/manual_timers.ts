@@ -38,6 +38,15 @@ export class ManualTimers {
   }
 
   /**
+   * The process does not run for `ms` (its CPU taken, a long pause): the
+   * clock moves and nothing fires; the next {@linkcode advance} fires what
+   * fell due meanwhile, late.
+   */
+  stall(ms: number): void {
+    this.#now += ms;
+  }
+
+  /**
    * Moves the clock forward by `ms`, firing every timer that falls due in
    * order, and letting the promise callbacks of each one run before the next.
    */
@@ -48,7 +57,8 @@ export class ManualTimers {
       const next = [...this.#timers].filter(([, t]) => t.at <= end)
         .sort((a, b) => a[1].at - b[1].at)[0];
       if (next === undefined) break;
-      this.#now = next[1].at;
+      // After a stall, overdue timers fire late: at the current time.
+      this.#now = Math.max(this.#now, next[1].at);
       this.#timers.delete(next[0]);
       next[1].callback();
     }
