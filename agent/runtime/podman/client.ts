@@ -638,7 +638,9 @@ export class PodmanClient implements Disposable {
     try {
       return await this.#http.fetch({
         method,
-        target: url.pathname + url.search,
+        // Absolute form, as Deno's fetch sent it: podman picks libpod semantics from the
+        // request's host (docs/podman-api.md).
+        target: url.href,
         host: url.host,
         headers,
         body,

@@ -18,7 +18,7 @@ const CRLF = new Uint8Array([0x0d, 0x0a]);
 /** A request to send. */
 export interface UnixRequest {
   method: string;
-  /** Path and query, e.g. `/v4.0.0/libpod/containers/json?all=true`. */
+  /** The request line's target: a path and query, or an absolute URL. */
   target: string;
   /** `Host` header (podman reads the API flavour from the URL, not the host). */
   host: string;
