@@ -128,6 +128,21 @@ export function deferNodeBuiltins(source: string): string {
   return out;
 }
 
+/**
+ * The source with every non-ASCII character written as a `\uXXXX` escape (pure). V8 keeps a
+ * script's source in its heap, as one byte per character only when every character fits: the
+ * bundler escapes strings, regexes and identifiers but copies comments, and a handful of `—` or
+ * `…` in doc comments made the agent's 1.8 MB bundle a 3.5 MiB two-byte string (measured in a
+ * heap snapshot, bench/RESULTS.md footprint). In a comment the escape is inert; anywhere else it
+ * means the same character.
+ */
+export function asciiOnly(source: string): string {
+  return source.replace(
+    /[^\x00-\x7f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
 /** The `node:` modules a bundle imports at its top level, so loads on every start (pure). */
 export function eagerNodeImports(source: string): string[] {
   const found = source.matchAll(/^import [^;]*? from "(node:[\w/]+)";$/gm);
@@ -179,7 +194,7 @@ export async function bundleAgent(task: AgentTask, bundle: string): Promise<void
   if (!result.success) {
     throw new CompileError(`Cannot bundle ${task.entry}:\n${result.stderrText}`);
   }
-  await Deno.writeTextFile(bundle, deferNodeBuiltins(await Deno.readTextFile(bundle)));
+  await Deno.writeTextFile(bundle, asciiOnly(deferNodeBuiltins(await Deno.readTextFile(bundle))));
 }
 
 /**
