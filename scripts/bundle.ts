@@ -138,7 +138,7 @@ export function deferNodeBuiltins(source: string): string {
  */
 export function asciiOnly(source: string): string {
   return source.replace(
-    /[^\x00-\x7f]/g,
+    /[\u0080-\uffff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
