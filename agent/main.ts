@@ -9,7 +9,6 @@
  * @module
  */
 
-import { parseArgs as parseCommandLine } from "node:util";
 import { type AgentConfig, redactUrl } from "@drover/contracts";
 import {
   Lifecycle,
@@ -87,35 +86,34 @@ export type CliCommand =
   | { kind: "version" }
   | { kind: "usage-error"; message: string };
 
-/** Parses the command line. Pure. */
+/**
+ * Parses the command line. Pure. By hand rather than with node:util's `parseArgs`: loading any
+ * `node:` module starts Deno's Node compatibility layer, megabytes of RSS on a device
+ * (bench/RESULTS.md, footprint).
+ */
 export function parseArgs(args: readonly string[]): CliCommand {
-  let values;
-  try {
-    ({ values } = parseCommandLine({
-      args: [...args],
-      options: {
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-        config: { type: "string", short: "c" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    // node:util names the argument in single quotes; say it the way the rest of our errors do.
-    const argument = /'([^']+)'/.exec((e as Error).message)?.[1];
-    const missing = /argument missing/.test((e as Error).message);
-    return {
-      kind: "usage-error",
-      message: missing
-        ? `${argument?.replace(/ <value>$/, "") ?? "an option"} needs a file path`
-        : `unknown argument ${JSON.stringify(argument ?? args.join(" "))}`,
-    };
+  let help = false;
+  let version = false;
+  let config: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--help" || arg === "-h") help = true;
+    else if (arg === "--version" || arg === "-V") version = true;
+    else if (arg === "--config" || arg === "-c") {
+      const value = args[i + 1];
+      if (value === undefined || value.startsWith("-")) {
+        return { kind: "usage-error", message: "--config needs a file path" };
+      }
+      config = value;
+      i++;
+    } else if (arg.startsWith("--config=")) config = arg.slice("--config=".length);
+    else if (arg.startsWith("-c") && arg.length > 2) config = arg.slice(2);
+    else return { kind: "usage-error", message: `unknown argument ${JSON.stringify(arg)}` };
   }
-  if (values.help) return { kind: "help" };
-  if (values.version) return { kind: "version" };
-  if (values.config === "") return { kind: "usage-error", message: "--config needs a file path" };
-  return { kind: "run", configPath: values.config ?? DEFAULT_CONFIG_PATH };
+  if (help) return { kind: "help" };
+  if (version) return { kind: "version" };
+  if (config === "") return { kind: "usage-error", message: "--config needs a file path" };
+  return { kind: "run", configPath: config ?? DEFAULT_CONFIG_PATH };
 }
 
 /**
@@ -622,5 +620,10 @@ export async function main(args: readonly string[]): Promise<number> {
 if (import.meta.main) {
   // The process-wide guard belongs to the entry point, not to library code (agent/nats/connect.ts).
   tolerateTransportResets();
-  Deno.exit(await main(Deno.args));
+  const code = await main(Deno.args);
+  // --version and --help leave nothing running, so they end normally: only a module that
+  // finished evaluating gets its code cached by Deno, and the bundle's launcher warms the caches
+  // with a --version run (scripts/bundle.ts).
+  if (parseArgs(Deno.args).kind === "run") Deno.exit(code);
+  Deno.exitCode = code;
 }

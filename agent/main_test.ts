@@ -25,6 +25,18 @@ Deno.test("parseArgs", () => {
   assertEquals(parseArgs(["-V"]), { kind: "version" });
   assertEquals(parseArgs(["--config"]).kind, "usage-error");
   assertEquals(parseArgs(["--bogus"]).kind, "usage-error");
+  assertEquals(parseArgs(["-c/x.toml"]), { kind: "run", configPath: "/x.toml" });
+  assertEquals(parseArgs(["--config", "/a.toml", "-c", "/b.toml"]), {
+    kind: "run",
+    configPath: "/b.toml",
+  });
+  assertEquals(parseArgs(["--config", "--help"]), {
+    kind: "usage-error",
+    message: "--config needs a file path",
+  });
+  assertEquals(parseArgs(["--config="]).kind, "usage-error");
+  assertEquals(parseArgs(["extra"]), { kind: "usage-error", message: 'unknown argument "extra"' });
+  assertEquals(parseArgs(["-V", "--help"]), { kind: "help" });
 });
 
 Deno.test("--version and --help print and exit 0; the usage names every option parseArgs accepts", async () => {

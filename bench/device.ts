@@ -90,6 +90,8 @@ export interface FootprintResult {
   idleSeconds: number;
   idleCpuPercent: number;
   rssMiB: { start: number; end: number; max: number };
+  /** /proc/PID/smaps_rollup at the end of the idle window: anonymous and file-backed RSS, MiB. */
+  rssSplitMiB?: { anon: number; file: number };
 }
 
 /** Everything {@linkcode runDeviceBench} measured. */
@@ -262,7 +264,11 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
   }
 }
 
-async function writeAgentConfig(dir: string, natsUrl: string, socket: string): Promise<string> {
+export async function writeAgentConfig(
+  dir: string,
+  natsUrl: string,
+  socket: string,
+): Promise<string> {
   const path = `${dir}/agent.toml`;
   await Deno.writeTextFile(
     path,
@@ -422,7 +428,7 @@ function waitForStatus(
 }
 
 /** Puts the idle deployments the footprint runs with. */
-async function putIdleDeployments(desired: KV, n: number): Promise<void> {
+export async function putIdleDeployments(desired: KV, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     await desired.put(desiredStateKey(DEVICE, `idle-${i}`), desiredValue(`idle-${i}`, 1));
   }
@@ -433,7 +439,7 @@ async function putIdleDeployments(desired: KV, n: number): Promise<void> {
  * or get created), times its first status and its first all-running
  * status, then samples CPU and RSS while it idles.
  */
-async function measureFootprint(
+export async function measureFootprint(
   status: KV,
   command: string[],
   logPath: string,
@@ -470,6 +476,7 @@ async function measureFootprint(
     max = Math.max(max, s.rssMiB);
     last = s;
   }
+  const rssSplitMiB = await rssSplit(agent.pid);
   await agent.stop();
   return {
     deployments: n,
@@ -482,5 +489,18 @@ async function measureFootprint(
       end: Math.round((last?.rssMiB ?? NaN) * 10) / 10,
       max: Math.round(max * 10) / 10,
     },
+    ...(rssSplitMiB ? { rssSplitMiB } : {}),
   };
+}
+
+/** Anonymous (heaps, malloc) and file-backed (the deno executable's pages) RSS of `pid`, MiB. */
+async function rssSplit(pid: number): Promise<{ anon: number; file: number } | undefined> {
+  try {
+    const text = await Deno.readTextFile(`/proc/${pid}/smaps_rollup`);
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(text)?.[1]);
+    const mib = (k: number) => Math.round((k / 1024) * 10) / 10;
+    return { anon: mib(kb("Anonymous")), file: mib(kb("Rss") - kb("Anonymous")) };
+  } catch {
+    return undefined;
+  }
 }

@@ -70,9 +70,83 @@ export function launcherScript(task: AgentTask): string {
     "# permissions of the agent task and nothing else. exec keeps the PID for sd_notify.",
     'DROVER_DENO="${DROVER_DENO:-/usr/local/lib/drover/deno}"',
     'DROVER_BUNDLE="${DROVER_BUNDLE:-/usr/local/lib/drover/drover-agent.bundle.js}"',
+    "# Deno analyses a new bundle and caches its compiled code on the first run that finishes;",
+    "# the agent never finishes, and a first run holds the analysis' memory (~25 MiB) for as long",
+    "# as it runs. A --version run first fills the caches (~0.1 s once they are warm).",
+    `"$DROVER_DENO" run ${flags} "$DROVER_BUNDLE" --version >/dev/null 2>&1 || :`,
     `exec "$DROVER_DENO" run ${flags} "$DROVER_BUNDLE" "$@"`,
     "",
   ].join("\n");
+}
+
+/**
+ * The bundler's eager `node:` imports that {@linkcode deferNodeBuiltins} rewrites, each expected
+ * exactly once. Loading any `node:` module starts Deno's Node compatibility layer (≈ 3–5 MiB of
+ * RSS, bench/RESULTS.md footprint); these two load it on every start for nothing:
+ */
+export const NODE_IMPORT_REWRITES: ReadonlyArray<{ what: string; from: string; to: string }> = [
+  {
+    // Emitted for every `require` of a Node builtin left in CommonJS code, even one that never
+    // runs on Deno (tweetnacl's `require("crypto")`, behind a check for WebCrypto) or runs only
+    // when lazily loaded code needs it (prom-client with [metrics], transport-node with a client
+    // certificate). Made lazy: node:module is reached on the first such `require`.
+    what: "the createRequire prelude",
+    from: 'import { createRequire as __deno_internal_createRequire } from "node:module";\n' +
+      "var __require = __deno_internal_createRequire(import.meta.url);",
+    to: "var __deno_internal_require;\n" +
+      "var __require = (id) => (__deno_internal_require ??= " +
+      'process.getBuiltinModule("node:module").createRequire(import.meta.url))(id);',
+  },
+  {
+    // @logtape/logtape's `#util` resolves to its Node build (the `node` condition is listed before
+    // `deno`), whose only use is a fallback for runtimes without `Deno.inspect`.
+    what: "@logtape/logtape's node:util import",
+    from: 'import util from "node:util";\nfunction inspect(obj, options) {\n' +
+      "  return util.inspect(obj, options);\n}",
+    to: "function inspect(obj, options) {\n  return Deno.inspect(obj, options);\n}",
+  },
+];
+
+/**
+ * Rewrites the bundler's needless eager `node:` imports ({@linkcode NODE_IMPORT_REWRITES}) (pure).
+ *
+ * @throws {CompileError} when one is not found exactly once (a new Deno or dependency changed
+ * the output: look at the bundle and update the rewrite).
+ */
+export function deferNodeBuiltins(source: string): string {
+  let out = source;
+  for (const { what, from, to } of NODE_IMPORT_REWRITES) {
+    const count = out.split(from).length - 1;
+    if (count !== 1) {
+      throw new CompileError(
+        `Cannot defer ${what} in the bundle: found ${count} times instead of once; ` +
+          "update NODE_IMPORT_REWRITES in scripts/bundle.ts to the bundler's output",
+      );
+    }
+    out = out.replace(from, () => to);
+  }
+  return out;
+}
+
+/**
+ * The source with every non-ASCII character written as a `\uXXXX` escape (pure). V8 keeps a
+ * script's source in its heap, as one byte per character only when every character fits: the
+ * bundler escapes strings, regexes and identifiers but copies comments, and a handful of `—` or
+ * `…` in doc comments made the agent's 1.8 MB bundle a 3.5 MiB two-byte string (measured in a
+ * heap snapshot, bench/RESULTS.md footprint). In a comment the escape is inert; anywhere else it
+ * means the same character.
+ */
+export function asciiOnly(source: string): string {
+  return source.replace(
+    /[\u0080-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** The `node:` modules a bundle imports at its top level, so loads on every start (pure). */
+export function eagerNodeImports(source: string): string[] {
+  const found = source.matchAll(/^import [^;]*? from "(node:[\w/]+)";$/gm);
+  return [...new Set([...found].map((m) => m[1]!))].sort();
 }
 
 /** Quotes a word for sh when it contains anything beyond a safe set (pure). */
@@ -120,6 +194,7 @@ export async function bundleAgent(task: AgentTask, bundle: string): Promise<void
   if (!result.success) {
     throw new CompileError(`Cannot bundle ${task.entry}:\n${result.stderrText}`);
   }
+  await Deno.writeTextFile(bundle, asciiOnly(deferNodeBuiltins(await Deno.readTextFile(bundle))));
 }
 
 /**
@@ -259,9 +334,11 @@ async function main(): Promise<number> {
     await bundleAgent(task, paths.bundle);
     const size = (await Deno.stat(paths.bundle)).size;
     const version = await checkBundle(task, paths.bundle);
+    const eager = eagerNodeImports(await Deno.readTextFile(paths.bundle));
     console.log(
       `${paths.bundle}: ${(size / 1e6).toFixed(2)} MB, runs with an empty DENO_DIR ` +
-        `(--version: ${version}) [${seconds(started)}]`,
+        `(--version: ${version}) [${seconds(started)}]; node: modules loaded at start: ` +
+        `${eager.join(", ") || "none"}`,
     );
     await Deno.writeTextFile(paths.launcher, launcherScript(task), { mode: 0o755 });
     await Deno.chmod(paths.launcher, 0o755);

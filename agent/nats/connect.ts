@@ -9,14 +9,15 @@
 
 import {
   type Authenticator,
-  connect,
+  type ConnectionOptions,
   credsAuthenticator,
   type NatsConnection,
   nkeyAuthenticator,
-  type NodeConnectionOptions,
   tokenAuthenticator,
   usernamePasswordAuthenticator,
-} from "@nats-io/transport-node";
+} from "@nats-io/nats-core";
+import { NatsConnectionImpl, setTransportFactory } from "@nats-io/nats-core/internal";
+import { DenoTransport, needsNodeTransport } from "./deno_transport.ts";
 import type { NatsConfig } from "@drover/contracts";
 import { abortableSleep, Backoff, type BackoffOptions } from "@drover/common";
 
@@ -48,7 +49,7 @@ export function connectionOptions(
   nats: NatsConfig,
   backoff: { next(): number } = new ReconnectDelay(),
   readFile: (path: string) => Uint8Array = Deno.readFileSync,
-): NodeConnectionOptions {
+): ConnectionOptions {
   const authenticator: Authenticator[] = [];
   if (nats.creds !== undefined) {
     const path = nats.creds;
@@ -150,6 +151,20 @@ function trimBytes(bytes: Uint8Array): Uint8Array {
   return bytes.subarray(0, end);
 }
 
+/**
+ * Connects over Deno's own sockets ({@linkcode DenoTransport}); only a client certificate (which
+ * `Deno.startTls` cannot present) loads `@nats-io/transport-node` and the Node layer under it.
+ * nats-core's transport factory is process-wide: the agent has one connection.
+ */
+export async function natsConnect(options: ConnectionOptions): Promise<NatsConnection> {
+  if (needsNodeTransport(options)) {
+    const { connect } = await import("@nats-io/transport-node");
+    return await connect(options);
+  }
+  setTransportFactory({ factory: () => new DenoTransport(), defaultPort: 4222 });
+  return await NatsConnectionImpl.connect(options);
+}
+
 /** Hooks of {@linkcode connectWithRetry}. */
 export interface ConnectHooks {
   /** Called after each failed attempt with the error and the delay before the next. */
@@ -161,14 +176,14 @@ export interface ConnectHooks {
  * aborts (then resolves `undefined`). Never rejects for connection errors.
  */
 export async function connectWithRetry(
-  options: NodeConnectionOptions,
+  options: ConnectionOptions,
   signal: AbortSignal,
   hooks: ConnectHooks = {},
 ): Promise<NatsConnection | undefined> {
   const backoff = reconnectBackoff();
   for (let attempt = 0; !signal.aborted; attempt++) {
     try {
-      const nc = await connect(options);
+      const nc = await natsConnect(options);
       if (signal.aborted) {
         await nc.close().catch(() => {});
         return undefined;

@@ -36,7 +36,7 @@
  * @module
  */
 
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { desiredStateChangesSubject, isValidName } from "@drover/contracts";
 import type { DesiredEntry } from "../reconcile/desired.ts";
 import { abortableSleep, Backoff, backoffDelay, type BackoffOptions } from "@drover/common";

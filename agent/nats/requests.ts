@@ -14,7 +14,7 @@ import {
   NoRespondersError,
   RequestError,
   TimeoutError,
-} from "@nats-io/transport-node";
+} from "@nats-io/nats-core";
 import {
   BUCKET_DESIRED_STATE,
   decodeJson,

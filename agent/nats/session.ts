@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "@logtape/logtape";
 import { heartbeatSubject, type NatsConfig } from "@drover/contracts";
 import { untilAborted, withinMs } from "@drover/common";

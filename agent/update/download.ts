@@ -7,7 +7,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { ReleaseManifest } from "@drover/contracts";
 import { ReleaseRefusedError } from "./verify.ts";
 
@@ -33,6 +32,8 @@ export async function partSize(part: string): Promise<number> {
 
 /** The SHA-256 of a file, read in pieces (an artifact may be ~90 MB on a 1 GB device). */
 export async function sha256File(path: string): Promise<string> {
+  // Loaded here, during an update only: a node: module starts Deno's Node compatibility layer.
+  const { createHash } = await import("node:crypto");
   const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
   const buffer = new Uint8Array(256 * 1024);

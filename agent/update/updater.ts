@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { Msg, NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "@logtape/logtape";
 import {
   type AgentArch,
