@@ -28,7 +28,6 @@ import {
 } from "./errors.ts";
 import { decodeLogFrames, type LogFrame } from "./log_frames.ts";
 import { readJsonLines } from "./ndjson.ts";
-import { UnixHttp } from "./unix_http.ts";
 import type {
   ContainerInspect,
   ContainerSummary,
@@ -140,14 +139,14 @@ interface FailedCall {
  * Every method throws {@linkcode PodmanUnavailableError} when the service
  * cannot be reached, a {@linkcode PodmanError} subclass when podman refuses,
  * and the signal's reason when aborted. Close it (or `using`) when done: it
- * owns its open connections (one per request, streams included).
+ * owns a connection pool.
  */
 export class PodmanClient implements Disposable {
   /** The socket this client talks to. */
   readonly socketPath: string;
   /** The libpod API version prefix in use, e.g. `"v4.0.0"`. */
   readonly apiVersion: string;
-  readonly #http: UnixHttp;
+  readonly #http: Deno.HttpClient;
   readonly #base: string;
 
   /** @throws {TypeError} naming the option when `socketPath` or `apiVersion` is invalid. */
@@ -172,7 +171,7 @@ export class PodmanClient implements Disposable {
     // The host must be "libpod": podman picks libpod vs Docker-compat
     // semantics from the request URL (docs/podman-api.md).
     this.#base = `http://libpod/${apiVersion}`;
-    this.#http = new UnixHttp(socketPath);
+    this.#http = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
   }
 
   /** Closes the connection pool; open event streams end. */
@@ -636,15 +635,12 @@ export class PodmanClient implements Disposable {
       body = new Uint8Array(options.bytes);
     }
     try {
-      return await this.#http.fetch({
+      return await fetch(url, {
         method,
-        // Absolute form, as Deno's fetch sent it: podman picks libpod semantics from the
-        // request's host (docs/podman-api.md).
-        target: url.href,
-        host: url.host,
         headers,
-        body,
-        signal: options.signal,
+        body: body ?? null,
+        signal: options.signal ?? null,
+        client: this.#http,
       });
     } catch (err) {
       if (options.signal?.aborted) throw options.signal.reason;
