@@ -12,6 +12,12 @@
  * The hollow process runs with `--cpu-prof`; the samples that fall in the
  * update window are summed per function (self time) and per area of the code.
  *
+ * `--heap-profile` also samples every allocation over the same window through
+ * the inspector (`HeapProfiler.startSampling`, garbage included): bytes
+ * allocated per change, per function and per area — what the garbage
+ * collector's share of the CPU comes from. The inspector slows the process, so
+ * such a run's CPU figures are not compared with others.
+ *
  * `--v8-flags F` replaces the agent task's V8 flags (to see what one costs).
  * `--agent-root DIR` runs the hollow devices from another checkout (e.g. the
  * commit before a change, `git archive HEAD | tar -x -C DIR`), so a before /
@@ -38,6 +44,7 @@ import { PREFIX } from "./fleet.ts";
 import { LoggedProcess, REPO_ROOT, run } from "./process.ts";
 import { machineInfo, sampleProcess } from "./machine.ts";
 import { sectionMarkers, withSection } from "./sections.ts";
+import { freePort } from "../tests/support/ports.ts";
 
 const SECTION = "agent-cpu";
 const RESULTS = `${REPO_ROOT}/bench/results-agent-cpu.json`;
@@ -130,6 +137,96 @@ export function selfTimes(
   return { total: round(total), idle: round(idle), functions: list(fn), areas: list(area) };
 }
 
+/** The parts of a V8 sampling heap profile (`HeapProfiler.stopSampling`) used here. */
+export interface HeapProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  /** Bytes sampled in this frame itself. */
+  selfSize: number;
+  children: HeapProfileNode[];
+}
+
+/**
+ * Bytes allocated per function and per area (self: the frame that allocated),
+ * over the whole sampled window. Pure.
+ */
+export function allocations(
+  head: HeapProfileNode,
+): { total: number; functions: SelfTime[]; areas: SelfTime[] } {
+  const fn = new Map<string, number>();
+  const area = new Map<string, number>();
+  let total = 0;
+  const visit = (node: HeapProfileNode) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    if (node.selfSize > 0) {
+      total += node.selfSize;
+      const where = url === ""
+        ? ""
+        : ` ${url.replace(/^.*\/(?=[^/]+\/[^/]+$)/, "")}:${lineNumber + 1}`;
+      const key = `${functionName || "(anonymous)"}${where}`;
+      fn.set(key, (fn.get(key) ?? 0) + node.selfSize);
+      const a = areaOf(url, functionName);
+      area.set(a, (area.get(a) ?? 0) + node.selfSize);
+    }
+    for (const child of node.children) visit(child);
+  };
+  visit(head);
+  const list = (m: Map<string, number>) =>
+    [...m].map(([name, bytes]) => ({ name, ms: bytes, percent: round((bytes / total) * 100) }))
+      .sort((a, b) => b.ms - a.ms);
+  return { total, functions: list(fn), areas: list(area) };
+}
+
+/** A minimal Chrome DevTools protocol client over the inspector's WebSocket. */
+class Inspector {
+  readonly #ws: WebSocket;
+  #next = 1;
+  readonly #waiting = new Map<number, (reply: { result?: unknown; error?: unknown }) => void>();
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.onmessage = (e) => {
+      const reply = JSON.parse(String(e.data)) as {
+        id?: number;
+        result?: unknown;
+        error?: unknown;
+      };
+      if (reply.id !== undefined) this.#waiting.get(reply.id)?.(reply);
+    };
+  }
+
+  /** Connects to the first target of the inspector on `port`. */
+  static async open(port: number): Promise<Inspector> {
+    const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json() as {
+      webSocketDebuggerUrl: string;
+    }[];
+    const url = targets[0]?.webSocketDebuggerUrl;
+    if (url === undefined) throw new Error(`no inspector target on port ${port}`);
+    const ws = new WebSocket(url);
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    return new Inspector(ws);
+  }
+
+  async send<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    const id = this.#next++;
+    const reply = await new Promise<{ result?: unknown; error?: unknown }>((resolve) => {
+      this.#waiting.set(id, resolve);
+      this.#ws.send(JSON.stringify({ id, method, params }));
+    });
+    this.#waiting.delete(id);
+    if (reply.error !== undefined) {
+      throw new Error(`${method} failed: ${JSON.stringify(reply.error)}`);
+    }
+    return reply.result as T;
+  }
+
+  close(): void {
+    this.#ws.close();
+  }
+}
+
 /** One measured run. */
 export interface AgentCpuResult {
   label: string;
@@ -156,6 +253,8 @@ export interface AgentCpuResult {
   v8Flags: string;
   functions: SelfTime[];
   areas: SelfTime[];
+  /** With `--heap-profile`: bytes allocated per change, in all and per area / function. */
+  allocated?: { bytesPerChange: number; areas: SelfTime[]; functions: SelfTime[] };
 }
 
 /** `x` to two decimals (per-change figures are around a millisecond). */
@@ -190,6 +289,7 @@ export async function runAgentCpuBench(
     label: string;
     agentRoot: string;
     v8Flags: string;
+    heapProfile?: boolean;
     progress: (s: string) => void;
   },
 ): Promise<AgentCpuResult> {
@@ -209,6 +309,7 @@ export async function runAgentCpuBench(
   await registerFleet(servers.urls, n);
   const recorder = new StatusRecorder();
   await recorder.start(servers.urls);
+  const inspectPort = options.heapProfile ? await freePort() : undefined;
   // Heartbeats and full refreshes an hour apart: the window holds changes, not timers.
   await using agents = await LoggedProcess.spawn(
     Deno.execPath(),
@@ -219,6 +320,7 @@ export async function runAgentCpuBench(
       `--v8-flags=${options.v8Flags}`,
       `--cpu-prof`,
       `--cpu-prof-dir=${profDir}`,
+      ...(inspectPort !== undefined ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
       `${options.agentRoot}/scripts/hollow.ts`,
       "--worker",
       "--prefix",
@@ -265,6 +367,15 @@ export async function runAgentCpuBench(
     const i1 = await sampleProcess(agents.pid);
     if (!i0 || !i1) throw new Error("the hollow process is gone");
     const idleMsPerSecond = (i1.cpuMs - i0.cpuMs) / ((i1.at - i0.at) / 1000);
+    const inspector = inspectPort !== undefined ? await Inspector.open(inspectPort) : undefined;
+    if (inspector !== undefined) {
+      await inspector.send("HeapProfiler.enable");
+      await inspector.send("HeapProfiler.startSampling", {
+        samplingInterval: 16_384,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      });
+    }
     const load0 = await loadAverage();
     const from = await monotonicUs();
     const c0 = (await sampleProcess(agents.pid))!;
@@ -286,6 +397,15 @@ export async function runAgentCpuBench(
     const load1 = await loadAverage();
     const windowSeconds = (c1.at - c0.at) / 1000;
     const cpuMs = c1.cpuMs - c0.cpuMs;
+    let heap: ReturnType<typeof allocations> | undefined;
+    if (inspector !== undefined) {
+      const { profile } = await inspector.send<{ profile: { head: HeapProfileNode } }>(
+        "HeapProfiler.stopSampling",
+      );
+      inspector.close();
+      await Deno.writeTextFile(`${dir}/window.heapprofile`, JSON.stringify(profile));
+      heap = allocations(profile.head);
+    }
     await agents.stop(60_000);
     const files = [...Deno.readDirSync(profDir)].filter((f) => f.name.endsWith(".cpuprofile"));
     if (files.length !== 1) {
@@ -314,6 +434,16 @@ export async function runAgentCpuBench(
       v8Flags: options.v8Flags,
       functions: times.functions.slice(0, 25).map(cpuUs),
       areas: times.areas.slice(0, 15).map(cpuUs),
+      ...(heap !== undefined
+        ? {
+          allocated: {
+            bytesPerChange: Math.round(heap.total / perChange),
+            areas: heap.areas.slice(0, 15).map((a) => ({ ...a, ms: Math.round(a.ms / perChange) })),
+            functions: heap.functions.slice(0, 25)
+              .map((f) => ({ ...f, ms: Math.round(f.ms / perChange) })),
+          },
+        }
+        : {}),
     };
   } finally {
     await recorder.close();
@@ -364,6 +494,24 @@ export function renderSection(entries: AgentCpuResult[], machine: string): strin
         `| \`${f.name.replaceAll("|", "\\|")}\` | ${f.ms} | ${f.percent} |`
       ),
     );
+    if (e.allocated !== undefined) {
+      lines.push(
+        "",
+        `### ${e.label}: bytes allocated per change (${e.allocated.bytesPerChange} in all), by area`,
+        "",
+        "| area | bytes | % |",
+        "| ---- | ----- | - |",
+        ...e.allocated.areas.map((a) => `| ${a.name} | ${a.ms} | ${a.percent} |`),
+        "",
+        `### ${e.label}: top allocating functions (bytes per change)`,
+        "",
+        "| function | bytes | % |",
+        "| -------- | ----- | - |",
+        ...e.allocated.functions.slice(0, 15).map((f) =>
+          `| \`${f.name.replaceAll("|", "\\|")}\` | ${f.ms} | ${f.percent} |`
+        ),
+      );
+    }
   }
   lines.push(end);
   return lines.join("\n") + "\n";
@@ -378,6 +526,7 @@ async function main(args: string[]): Promise<number> {
       label: { type: "string", default: "current" },
       "agent-root": { type: "string", default: REPO_ROOT },
       "v8-flags": { type: "string" },
+      "heap-profile": { type: "boolean", default: false },
     },
   });
   const result = await runAgentCpuBench({
@@ -386,6 +535,7 @@ async function main(args: string[]): Promise<number> {
     label: values.label!,
     agentRoot: values["agent-root"]!,
     v8Flags: values["v8-flags"] ?? agentV8Flags(),
+    heapProfile: values["heap-profile"],
     progress: (s) => console.error(s),
   });
   console.error(
