@@ -100,6 +100,12 @@ export interface DeviceBenchResult {
   /** Single podman round trips the agent may add to the floor calls, ms. */
   roundTrips: { listManaged: Summary; imageExists: Summary };
   footprint: FootprintResult;
+  /**
+   * CPU time (utime + stime) of the agent process over the measured Drover
+   * iterations, per change (each iteration is three: deploy, update, delete),
+   * ms. Includes its idle work over that time (heartbeats; waits between steps).
+   */
+  agentCpuMsPerChange: number;
   /** The same for the aarch64 bundle under qemu (emulated: for information only). */
   aarch64?: FootprintResult;
   aarch64Error?: string;
@@ -179,12 +185,16 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       drover: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
     };
     const total = WARMUP + options.iterations;
+    let agentCpuMs = 0;
     progress(`device: ${options.iterations} measured iterations (+${WARMUP} warm-up), alternating`);
     for (let i = 0; i < total; i++) {
       const keep = i >= WARMUP;
       const floor = await floorIteration(client, events, i);
+      const cpu0 = await sampleProcess(agent.pid);
       const drover = await droverIteration(desired, status, events, i);
+      const cpu1 = await sampleProcess(agent.pid);
       if (!keep) continue;
+      agentCpuMs += (cpu1?.cpuMs ?? NaN) - (cpu0?.cpuMs ?? NaN);
       listMs.push(floor.list);
       imageExistsMs.push(floor.imageExists);
       for (const op of ["deploy", "update", "delete"] as const) {
@@ -253,6 +263,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
         imageExists: rounded(summarise(imageExistsMs)),
       },
       footprint,
+      agentCpuMsPerChange: Math.round((agentCpuMs / (3 * options.iterations)) * 100) / 100,
       ...(aarch64 ? { aarch64 } : {}),
       ...(aarch64Error ? { aarch64Error } : {}),
       agentLog,
