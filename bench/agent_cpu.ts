@@ -24,7 +24,8 @@
  * after pair can be taken in one sitting, under the same load.
  *
  * Results go to bench/results-agent-cpu.json (one entry per `--label`, the
- * newest wins) and the `agent-cpu` section of bench/RESULTS.md.
+ * newest wins) and the `agent-cpu` section of bench/RESULTS.md; `--section NAME`
+ * keeps a round's runs apart: bench/results-NAME.json and section NAME.
  *
  * @module
  */
@@ -47,7 +48,6 @@ import { sectionMarkers, withSection } from "./sections.ts";
 import { freePort } from "../tests/support/ports.ts";
 
 const SECTION = "agent-cpu";
-const RESULTS = `${REPO_ROOT}/bench/results-agent-cpu.json`;
 
 /** The parts of a V8 `.cpuprofile` used here. */
 export interface CpuProfile {
@@ -452,11 +452,17 @@ export async function runAgentCpuBench(
 }
 
 /** The RESULTS.md section for the stored runs. Pure. */
-export function renderSection(entries: AgentCpuResult[], machine: string): string {
-  const { start, end } = sectionMarkers(SECTION);
+export function renderSection(
+  entries: AgentCpuResult[],
+  machine: string,
+  section = SECTION,
+): string {
+  const { start, end } = sectionMarkers(section);
   const lines = [
     start,
-    "## Agent CPU per desired-state change (bench/agent_cpu.ts)",
+    `## Agent CPU per desired-state change (bench/agent_cpu.ts${
+      section === SECTION ? "" : ` --section ${section}`
+    })`,
     "",
     `N hollow devices (real agent code, FAKE in-memory runtime) in one process (the agent task's V8 flags), K updates of one ` +
     "deployment through the real operator. CPU-ms per change = hollow process utime+stime over " +
@@ -527,6 +533,7 @@ async function main(args: string[]): Promise<number> {
       "agent-root": { type: "string", default: REPO_ROOT },
       "v8-flags": { type: "string" },
       "heap-profile": { type: "boolean", default: false },
+      section: { type: "string", default: SECTION },
     },
   });
   const result = await runAgentCpuBench({
@@ -542,6 +549,8 @@ async function main(args: string[]): Promise<number> {
     `agent-cpu ${result.label}: ${result.cpuMsPerChange} CPU-ms per change ` +
       `(profiled ${result.profiledMsPerChange}), load ${result.load.join("–")}`,
   );
+  const section = values.section!;
+  const RESULTS = `${REPO_ROOT}/bench/results-${section}.json`;
   const stored = JSON.parse(await Deno.readTextFile(RESULTS).catch(() => "[]")) as AgentCpuResult[];
   const entries = [...stored.filter((e) => e.label !== result.label), result];
   await Deno.writeTextFile(RESULTS, JSON.stringify(entries, null, 2) + "\n");
@@ -551,7 +560,7 @@ async function main(args: string[]): Promise<number> {
   const path = `${REPO_ROOT}/bench/RESULTS.md`;
   await Deno.writeTextFile(
     path,
-    withSection(await Deno.readTextFile(path), SECTION, renderSection(entries, machine)),
+    withSection(await Deno.readTextFile(path), section, renderSection(entries, machine, section)),
   );
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md", RESULTS]);
   return 0;

@@ -191,8 +191,11 @@ export class StatusBook {
 
   /** Why the device is not ready, in one short line; undefined when it is. */
   deviceMessage(): string | undefined {
+    const device = this.deviceStatus();
+    // Asked for with every status put: a ready device has nothing to say, no statuses to copy.
+    if (device === "ready") return undefined;
     return deviceMessage(this.deploymentStatuses(), {
-      device: this.deviceStatus(),
+      device,
       ...(this.#runtimeProblem !== undefined ? { runtimeProblem: this.#runtimeProblem } : {}),
     });
   }
