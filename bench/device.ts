@@ -189,7 +189,9 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       drover: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
     };
     const total = WARMUP + options.iterations;
-    // The agent's idle rate (heartbeats, timers), subtracted from its CPU over the iterations.
+    // The agent's idle rate (heartbeats, timers), subtracted from its CPU over the iterations:
+    // after start-up has settled (compiling, the first pass), over 5 s.
+    await new Promise((r) => setTimeout(r, 5_000));
     const idle0 = await sampleProcess(agent.pid);
     await new Promise((r) => setTimeout(r, 5_000));
     const idle1 = await sampleProcess(agent.pid);
