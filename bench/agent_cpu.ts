@@ -146,8 +146,10 @@ export interface HeapProfileNode {
 }
 
 /**
- * Bytes allocated per function and per area (self: the frame that allocated),
- * over the whole sampled window. Pure.
+ * Bytes allocated per function and per area, over the whole sampled window. A
+ * V8 builtin or native frame (an iterator's `next`, `new Map`, …) counts for
+ * the nearest JavaScript frame that called it: that is the code to change.
+ * Pure.
  */
 export function allocations(
   head: HeapProfileNode,
@@ -155,21 +157,25 @@ export function allocations(
   const fn = new Map<string, number>();
   const area = new Map<string, number>();
   let total = 0;
-  const visit = (node: HeapProfileNode) => {
+  const visit = (node: HeapProfileNode, caller: { name: string; area: string }) => {
     const { functionName, url, lineNumber } = node.callFrame;
+    const native = url === "" || url.startsWith("ext:") || url.startsWith("node:");
+    const where = url === ""
+      ? ""
+      : ` ${url.replace(/^.*\/(?=[^/]+\/[^/]+$)/, "")}:${lineNumber + 1}`;
+    const own = `${functionName || "(anonymous)"}${where}`;
+    const self = native && caller.name !== ""
+      ? caller
+      : { name: own, area: areaOf(url, functionName) };
     if (node.selfSize > 0) {
       total += node.selfSize;
-      const where = url === ""
-        ? ""
-        : ` ${url.replace(/^.*\/(?=[^/]+\/[^/]+$)/, "")}:${lineNumber + 1}`;
-      const key = `${functionName || "(anonymous)"}${where}`;
+      const key = native && caller.name !== "" ? `${own} ← ${caller.name}` : own;
       fn.set(key, (fn.get(key) ?? 0) + node.selfSize);
-      const a = areaOf(url, functionName);
-      area.set(a, (area.get(a) ?? 0) + node.selfSize);
+      area.set(self.area, (area.get(self.area) ?? 0) + node.selfSize);
     }
-    for (const child of node.children) visit(child);
+    for (const child of node.children) visit(child, self);
   };
-  visit(head);
+  visit(head, { name: "", area: "" });
   const list = (m: Map<string, number>) =>
     [...m].map(([name, bytes]) => ({ name, ms: bytes, percent: round((bytes / total) * 100) }))
       .sort((a, b) => b.ms - a.ms);
