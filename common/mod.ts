@@ -1,8 +1,8 @@
 /**
  * Small async helpers shared by the agent, the operator, the tests and the scripts: a sleep
- * that ends when its signal aborts, a signal with a deadline, a timeout race, capped
- * exponential backoff with jitter, admission control (per-key token buckets, a cap on work in
- * progress, throttled log lines), the lifecycle of a process's parts (start in order, stop in reverse) and sealing
+ * that ends when its signal aborts, a timeout race, capped exponential backoff with
+ * jitter, admission control (per-key token buckets, a cap on work in progress, throttled log
+ * lines), the lifecycle of a process's parts (start in order, stop in reverse) and sealing
  * secrets to one device's xkey (sealing.ts, nkeys only). Uses no `Deno` API, so every member
  * may import it without the agent and the operator depending on each other.
  *

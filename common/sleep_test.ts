@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { abortableSleep, deadline, untilAborted } from "./sleep.ts";
+import { abortableSleep } from "./sleep.ts";
 
 /** Resolves after `ms` on a plain timer: a reference point to order the sleep against. */
 const timer = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -44,33 +44,4 @@ Deno.test("abortableSleep on an already aborted signal returns at once", async (
   await abortableSleep(60_000, AbortSignal.abort());
   // Resolved without any timer (the sanitizer would see one); far below the time asked for.
   assert(performance.now() - started < 1_000);
-});
-
-Deno.test("deadline aborts with a TimeoutError when its time runs out", async () => {
-  using bound = deadline(30);
-  assert(!bound.signal.aborted && !bound.timedOut);
-  await untilAborted(bound.signal);
-  assert(bound.timedOut);
-  assertEquals((bound.signal.reason as DOMException).name, "TimeoutError");
-});
-
-Deno.test("deadline follows its parent's abort and reason, without timing out", () => {
-  const parent = new AbortController();
-  using bound = deadline(60_000, parent.signal);
-  parent.abort(new Error("stop"));
-  assert(bound.signal.aborted && !bound.timedOut);
-  assertEquals((bound.signal.reason as Error).message, "stop");
-  // An already aborted parent aborts it at once.
-  using again = deadline(60_000, parent.signal);
-  assert(again.signal.aborted);
-});
-
-Deno.test("deadline disposed of clears its timer and stops following its parent", async () => {
-  const parent = new AbortController();
-  const bound = deadline(20, parent.signal);
-  bound[Symbol.dispose]();
-  // The test sanitizer fails the test if the 20 ms timer were still pending; wait past it anyway.
-  await new Promise((r) => setTimeout(r, 40));
-  parent.abort();
-  assert(!bound.signal.aborted && !bound.timedOut);
 });

@@ -20,7 +20,6 @@ import {
   type RuntimeEvent,
   RuntimeUnavailableError,
 } from "../runtime/runtime.ts";
-import { deadline } from "@drover/common";
 
 /** Default longest wait for one runtime call (pulls excepted), in milliseconds. */
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
@@ -160,12 +159,12 @@ export class GuardedRuntime implements ContainerRuntime {
     signal: AbortSignal | undefined,
     call: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
     return await this.#observe(async () => {
-      using bound = deadline(this.#timeoutMs, signal);
       try {
-        return await call(bound.signal);
+        return await call(signal ? AbortSignal.any([signal, timeout]) : timeout);
       } catch (err) {
-        if (bound.timedOut && !signal?.aborted) {
+        if (timeout.aborted && !signal?.aborted) {
           throw new RuntimeUnavailableError(
             `Cannot ${what}: the runtime did not answer within ${this.#timeoutMs} ms`,
             { cause: err },
