@@ -5,10 +5,12 @@
  * on N hollow devices (agent/hollow.ts: the real agent code) in one process
  * taken through K updates by the real operator (`serve` + `apply`).
  *
- * CPU time, not wall time: the process's utime + stime (/proc) over the
- * updates, minus its idle rate over as long (heartbeats, timers), divided by
- * N × K. CPU time hardly depends on what else runs on the machine (wall time
- * does); cache and frequency effects remain, so compare figures of one run.
+ * CPU time, not wall time: utime + stime (/proc) of the process's threads but
+ * the profiler's over the updates, minus its idle rate over as long (the mean
+ * of 5 s before and 5 s after), divided by N × K. It depends less on what else
+ * runs than wall time, but the idle rate varies between runs (deferred work
+ * such as the runtime calls' 120 s timeouts lands in it): alternate before and
+ * after runs, and read the allocations (`--heap-profile`) beside it.
  * The hollow process runs with `--cpu-prof`; the samples that fall in the
  * update window are summed per function (self time) and per area of the code.
  *
@@ -508,8 +510,10 @@ export function renderSection(
     "",
     `N hollow devices (real agent code, FAKE in-memory runtime) in one process (the agent task's V8 flags), K updates of one ` +
     "deployment through the real operator. CPU-ms per change = hollow process utime+stime over " +
-    "the updates, minus its idle rate, / (N × K). CPU time, unlike wall time, hardly depends on " +
-    "the machine's load; the load average is given anyway. Per-area and per-function figures " +
+    "the updates, minus its idle rate, / (N × K). CPU time depends less on the machine's load " +
+    "than wall time, but not little: the idle rate subtracted varies between runs, and at load " +
+    "averages of 2–18 on 2 cores one configuration gave figures ±40 % apart (round 4); compare " +
+    "alternating runs and the load average beside each. Per-area and per-function figures " +
     "split that CPU time by the share of `--cpu-prof` samples (self time) in the same window: " +
     "µs of CPU per change. Samples count wall time, so on a loaded machine only their shares " +
     "are meaningful.",
