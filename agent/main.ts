@@ -449,9 +449,11 @@ function systemdStatus(
 ): () => void {
   let sent = "";
   return () => {
+    // Not under systemd (hollow devices, a shell): no status line to build on every change.
+    if (!notifier.enabled) return;
     const text = statusLine(reconciler.deviceStatus(), reconciler.deploymentStatuses());
     // Only when it says something new.
-    if (text === sent || !notifier.enabled) return;
+    if (text === sent) return;
     sent = text;
     void notify("STATUS", () => notifier.status(text));
   };

@@ -102,6 +102,12 @@ export interface DeviceBenchResult {
   /** Single podman round trips the agent may add to the floor calls, ms. */
   roundTrips: { listManaged: Summary; imageExists: Summary };
   footprint: FootprintResult;
+  /**
+   * CPU time (utime + stime) of the agent process over the measured Drover
+   * iterations, per change (each iteration is three: deploy, update, delete),
+   * ms, less its idle rate (measured over 5 s before) over as long.
+   */
+  agentCpuMsPerChange: number;
   /** The same for the aarch64 bundle under qemu (emulated: for information only). */
   aarch64?: FootprintResult;
   aarch64Error?: string;
@@ -128,21 +134,25 @@ export function agentV8Flags(): string[] {
  * `deno` arguments that run the agent (before `--config`): from source by default;
  * `BENCH_AGENT=bundle` runs `dist/drover-agent.bundle.js` (`deno task bundle`) with the
  * launcher's flags, as devices run it — no module graph, npm resolution or TypeScript emit at
- * run time, ≈ 9 MiB less RSS (bench/RESULTS.md).
+ * run time, ≈ 9 MiB less RSS (bench/RESULTS.md). `BENCH_AGENT_CPU_PROF=DIR` adds `--cpu-prof`.
  */
 export function agentRunArgs(): string[] {
+  // A V8 CPU profile of each agent process (its .cpuprofile files) into this directory.
+  const profDir = Deno.env.get("BENCH_AGENT_CPU_PROF");
+  const prof = profDir ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [];
   if (Deno.env.get("BENCH_AGENT") === "bundle") {
     const bundle = new URL("../dist/drover-agent.bundle.js", import.meta.url).pathname;
     return [
       "run",
       ...NOTHING_FETCHED_FLAGS,
+      ...prof,
       "--unstable-net",
       "-A",
       ...agentV8Flags(),
       bundle,
     ];
   }
-  return ["run", "-A", ...agentV8Flags(), "agent/main.ts"];
+  return ["run", "-A", ...prof, ...agentV8Flags(), "agent/main.ts"];
 }
 
 /** Runs the latency and footprint benchmarks on one real device stack. */
@@ -181,12 +191,24 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       drover: { deploy: [] as number[], update: [] as number[], delete: [] as number[] },
     };
     const total = WARMUP + options.iterations;
+    // The agent's idle rate (heartbeats, timers), subtracted from its CPU over the iterations:
+    // after start-up has settled (compiling, the first pass), over 5 s.
+    await new Promise((r) => setTimeout(r, 5_000));
+    const idle0 = await sampleProcess(agent.pid);
+    await new Promise((r) => setTimeout(r, 5_000));
+    const idle1 = await sampleProcess(agent.pid);
+    const idleMsPerMs = idle0 && idle1 ? (idle1.cpuMs - idle0.cpuMs) / (idle1.at - idle0.at) : 0;
+    let agentCpuMs = 0;
     progress(`device: ${options.iterations} measured iterations (+${WARMUP} warm-up), alternating`);
     for (let i = 0; i < total; i++) {
       const keep = i >= WARMUP;
       const floor = await floorIteration(client, events, i);
+      const cpu0 = await sampleProcess(agent.pid);
       const drover = await droverIteration(desired, status, events, i);
+      const cpu1 = await sampleProcess(agent.pid);
       if (!keep) continue;
+      agentCpuMs += (cpu1?.cpuMs ?? NaN) - (cpu0?.cpuMs ?? NaN) -
+        idleMsPerMs * ((cpu1?.at ?? NaN) - (cpu0?.at ?? NaN));
       listMs.push(floor.list);
       imageExistsMs.push(floor.imageExists);
       for (const op of ["deploy", "update", "delete"] as const) {
@@ -255,6 +277,7 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
         imageExists: rounded(summarise(imageExistsMs)),
       },
       footprint,
+      agentCpuMsPerChange: Math.round((agentCpuMs / (3 * options.iterations)) * 100) / 100,
       ...(aarch64 ? { aarch64 } : {}),
       ...(aarch64Error ? { aarch64Error } : {}),
       agentLog,

@@ -11,6 +11,12 @@ import { formatZodIssues } from "./errors.ts";
 /** Largest value the agent and operator will try to parse (NATS' default max payload). */
 export const MAX_VALUE_BYTES = 1024 * 1024;
 
+/**
+ * One decoder for every value: without `{ stream: true }` each `decode` starts
+ * afresh, so one decoder serves every value instead of one built per value.
+ */
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** Outcome of {@linkcode decodeJson}. */
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -25,7 +31,7 @@ export function decodeJson<S extends z.ZodType>(
   }
   let text: string;
   try {
-    text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
+    text = typeof data === "string" ? data : STRICT_UTF8.decode(data);
   } catch {
     // Not a JSON problem: the bytes are not text at all (a binary value, another encoding).
     return {

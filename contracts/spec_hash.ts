@@ -15,15 +15,60 @@
  * ```
  */
 export function canonicalJson(value: unknown): string {
+  // Index loops and string appends: this runs on every status change of every
+  // device, and destructuring or iterator callbacks allocate per element in the
+  // interpreter the agent runs in (`--lite-mode`, bench/agent_cpu.ts).
   if (value === null || typeof value !== "object") {
     const json = JSON.stringify(value);
     return json === undefined ? "null" : json;
   }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ",") + canonicalJson(value[i]);
+    return out + "]";
+  }
+  const record = value as Record<string, unknown>;
+  // Code-unit order, as `a < b`.
+  const keys = Object.keys(record).sort();
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const member = record[keys[i]!];
+    if (member === undefined) continue;
+    out += (out.length === 1 ? "" : ",") + JSON.stringify(keys[i]) + ":" + canonicalJson(member);
+  }
+  return out + "}";
+}
+
+/**
+ * True when two JSON values have the same {@linkcode canonicalJson} — key
+ * order and `undefined` members do not count — without building either string.
+ * For JSON data (no NaN, functions or class instances).
+ *
+ * @example
+ * ```ts
+ * jsonEqual({ a: 1, b: [2], c: undefined }, { b: [2], a: 1 }); // true
+ * ```
+ */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false;
+    return true;
+  }
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  let members = 0;
+  for (const key in x) {
+    if (!Object.hasOwn(x, key) || x[key] === undefined) continue;
+    if (!Object.hasOwn(y, key) || !jsonEqual(x[key], y[key])) return false;
+    members++;
+  }
+  for (const key in y) {
+    if (Object.hasOwn(y, key) && y[key] !== undefined) members--;
+  }
+  return members === 0;
 }
 
 /** Hex SHA-256 of the canonical JSON of `spec` (a parsed `PodmanService`). */

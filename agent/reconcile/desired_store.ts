@@ -44,6 +44,7 @@ export class DesiredStore implements DesiredSink {
   /** Every deployment held since the agent started. */
   #claimed = new Set<string>();
   #listeners = new Set<(change: DesiredChange) => void>();
+  #version = 0;
   readonly #writer: Coalescer | undefined;
   readonly #log: Logger | undefined;
 
@@ -91,6 +92,11 @@ export class DesiredStore implements DesiredSink {
   /** True when this store has held `deployment` since it was created (see ownership.ts). */
   isClaimed(deployment: string): boolean {
     return this.#claimed.has(deployment);
+  }
+
+  /** Counts the changes (a replace or an update): equal versions hold the same entries. */
+  get version(): number {
+    return this.#version;
   }
 
   /** Calls `listener` on every change; returns the unsubscribe function. */
@@ -156,6 +162,7 @@ export class DesiredStore implements DesiredSink {
   }
 
   #emit(change: DesiredChange): void {
+    this.#version++;
     for (const listener of this.#listeners) listener(change);
   }
 }

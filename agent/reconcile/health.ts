@@ -56,11 +56,20 @@ export function stopTimeoutSeconds(service: PodmanService): number {
 }
 
 function durationMs(text: string): number {
+  // Every status computation reads min_ready: the few texts a device sees are parsed once.
+  const known = parsedDurations.get(text);
+  if (known !== undefined) return known;
   const ms = parseComposeDuration(text);
   // Impossible for a value that passed the contract schema.
   if (ms === undefined) throw new Error(`Cannot read duration ${JSON.stringify(text)}`);
+  if (parsedDurations.size >= PARSED_DURATIONS_MAX) parsedDurations.clear();
+  parsedDurations.set(text, ms);
   return ms;
 }
+
+/** Bound of {@linkcode parsedDurations}: desired values choose the texts. */
+const PARSED_DURATIONS_MAX = 256;
+const parsedDurations = new Map<string, number>();
 
 /** One container whose health check the agent runs. */
 export interface HealthTarget {

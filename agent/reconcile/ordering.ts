@@ -23,15 +23,21 @@ import { dependenciesOf, type Dependency, type PodmanService } from "@drover/con
 import type { ObservedContainer } from "../runtime/runtime.ts";
 
 /** Names of the services others wait on with `service_completed_successfully`. */
-export function jobServices(services: readonly PodmanService[]): Set<string> {
-  const jobs = new Set<string>();
+export function jobServices(services: readonly PodmanService[]): ReadonlySet<string> {
+  // Desired values are immutable once decoded: one answer per services list.
+  let jobs = jobsOf.get(services);
+  if (jobs !== undefined) return jobs;
+  jobs = new Set<string>();
   for (const service of services) {
     for (const dep of dependenciesOf(service)) {
       if (dep.condition === "service_completed_successfully") jobs.add(dep.service);
     }
   }
+  jobsOf.set(services, jobs);
   return jobs;
 }
+
+const jobsOf = new WeakMap<readonly PodmanService[], Set<string>>();
 
 /** A job's container of this revision that exited with a code other than 0. */
 export interface FailedJob {

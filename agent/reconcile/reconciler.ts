@@ -176,6 +176,8 @@ export class Reconciler {
    * Only those are looked at, so without `allowed_host_paths` no file is touched.
    */
   #hostPaths: HostPathFacts = new Map();
+  /** The store version whose policy verdicts hold, while they depend on nothing on disk. */
+  #policyCheckedVersion: number | undefined;
   #runtimeAvailable = true;
   #running = false;
   #runSignal: AbortSignal = new AbortController().signal;
@@ -535,6 +537,10 @@ export class Reconciler {
   async #checkPolicy(): Promise<void> {
     // Again before every plan: a directory checked in an earlier pass may be a symlink now.
     const paths = hostPathsToResolve(this.store.entries(), this.#policy);
+    // Without host paths the verdicts depend on the entries alone: the same entries, the same.
+    const version = this.store.version;
+    if (paths.size === 0 && this.#policyCheckedVersion === version) return;
+    this.#policyCheckedVersion = paths.size === 0 ? version : undefined;
     this.#hostPaths = paths.size === 0 ? new Map() : await resolveHostPaths(paths);
     const violations = policyViolations(this.store.entries(), this.#policy, this.#hostPaths);
     // A deployment whose secrets this device cannot open is refused the same way, with why.

@@ -15,6 +15,8 @@ import { hashKey } from "./plan.ts";
 
 // Desired values are immutable once decoded, so a value's hashes never change.
 const cache = new WeakMap<object, Map<string, string>>();
+/** The same keyed by `<deployment>_<service>`, per entry (entries are immutable too). */
+const byEntry = new WeakMap<DesiredEntry, ReadonlyMap<string, string>>();
 
 /**
  * The contract's `specHash` (SHA-256 of the canonical JSON, the
@@ -40,27 +42,45 @@ export function specHashSync(spec: unknown): string {
  */
 export function serviceHashes(
   entries: Iterable<DesiredEntry>,
-): Map<string, string> {
-  const out = new Map<string, string>();
+): ReadonlyMap<string, string> {
+  let out: Map<string, string> | undefined;
+  let only: ReadonlyMap<string, string> | undefined;
   for (const entry of entries) {
     if (entry.kind !== "valid") continue;
-    let hashes = cache.get(entry.state);
-    if (hashes === undefined) {
-      hashes = new Map();
-      const { score, secrets } = entry.state;
-      const versions = new Map((secrets ?? []).map((s) => [s.name, s.version]));
-      for (const service of score.services) {
-        // Start order is not part of the container: changing it replaces nothing.
-        const { depends_on: _order, ...container } = service;
-        // Plus mounted configs' content and secrets' versions, only where a service has them.
-        hashes.set(
-          service.name,
-          specHashSync(serviceHashInput(container, score.configs, versions)),
-        );
-      }
-      cache.set(entry.state, hashes);
+    const hashes = entryHashes(entry);
+    // One entry (every pass and status update asks for one): its cached map as is.
+    if (only === undefined && out === undefined) {
+      only = hashes;
+      continue;
     }
-    for (const [service, hash] of hashes) out.set(hashKey(entry.deployment, service), hash);
+    out ??= new Map(only);
+    for (const [key, hash] of hashes) out.set(key, hash);
   }
-  return out;
+  return out ?? only ?? new Map();
+}
+
+/** Spec hash per `<deployment>_<service>` of one valid entry, computed once per entry. */
+function entryHashes(entry: Extract<DesiredEntry, { kind: "valid" }>): ReadonlyMap<string, string> {
+  const known = byEntry.get(entry);
+  if (known !== undefined) return known;
+  let hashes = cache.get(entry.state);
+  if (hashes === undefined) {
+    hashes = new Map();
+    const { score, secrets } = entry.state;
+    const versions = new Map((secrets ?? []).map((s) => [s.name, s.version]));
+    for (const service of score.services) {
+      // Start order is not part of the container: changing it replaces nothing.
+      const { depends_on: _order, ...container } = service;
+      // Plus mounted configs' content and secrets' versions, only where a service has them.
+      hashes.set(
+        service.name,
+        specHashSync(serviceHashInput(container, score.configs, versions)),
+      );
+    }
+    cache.set(entry.state, hashes);
+  }
+  const keyed = new Map<string, string>();
+  for (const [service, hash] of hashes) keyed.set(hashKey(entry.deployment, service), hash);
+  byEntry.set(entry, keyed);
+  return keyed;
 }

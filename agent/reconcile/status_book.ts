@@ -9,7 +9,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { canonicalJson, type DeploymentStatus, type DeviceStatus } from "@drover/contracts";
+import { type DeploymentStatus, type DeviceStatus, jsonEqual } from "@drover/contracts";
 import type { HealthReport, ObservedContainer } from "../runtime/runtime.ts";
 import type { DesiredEntry } from "./desired.ts";
 import type { PolicyRule, PolicyViolation } from "./policy.ts";
@@ -47,7 +47,6 @@ export class StatusBook {
   readonly #now: () => number;
   readonly #healthyMs: number | undefined;
   #statuses = new Map<string, DeploymentStatus>();
-  #statusJson = new Map<string, string>();
   /** Last pass error per key; shown as the status message until a pass succeeds. */
   #errors = new Map<string, string>();
   #violations = new Map<string, readonly PolicyViolation[]>();
@@ -151,16 +150,13 @@ export class StatusBook {
       ...(facts.health !== undefined ? { health: facts.health } : {}),
       ...(this.#healthyMs !== undefined ? { healthyMs: this.#healthyMs } : {}),
     });
-    const json = status === undefined ? undefined : canonicalJson(status);
-    if (json === this.#statusJson.get(key)) return;
     const before = this.#statuses.get(key);
+    if (status === undefined ? before === undefined : jsonEqual(status, before)) return;
     if (status === undefined) {
       this.#statuses.delete(key);
-      this.#statusJson.delete(key);
       this.#observedAt.delete(key);
     } else {
       this.#statuses.set(key, status);
-      this.#statusJson.set(key, json!);
     }
     this.#logTransition(key, before, status);
     this.#changed();
@@ -195,8 +191,11 @@ export class StatusBook {
 
   /** Why the device is not ready, in one short line; undefined when it is. */
   deviceMessage(): string | undefined {
+    const device = this.deviceStatus();
+    // Asked for with every status put: a ready device has nothing to say, no statuses to copy.
+    if (device === "ready") return undefined;
     return deviceMessage(this.deploymentStatuses(), {
-      device: this.deviceStatus(),
+      device,
       ...(this.#runtimeProblem !== undefined ? { runtimeProblem: this.#runtimeProblem } : {}),
     });
   }

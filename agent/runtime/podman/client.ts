@@ -623,8 +623,9 @@ export class PodmanClient implements Disposable {
     action: string,
     options: RequestOptions,
   ): Promise<Response> {
-    const url = new URL(this.#base + path);
-    url.search = toSearchParams(options.query ?? {}).toString();
+    // A string: fetch parses it once (a URL object was parsed, re-serialised and parsed again).
+    const search = toSearchParams(options.query ?? {}).toString();
+    const url = search === "" ? this.#base + path : `${this.#base}${path}?${search}`;
     const headers = new Headers(options.headers);
     let body: string | Uint8Array<ArrayBuffer> | undefined;
     if (options.json !== undefined) {
