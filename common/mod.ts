@@ -3,7 +3,7 @@
  * that ends when its signal aborts, a timeout race, capped exponential backoff with
  * jitter, admission control (per-key token buckets, a cap on work in progress, throttled log
  * lines), the lifecycle of a process's parts (start in order, stop in reverse) and sealing
- * secrets to one device's xkey (sealing.ts, nkeys only). Uses no `Deno` API, so every member
+ * secrets to one device's xkey (sealing.ts, nkeys only) and a synchronous SHA-256 (sha256.ts). Uses no `Deno` API, so every member
  * may import it without the agent and the operator depending on each other.
  *
  * @example
@@ -25,3 +25,4 @@ export * from "./sleep.ts";
 export * from "./transport_resets.ts";
 export * from "./within.ts";
 export * from "./sealing.ts";
+export * from "./sha256.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "@drover/common";
 import { canonicalJson, serviceHashInput } from "@drover/contracts";
 import type { DesiredEntry } from "./desired.ts";
 import { hashKey } from "./plan.ts";
@@ -22,10 +22,12 @@ const byEntry = new WeakMap<DesiredEntry, ReadonlyMap<string, string>>();
  * The contract's `specHash` (SHA-256 of the canonical JSON, the
  * `drover.spec-hash` label), computed synchronously: WebCrypto's `digest`
  * hops to a worker thread and back, which cost more than the hash itself on
- * every desired-state change (bench/agent_cpu.ts). Tested equal to `specHash`.
+ * every desired-state change (bench/agent_cpu.ts), and `node:crypto` would
+ * load the Node layer on the device (common/sha256.ts). Tested equal to
+ * `specHash`.
  */
 export function specHashSync(spec: unknown): string {
-  return createHash("sha256").update(canonicalJson(spec)).digest("hex");
+  return sha256Hex(canonicalJson(spec));
 }
 
 /**
