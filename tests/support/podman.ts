@@ -48,6 +48,8 @@ import { abortableSleep } from "@drover/common";
 export const PODMAN_START_TIMEOUT_MS = 30_000;
 /** How long cleanup waits for conmon and `podman container cleanup` to exit on their own. */
 const LEFTOVER_PROCESS_GRACE_MS = 3_000;
+/** How long a killed instance's veths may take to leave its bridge before it is deleted anyway. */
+const BRIDGE_PORTS_GRACE_MS = 3_000;
 
 /** Result of {@linkcode PodmanService.cli}. */
 export type PodmanCliResult = CommandResult;
@@ -434,7 +436,7 @@ async function cleanUpInstance(
   else for (const id of remainingIds) await runCommand("runc", ["delete", "--force", id]);
 
   const stillMounted = await unmountAllUnder(paths.dir);
-  if (bridge !== undefined) await deleteBridgeIfUnused(bridge);
+  if (bridge !== undefined) await deleteBridge(bridge);
 
   const stillRunning = await processesReferencing(paths.dir);
   const problems = [
@@ -463,10 +465,6 @@ async function enterLeftoverNamespace(
   return undefined;
 }
 
-/**
- * Netavark deletes the bridge with the last container, but not after a failed setup or a
- * crash. The slot is ours, so an empty bridge left behind is ours to delete.
- */
 async function bridgeExists(bridge: string): Promise<boolean> {
   try {
     await Deno.stat(`/sys/class/net/${bridge}`);
@@ -477,15 +475,26 @@ async function bridgeExists(bridge: string): Promise<boolean> {
   }
 }
 
-async function deleteBridgeIfUnused(bridge: string): Promise<void> {
-  const ports: string[] = [];
-  try {
-    for await (const port of Deno.readDir(`/sys/class/net/${bridge}/brif`)) ports.push(port.name);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return; // No such bridge.
-    throw error;
+/**
+ * Netavark deletes the bridge with the last container, but not after a failed setup or a
+ * crash. The slot is ours, so a bridge left behind is ours to delete.
+ */
+async function deleteBridge(bridge: string): Promise<void> {
+  // A killed container's veth goes with its network namespace, which the kernel frees a moment
+  // after the last process in it: wait for that, then delete the bridge whatever is left on it
+  // (every container of the instance is gone by now).
+  for (let waited = 0; waited < BRIDGE_PORTS_GRACE_MS; waited += 100) {
+    const ports: string[] = [];
+    try {
+      for await (const port of Deno.readDir(`/sys/class/net/${bridge}/brif`)) ports.push(port.name);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return; // No such bridge.
+      throw error;
+    }
+    if (ports.length === 0) break;
+    await abortableSleep(100);
   }
-  if (ports.length === 0) await runCommand("ip", ["link", "delete", bridge]);
+  if (await bridgeExists(bridge)) await runCommand("ip", ["link", "delete", bridge]);
 }
 
 async function containerIdsInStorage(paths: PodmanPaths): Promise<string[]> {
