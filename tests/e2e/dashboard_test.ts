@@ -259,9 +259,12 @@ Deno.test("dashboard: live fleet, deployment and device pages in chromium", asyn
         assertEquals(rows.length, 2);
         const second = page.locator(`#rollout-devices tr[data-device="${rows[0]}"]`);
         assertStringIncludes((await second.textContent()) ?? "", "2 (current)");
-        assertStringIncludes(
-          (await second.textContent()) ?? "",
-          "pulling localhost/drover-busybox:1",
+        // The row says "pending" until the device's status saying so reaches the page.
+        await until(
+          "the batch's device row shows the image it pulls",
+          async () =>
+            ((await second.textContent()) ?? "").includes("pulling localhost/drover-busybox:1"),
+          20_000,
         );
         // Relative times, with the exact time on hover; no raw JSON or snake_case keys.
         const started = page.locator("#rollout time").first();
