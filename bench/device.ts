@@ -159,18 +159,9 @@ export function agentRunArgs(): string[] {
 export async function runDeviceBench(options: DeviceBenchOptions): Promise<DeviceBenchResult> {
   const { progress } = options;
   progress("device: starting nats-server and an isolated podman service");
-  await using nats = await startNats();
-  await using podman = await startPodman();
-  await buildBusyboxImage(podman, BENCH_IMAGE);
-  const nc = await connect({ servers: nats.url });
-  try {
-    const kvm = new Kvm(nc);
-    const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
-    const status = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
-    await kvm.create(BUCKET_DEPLOYMENTS, { history: 5 });
-    // Agents ask `operator serve` which keys they have; here its snapshot service alone runs.
-    await using snapshots = new DesiredSnapshotService(nc, desired);
-    await snapshots.start();
+  await using stack = await openDeviceStack();
+  const { nats, podman, desired, status } = stack;
+  {
     const configPath = await writeAgentConfig(options.workDir, nats.url, podman.socket);
     const agentLog = `${options.workDir}/agent-latency.log`;
 
@@ -282,8 +273,47 @@ export async function runDeviceBench(options: DeviceBenchOptions): Promise<Devic
       ...(aarch64Error ? { aarch64Error } : {}),
       agentLog,
     };
-  } finally {
-    await nc.close();
+  }
+}
+
+/** What one device's benchmarks run against: a real nats-server, an isolated podman, buckets. */
+export interface DeviceStack extends AsyncDisposable {
+  nats: Awaited<ReturnType<typeof startNats>>;
+  podman: Awaited<ReturnType<typeof startPodman>>;
+  desired: KV;
+  status: KV;
+}
+
+/**
+ * Starts nats-server and an isolated podman service with the bench image, creates the buckets
+ * and answers the agent's snapshot requests (`operator serve`'s snapshot service alone);
+ * disposing stops them in reverse.
+ */
+export async function openDeviceStack(): Promise<DeviceStack> {
+  const stack = new AsyncDisposableStack();
+  try {
+    const nats = stack.use(await startNats());
+    const podman = stack.use(await startPodman());
+    await buildBusyboxImage(podman, BENCH_IMAGE);
+    const nc = await connect({ servers: nats.url });
+    stack.defer(() => nc.close());
+    const kvm = new Kvm(nc);
+    const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
+    const status = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
+    await kvm.create(BUCKET_DEPLOYMENTS, { history: 5 });
+    const snapshots = stack.use(new DesiredSnapshotService(nc, desired));
+    await snapshots.start();
+    const owned = stack.move();
+    return {
+      nats,
+      podman,
+      desired,
+      status,
+      [Symbol.asyncDispose]: () => owned.disposeAsync(),
+    };
+  } catch (e) {
+    await stack.disposeAsync();
+    throw e;
   }
 }
 

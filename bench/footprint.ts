@@ -12,16 +12,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
-import { BUCKET_AGENT_STATUS, BUCKET_DEPLOYMENTS, BUCKET_DESIRED_STATE } from "@drover/contracts";
-import { buildBusyboxImage, startNats, startPodman } from "../tests/support/mod.ts";
-import { DesiredSnapshotService } from "../operator/devices/snapshots.ts";
 import {
   agentV8Flags,
-  BENCH_IMAGE,
   type FootprintResult,
   measureFootprint,
+  openDeviceStack,
   putIdleDeployments,
   writeAgentConfig,
 } from "./device.ts";
@@ -43,17 +38,9 @@ const bundles = args.positionals.length > 0
 
 const workDir = await Deno.makeTempDir({ prefix: "drover-footprint-" });
 try {
-  await using nats = await startNats();
-  await using podman = await startPodman();
-  await buildBusyboxImage(podman, BENCH_IMAGE);
-  const nc = await connect({ servers: nats.url });
-  try {
-    const kvm = new Kvm(nc);
-    const desired = await kvm.create(BUCKET_DESIRED_STATE, { history: 5 });
-    const status = await kvm.create(BUCKET_AGENT_STATUS, { history: 1 });
-    await kvm.create(BUCKET_DEPLOYMENTS, { history: 5 });
-    await using snapshots = new DesiredSnapshotService(nc, desired);
-    await snapshots.start();
+  await using stack = await openDeviceStack();
+  const { nats, podman, desired, status } = stack;
+  {
     const config = await writeAgentConfig(workDir, nats.url, podman.socket);
     await putIdleDeployments(desired, DEPLOYMENTS);
     const results = new Map<string, FootprintResult[]>(bundles.map((b) => [b, []]));
@@ -105,8 +92,6 @@ try {
         `${bundle}: RSS end median ${ends[Math.floor(ends.length / 2)]} MiB (${ends.join(", ")})`,
       );
     }
-  } finally {
-    await nc.close();
   }
 } finally {
   await Deno.remove(workDir, { recursive: true });
