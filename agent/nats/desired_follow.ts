@@ -200,6 +200,8 @@ export class DesiredFollower {
   >();
   /** A hint named a key not held: the next snapshot comes soon. */
   #hinted = false;
+  /** When the last snapshot was asked for (`performance.now()`), for the hint-snapshot interval. */
+  #lastSnapshotAt = -Infinity;
   /** Deployments not held that hints named since the last snapshot (a few, see HINTED_READS_PER_SNAPSHOT). */
   readonly #hintedNames = new Set<string>();
   #subscription: Subscription | undefined;
@@ -290,7 +292,12 @@ export class DesiredFollower {
     });
   }
 
-  /** Waits for the next resync: its interval, or a debounced while after a hint for a key not held. */
+  /**
+   * Waits for the next resync: its interval, or — after a hint for a key not held — at once if no
+   * snapshot was asked for within {@linkcode HINT_SNAPSHOT_DEBOUNCE_MS}, else for the rest of it
+   * (a new deployment is fetched without delay; a flood of hints still costs one snapshot per
+   * interval).
+   */
   async #idle(signal: AbortSignal): Promise<void> {
     if (this.#pollingUntil !== undefined) {
       // Not listening (a flood of hints): the snapshot is the only way to see changes.
@@ -317,7 +324,12 @@ export class DesiredFollower {
         this.#wake = undefined;
       }
     }
-    if (this.#hinted) await abortableSleep(HINT_SNAPSHOT_DEBOUNCE_MS, signal);
+    if (this.#hinted) {
+      const sinceLast = performance.now() - this.#lastSnapshotAt;
+      if (sinceLast < HINT_SNAPSHOT_DEBOUNCE_MS) {
+        await abortableSleep(HINT_SNAPSHOT_DEBOUNCE_MS - sinceLast, signal);
+      }
+    }
   }
 
   /** Takes one snapshot, retrying with backoff until it succeeds or `signal` aborts. */
@@ -339,6 +351,7 @@ export class DesiredFollower {
   async #sync(signal: AbortSignal): Promise<void> {
     // Hints from now on may be newer than this listing: they ask for another.
     this.#hinted = false;
+    this.#lastSnapshotAt = performance.now();
     const hintedNames = [...this.#hintedNames];
     this.#hintedNames.clear();
     const { asOfRevision, deployments } = await requestSnapshot(
