@@ -25,7 +25,7 @@ import { round } from "./stats.ts";
 import { type ProbeCase, runKvProbe } from "./kv_probe.ts";
 import { sectionOf, withSection } from "./dashboard.ts";
 import { sectionOf as scaleSectionOf, withSection as withScaleSection } from "./scale.ts";
-import { sectionOf as keptSection } from "./sections.ts";
+import { sectionNames, sectionOf as keptSection } from "./sections.ts";
 import { exists } from "../tests/support/files.ts";
 import { NOTHING_FETCHED_FLAGS } from "../scripts/bundle.ts";
 
@@ -229,18 +229,12 @@ async function main(args: string[]): Promise<number> {
     : withSection(renderMarkdown(results), dashboard);
   const scale = scaleSectionOf(previous);
   if (scale !== "") markdown = withScaleSection(markdown, scale);
-  // The hand-measured footprint breakdown is kept as well, at the end (no run rewrites it).
-  const breakdown = keptSection(previous, "footprint-breakdown");
-  if (breakdown !== "") markdown = `${markdown.trimEnd()}\n\n${breakdown}`;
-  // bench/rollout.ts's staged-rollout figures too (that benchmark writes its own section).
-  const rollout = keptSection(previous, "rollout-bench");
-  if (rollout !== "") markdown = `${markdown.trimEnd()}\n\n${rollout}`;
-  // bench/sealing.ts's secret-sealing figures too.
-  const sealing = keptSection(previous, "sealing-bench");
-  if (sealing !== "") markdown = `${markdown.trimEnd()}\n\n${sealing}`;
-  // bench/agent_cpu.ts's CPU per change too (its own section).
-  const agentCpu = keptSection(previous, "agent-cpu");
-  if (agentCpu !== "") markdown = `${markdown.trimEnd()}\n\n${agentCpu}`;
+  // Every other marked section (each benchmark or hand measurement that writes its own: the
+  // footprint breakdown, rollouts, sealing, agent CPU, V8 flags, chaos…) is kept, in its order.
+  for (const name of sectionNames(previous)) {
+    if (sectionNames(markdown).includes(name)) continue;
+    markdown = `${markdown.trimEnd()}\n\n${keptSection(previous, name)}`;
+  }
   await Deno.writeTextFile(`${REPO_ROOT}/bench/RESULTS.md`, markdown);
   // Keep `deno fmt --check` (CI) clean for the generated file.
   await run(Deno.execPath(), ["fmt", "bench/RESULTS.md"]);

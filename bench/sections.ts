@@ -12,6 +12,11 @@ export function sectionMarkers(name: string): { start: string; end: string } {
   return { start: `<!-- ${name}:start -->`, end: `<!-- ${name}:end -->` };
 }
 
+/** Names of the marked sections of a RESULTS.md text, in their order (pure). */
+export function sectionNames(markdown: string): string[] {
+  return [...markdown.matchAll(/^<!-- ([\w-]+):start -->$/gm)].map((m) => m[1]!);
+}
+
 /** Section `name` of a RESULTS.md text with its markers, or "" (pure). */
 export function sectionOf(markdown: string, name: string): string {
   const { start, end } = sectionMarkers(name);

@@ -1,5 +1,5 @@
 import { assertEquals } from "./support/assert.ts";
-import { sectionOf, withSection } from "../bench/sections.ts";
+import { sectionNames, sectionOf, withSection } from "../bench/sections.ts";
 
 Deno.test("bench sections: a kept section is found, replaced in place, or appended", () => {
   const section = "<!-- x:start -->\nfigures\n<!-- x:end -->\n";
@@ -9,4 +9,10 @@ Deno.test("bench sections: a kept section is found, replaced in place, or append
   const replaced = withSection(doc, "x", "<!-- x:start -->\nnew\n<!-- x:end -->\n");
   assertEquals(replaced, "# Results\n\n<!-- x:start -->\nnew\n<!-- x:end -->\n\n## After\n");
   assertEquals(withSection("# R\n", "x", section), `# R\n\n${section}`);
+});
+
+Deno.test("bench sections: every marked section is named, in order (deno task bench keeps them all)", () => {
+  const doc = "# R\n<!-- a-b:start -->\n1\n<!-- a-b:end -->\ntext <!-- inline:start -->\n" +
+    "<!-- chaos:start -->\n2\n<!-- chaos:end -->\n";
+  assertEquals(sectionNames(doc), ["a-b", "chaos"]);
 });
